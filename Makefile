@@ -1,0 +1,42 @@
+# cxrdet: `make demo` and `make test` set up .venv themselves when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cxrdet-installed
+DATASET ?= vinbigdata
+export YOLO_OFFLINE := 1
+
+.PHONY: setup test test-slow demo browser bench clean
+
+# Idempotent: re-runs pip only when pyproject.toml changed since the last install.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch/torchvision first, in their own command (the only pair that runs ultralytics here)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q -m "not slow" --timeout=900
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+demo: setup
+	$(VENV)/bin/cxrdet demo $(DATASET)
+
+# Headless Chromium for the HTML report test (Debian package; needs root or sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
+bench: setup
+	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py && $(PY) bench/infer.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,70 @@
+"""``cxrdet STAGE ...``: one subcommand per stage module, nothing else in it.
+
+Each stage module exposes ``add_arguments_<cmd>(parser)`` and ``run_<cmd>(args) -> int`` (``cmd``
+with ``-`` as ``_``). Only the chosen stage's module is imported, so ``cxrdet convert`` never pays
+for importing torch. Bare ``key=value`` tokens are collected into ``args.overrides`` for the
+config merge (defaults < CONFIG < command line, see ``data_prep/config.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("data_prep.synth", "write synthetic DICOM phantoms in the VinBigData / RSNA layouts"),
+    "convert": ("data_prep.convert", "DICOM folder -> 8-bit PNGs + meta.csv (+ errors.csv); resumable"),
+    "fuse": ("data_prep.fusion", "fuse the radiologists' boxes (WBF, NMS, ...) into one set per image"),
+    "prep": ("data_prep.prep", "convert -> load -> fuse -> folds -> YOLO/COCO export, from a dataset folder"),
+    "report": ("data_prep.report", "markdown + PNG report of an annotation file"),
+    "train": ("detection.train", "train an ultralytics YOLO detector on a prepared fold"),
+    "train-cls": ("detection.train", "train the normal/abnormal classifier (the 2-class filter)"),
+    "export": ("detection.export", "export YOLO weights to ONNX"),
+    "predict": ("detection.predict", "predict boxes in original pixels from PNGs or DICOMs (TTA, ensembles)"),
+    "submit": ("detection.submission", "write a Kaggle submission CSV from a prediction box table"),
+    "validate-submission": ("detection.submission", "check a submission CSV against the sample submission"),
+    "evaluate": ("detection.evaluate", "mAP (vinbigdata / rsna / coco), image-level AUC, the radiologist baseline"),
+    "show": ("detection.visualize", "draw truth and predicted boxes over X-rays; galleries"),
+    "report-eval": ("detection.visualize", "self-contained HTML evaluation report"),
+    "demo": ("detection.demo", "run the whole pipeline on the embedded phantom dataset"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: cxrdet STAGE [args] [key=value ...]", "", "stages:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "cxrdet STAGE --help shows a stage's arguments."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"cxrdet: unknown stage {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[cmd][0])
+    fn = cmd.replace("-", "_")
+    parser = argparse.ArgumentParser(prog=f"cxrdet {cmd}", description=COMMANDS[cmd][1])
+    getattr(module, f"add_arguments_{fn}")(parser)
+    args, unknown = parser.parse_known_args(rest)
+    bad = [t for t in unknown if "=" not in t or t.startswith("-")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.overrides = [t for t in unknown if t not in bad]
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(getattr(module, f"run_{fn}")(args) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"cxrdet {cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
