@@ -1,0 +1,270 @@
+"""YOLO and COCO writers: tables + fold assignment -> datasets an ultralytics / COCO trainer reads.
+
+Inputs are the canonical tables (``data_prep/boxes.py``): the image table, whose ``path`` is the
+PNG of each image (``OUT/images/<id>.png``), and the box table in ORIGINAL pixels; plus the
+``image_id, fold`` table of :func:`data_prep.folds.make_folds`.
+
+YOLO (:func:`write_yolo`)::
+
+    OUT/labels/<id>.txt              "class cx cy w h" per box, normalised; empty = background
+    OUT/yolo/fold<k>/train.txt       absolute PNG paths of the other folds
+    OUT/yolo/fold<k>/val.txt         absolute PNG paths of fold k
+    OUT/yolo/fold<k>/data.yaml       path, train, val, nc, names {id: name} (+ channels: 1)
+
+ultralytics finds an image's label by replacing the last ``/images/`` of its path with
+``/labels/`` and the extension with ``.txt``; the writer checks that every PNG path maps to the
+label it writes.
+
+Why the YOLO numbers are computed from ORIGINAL pixels: a PNG made from an image of
+``(height, width)`` is a pure resize, ``x_png = x * sx`` and ``y_png = y * sy`` with
+``sx = png_width / width`` and ``sy = png_height / height`` (one scale for both with
+``keep_ratio``, two for the square resize; never padded on disk). Normalising in the PNG frame
+divides by ``png_width = width * sx`` and ``png_height = height * sy``, so the scale cancels:
+``x_png / png_width = x / width``. The normalised label is therefore the same for the original,
+the square-resized and the keep-ratio PNG, and it stays exact even where the PNG side was rounded
+(it is the ideal resize of the original). ``tests/test_export.py`` checks it against
+:func:`data_prep.boxes.to_frame`.
+
+COCO (:func:`write_coco`)::
+
+    OUT/coco/fold<k>_train.json, OUT/coco/fold<k>_val.json
+
+The COCO files describe the ORIGINAL images, which is what the COCO metric in original pixels
+needs: ``images[].height/width`` are original pixels, ``annotations[].bbox`` is ``x, y, w, h`` in
+original pixels (``boxes.xyxy_to_xywh``), ``area = w * h``, ``iscrowd = 0``. ``file_name`` is the
+image_id (the original image's name, not a file to open); each image also carries ``png_file``
+(absolute path of its PNG), ``png_height`` and ``png_width``: a trainer reading pixels opens
+``png_file`` and scales boxes by ``png_width / width`` and ``png_height / height``. Image ids are
+1-based and stable across folds (the rank of the image_id in sorted order), annotation ids are
+1-based, ``category_id`` = ``class_id`` (0-based, as in the box table).
+
+Every file is written to a temporary name and renamed; the ``labels``, ``yolo`` and ``coco``
+folders are built beside their final place and swapped in whole, so a re-export never leaves
+stale files (labels of dropped images, folds beyond a new k).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from data_prep import boxes as bx
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _names(class_names) -> dict[int, str]:
+    """A list (class_id order) or a dict {id: name} -> {int id: str name}."""
+    if isinstance(class_names, dict):
+        return {int(k): str(v) for k, v in sorted(class_names.items())}
+    return {i: str(n) for i, n in enumerate(class_names)}
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file + ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _swap_dir(tmp: Path, final: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``final`` (old one moved aside, then removed)."""
+    old = final.with_name(f".{final.name}.old.{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _fresh_dir(final: Path) -> Path:
+    tmp = final.with_name(f".{final.name}.tmp.{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def label_path_for(png: str | os.PathLike) -> str:
+    """The label file ultralytics reads for image ``png`` (ultralytics.data.utils.img2label_paths):
+    the last ``/images/`` becomes ``/labels/`` and the extension ``.txt``."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return sb.join(os.fspath(png).rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt"
+
+
+def _prepare(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, class_names):
+    """Common checks: every image has a fold and a PNG path; every box's class is named."""
+    images = bx.as_image_table(images)
+    boxes = bx.as_box_table(boxes)
+    names = _names(class_names)
+    fold_of = folds.assign(image_id=folds["image_id"].astype(str)).set_index("image_id")["fold"]
+    missing = ~images["image_id"].isin(fold_of.index)
+    if missing.any():
+        raise ValueError(f"export: image {images['image_id'][missing].iloc[0]!r} has no fold in the folds table "
+                         f"({int(missing.sum())} images without a fold)")
+    nopath = images["path"] == ""
+    if nopath.any():
+        raise ValueError(f"export: image {images['image_id'][nopath].iloc[0]!r}: empty path; expected its PNG path")
+    bad = ~boxes["class_id"].isin(list(names))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(f"export: box row {i}: class_id {int(boxes['class_id'].iloc[i])} of image "
+                         f"{boxes['image_id'].iloc[i]!r} has no name; expected one of {sorted(names)}")
+    bx.validate_boxes(boxes, images, source="export box table", tol=float("inf"))
+    images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
+    images["fold"] = fold_of.loc[images["image_id"]].to_numpy().astype("int64")
+    return images, boxes, names
+
+
+def _clip(boxes: pd.DataFrame, images: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes clipped to their image: (xyxy (N, 4) float64, height (N,), width (N,))."""
+    hw = images.set_index("image_id").loc[boxes["image_id"], ["height", "width"]].to_numpy(dtype="float64")
+    xyxy = boxes[bx.COORDS].to_numpy(dtype="float64")
+    xyxy = np.clip(xyxy, 0.0, np.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], 1))
+    return xyxy, hw[:, 0], hw[:, 1]
+
+
+def _split(images: pd.DataFrame, k: int, has_box: set, include_normal: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    val = images[images["fold"] == k]
+    train = images[images["fold"] != k]
+    if not include_normal:
+        train = train[train["image_id"].isin(has_box)]
+    return train, val
+
+
+# ----------------------------------------------------------------------------- YOLO
+def yolo_lines(boxes: pd.DataFrame, images: pd.DataFrame) -> pd.Series:
+    """``"class cx cy w h"`` per box (normalised by the ORIGINAL size, boxes clipped to the image,
+    6 decimals), indexed like ``boxes``; zero-area boxes after clipping give ``None``."""
+    xyxy, h, w = _clip(boxes, images)
+    yolo = bx.xyxy_to_yolo(xyxy, h, w)
+    ok = (yolo[:, 2] > 0) & (yolo[:, 3] > 0)
+    cls = boxes["class_id"].to_numpy()
+    lines = [f"{c} {a:.6f} {b:.6f} {d:.6f} {e:.6f}" if o else None
+             for c, (a, b, d, e), o in zip(cls, yolo, ok)]
+    return pd.Series(lines, index=boxes.index, dtype=object)
+
+
+def write_yolo(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, out: str | os.PathLike,
+               class_names, channels: int = 3, include_normal: bool = True) -> dict:
+    """Write ``out/labels/<id>.txt`` and ``out/yolo/fold<k>/{train.txt,val.txt,data.yaml}``.
+
+    images: image table, ``path`` = PNG path inside ``out/images/``; boxes: box table (original
+    px); folds: ``image_id, fold``; class_names: list in class_id order or ``{id: name}``;
+    channels: 1 (grayscale, ``channels: 1`` in data.yaml) or 3; include_normal: keep images
+    without boxes in the TRAIN lists as background (val lists always hold the whole fold).
+    Returns ``{"labels": Path, "data_yaml": [Path per fold], "n_labels": int, "n_dropped": int}``.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"export: channels = {channels!r}; expected 1 or 3")
+    out = Path(out).resolve()
+    images, boxes, names = _prepare(images, boxes, folds, class_names)
+    paths = images["path"].map(lambda p: str(Path(p).resolve()))
+    images["path"] = paths
+    want = images["image_id"].map(lambda i: str(out / "labels" / f"{i}.txt"))
+    got = paths.map(label_path_for)
+    wrong = got != want
+    if wrong.any():
+        i = int(np.flatnonzero(wrong.to_numpy())[0])
+        raise ValueError(f"export: image {images['image_id'].iloc[i]!r}: PNG {paths.iloc[i]} would have its "
+                         f"labels read from {got.iloc[i]}; expected the PNG in {out / 'images'} so that "
+                         f"ultralytics reads {want.iloc[i]}")
+
+    lines = yolo_lines(boxes, images)
+    n_dropped = int(lines.isna().sum())
+    if n_dropped:
+        log.warning("export: %d zero-area boxes (after clipping to the image) left out of the YOLO labels", n_dropped)
+    per_image = lines.dropna().groupby(boxes["image_id"][lines.notna()]).agg("\n".join)
+
+    labels_tmp = _fresh_dir(out / "labels")
+    for image_id in images["image_id"]:
+        text = per_image.get(image_id, "")
+        (labels_tmp / f"{image_id}.txt").write_text(text + "\n" if text else "")
+    _swap_dir(labels_tmp, out / "labels")
+    cache = out / "labels.cache"      # ultralytics' label cache keys on file sizes only: drop it
+    if cache.exists():
+        cache.unlink()
+
+    has_box = set(boxes["image_id"][lines.notna()])
+    yolo_tmp = _fresh_dir(out / "yolo")
+    ks = sorted(images["fold"].unique())
+    for k in ks:
+        train, val = _split(images, k, has_box, include_normal)
+        d = yolo_tmp / f"fold{k}"
+        d.mkdir()
+        (d / "train.txt").write_text("".join(p + "\n" for p in train["path"]))
+        (d / "val.txt").write_text("".join(p + "\n" for p in val["path"]))
+        data = {"path": str(out / "yolo" / f"fold{k}"), "train": "train.txt", "val": "val.txt",
+                "nc": len(names), "names": names}
+        if channels == 1:
+            data["channels"] = 1
+        (d / "data.yaml").write_text(
+            f"# cxrdet fold {k} of {len(ks)}: train = other folds ({len(train)} images), val = fold {k} "
+            f"({len(val)} images)\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    _swap_dir(yolo_tmp, out / "yolo")
+    log.info("export: YOLO labels for %d images (%d boxes), %d folds in %s", len(images),
+             len(boxes) - n_dropped, len(ks), out / "yolo")
+    return {"labels": out / "labels", "data_yaml": [out / "yolo" / f"fold{k}" / "data.yaml" for k in ks],
+            "n_labels": len(images), "n_dropped": n_dropped}
+
+
+# ----------------------------------------------------------------------------- COCO
+def coco_dict(images: pd.DataFrame, boxes: pd.DataFrame, names: dict[int, str], image_ids: dict[str, int],
+              description: str = "") -> dict:
+    """A COCO detection dict for ``images`` (with ``path``, optional ``png_height``/``png_width``)
+    and their ``boxes`` (original px). ``image_ids`` maps image_id -> COCO int id."""
+    img_list = []
+    for r in images.itertuples(index=False):
+        rec = {"id": image_ids[r.image_id], "file_name": r.image_id, "height": int(r.height),
+               "width": int(r.width), "png_file": str(Path(r.path).resolve())}
+        for c in ("png_height", "png_width"):
+            v = getattr(r, c, None)
+            if v is not None and not pd.isna(v):
+                rec[c] = int(v)
+        img_list.append(rec)
+    sel = boxes[boxes["image_id"].isin(set(images["image_id"]))]
+    sel = sel.sort_values(["image_id"], kind="stable")
+    xyxy, _, _ = _clip(sel, images)
+    xywh = bx.xyxy_to_xywh(xyxy)
+    anns = []
+    for n, (iid, cid, b) in enumerate(zip(sel["image_id"], sel["class_id"], xywh), start=1):
+        w, h = float(b[2]), float(b[3])
+        anns.append({"id": n, "image_id": image_ids[iid], "category_id": int(cid),
+                     "bbox": [round(float(b[0]), 3), round(float(b[1]), 3), round(w, 3), round(h, 3)],
+                     "area": round(w * h, 3), "iscrowd": 0})
+    cats = [{"id": i, "name": n, "supercategory": "finding"} for i, n in names.items()]
+    return {"info": {"description": description, "version": "1.0"}, "licenses": [],
+            "images": img_list, "annotations": anns, "categories": cats}
+
+
+def write_coco(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, out: str | os.PathLike,
+               class_names, include_normal: bool = True) -> list[Path]:
+    """Write ``out/coco/fold<k>_train.json`` and ``fold<k>_val.json`` for every fold.
+
+    Same inputs as :func:`write_yolo`; boxes stay in ORIGINAL pixels (see the module docstring).
+    Returns the written paths (train, val per fold)."""
+    out = Path(out).resolve()
+    images, boxes, names = _prepare(images, boxes, folds, class_names)
+    image_ids = {iid: n for n, iid in enumerate(images["image_id"], start=1)}
+    has_box = set(boxes["image_id"])
+    tmp = _fresh_dir(out / "coco")
+    written = []
+    ks = sorted(images["fold"].unique())
+    for k in ks:
+        train, val = _split(images, k, has_box, include_normal)
+        for split, sub in (("train", train), ("val", val)):
+            d = coco_dict(sub, boxes, names, image_ids, description=f"cxrdet fold {k} {split}")
+            (tmp / f"fold{k}_{split}.json").write_text(json.dumps(d))
+            written.append(out / "coco" / f"fold{k}_{split}.json")
+    _swap_dir(tmp, out / "coco")
+    log.info("export: COCO json for %d folds in %s", len(ks), out / "coco")
+    return written
