@@ -1,0 +1,349 @@
+"""``cxrdet evaluate``: competition metrics on a held-out fold, image-level AUC/F1, the radiologists' baseline.
+
+Truth (``--truth``), detected by its columns:
+
+* VinBigData ``train.csv`` (``rad_id``, one row per radiologist, no ``n_raters``): the raters'
+  boxes are FUSED first (WBF, IoU 0.4, :func:`data_prep.fusion.fuse`; needs ``--meta`` for the
+  image sizes), as the competition's own truth was; a log line says so.
+* a ``fused.csv`` (train.csv columns + ``n_raters``): used as it is.
+* RSNA ``stage_2_train_labels.csv`` (``patientId,...,Target``).
+* our box table CSV (``image_id,class_id,...,x_min,...``): the evaluated images are those of
+  ``--meta`` when given (normal images included), else the images with truth boxes (warned).
+
+Predictions (``--pred``): a submission (``image_id|patientId,PredictionString``, parsed by
+:func:`detection.submission.parse_submission`) or our box table CSV.
+
+The evaluated image set is every image of the truth (normal ones included), restricted to
+``--fold K`` of ``--folds`` when given (truth and predictions alike). VinBigData metrics add the
+normal truth (class 14, ``0 0 1 1``) for images without findings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_prep.boxes import BOX_COLUMNS, as_box_table, make_boxes
+from detection import metrics as M
+
+log = logging.getLogger(__name__)
+
+METRICS = ("vinbigdata", "rsna", "coco")
+NORMAL_ID = 14
+FUSION_IOU = 0.4
+
+
+# ----------------------------------------------------------------------------- the function others call
+def evaluate(truth_boxes: pd.DataFrame, pred_boxes: pd.DataFrame, images, metric: str = "vinbigdata",
+             iou_thr: float = 0.4, normal_class: int | None = NORMAL_ID, class_names=None,
+             image_level: bool = False) -> dict:
+    """Score predictions against truth on ``images`` (ids, or an image table with ``image_id``).
+
+    ``metric``: vinbigdata (mAP@iou_thr, VOC all-point) | coco (pycocotools 101-point at iou_thr)
+    | rsna (mean over images of TP/(TP+FP+FN) over IoU 0.40:0.75). ``normal_class``: the class
+    whose truth is ``0 0 1 1`` on images without findings (VinBigData's 14; None elsewhere; the
+    rsna metric never uses it and drops prediction rows of that class).
+    Returns the metric's dict (see :mod:`detection.metrics`: metric, mAP, per_class, n_images,
+    table, pr, ...) plus ``image_level`` when asked."""
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r}; expected one of {list(METRICS)}")
+    ids = images["image_id"] if isinstance(images, pd.DataFrame) else images
+    ids = pd.unique(pd.Series(list(ids), dtype=object).astype(str))
+    if metric == "vinbigdata":
+        res = M.vinbigdata_map(truth_boxes, pred_boxes, ids, iou_thr, normal_class, class_names)
+    elif metric == "coco":
+        res = M.coco_map(truth_boxes, pred_boxes, ids, iou_thr, normal_class=normal_class, class_names=class_names)
+    else:
+        if normal_class is not None and len(pred_boxes):
+            pred_boxes = pred_boxes[pred_boxes["class_id"] != normal_class]
+            truth_boxes = truth_boxes[truth_boxes["class_id"] != normal_class]
+        names = None if class_names is None else {k: v for k, v in (class_names.items() if isinstance(
+            class_names, dict) else enumerate(class_names)) if k != normal_class}
+        res = M.rsna_score(truth_boxes, pred_boxes, ids, class_names=names)
+    if image_level:
+        res["image_level"] = M.image_level(truth_boxes, pred_boxes, ids, normal_class, class_names)
+    return res
+
+
+def to_jsonable(res: dict) -> dict:
+    """The JSON part of a result: drops PR arrays and DataFrames, NaN -> null."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (np.integer,)):
+            return int(v)
+        if isinstance(v, (float, np.floating)):
+            return None if not np.isfinite(v) else float(v)
+        return v
+    return clean({k: v for k, v in res.items() if k not in ("pr", "per_image")})
+
+
+# ----------------------------------------------------------------------------- reading files
+def _columns(path) -> list[str]:
+    return list(pd.read_csv(path, nrows=0).columns)
+
+
+def _vinbig_names() -> list[str]:
+    from data_prep.datasets import vinbigdata
+    return list(vinbigdata.CLASSES) + [vinbigdata.NORMAL_NAME]
+
+
+def _meta_images(meta) -> pd.DataFrame:
+    from data_prep.datasets.common import read_meta
+    return read_meta(meta, str(meta))
+
+
+def load_truth(path, meta=None, fusion_iou: float = FUSION_IOU) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Truth file -> (images, boxes, dataset) with dataset in vinbigdata | rsna | boxes (see module doc)."""
+    cols = set(_columns(path))
+    if {"patientId", "Target"} <= cols:
+        from data_prep.datasets import load as load_dataset
+        images, boxes = load_dataset("rsna", path, meta)
+        return images, boxes, "rsna"
+    if {"rad_id", "class_id", "x_min"} <= cols:
+        from data_prep.datasets import vinbigdata
+        images, boxes = vinbigdata.load(path, meta)
+        if "n_raters" not in cols:
+            if meta is None:
+                raise ValueError(f"{path}: a raw VinBigData train.csv must be fused (WBF iou {fusion_iou}) before "
+                                 "scoring, which needs the image sizes; pass --meta (train_meta.csv or meta.csv)")
+            from data_prep.fusion import fuse
+            n = len(boxes)
+            boxes = fuse(boxes, images, "wbf", iou_thr=fusion_iou)
+            log.info("truth %s: raw per-radiologist labels fused by WBF (iou %.2f): %d boxes -> %d on %d images "
+                     "(%d images in all, normals included)", path, fusion_iou, n, len(boxes),
+                     boxes["image_id"].nunique(), len(images))
+        return images, boxes, "vinbigdata"
+    if {"image_id", "class_id", "x_min", "y_min", "x_max", "y_max"} <= cols:
+        df = pd.read_csv(path, dtype={"image_id": str, "class_name": str, "rater": str})
+        boxes = _box_csv(df, path)
+        if meta is not None:
+            images = _meta_images(meta)
+        else:
+            images = pd.DataFrame({"image_id": pd.unique(boxes["image_id"])})
+            log.warning("truth %s is a box table: without --meta the evaluated images are the %d with truth "
+                        "boxes (normal images unknown)", path, len(images))
+        names = _vinbig_names()
+        vin = len(boxes) and boxes["class_id"].between(0, NORMAL_ID).all() and all(
+            names[c] == n for c, n in zip(boxes["class_id"], boxes["class_name"]))
+        return images, boxes, "vinbigdata" if vin else "boxes"
+    raise ValueError(f"{path}: columns {sorted(cols)} are none of VinBigData train.csv/fused.csv, RSNA "
+                     "stage_2_train_labels.csv or a box table (image_id,class_id,x_min,y_min,x_max,y_max)")
+
+
+def _box_csv(df: pd.DataFrame, path) -> pd.DataFrame:
+    if "class_name" not in df:
+        df["class_name"] = df["class_id"].astype(str)
+    return as_box_table(df)
+
+
+def load_pred(path) -> pd.DataFrame:
+    """Predictions file -> box table: a submission CSV or a box table CSV."""
+    cols = set(_columns(path))
+    if "PredictionString" in cols:
+        from detection.submission import parse_submission
+        return parse_submission(path, "rsna" if "patientId" in cols else "vinbigdata")
+    if {"image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"} <= cols:
+        return _box_csv(pd.read_csv(path, dtype={"image_id": str, "class_name": str, "rater": str}), path)
+    raise ValueError(f"{path}: columns {sorted(cols)}; expected a submission (image_id|patientId,PredictionString) "
+                     "or a box table with image_id,class_id,x_min,y_min,x_max,y_max,score")
+
+
+def fold_images(folds, fold: int) -> list[str]:
+    """Image ids of fold ``fold`` in a folds.csv (image_id,fold)."""
+    df = pd.read_csv(folds, dtype={"image_id": str})
+    for c in ("image_id", "fold"):
+        if c not in df:
+            raise ValueError(f"{folds}: no column {c!r}; expected image_id,fold")
+    ids = df.loc[df["fold"] == fold, "image_id"].tolist()
+    if not ids:
+        raise ValueError(f"{folds}: fold {fold} has no image; folds present {sorted(df['fold'].unique().tolist())}")
+    return ids
+
+
+# ----------------------------------------------------------------------------- radiologists' baseline
+def rater_baseline(labels, meta, min_images: int = 500, iou_thr: float = 0.4,
+                   fusion_iou: float = FUSION_IOU) -> pd.DataFrame:
+    """Score each radiologist who read >= ``min_images`` images as a model (confidence 1).
+
+    For radiologist R: images = those R read (any train.csv row); predictions = R's boxes, or
+    ``14 1 0 0 1 1`` where R wrote "No finding"; truth = WBF (``fusion_iou``) of the OTHER
+    radiologists' boxes on those images, normal (class 14 ``0 0 1 1``) where they found nothing;
+    metric vinbigdata mAP@``iou_thr``. All scores tie at 1, so the ranking is the file's row
+    order (stable sort), which the AP depends on; ``mAP_point`` is the order-free figure: mean
+    over classes with truth of precision x recall, the all-point AP of R's one operating point.
+    ``precision``/``recall``: over all classes. Returns a DataFrame rater, n_images, n_pred, mAP,
+    mAP_point, precision, recall (radiologists by id)."""
+    from data_prep.datasets import vinbigdata
+    from data_prep.fusion import fuse
+    images, boxes = vinbigdata.load(labels, meta)
+    readers = images["raters"].astype(str).str.split("|")
+    counts = readers.explode().value_counts()
+    rows = []
+    for r in sorted(counts.index[counts >= min_images], key=lambda x: (len(x), x)):
+        mine = readers.map(lambda rs: r in rs).to_numpy()
+        im = images[mine].copy()
+        im["raters"] = readers[mine].map(lambda rs: "|".join(x for x in rs if x != r))
+        ids = set(im["image_id"])
+        on = boxes["image_id"].isin(ids).to_numpy()
+        own = boxes["rater"].to_numpy() == r
+        truth = fuse(boxes[on & ~own], im, "wbf", iou_thr=fusion_iou)
+        pred = boxes[on & own].copy()
+        normal = sorted(ids - set(pred["image_id"]))
+        pred = pd.concat([pred[BOX_COLUMNS], make_boxes(normal, NORMAL_ID, vinbigdata.NORMAL_NAME,
+                          np.tile(M.NORMAL_BOX, (len(normal), 1)), 1.0, r)], ignore_index=True)
+        res = M.vinbigdata_map(truth, pred, im["image_id"], iou_thr, NORMAL_ID)
+        enc = M.encode(truth, pred, im["image_id"], NORMAL_ID)
+        pt, _ = M.match_vinbigdata(enc, iou_thr)
+        tp = int((pt >= 0).sum())
+        point = [float(((pt >= 0) & (enc.p_cls == c)).sum() ** 2 / max((enc.p_cls == c).sum(), 1)
+                       / (enc.t_cls == c).sum()) for c in np.unique(enc.t_cls)]  # P_c * R_c
+        rows.append({"rater": r, "n_images": int(mine.sum()), "n_pred": int(len(pred)), "mAP": res["mAP"],
+                     "mAP_point": float(np.mean(point)), "precision": tp / max(len(pt), 1),
+                     "recall": tp / max(len(enc.t_cls), 1)})
+        log.info("rater %s: %d images, mAP@%.1f %.4f", r, mine.sum(), iou_thr, res["mAP"])
+    return pd.DataFrame(rows, columns=["rater", "n_images", "n_pred", "mAP", "mAP_point", "precision", "recall"])
+
+
+# ----------------------------------------------------------------------------- outputs
+def format_table(res: dict) -> str:
+    """The per-class table and the summary line, as printed by the CLI."""
+    lines = [f"{'id':>3}  {'class':<22} {'truth':>7} {'pred':>8}  {'AP':>7}"]
+    for r in res["table"]:
+        ap = "   -   " if r["ap"] is None else f"{r['ap']:.4f}"
+        lines.append(f"{r['class_id']:>3}  {r['class_name'][:22]:<22} {r['n_truth']:>7} {r['n_pred']:>8}  {ap:>7}")
+    what = {"vinbigdata": f"mAP@{res.get('iou_thr', 0.4):g} (VOC all-point)",
+            "coco": f"AP@{res.get('iou_thr', 0.4):g} (COCO 101-point)",
+            "rsna": "RSNA score (mean TP/(TP+FP+FN), IoU 0.40:0.75)"}[res["metric"]]
+    lines.append(f"{what} over {res['n_images']} images: {res['mAP']:.4f}")
+    return "\n".join(lines)
+
+
+def format_image_level(il: dict) -> str:
+    f = lambda v: "   -  " if v is None else f"{v:.4f}"  # noqa: E731
+    lines = [f"{'image-level':<24} {'n_pos':>6} {'AUC':>7} {'bestF1':>7} {'@thr':>7}"]
+    for name, d in list(il["per_class"].items()) + [("abnormal vs normal", il["abnormal"])]:
+        lines.append(f"{name[:24]:<24} {d['n_pos']:>6} {f(d['auc']):>7} {f(d['f1']):>7} {f(d['threshold']):>7}")
+    return "\n".join(lines)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(res: dict, path) -> Path:
+    path = Path(path)
+    _atomic_write_text(path, json.dumps(to_jsonable(res), indent=2) + "\n")
+    return path
+
+
+def plot_pr(res: dict, out_dir) -> list[Path]:
+    """One PNG per class with a PR curve: ``pr_<id>_<name>.png`` (raw curve + precision envelope)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = {r["class_name"]: r["class_id"] for r in res["table"]}
+    written = []
+    for name, pr in res.get("pr", {}).items():
+        fig, ax = plt.subplots(figsize=(4.5, 4), dpi=100)
+        rec, prec = np.concatenate([[0], pr["recall"]]), np.concatenate([[1], pr["precision"]])
+        env = np.maximum.accumulate(prec[::-1])[::-1]
+        ax.plot(rec, prec, lw=1, alpha=0.6, label="precision")
+        ax.step(rec, env, where="post", lw=1.5, label="envelope")
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
+               title=f"{name[:30]}  AP {res['per_class'].get(name) or 0:.3f}")
+        ax.legend(loc="lower left", fontsize=8)
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+        p = out_dir / f"pr_{ids.get(name, 0):02d}_{slug}.png"
+        tmp = p.with_name(f".{p.name}.tmp.png")
+        fig.tight_layout()
+        fig.savefig(tmp)
+        plt.close(fig)
+        os.replace(tmp, p)
+        written.append(p)
+    return written
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments_evaluate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metric", choices=METRICS, default=None, help="default: the config's `metric`")
+    parser.add_argument("--truth", required=True, help="train.csv / fused.csv / stage_2_train_labels.csv / box table CSV")
+    parser.add_argument("--pred", help="submission CSV or box table CSV (not needed with --rater-baseline)")
+    parser.add_argument("--meta", help="image sizes (image_id,dim0,dim1 or meta.csv); the image list for a box table truth")
+    parser.add_argument("--folds", help="folds.csv (image_id,fold)")
+    parser.add_argument("--fold", type=int, help="evaluate only this held-out fold of --folds")
+    parser.add_argument("--iou", type=float, default=None, help="IoU threshold (vinbigdata/coco); default: the config's `iou_thr`")
+    parser.add_argument("--json", help="write the numbers to this JSON file")
+    parser.add_argument("--plots", help="write PR curves per class (PNG) to this folder")
+    parser.add_argument("--image-level", action="store_true", help="also image-level ROC AUC and best F1 per finding")
+    parser.add_argument("--rater-baseline", action="store_true",
+                        help="score each radiologist of a raw train.csv against the fusion of the others")
+    parser.add_argument("--min-images", type=int, default=500, help="rater baseline: radiologists with at least this many images")
+    parser.add_argument("--config", default=None, help="dataset config (name or path)")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from data_prep.config import load_config
+    cfg = load_config(args.config, getattr(args, "overrides", None) or [])
+    metric = args.metric or cfg["metric"]
+    iou = args.iou if args.iou is not None else float(cfg["iou_thr"])
+    if args.rater_baseline:
+        if args.meta is None:
+            raise ValueError("--rater-baseline needs --meta (image sizes for the fusion of the other radiologists)")
+        df = rater_baseline(args.truth, args.meta, args.min_images, iou)
+        if df.empty:
+            raise ValueError(f"{args.truth}: no radiologist read at least {args.min_images} images")
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"mean mAP@{iou:g} over {len(df)} radiologists: {df['mAP'].mean():.4f} "
+              f"(single-point mAP {df['mAP_point'].mean():.4f})")
+        if args.json:
+            write_json({"metric": "vinbigdata", "iou_thr": iou, "rater_baseline": df.to_dict("records"),
+                        "mAP": float(df["mAP"].mean()), "n_raters": int(len(df))}, args.json)
+        return 0
+    if not args.pred:
+        raise ValueError("--pred is required (unless --rater-baseline)")
+    if (args.folds is None) != (args.fold is None):
+        raise ValueError("--folds and --fold go together")
+    images, truth, dataset = load_truth(args.truth, args.meta)
+    pred = load_pred(args.pred)
+    ids = images["image_id"].astype(str).tolist()
+    if args.fold is not None:
+        keep = set(fold_images(args.folds, args.fold))
+        missing = keep - set(ids)
+        if missing:
+            log.warning("fold %d: %d image(s) of %s are not in the truth; left out", args.fold, len(missing), args.folds)
+        ids = [i for i in ids if i in keep]
+        truth = truth[truth["image_id"].isin(keep)]
+        pred = pred[pred["image_id"].isin(keep)]
+        log.info("fold %d: %d images", args.fold, len(ids))
+    n_out = int((~pred["image_id"].isin(set(ids))).sum())
+    if n_out:
+        log.info("%d predicted box(es) on images outside the evaluated set ignored", n_out)
+    vin = dataset == "vinbigdata"
+    res = evaluate(truth, pred, ids, metric, iou, NORMAL_ID if vin else None,
+                   _vinbig_names() if vin else None, args.image_level)
+    res.update({"truth": str(args.truth), "pred": str(args.pred), "fold": args.fold})
+    print(format_table(res))
+    if args.image_level:
+        print(format_image_level(res["image_level"]))
+    if args.json:
+        log.info("wrote %s", write_json(res, args.json))
+    if args.plots:
+        paths = plot_pr(res, args.plots)
+        log.info("wrote %d PR curve(s) to %s", len(paths), args.plots)
+    return 0

@@ -1,0 +1,435 @@
+"""Competition metrics on box tables: matching (per image) -> accumulation (PR curve) -> summary.
+
+Inputs are box tables (``data_prep/boxes.py``: absolute xyxy, ``score``) for truth and
+predictions, plus the list of evaluated image ids (normal images included). Predictions on
+images outside that list are ignored; evaluated images without predictions just add FNs.
+
+Matching rules (one (image, class) group at a time, predictions in the order stated):
+
+* ``vinbigdata`` (mAP@0.4, VOC 2010+ all-point AP): predictions of a class sorted by score,
+  descending, STABLE (ties keep input row order). Each takes, among the still UNMATCHED truths
+  of its image and class, the one of highest IoU (ties: the first truth in table order); it is a
+  TP if that IoU >= ``iou_thr``, else an FP and the truth stays free. A truth already taken never
+  counts, even if its IoU is higher. AP = area under the monotone precision envelope over all
+  recall points; mAP = mean over classes with truth. With ``normal_class`` (14), each evaluated
+  image without truth boxes gets a truth ``normal_class 0 0 1 1``; a prediction
+  ``14 p 0 0 1 1`` matches it (IoU 1). IoU is continuous (no +1).
+* ``coco``: pycocotools COCOeval (bbox, iouThrs=[thr], areaRng all, maxDets 100, no crowd),
+  reproduced operation for operation: per (image, class) the predictions sorted by -score
+  (mergesort) and cut to ``max_dets`` (pycocotools cuts per image AND class); each takes the
+  unmatched truth of highest IoU among those with IoU >= min(thr, 1-1e-10), ties going to the
+  LAST truth in table order; IoU on xywh exactly as maskApi's bbIou. Accumulation sorts by
+  -score (mergesort) over images in ``images`` order (pycocotools' sorted image ids), precision
+  tp/(tp+fp+eps), 101 recall points; classes without truth are excluded (pycocotools' -1).
+* ``rsna``: per image and threshold t in 0.40, 0.45, ..., 0.75, predictions by descending score
+  (stable) each take the unmatched truth of highest IoU if IoU > t (strict); the image scores
+  TP / (TP + FP + FN), averaged over the 8 thresholds; images with neither truth nor prediction
+  are skipped, images with predictions but no truth score 0; the result is the mean over images.
+
+Matching is vectorised across groups: step k handles the k-th prediction of every
+(image, class) group at once, so a step is a few numpy calls on arrays of the groups' size.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from data_prep.boxes import COORDS, validate_boxes, xyxy_to_xywh
+
+log = logging.getLogger(__name__)
+
+NORMAL_BOX = (0.0, 0.0, 1.0, 1.0)
+RSNA_THRESHOLDS = tuple(np.round(np.arange(0.40, 0.76, 0.05), 2))  # 0.40 ... 0.75 (8 values)
+COCO_REC_THRS = np.linspace(.0, 1.00, int(np.round((1.00 - .0) / .01)) + 1, endpoint=True)  # (101,)
+
+
+# ----------------------------------------------------------------------------- encoding
+@dataclass
+class Encoded:
+    """Truth and predictions as flat arrays over the evaluated images.
+
+    images (I,) str; names {class_id: class_name}.
+    t_img, t_cls (Nt,) int64 (image position, class id); t_box (Nt, 4) float64 xyxy.
+    p_img, p_cls (Np,) int64; p_box (Np, 4) float64; p_score (Np,) float64; p_row (Np,) int64 =
+    row position in the caller's prediction table (input order, the stable tie-break).
+    """
+    images: np.ndarray
+    names: dict
+    t_img: np.ndarray
+    t_cls: np.ndarray
+    t_box: np.ndarray
+    p_img: np.ndarray
+    p_cls: np.ndarray
+    p_box: np.ndarray
+    p_score: np.ndarray
+    p_row: np.ndarray
+
+
+def encode(truth: pd.DataFrame, pred: pd.DataFrame, images, normal_class: int | None = None,
+           class_names=None) -> Encoded:
+    """Box tables -> :class:`Encoded`. Drops truth/predictions of images not in ``images``.
+
+    With ``normal_class``: truth rows of that class are dropped and every evaluated image left
+    without truth gets one truth box ``normal_class 0 0 1 1``."""
+    images = pd.Index(pd.unique(pd.Series(list(images), dtype=object).astype(str)))
+    for df, src in ((truth, "truth"), (pred, "predictions")):
+        if len(df):
+            validate_boxes(df, source=src)
+    if len(pred) and pred["score"].isna().any():
+        i = int(np.flatnonzero(pred["score"].isna().to_numpy())[0])
+        raise ValueError(f"predictions row {pred.index[i]}: score is NaN; expected a confidence")
+    names = {}
+    for df in (pred, truth):  # truth names win over predictions', class_names over both
+        if len(df):
+            u = df[["class_id", "class_name"]].drop_duplicates("class_id")
+            names.update({int(k): str(v) for k, v in zip(u["class_id"], u["class_name"])})
+    if class_names is not None:
+        items = class_names.items() if isinstance(class_names, dict) else enumerate(class_names)
+        names.update({int(k): str(v) for k, v in items})
+
+    def arrays(df, src):
+        pos = images.get_indexer(df["image_id"].astype(str)) if len(df) else np.zeros(0, "int64")
+        keep = pos >= 0
+        if (~keep).any():
+            log.info("%s: %d box(es) on %d image(s) outside the evaluated set ignored", src, int((~keep).sum()),
+                     df["image_id"][~keep].nunique())
+        return (keep, pos[keep].astype("int64"), df["class_id"].to_numpy("int64")[keep] if len(df) else
+                np.zeros(0, "int64"), df[COORDS].to_numpy("float64")[keep].reshape(-1, 4))
+
+    keep, t_img, t_cls, t_box = arrays(truth, "truth")
+    if normal_class is not None:
+        drop = t_cls == normal_class
+        if drop.any():
+            log.warning("truth: %d row(s) of the normal class %d dropped; normal truth comes from images "
+                        "without findings", int(drop.sum()), normal_class)
+        t_img, t_cls, t_box = t_img[~drop], t_cls[~drop], t_box[~drop]
+        normal = np.setdiff1d(np.arange(len(images)), t_img)
+        t_img = np.concatenate([t_img, normal])
+        t_cls = np.concatenate([t_cls, np.full(len(normal), normal_class, "int64")])
+        t_box = np.concatenate([t_box, np.tile(NORMAL_BOX, (len(normal), 1))])
+        names.setdefault(normal_class, "No finding")
+    keep, p_img, p_cls, p_box = arrays(pred, "predictions")
+    p_score = pred["score"].to_numpy("float64")[keep] if len(pred) else np.zeros(0)
+    p_row = np.flatnonzero(keep).astype("int64")
+    return Encoded(images.to_numpy(), dict(sorted(names.items())), t_img, t_cls, t_box, p_img, p_cls, p_box,
+                   p_score, p_row)
+
+
+# ----------------------------------------------------------------------------- IoU
+def iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Continuous IoU (no +1) of broadcastable ``(..., 4)`` xyxy arrays -> ``(...)``; 0 if union is 0."""
+    w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    inter = np.where((w > 0) & (h > 0), w * h, 0.0)
+    union = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def iou_coco(d: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """IoU of broadcastable ``(..., 4)`` xywh arrays, the same float operations as pycocotools'
+    ``bbIou`` (maskApi.c): w = min(x+w) - max(x); 0 unless w > 0 and h > 0; i / (da + ga - i)."""
+    w = np.minimum(d[..., 2] + d[..., 0], g[..., 2] + g[..., 0]) - np.maximum(d[..., 0], g[..., 0])
+    h = np.minimum(d[..., 3] + d[..., 1], g[..., 3] + g[..., 1]) - np.maximum(d[..., 1], g[..., 1])
+    ok = (w > 0) & (h > 0)
+    i = w * h
+    u = d[..., 2] * d[..., 3] + g[..., 2] * g[..., 3] - i
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, i / np.where(ok, u, 1.0), 0.0)
+
+
+# ----------------------------------------------------------------------------- matching
+def greedy_match(t_grp, t_box, p_grp, p_seq, p_box, thr: float, strict: bool = False,
+                 ties_last: bool = False, iou=iou_xyxy) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy one-to-one matching inside groups (a group = one image and class).
+
+    t_grp (Nt,) int group of each truth, t_box (Nt, 4); p_grp (Np,) int, p_seq (Np,) processing
+    order (lower first; ties broken by position), p_box (Np, 4). Each prediction, in ``p_seq``
+    order within its group, takes the unmatched truth of its group with the highest IoU (ties: the
+    first truth in table order, or the last with ``ties_last``) if that IoU >= thr (> thr if
+    ``strict``). Returns ``pred_truth`` (Np,) int64 = index of the matched truth or -1, and
+    ``pred_iou`` (Np,) float64 = IoU with the matched truth (0 if unmatched)."""
+    t_grp, p_grp = np.asarray(t_grp, "int64"), np.asarray(p_grp, "int64")
+    n_p = len(p_grp)
+    pred_truth = np.full(n_p, -1, "int64")
+    pred_iou = np.zeros(n_p)
+    if n_p == 0 or len(t_grp) == 0:
+        return pred_truth, pred_iou
+    keys, inv = np.unique(np.concatenate([t_grp, p_grp]), return_inverse=True)
+    tg, pg = inv[: len(t_grp)], inv[len(t_grp):]
+    # truths padded per group: TB (G, M, 4), TI (G, M) truth index or -1
+    t_ord = np.lexsort((np.arange(len(tg)), tg))
+    ng = np.bincount(tg, minlength=len(keys))
+    start = np.concatenate([[0], np.cumsum(ng)[:-1]])
+    col = np.arange(len(tg)) - start[tg[t_ord]]
+    m = int(ng.max())
+    TB = np.zeros((len(keys), m, 4))
+    TI = np.full((len(keys), m), -1, "int64")
+    TB[tg[t_ord], col] = np.asarray(t_box, "float64")[t_ord]
+    TI[tg[t_ord], col] = t_ord
+    taken = TI < 0  # (G, M): padding counts as taken
+    # predictions of groups that have truth, rank k within their group
+    has = ng[pg] > 0
+    pi = np.flatnonzero(has)
+    p_ord = pi[np.lexsort((pi, np.asarray(p_seq)[pi], pg[pi]))]
+    gs = pg[p_ord]
+    first = np.concatenate([[0], np.flatnonzero(gs[1:] != gs[:-1]) + 1]) if len(gs) else np.zeros(0, "int64")
+    rank = np.arange(len(gs)) - np.repeat(first, np.diff(np.concatenate([first, [len(gs)]])))
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2 if len(rank) else 1))
+    p_box = np.asarray(p_box, "float64")
+    for k in range(len(bounds) - 1):
+        sel = p_ord[by_rank[bounds[k]:bounds[k + 1]]]  # the k-th prediction of each group
+        g = pg[sel]
+        free = ~taken[g]  # (n, M)
+        live = free.any(1)
+        if not live.all():
+            sel, g, free = sel[live], g[live], free[live]
+            if not len(sel):
+                continue
+        ious = iou(p_box[sel][:, None, :], TB[g])  # (n, M)
+        ious = np.where(free, ious, -np.inf)
+        j = m - 1 - np.argmax(ious[:, ::-1], 1) if ties_last else np.argmax(ious, 1)
+        best = ious[np.arange(len(sel)), j]
+        ok = best > thr if strict else best >= thr
+        taken[g[ok], j[ok]] = True
+        pred_truth[sel[ok]] = TI[g[ok], j[ok]]
+        pred_iou[sel[ok]] = best[ok]
+    return pred_truth, pred_iou
+
+
+def _group(img, cls, n_cls):
+    return np.asarray(img, "int64") * n_cls + np.asarray(cls, "int64")
+
+
+def match_vinbigdata(enc: Encoded, iou_thr: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prediction match of the vinbigdata rule: (pred_truth (Np,) int64, pred_iou (Np,))."""
+    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
+    seq = np.lexsort((enc.p_row, -enc.p_score))  # descending score, stable on input order
+    p_seq = np.empty(len(seq), "int64")
+    p_seq[seq] = np.arange(len(seq))
+    return greedy_match(_group(enc.t_img, enc.t_cls, n_cls), enc.t_box, _group(enc.p_img, enc.p_cls, n_cls),
+                        p_seq, enc.p_box, iou_thr)
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """All-point interpolated AP (VOC 2010+): area under the monotone precision envelope.
+    recall, precision (N,) cumulative, in prediction order."""
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def _summary(metric, enc: Encoded, ap: dict, pr: dict, extra=None) -> dict:
+    n_truth = np.bincount(enc.t_cls, minlength=max(enc.names, default=-1) + 1)
+    n_pred = np.bincount(enc.p_cls, minlength=max(enc.names, default=-1) + 1)
+    ids = sorted(set(enc.names) | set(ap))
+    table = [{"class_id": c, "class_name": enc.names.get(c, str(c)),
+              "n_truth": int(n_truth[c]) if c < len(n_truth) else 0,
+              "n_pred": int(n_pred[c]) if c < len(n_pred) else 0, "ap": ap.get(c)} for c in ids]
+    vals = [v for v in ap.values() if v is not None]
+    out = {"metric": metric, "mAP": float(np.mean(vals)) if vals else float("nan"),
+           "per_class": {r["class_name"]: r["ap"] for r in table}, "n_images": int(len(enc.images)),
+           "table": table, "pr": {enc.names.get(c, str(c)): v for c, v in pr.items()}}
+    out.update(extra or {})
+    return out
+
+
+def vinbigdata_map(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: float = 0.4,
+                   normal_class: int | None = 14, class_names=None) -> dict:
+    """VinBigData mAP@iou_thr (rule in the module docstring).
+
+    Returns {"metric", "iou_thr", "mAP", "per_class" {name: AP or None}, "n_images", "table"
+    (rows class_id, class_name, n_truth, n_pred, ap), "pr" {name: {"precision", "recall",
+    "score"} (n_c,) arrays in ranking order}}. Classes with predictions but no truth: None."""
+    enc = encode(truth, pred, images, normal_class, class_names)
+    pred_truth, _ = match_vinbigdata(enc, iou_thr)
+    ap, pr = {}, {}
+    for c in np.unique(np.concatenate([enc.t_cls, enc.p_cls])):
+        npos = int((enc.t_cls == c).sum())
+        idx = np.flatnonzero(enc.p_cls == c)
+        idx = idx[np.lexsort((enc.p_row[idx], -enc.p_score[idx]))]
+        if npos == 0:
+            ap[int(c)] = None
+            continue
+        tp = np.cumsum(pred_truth[idx] >= 0)
+        fp = np.cumsum(pred_truth[idx] < 0)
+        rec, prec = tp / npos, tp / np.maximum(tp + fp, 1)
+        ap[int(c)] = voc_ap(rec, prec) if len(idx) else 0.0
+        pr[int(c)] = {"precision": prec, "recall": rec, "score": enc.p_score[idx]}
+    return _summary("vinbigdata", enc, ap, pr, {"iou_thr": iou_thr})
+
+
+def coco_map(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: float = 0.4, max_dets: int = 100,
+             normal_class: int | None = None, class_names=None) -> dict:
+    """pycocotools COCOeval AP at one IoU threshold (101-point), reproduced exactly (see module
+    docstring); ``images`` order plays the role of pycocotools' sorted integer image ids.
+    Same return layout as :func:`vinbigdata_map`; ``pr`` also holds ``"q"`` (101,) precisions."""
+    enc = encode(truth, pred, images, normal_class, class_names)
+    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
+    # per (image, class): mergesort on -score (stable on input order), cut to max_dets
+    pg = _group(enc.p_img, enc.p_cls, n_cls)
+    o = np.lexsort((enc.p_row, -enc.p_score, pg))
+    gs = pg[o]
+    first = np.concatenate([[0], np.flatnonzero(gs[1:] != gs[:-1]) + 1]) if len(gs) else np.zeros(0, "int64")
+    rank = np.arange(len(gs)) - np.repeat(first, np.diff(np.concatenate([first, [len(gs)]])))
+    keep = np.sort(o[rank < max_dets])
+    p_seq = np.empty(len(o), "int64")
+    p_seq[o] = np.arange(len(o))
+    t_xywh, p_xywh = xyxy_to_xywh(enc.t_box), xyxy_to_xywh(enc.p_box[keep])
+    pred_truth, _ = greedy_match(_group(enc.t_img, enc.t_cls, n_cls), t_xywh, pg[keep], p_seq[keep], p_xywh,
+                                 min(iou_thr, 1 - 1e-10), ties_last=True, iou=iou_coco)
+    ap, pr = {}, {}
+    eps = np.spacing(1)
+    for c in np.unique(np.concatenate([enc.t_cls, enc.p_cls[keep]])):
+        npig = int((enc.t_cls == c).sum())
+        if npig == 0:
+            ap[int(c)] = None
+            continue
+        idx = np.flatnonzero(enc.p_cls[keep] == c)
+        idx = idx[np.lexsort((enc.p_row[keep][idx], enc.p_img[keep][idx], -enc.p_score[keep][idx]))]
+        tp = np.cumsum(pred_truth[idx] >= 0).astype(float)
+        fp = np.cumsum(pred_truth[idx] < 0).astype(float)
+        rc, prc = tp / npig, tp / (fp + tp + eps)
+        env = np.maximum.accumulate(prc[::-1])[::-1]
+        inds = np.searchsorted(rc, COCO_REC_THRS, side="left")
+        q = np.zeros(len(COCO_REC_THRS))  # (101,) precision at each recall threshold, 0 beyond the curve
+        q[inds < len(env)] = env[inds[inds < len(env)]]
+        ap[int(c)] = float(np.mean(q))
+        pr[int(c)] = {"precision": prc, "recall": rc, "score": enc.p_score[keep][idx], "q": q}
+    out = _summary("coco", enc, ap, pr, {"iou_thr": iou_thr, "max_dets": max_dets})
+    qs = [pr[c]["q"] for c in sorted(pr)]
+    if qs:  # pycocotools' summarize: mean over every precision entry > -1
+        out["mAP"] = float(np.mean(np.stack(qs, 1)))
+    return out
+
+
+def rsna_score(truth: pd.DataFrame, pred: pd.DataFrame, images, thresholds=RSNA_THRESHOLDS,
+               class_names=None) -> dict:
+    """RSNA Pneumonia score: mean over images of mean over thresholds of TP/(TP+FP+FN) (rule in
+    the module docstring). ``mAP`` is the all-class score, ``per_class`` the score restricted to
+    each class; ``per_image`` a DataFrame image_id, score (NaN = skipped); ``per_threshold``."""
+    enc = encode(truth, pred, images, None, class_names)
+    res = _rsna(enc, np.ones(len(enc.t_cls), bool), np.ones(len(enc.p_cls), bool), thresholds)
+    per_class = {}
+    for c in sorted(enc.names):
+        tm, pm = enc.t_cls == c, enc.p_cls == c
+        per_class[c] = _rsna(enc, tm, pm, thresholds)[0] if tm.any() else None
+    out = _summary("rsna", enc, per_class, {}, {"thresholds": [float(t) for t in thresholds]})
+    out["mAP"] = res[0]
+    out["per_threshold"] = {f"{t:.2f}": float(v) for t, v in zip(thresholds, res[2])}
+    out["per_image"] = pd.DataFrame({"image_id": enc.images, "score": res[1]})
+    out["n_scored"] = int(np.isfinite(res[1]).sum())
+    return out
+
+
+def _rsna(enc: Encoded, tm, pm, thresholds):
+    n_img = len(enc.images)
+    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
+    t_img, p_img = enc.t_img[tm], enc.p_img[pm]
+    seq = np.lexsort((enc.p_row[pm], -enc.p_score[pm]))
+    p_seq = np.empty(len(seq), "int64")
+    p_seq[seq] = np.arange(len(seq))
+    n_t = np.bincount(t_img, minlength=n_img)
+    n_p = np.bincount(p_img, minlength=n_img)
+    scored = (n_t + n_p) > 0
+    per_t = np.zeros((len(thresholds), n_img))  # (T, I)
+    for i, t in enumerate(thresholds):
+        pt, _ = greedy_match(_group(t_img, enc.t_cls[tm], n_cls), enc.t_box[tm], _group(p_img, enc.p_cls[pm], n_cls),
+                             p_seq, enc.p_box[pm], float(t), strict=True)
+        tp = np.bincount(p_img[pt >= 0], minlength=n_img)
+        per_t[i] = np.where(scored, tp / np.maximum(n_t + n_p - tp, 1), np.nan)
+    img = per_t.mean(0)
+    mean = float(np.nanmean(img)) if scored.any() else float("nan")
+    return mean, img, np.nanmean(per_t[:, scored], 1) if scored.any() else np.full(len(thresholds), np.nan)
+
+
+# ----------------------------------------------------------------------------- per image
+def image_costs(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: float = 0.4, conf_thr: float = 0.25,
+                normal_class: int | None = 14) -> pd.DataFrame:
+    """Per-image errors for a worst-images gallery, on findings only (``normal_class`` rows of
+    both tables are left out). Predictions scored below ``conf_thr`` are dropped, the rest are
+    matched by the vinbigdata rule at ``iou_thr``. cost = n_fn + sum of the FPs' scores, so a
+    missed truth costs 1 and a confident false positive almost 1.
+
+    Returns a DataFrame image_id, n_tp, n_fp, n_fn (int64), cost (float64), one row per evaluated
+    image, sorted by cost descending (ties in ``images`` order)."""
+    if normal_class is not None:
+        truth = truth[truth["class_id"] != normal_class]
+        pred = pred[pred["class_id"] != normal_class]
+    pred = pred[pred["score"] >= conf_thr]
+    enc = encode(truth, pred, images)
+    pt, _ = match_vinbigdata(enc, iou_thr)
+    n = len(enc.images)
+    tp = np.bincount(enc.p_img[pt >= 0], minlength=n)
+    fp = np.bincount(enc.p_img[pt < 0], minlength=n)
+    fn = np.bincount(enc.t_img, minlength=n) - tp
+    cost = fn + np.bincount(enc.p_img[pt < 0], weights=enc.p_score[pt < 0], minlength=n)
+    df = pd.DataFrame({"image_id": enc.images, "n_tp": tp.astype("int64"), "n_fp": fp.astype("int64"),
+                       "n_fn": fn.astype("int64"), "cost": cost.astype("float64")})
+    return df.sort_values("cost", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def image_scores(boxes: pd.DataFrame, images, classes) -> np.ndarray:
+    """(I, C) float64: each image's highest box score per class in ``classes`` (0 if none)."""
+    images = pd.Index(pd.Series(list(images), dtype=object).astype(str))
+    out = np.zeros((len(images), len(classes)))
+    if len(boxes):
+        i = images.get_indexer(boxes["image_id"].astype(str))
+        c = pd.Index(list(classes)).get_indexer(boxes["class_id"].astype("int64"))
+        ok = (i >= 0) & (c >= 0)
+        np.maximum.at(out, (i[ok], c[ok]), boxes["score"].to_numpy("float64")[ok])
+    return out
+
+
+def auc_f1(y: np.ndarray, s: np.ndarray) -> dict:
+    """ROC AUC (sklearn) and the best F1 over thresholds for labels y (N,) bool, scores s (N,).
+    AUC is None with a single label value; F1 None without positives. ``threshold``: predict
+    positive when score >= threshold."""
+    from sklearn.metrics import precision_recall_curve, roc_auc_score
+    y = np.asarray(y, bool)
+    out = {"n": int(len(y)), "n_pos": int(y.sum()), "auc": None, "f1": None, "threshold": None}
+    if 0 < y.sum() < len(y):
+        out["auc"] = float(roc_auc_score(y, s))
+    if y.any():
+        p, r, t = precision_recall_curve(y, s)
+        f1 = np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1), 0.0)[:-1]  # last point has no threshold
+        k = int(np.argmax(f1))
+        out["f1"], out["threshold"] = float(f1[k]), float(t[k])
+    return out
+
+
+def image_level(truth: pd.DataFrame, pred: pd.DataFrame, images, normal_class: int | None = 14,
+                class_names=None) -> dict:
+    """Image-level classification from detections.
+
+    Per finding class c (every class in truth or predictions but ``normal_class``): label =
+    the image has a truth box of c, score = its highest predicted box score of c (0 if none).
+    Abnormal vs normal: label = the image has any truth finding; score = 1 - (highest class
+    ``normal_class`` score) when the image has ``normal_class`` prediction rows (the 2-class
+    filter writes ``14 p_normal 0 0 1 1``, the classifier's view), else the highest finding
+    score (0 with no boxes). Returns {"per_class": {name: auc_f1 dict}, "abnormal": auc_f1 dict}."""
+    images = pd.Index(pd.unique(pd.Series(list(images), dtype=object).astype(str)))
+    names = {}
+    for df in (pred, truth):
+        names.update(dict(zip(df["class_id"].astype(int), df["class_name"].astype(str))))
+    if class_names is not None:
+        names.update(dict(class_names.items() if isinstance(class_names, dict) else enumerate(class_names)))
+    finding = sorted(c for c in set(names) | set(truth["class_id"].astype(int)) if c != normal_class)
+    t_find = truth[truth["class_id"] != normal_class] if normal_class is not None else truth
+    p_find = pred[pred["class_id"] != normal_class] if normal_class is not None else pred
+    y = image_scores(t_find, images, finding) > 0  # truth score 1.0 -> label
+    s = image_scores(p_find, images, finding)
+    per = {names.get(c, str(c)): auc_f1(y[:, k], s[:, k]) for k, c in enumerate(finding)}
+    abn = s.max(1) if len(finding) else np.zeros(len(images))
+    if normal_class is not None:
+        pn = pred[pred["class_id"] == normal_class]
+        has = images.isin(pn["image_id"].astype(str))
+        p_norm = image_scores(pn, images, [normal_class])[:, 0]
+        abn = np.where(has, 1.0 - p_norm, abn)
+    return {"per_class": per, "abnormal": auc_f1(y.any(1), abn)}
