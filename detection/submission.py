@@ -1,0 +1,486 @@
+"""Kaggle submission strings: write, parse, validate.
+
+Two competition formats, one row per test image, in the sample submission's order:
+
+* ``vinbigdata``: header ``image_id,PredictionString``; the string is groups of six tokens
+  ``class conf x_min y_min x_max y_max`` (xyxy in ORIGINAL image pixels), boxes sorted by
+  confidence, highest first. "No finding" (class 14) is written ``14 p 0 0 1 1``; an image
+  with no prediction at all gets ``14 1 0 0 1 1``.
+* ``rsna``: header ``patientId,PredictionString``; groups of five tokens
+  ``conf x y width height`` (xywh, 1024 x 1024 images); an image without boxes has an empty string.
+
+Numbers written (see :func:`write_submission`): coordinates on a grid of ``10**-decimals`` px
+(default 1 decimal) with mins floored and maxes ceiled, so a written box always contains the
+predicted one (by less than one grid step per side) and keeps a positive size; then clipped
+to ``[0, width] x [0, height]`` when image sizes are known (RSNA: 1024 x 1024 by default).
+Confidences with 6 decimals (trailing zeros dropped, never exponent notation).
+
+The box table is the one of :mod:`data_prep.boxes`; parsing returns it with the file's ids,
+in file order, in ``df.attrs["image_ids"]`` (also :func:`submission_ids`).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_prep.boxes import BOX_COLUMNS, as_box_table, make_boxes, empty_boxes, validate_boxes, xyxy_to_xywh
+
+log = logging.getLogger(__name__)
+
+FORMATS = {
+    # format: (id column, tokens per box)
+    "vinbigdata": ("image_id", 6),
+    "rsna": ("patientId", 5),
+}
+NORMAL_ID = 14  # = data_prep.datasets.vinbigdata.NORMAL_ID (imported lazily there)
+NORMAL_STRING = "14 1 0 0 1 1"
+RSNA_SIZE = 1024
+RSNA_CLASS = "Lung Opacity"
+MAX_PRINTED = 20
+_STR = np.dtypes.StringDType()  # variable-width numpy strings: fast vectorised formatting
+
+
+# ----------------------------------------------------------------------------- helpers
+def _format(fmt: str) -> tuple[str, int]:
+    if fmt not in FORMATS:
+        raise ValueError(f"submission format {fmt!r} unknown; expected one of {sorted(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def vinbigdata_names() -> list[str]:
+    """The 15 VinBigData class names, index = class_id (14 = "No finding")."""
+    from data_prep.datasets import vinbigdata  # lazy: keeps `cxrdet validate-submission` light
+
+    return list(vinbigdata.CLASSES) + [vinbigdata.NORMAL_NAME]
+
+
+def read_sizes(meta) -> pd.DataFrame:
+    """Image sizes from an image table / DataFrame or a CSV path, as ``image_id, height, width``.
+
+    Accepts ``image_id,dim0,dim1`` (the VinBigData meta files: dim0 = rows = height) or
+    ``image_id,height,width`` (convert's meta.csv, the image table); ``patientId`` is taken as
+    the image id. Returns int64 sizes, one row per image_id."""
+    df = meta if isinstance(meta, pd.DataFrame) else pd.read_csv(meta, dtype={"image_id": str, "patientId": str})
+    src = "image table" if isinstance(meta, pd.DataFrame) else str(meta)
+    df = df.rename(columns={"patientId": "image_id", "dim0": "height", "dim1": "width"})
+    missing = [c for c in ("image_id", "height", "width") if c not in df]
+    if missing:
+        raise ValueError(f"{src}: missing column(s) {missing}; expected image_id,dim0,dim1 or "
+                         "image_id,height,width")
+    out = df[["image_id", "height", "width"]].copy()
+    out["image_id"] = out["image_id"].astype(str)
+    out = out.drop_duplicates("image_id", keep="first")
+    return out.astype({"height": "int64", "width": "int64"}).reset_index(drop=True)
+
+
+def _sample_ids(sample) -> list[str]:
+    """The image ids of a sample submission (path or DataFrame): its first column, in order."""
+    df = sample if isinstance(sample, pd.DataFrame) else pd.read_csv(sample, dtype=str, keep_default_na=False)
+    if df.shape[1] < 1:
+        raise ValueError(f"sample submission {sample}: no columns")
+    return df.iloc[:, 0].astype(str).tolist()
+
+
+def _num(values: np.ndarray, decimals: int) -> np.ndarray:
+    """``(N,)`` floats -> ``(N,)`` fixed-point strings rounded to ``decimals``, trailing zeros and a
+    bare '.' dropped (12.30 -> '12.3', 5.0 -> '5'), never exponent notation. Vectorised (np.strings)."""
+    q = 10 ** decimals
+    values = np.asarray(values, dtype="float64")
+    if values.size == 0:
+        return np.array([], dtype=_STR)
+    k = np.rint(values * q).astype("int64")
+    sign = np.where(k < 0, "-", "")
+    k = np.abs(k)
+    ip = np.strings.add(sign.astype(_STR), (k // q).astype(_STR))
+    if decimals == 0:
+        return ip
+    fp = np.strings.rstrip(np.strings.zfill((k % q).astype(_STR), decimals), "0")
+    return np.where(fp == "", ip, np.strings.add(np.strings.add(ip, "."), fp))
+
+
+def _join(*cols: np.ndarray) -> np.ndarray:
+    """Element-wise ``" ".join`` of equal-length string arrays."""
+    out = cols[0]
+    for c in cols[1:]:
+        out = np.strings.add(np.strings.add(out, " "), c)
+    return out
+
+
+def _snap(xyxy: np.ndarray, hw: np.ndarray | None, decimals: int) -> np.ndarray:
+    """Floor mins / ceil maxes onto the ``10**-decimals`` grid, keep at least one grid step of
+    size, clip to the image ``(N, 2)`` height/width when given (NaN = unknown). ``(N, 4)`` float64."""
+    q = 10.0 ** decimals
+    eps = 1e-6
+    b = np.empty_like(xyxy)
+    b[:, :2] = np.floor(xyxy[:, :2] * q + eps) / q
+    b[:, 2:] = np.ceil(xyxy[:, 2:] * q - eps) / q
+    step = 1.0 / q
+    lo = np.zeros((len(b), 2))
+    hi = np.full((len(b), 2), np.inf)
+    if hw is not None:
+        hi = np.where(np.isnan(hw[:, ::-1]), np.inf, np.floor(hw[:, ::-1] * q + eps) / q)  # (w, h)
+    for k in (0, 1):  # x then y
+        mn, mx = b[:, k], b[:, k + 2]
+        mn, mx = np.clip(mn, lo[:, k], hi[:, k]), np.clip(mx, lo[:, k], hi[:, k])
+        thin = mx - mn < step - eps  # a zero-size (or clipped flat) box: widen to one grid step
+        mx = np.where(thin, np.minimum(mn + step, hi[:, k]), mx)
+        mn = np.where(thin, np.maximum(mx - step, lo[:, k]), mn)
+        b[:, k], b[:, k + 2] = mn, mx
+    return np.round(b, decimals) + 0.0
+
+
+def _atomic_write(df: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        df.to_csv(tmp, index=False, lineterminator="\n")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- write
+def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, images=None,
+                     decimals: int = 1, conf_decimals: int = 6) -> Path:
+    """Write a Kaggle submission CSV for every id of ``sample_csv``, once each, in its order.
+
+    ``pred_boxes``: a box table of predictions in ORIGINAL pixels (``score`` = confidence in
+    [0, 1]); VinBigData rows of class 14 are written ``14 score 0 0 1 1`` whatever their box;
+    RSNA keeps class 0 only (class 14 rows, a "normal" verdict, write nothing).
+    ``images``: image table / meta (DataFrame or CSV path, see :func:`read_sizes`) to clip boxes to
+    the image; RSNA defaults to 1024 x 1024. ``decimals``: coordinate decimals (0 = integers).
+    Raises ``ValueError`` for predictions of ids not in the sample, NaN or inverted boxes,
+    confidences outside [0, 1] or classes the format does not know. Returns ``out``.
+    """
+    id_col, _ = _format(format)
+    out = Path(out)
+    ids = _sample_ids(sample_csv)
+    pred = as_box_table(pred_boxes) if len(pred_boxes) else empty_boxes()
+    validate_boxes(pred, source="prediction box table")
+
+    unknown = sorted(set(pred["image_id"]) - set(ids))
+    if unknown:
+        raise ValueError(f"prediction box table: {len(unknown)} image_id(s) not in the sample submission "
+                         f"{sample_csv}, e.g. {unknown[:5]}")
+    score = pred["score"].to_numpy()
+    bad = ~((score >= 0) & (score <= 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"prediction box table row {i}: score {score[i]} outside [0, 1] "
+                         f"(image_id {pred['image_id'].iloc[i]!r}); expected a confidence")
+    cls = pred["class_id"].to_numpy()
+    allowed = np.arange(NORMAL_ID + 1) if format == "vinbigdata" else np.array([0, NORMAL_ID])
+    bad = ~np.isin(cls, allowed)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        want = f"0..{NORMAL_ID}" if format == "vinbigdata" else f"0 (Lung Opacity) or {NORMAL_ID} (normal)"
+        raise ValueError(f"prediction box table row {i}: class_id {cls[i]} (image_id "
+                         f"{pred['image_id'].iloc[i]!r}) not allowed in a {format} submission; expected {want}")
+    if format == "rsna":
+        n14 = int((cls == NORMAL_ID).sum())
+        if n14:
+            log.info("rsna submission: %d class-14 ('normal') rows write no box", n14)
+        pred = pred[cls == 0].reset_index(drop=True)
+
+    sizes = read_sizes(images) if images is not None else None
+    if sizes is None and format == "rsna":
+        sizes = pd.DataFrame({"image_id": ids, "height": RSNA_SIZE, "width": RSNA_SIZE})
+    hw = None
+    if sizes is not None and len(pred):
+        hw = sizes.set_index("image_id").reindex(pred["image_id"])[["height", "width"]].to_numpy("float64")
+        n_unknown = int(np.isnan(hw[:, 0]).sum())
+        if n_unknown:
+            log.warning("%d predicted box(es) on images of unknown size: clipped at 0 only", n_unknown)
+
+    xyxy = _snap(pred[["x_min", "y_min", "x_max", "y_max"]].to_numpy("float64"), hw, decimals)
+    conf = _num(pred["score"].to_numpy(), conf_decimals)
+    if format == "vinbigdata":
+        normal = pred["class_id"].to_numpy() == NORMAL_ID
+        xyxy[normal] = [0.0, 0.0, 1.0, 1.0]
+        parts = _join(pred["class_id"].to_numpy().astype(_STR), conf, *(_num(xyxy[:, k], decimals) for k in range(4)))
+        empty = NORMAL_STRING
+    else:
+        xywh = xyxy_to_xywh(xyxy)
+        parts = _join(conf, *(_num(xywh[:, k], decimals) for k in range(4)))
+        empty = ""
+    strings: dict[str, str] = {}
+    if len(pred):
+        # per image, highest confidence first; stable so equal confidences keep the table's order
+        img = pred["image_id"].to_numpy(dtype=object)
+        codes, uniq = pd.factorize(img)
+        order = np.lexsort((-pred["score"].to_numpy(), codes))
+        codes, parts = codes[order], parts[order].tolist()
+        cuts = np.flatnonzero(np.diff(codes)) + 1
+        for c, lo, hi in zip(codes[np.r_[0, cuts]], np.r_[0, cuts], np.r_[cuts, len(codes)]):
+            strings[uniq[c]] = " ".join(parts[lo:hi])
+    pstr = [strings.get(i, empty) for i in ids]
+    sub = pd.DataFrame({id_col: ids, "PredictionString": pstr})
+    _atomic_write(sub, out)
+    log.info("wrote %s: %d images, %d boxes, %d without prediction", out, len(ids), len(pred),
+             sum(i not in strings for i in ids))
+    return out
+
+
+# ----------------------------------------------------------------------------- read
+def _read_rows(path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """(header fields or None, [(1-based line number, fields)]) of a CSV file; blank lines kept."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        rows = []
+        while True:
+            start = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            rows.append((start, fields))
+    return header, rows
+
+
+def _rows_from(path_or_df) -> tuple[list[str] | None, list[tuple[int, list[str]]], str]:
+    if isinstance(path_or_df, pd.DataFrame):
+        df = path_or_df
+        rows = [(i + 2, ["" if pd.isna(v) else str(v) for v in r]) for i, r in enumerate(df.itertuples(index=False))]
+        return [str(c) for c in df.columns], rows, "submission"
+    return (*_read_rows(path_or_df), str(path_or_df))
+
+
+def submission_ids(path_or_df) -> list[str]:
+    """Every image id of a submission (path or DataFrame), in file order, incl. empty predictions."""
+    _, rows, _ = _rows_from(path_or_df)
+    return [f[0] for _, f in rows if f]
+
+
+def parse_submission(path_or_df, format: str) -> pd.DataFrame:
+    """A submission CSV (either id column name) -> box table in original pixels.
+
+    ``score`` = the confidence, ``rater`` = ""; VinBigData class names from
+    ``data_prep.datasets.vinbigdata`` (14 = "No finding", kept as a row with its box 0 0 1 1);
+    RSNA class 0 "Lung Opacity", xywh converted to xyxy. Images with an empty string give no rows.
+    ``df.attrs["image_ids"]`` lists every id of the file, in order.
+    Raises ``ValueError`` naming the line for a token count that is not a multiple of the
+    format's group size or a token that is not a number."""
+    _, per_box = _format(format)
+    header, rows, src = _rows_from(path_or_df)
+    ids, img, vals = [], [], []
+    for line, fields in rows:
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ValueError(f"{src} line {line}: {len(fields)} fields {fields!r}; expected id,PredictionString")
+        iid, toks = fields[0], fields[1].split()
+        ids.append(iid)
+        if len(toks) % per_box:
+            raise ValueError(f"{src} line {line}: {len(toks)} tokens in PredictionString; "
+                             f"expected a multiple of {per_box} for {format}")
+        try:
+            v = [float(t) for t in toks]
+        except ValueError:
+            bad = next(t for t in toks if not _is_float(t))
+            raise ValueError(f"{src} line {line}: token {bad!r} is not a number") from None
+        img += [iid] * (len(toks) // per_box)
+        vals += v
+    a = np.asarray(vals, dtype="float64").reshape(-1, per_box)
+    if format == "vinbigdata":
+        names = vinbigdata_names()
+        bad = (a[:, 0] != np.round(a[:, 0])) | (a[:, 0] < 0) | (a[:, 0] > NORMAL_ID)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{src}: image {img[i]!r} has class {a[i, 0]:g}; expected an integer in 0..{NORMAL_ID}")
+        cls = a[:, 0].astype("int64")
+        df = make_boxes(img, cls, [names[c] for c in cls], a[:, 2:6], score=a[:, 1])
+    else:
+        xyxy = np.stack([a[:, 1], a[:, 2], a[:, 1] + a[:, 3], a[:, 2] + a[:, 4]], 1)
+        df = make_boxes(img, 0, RSNA_CLASS, xyxy, score=a[:, 0])
+    df = df[BOX_COLUMNS]
+    df.attrs["image_ids"] = ids
+    return df
+
+
+def _is_float(t: str) -> bool:
+    try:
+        float(t)
+        return True
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------- validate
+def validate_submission(path, sample, format: str, images=None) -> list[str]:
+    """Every problem of a submission file against its sample submission; ``[]`` = valid.
+
+    Each problem names the 1-based line (header = line 1) and the fault: header, blank lines,
+    field count, missing / duplicate / unknown ids, order differing from the sample, token count
+    not a multiple of 6 (vinbigdata) / 5 (rsna), non-numeric or non-finite tokens, class not an
+    integer in 0..14, class 14 box not ``0 0 1 1``, an empty vinbigdata string, confidence
+    outside [0, 1], x_max <= x_min / y_max <= y_min (vinbigdata), width / height <= 0 (rsna),
+    coordinates outside the image when its size is known (``images``: image table or meta CSV;
+    RSNA defaults to 1024 x 1024)."""
+    id_col, per_box = _format(format)
+    problems: list[str] = []
+    sample_ids = _sample_ids(sample)
+    header, rows, _ = _rows_from(path)
+    expected = [id_col, "PredictionString"]
+    if header is None:
+        return [f"line 1: empty file; expected header {','.join(expected)}"]
+    if header != expected:
+        problems.append(f"line 1: header {','.join(header)!r}; expected {','.join(expected)!r}")
+
+    sizes: dict[str, tuple[float, float]] = {}
+    if images is not None:
+        s = read_sizes(images)
+        sizes = dict(zip(s["image_id"], zip(s["height"].astype(float), s["width"].astype(float))))
+    default_hw = (float(RSNA_SIZE), float(RSNA_SIZE)) if format == "rsna" else None
+
+    known = set(sample_ids)
+    first_line: dict[str, int] = {}
+    for line, fields in rows:
+        if not fields or fields == [""]:
+            problems.append(f"line {line}: blank line")
+            continue
+        if len(fields) != 2:
+            problems.append(f"line {line}: {len(fields)} fields; expected 2 ({id_col},PredictionString)")
+            if len(fields) < 2:
+                fields = fields + [""]
+        iid = fields[0]
+        where = f"line {line} ({id_col} {iid!r})"
+        if iid in first_line:
+            problems.append(f"{where}: duplicate id, first on line {first_line[iid]}")
+        else:
+            first_line[iid] = line
+        if iid not in known:
+            problems.append(f"{where}: unknown id, not in the sample submission")
+        hw = sizes.get(iid, default_hw)
+        problems += _check_string(fields[1], format, per_box, hw, where)
+
+    for k, iid in enumerate(sample_ids):
+        if iid not in first_line:
+            problems.append(f"sample line {k + 2}: id {iid!r} missing from the submission")
+    # order: the file's known ids (first occurrences) must follow the sample's order
+    present = set(first_line)
+    want = [i for i in sample_ids if i in present]
+    got = [(first_line[i], i) for i in first_line if i in known]
+    for (line, i), w in zip(got, want):
+        if i != w:
+            problems.append(f"line {line}: id {i!r} out of the sample's order; expected {w!r} here")
+            break
+    return problems
+
+
+def _check_string(s: str, format: str, per_box: int, hw, where: str) -> list[str]:
+    """Problems of one PredictionString; ``hw`` = (height, width) or None when unknown."""
+    toks = s.split()
+    if not toks:
+        return [f"{where}: empty PredictionString; expected at least '{NORMAL_STRING}'"] if format == "vinbigdata" else []
+    if len(toks) % per_box:
+        return [f"{where}: {len(toks)} tokens; expected a multiple of {per_box} for {format}"]
+    out = []
+    vals = []
+    for k, t in enumerate(toks):
+        try:
+            v = float(t)
+        except ValueError:
+            out.append(f"{where}: token {k + 1} {t!r} is not a number")
+            continue
+        if not math.isfinite(v):
+            out.append(f"{where}: token {k + 1} {t!r} is not a finite number")
+            continue
+        vals.append(v)
+    if out:
+        return out
+    for b in range(len(vals) // per_box):
+        g = vals[b * per_box:(b + 1) * per_box]
+        at = f"{where}, box {b + 1}"
+        if format == "vinbigdata":
+            c, p, x0, y0, x1, y1 = g
+            if c != int(c) or not 0 <= c <= NORMAL_ID:
+                out.append(f"{at}: class {toks[b * per_box]!r}; expected an integer in 0..{NORMAL_ID}")
+            if c == NORMAL_ID and (x0, y0, x1, y1) != (0, 0, 1, 1):
+                out.append(f"{at}: class 14 (No finding) box {x0:g} {y0:g} {x1:g} {y1:g}; expected 0 0 1 1")
+                x0 = y0 = 0
+                x1 = y1 = 1
+        else:
+            p, x0, y0, w, h = g
+            x1, y1 = x0 + w, y0 + h
+        if not 0 <= p <= 1:
+            out.append(f"{at}: confidence {p:g} outside [0, 1]")
+        if format == "vinbigdata":
+            if x1 <= x0:
+                out.append(f"{at}: x_max {x1:g} <= x_min {x0:g}")
+            if y1 <= y0:
+                out.append(f"{at}: y_max {y1:g} <= y_min {y0:g}")
+        else:
+            if w <= 0:
+                out.append(f"{at}: width {w:g} <= 0")
+            if h <= 0:
+                out.append(f"{at}: height {h:g} <= 0")
+        eps = 1e-6
+        if x0 < -eps or y0 < -eps:
+            out.append(f"{at}: box {x0:g} {y0:g} {x1:g} {y1:g} starts outside the image (negative coordinate)")
+        elif hw is not None and (x1 > hw[1] + eps or y1 > hw[0] + eps):
+            out.append(f"{at}: box {x0:g} {y0:g} {x1:g} {y1:g} (xyxy) ends outside the image of "
+                       f"height x width {hw[0]:g} x {hw[1]:g}")
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments_validate_submission(parser) -> None:
+    parser.add_argument("file", help="submission CSV to check")
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="competition format")
+    parser.add_argument("--sample", required=True, help="the competition's sample submission CSV")
+    parser.add_argument("--meta", default=None,
+                        help="image sizes: image_id,dim0,dim1 or meta.csv (image_id,height,width); "
+                             "rsna defaults to 1024 x 1024")
+
+
+def run_validate_submission(args) -> int:
+    problems = validate_submission(args.file, args.sample, args.format, images=args.meta)
+    if not problems:
+        print(f"{args.file}: valid {args.format} submission ({len(submission_ids(args.file))} images)")
+        return 0
+    for p in problems[:MAX_PRINTED]:
+        print(f"{args.file}: {p}")
+    if len(problems) > MAX_PRINTED:
+        print(f"{args.file}: ... and {len(problems) - MAX_PRINTED} more problem(s)")
+    print(f"{args.file}: INVALID, {len(problems)} problem(s)")
+    return 1
+
+
+def add_arguments_submit(parser) -> None:
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="competition format")
+    parser.add_argument("--pred", required=True, help="prediction box table CSV (original pixels)")
+    parser.add_argument("--sample", required=True, help="the competition's sample submission CSV")
+    parser.add_argument("--meta", default=None,
+                        help="image sizes to clip boxes to: image_id,dim0,dim1 or meta.csv; rsna: 1024 x 1024")
+    parser.add_argument("--out", required=True, help="submission CSV to write")
+    parser.add_argument("--decimals", type=int, default=1, help="coordinate decimals (0 = integer pixels)")
+
+
+def run_submit(args) -> int:
+    pred = pd.read_csv(args.pred, dtype={"image_id": str, "class_name": str, "rater": str},
+                       keep_default_na=False, na_values={c: [""] for c in ("x_min", "y_min", "x_max", "y_max", "score")})
+    if "class_name" not in pred:
+        names = vinbigdata_names() if args.format == "vinbigdata" else [RSNA_CLASS] * (NORMAL_ID + 1)
+        pred["class_name"] = [names[c] if 0 <= c < len(names) else str(c) for c in pred["class_id"]]
+    out = Path(args.out)
+    staged = out.with_name(f".{out.name}.unvalidated")
+    write_submission(pred, args.sample, args.format, staged, images=args.meta, decimals=args.decimals)
+    problems = validate_submission(staged, args.sample, args.format, images=args.meta)
+    if problems:
+        bad = out.with_name(out.name + ".invalid")
+        os.replace(staged, bad)
+        raise ValueError(f"the written submission is invalid ({len(problems)} problem(s), kept as {bad}): "
+                         + "; ".join(problems[:5]))
+    os.replace(staged, out)
+    print(f"{out}: {len(submission_ids(out))} images, {len(pred)} predicted rows, valid {args.format} submission")
+    return 0
