@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate-submission": ("detection.submission", "check a submission CSV against the sample submission"),
     "evaluate": ("detection.evaluate", "mAP (vinbigdata / rsna / coco), image-level AUC, the radiologist baseline"),
     "show": ("detection.visualize", "draw truth and predicted boxes over X-rays; galleries"),
-    "report-eval": ("detection.visualize", "self-contained HTML evaluation report"),
+    "report-eval": ("detection.report", "self-contained HTML evaluation report"),
     "demo": ("detection.demo", "run the whole pipeline on the embedded phantom dataset"),
 }
 

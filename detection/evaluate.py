@@ -170,6 +170,36 @@ def fold_images(folds, fold: int) -> list[str]:
     return ids
 
 
+def load_inputs(truth_path, pred_path, meta=None, folds=None, fold: int | None = None):
+    """Read truth and predictions and restrict both to the evaluated images.
+
+    Returns (images, truth, pred, is_vinbigdata, class_names): ``images`` is the image table of
+    the evaluated images (every image of the truth file, normals included, restricted to ``fold``
+    of ``folds`` when given); ``truth``/``pred`` are box tables limited to those images;
+    ``class_names`` is the VinBigData list (0-14) or None."""
+    if (folds is None) != (fold is None):
+        raise ValueError("--folds and --fold go together")
+    images, truth, dataset = load_truth(truth_path, meta)
+    pred = load_pred(pred_path)
+    ids = images["image_id"].astype(str).tolist()
+    if fold is not None:
+        keep = set(fold_images(folds, fold))
+        missing = keep - set(ids)
+        if missing:
+            log.warning("fold %d: %d image(s) of %s are not in the truth; left out", fold, len(missing), folds)
+        ids = [i for i in ids if i in keep]
+        log.info("fold %d: %d images", fold, len(ids))
+    keep = set(ids)
+    images = images[images["image_id"].astype(str).isin(keep)].reset_index(drop=True)
+    truth = truth[truth["image_id"].isin(keep)]
+    n_out = int((~pred["image_id"].isin(keep)).sum())
+    if n_out:
+        log.info("%d predicted box(es) on images outside the evaluated set ignored", n_out)
+    pred = pred[pred["image_id"].isin(keep)]
+    vin = dataset == "vinbigdata"
+    return images, truth, pred, vin, (_vinbig_names() if vin else None)
+
+
 # ----------------------------------------------------------------------------- radiologists' baseline
 def rater_baseline(labels, meta, min_images: int = 500, iou_thr: float = 0.4,
                    fusion_iou: float = FUSION_IOU) -> pd.DataFrame:
@@ -317,26 +347,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 0
     if not args.pred:
         raise ValueError("--pred is required (unless --rater-baseline)")
-    if (args.folds is None) != (args.fold is None):
-        raise ValueError("--folds and --fold go together")
-    images, truth, dataset = load_truth(args.truth, args.meta)
-    pred = load_pred(args.pred)
+    images, truth, pred, vin, names = load_inputs(args.truth, args.pred, args.meta, args.folds, args.fold)
     ids = images["image_id"].astype(str).tolist()
-    if args.fold is not None:
-        keep = set(fold_images(args.folds, args.fold))
-        missing = keep - set(ids)
-        if missing:
-            log.warning("fold %d: %d image(s) of %s are not in the truth; left out", args.fold, len(missing), args.folds)
-        ids = [i for i in ids if i in keep]
-        truth = truth[truth["image_id"].isin(keep)]
-        pred = pred[pred["image_id"].isin(keep)]
-        log.info("fold %d: %d images", args.fold, len(ids))
-    n_out = int((~pred["image_id"].isin(set(ids))).sum())
-    if n_out:
-        log.info("%d predicted box(es) on images outside the evaluated set ignored", n_out)
-    vin = dataset == "vinbigdata"
-    res = evaluate(truth, pred, ids, metric, iou, NORMAL_ID if vin else None,
-                   _vinbig_names() if vin else None, args.image_level)
+    res = evaluate(truth, pred, ids, metric, iou, NORMAL_ID if vin else None, names, args.image_level)
     res.update({"truth": str(args.truth), "pred": str(args.pred), "fold": args.fold})
     print(format_table(res))
     if args.image_level:

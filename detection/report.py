@@ -1,0 +1,162 @@
+"""``cxrdet report-eval``: one self-contained HTML evaluation report.
+
+The page holds, top to bottom: the headline number and what it was computed on, the per-class
+table (truth/prediction counts, AP), per-class AP bars, the PR curve of every class, the
+radiologists' baseline when given (``cxrdet evaluate --rater-baseline --json B.json``), a gallery of
+the images that cost the metric most, and one overlay per worst image. Every picture is embedded
+as a base64 PNG, so the single ``.html`` file can be mailed or attached to a Kaggle discussion.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222}
+h1{font-size:24px;margin-bottom:4px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
+.head{font-size:42px;font-weight:700;color:#1f4e9c} .sub{color:#666}
+table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}
+td:nth-child(2),th:nth-child(2){text-align:left} .grid{display:flex;flex-wrap:wrap;gap:8px}
+.grid img{width:280px;border:1px solid #ddd} img.wide{max-width:100%;border:1px solid #ddd}
+.overlay{display:inline-block;margin:4px;vertical-align:top} .overlay img{height:380px}
+"""
+
+
+def _img_tag(path: Path, cls: str = "", alt: str = "") -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img class="{cls}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _ap_bars(res: dict, out: Path) -> Path:
+    rows = [r for r in res["table"] if r["ap"] is not None]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(rows), 3) + 1), dpi=100)
+    names = [f"{r['class_id']} {r['class_name']}" for r in rows][::-1]
+    aps = [r["ap"] for r in rows][::-1]
+    ax.barh(names, aps, color="#1f77b4")
+    for y, v in enumerate(aps):
+        ax.text(min(v + 0.01, 0.93), y, f"{v:.3f}", va="center", fontsize=8)
+    ax.axvline(res["mAP"], color="#d62728", ls="--", lw=1, label=f"mAP {res['mAP']:.3f}")
+    ax.set(xlim=(0, 1), xlabel="AP", title="AP per class")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _table_html(res: dict) -> str:
+    def ap(v):
+        return "—" if v is None else f"{v:.4f}"
+    head = "<tr><th>id</th><th>class</th><th>truth</th><th>pred</th><th>AP</th></tr>"
+    body = "".join(
+        f"<tr><td>{r['class_id']}</td><td>{html.escape(str(r['class_name']))}</td><td>{r['n_truth']}</td>"
+        f"<td>{r['n_pred']}</td><td>{ap(r['ap'])}</td></tr>" for r in res.get("table", []))
+    return f"<table>{head}{body}</table>"
+
+
+def _baseline_html(baseline: dict | None) -> str:
+    if not baseline:
+        return ""
+    rows = baseline.get("rater_baseline", [])
+    body = "".join(f"<tr><td>{r['rater']}</td><td>{r['n_images']}</td><td>{r['mAP']:.4f}</td></tr>" for r in rows)
+    return (f"<h2>Radiologists' baseline</h2><p>Each radiologist scored as a model against the fusion of the "
+            f"other radiologists (mAP@{baseline.get('iou_thr', 0.4):g}); mean "
+            f"<b>{baseline.get('mAP', float('nan')):.4f}</b> over {len(rows)} radiologists.</p>"
+            f"<table><tr><th>radiologist</th><th>images</th><th>mAP</th></tr>{body}</table>")
+
+
+def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, source, out,
+                 metric: str = "vinbigdata", iou_thr: float = 0.4, normal_class: int | None = 14,
+                 class_names=None, baseline: dict | None = None, n_worst: int = 12, n_overlays: int = 6,
+                 conf: float = 0.3, title: str = "cxrdet evaluation") -> Path:
+    """Score ``pred`` against ``truth`` on ``images`` and write the HTML report to ``out``.
+
+    ``images``: image table (image_id, height, width) of the evaluated images; ``source``: the
+    folder with their PNGs or DICOMs. Returns the report's path (written atomically)."""
+    from detection.evaluate import evaluate, plot_pr
+    from detection.metrics import image_costs
+    from detection.visualize import render_gallery, render_image
+
+    out = Path(out)
+    ids = images["image_id"].astype(str).tolist()
+    res = evaluate(truth, pred, ids, metric, iou_thr, normal_class, class_names)
+    names = {int(r["class_id"]): str(r["class_name"]) for r in res["table"]}
+    shown = pred[(pred["score"] >= conf) & (pred["class_id"] != (normal_class if normal_class is not None else -1))]
+    costs = image_costs(truth, pred, ids, iou_thr=iou_thr, conf_thr=conf, normal_class=normal_class)
+    worst = costs[costs["cost"] > 0].head(n_worst)
+    caps = {r.image_id: f"{r.image_id[:10]} cost {r.cost:.2f} (fn {r.n_fn}, fp {r.n_fp})" for r in worst.itertuples()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        parts = [f"<h1>{html.escape(title)}</h1>",
+                 f"<div class='head'>{res['metric']} mAP {res['mAP']:.4f}</div>",
+                 f"<p class='sub'>{res['n_images']} images · {len(pred)} predicted boxes · "
+                 f"{len(truth)} truth boxes · IoU {iou_thr:g}</p>",
+                 "<h2>Per class</h2>", _table_html(res)]
+        if any(r["ap"] is not None for r in res["table"]):
+            parts.append(_img_tag(_ap_bars(res, tmp / "ap.png"), "wide", "AP per class"))
+        pr = plot_pr(res, tmp / "pr") if res.get("pr") else []
+        if pr:
+            parts += ["<h2>Precision-recall curves</h2><div class='grid'>"]
+            parts += [_img_tag(p, "", p.stem) for p in pr] + ["</div>"]
+        parts.append(_baseline_html(baseline))
+        if len(worst):
+            g = render_gallery(list(worst["image_id"]), source, tmp / "worst.png", images, truth, shown,
+                               names, caps, title=f"{len(worst)} images that cost the most")
+            parts += ["<h2>Worst images</h2>",
+                      "<p class='sub'>cost = missed truth boxes + confidence of each false positive "
+                      f"(predictions ≥ {conf:g}); truth solid, predictions dashed.</p>",
+                      _img_tag(g, "wide", "worst images gallery"), "<h2>Overlays</h2>"]
+            for iid in worst["image_id"].head(n_overlays):
+                p = render_image(iid, source, tmp / f"ov_{iid}.png", images, truth, shown, None, names)
+                parts.append(f"<div class='overlay'>{_img_tag(p, '', iid)}<br><small>{html.escape(caps[iid])}"
+                             "</small></div>")
+        doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+               f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmpf = tempfile.mkstemp(suffix=".html", dir=out.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(doc)
+    os.replace(tmpf, out)
+    return out
+
+
+def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--truth", required=True, help="train.csv / fused.csv / RSNA labels / box table CSV")
+    p.add_argument("--pred", required=True, help="submission CSV or box table CSV")
+    p.add_argument("--metric", default="vinbigdata", choices=("vinbigdata", "rsna", "coco"))
+    p.add_argument("--source", required=True, help="folder of the evaluated images (<id>.png or DICOM)")
+    p.add_argument("--meta", help="image sizes (meta.csv or image_id,dim0,dim1)")
+    p.add_argument("--folds", help="folds.csv (image_id,fold)")
+    p.add_argument("--fold", type=int, help="report only this held-out fold")
+    p.add_argument("--iou", type=float, default=0.4, help="IoU threshold (vinbigdata/coco)")
+    p.add_argument("--baseline", help="JSON from `cxrdet evaluate --rater-baseline --json`")
+    p.add_argument("--n-worst", type=int, default=12, help="images in the worst-images gallery")
+    p.add_argument("--conf", type=float, default=0.3, help="hide predictions below this in pictures")
+    p.add_argument("--title", default="cxrdet evaluation")
+    p.add_argument("--out", required=True, help="report .html path")
+
+
+def run_report_eval(args) -> int:
+    from detection.evaluate import load_inputs
+
+    images, truth, pred, vin, names = load_inputs(args.truth, args.pred, args.meta, args.folds, args.fold)
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+    path = build_report(truth, pred, images, args.source, args.out, args.metric, args.iou,
+                        14 if vin else None, names, baseline, args.n_worst, conf=args.conf, title=args.title)
+    print(path)
+    return 0
