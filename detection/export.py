@@ -1,0 +1,66 @@
+"""``cxrdet export W.pt [--imgsz 512] [--out X.onnx] [--dynamic]``: YOLO weights -> ONNX.
+
+A thin call to ultralytics' exporter (``YOLO(w).export(format="onnx")``, simplified with onnxslim).
+onnx, onnxslim and onnxruntime are project dependencies; ultralytics never installs anything here
+(``YOLO_AUTOINSTALL=0`` via :mod:`detection.runtime`). The ONNX input is static
+``(batch, channels, imgsz, imgsz)`` unless ``dynamic``; the class names, task, imgsz and channels
+travel in its metadata, so ``YOLO("x.onnx")`` predicts like the ``.pt`` (``cxrdet predict``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def export_onnx(weights: str | os.PathLike, imgsz: int = 512, out: str | os.PathLike | None = None,
+                dynamic: bool = False, batch: int = 1) -> Path:
+    """Export local ``weights`` (.pt) to ONNX at ``imgsz``; return the ``.onnx`` path.
+
+    Default destination: beside the weights as ``<stem>.onnx`` (ultralytics' own choice). With
+    ``out`` the file is moved there (atomic rename on one file system)."""
+    import detection.runtime  # noqa: F401
+    from ultralytics import YOLO
+
+    from detection.train import resolve_model
+
+    src = Path(resolve_model(str(weights), "weights"))
+    model = YOLO(str(src))
+    made = Path(model.export(format="onnx", imgsz=int(imgsz), dynamic=bool(dynamic), batch=int(batch),
+                             simplify=True, device="cpu", verbose=False))
+    if not made.is_file():
+        raise FileNotFoundError(f"ultralytics export of {src} reported {made}, which does not exist")
+    if out is None:
+        return made
+    dst = Path(out)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if made.resolve() != dst.resolve():
+        try:
+            os.replace(made, dst)
+        except OSError:  # across file systems: copy to a temp name beside dst, then rename
+            import shutil
+
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copyfile(made, tmp)
+            os.replace(tmp, dst)
+            made.unlink()
+    log.info("exported %s -> %s (imgsz %d)", src, dst, imgsz)
+    return dst
+
+
+def add_arguments_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("weights", help="local .pt weights")
+    p.add_argument("--imgsz", type=int, default=512, help="network input size baked into the ONNX (default 512)")
+    p.add_argument("--out", default=None, help="destination .onnx (default: beside the weights)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    if getattr(args, "overrides", None):
+        raise ValueError(f"cxrdet export takes no key=value arguments, got {' '.join(args.overrides)}")
+    path = export_onnx(args.weights, imgsz=args.imgsz, out=args.out, dynamic=args.dynamic)
+    print(path)
+    return 0

@@ -1,0 +1,378 @@
+"""Prediction in ORIGINAL pixels from PNGs or DICOMs: batches, TTA, WBF ensembles, 2-class filter.
+
+``cxrdet predict --weights W.pt [W2.pt ...] --source DIR [--meta META] [--tta] [--conf 0.001]
+[--classifier C.pt --low 0.08 --high 0.95] [--imgsz 512] [--onnx] --out preds.csv [key=value ...]``
+
+A box's way through this module::
+
+    PNG (or DICOM converted in memory at config size/keep_ratio)  uint8 (H, W) in the "PNG frame"
+      -> ultralytics predict (list of arrays per batch)            xyxy in the PNG frame
+      -> TTA flip view: boxes un-flipped (x -> png_w - x)          xyxy in the PNG frame
+      -> boxes.from_frame(Frame(png_h/h, png_w/w), clip to (h, w)) xyxy in ORIGINAL pixels
+      -> several views/models: ensemble-boxes WBF on boxes normalised by (h, w)
+      -> 2-class filter (optional)                                 the box table (data_prep.boxes)
+
+Original sizes: PNG folders read them from ``--meta`` (convert's ``meta.csv``: image_id, height,
+width[, png_height, png_width], or ``image_id,dim0,dim1``); without ``--meta`` a ``meta.csv`` in
+the source folder or its parent (prep's layout) is used; without any, the PNG is taken as the
+original (logged). DICOM folders take sizes from the header.
+
+2-class filter, with ``p = p(abnormal)`` from an ultralytics classify model whose classes are
+``abnormal``/``normal`` (``cxrdet train-cls``):
+
+* ``p < low``: the image is called normal: its boxes are dropped and one "No finding" row
+  ``14 1.0 0 0 1 1`` is written;
+* ``low <= p < high``: boxes kept, plus a "No finding" row scored ``1 - p`` (= p(normal), the
+  confidence that the image is normal: what the top VinBigData solutions submitted);
+* ``p >= high``: boxes only.
+
+The "No finding" rows are written only for datasets that have that class (VinBigData); for the
+others (RSNA: normal = empty prediction) the filter only drops the boxes of images called normal.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from data_prep.boxes import BOX_COLUMNS, Frame, denormalize_xyxy, empty_boxes, from_frame, make_boxes, normalize_xyxy
+
+log = logging.getLogger(__name__)
+
+PNG_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+# ----------------------------------------------------------------------------- sources
+def read_meta(path: str | os.PathLike) -> pd.DataFrame:
+    """``image_id, height, width`` (+ ``png_height, png_width`` when present) from either meta form."""
+    df = pd.read_csv(path, dtype={"image_id": str})
+    if "height" not in df and {"dim0", "dim1"} <= set(df.columns):
+        df = df.rename(columns={"dim0": "height", "dim1": "width"})
+    missing = [c for c in ("image_id", "height", "width") if c not in df]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected image_id,height,width[,png_height,"
+                         "png_width] (convert's meta.csv) or image_id,dim0,dim1")
+    keep = [c for c in ("image_id", "height", "width", "png_height", "png_width") if c in df]
+    return df[keep].drop_duplicates("image_id").set_index("image_id")
+
+
+def list_source(source: str | os.PathLike, meta: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The images to predict: columns ``image_id, path, kind`` (png | dicom), ``height, width``
+    (original pixels, NaN when only the PNG knows), ``png_height, png_width`` (NaN if unknown)."""
+    from data_prep.convert import dicom_paths
+
+    src = Path(source)
+    if not src.is_dir():
+        raise FileNotFoundError(f"predict: source folder {src} does not exist")
+    pngs = sorted(p for p in src.iterdir() if p.suffix.lower() in PNG_SUFFIXES and not p.name.startswith("."))
+    if pngs:
+        rows = pd.DataFrame({"image_id": [p.stem for p in pngs], "path": [str(p) for p in pngs], "kind": "png"})
+        if meta is None:
+            meta = next((m for m in (src / "meta.csv", src.parent / "meta.csv") if m.is_file()), None)
+            if meta is not None:
+                log.info("original sizes from %s", meta)
+            else:
+                log.warning("%s: no meta.csv and no --meta: the PNGs are taken as the original images", src)
+        if meta is not None:
+            m = read_meta(meta)
+            rows = rows.join(m, on="image_id")
+            unknown = rows["height"].isna()
+            if unknown.any():
+                raise ValueError(f"{meta}: no height/width for {int(unknown.sum())} image(s) of {src}, "
+                                 f"first {rows.loc[unknown, 'image_id'].iloc[0]!r}")
+    else:
+        dcm = dicom_paths(src)
+        if not dcm:
+            raise FileNotFoundError(f"predict: no PNG or DICOM files in {src}")
+        rows = pd.DataFrame({"image_id": [p.stem for p in dcm], "path": [str(p) for p in dcm], "kind": "dicom"})
+    for c in ("height", "width", "png_height", "png_width"):
+        if c not in rows:
+            rows[c] = np.nan
+    dup = rows["image_id"].duplicated()
+    if dup.any():
+        raise ValueError(f"{src}: image_id {rows.loc[dup, 'image_id'].iloc[0]!r} appears twice")
+    return rows.reset_index(drop=True)
+
+
+def load_image(row, size: int = 512, keep_ratio: bool = False) -> tuple[np.ndarray, Frame, tuple[int, int]]:
+    """One source row -> (uint8 image (H, W) or (H, W, 3) in the PNG frame, its :class:`Frame`,
+    original ``(height, width)``). DICOMs are converted in memory like ``cxrdet convert`` does."""
+    if row.kind == "dicom":
+        from data_prep.dicom import read_dicom
+
+        img, hdr = read_dicom(row.path, size=size, keep_ratio=keep_ratio)
+        h, w = int(hdr["height"]), int(hdr["width"])
+    else:
+        img = cv2.imread(str(row.path), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise ValueError(f"{row.path}: cannot read the image (not a PNG/JPEG or truncated)")
+        if img.dtype != np.uint8:
+            img = (img >> 8).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        ph, pw = img.shape[:2]
+        if not pd.isna(row.png_height) and (int(row.png_height), int(row.png_width)) != (ph, pw):
+            raise ValueError(f"{row.path}: PNG is {ph}x{pw} but meta says png_height x png_width = "
+                             f"{int(row.png_height)}x{int(row.png_width)}")
+        h, w = (ph, pw) if pd.isna(row.height) else (int(row.height), int(row.width))
+    ph, pw = img.shape[:2]
+    return img, Frame(ph / h, pw / w, 0.0, 0.0, ph, pw), (h, w)
+
+
+# ----------------------------------------------------------------------------- pure box steps
+def unflip_x(xyxy, width: float) -> np.ndarray:
+    """Boxes predicted on a horizontally flipped image of ``width`` px -> boxes on the original."""
+    b = np.asarray(xyxy, dtype="float64").reshape(-1, 4)
+    return np.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], 1)
+
+
+def to_original(xyxy_png, frame: Frame, hw: tuple[int, int]) -> np.ndarray:
+    """``(N, 4)`` xyxy in the PNG frame -> original pixels, clipped to ``hw = (height, width)``."""
+    return from_frame(xyxy_png, frame, clip_hw=hw)
+
+
+@dataclass
+class View:
+    """One model's boxes for one image (one TTA view): original pixels."""
+    xyxy: np.ndarray    # (N, 4) float64, original pixels
+    scores: np.ndarray  # (N,) float64
+    labels: np.ndarray  # (N,) int64
+
+
+def view_from_result(result, frame: Frame, hw: tuple[int, int], flipped: bool = False) -> View:
+    """An ultralytics detect ``Results`` (boxes in the PNG frame it was given) -> :class:`View` in
+    original pixels. ``flipped``: the input was the horizontally flipped PNG (``frame.frame_w`` wide)."""
+    b = result.boxes
+    xyxy = b.xyxy.cpu().numpy().astype("float64").reshape(-1, 4)
+    if flipped:
+        xyxy = unflip_x(xyxy, frame.frame_w)
+    return View(to_original(xyxy, frame, hw), b.conf.cpu().numpy().astype("float64").reshape(-1),
+                b.cls.cpu().numpy().astype("int64").reshape(-1))
+
+
+def fuse_views(views: Sequence[View], hw: tuple[int, int], iou_thr: float = 0.55,
+               skip_box_thr: float = 0.0001, conf_type: str = "avg") -> View:
+    """Weighted boxes fusion (ensemble-boxes) of several views of one image; one view is returned
+    as it is. Boxes are normalised by ``hw = (height, width)`` for WBF and mapped back."""
+    if len(views) == 1:
+        return views[0]
+    from ensemble_boxes import weighted_boxes_fusion
+
+    h, w = hw
+    bl = [normalize_xyxy(v.xyxy, h, w) for v in views]
+    if not any(len(b) for b in bl):
+        return View(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype="int64"))
+    boxes, scores, labels = weighted_boxes_fusion(
+        bl, [v.scores for v in views], [v.labels for v in views],
+        iou_thr=iou_thr, skip_box_thr=skip_box_thr, conf_type=conf_type)
+    return View(denormalize_xyxy(boxes, h, w), np.asarray(scores, "float64"), np.asarray(labels).astype("int64"))
+
+
+def two_class_filter(boxes: pd.DataFrame, p_abnormal: dict[str, float], low: float = 0.08,
+                     high: float = 0.95, normal_class: tuple[int, str] | None = (14, "No finding")) -> pd.DataFrame:
+    """Apply the normal/abnormal filter to a prediction box table (see the module docstring).
+
+    ``p_abnormal`` maps every image_id to p(abnormal) in [0, 1]; images absent from it keep their
+    boxes. ``normal_class`` = (class_id, class_name) of the "No finding" row with box 0 0 1 1, or
+    None to write no such row."""
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"2-class filter: expected 0 <= low <= high <= 1, got low={low}, high={high}")
+    p = boxes["image_id"].map(p_abnormal)
+    keep = ~(p < low)  # NaN (no probability) keeps its boxes
+    out = [boxes[keep.to_numpy()]]
+    if normal_class is not None:
+        ids = [i for i, q in p_abnormal.items() if q < high]
+        if ids:
+            score = [1.0 if p_abnormal[i] < low else 1.0 - p_abnormal[i] for i in ids]
+            out.append(make_boxes(ids, normal_class[0], normal_class[1], [[0, 0, 1, 1]] * len(ids), score=score))
+    parts = [o for o in out if len(o)]
+    res = pd.concat(parts, ignore_index=True) if parts else empty_boxes()
+    return res[BOX_COLUMNS + [c for c in res.columns if c not in BOX_COLUMNS]].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- models
+def _onnx_input(path: str) -> tuple[int | None, int | None]:
+    """(static batch or None, static square imgsz or None) of an ONNX model's first input."""
+    import onnxruntime as ort
+
+    shape = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+    batch = shape[0] if isinstance(shape[0], int) else None
+    size = shape[2] if isinstance(shape[2], int) else None
+    return batch, size
+
+
+@dataclass
+class Loaded:
+    """An ultralytics model plus the batch/imgsz it must be called with."""
+    model: object
+    path: str
+    imgsz: int
+    batch: int
+
+
+def load_model(weights: str | os.PathLike, imgsz: int, batch: int, task: str = "detect",
+               onnx: bool = False) -> Loaded:
+    """``YOLO(weights)`` for a local ``.pt`` or ``.onnx``; ``onnx=True`` exports a ``.pt`` first
+    (cached beside it as ``<stem>_<imgsz>.onnx``). An ONNX with a static input keeps its own imgsz
+    and batch (a different ``imgsz`` is logged and ignored)."""
+    import detection.runtime  # noqa: F401
+    from ultralytics import YOLO
+
+    from detection.train import resolve_model
+
+    p = Path(weights)
+    if p.suffix != ".onnx":
+        p = Path(resolve_model(str(weights), "weights"))
+    if onnx and p.suffix == ".pt":
+        from detection.export import export_onnx
+
+        cached = p.with_name(f"{p.stem}_{imgsz}.onnx")
+        if not cached.is_file() or cached.stat().st_mtime < p.stat().st_mtime:
+            export_onnx(p, imgsz=imgsz, out=cached)
+        p = cached
+    if p.suffix == ".onnx":
+        if not p.is_file():
+            raise FileNotFoundError(f"weights {p}: no such ONNX file")
+        sb, ss = _onnx_input(str(p))
+        if ss is not None and ss != imgsz:
+            log.warning("%s was exported at imgsz=%d; predicting at %d, not %d", p, ss, ss, imgsz)
+            imgsz = ss
+        batch = sb or batch
+    return Loaded(YOLO(str(p), task=task), str(p), int(imgsz), int(batch))
+
+
+def _names(m: Loaded) -> dict[int, str]:
+    return {int(k): str(v) for k, v in m.model.names.items()}
+
+
+def classifier_probs(clf: Loaded, imgs: list[np.ndarray], device: str = "cpu") -> np.ndarray:
+    """p(abnormal) for each image, ``(N,)`` float64, from a classify model with an ``abnormal`` class."""
+    names = _names(clf)
+    idx = [k for k, v in names.items() if v == "abnormal"]
+    if not idx:
+        raise ValueError(f"classifier {clf.path}: classes {names} have no 'abnormal'; train it with `cxrdet train-cls`")
+    out = []
+    for s in range(0, len(imgs), clf.batch):
+        res = clf.model.predict(imgs[s:s + clf.batch], imgsz=clf.imgsz, device=device, verbose=False)
+        out += [float(r.probs.data.cpu().numpy()[idx[0]]) for r in res]
+    return np.asarray(out, "float64")
+
+
+# ----------------------------------------------------------------------------- prediction
+def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: str | os.PathLike,
+            meta: str | os.PathLike | None = None, *, tta: bool = False, conf: float = 0.001,
+            nms_iou: float = 0.5, max_det: int = 300, imgsz: int = 512, batch: int = 16,
+            device: str = "cpu", ens_iou: float = 0.55, ens_skip: float = 0.0001,
+            classifier: str | os.PathLike | None = None, cls_imgsz: int = 256, low: float = 0.08,
+            high: float = 0.95, normal_class: tuple[int, str] | None = (14, "No finding"),
+            size: int = 512, keep_ratio: bool = False, onnx: bool = False,
+            errors: list[str] | None = None) -> pd.DataFrame:
+    """Predict every image of ``source`` (PNG or DICOM folder) -> box table in ORIGINAL pixels.
+
+    ``weights``: one or several local ``.pt``/``.onnx`` (several, or ``tta``, are fused by WBF
+    with ``ens_iou``/``ens_skip``). ``size``/``keep_ratio`` convert DICOMs the way prep made the
+    PNGs. Unreadable images are skipped and described in ``errors`` (if given) and the log."""
+    wlist = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
+    if not wlist:
+        raise ValueError("predict: no weights given")
+    models = [load_model(w, imgsz, batch, "detect", onnx) for w in wlist]
+    names = _names(models[0])
+    for m in models[1:]:
+        if _names(m) != names:
+            raise ValueError(f"ensemble: {m.path} classes {_names(m)} differ from {models[0].path} classes {names}")
+    clf = load_model(classifier, cls_imgsz, batch, "classify", onnx) if classifier else None
+    rows = list_source(source, meta)
+    chunk = min([batch] + [m.batch for m in models])
+    errs: list[str] = [] if errors is None else errors
+    tables, p_abn = [], {}
+    t0 = time.perf_counter()
+    with tqdm(total=len(rows), desc="predict", unit="img") as bar:
+        for s in range(0, len(rows), chunk):
+            loaded = []
+            for r in rows.iloc[s:s + chunk].itertuples():
+                try:
+                    loaded.append((r.image_id, *load_image(r, size, keep_ratio)))
+                except (ValueError, OSError) as e:
+                    errs.append(f"{r.path}: {e}")
+            bar.update(len(rows.iloc[s:s + chunk]))
+            if not loaded:
+                continue
+            imgs = [x[1] for x in loaded]
+            per_image: list[list[View]] = [[] for _ in loaded]
+            flips = (False, True) if tta else (False,)
+            for m in models:
+                for flip in flips:
+                    batch_imgs = [np.ascontiguousarray(im[:, ::-1]) for im in imgs] if flip else imgs
+                    res = m.model.predict(batch_imgs, imgsz=m.imgsz, conf=conf, iou=nms_iou, max_det=max_det,
+                                          device=device, verbose=False)
+                    for i, (r, (_, _, frame, hw)) in enumerate(zip(res, loaded)):
+                        per_image[i].append(view_from_result(r, frame, hw, flip))
+            for (iid, _, _, hw), views in zip(loaded, per_image):
+                v = fuse_views(views, hw, ens_iou, ens_skip)
+                if len(v.xyxy):
+                    tables.append(make_boxes(iid, v.labels, [names.get(int(c), str(c)) for c in v.labels],
+                                             v.xyxy, score=v.scores))
+            if clf is not None:
+                p_abn.update(zip([x[0] for x in loaded], classifier_probs(clf, imgs, device)))
+    out = pd.concat(tables, ignore_index=True) if tables else empty_boxes()
+    if clf is not None:
+        out = two_class_filter(out, p_abn, low, high, normal_class)
+    n = len(rows) - len(errs)
+    dt = time.perf_counter() - t0
+    log.info("predicted %d image(s) in %.1f s (%.1f img/s): %d box(es)", n, dt, n / max(dt, 1e-9), len(out))
+    if errs:
+        log.warning("%d image(s) could not be read and were skipped:\n  %s", len(errs), "\n  ".join(errs))
+    return out.sort_values(["image_id", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="dataset config (path or name); key=value overrides any key")
+    p.add_argument("--weights", nargs="+", required=True, help="one or more local .pt/.onnx (several = WBF ensemble)")
+    p.add_argument("--source", required=True, help="folder of PNGs or DICOMs")
+    p.add_argument("--meta", default=None, help="original sizes for PNGs (convert's meta.csv or image_id,dim0,dim1)")
+    p.add_argument("--out", required=True, help="prediction box table CSV (original pixels)")
+    p.add_argument("--tta", action="store_true", default=None, help="add a horizontal-flip view (fused by WBF)")
+    p.add_argument("--conf", type=float, default=None, help="minimum box confidence (config conf)")
+    p.add_argument("--imgsz", type=int, default=None, help="network input size (config imgsz)")
+    p.add_argument("--classifier", default=None, help="normal/abnormal classify weights: the 2-class filter")
+    p.add_argument("--low", type=float, default=None, help="p(abnormal) below this: normal only (config cls_low)")
+    p.add_argument("--high", type=float, default=None, help="p(abnormal) from this: boxes only (config cls_high)")
+    p.add_argument("--onnx", action="store_true", help="export .pt weights to ONNX (cached beside them) and run those")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from detection.train import config_from_args
+
+    cfg = config_from_args(args)
+    for arg, key in (("tta", "tta"), ("conf", "conf"), ("imgsz", "imgsz"), ("low", "cls_low"), ("high", "cls_high")):
+        if getattr(args, arg) is not None:
+            cfg[key] = getattr(args, arg)
+    normal = None
+    if cfg["dataset"] == "vinbigdata":
+        from data_prep.datasets.vinbigdata import NORMAL_ID, NORMAL_NAME
+
+        normal = (NORMAL_ID, NORMAL_NAME)
+    errors: list[str] = []
+    out = predict(args.weights, args.source, args.meta, tta=bool(cfg["tta"]), conf=cfg["conf"],
+                  nms_iou=cfg["nms_iou"], max_det=cfg["max_det"], imgsz=cfg["imgsz"], batch=cfg["batch"],
+                  device=str(cfg["device"]), ens_iou=cfg["ens_iou"], ens_skip=cfg["ens_skip"],
+                  classifier=args.classifier, cls_imgsz=cfg["cls_imgsz"], low=cfg["cls_low"], high=cfg["cls_high"],
+                  normal_class=normal, size=cfg["size"], keep_ratio=cfg["keep_ratio"], onnx=args.onnx,
+                  errors=errors)
+    dst = Path(args.out)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, dst)
+    print(f"{dst}: {len(out)} box(es) on {out['image_id'].nunique()} image(s); {len(errors)} unreadable")
+    return 1 if errors else 0

@@ -1,0 +1,98 @@
+"""Make ultralytics run offline by construction. Import this before ultralytics, everywhere::
+
+    import detection.runtime  # noqa: F401  (sets the environment, fonts and settings)
+    from ultralytics import YOLO
+
+What it does, once per process (idempotent):
+
+* ``YOLO_CONFIG_DIR`` -> a folder the project controls, unless the user already set it:
+  ``$CXRDET_CACHE/ultralytics`` when ``CXRDET_CACHE`` is set, else ``<repo>/.cache/ultralytics``.
+  ultralytics keeps its ``settings.json`` and fonts in ``$YOLO_CONFIG_DIR/Ultralytics/``
+  (``ultralytics.utils.get_user_config_dir``), so runs never depend on a user's home.
+* ``YOLO_OFFLINE=1`` (no DNS look-ups at import: ``ultralytics.utils.is_online``) and
+  ``YOLO_AUTOINSTALL=0`` (``ultralytics.utils.AUTOINSTALL``: a missing package raises instead of
+  being pip-installed).
+* Copies a TrueType font to ``$YOLO_CONFIG_DIR/Ultralytics/Arial.ttf`` and ``Arial.Unicode.ttf``:
+  ``ultralytics.utils.checks.check_font`` looks there first and otherwise downloads them on every
+  ``train`` (``YOLO_OFFLINE`` and ``plots=False`` do not stop it). The source font is Debian's
+  DejaVuSans, or matplotlib's bundled copy (always in the venv).
+* ``settings["sync"] = False`` (no analytics / crash reports).
+
+Not covered (ultralytics, GPU only): ``check_amp`` on a CUDA device tries to fetch ``yolo26n.pt``
+once per training run; offline that fails fast and ultralytics logs "AMP checks skipped" and keeps
+AMP on. Pass ``yolo_args: {amp: false}`` to skip it entirely.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
+_SYSTEM_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+
+_done = False
+
+
+def default_config_dir() -> Path:
+    """The ``YOLO_CONFIG_DIR`` this module sets when the user has not set one."""
+    cache = os.environ.get("CXRDET_CACHE")
+    return (Path(cache).expanduser() if cache else REPO / ".cache") / "ultralytics"
+
+
+def font_source() -> Path:
+    """A TrueType font to stand in for Arial: Debian's DejaVuSans, else matplotlib's bundled one."""
+    if _SYSTEM_FONT.is_file():
+        return _SYSTEM_FONT
+    import matplotlib
+
+    bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    if bundled.is_file():
+        return bundled
+    raise FileNotFoundError(f"no TrueType font found at {_SYSTEM_FONT} or {bundled}; "
+                            "ultralytics would try to download Arial.ttf")
+
+
+def install_fonts(user_dir: Path) -> None:
+    """Copy the stand-in font to ``user_dir/Arial.ttf`` and ``Arial.Unicode.ttf`` (if absent)."""
+    user_dir.mkdir(parents=True, exist_ok=True)
+    src = None
+    for name in FONT_NAMES:
+        dst = user_dir / name
+        if dst.is_file() and dst.stat().st_size > 0:
+            continue
+        src = src or font_source()
+        tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+
+
+def setup() -> Path:
+    """Set the offline environment, install the fonts, turn settings sync off.
+
+    Returns ultralytics' user config folder (``$YOLO_CONFIG_DIR/Ultralytics``)."""
+    global _done
+    if "ultralytics.utils" in sys.modules and not _done:
+        log.warning("ultralytics was imported before detection.runtime: YOLO_CONFIG_DIR/YOLO_OFFLINE set now "
+                    "come too late for its import-time checks; import detection.runtime first")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(default_config_dir()))
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "0"
+    Path(os.environ["YOLO_CONFIG_DIR"]).expanduser().mkdir(parents=True, exist_ok=True)
+    # The folder ultralytics computes itself (it may fall back to /tmp when ours is not writable).
+    install_fonts(Path(os.environ["YOLO_CONFIG_DIR"]).expanduser() / "Ultralytics")
+    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
+
+    install_fonts(Path(USER_CONFIG_DIR))
+    if SETTINGS.get("sync", True):
+        SETTINGS.update(sync=False)
+    _done = True
+    return Path(USER_CONFIG_DIR)
+
+
+USER_DIR = setup()

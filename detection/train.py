@@ -1,0 +1,258 @@
+"""Detector and normal/abnormal classifier training: thin calls into ultralytics' own API.
+
+``cxrdet train CONFIG --prep OUT [--fold K] [key=value ...]`` trains a YOLO detector on
+``OUT/yolo/fold<K>/data.yaml`` (written by ``cxrdet prep``); ``cxrdet train-cls`` trains the
+2-class filter (an ultralytics classify model) on the same fold split. Both write
+``<project>/<name>/weights/best.pt`` and return its path.
+
+* ``model``: a model YAML (trained from scratch; ultralytics resolves bundled names such as
+  ``yolo11n.yaml``) or a local ``.pt`` (e.g. ``weights/vinbig_phantom_yolo11n.pt``). Nothing is
+  ever downloaded: a bare ``yolo11n.pt`` that is not a local file raises a clear error before
+  ultralytics would try.
+* Grayscale: ``channels: 1`` in data.yaml makes ultralytics build a 1-channel model.
+* Run folder: ``<project>/<name>`` (``name`` defaults to ``<dataset>_fold<K>``, ``_cls`` for the
+  classifier). It is reused (ultralytics ``exist_ok=True``): training the same name again
+  overwrites it. ``resume=true`` continues a killed run from ``<project>/<name>/weights/last.pt``
+  (ultralytics restores every training argument from that checkpoint).
+* ``device``: ``cpu``, ``0`` or ``0,1``; several GPUs train with ultralytics' own DDP (it re-launches
+  itself under ``torch.distributed.run``; callbacks passed in Python do not reach those workers).
+* ``yolo_args`` (a dict in the config) is passed to ``YOLO.train`` as it is, last, so it can override
+  anything above (``lr0``, ``mosaic``, ``fliplr``, ``amp``, ``workers``...).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from data_prep.config import load_config, parse_overrides
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+CLS_NAMES = ("abnormal", "normal")  # ultralytics sorts class folders: abnormal = 0, normal = 1
+
+
+# ----------------------------------------------------------------------------- helpers
+def resolve_model(model: str, what: str = "model") -> str:
+    """A model spec ultralytics can load without a network: a YAML name/path or an existing ``.pt``.
+
+    ``.pt`` names are looked up as given, then in ``<repo>/weights/``. Raises ``FileNotFoundError``
+    for a ``.pt`` that is not a local file (pretrained weights cannot be downloaded here) and
+    ``ValueError`` for any other suffix."""
+    p = Path(str(model)).expanduser()
+    if p.suffix in (".yaml", ".yml"):
+        return str(p) if p.is_file() else str(model)  # bundled cfg names are resolved by ultralytics
+    if p.suffix == ".pt":
+        for cand in (p, REPO / "weights" / p.name):
+            if cand.is_file():
+                return str(cand)
+        raise FileNotFoundError(
+            f"{what} {str(model)!r}: no such local file (looked in the working directory and {REPO / 'weights'}). "
+            "Pretrained weights cannot be downloaded here (offline by construction); train from scratch "
+            f"with a model YAML ({what}=yolo11n.yaml) or give a local .pt (e.g. {what}=weights/<name>.pt)")
+    raise ValueError(f"{what} {str(model)!r}: expected a model YAML (.yaml) or local weights (.pt)")
+
+
+def config_from_args(args: argparse.Namespace) -> dict:
+    """Merge the config with ``key=value`` overrides; ``device`` stays a string (``device=0``)."""
+    ov = parse_overrides(getattr(args, "overrides", None) or [])
+    if "device" in ov and ov["device"] is not None:
+        ov["device"] = str(ov["device"]).replace(" ", "")
+    for k in ("fold",):
+        if getattr(args, k, None) is not None:
+            ov[k] = getattr(args, k)
+    return load_config(args.config, ov)
+
+
+def run_dir(cfg: dict, suffix: str = "") -> Path:
+    """``<project>/<name>`` as an absolute path (``name`` null -> ``<dataset>_fold<k><suffix>``)."""
+    name = cfg.get("name") or f"{cfg['dataset']}_fold{cfg['fold']}{suffix}"
+    return Path(cfg["project"]).expanduser().resolve() / name
+
+
+def _device(cfg: dict) -> str:
+    return str(cfg.get("device") if cfg.get("device") is not None else "cpu")
+
+
+def _train(model_spec: str, cfg: dict, out: Path, train_args: dict,
+           callbacks: dict[str, Callable] | None) -> Path:
+    """Run ``YOLO(model).train`` (or resume) into ``out``; return ``out/weights/best.pt``."""
+    import detection.runtime  # noqa: F401  (offline before ultralytics)
+    from ultralytics import YOLO
+
+    last = out / "weights" / "last.pt"
+    if cfg.get("resume"):
+        if not last.is_file():
+            raise FileNotFoundError(f"resume=true: no checkpoint {last} to resume from; "
+                                    "run once without resume (same project/name) first")
+        log.info("resuming %s from %s", out, last)
+        model = YOLO(str(last))
+        kw = {"resume": True}
+    else:
+        model = YOLO(model_spec)
+        kw = {**train_args, "project": str(out.parent), "name": out.name, "exist_ok": True}
+        kw.update(cfg.get("yolo_args") or {})
+    for event, fn in (callbacks or {}).items():
+        model.add_callback(event, fn)
+    model.train(**kw)
+    best = Path(getattr(model.trainer, "best", out / "weights" / "best.pt"))
+    if not best.is_file():
+        raise FileNotFoundError(f"training finished but {best} was not written")
+    log.info("best weights: %s", best)
+    return best
+
+
+# ----------------------------------------------------------------------------- detector
+def train_detector(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = None,
+                   callbacks: dict[str, Callable] | None = None) -> Path:
+    """Train ``cfg['model']`` on ``prep_dir/yolo/fold<fold>/data.yaml``; return ``.../weights/best.pt``.
+
+    ``callbacks`` maps ultralytics events (``on_fit_epoch_end``...) to functions, added with
+    ``YOLO.add_callback`` (single-process runs only)."""
+    cfg = dict(cfg)
+    if fold is not None:
+        cfg["fold"] = int(fold)
+    data = Path(prep_dir) / "yolo" / f"fold{cfg['fold']}" / "data.yaml"
+    if not data.is_file():
+        raise FileNotFoundError(f"{data}: no YOLO dataset for fold {cfg['fold']}; run `cxrdet prep` first "
+                                f"(folds: {cfg['folds']})")
+    spec = resolve_model(cfg["model"]) if not cfg.get("resume") else cfg["model"]
+    out = run_dir(cfg)
+    args = dict(data=str(data.resolve()), epochs=int(cfg["epochs"]), imgsz=int(cfg["imgsz"]),
+                batch=int(cfg["batch"]), device=_device(cfg), patience=int(cfg["patience"]),
+                seed=int(cfg["seed"]), workers=int(cfg["workers"]))
+    log.info("training %s on %s -> %s", spec, data, out)
+    return _train(spec, cfg, out, args, callbacks)
+
+
+# ----------------------------------------------------------------------------- classifier
+def abnormal_ids(prep_dir: Path) -> set[str]:
+    """Image ids with at least one box: from ``fused_boxes.csv``, else non-empty ``labels/*.txt``."""
+    fused = prep_dir / "fused_boxes.csv"
+    if fused.is_file():
+        df = pd.read_csv(fused, usecols=["image_id"], dtype={"image_id": str})
+        return set(df["image_id"])
+    labels = prep_dir / "labels"
+    if not labels.is_dir():
+        raise FileNotFoundError(f"{prep_dir}: neither fused_boxes.csv nor labels/ to tell abnormal images apart")
+    return {p.stem for p in labels.glob("*.txt") if p.read_text().strip()}
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Hard link ``src`` at ``dst``; symlink across file systems; copy as a last resort."""
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        try:
+            dst.symlink_to(src.resolve())
+        except OSError:
+            shutil.copyfile(src, dst)
+
+
+def build_cls_dataset(prep_dir: str | os.PathLike, fold: int, out: str | os.PathLike) -> dict[str, int]:
+    """Write ``out/{train,val}/{normal,abnormal}/<image_id>.png`` links to the prep PNGs.
+
+    Validation = ``folds.csv`` rows with ``fold == fold``; train = the rest. Returns counts
+    ``{"train/normal": n, ...}``. Images listed in folds.csv but missing on disk are reported
+    (logged, counted under ``"missing"``) and skipped."""
+    prep_dir, out = Path(prep_dir), Path(out)
+    folds = pd.read_csv(prep_dir / "folds.csv", dtype={"image_id": str})
+    for col in ("image_id", "fold"):
+        if col not in folds:
+            raise ValueError(f"{prep_dir / 'folds.csv'}: missing column {col!r}; expected image_id,fold")
+    if fold not in set(folds["fold"].astype(int)):
+        raise ValueError(f"{prep_dir / 'folds.csv'}: fold {fold} not present; folds are "
+                         f"{sorted(set(folds['fold'].astype(int)))}")
+    paths = {}
+    if (prep_dir / "images.csv").is_file():
+        it = pd.read_csv(prep_dir / "images.csv", dtype={"image_id": str, "path": str})
+        paths = {r.image_id: Path(r.path) for r in it.itertuples() if isinstance(r.path, str) and r.path}
+    abnormal = abnormal_ids(prep_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    counts: dict[str, int] = {}
+    missing = []
+    for r in folds.itertuples():
+        src = paths.get(r.image_id, prep_dir / "images" / f"{r.image_id}.png")
+        if not src.is_absolute() and not src.is_file():
+            src = prep_dir / src
+        if not src.is_file():
+            missing.append(str(src))
+            continue
+        split = "val" if int(r.fold) == fold else "train"
+        cls = "abnormal" if r.image_id in abnormal else "normal"
+        d = out / split / cls
+        d.mkdir(parents=True, exist_ok=True)
+        _link(src, d / f"{r.image_id}{src.suffix}")
+        counts[f"{split}/{cls}"] = counts.get(f"{split}/{cls}", 0) + 1
+    for split in ("train", "val"):  # ultralytics needs both class folders in both splits
+        for cls in CLS_NAMES:
+            (out / split / cls).mkdir(parents=True, exist_ok=True)
+    empty = [f"{s}/{c}" for s in ("train", "val") for c in CLS_NAMES if not counts.get(f"{s}/{c}")]
+    if empty:
+        log.warning("classifier dataset fold %d: no images in %s; the classifier cannot learn or be "
+                    "checked on that class", fold, ", ".join(empty))
+    if missing:
+        log.warning("classifier dataset: %d image(s) in folds.csv not found, skipped; first: %s",
+                    len(missing), missing[0])
+        counts["missing"] = len(missing)
+    log.info("classifier dataset %s: %s", out, counts)
+    return counts
+
+
+def train_classifier(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = None,
+                     callbacks: dict[str, Callable] | None = None) -> Path:
+    """Train ``cfg['cls_model']`` (normal vs abnormal) on fold ``fold``; return ``.../weights/best.pt``.
+
+    The dataset is built under ``<run>/cls_data`` from ``folds.csv`` and the fused boxes."""
+    cfg = dict(cfg)
+    if fold is not None:
+        cfg["fold"] = int(fold)
+    out = run_dir(cfg, "_cls")
+    spec = resolve_model(cfg["cls_model"], "cls_model") if not cfg.get("resume") else cfg["cls_model"]
+    if not cfg.get("resume"):
+        build_cls_dataset(prep_dir, int(cfg["fold"]), out / "cls_data")
+    args = dict(data=str(out / "cls_data"), epochs=int(cfg["cls_epochs"]), imgsz=int(cfg["cls_imgsz"]),
+                batch=int(cfg["batch"]), device=_device(cfg), patience=int(cfg["patience"]),
+                seed=int(cfg["seed"]), workers=int(cfg["workers"]))
+    log.info("training classifier %s -> %s", spec, out)
+    return _train(spec, cfg, out, args, callbacks)
+
+
+# ----------------------------------------------------------------------------- CLI
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="dataset config (path or name: vinbigdata, rsna, nih)")
+    p.add_argument("--prep", required=True, help="output folder of `cxrdet prep`")
+    p.add_argument("--fold", type=int, default=None, help="held-out fold (default: config `fold`)")
+    p.epilog = ("key=value overrides any config key, e.g. model=yolo11n.yaml epochs=3 imgsz=512 batch=16 "
+                "device=cpu|0|0,1 resume=true name=myrun")
+
+
+def add_arguments_train(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    best = train_detector(cfg, args.prep, cfg["fold"])
+    print(best)
+    return 0
+
+
+def add_arguments_train_cls(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+
+
+def run_train_cls(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    best = train_classifier(cfg, args.prep, cfg["fold"])
+    print(best)
+    return 0
