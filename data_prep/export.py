@@ -166,9 +166,9 @@ def write_yolo(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
     """
     if channels not in (1, 3):
         raise ValueError(f"export: channels = {channels!r}; expected 1 or 3")
-    out = Path(out).resolve()
+    out = Path(os.path.abspath(out))
     images, boxes, names = _prepare(images, boxes, folds, class_names)
-    paths = images["path"].map(lambda p: str(Path(p).resolve()))
+    paths = images["path"].map(os.path.abspath)     # absolute, symlinks kept (PNG folders linked by prep)
     images["path"] = paths
     want = images["image_id"].map(lambda i: str(out / "labels" / f"{i}.txt"))
     got = paths.map(label_path_for)
@@ -225,7 +225,7 @@ def coco_dict(images: pd.DataFrame, boxes: pd.DataFrame, names: dict[int, str], 
     img_list = []
     for r in images.itertuples(index=False):
         rec = {"id": image_ids[r.image_id], "file_name": r.image_id, "height": int(r.height),
-               "width": int(r.width), "png_file": str(Path(r.path).resolve())}
+               "width": int(r.width), "png_file": os.path.abspath(r.path)}
         for c in ("png_height", "png_width"):
             v = getattr(r, c, None)
             if v is not None and not pd.isna(v):
@@ -252,7 +252,7 @@ def write_coco(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
 
     Same inputs as :func:`write_yolo`; boxes stay in ORIGINAL pixels (see the module docstring).
     Returns the written paths (train, val per fold)."""
-    out = Path(out).resolve()
+    out = Path(os.path.abspath(out))
     images, boxes, names = _prepare(images, boxes, folds, class_names)
     image_ids = {iid: n for n, iid in enumerate(images["image_id"], start=1)}
     has_box = set(boxes["image_id"])

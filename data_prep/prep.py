@@ -1,0 +1,461 @@
+"""``cxrdet prep CONFIG --data DIR --out OUT [key=value ...]``: a dataset folder -> training-ready OUT.
+
+Steps, each skipped when already done with the same inputs and settings::
+
+    convert  DIR/<images_dir> DICOMs -> OUT/images/<id>.png + OUT/meta.csv   (data_prep.convert)
+             (a folder of PNGs, e.g. Kaggle's public 512 px sets or NIH, is used as is:
+             OUT/images/<id>.png are symlinks to them, meta.csv holds their PNG sizes)
+    load     DIR/<labels> (+ DIR/<meta>, else OUT/meta.csv) -> OUT/images.csv, OUT/boxes.csv
+    fuse     boxes.csv -> OUT/fused_boxes.csv (+ OUT/fused.csv, VinBigData's train.csv form)
+    folds    fused_boxes.csv -> OUT/folds.csv                               (data_prep.folds)
+    export   -> OUT/labels/<id>.txt, OUT/yolo/fold<k>/{train,val}.txt + data.yaml,
+                OUT/coco/fold<k>_{train,val}.json                          (data_prep.export)
+
+``OUT/prep.json`` is the manifest: the config used, counts, and per step its fingerprint (size
+and mtime_ns of every input file, the config values the step depends on), its outputs and when it
+finished. A step re-runs when its fingerprint changed or an output is missing; since a step's
+inputs are the previous steps' outputs, a re-run step makes the later ones re-run too (changing
+``fusion_iou`` redoes fuse, folds and export, not convert or load). Every file is written to a
+temporary name and renamed; a step is marked done only after all its outputs are in place.
+
+Tables: ``images.csv`` is the image table (original ``height``/``width``, ``png_height``,
+``png_width``, ``path`` = absolute PNG path in OUT/images), ``boxes.csv`` the raw per-rater box
+table, ``fused_boxes.csv`` the fused box table (``fusion: none`` keeps the raw boxes, with
+``n_raters`` 1), all in ORIGINAL pixels (``data_prep/boxes.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from data_prep.config import load_config
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "prep.json"
+EXPORT_FORMATS = ("yolo", "coco")
+_STR_COLS = {"image_id": str, "patient_id": str, "path": str, "rater": str, "class_name": str, "raters": str}
+# optional extra files a loader can use: loader keyword -> file names looked for inside --data
+_EXTRA_FILES = {"detailed": ["stage_2_detailed_class_info.csv"]}
+# datasets whose unboxed images are NOT normal (only a subset was boxed; NIH's other 111k images
+# carry image-level findings nobody drew): only the boxed images are kept.
+_BOXED_ONLY = {"nih"}
+# datasets whose `meta` is not an image-size table (NIH's is Data_Entry_2017.csv; its boxes are in
+# the released 1024 px PNG frame whatever the PNG on disk): no fallback to convert's meta.csv.
+_NO_SIZE_META = {"nih"}
+
+
+# ----------------------------------------------------------------------------- small helpers
+def read_table(path) -> pd.DataFrame:
+    """Read a prep CSV with id/path/name columns kept as strings (hex ids stay ids)."""
+    df = pd.read_csv(path, dtype=_STR_COLS)
+    for c in _STR_COLS:
+        if c in df:
+            df[c] = df[c].fillna("").astype(str)
+    return df
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _write_json(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def file_stamp(path) -> list | None:
+    """``[size, mtime_ns]`` of a file, or None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def files_stamp(paths: list[Path]) -> dict:
+    """Fingerprint of many files: count, total size, newest mtime_ns, and a hash of the names."""
+    sizes, mtimes = 0, 0
+    for p in paths:
+        st = os.stat(p)
+        sizes += st.st_size
+        mtimes = max(mtimes, st.st_mtime_ns)
+    names = hashlib.sha1("\n".join(sorted(p.name for p in paths)).encode()).hexdigest()[:16]
+    return {"n": len(paths), "bytes": sizes, "mtime_ns": mtimes, "names": names}
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=str))
+
+
+def _source_images(src: Path) -> tuple[str, list[Path]]:
+    """("dicom", DICOM paths) or ("png", PNG paths) found in ``src``; DICOMs win when both exist."""
+    if not src.is_dir():
+        raise FileNotFoundError(f"prep: images folder {src} does not exist (config images_dir)")
+    from data_prep.convert import dicom_paths
+
+    dicoms = dicom_paths(src)
+    if dicoms:
+        return "dicom", dicoms
+    pngs = sorted(p for p in src.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
+    if pngs:
+        return "png", pngs
+    raise FileNotFoundError(f"prep: no DICOM (.dcm/.dicom) or PNG files in {src}")
+
+
+def class_names(cfg: dict, boxes: pd.DataFrame | None = None) -> list[str]:
+    """Class names in class_id order: config ``classes``, else the dataset module's ``CLASSES``,
+    else the names seen in ``boxes``."""
+    if cfg.get("classes"):
+        return [str(c) for c in cfg["classes"]]
+    try:
+        mod = importlib.import_module(f"data_prep.datasets.{cfg['dataset']}")
+        if getattr(mod, "CLASSES", None):
+            return list(mod.CLASSES)
+    except ImportError:
+        pass
+    if boxes is None or not len(boxes):
+        raise ValueError(f"prep: no class names for dataset {cfg['dataset']!r}; set `classes` in the config")
+    m = boxes.drop_duplicates("class_id").set_index("class_id")["class_name"]
+    return [str(m.get(i, f"class_{i}")) for i in range(int(m.index.max()) + 1)]
+
+
+# ----------------------------------------------------------------------------- the runner
+class _Run:
+    """The manifest and the skip-or-run logic of one prep call."""
+
+    def __init__(self, out: Path, cfg: dict, data: Path):
+        self.out, self.cfg, self.data = out, cfg, data
+        path = out / MANIFEST
+        self.manifest = json.loads(path.read_text()) if path.is_file() else {}
+        self.manifest.setdefault("steps", {})
+        self.ran: list[str] = []
+        self.reused: list[str] = []
+
+    def save(self) -> None:
+        self.manifest["config"] = {k: v for k, v in self.cfg.items()}
+        self.manifest["data"] = str(self.data)
+        _write_json(self.manifest, self.out / MANIFEST)
+
+    def step(self, name: str, fingerprint: dict, outputs: list[str], fn) -> bool:
+        """Run ``fn() -> dict info`` unless ``name`` is done with ``fingerprint`` and ``outputs``
+        (paths relative to OUT) all exist. Returns True when it ran."""
+        fingerprint = _jsonable(fingerprint)
+        prev = self.manifest["steps"].get(name)
+        if prev and prev.get("fingerprint") == fingerprint and all((self.out / o).exists() for o in outputs):
+            log.info("prep: reusing %s (inputs and settings unchanged)", name)
+            self.reused.append(name)
+            return False
+        why = "not done before" if not prev else (
+            "outputs missing" if prev.get("fingerprint") == fingerprint else
+            "changed: " + ", ".join(sorted(k for k in set(fingerprint) | set(prev.get("fingerprint", {}))
+                                           if fingerprint.get(k) != prev.get("fingerprint", {}).get(k))))
+        log.info("prep: running %s (%s)", name, why)
+        self.manifest["steps"].pop(name, None)
+        self.save()
+        t = time.time()
+        info = fn() or {}
+        self.manifest["steps"][name] = {"fingerprint": fingerprint, "outputs": outputs,
+                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                        "seconds": round(time.time() - t, 3), "info": _jsonable(info)}
+        self.save()
+        self.ran.append(name)
+        return True
+
+    def info(self, name: str) -> dict:
+        return self.manifest["steps"].get(name, {}).get("info", {})
+
+
+# ----------------------------------------------------------------------------- steps
+def _convert(run: _Run, src: Path) -> None:
+    cfg, out = run.cfg, run.out
+    mode, files = _source_images(src)
+    fp = {"src": str(src), "mode": mode, "files": files_stamp(files)}
+    if mode == "dicom":
+        fp.update(size=cfg["size"], keep_ratio=cfg["keep_ratio"])
+
+    def do():
+        images_dir = out / "images"
+        images_dir.mkdir(parents=True, exist_ok=True)
+        if mode == "dicom":
+            from data_prep.convert import convert_folder
+
+            res = convert_folder(src, images_dir, size=cfg["size"], keep_ratio=cfg["keep_ratio"],
+                                 workers=cfg["workers"], overwrite=False)
+            log.info("prep convert: %s", res.summary())
+            meta = read_table(images_dir / "meta.csv")
+            _write_csv(meta, out / "meta.csv")
+            return {"mode": mode, "n_sources": len(files), "n_converted": res.n_converted,
+                    "n_skipped": res.n_skipped, "n_errors": len(res.errors),
+                    "errors": [list(e) for e in res.errors[:20]]}
+        if not cfg["meta"] and cfg["dataset"] not in _NO_SIZE_META:
+            log.warning("prep convert: %s holds PNGs and the config has no `meta`: their sizes are taken as "
+                        "the original sizes; if they are resized copies, set meta=<image_id,dim0,dim1 file>", src)
+        return _link_pngs(files, images_dir, out / "meta.csv")
+
+    run.step("convert", fp, ["images", "meta.csv"], do)
+
+
+def _link_pngs(pngs: list[Path], images_dir: Path, meta_path: Path) -> dict:
+    """PNG mode: symlink each PNG into OUT/images and write meta.csv from the PNG headers
+    (height/width = PNG size: the PNGs are the only size known here; config ``meta`` gives the
+    originals to the loader when the PNGs are resized copies)."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    rows, errors = [], []
+    for p in tqdm(pngs, desc="link PNGs", leave=False):
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch; reported below
+            errors.append([str(p), f"{type(e).__name__}: {e}"])
+            continue
+        link = images_dir / p.name
+        target = p.resolve()
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            pass
+        else:
+            tmp = images_dir / f".{p.name}.{os.getpid()}.lnk"
+            tmp.unlink(missing_ok=True)
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+        rows.append((p.stem, h, w, h, w))
+    if errors:
+        log.warning("prep convert: %d unreadable PNG(s), e.g. %s", len(errors), errors[0])
+    meta = pd.DataFrame(rows, columns=["image_id", "height", "width", "png_height", "png_width"])
+    _write_csv(meta, meta_path)
+    return {"mode": "png", "n_sources": len(pngs), "n_linked": len(rows), "n_errors": len(errors),
+            "errors": errors[:20]}
+
+
+def _loader_kwargs(cfg: dict, data: Path) -> tuple[dict, dict]:
+    """Keyword arguments this dataset's loader accepts and prep can fill; and their files."""
+    from data_prep import datasets
+
+    params = inspect.signature(datasets.LOADERS[cfg["dataset"]]).parameters
+    kw, files = {}, {}
+    if "on_missing_meta" in params:
+        kw["on_missing_meta"] = "drop"            # images that failed conversion: dropped, reported
+    for key, names in _EXTRA_FILES.items():
+        if key in params:
+            for n in names:
+                if (data / n).is_file():
+                    kw[key] = files[key] = data / n
+                    break
+    return kw, files
+
+
+def _load(run: _Run) -> None:
+    cfg, out, data = run.cfg, run.out, run.data
+    from data_prep import datasets
+
+    if cfg["dataset"] not in datasets.LOADERS:
+        raise ValueError(f"prep: dataset {cfg['dataset']!r}; expected one of {sorted(datasets.LOADERS)}")
+    labels = data / cfg["labels"]
+    if not labels.is_file():
+        raise FileNotFoundError(f"prep: labels file {labels} does not exist (config labels={cfg['labels']!r})")
+    meta = data / cfg["meta"] if cfg["meta"] else (None if cfg["dataset"] in _NO_SIZE_META else out / "meta.csv")
+    if meta is not None and not meta.is_file():
+        raise FileNotFoundError(f"prep: meta file {meta} does not exist (config meta={cfg['meta']!r})")
+    kw, extra = _loader_kwargs(cfg, data)
+    fp = {"dataset": cfg["dataset"], "labels": [str(labels), file_stamp(labels)],
+          "meta": [str(meta), file_stamp(meta)] if meta else None, "png_meta": file_stamp(out / "meta.csv"),
+          "extra": {k: [str(v), file_stamp(v)] for k, v in extra.items()}}
+
+    def do():
+        images, boxes = datasets.load(cfg["dataset"], labels, meta, **kw)
+        repairs = dict(boxes.attrs.get("repairs", {}))
+        if cfg["dataset"] in _BOXED_ONLY:
+            unboxed = ~images["image_id"].isin(set(boxes["image_id"]))
+            log.info("prep load: %s: %d image(s) without boxes left out (not normal, just not boxed); "
+                     "%d boxed images kept", cfg["dataset"], int(unboxed.sum()), int((~unboxed).sum()))
+            images = images[~unboxed]
+        png = read_table(out / "meta.csv")[["image_id", "png_height", "png_width"]]
+        images = images.drop(columns=[c for c in ("png_height", "png_width") if c in images])
+        images = images.merge(png, on="image_id", how="left")
+        no_png = images["png_height"].isna()
+        if no_png.any():
+            log.warning("prep load: %d labelled image(s) have no PNG (failed or missing), dropped, e.g. %s",
+                        int(no_png.sum()), images.loc[no_png, "image_id"].head(5).tolist())
+            images = images[~no_png]
+            boxes = boxes[boxes["image_id"].isin(set(images["image_id"]))]
+        repairs["no_png_dropped"] = int(no_png.sum())
+        for c in ("png_height", "png_width"):
+            images[c] = images[c].astype("int64")
+        images["path"] = [str(out / "images" / f"{i}.png") for i in images["image_id"]]   # symlinks kept
+        bad = (images["height"] <= 0) | (images["width"] <= 0)
+        if bad.any():
+            raise ValueError(f"prep load: image {images.loc[bad, 'image_id'].iloc[0]!r} has height x width "
+                             f"{images.loc[bad, 'height'].iloc[0]} x {images.loc[bad, 'width'].iloc[0]}; "
+                             f"expected sizes from {meta}")
+        _write_csv(images, out / "images.csv")
+        _write_csv(boxes, out / "boxes.csv")
+        n_unused = int((~png["image_id"].isin(set(images["image_id"]))).sum())
+        if n_unused:
+            log.info("prep load: %d PNG(s) without labels are not used", n_unused)
+        return {"repairs": repairs, "n_png_unlabelled": n_unused}
+
+    run.step("load", fp, ["images.csv", "boxes.csv"], do)
+
+
+def _fuse(run: _Run) -> None:
+    cfg, out = run.cfg, run.out
+    keys = ("fusion", "fusion_iou", "fusion_skip", "fusion_conf_type")
+    competition = cfg["dataset"] == "vinbigdata"
+    fp = {k: cfg[k] for k in keys} | {"images": file_stamp(out / "images.csv"),
+                                     "boxes": file_stamp(out / "boxes.csv"), "competition_csv": competition}
+
+    def do():
+        from data_prep.fusion import fuse, write_competition_csv
+
+        images, boxes = read_table(out / "images.csv"), read_table(out / "boxes.csv")
+        fused = fuse(boxes, images, method=cfg["fusion"], iou_thr=cfg["fusion_iou"],
+                     skip_box_thr=cfg["fusion_skip"], conf_type=cfg["fusion_conf_type"])
+        _write_csv(fused, out / "fused_boxes.csv")
+        if competition:
+            write_competition_csv(fused, images, out / "fused.csv")
+        return {"dropped": dict(fused.attrs.get("dropped", {}))}
+
+    run.step("fuse", fp, ["fused_boxes.csv"] + (["fused.csv"] if competition else []), do)
+
+
+def _folds(run: _Run) -> None:
+    cfg, out = run.cfg, run.out
+    fp = {"folds": cfg["folds"], "seed": cfg["seed"], "images": file_stamp(out / "images.csv"),
+          "fused": file_stamp(out / "fused_boxes.csv")}
+
+    def do():
+        from data_prep.folds import make_folds
+
+        folds = make_folds(read_table(out / "images.csv"), read_table(out / "fused_boxes.csv"),
+                           k=cfg["folds"], seed=cfg["seed"])
+        _write_csv(folds, out / "folds.csv")
+
+    run.step("folds", fp, ["folds.csv"], do)
+
+
+def _export(run: _Run) -> None:
+    cfg, out = run.cfg, run.out
+    formats = list(cfg["export"] or [])
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown:
+        raise ValueError(f"prep: export {unknown}; expected a list of {list(EXPORT_FORMATS)}")
+    fp = {k: cfg[k] for k in ("export", "channels", "include_normal", "classes", "dataset")} | {
+        "images": file_stamp(out / "images.csv"), "fused": file_stamp(out / "fused_boxes.csv"),
+        "folds": file_stamp(out / "folds.csv")}
+    outputs = (["labels", "yolo"] if "yolo" in formats else []) + (["coco"] if "coco" in formats else [])
+
+    def do():
+        from data_prep.export import write_coco, write_yolo
+
+        images, fused = read_table(out / "images.csv"), read_table(out / "fused_boxes.csv")
+        folds = read_table(out / "folds.csv")
+        names = class_names(cfg, fused)
+        info = {"class_names": names}
+        for fmt in EXPORT_FORMATS:              # a format no longer asked for: its old folder goes
+            if fmt not in formats and (out / fmt).exists():
+                shutil.rmtree(out / fmt)
+        if "yolo" in formats:
+            res = write_yolo(images, fused, folds, out, names, channels=cfg["channels"],
+                             include_normal=cfg["include_normal"])
+            info["yolo_dropped_boxes"] = res["n_dropped"]
+        if "coco" in formats:
+            write_coco(images, fused, folds, out, names, include_normal=cfg["include_normal"])
+        return info
+
+    run.step("export", fp, outputs, do)
+
+
+# ----------------------------------------------------------------------------- public
+def prep(cfg: dict | str, data, out) -> dict:
+    """Run every prep step for dataset folder ``data`` into ``out`` (see the module docstring).
+
+    ``cfg``: a merged config (:func:`data_prep.config.load_config`) or a config name/path.
+    Returns ``{name: Path or list[Path]}``: out, images, meta, images_csv, boxes_csv,
+    fused_boxes_csv, fused_csv (VinBigData), folds_csv, labels, data_yaml (per fold), coco (per
+    fold, train then val), manifest; plus ``summary`` (dict of counts) and ``ran``/``reused``
+    (step names)."""
+    if not isinstance(cfg, dict):
+        cfg = load_config(cfg)
+    data, out = Path(data).resolve(), Path(out).resolve()
+    if not data.is_dir():
+        raise FileNotFoundError(f"prep: dataset folder {data} does not exist (--data)")
+    out.mkdir(parents=True, exist_ok=True)
+    run = _Run(out, cfg, data)
+    _convert(run, data / cfg["images_dir"])
+    _load(run)
+    _fuse(run)
+    _folds(run)
+    _export(run)
+    summary = _summary(run)
+    run.manifest["counts"] = summary
+    run.save()
+    k = int(cfg["folds"])
+    paths = {"out": out, "images": out / "images", "meta": out / "meta.csv", "images_csv": out / "images.csv",
+             "boxes_csv": out / "boxes.csv", "fused_boxes_csv": out / "fused_boxes.csv",
+             "folds_csv": out / "folds.csv", "manifest": out / MANIFEST}
+    if (out / "fused.csv").is_file() and "fuse" in run.manifest["steps"] and \
+            run.manifest["steps"]["fuse"]["fingerprint"].get("competition_csv"):
+        paths["fused_csv"] = out / "fused.csv"
+    if "yolo" in cfg["export"]:
+        paths["labels"] = out / "labels"
+        paths["data_yaml"] = [out / "yolo" / f"fold{i}" / "data.yaml" for i in range(k)]
+    if "coco" in cfg["export"]:
+        paths["coco"] = [out / "coco" / f"fold{i}_{s}.json" for i in range(k) for s in ("train", "val")]
+    paths.update(summary=summary, ran=run.ran, reused=run.reused)
+    return paths
+
+
+def _summary(run: _Run) -> dict:
+    out = run.out
+    images, boxes = read_table(out / "images.csv"), read_table(out / "boxes.csv")
+    fused, folds = read_table(out / "fused_boxes.csv"), read_table(out / "folds.csv")
+    abnormal = int(images["image_id"].isin(set(fused["image_id"])).sum())
+    conv = run.info("convert")
+    s = {"images": len(images), "abnormal": abnormal, "normal": len(images) - abnormal,
+         "boxes_raw": len(boxes), "boxes_fused": len(fused),
+         "fold_sizes": folds["fold"].value_counts().sort_index().astype(int).tolist(),
+         "conversion_errors": int(conv.get("n_errors", 0)), "repairs": run.info("load").get("repairs", {}),
+         "fusion_dropped": run.info("fuse").get("dropped", {})}
+    log.info("prep summary: %d images (%d normal, %d abnormal), boxes %d raw -> %d fused (%s), "
+             "fold sizes %s, conversion errors %d, loader repairs %s",
+             s["images"], s["normal"], s["abnormal"], s["boxes_raw"], s["boxes_fused"], run.cfg["fusion"],
+             s["fold_sizes"], s["conversion_errors"], {k: v for k, v in s["repairs"].items() if v} or "none")
+    return s
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments_prep(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="dataset config: a name (vinbigdata, rsna, nih) or a YAML path")
+    parser.add_argument("--data", required=True, help="dataset folder (competition layout, or PNGs + labels)")
+    parser.add_argument("--out", required=True, help="output folder (re-running reuses finished steps)")
+    parser.epilog = "key=value pairs override the config, e.g. fusion_iou=0.5 folds=3 size=256"
+
+
+def run_prep(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    res = prep(cfg, args.data, args.out)
+    s = res["summary"]
+    print(f"{'images':<16}{s['images']} ({s['normal']} normal, {s['abnormal']} abnormal)")
+    print(f"{'boxes':<16}{s['boxes_raw']} raw -> {s['boxes_fused']} fused")
+    print(f"{'fold sizes':<16}{' '.join(map(str, s['fold_sizes']))}")
+    print(f"{'steps run':<16}{', '.join(res['ran']) or '-'}; reused {', '.join(res['reused']) or '-'}")
+    print(f"{'output':<16}{res['out']}")
+    if s["conversion_errors"]:
+        print(f"{'errors':<16}{s['conversion_errors']} image(s) failed to convert (see {res['images'] / 'errors.csv'})")
+        return 1
+    return 0
