@@ -1,0 +1,166 @@
+"""Helpers shared by the dataset loaders: reading a table, naming a row, the repair log.
+
+Row names: a row read from a file is named by its **file line** (1-based, the header is line 1,
+so data row ``i`` (0-based) is line ``i + 2``), e.g. ``train.csv line 1042``; a row of a
+DataFrame passed in memory is named by its index label, e.g. ``labels row 1040``.
+
+Repairs (data problems a loader fixes instead of raising) are counted in a :class:`Repairs`
+object, logged once per kind with the first few row names, and returned to the caller as
+``boxes.attrs["repairs"]`` (a plain ``{kind: count}`` dict; kinds with 0 are listed too).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+N_SHOWN = 5  # row names quoted per repair kind in the log line
+
+
+class Source:
+    """A labels/meta table plus how to name its rows in messages."""
+
+    def __init__(self, data, name: str, **read_kw):
+        if isinstance(data, pd.DataFrame):
+            self.df = data.reset_index(drop=True).copy()
+            self.index = data.index.to_numpy()
+            self.name = name
+            self.from_file = False
+        else:
+            path = Path(os.fspath(data))
+            if not path.is_file():
+                raise FileNotFoundError(f"{name}: no such file {path}")
+            self.df = pd.read_csv(path, **read_kw)
+            self.index = None
+            self.name = path.name
+            self.from_file = True
+
+    def row(self, i: int) -> str:
+        """Name of data row ``i`` (0-based position)."""
+        if self.from_file:
+            return f"{self.name} line {int(i) + 2}"
+        return f"{self.name} row {self.index[int(i)]}"
+
+    def require(self, columns: list[str]) -> None:
+        missing = [c for c in columns if c not in self.df.columns]
+        if missing:
+            raise ValueError(f"{self.name}: missing column(s) {missing}; expected columns {columns} "
+                             f"(found {list(self.df.columns)})")
+
+    def fail(self, mask, field: str, what: str, expected: str) -> None:
+        """Raise ``ValueError`` naming the first row where ``mask`` is true (no-op if none)."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            i = int(np.flatnonzero(mask)[0])
+            value = self.df[field].iloc[i] if field in self.df.columns else None
+            value = value.item() if isinstance(value, np.generic) else value
+            raise ValueError(f"{self.row(i)}: {field} {value!r} {what}; expected {expected} "
+                             f"({int(mask.sum())} such row(s) in {self.name})")
+
+
+class Repairs:
+    """Counts of repaired rows per kind, logged with the first few row names."""
+
+    def __init__(self, source: Source, kinds: list[str]):
+        self.source = source
+        self.counts = {k: 0 for k in kinds}
+
+    def add(self, kind: str, mask, what: str) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        n = int(mask.sum())
+        self.counts[kind] = self.counts.get(kind, 0) + n
+        if n:
+            rows = ", ".join(self.source.row(i) for i in np.flatnonzero(mask)[:N_SHOWN])
+            more = f" and {n - N_SHOWN} more" if n > N_SHOWN else ""
+            log.warning("%s: %d row(s) %s: %s%s", self.source.name, n, what, rows, more)
+
+
+def numeric(src: Source, columns: list[str]) -> None:
+    """Coerce ``columns`` to float64 in place; a non-numeric value raises naming its row."""
+    for c in columns:
+        col = pd.to_numeric(src.df[c], errors="coerce")
+        src.fail(col.isna() & src.df[c].notna() & (src.df[c].astype(str).str.strip() != ""),
+                 c, "is not a number", "a number or empty")
+        src.df[c] = col.astype("float64")
+
+
+def read_meta(meta, name: str = "meta") -> pd.DataFrame:
+    """Image sizes from ``image_id,dim0,dim1`` (dim0 = height/rows, dim1 = width/columns) or
+    convert's ``meta.csv`` (``image_id,height,width,...``; extra columns kept).
+
+    Returns a DataFrame with ``image_id`` (str), ``height``, ``width`` (int64) and the extras.
+    Raises ``ValueError`` on a missing/duplicated image_id or a non-positive/NaN size."""
+    src = Source(meta, name, dtype={"image_id": str})
+    df = src.df
+    if {"dim0", "dim1"} <= set(df.columns) and not {"height", "width"} <= set(df.columns):
+        df = df.rename(columns={"dim0": "height", "dim1": "width"})
+        src.df = df
+    src.require(["image_id", "height", "width"])
+    numeric(src, ["height", "width"])
+    df = src.df
+    src.fail(df["image_id"].isna(), "image_id", "is empty", "an image id")
+    for c in ("height", "width"):
+        src.fail(~(df[c] > 0), c, "is not a positive size", "a positive number of pixels")
+    df["image_id"] = df["image_id"].astype(str)
+    src.fail(df["image_id"].duplicated().to_numpy(), "image_id", "is listed twice", "one row per image")
+    df["height"] = df["height"].astype("int64")
+    df["width"] = df["width"].astype("int64")
+    return df
+
+
+def attach_sizes(images: pd.DataFrame, meta, on_missing: str, repairs: dict, name: str) -> pd.DataFrame:
+    """Left-join ``meta`` sizes onto ``images`` (one row per image_id).
+
+    ``on_missing``: "error" raises ``ValueError`` naming the first images the meta lacks;
+    "drop" removes them, counted as ``repairs["no_meta_dropped"]`` and logged."""
+    if on_missing not in ("error", "drop"):
+        raise ValueError(f"on_missing_meta {on_missing!r}; expected 'error' or 'drop'")
+    m = read_meta(meta, "meta")
+    extra = [c for c in m.columns if c in images.columns and c != "image_id"]
+    out = images.drop(columns=extra).merge(m, on="image_id", how="left")
+    missing = out["height"].isna().to_numpy()
+    repairs["no_meta_dropped"] = 0
+    if missing.any():
+        ids = out.loc[missing, "image_id"].tolist()
+        if on_missing == "error":
+            raise ValueError(f"{name}: {len(ids)} image(s) have no size in the meta table, e.g. "
+                             f"{ids[:N_SHOWN]}; expected every labelled image in it "
+                             "(or pass on_missing_meta='drop')")
+        log.warning("%s: dropped %d image(s) missing from the meta table, e.g. %s",
+                    name, len(ids), ids[:N_SHOWN])
+        repairs["no_meta_dropped"] = len(ids)
+        out = out[~missing]
+    unused = int((~m["image_id"].isin(images["image_id"])).sum())
+    if unused:
+        log.info("meta: %d image(s) without labels ignored", unused)
+    out["height"] = out["height"].astype("int64")
+    out["width"] = out["width"].astype("int64")
+    return out
+
+
+def clip_to_images(xyxy: np.ndarray, hw: np.ndarray, src: Source, rows: np.ndarray,
+                   repairs: Repairs) -> np.ndarray:
+    """Clip ``(N, 4)`` xyxy to ``[0, w] x [0, h]`` (``hw`` ``(N, 2)`` height, width, 0 = unknown,
+    not clipped). A box with no area left inside its image raises ``ValueError``; a partly
+    outside box is clipped and counted as ``outside_clipped``. ``rows``: positions in ``src``."""
+    known = (hw > 0).all(1)
+    h, w = hw[:, 0].astype("float64"), hw[:, 1].astype("float64")
+    lim = np.stack([w, h, w, h], 1)
+    outside = known & ((xyxy < 0).any(1) | (xyxy > lim).any(1))
+    if not outside.any():
+        return xyxy
+    clipped = xyxy.copy()
+    clipped[outside] = np.clip(xyxy[outside], 0.0, lim[outside])
+    gone = outside & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
+    if gone.any():
+        i = int(np.flatnonzero(gone)[0])
+        raise ValueError(f"{src.row(rows[i])}: box {xyxy[i].tolist()} lies outside its image of "
+                         f"height x width {int(h[i])} x {int(w[i])}; expected a box inside the image")
+    repairs.add("outside_clipped", np.isin(np.arange(len(src.df)), rows[outside]),
+                "with a box partly outside the image, clipped to it")
+    return clipped

@@ -1,0 +1,388 @@
+"""Fuse the radiologists' boxes into one set per image (ensemble-boxes: WBF, NMS, Soft-NMS, NMW).
+
+:func:`fuse` works per image and class; each radiologist of an image is one ensemble-boxes
+"model" (weight 1). Model order is the image's sorted rater ids (the image table's ``raters``
+column, plus any rater seen in its boxes); inside a model, boxes keep their box-table order.
+Boxes go in normalised by the image size (:func:`data_prep.boxes.normalize_xyxy`, clipped to
+[0, 1]) and come back denormalised, so the result equals calling ensemble-boxes directly,
+image by image, with those lists (``bench/fuse.py`` and ``tests/test_fusion.py`` check it).
+Inputs scored below ``skip_box_thr`` and zero-area boxes are left out, as ensemble-boxes does
+(counted in ``fused.attrs["dropped"]``).
+
+WBF fast path (bit-identical, tested): ensemble-boxes' per-call overhead dominates and most
+(image, class) groups are trivial: if no two boxes of a group overlap with IoU > ``iou_thr``,
+WBF makes one cluster per box and returns the box itself with score ``s * min(M, 1) / M``
+(``avg``, ``box_and_model_avg``, ``absent_model_aware_avg``; M = number of models) or ``s``
+(``max``) -- computed here vectorised. The other groups run ensemble-boxes' own
+``prefilter`` order, ``find_matching_box_fast`` and ``get_weighted_box`` (the body of
+``weighted_boxes_fusion`` 1.0.9, kept so the cluster members are known).
+
+``n_raters`` (int64): the number of distinct radiologists a fused box stands for.
+* ``wbf``: distinct models among the members of its cluster (exact).
+* ``nms``, ``soft_nms``, ``nmw``: ensemble-boxes returns no membership; a kept box counts the
+  distinct raters having a box of the same image and class with IoU > ``iou_thr`` to it
+  (itself included, so at least 1).
+* ``none``: the raw boxes, ``n_raters`` 1.
+Output: a box table (``rater`` ""; ``score`` = fused confidence) sorted by image (box-table
+order), class_id, then descending score.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from ensemble_boxes import nms, non_maximum_weighted, soft_nms
+
+from data_prep.boxes import BOX_COLUMNS, COORDS, as_box_table, denormalize_xyxy, empty_boxes, make_boxes, normalize_xyxy
+
+log = logging.getLogger(__name__)
+
+METHODS = ("wbf", "nms", "soft_nms", "nmw", "none")
+CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
+COMPETITION_COLUMNS = ["image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max", "n_raters"]
+
+
+# ----------------------------------------------------------------------------- preparation
+NCOLS = ["nx1", "ny1", "nx2", "ny2"]
+
+
+def _prepare(boxes: pd.DataFrame, images: pd.DataFrame, skip_box_thr: float):
+    """Sorted, normalised inputs: ``(b, dropped)``. ``b`` is the box table (canonical columns)
+    sorted by (image in first-appearance order ``_img``, class_id, model ``t``, input row) with
+    ``g`` (group id per image and class, contiguous), ``t`` (model index in the image's sorted
+    raters), ``M`` (models of the image), ``h``, ``w`` and ``nx1..ny2`` (normalised float64)."""
+    b = as_box_table(boxes)[BOX_COLUMNS].copy()
+    b.attrs = {}  # pandas deep-copies attrs on every operation
+    im = images.drop_duplicates("image_id")
+    im_ids = pd.Index(im["image_id"].astype(str))
+    pos = im_ids.get_indexer(b["image_id"])
+    if (pos < 0).any():
+        i = int(np.flatnonzero(pos < 0)[0])
+        raise ValueError(f"fuse: box row {i} image_id {b['image_id'].iloc[i]!r} is not in the image table")
+    hw = im[["height", "width"]].to_numpy(dtype="float64")[pos]
+    if len(hw) and (hw <= 0).any():
+        i = int(np.flatnonzero((hw <= 0).any(1))[0])
+        raise ValueError(f"fuse: image {b['image_id'].iloc[i]!r} has height x width {int(hw[i, 0])} x "
+                         f"{int(hw[i, 1])}; expected its size (load the labels with a meta table)")
+    b["h"], b["w"] = hw[:, 0], hw[:, 1]
+    b["_img"] = pd.factorize(b["image_id"])[0]
+    b["_row"] = np.arange(len(b))
+    low = (b["score"] < skip_box_thr).to_numpy()
+    dropped = {"below_skip_box_thr": int(low.sum())}
+    b = b[~low]
+    n = normalize_xyxy(b[COORDS].to_numpy(), b["h"].to_numpy(), b["w"].to_numpy())
+    zero = (n[:, 2] - n[:, 0]) * (n[:, 3] - n[:, 1]) == 0.0
+    dropped["zero_area"] = int(zero.sum())
+    if zero.any():
+        log.warning("fuse: %d zero-area box(es) left out (ensemble-boxes skips them), e.g. image %r",
+                    int(zero.sum()), b["image_id"].iloc[int(np.flatnonzero(zero)[0])])
+    b = b[~zero].copy()
+    b[NCOLS] = n[~zero]
+
+    # models: the image's sorted raters (image table's `raters` + raters seen in its boxes)
+    pairs = [b[["image_id", "rater"]]]
+    if "raters" in im.columns:
+        listed = im.loc[im["image_id"].astype(str).isin(b["image_id"]), ["image_id", "raters"]]
+        listed = listed.assign(rater=listed["raters"].fillna("").astype(str).str.split("|")).explode("rater")
+        pairs.append(listed.loc[listed["rater"] != "", ["image_id", "rater"]].astype(str))
+    m = pd.concat(pairs, ignore_index=True).drop_duplicates().sort_values(["image_id", "rater"])
+    m["t"] = m.groupby("image_id", sort=False).cumcount()
+    m["M"] = m.groupby("image_id", sort=False)["t"].transform("size")
+    key = pd.MultiIndex.from_frame(m[["image_id", "rater"]])
+    at = key.get_indexer(pd.MultiIndex.from_frame(b[["image_id", "rater"]]))
+    b["t"] = m["t"].to_numpy()[at]
+    b["M"] = m["M"].to_numpy()[at]
+    b = b.iloc[np.lexsort((b["_row"].to_numpy(), b["t"].to_numpy(), b["class_id"].to_numpy(),
+                           b["_img"].to_numpy()))].reset_index(drop=True)
+    key2 = b[["_img", "class_id"]].to_numpy()
+    new = np.ones(len(b), bool)
+    new[1:] = (key2[1:] != key2[:-1]).any(1)
+    b["g"] = np.cumsum(new) - 1
+    return b, dropped
+
+
+# ----------------------------------------------------------------------------- WBF
+def _processing_order(s: np.ndarray, starts: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Per group, the order ensemble-boxes' ``prefilter_boxes`` gives its boxes:
+    ``scores.argsort()[::-1]`` on the group (numpy's argsort, ties included). Returns global
+    row indices, groups contiguous. A group of equal scores depends only on its size (cached)."""
+    out = np.empty(len(s), dtype="int64")
+    lo = np.minimum.reduceat(s, starts) if len(s) else s
+    hi = np.maximum.reduceat(s, starts) if len(s) else s
+    cache: dict[int, np.ndarray] = {}
+    for k in np.unique(size):
+        cache[int(k)] = np.ones(int(k)).argsort()[::-1]
+    for gi in range(len(starts)):
+        a, k = int(starts[gi]), int(size[gi])
+        perm = cache[k] if lo[gi] == hi[gi] else s[a:a + k].argsort()[::-1]
+        out[a:a + k] = a + perm
+    return out
+
+
+def _fuse_wbf(b: pd.DataFrame, iou_thr: float, conf_type: str):
+    """Weighted boxes fusion of every (image, class) group at once, bit-identical to
+    ``ensemble_boxes.weighted_boxes_fusion`` 1.0.9 (weights 1, ``allows_overflow=False``).
+
+    Boxes are taken in ensemble-boxes' order, step ``j`` handling the j-th box of every group
+    together: match it to the group's current fused box of highest IoU (first on ties; a match
+    needs IoU > ``iou_thr``) or open a new cluster. A cluster of >= 2 boxes holds
+    ensemble-boxes' float32 arithmetic (``get_weighted_box``): coordinates accumulated in
+    float32 as score * box, divided by the summed score; a one-box cluster keeps the float64
+    box. Returns ``(group (K,), nxyxy (K, 4), score (K,), n_raters (K,))``."""
+    g = b["g"].to_numpy()
+    nb = b[NCOLS].to_numpy()
+    s = b["score"].to_numpy(dtype="float64") * 1.0  # score * weight, weight 1
+    t = b["t"].to_numpy()
+    G = int(g[-1]) + 1
+    starts = np.searchsorted(g, np.arange(G))
+    size = np.diff(np.append(starts, len(g)))
+    M = b["M"].to_numpy()[starts].astype("float64")
+    order = _processing_order(s, starts, size)
+    K, T = int(size.max()), int(b["M"].max())
+    C = np.zeros((G, K, 4))                        # current fused boxes (what a new box is matched to)
+    acc = np.zeros((G, K, 4), dtype=np.float32)    # float32 sum of score * box
+    conf = np.zeros((G, K))                        # summed score
+    vmax = np.zeros((G, K))                        # max score (conf_type max)
+    first = np.zeros((G, K))                       # score of the cluster's first box
+    cnt = np.zeros((G, K), dtype="int64")
+    models = np.zeros((G, K, T), dtype=bool)
+    ncl = np.zeros(G, dtype="int64")
+    for j in range(K):
+        a = np.flatnonzero(size > j)
+        p = order[starts[a] + j]
+        B, sj, tj = nb[p], s[p], t[p]
+        k_act = int(ncl[a].max()) if len(a) else 0
+        if k_act:
+            c = C[a, :k_act]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                xA = np.maximum(c[..., 0], B[:, None, 0])
+                yA = np.maximum(c[..., 1], B[:, None, 1])
+                xB = np.minimum(c[..., 2], B[:, None, 2])
+                yB = np.minimum(c[..., 3], B[:, None, 3])
+                inter = np.maximum(xB - xA, 0) * np.maximum(yB - yA, 0)
+                area_c = (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])
+                area_b = (B[:, 2] - B[:, 0]) * (B[:, 3] - B[:, 1])
+                iou = inter / (area_c + area_b[:, None] - inter)
+            iou[np.arange(k_act)[None, :] >= ncl[a][:, None]] = -2.0
+            best = np.argmax(iou, 1)
+            best_iou = iou[np.arange(len(a)), best]
+            match = ~(best_iou <= iou_thr)
+        else:
+            best = np.zeros(len(a), dtype="int64")
+            match = np.zeros(len(a), dtype=bool)
+        # new clusters
+        na, k = a[~match], ncl[a[~match]]
+        C[na, k] = B[~match]
+        acc[na, k] = (sj[~match, None] * B[~match]).astype(np.float32)
+        conf[na, k] = sj[~match]
+        vmax[na, k] = sj[~match]
+        first[na, k] = sj[~match]
+        cnt[na, k] = 1
+        models[na, k, tj[~match]] = True
+        ncl[na] += 1
+        # matched clusters: ensemble-boxes' get_weighted_box on the grown member list
+        ma, k = a[match], best[match]
+        acc[ma, k] = (acc[ma, k].astype(np.float64) + sj[match, None] * B[match]).astype(np.float32)
+        conf[ma, k] = conf[ma, k] + sj[match]
+        vmax[ma, k] = np.maximum(vmax[ma, k], sj[match])
+        cnt[ma, k] += 1
+        models[ma, k, tj[match]] = True
+        with np.errstate(invalid="ignore", divide="ignore"):  # all-zero scores: NaN, as ensemble-boxes
+            C[ma, k] = (acc[ma, k].astype(np.float64) / conf[ma, k][:, None]).astype(np.float32)
+
+    valid = np.arange(K)[None, :] < ncl[:, None]
+    gi, ki = np.nonzero(valid)
+    n = cnt[gi, ki]
+    multi = n > 1
+    if conf_type == "max":
+        v = np.where(multi, vmax[gi, ki].astype(np.float32).astype(np.float64), first[gi, ki])
+    else:
+        v = np.where(multi, (conf[gi, ki] / n).astype(np.float32).astype(np.float64), first[gi, ki])
+    nm = models[gi, ki].sum(1)
+    Mg = M[gi]
+    if conf_type == "box_and_model_avg":
+        score = v * n / n.astype("float64")
+        score = score * nm.astype("float64") / Mg
+    elif conf_type == "absent_model_aware_avg":
+        score = v * n / (n.astype("float64") + (Mg - nm))
+    elif conf_type == "max":
+        score = v / 1.0
+    else:
+        score = v * np.minimum(Mg, n) / Mg
+    log.debug("fuse wbf: %d groups, up to %d boxes per group", G, K)
+    return gi, C[gi, ki], score, nm.astype("int64")
+
+
+# ----------------------------------------------------------------------------- NMS family
+def _fuse_other(b: pd.DataFrame, method: str, iou_thr: float, skip_box_thr: float):
+    """nms / soft_nms / nmw through ensemble-boxes, one call per image (models = raters)."""
+    n = b[NCOLS].to_numpy()
+    out_g, out_n, out_s, out_r = [], [], [], []
+    img = b["_img"].to_numpy()
+    cuts = np.flatnonzero(np.diff(img)) + 1
+    for sl in np.split(np.arange(len(b)), cuts):
+        if not len(sl):
+            continue
+        t = b["t"].to_numpy()[sl]
+        M = int(b["M"].iloc[sl[0]])
+        lab = b["class_id"].to_numpy()[sl]
+        sc = b["score"].to_numpy(dtype="float64")[sl]
+        bl = [n[sl][t == k] for k in range(M)]
+        sl_ = [sc[t == k] for k in range(M)]
+        ll = [lab[t == k] for k in range(M)]
+        if method == "nms":
+            fb, fs, fl = nms(bl, sl_, ll, iou_thr=iou_thr)
+        elif method == "soft_nms":
+            fb, fs, fl = soft_nms(bl, sl_, ll, iou_thr=iou_thr)
+        else:
+            fb, fs, fl = non_maximum_weighted(bl, sl_, ll, iou_thr=iou_thr, skip_box_thr=skip_box_thr)
+        fl = np.asarray(fl).astype("int64")
+        gid = dict(zip(lab, b["g"].to_numpy()[sl]))
+        out_g.append(np.array([gid[k] for k in fl], dtype="int64"))
+        out_n.append(np.asarray(fb, dtype="float64").reshape(-1, 4))
+        out_s.append(np.asarray(fs, dtype="float64"))
+        out_r.append(_n_raters_by_overlap(np.asarray(fb).reshape(-1, 4), fl, n[sl], lab, t, iou_thr))
+    if not out_g:
+        return np.zeros(0, "int64"), np.zeros((0, 4)), np.zeros(0), np.zeros(0, "int64")
+    return (np.concatenate(out_g), np.concatenate(out_n), np.concatenate(out_s), np.concatenate(out_r))
+
+
+def _n_raters_by_overlap(fb, fl, nb, lab, t, iou_thr) -> np.ndarray:
+    """For each kept box: distinct raters with a same-class input box of IoU > iou_thr (>= 1)."""
+    out = np.ones(len(fb), dtype="int64")
+    for k in range(len(fb)):
+        m = lab == fl[k]
+        c = nb[m]
+        xA, yA = np.maximum(c[:, 0], fb[k, 0]), np.maximum(c[:, 1], fb[k, 1])
+        xB, yB = np.minimum(c[:, 2], fb[k, 2]), np.minimum(c[:, 3], fb[k, 3])
+        inter = np.maximum(xB - xA, 0) * np.maximum(yB - yA, 0)
+        union = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1]) + (fb[k, 2] - fb[k, 0]) * (fb[k, 3] - fb[k, 1]) - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        out[k] = max(1, len(np.unique(t[m][iou > iou_thr])))
+    return out
+
+
+# ----------------------------------------------------------------------------- public
+def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr: float = 0.4,
+         skip_box_thr: float = 0.0, conf_type: str = "avg") -> pd.DataFrame:
+    """Fuse a per-rater box table into one box set per image and class.
+
+    ``boxes``: box table (absolute xyxy, original pixels; ``rater`` = radiologist id).
+    ``images``: image table with ``height``/``width`` (> 0 for every image with boxes) and,
+    optionally, ``raters`` (the image's readers: models with no box still count in WBF's M).
+    Returns a box table with ``n_raters`` (int64), ``rater`` "" and ``score`` = fused confidence;
+    ``attrs["dropped"]`` counts inputs left out (below ``skip_box_thr``, zero area)."""
+    if method not in METHODS:
+        raise ValueError(f"fusion method {method!r}; expected one of {list(METHODS)}")
+    if conf_type not in CONF_TYPES:
+        raise ValueError(f"fusion conf_type {conf_type!r}; expected one of {list(CONF_TYPES)}")
+    if not 0.0 <= iou_thr <= 1.0:
+        raise ValueError(f"fusion iou_thr {iou_thr}; expected a number in [0, 1]")
+    if len(boxes) == 0:
+        out = empty_boxes()
+        out["n_raters"] = pd.Series(dtype="int64")
+        out.attrs["dropped"] = {"below_skip_box_thr": 0, "zero_area": 0}
+        return out
+    b, dropped = _prepare(boxes, images, skip_box_thr)
+    if method == "none":
+        g, sc, nr = b["g"].to_numpy(), b["score"].to_numpy(dtype="float64"), np.ones(len(b), "int64")
+        xyxy = b[COORDS].to_numpy()
+        first = np.arange(len(b))
+    else:
+        if method == "wbf":
+            g, nx, sc, nr = _fuse_wbf(b, iou_thr, conf_type)
+        else:
+            g, nx, sc, nr = _fuse_other(b, method, iou_thr, skip_box_thr)
+        first = np.searchsorted(b["g"].to_numpy(), g)  # a row of the box's group
+        xyxy = denormalize_xyxy(nx, b["h"].to_numpy()[first], b["w"].to_numpy()[first])
+    order = np.lexsort((-sc, g))
+    out = make_boxes(b["image_id"].to_numpy()[first][order], b["class_id"].to_numpy()[first][order],
+                     b["class_name"].to_numpy()[first][order], xyxy[order], sc[order], "",
+                     n_raters=nr[order].astype("int64"))
+    out.attrs["dropped"] = dropped
+    log.info("fuse %s (iou %.2f): %d boxes -> %d on %d images", method, iou_thr, len(b), len(out),
+             out["image_id"].nunique())
+    return out
+
+
+def write_competition_csv(fused: pd.DataFrame, images: pd.DataFrame, path) -> Path:
+    """Write ``fused`` in train.csv form (+ ``n_raters``), atomically (temp file + rename).
+
+    Columns :data:`COMPETITION_COLUMNS`; ``rad_id`` empty; one "No finding" row (class 14, empty
+    box, ``n_raters`` = readers listed in ``images.raters`` or empty) per image of ``images``
+    without fused boxes. Finding rows follow the fused table's order, normal rows the image
+    table's; coordinates are written with full float precision (round trip exact)."""
+    from data_prep.datasets.vinbigdata import NORMAL_ID, NORMAL_NAME
+
+    f = as_box_table(fused)
+    unknown = ~f["image_id"].isin(images["image_id"].astype(str))
+    if unknown.any():
+        raise ValueError(f"write_competition_csv: fused box image_id {f['image_id'][unknown].iloc[0]!r} "
+                         "is not in the image table")
+    nr = f["n_raters"] if "n_raters" in f else pd.Series(1, index=f.index)
+    rows = pd.DataFrame({
+        "image_id": f["image_id"], "class_name": f["class_name"], "class_id": f["class_id"],
+        "rad_id": "", "x_min": f["x_min"], "y_min": f["y_min"], "x_max": f["x_max"], "y_max": f["y_max"],
+        "n_raters": nr.astype("Int64"),
+    })
+    ids = images["image_id"].astype(str)
+    normal = images[~ids.isin(f["image_id"])]
+    if "raters" in normal:
+        readers = normal["raters"].fillna("").astype(str).map(lambda s: len(s.split("|")) if s else pd.NA)
+    else:
+        readers = pd.Series(pd.NA, index=normal.index)
+    nrows = pd.DataFrame({
+        "image_id": normal["image_id"].astype(str), "class_name": NORMAL_NAME, "class_id": NORMAL_ID,
+        "rad_id": "", "x_min": np.nan, "y_min": np.nan, "x_max": np.nan, "y_max": np.nan,
+        "n_raters": readers.astype("Int64"),
+    })
+    out = pd.concat([rows, nrows], ignore_index=True)[COMPETITION_COLUMNS]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            out.to_csv(fh, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("wrote %s: %d finding rows, %d normal images", path, len(rows), len(nrows))
+    return path
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments_fuse(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="config YAML (defaults < config < key=value < flags)")
+    parser.add_argument("--dataset", default=None, help="vinbigdata | rsna | nih (default: config)")
+    parser.add_argument("--labels", required=True, help="annotation file (train.csv, ...)")
+    parser.add_argument("--meta", default=None, help="image sizes: image_id,dim0,dim1 or convert's meta.csv")
+    parser.add_argument("--method", default=None, choices=METHODS, help="fusion method (default: config fusion)")
+    parser.add_argument("--iou", type=float, default=None, help="IoU threshold (default: config fusion_iou)")
+    parser.add_argument("--skip", type=float, default=None, help="skip boxes scored below (default: fusion_skip)")
+    parser.add_argument("--conf-type", default=None, choices=CONF_TYPES, help="WBF confidence type")
+    parser.add_argument("--out", required=True, help="output CSV in train.csv form + n_raters")
+
+
+def run_fuse(args: argparse.Namespace) -> int:
+    from data_prep.config import load_config
+    from data_prep.datasets import load
+
+    cfg = load_config(args.config, getattr(args, "overrides", None) or [])
+    dataset = args.dataset or cfg["dataset"]
+    meta = args.meta if args.meta is not None else cfg.get("meta")
+    images, boxes = load(dataset, args.labels, meta=meta)
+    fused = fuse(boxes, images, method=args.method or cfg["fusion"],
+                 iou_thr=cfg["fusion_iou"] if args.iou is None else args.iou,
+                 skip_box_thr=cfg["fusion_skip"] if args.skip is None else args.skip,
+                 conf_type=args.conf_type or cfg["fusion_conf_type"])
+    write_competition_csv(fused, images, args.out)
+    n_normal = int((~images["image_id"].isin(fused["image_id"])).sum())
+    print(f"{len(boxes)} boxes -> {len(fused)} fused boxes on {len(images)} images "
+          f"({n_normal} normal); wrote {args.out}")
+    return 0

@@ -1,0 +1,79 @@
+"""data_prep.boxes: format round trips, PNG frames, hand-computed conversions, validation."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_prep import boxes as bx
+
+HW = [(3000, 2500), (1024, 1024), (2048, 3072), (7, 1999)]
+
+
+def _random_boxes(rng, h, w, n=50):
+    x = np.sort(rng.uniform(0, w, (n, 2)), 1)
+    y = np.sort(rng.uniform(0, h, (n, 2)), 1)
+    return np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], 1)
+
+
+@pytest.mark.parametrize("h, w", HW)
+@pytest.mark.parametrize("fmt", ["xywh", "yolo", "norm_xyxy"])
+def test_format_round_trips(h, w, fmt):
+    b = _random_boxes(np.random.default_rng(h + w), h, w)
+    if fmt == "xywh":
+        back = bx.xywh_to_xyxy(bx.xyxy_to_xywh(b))
+    elif fmt == "yolo":
+        y = bx.xyxy_to_yolo(b, h, w)
+        assert (y >= 0).all() and (y <= 1).all()
+        back = bx.yolo_to_xyxy(y, h, w)
+    else:
+        back = bx.denormalize_xyxy(bx.normalize_xyxy(b, h, w), h, w)
+    np.testing.assert_allclose(back, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("h, w", HW)
+@pytest.mark.parametrize("keep_ratio, letterbox", [(False, False), (True, False), (True, True)])
+def test_frame_round_trips_within_one_pixel(h, w, keep_ratio, letterbox):
+    b = _random_boxes(np.random.default_rng(1), h, w)
+    f = bx.frame_for(h, w, 512, keep_ratio=keep_ratio, letterbox=letterbox)
+    p = bx.to_frame(b, f)
+    assert (p >= -1e-9).all() and (p[:, [0, 2]] <= f.frame_w + 1e-9).all() and (p[:, [1, 3]] <= f.frame_h + 1e-9).all()
+    back = bx.from_frame(p, f, clip_hw=(h, w))
+    assert np.abs(back - b).max() < 1.0
+    # a box rounded to whole PNG pixels still maps back within one PNG pixel's worth of original pixels
+    back_r = bx.from_frame(np.round(p), f, clip_hw=(h, w))
+    assert (np.abs(back_r - b) <= 0.5 / np.array([f.sx, f.sy, f.sx, f.sy]) + 1e-9).all()
+
+
+def test_hand_computed_values():
+    b = np.array([[100.0, 200.0, 300.0, 600.0]])  # in a 1000 (h) x 2000 (w) image
+    np.testing.assert_array_equal(bx.xyxy_to_xywh(b), [[100, 200, 200, 400]])
+    np.testing.assert_allclose(bx.xyxy_to_yolo(b, 1000, 2000), [[0.1, 0.4, 0.1, 0.4]])
+    np.testing.assert_allclose(bx.normalize_xyxy(b, 1000, 2000), [[0.05, 0.2, 0.15, 0.6]])
+    np.testing.assert_array_equal(bx.normalize_xyxy([[-10, 0, 2100, 1000]], 1000, 2000), [[0, 0, 1, 1]])
+    assert bx.keep_ratio_size(1000, 2000, 512) == (256, 512)
+    sq = bx.frame_for(1000, 2000, 512)
+    np.testing.assert_allclose(bx.to_frame(b, sq), [[25.6, 102.4, 76.8, 307.2]])
+    lb = bx.frame_for(1000, 2000, 512, keep_ratio=True, letterbox=True)
+    assert (lb.pad_top, lb.pad_left, lb.frame_h, lb.frame_w) == (128.0, 0.0, 512, 512)
+    np.testing.assert_allclose(bx.to_frame(b, lb), [[25.6, 128 + 51.2, 76.8, 128 + 153.6]])
+    # per-row sizes broadcast
+    two = bx.normalize_xyxy([[10, 10, 20, 20], [10, 10, 20, 20]], np.array([100, 200]), np.array([50, 20]))
+    np.testing.assert_allclose(two, [[0.2, 0.1, 0.4, 0.2], [0.5, 0.05, 1.0, 0.1]])
+
+
+def test_tables_and_validation():
+    t = bx.make_boxes(["a", "b"], [1, 2], ["x", "y"], [[0, 0, 5, 5], [1, 1, 2, 3]], rater=["R1", "R2"], n_raters=[2, 1])
+    assert list(t.columns) == bx.BOX_COLUMNS + ["n_raters"] and t["score"].tolist() == [1.0, 1.0]
+    images = bx.as_image_table(pd.DataFrame({"image_id": ["a", "b"], "height": [10, 10], "width": [4, 10]}))
+    assert images["patient_id"].tolist() == ["a", "b"] and images["path"].tolist() == ["", ""]
+    bx.validate_boxes(t.iloc[1:], images)
+    with pytest.raises(ValueError, match=r"row 0: box \[0.0, 0.0, 5.0, 5.0\] outside image 'a' of height x width 10 x 4"):
+        bx.validate_boxes(t, images)
+    bad = t.copy()
+    bad.loc[1, "y_max"] = 0.5
+    with pytest.raises(ValueError, match="row 1: y_max 0.5 < y_min 1.0"):
+        bx.validate_boxes(bad)
+    with pytest.raises(ValueError, match="missing column"):
+        bx.as_box_table(t.drop(columns=["x_min"]))
+    assert len(bx.empty_boxes(["n_raters"]).columns) == len(bx.BOX_COLUMNS) + 1

@@ -1,0 +1,255 @@
+"""data_prep.fusion: hand-computed WBF cases, equality with direct ensemble-boxes calls,
+competition CSV round trip, CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from ensemble_boxes import nms, non_maximum_weighted, soft_nms, weighted_boxes_fusion
+
+from data_prep.boxes import as_image_table, denormalize_xyxy, make_boxes, normalize_xyxy
+from data_prep.datasets import vinbigdata
+from data_prep.fusion import COMPETITION_COLUMNS, fuse, write_competition_csv
+
+KEY = ["image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"]
+
+
+def _images(ids_hw_raters):
+    return as_image_table(pd.DataFrame(
+        [{"image_id": i, "height": h, "width": w, "raters": r} for i, h, w, r in ids_hw_raters]))
+
+
+def _boxes(rows):
+    """rows: (image_id, class_id, rater, x1, y1, x2, y2[, score])."""
+    rows = [r if len(r) == 8 else (*r, 1.0) for r in rows]
+    return make_boxes([r[0] for r in rows], [r[1] for r in rows], [f"c{r[1]}" for r in rows],
+                      [r[3:7] for r in rows], [r[7] for r in rows], [r[2] for r in rows])
+
+
+def reference(boxes, images, method="wbf", iou_thr=0.4, skip_box_thr=0.0, conf_type="avg"):
+    """ensemble-boxes called directly, image by image, sorted raters as models."""
+    sizes = images.set_index("image_id")
+    parts = []
+    for image_id, g in boxes.groupby("image_id", sort=False):
+        h, w = sizes.at[image_id, "height"], sizes.at[image_id, "width"]
+        raters = sorted(set(sizes.at[image_id, "raters"].split("|")) - {""} | set(g["rater"]))
+        gs = g[g["score"] >= skip_box_thr] if method != "wbf" else g
+        bl = [normalize_xyxy(gs.loc[gs.rater == r, ["x_min", "y_min", "x_max", "y_max"]].to_numpy(), h, w)
+              for r in raters]
+        sl = [gs.loc[gs.rater == r, "score"].to_numpy() for r in raters]
+        ll = [gs.loc[gs.rater == r, "class_id"].to_numpy() for r in raters]
+        if method == "wbf":
+            fb, fs, fl = weighted_boxes_fusion(bl, sl, ll, iou_thr=iou_thr, skip_box_thr=skip_box_thr,
+                                               conf_type=conf_type)
+        elif method == "nms":
+            fb, fs, fl = nms(bl, sl, ll, iou_thr=iou_thr)
+        elif method == "soft_nms":
+            fb, fs, fl = soft_nms(bl, sl, ll, iou_thr=iou_thr)
+        else:
+            fb, fs, fl = non_maximum_weighted(bl, sl, ll, iou_thr=iou_thr, skip_box_thr=skip_box_thr)
+        xyxy = denormalize_xyxy(np.asarray(fb).reshape(-1, 4), h, w)
+        parts.append(pd.DataFrame({"image_id": image_id, "class_id": np.asarray(fl).astype("int64"),
+                                   "x_min": xyxy[:, 0], "y_min": xyxy[:, 1], "x_max": xyxy[:, 2],
+                                   "y_max": xyxy[:, 3], "score": np.asarray(fs, dtype="float64")}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def assert_same(ours, ref):
+    a = ours[KEY].sort_values(KEY, kind="stable").reset_index(drop=True)
+    b = ref[KEY].sort_values(KEY, kind="stable").reset_index(drop=True)
+    assert len(a) == len(b)
+    assert (a["image_id"].to_numpy() == b["image_id"].to_numpy()).all()
+    for c in KEY[1:]:
+        np.testing.assert_array_equal(a[c].to_numpy(), b[c].to_numpy(), err_msg=c)
+
+
+# ----------------------------------------------------------------------------- hand-computed
+def test_two_raters_overlapping_are_averaged():
+    images = _images([("a", 100, 200, "R1|R2")])
+    boxes = _boxes([("a", 3, "R1", 10, 10, 50, 50), ("a", 3, "R2", 14, 14, 54, 54)])  # IoU 1296/1904
+    out = fuse(boxes, images)
+    assert len(out) == 1
+    r = out.iloc[0]
+    np.testing.assert_allclose(r[["x_min", "y_min", "x_max", "y_max"]].astype(float), [12, 12, 52, 52], atol=1e-4)
+    assert r["score"] == 1.0 and r["n_raters"] == 2 and r["rater"] == "" and r["class_name"] == "c3"
+
+
+def test_non_overlapping_stay_separate_with_score_one_over_models():
+    images = _images([("a", 100, 100, "R1|R2|R3")])
+    boxes = _boxes([("a", 0, "R1", 10, 10, 30, 30), ("a", 0, "R2", 60, 60, 90, 90)])
+    out = fuse(boxes, images).sort_values("x_min")
+    np.testing.assert_array_equal(out[["x_min", "y_min", "x_max", "y_max"]].to_numpy(),
+                                  [[10, 10, 30, 30], [60, 60, 90, 90]])
+    assert out["n_raters"].tolist() == [1, 1]
+    assert out["score"].tolist() == [1 / 3, 1 / 3]  # 3 readers (R3 wrote "No finding")
+
+
+def test_three_raters():
+    images = _images([("a", 100, 100, "R1|R2|R3")])
+    boxes = _boxes([("a", 1, "R1", 10, 10, 50, 50), ("a", 1, "R2", 12, 12, 52, 52),
+                    ("a", 1, "R3", 11, 11, 51, 51), ("a", 2, "R3", 80, 80, 95, 95),
+                    ("a", 2, "R1", 60, 60, 70, 70)])
+    out = fuse(boxes, images)
+    c1 = out[out.class_id == 1].iloc[0]
+    np.testing.assert_allclose(c1[["x_min", "y_min", "x_max", "y_max"]].astype(float), [11, 11, 51, 51], atol=1e-4)
+    assert (c1["score"], c1["n_raters"]) == (1.0, 3)
+    c2 = out[out.class_id == 2].sort_values("x_min")
+    assert c2["n_raters"].tolist() == [1, 1] and c2["score"].tolist() == [1 / 3, 1 / 3]
+    # two raters agree, the third elsewhere: 2/3 and 1/3
+    boxes2 = _boxes([("a", 1, "R1", 10, 10, 50, 50), ("a", 1, "R2", 12, 12, 52, 52), ("a", 1, "R3", 70, 70, 90, 90)])
+    out2 = fuse(boxes2, images).sort_values("x_min")
+    assert out2["n_raters"].tolist() == [2, 1]
+    np.testing.assert_allclose(out2["score"], [2 / 3, 1 / 3], rtol=1e-7)
+    np.testing.assert_allclose(out2.iloc[0][["x_min", "x_max"]].astype(float), [11, 51], atol=1e-4)
+
+
+def test_same_rater_twice_counts_once():
+    images = _images([("a", 100, 100, "R1|R2|R3")])
+    boxes = _boxes([("a", 0, "R1", 10, 10, 50, 50), ("a", 0, "R1", 11, 11, 51, 51)])
+    out = fuse(boxes, images)
+    assert len(out) == 1 and out["n_raters"].iloc[0] == 1
+    assert out["score"].iloc[0] == pytest.approx(2 / 3)  # WBF counts boxes, not raters, in its score
+
+
+def test_none_is_identity_and_nms_keeps_one():
+    images = _images([("a", 100, 100, "R1|R2")])
+    boxes = _boxes([("a", 0, "R1", 10, 10, 50, 50), ("a", 0, "R2", 12, 12, 52, 52)])
+    raw = fuse(boxes, images, method="none")
+    np.testing.assert_array_equal(raw[["x_min", "y_min", "x_max", "y_max"]].to_numpy(), boxes[["x_min", "y_min", "x_max", "y_max"]].to_numpy())
+    assert raw["n_raters"].tolist() == [1, 1] and (raw["rater"] == "").all()
+    kept = fuse(boxes, images, method="nms")
+    assert len(kept) == 1 and kept["n_raters"].iloc[0] == 2 and kept["score"].iloc[0] == 1.0
+
+
+def test_skip_and_zero_area_are_counted():
+    images = _images([("a", 100, 100, "R1|R2")])
+    boxes = _boxes([("a", 0, "R1", 10, 10, 50, 50, 0.05), ("a", 0, "R2", 20, 20, 20, 60),
+                    ("a", 0, "R2", 60, 60, 80, 80)])
+    out = fuse(boxes, images, skip_box_thr=0.1)
+    assert out.attrs["dropped"] == {"below_skip_box_thr": 1, "zero_area": 1}
+    assert len(out) == 1 and out["x_min"].iloc[0] == 60
+
+
+def test_errors():
+    images = _images([("a", 100, 100, "R1")])
+    boxes = _boxes([("a", 0, "R1", 10, 10, 50, 50)])
+    with pytest.raises(ValueError, match="method 'bogus'"):
+        fuse(boxes, images, method="bogus")
+    with pytest.raises(ValueError, match="conf_type"):
+        fuse(boxes, images, conf_type="mean")
+    with pytest.raises(ValueError, match="'b' is not in the image table"):
+        fuse(_boxes([("b", 0, "R1", 1, 1, 5, 5)]), images)
+    with pytest.raises(ValueError, match="height x width 0 x 0"):
+        fuse(boxes, _images([("a", 0, 0, "R1")]))
+    assert len(fuse(boxes.iloc[:0], images)) == 0
+
+
+# ----------------------------------------------------------------------------- equality with ensemble-boxes
+@pytest.fixture(scope="module")
+def real(test_data):
+    return vinbigdata.load(test_data / "loaders_vinbig_train.csv", test_data / "loaders_vinbig_meta.csv")
+
+
+@pytest.mark.parametrize("conf_type, iou_thr", [
+    ("avg", 0.4), ("avg", 0.55), ("avg", 0.1), ("max", 0.4), ("box_and_model_avg", 0.4),
+    ("absent_model_aware_avg", 0.4)])
+def test_wbf_equals_ensemble_boxes_on_real_rows(real, conf_type, iou_thr):
+    images, boxes = real
+    assert_same(fuse(boxes, images, "wbf", iou_thr, conf_type=conf_type),
+                reference(boxes, images, "wbf", iou_thr, conf_type=conf_type))
+
+
+@pytest.mark.parametrize("method", ["nms", "soft_nms", "nmw"])
+def test_other_methods_equal_ensemble_boxes_on_real_rows(real, method):
+    images, boxes = real
+    ours = fuse(boxes, images, method, 0.4)
+    assert_same(ours, reference(boxes, images, method, 0.4))
+    assert (ours["n_raters"] >= 1).all() and (ours["n_raters"] <= 3).all()
+
+
+def test_wbf_n_raters_consistent_with_score(real):
+    """avg score = min(M, boxes in cluster) / M, so n_raters <= score * M (3 readers each)."""
+    images, boxes = real
+    out = fuse(boxes, images)
+    n_boxes = np.rint(out["score"].to_numpy() * 3).astype(int)
+    assert (out["n_raters"] <= n_boxes).all() and (out["n_raters"] >= 1).all()
+    assert set(out["n_raters"]) == {1, 2, 3}
+
+
+def _random_case(rng, n_images=25):
+    rows, ims = [], []
+    for k in range(n_images):
+        h, w = int(rng.integers(500, 3000)), int(rng.integers(500, 3000))
+        raters = [f"R{r}" for r in rng.choice(12, size=int(rng.integers(1, 5)), replace=False)]
+        ims.append((f"img{k}", h, w, "|".join(sorted(raters))))
+        centres = rng.random((int(rng.integers(1, 4)), 2)) * 0.7 + 0.15
+        for _ in range(int(rng.integers(0, 25))):
+            cx, cy = centres[rng.integers(len(centres))] + rng.normal(0, 0.03, 2)
+            bw, bh = rng.uniform(0.05, 0.3, 2)
+            box = np.array([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
+            box = np.clip(np.round(box, int(rng.integers(0, 3))), 0, [w, h, w, h])
+            score = 1.0 if rng.random() < 0.5 else float(np.round(rng.random(), 1))
+            rows.append((f"img{k}", int(rng.integers(0, 3)), str(rng.choice(raters)), *box, score))
+    return _boxes(rows), _images(ims)
+
+
+@pytest.mark.parametrize("seed, conf_type, iou_thr, skip", [
+    (0, "avg", 0.4, 0.0), (1, "avg", 0.2, 0.3), (2, "max", 0.7, 0.0), (3, "box_and_model_avg", 0.4, 0.0),
+    (4, "absent_model_aware_avg", 0.3, 0.2), (5, "avg", 0.55, 0.0)])
+def test_wbf_equals_ensemble_boxes_on_random_cases(seed, conf_type, iou_thr, skip):
+    """Random clustered boxes: 1-4 raters, 3 classes, rounded coordinates, tied and random scores."""
+    boxes, images = _random_case(np.random.default_rng(seed))
+    assert_same(fuse(boxes, images, "wbf", iou_thr, skip, conf_type),
+                reference(boxes, images, "wbf", iou_thr, skip, conf_type))
+
+
+# ----------------------------------------------------------------------------- competition CSV
+def test_competition_csv_round_trip(real, tmp_path):
+    images, boxes = real
+    fused = fuse(boxes, images)
+    path = write_competition_csv(fused, images, tmp_path / "out" / "fused.csv")
+    raw = pd.read_csv(path, dtype={"image_id": str, "rad_id": str})
+    assert list(raw.columns) == COMPETITION_COLUMNS
+    assert raw["rad_id"].isna().all()
+    normal = raw[raw.class_id == vinbigdata.NORMAL_ID]
+    n_normal = int((~images.image_id.isin(fused.image_id)).sum())
+    assert len(normal) == n_normal == normal.image_id.nunique() == 25
+    assert normal[["x_min", "y_min", "x_max", "y_max"]].isna().all().all()
+    assert (normal["class_name"] == vinbigdata.NORMAL_NAME).all() and (normal["n_raters"] == 3).all()
+    assert not list(tmp_path.glob("out/*.tmp"))
+
+    im2, bx2 = vinbigdata.load(path)
+    assert set(im2.image_id) == set(images.image_id) and (im2["raters"] == "").all()
+    cols = ["image_id", "class_id", "class_name", "x_min", "y_min", "x_max", "y_max", "n_raters"]
+    a = fused[cols].sort_values(cols[:7]).reset_index(drop=True)
+    b = bx2[cols].sort_values(cols[:7]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+def test_cli_fuse(tmp_path):
+    from detection.cli import main
+
+    (tmp_path / "train.csv").write_text(
+        "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
+        "a,Cardiomegaly,3,R1,10,10,50,50\n"
+        "a,Cardiomegaly,3,R2,14,14,54,54\n"
+        "b,No finding,14,R1,,,,\n")
+    (tmp_path / "meta.csv").write_text("image_id,dim0,dim1\na,100,200\nb,300,300\n")
+    out = tmp_path / "fused.csv"
+    rc = main(["fuse", "--dataset", "vinbigdata", "--labels", str(tmp_path / "train.csv"),
+               "--meta", str(tmp_path / "meta.csv"), "--method", "wbf", "--iou", "0.4", "--skip", "0",
+               "--out", str(out)])
+    assert rc == 0
+    df = pd.read_csv(out)
+    assert df["class_id"].tolist() == [3, 14] and df["n_raters"].tolist() == [2, 1]
+    np.testing.assert_allclose(df.loc[0, ["x_min", "y_min", "x_max", "y_max"]].astype(float), [12, 12, 52, 52], atol=1e-4)
+
+
+def test_full_real_file_matches_reference_sample(shared_data):
+    d = shared_data / "vinbigdata"
+    images, boxes = vinbigdata.load(d / "train.csv.gz", d / "train_meta.csv.gz")
+    fused = fuse(boxes, images)
+    assert fused["image_id"].nunique() == 4394
+    ids = pd.Series(boxes["image_id"].unique()).sample(60, random_state=0)
+    sub = boxes[boxes.image_id.isin(ids)]
+    assert_same(fused[fused.image_id.isin(ids)], reference(sub, images))
