@@ -1,0 +1,260 @@
+"""A folder of DICOMs -> ``DST/<image_id>.png`` + ``DST/meta.csv`` (+ ``DST/errors.csv``).
+
+* Every DICOM under SRC (recursive: ``*.dcm``, ``*.dicom``, or no extension with the ``DICM``
+  marker at byte 128) becomes ``DST/<image_id>.png``, ``image_id`` = the file stem, 8-bit gray,
+  ``size x size`` (or longest side ``size`` with ``keep_ratio``), by
+  :func:`data_prep.dicom.read_dicom`.
+* ``DST/meta.csv``: one row per image, ``image_id,height,width,png_height,png_width`` (height,
+  width = ORIGINAL Rows/Columns) + the header fields found (:data:`data_prep.dicom.HEADER_FIELDS`).
+* Crash safety: a PNG is encoded in memory, written to ``<id>.png.<pid>.tmp`` and renamed; once it
+  is in place its meta row is appended to ``DST/meta.partial.jsonl``. meta.csv is rewritten
+  (temp + rename) at the end from the old meta.csv + the partial rows, then the partial file is
+  removed. A killed run therefore leaves only whole PNGs, and the next run skips every image
+  whose PNG exists with a meta row of the expected PNG size, converts the rest and ends with a
+  complete meta.csv. ``overwrite`` converts everything again.
+* Bad files (not DICOM, zero bytes, truncated, no pixel data, undecodable) do not stop the batch:
+  they are listed in ``DST/errors.csv`` (``path,error``) and the CLI exits with status 1.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from multiprocessing import Pool
+from pathlib import Path
+
+import cv2
+import pandas as pd
+from tqdm import tqdm
+
+from data_prep.dicom import HEADER_FIELDS, output_size, read_dicom
+
+log = logging.getLogger(__name__)
+
+META = "meta.csv"
+PARTIAL = "meta.partial.jsonl"
+ERRORS = "errors.csv"
+META_COLUMNS = ["image_id", "height", "width", "png_height", "png_width"]
+DICOM_SUFFIXES = (".dcm", ".dicom")
+PNG_COMPRESSION = 1      # cv2 IMWRITE_PNG_COMPRESSION: 1 is ~4x faster than the default 3, files ~10% larger
+
+
+@dataclass
+class ConvertResult:
+    """What one :func:`convert_folder` run did. ``errors``: ``(path, message)`` pairs."""
+    n_converted: int = 0
+    n_skipped: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    dst: Path | None = None
+
+    def summary(self) -> str:
+        s = f"converted {self.n_converted}, skipped {self.n_skipped} (already done), errors {len(self.errors)}"
+        if self.errors and self.dst is not None:
+            s += f" (see {self.dst / ERRORS})"
+        return s
+
+
+# ----------------------------------------------------------------------------- discovery
+def is_dicom_path(path: Path) -> bool:
+    """``.dcm``/``.dicom`` (any case), or no extension and ``DICM`` at byte 128."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def dicom_paths(src: str | os.PathLike) -> list[Path]:
+    """Every DICOM file under ``src`` (recursive, sorted; hidden files and folders skipped)."""
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"convert: source folder {src} does not exist")
+    out = []
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            p = Path(root) / name
+            if not name.startswith(".") and is_dicom_path(p):
+                out.append(p)
+    return out
+
+
+# ----------------------------------------------------------------------------- one image
+def _write_png(img, path: Path) -> None:
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.tobytes())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def convert_one(task: tuple[str, str, int | None, bool]) -> tuple[str, dict | None, str | None]:
+    """``(dicom path, png path, size, keep_ratio)`` -> ``(dicom path, meta row, None)`` or
+    ``(dicom path, None, error message)``; never raises (run in worker processes)."""
+    src, png, size, keep_ratio = task
+    try:
+        img, header = read_dicom(src, size=size, keep_ratio=keep_ratio)
+        _write_png(img, Path(png))
+        row = {"image_id": Path(png).stem, "height": header["height"], "width": header["width"],
+               "png_height": int(img.shape[0]), "png_width": int(img.shape[1])}
+        row.update({k: header[k] for k in HEADER_FIELDS if k in header})
+        return src, row, None
+    except Exception as e:  # one bad file must not stop the batch; it is reported in errors.csv
+        msg = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        return src, None, msg
+
+
+# ----------------------------------------------------------------------------- meta bookkeeping
+def _read_meta(dst: Path) -> dict[str, dict]:
+    """image_id -> row, from meta.csv then the partial rows of an interrupted run (later wins)."""
+    rows: dict[str, dict] = {}
+    if (dst / META).is_file():
+        df = pd.read_csv(dst / META, dtype={"image_id": str}, keep_default_na=False)
+        for r in df.to_dict("records"):
+            rows[str(r["image_id"])] = {k: v for k, v in r.items() if v != ""}
+    if (dst / PARTIAL).is_file():
+        with open(dst / PARTIAL) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:      # a line cut short by a kill
+                    continue
+                rows[str(r["image_id"])] = r
+    return rows
+
+
+def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _meta_frame(rows: list[dict]) -> pd.DataFrame:
+    cols = META_COLUMNS + [k for k in HEADER_FIELDS if any(k in r for r in rows)]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in ("height", "width", "png_height", "png_width"):
+        df[c] = df[c].astype("int64")
+    return df.sort_values("image_id", kind="stable").reset_index(drop=True)
+
+
+def _is_done(row: dict | None, png: Path, size: int | None, keep_ratio: bool) -> bool:
+    if row is None or not png.is_file():
+        return False
+    try:
+        want = output_size(int(row["height"]), int(row["width"]), size, keep_ratio)
+        return (int(row["png_height"]), int(row["png_width"])) == want
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
+# ----------------------------------------------------------------------------- batch
+def convert_folder(src: str | os.PathLike, dst: str | os.PathLike, size: int | None = 512,
+                   keep_ratio: bool = False, workers: int = 2, overwrite: bool = False,
+                   progress: bool = True) -> ConvertResult:
+    """Convert every DICOM under ``src`` into ``dst`` (see the module docstring for the files).
+
+    Resumable: images already done (PNG present, meta row with the expected PNG size) are skipped
+    unless ``overwrite``. ``workers`` > 1 uses a process pool (imap_unordered, chunks).
+    Returns a :class:`ConvertResult`; bad files are in ``result.errors`` and ``dst/errors.csv``."""
+    src, dst = Path(src), Path(dst)
+    paths = dicom_paths(src)
+    if not paths:
+        raise ValueError(f"convert: no DICOM files (.dcm, .dicom, or DICM marker) under {src}")
+    dst.mkdir(parents=True, exist_ok=True)
+    for pattern in ("*.png.*.tmp", f"{META}.*.tmp", f"{ERRORS}.*.tmp"):   # left by a killed run
+        for stale in dst.glob(pattern):
+            stale.unlink(missing_ok=True)
+
+    known = {} if overwrite else _read_meta(dst)
+    result = ConvertResult(dst=dst)
+    tasks, seen = [], {}
+    for p in paths:
+        image_id = p.stem
+        if image_id in seen:
+            result.errors.append((str(p), f"duplicate image_id {image_id!r}: also {seen[image_id]}; "
+                                          "expected unique file names"))
+            continue
+        seen[image_id] = p
+        png = dst / f"{image_id}.png"
+        if not overwrite and _is_done(known.get(image_id), png, size, keep_ratio):
+            result.n_skipped += 1
+            continue
+        known.pop(image_id, None)
+        tasks.append((str(p), str(png), size, keep_ratio))
+
+    if overwrite and (dst / PARTIAL).exists():
+        (dst / PARTIAL).unlink()
+    new_rows: list[dict] = []
+    with open(dst / PARTIAL, "a") as partial, tqdm(total=len(tasks), desc="convert", unit="img",
+                                                   disable=not progress or not tasks) as bar:
+        for path, row, err in _run(tasks, workers):
+            if err is not None:
+                result.errors.append((path, err))
+            else:
+                partial.write(json.dumps(row) + "\n")
+                partial.flush()
+                new_rows.append(row)
+                result.n_converted += 1
+            bar.update(1)
+
+    rows = {**known, **{r["image_id"]: r for r in new_rows}}
+    rows = [r for i, r in rows.items() if (dst / f"{i}.png").is_file()]
+    if rows:
+        _atomic_csv(_meta_frame(rows), dst / META)
+    (dst / PARTIAL).unlink(missing_ok=True)
+    if result.errors:
+        _atomic_csv(pd.DataFrame(sorted(result.errors), columns=["path", "error"]), dst / ERRORS)
+        for path, err in result.errors[:5]:
+            log.warning("%s", err if path in err else f"{path}: {err}")
+    else:
+        (dst / ERRORS).unlink(missing_ok=True)
+    log.info("%s -> %s: %s", src, dst, result.summary())
+    return result
+
+
+def _run(tasks: list, workers: int):
+    if workers <= 1 or len(tasks) <= 1:
+        yield from map(convert_one, tasks)
+        return
+    chunk = max(1, min(8, len(tasks) // (workers * 4)))
+    with Pool(min(workers, len(tasks))) as pool:
+        yield from pool.imap_unordered(convert_one, tasks, chunksize=chunk)
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments_convert(parser) -> None:
+    """``cxrdet convert SRC DST [--size N] [--keep-ratio] [--workers N] [--overwrite]``."""
+    parser.add_argument("src", help="folder of DICOMs (searched recursively)")
+    parser.add_argument("dst", help="output folder for <image_id>.png, meta.csv, errors.csv")
+    parser.add_argument("--size", type=int, default=None, help="PNG side (default: config `size`, 512)")
+    parser.add_argument("--keep-ratio", action="store_true", default=None,
+                        help="keep the aspect ratio: longest side = size (default: config `keep_ratio`)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: config `workers`, 2)")
+    parser.add_argument("--overwrite", action="store_true", help="convert again images already done")
+    parser.add_argument("--config", default=None, help="dataset config (path or name) for the defaults")
+
+
+def run_convert(args) -> int:
+    """Run :func:`convert_folder`; print a one-line summary; 0 if every file converted, else 1."""
+    from data_prep.config import load_config
+
+    cfg = load_config(args.config, getattr(args, "overrides", None) or [])
+    size = args.size if args.size is not None else cfg["size"]
+    keep_ratio = args.keep_ratio if args.keep_ratio is not None else cfg["keep_ratio"]
+    workers = args.workers if args.workers is not None else cfg["workers"]
+    res = convert_folder(args.src, args.dst, size=size, keep_ratio=keep_ratio, workers=workers,
+                         overwrite=args.overwrite)
+    print(f"cxrdet convert: {res.summary()}")
+    return 1 if res.errors else 0
