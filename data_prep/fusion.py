@@ -9,13 +9,16 @@ image by image, with those lists (``bench/fuse.py`` and ``tests/test_fusion.py``
 Inputs scored below ``skip_box_thr`` and zero-area boxes are left out, as ensemble-boxes does
 (counted in ``fused.attrs["dropped"]``).
 
-WBF fast path (bit-identical, tested): ensemble-boxes' per-call overhead dominates and most
-(image, class) groups are trivial: if no two boxes of a group overlap with IoU > ``iou_thr``,
-WBF makes one cluster per box and returns the box itself with score ``s * min(M, 1) / M``
-(``avg``, ``box_and_model_avg``, ``absent_model_aware_avg``; M = number of models) or ``s``
-(``max``) -- computed here vectorised. The other groups run ensemble-boxes' own
-``prefilter`` order, ``find_matching_box_fast`` and ``get_weighted_box`` (the body of
-``weighted_boxes_fusion`` 1.0.9, kept so the cluster members are known).
+WBF speed (bit-identical, tested): calling ensemble-boxes once per image costs ~10 s on the
+real train.csv, almost all of it per-call and per-box Python overhead, and the library does not
+return which boxes formed each fused box. So :func:`_fuse_wbf` runs ensemble-boxes 1.0.9's WBF
+algorithm on every (image, class) group at once, step j taking the j-th box (in the library's
+own ``prefilter_boxes`` order) of every group together, with the library's exact arithmetic
+(float64 IoU, float32 ``get_weighted_box`` accumulation, its score rescaling per
+``conf_type``). ``tests/test_fusion.py`` compares it bit for bit with
+``ensemble_boxes.weighted_boxes_fusion`` (real rows, random cases, every conf_type) and
+``bench/fuse.py`` on the full real file; a different installed ensemble-boxes version is
+logged as a warning. ``nms``/``soft_nms``/``nmw`` call ensemble-boxes directly, per image.
 
 ``n_raters`` (int64): the number of distinct radiologists a fused box stands for.
 * ``wbf``: distinct models among the members of its cluster (exact).
@@ -143,7 +146,22 @@ def _fuse_wbf(b: pd.DataFrame, iou_thr: float, conf_type: str):
     size = np.diff(np.append(starts, len(g)))
     M = b["M"].to_numpy()[starts].astype("float64")
     order = _processing_order(s, starts, size)
-    K, T = int(size.max()), int(b["M"].max())
+    T = int(b["M"].max())
+    # groups of similar size together (sizes within 2x) so the padded state stays <= 2x the boxes
+    bucket = np.frexp(size.astype("float64"))[1]
+    parts = []
+    for k in np.unique(bucket):
+        sel = np.flatnonzero(bucket == k)
+        gi, xyxy, score, nm = _wbf_steps(nb, s, t, order, starts[sel], size[sel], M[sel], T, iou_thr, conf_type)
+        parts.append((sel[gi], xyxy, score, nm))
+    log.debug("fuse wbf: %d groups, up to %d boxes per group", G, int(size.max()))
+    return tuple(np.concatenate(x) for x in zip(*parts))
+
+
+def _wbf_steps(nb, s, t, order, starts, size, M, T, iou_thr, conf_type):
+    """:func:`_fuse_wbf` on the groups starting at rows ``starts`` (sizes ``size``, models
+    ``M``); returns (local group index, nxyxy, score, n_raters) per fused box."""
+    G, K = len(starts), int(size.max())
     C = np.zeros((G, K, 4))                        # current fused boxes (what a new box is matched to)
     acc = np.zeros((G, K, 4), dtype=np.float32)    # float32 sum of score * box
     conf = np.zeros((G, K))                        # summed score
@@ -214,7 +232,6 @@ def _fuse_wbf(b: pd.DataFrame, iou_thr: float, conf_type: str):
         score = v / 1.0
     else:
         score = v * np.minimum(Mg, n) / Mg
-    log.debug("fuse wbf: %d groups, up to %d boxes per group", G, K)
     return gi, C[gi, ki], score, nm.astype("int64")
 
 
@@ -268,6 +285,24 @@ def _n_raters_by_overlap(fb, fl, nb, lab, t, iou_thr) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- public
+TESTED_ENSEMBLE_BOXES = "1.0.9"
+_version_checked = False
+
+
+def _check_version() -> None:
+    global _version_checked
+    if not _version_checked:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            v = version("ensemble-boxes")
+        except PackageNotFoundError:
+            v = "unknown"
+        if v != TESTED_ENSEMBLE_BOXES:
+            log.warning("ensemble-boxes %s installed; fuse's WBF is tested bit-identical against %s "
+                        "(run tests/test_fusion.py)", v, TESTED_ENSEMBLE_BOXES)
+        _version_checked = True
+
+
 def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr: float = 0.4,
          skip_box_thr: float = 0.0, conf_type: str = "avg") -> pd.DataFrame:
     """Fuse a per-rater box table into one box set per image and class.
@@ -283,6 +318,8 @@ def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr
         raise ValueError(f"fusion conf_type {conf_type!r}; expected one of {list(CONF_TYPES)}")
     if not 0.0 <= iou_thr <= 1.0:
         raise ValueError(f"fusion iou_thr {iou_thr}; expected a number in [0, 1]")
+    if method == "wbf":
+        _check_version()
     if len(boxes) == 0:
         out = empty_boxes()
         out["n_raters"] = pd.Series(dtype="int64")
@@ -294,7 +331,9 @@ def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr
         xyxy = b[COORDS].to_numpy()
         first = np.arange(len(b))
     else:
-        if method == "wbf":
+        if not len(b):
+            g, nx, sc, nr = np.zeros(0, "int64"), np.zeros((0, 4)), np.zeros(0), np.zeros(0, "int64")
+        elif method == "wbf":
             g, nx, sc, nr = _fuse_wbf(b, iou_thr, conf_type)
         else:
             g, nx, sc, nr = _fuse_other(b, method, iou_thr, skip_box_thr)

@@ -253,3 +253,9 @@ def test_full_real_file_matches_reference_sample(shared_data):
     ids = pd.Series(boxes["image_id"].unique()).sample(60, random_state=0)
     sub = boxes[boxes.image_id.isin(ids)]
     assert_same(fused[fused.image_id.isin(ids)], reference(sub, images))
+
+
+def test_all_boxes_skipped_gives_empty_table():
+    images = _images([("a", 100, 100, "R1")])
+    out = fuse(_boxes([("a", 0, "R1", 10, 10, 50, 50, 0.01)]), images, skip_box_thr=0.5)
+    assert len(out) == 0 and "n_raters" in out and out.attrs["dropped"]["below_skip_box_thr"] == 1
