@@ -131,6 +131,11 @@ def voi_lut(arr: np.ndarray, ds) -> np.ndarray:
     out), else Window Center/Width (float64 out); unchanged when neither."""
     if not _is_mono(ds):
         return arr
+    if "VOILUTSequence" in ds and np.issubdtype(arr.dtype, np.floating):
+        # A VOI LUT is indexed by integer input values: the modality step returns float64 even for
+        # an identity rescale, so round to the nearest entry (exact for integral values) instead of
+        # letting pydicom truncate with a warning.
+        arr = np.rint(arr).astype(np.int64)
     return apply_voi_lut(arr, ds, index=0, prefer_lut=True)
 
 

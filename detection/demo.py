@@ -1,0 +1,193 @@
+"""``cxrdet demo [vinbigdata|rsna]``: the whole pipeline on the embedded phantom dataset.
+
+Nothing is downloaded and no real image is needed: the labels are a few hundred REAL images' rows
+shipped in ``data_prep/data/`` (real classes, real box sizes, real radiologist disagreement) and
+the pixels are phantoms drawn at those boxes. Steps, each timed and each a stage of its own:
+
+1. ``synth``   phantom DICOMs in the competition layout (train + test split with truth);
+2. ``prep``    DICOM -> PNG, load, fuse the radiologists (WBF), folds, YOLO/COCO export;
+3. ``train``   a short fine-tune of the shipped detector on fold 0 (proves training runs);
+4. ``predict`` the held-out fold 0 (PNGs) and the test split (straight from DICOM) with the
+               SHIPPED detector + 2-class filter;
+5. ``submit``  a Kaggle submission for the test split, validated;
+6. ``evaluate`` fold 0 and the test split; the radiologists' baseline on the subset;
+7. ``show``    overlays, a worst-images gallery and the HTML report.
+
+The shipped weights (``weights/``) were trained on other phantoms (weights/README.md), so fold 0
+and the test split are unseen by them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "weights"
+FLAVOURS = {
+    # dataset: (config, detector, classifier, metric, n_train, n_test)
+    "vinbigdata": ("phantom", "vinbig_phantom_yolo11n.pt", "vinbig_phantom_cls.pt", "vinbigdata", 240, 60),
+    "rsna": ("rsna_phantom", "rsna_phantom_yolo11n.pt", None, "rsna", 160, 40),
+}
+
+
+@contextmanager
+def _step(name: str, timings: dict):
+    t0 = time.perf_counter()
+    print(f"\n== {name}", flush=True)
+    yield
+    timings[name] = time.perf_counter() - t0
+    print(f"   {name} done in {timings[name]:.1f} s", flush=True)
+
+
+def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, seed: int = 0,
+             overrides: list[str] | None = None) -> dict:
+    """Run every stage on the embedded dataset into ``out``; return paths and headline numbers."""
+    from data_prep.config import load_config
+    from data_prep.prep import prep
+    from data_prep.synth import synth_rsna, synth_vinbigdata
+    from detection.evaluate import evaluate, load_truth, rater_baseline, write_json
+    from detection.predict import predict
+    from detection.report import build_report
+    from detection.submission import validate_submission, write_submission
+    from detection.train import train_detector
+    from detection.visualize import render_image
+
+    if dataset not in FLAVOURS:
+        raise ValueError(f"demo dataset {dataset!r}; expected one of {sorted(FLAVOURS)}")
+    cfg_name, det_name, cls_name, metric, n_train, n_test = FLAVOURS[dataset]
+    det = WEIGHTS / det_name
+    clf = WEIGHTS / cls_name if cls_name else None
+    for w in (det, clf):
+        if w is not None and not w.is_file():
+            raise FileNotFoundError(f"{w}: shipped weights missing (see weights/README.md to re-train them)")
+    out = Path(out).resolve()
+    cfg = load_config(cfg_name, overrides or [])
+    cfg.update(project=str(out / "runs"))
+    timings: dict[str, float] = {}
+    res: dict = {"dataset": dataset, "out": str(out)}
+    data, pdir = out / "data", out / "prep"
+    vin = dataset == "vinbigdata"
+
+    with _step("synth: phantom DICOMs at real boxes (embedded labels)", timings):
+        if (data / ("train.csv" if vin else "stage_2_train_labels.csv")).is_file():
+            print(f"   reusing {data}")
+        elif vin:
+            synth_vinbigdata(data, n=n_train, n_test=n_test, size=1024, seed=seed, labels="embedded")
+        else:
+            synth_rsna(data, n=n_train, n_test=n_test, seed=seed, labels="embedded")
+
+    with _step("prep: PNGs, fusion, folds, YOLO/COCO", timings):
+        paths = prep(cfg, data, pdir)
+        print(f"   {paths.get('summary', '')}" if isinstance(paths.get("summary"), str) else "", end="")
+
+    with _step(f"train: fine-tune the shipped detector {finetune_epochs} epoch(s) on fold 0", timings):
+        tcfg = dict(cfg, model=str(det), epochs=int(finetune_epochs), name="finetune_fold0",
+                    yolo_args={**(cfg.get("yolo_args") or {}), "plots": False, "val": False})
+        res["finetuned"] = str(train_detector(tcfg, pdir, fold=0))
+
+    folds = pd.read_csv(pdir / "folds.csv", dtype={"image_id": str})
+    images = pd.read_csv(pdir / "images.csv", dtype={"image_id": str})
+    fold0 = images[images["image_id"].isin(set(folds.loc[folds["fold"] == 0, "image_id"]))]
+    pkw = dict(tta=False, conf=float(cfg["conf"]), imgsz=int(cfg["imgsz"]), classifier=clf,
+               cls_imgsz=int(cfg["cls_imgsz"]), low=float(cfg["cls_low"]), high=float(cfg["cls_high"]),
+               normal_class=(14, "No finding") if vin else None)
+    with _step("predict: held-out fold 0 (PNG) and the test split (straight from DICOM)", timings):
+        src0 = out / "fold0_images"
+        src0.mkdir(exist_ok=True)
+        for p in fold0["path"]:
+            link = src0 / Path(p).name
+            if not link.exists():
+                link.symlink_to(Path(p).resolve())
+        pred0 = predict(det, src0, pdir / "meta.csv", **pkw)
+        pred0.to_csv(out / "pred_fold0.csv", index=False)
+        test_dir = data / cfg["test_dir"]
+        pred_t = predict(det, test_dir, None, **pkw)
+        pred_t.to_csv(out / "pred_test.csv", index=False)
+
+    fmt = "vinbigdata" if vin else "rsna"
+    with _step("submit: Kaggle CSV for the test split, validated", timings):
+        sub = write_submission(pred_t, data / cfg["sample"], fmt, out / "submission.csv")
+        problems = validate_submission(sub, data / cfg["sample"], fmt)
+        if problems:
+            raise ValueError(f"{sub}: invalid submission: {problems[:5]}")
+        res["submission"] = str(sub)
+
+    with _step(f"evaluate: {metric} on fold 0 and on the test split", timings):
+        truth_file = pdir / ("fused.csv" if vin else "boxes.csv")
+        ti, tb, _ = load_truth(truth_file if vin else data / cfg["labels"], pdir / "meta.csv" if vin else None)
+        names = _names(vin)
+        r0 = evaluate(tb, pred0, list(fold0["image_id"]), metric, normal_class=14 if vin else None, class_names=names)
+        write_json(r0, out / "metrics_fold0.json")
+        test_truth = data / ("test_truth.csv" if vin else "stage_2_test_labels.csv")
+        ti_t, tb_t, _ = load_truth(test_truth, None)
+        rt = evaluate(tb_t, pred_t, list(ti_t["image_id"]), metric, normal_class=14 if vin else None,
+                      class_names=names)
+        write_json(rt, out / "metrics_test.json")
+        res["map_fold0"], res["map_test"] = r0["mAP"], rt["mAP"]
+        print(_table(r0))
+        baseline = None
+        if vin:
+            bl = rater_baseline(data / "train.csv", data / "train_meta.csv" if (data / "train_meta.csv").is_file()
+                                else pdir / "meta.csv", min_images=50)
+            baseline = {"metric": "vinbigdata", "iou_thr": 0.4, "rater_baseline": bl.to_dict("records"),
+                        "mAP": float(bl["mAP"].mean()) if len(bl) else float("nan")}
+            write_json(baseline, out / "rater_baseline.json")
+            res["rater_baseline"] = baseline["mAP"]
+            print(bl.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+    with _step("show: overlays, worst-images gallery, HTML report", timings):
+        shown = pred0[(pred0["score"] >= 0.3) & (pred0["class_id"] != 14)]
+        pics = out / "pictures"
+        ab = list(tb[tb["image_id"].isin(set(fold0["image_id"]))]["image_id"].unique()[:4])
+        for iid in ab:
+            render_image(iid, pdir / "images", pics / f"{iid}.png", images, tb, shown, None, names)
+        rep = build_report(tb[tb["image_id"].isin(set(fold0["image_id"]))], pred0, fold0, pdir / "images",
+                           out / "report.html", metric, 0.4, 14 if vin else None, names, baseline,
+                           title=f"cxrdet demo ({dataset} phantoms): held-out fold 0")
+        res["report"], res["pictures"] = str(rep), str(pics)
+
+    res["timings"] = timings
+    (out / "demo.json").write_text(json.dumps(res, indent=2, default=float))
+    total = sum(timings.values())
+    print("\n== cxrdet demo finished in %.0f s" % total)
+    print(f"   submission      {res['submission']}")
+    print(f"   HTML report     {res['report']}")
+    print(f"   pictures        {res['pictures']}")
+    print(f"   metrics         {out / 'metrics_fold0.json'}  {out / 'metrics_test.json'}")
+    print(f"   {metric} mAP: held-out fold 0 {res['map_fold0']:.3f} | test split {res['map_test']:.3f}"
+          + (f" | radiologists {res['rater_baseline']:.3f}" if "rater_baseline" in res else ""))
+    return res
+
+
+def _names(vin: bool):
+    if not vin:
+        return None
+    from data_prep.datasets import vinbigdata
+
+    return list(vinbigdata.CLASSES) + [vinbigdata.NORMAL_NAME]
+
+
+def _table(r: dict) -> str:
+    from detection.evaluate import format_table
+
+    return format_table(r)
+
+
+def add_arguments_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", nargs="?", default="vinbigdata", choices=sorted(FLAVOURS))
+    p.add_argument("--out", default="demo_out", help="output folder (re-used steps are skipped)")
+    p.add_argument("--epochs", type=int, default=1, help="fine-tune epochs of the training step")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_demo(args) -> int:
+    demo(args.dataset, args.out, args.epochs, args.seed, args.overrides)
+    return 0
