@@ -33,7 +33,7 @@ h1{font-size:24px;margin-bottom:4px} h2{font-size:18px;margin-top:32px;border-bo
 table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}
 td:nth-child(2),th:nth-child(2){text-align:left} .grid{display:flex;flex-wrap:wrap;gap:8px}
 .grid img{width:280px;border:1px solid #ddd} img.wide{max-width:100%;border:1px solid #ddd}
-.overlay{display:inline-block;margin:4px;vertical-align:top} .overlay img{height:380px}
+.overlay{margin:8px 0} .overlay img{max-width:100%;border:1px solid #ddd}
 """
 
 
@@ -69,15 +69,24 @@ def _table_html(res: dict) -> str:
     return f"<table>{head}{body}</table>"
 
 
+def _fmt(v, nd: int = 4) -> str:
+    return "—" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
+
+
 def _baseline_html(baseline: dict | None) -> str:
     if not baseline:
         return ""
     rows = baseline.get("rater_baseline", [])
-    body = "".join(f"<tr><td>{r['rater']}</td><td>{r['n_images']}</td><td>{r['mAP']:.4f}</td></tr>" for r in rows)
+    body = "".join(f"<tr><td>{html.escape(str(r.get('rater')))}</td><td>{r.get('n_images', '')}</td>"
+                   f"<td>{_fmt(r.get('mAP'))}</td><td>{_fmt(r.get('mAP_point'))}</td></tr>" for r in rows)
     return (f"<h2>Radiologists' baseline</h2><p>Each radiologist scored as a model against the fusion of the "
             f"other radiologists (mAP@{baseline.get('iou_thr', 0.4):g}); mean "
-            f"<b>{baseline.get('mAP', float('nan')):.4f}</b> over {len(rows)} radiologists.</p>"
-            f"<table><tr><th>radiologist</th><th>images</th><th>mAP</th></tr>{body}</table>")
+            f"<b>{_fmt(baseline.get('mAP'))}</b> over {len(rows)} radiologists.</p>"
+            "<table><tr><th>radiologist</th><th>images</th><th>mAP</th><th>single-point mAP</th></tr>"
+            f"{body}</table>")
+
+
+_HEADLINE = {"vinbigdata": "mAP@{iou:g}", "coco": "COCO AP@{iou:g}", "rsna": "RSNA score"}
 
 
 def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, source, out,
@@ -86,26 +95,43 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
                  conf: float = 0.3, title: str = "cxrdet evaluation") -> Path:
     """Score ``pred`` against ``truth`` on ``images`` and write the HTML report to ``out``.
 
-    ``images``: image table (image_id, height, width) of the evaluated images; ``source``: the
-    folder with their PNGs or DICOMs. Returns the report's path (written atomically)."""
+    ``truth``/``pred``: box tables (ORIGINAL pixels); ``images``: image table (image_id, height,
+    width) of the evaluated images; ``source``: the folder with their PNGs or DICOMs;
+    ``baseline``: the JSON dict of ``cxrdet evaluate --rater-baseline --json``. Pictures show
+    predictions scored >= ``conf``; the worst-images gallery holds up to ``n_worst`` images with
+    a cost > 0 (see :func:`detection.metrics.image_costs`), the first ``n_overlays`` of them
+    also as full-size overlays. Returns the report's path (written atomically)."""
     from detection.evaluate import evaluate, plot_pr
     from detection.metrics import image_costs
-    from detection.visualize import render_gallery, render_image
+    from detection.visualize import render_gallery, render_image, source_ids
 
     out = Path(out)
     ids = images["image_id"].astype(str).tolist()
     res = evaluate(truth, pred, ids, metric, iou_thr, normal_class, class_names)
     names = {int(r["class_id"]): str(r["class_name"]) for r in res["table"]}
-    shown = pred[(pred["score"] >= conf) & (pred["class_id"] != (normal_class if normal_class is not None else -1))]
+    shown = pred[pred["score"] >= conf]
+    if normal_class is not None:
+        shown = shown[shown["class_id"] != normal_class]
     costs = image_costs(truth, pred, ids, iou_thr=iou_thr, conf_thr=conf, normal_class=normal_class)
-    worst = costs[costs["cost"] > 0].head(n_worst)
-    caps = {r.image_id: f"{r.image_id[:10]} cost {r.cost:.2f} (fn {r.n_fn}, fp {r.n_fp})" for r in worst.itertuples()}
+    costs = costs[costs["cost"] > 0]
+    on_disk = set(source_ids(source))
+    missing = ~costs["image_id"].isin(on_disk)
+    if missing.any():
+        log.warning("report: %d costly image(s) not under %s left out of the pictures, e.g. %s",
+                    int(missing.sum()), source, costs.loc[missing, "image_id"].iloc[0])
+    worst = costs[~missing].head(n_worst)
+    caps = {r.image_id: f"{r.image_id[:8]} cost {r.cost:.2f} (fn {r.n_fn}, fp {r.n_fp}, tp {r.n_tp})"
+            for r in worst.itertuples()}
+    head = _HEADLINE[res["metric"]].format(iou=iou_thr)
+    base = ""
+    if baseline and baseline.get("mAP") is not None:
+        base = f" · radiologists' baseline {_fmt(baseline.get('mAP'))}"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         parts = [f"<h1>{html.escape(title)}</h1>",
-                 f"<div class='head'>{res['metric']} mAP {res['mAP']:.4f}</div>",
+                 f"<div class='head'>{head} {_fmt(res['mAP'])}</div>",
                  f"<p class='sub'>{res['n_images']} images · {len(pred)} predicted boxes · "
-                 f"{len(truth)} truth boxes · IoU {iou_thr:g}</p>",
+                 f"{len(truth)} truth boxes · metric {html.escape(res['metric'])}{base}</p>",
                  "<h2>Per class</h2>", _table_html(res)]
         if any(r["ap"] is not None for r in res["table"]):
             parts.append(_img_tag(_ap_bars(res, tmp / "ap.png"), "wide", "AP per class"))
@@ -114,24 +140,33 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
             parts += ["<h2>Precision-recall curves</h2><div class='grid'>"]
             parts += [_img_tag(p, "", p.stem) for p in pr] + ["</div>"]
         parts.append(_baseline_html(baseline))
+        parts.append("<h2>Worst images</h2>")
         if len(worst):
+            plural = "s" if len(worst) != 1 else ""
             g = render_gallery(list(worst["image_id"]), source, tmp / "worst.png", images, truth, shown,
-                               names, caps, title=f"{len(worst)} images that cost the most")
-            parts += ["<h2>Worst images</h2>",
-                      "<p class='sub'>cost = missed truth boxes + confidence of each false positive "
+                               names, caps, title=f"the {len(worst)} image{plural} that cost the most")
+            parts += ["<p class='sub'>cost = missed truth boxes + confidence of each false positive "
                       f"(predictions ≥ {conf:g}); truth solid, predictions dashed.</p>",
                       _img_tag(g, "wide", "worst images gallery"), "<h2>Overlays</h2>"]
             for iid in worst["image_id"].head(n_overlays):
                 p = render_image(iid, source, tmp / f"ov_{iid}.png", images, truth, shown, None, names)
                 parts.append(f"<div class='overlay'>{_img_tag(p, '', iid)}<br><small>{html.escape(caps[iid])}"
                              "</small></div>")
+        else:
+            parts.append(f"<p class='sub'>No image costs anything at confidence ≥ {conf:g}: no missed truth box "
+                         "and no false positive.</p>")
         doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmpf = tempfile.mkstemp(suffix=".html", dir=out.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(doc)
-    os.replace(tmpf, out)
+    fd, tmpf = tempfile.mkstemp(suffix=".html.tmp", dir=out.parent, prefix=f".{out.stem}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(doc)
+        os.chmod(tmpf, 0o644)
+        os.replace(tmpf, out)
+    finally:
+        if os.path.exists(tmpf):
+            os.unlink(tmpf)
     return out
 
 
@@ -146,6 +181,7 @@ def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iou", type=float, default=0.4, help="IoU threshold (vinbigdata/coco)")
     p.add_argument("--baseline", help="JSON from `cxrdet evaluate --rater-baseline --json`")
     p.add_argument("--n-worst", type=int, default=12, help="images in the worst-images gallery")
+    p.add_argument("--n-overlays", type=int, default=6, help="full-size overlays of the worst images")
     p.add_argument("--conf", type=float, default=0.3, help="hide predictions below this in pictures")
     p.add_argument("--title", default="cxrdet evaluation")
     p.add_argument("--out", required=True, help="report .html path")
@@ -157,6 +193,6 @@ def run_report_eval(args) -> int:
     images, truth, pred, vin, names = load_inputs(args.truth, args.pred, args.meta, args.folds, args.fold)
     baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
     path = build_report(truth, pred, images, args.source, args.out, args.metric, args.iou,
-                        14 if vin else None, names, baseline, args.n_worst, conf=args.conf, title=args.title)
+                        14 if vin else None, names, baseline, args.n_worst, args.n_overlays, args.conf, args.title)
     print(path)
     return 0

@@ -1,19 +1,21 @@
 """Boxes over X-rays: single overlays, per-radiologist views and galleries (``cxrdet show``).
 
-Every picture is drawn with matplotlib in the displayed image's own pixel frame: the image fills
-its axes one data pixel per output pixel (so a test can look up a box edge by its coordinates), and
-a legend panel sits to the right of it. Boxes arrive in ORIGINAL pixels (the box table) and are
-mapped into the displayed frame with :func:`data_prep.boxes.to_frame`.
+Every picture is drawn with matplotlib in the displayed image's own pixel frame. In a single
+overlay (:func:`render_image`) the image is drawn as RGB, unresampled, at output pixels
+``[0, W) x [0, H)`` (so a box edge at displayed x lands in output column x, and the grey levels
+are the image's own), with a legend panel to the right of it. Boxes arrive in ORIGINAL pixels
+(the box table) and are mapped into the displayed frame with :func:`data_prep.boxes.to_frame`.
 
 Conventions, the same in every picture:
 
 * one fixed colour per class id (:func:`class_color`), across every picture and gallery;
-* truth: solid lines; predictions: dashed, labelled ``class conf``; raw radiologist boxes (with
-  ``--raters``): one line style per radiologist, thin, beside the fused truth box.
+* truth: solid thick lines; predictions: dashed, labelled ``class conf``; raw radiologist boxes
+  (with ``--raters``): thin, one dash pattern per radiologist, beside the fused (solid) truth box.
 
-Images come from a folder holding ``<image_id>.png`` (the 512 px PNGs, sizes from a meta table) or
-``<image_id>.dicom`` / ``.dcm`` (read with :func:`data_prep.dicom.read_dicom`, longest side
-:data:`DICOM_DISPLAY` px, sizes from the header).
+Images come from a folder holding ``<image_id>.png`` (the 512 px PNGs; original sizes from an
+image table / meta.csv) or ``<image_id>.dicom`` / ``.dcm`` (read with
+:func:`data_prep.dicom.read_dicom`, longest side at most :data:`DICOM_DISPLAY` px, original
+sizes from the header).
 """
 from __future__ import annotations
 
@@ -36,14 +38,20 @@ from data_prep.boxes import Frame, to_frame  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-DICOM_DISPLAY = 1024          # longest side of a DICOM shown directly
-LEGEND_PX = 220               # width of the legend panel right of the image
+DICOM_DISPLAY = 1024          # longest side of a DICOM shown directly (never upscaled)
+LEGEND_PX = 240               # width of the legend panel right of the image
 DPI = 100
+FONT = 8                      # points; at DPI 100 one point is 1.39 px
+TRUTH_LW, PRED_LW, RATER_LW = 2.5, 2.0, 1.2       # points
+PRED_DASH = (0, (5, 3))
 RATER_STYLES = [(0, (1, 1)), (0, (4, 1, 1, 1)), (0, (6, 2)), (0, (2, 2, 6, 2)), (0, (1, 3))]
-_PALETTE = [  # 15 well separated colours (tab20 darks + a few), class 14 = grey
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
-    "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#7f7f7f",
+# 15 well separated colours (Trubetskoy's 20 distinct colours, greys and near-duplicates left
+# out), class 14 "No finding" = grey
+_PALETTE = [
+    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
+    "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#aaffc3", "#a9a9a9",
 ]
+IMAGE_EXTS = (".png", ".dicom", ".dcm")
 
 
 def class_color(class_id: int) -> str:
@@ -57,99 +65,173 @@ def class_rgb(class_id: int) -> tuple[int, int, int]:
     return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))
 
 
+def _text_color(class_id: int) -> str:
+    r, g, b = class_rgb(class_id)
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "white"
+
+
 # ----------------------------------------------------------------------------- image sources
 def find_image(source: str | os.PathLike, image_id: str) -> Path:
     """``source/<image_id>.png`` (preferred) or ``.dicom`` / ``.dcm`` / no extension."""
     src = Path(source)
-    for ext in (".png", ".dicom", ".dcm", ""):
+    for ext in IMAGE_EXTS + ("",):
         p = src / f"{image_id}{ext}"
         if p.is_file():
             return p
     raise FileNotFoundError(f"image {image_id!r}: no {image_id}.png/.dicom/.dcm under {src}")
 
 
-def load_display(image_id: str, source, images: pd.DataFrame | None = None) -> tuple[np.ndarray, Frame]:
-    """The image to draw on (uint8 HxW) and the :class:`Frame` mapping original pixels into it.
+def source_ids(source: str | os.PathLike) -> list[str]:
+    """Image ids of the ``.png`` / ``.dicom`` / ``.dcm`` files directly under ``source`` (sorted)."""
+    return sorted({p.stem for p in Path(source).iterdir() if p.suffix.lower() in IMAGE_EXTS})
 
-    PNG: the original size comes from ``images`` (columns height, width); without it the PNG is
-    taken to be the original. DICOM: the header gives the original size."""
+
+def _original_size(images: pd.DataFrame | None, image_id: str) -> tuple[int, int] | None:
+    if images is None or not {"height", "width"} <= set(images.columns):
+        return None
+    row = images.loc[images["image_id"].astype(str) == image_id]
+    if row.empty:
+        return None
+    h, w = row.iloc[0][["height", "width"]]
+    if pd.isna(h) or pd.isna(w) or h <= 0 or w <= 0:
+        return None
+    return int(h), int(w)
+
+
+def load_display(image_id: str, source, images: pd.DataFrame | None = None) -> tuple[np.ndarray, Frame]:
+    """The image to draw on (uint8 ``(h, w)``) and the :class:`Frame` mapping original pixels into it.
+
+    PNG: the original ``(height, width)`` comes from ``images`` (image table or meta.csv rows);
+    where it is unknown the PNG is taken to be the original (a warning says so). DICOM: the
+    header gives the original size; the image is shown with its longest side
+    ``min(DICOM_DISPLAY, original)``, aspect ratio kept."""
     path = find_image(source, image_id)
-    if path.suffix == ".png":
+    if path.suffix.lower() == ".png":
         import cv2
 
         img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if img is None:
             raise ValueError(f"{path}: not a readable PNG")
         ph, pw = img.shape
-        h, w = ph, pw
-        if images is not None and image_id in set(images["image_id"]):
-            row = images.loc[images["image_id"] == image_id].iloc[0]
-            h, w = int(row["height"]), int(row["width"])
-        return img, Frame(ph / h, pw / w, 0.0, 0.0, ph, pw)
-    from data_prep.dicom import read_dicom
+        hw = _original_size(images, image_id)
+        if hw is None:
+            log.warning("image %s: original size unknown (no meta row with height,width); boxes drawn as if "
+                        "the PNG %dx%d were the original", image_id, ph, pw)
+            hw = (ph, pw)
+        return img, Frame(ph / hw[0], pw / hw[1], 0.0, 0.0, ph, pw)
+    import pydicom
 
-    img, hdr = read_dicom(path, size=DICOM_DISPLAY, keep_ratio=True)
+    from data_prep.dicom import DicomReadError, read_dicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        longest = max(int(ds.Rows), int(ds.Columns))
+    except Exception as e:  # read_dicom below names the problem precisely
+        log.debug("%s: header read failed (%s)", path, e)
+        longest = DICOM_DISPLAY
+    try:
+        img, hdr = read_dicom(path, size=min(DICOM_DISPLAY, longest), keep_ratio=True)
+    except DicomReadError as e:
+        raise ValueError(str(e)) from e
     h, w = int(hdr["height"]), int(hdr["width"])
     return img, Frame(img.shape[0] / h, img.shape[1] / w, 0.0, 0.0, *img.shape)
 
 
 # ----------------------------------------------------------------------------- drawing
-def _draw(ax, boxes: pd.DataFrame, frame: Frame, linestyle, lw: float, label: bool, alpha=1.0):
+def names_dict(class_names) -> dict[int, str]:
+    """Class names as {class_id: name}, from a dict or a list indexed by class id (None -> {})."""
+    if class_names is None:
+        return {}
+    items = class_names.items() if isinstance(class_names, dict) else enumerate(class_names)
+    return {int(k): str(v) for k, v in items}
+
+
+def _short(name: str, n: int = 18) -> str:
+    return name if len(name) <= n else name[:n - 1] + "…"
+
+
+def _draw(ax, boxes: pd.DataFrame, frame: Frame, linestyle, lw: float, label: bool,
+          class_names: dict[int, str] | None = None, fontsize: float = FONT) -> None:
     if boxes is None or boxes.empty:
         return
     xy = to_frame(boxes[["x_min", "y_min", "x_max", "y_max"]].to_numpy(), frame)
-    for (x0, y0, x1, y1), cid, score in zip(xy, boxes["class_id"], boxes["score"]):
-        ls = linestyle if not callable(linestyle) else linestyle()
+    names = names_dict(class_names)
+    for (x0, y0, x1, y1), cid, cname, score in zip(xy, boxes["class_id"].astype(int), boxes["class_name"],
+                                                   boxes["score"]):
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=class_color(cid),
-                               linewidth=lw, linestyle=ls, antialiased=False, alpha=alpha))
+                               linewidth=lw, linestyle=linestyle, antialiased=False))
         if label:
-            ax.text(x0, max(y0 - 2, 0), f"{int(cid)} {score:.2f}", color="white", fontsize=7,
-                    va="bottom", ha="left",
-                    bbox=dict(facecolor=class_color(cid), edgecolor="none", pad=1, alpha=0.85))
+            text = f"{_short(str(names.get(cid, cname)))} {score:.2f}"
+            above = y0 > fontsize * 2.2        # room for the label above the box?
+            est = len(text) * fontsize * 0.62 * DPI / 72          # text width in px, roughly
+            right = x0 + est > ax.get_xlim()[1] and x1 - est >= 0  # would overflow on the right
+            ax.text(x1 if right else x0, y0 - lw if above else y0 + lw, text, color=_text_color(cid),
+                    fontsize=fontsize, va="bottom" if above else "top", ha="right" if right else "left",
+                    clip_on=True,
+                    bbox=dict(facecolor=class_color(cid), edgecolor="none", pad=1.0, alpha=0.85))
 
 
 def draw_on_axes(ax, img: np.ndarray, frame: Frame, truth=None, pred=None, raters=None,
-                 title: str | None = None) -> set[int]:
-    """Draw one image and its boxes on ``ax`` (data pixels = image pixels). Returns the class
-    ids drawn (for the legend). ``raters``: raw per-radiologist boxes (column ``rater``)."""
-    ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="auto",
-              extent=(0, img.shape[1], img.shape[0], 0))
+                 title: str | None = None, class_names: dict[int, str] | None = None,
+                 exact: bool = True, fontsize: float = FONT) -> tuple[set[int], list[str]]:
+    """Draw one image (uint8 ``(h, w)``) and its boxes on ``ax`` (data units = displayed pixels).
+
+    ``truth``/``pred``/``raters``: box tables in ORIGINAL pixels, already restricted to this
+    image (``raters``: raw per-radiologist boxes, column ``rater``). ``exact``: the axes has the
+    image's shape, draw unresampled (single overlays); otherwise keep the aspect and smooth
+    (gallery tiles). Returns (class ids drawn, radiologist ids in their style order)."""
+    rgb = np.repeat(np.asarray(img, dtype=np.uint8)[..., None], 3, axis=2)
+    ax.imshow(rgb, interpolation="nearest" if exact else "antialiased",
+              aspect="auto" if exact else "equal", extent=(0, img.shape[1], img.shape[0], 0))
     ax.set_xlim(0, img.shape[1])
     ax.set_ylim(img.shape[0], 0)
     ax.set_axis_off()
     used: set[int] = set()
+    rater_ids: list[str] = []
     if raters is not None and not raters.empty:
-        for i, (_, grp) in enumerate(raters.groupby("rater", sort=True)):
-            _draw(ax, grp, frame, RATER_STYLES[i % len(RATER_STYLES)], 1.2, False, alpha=0.9)
+        for i, (rid, grp) in enumerate(raters.groupby("rater", sort=True)):
+            _draw(ax, grp, frame, RATER_STYLES[i % len(RATER_STYLES)], RATER_LW, False)
+            rater_ids.append(str(rid))
         used |= set(raters["class_id"].astype(int))
     if truth is not None and not truth.empty:
-        _draw(ax, truth, frame, "-", 2.5, False)
+        _draw(ax, truth, frame, "-", TRUTH_LW, False)
         used |= set(truth["class_id"].astype(int))
     if pred is not None and not pred.empty:
-        _draw(ax, pred, frame, (0, (5, 3)), 2.0, True)
+        _draw(ax, pred, frame, PRED_DASH, PRED_LW, True, class_names, fontsize)
         used |= set(pred["class_id"].astype(int))
     if title:
-        ax.set_title(title, fontsize=8)
-    return used
+        ax.set_title(title, fontsize=fontsize, pad=3)
+    return used, rater_ids
 
 
-def _legend_handles(used: set[int], class_names: dict[int, str], raters: list[str] | None):
-    h = [Line2D([], [], color=class_color(c), lw=3, label=f"{c} {class_names.get(c, '')}".strip())
+def _legend_handles(used: set[int], class_names: dict[int, str], raters: list[str] | None,
+                    has_pred: bool = True):
+    h = [Line2D([], [], color=class_color(c), lw=4, label=f"{c} {_short(class_names.get(c, ''), 24)}".strip())
          for c in sorted(used)]
-    h += [Line2D([], [], color="black", lw=2, ls="-", label="truth (solid)"),
-          Line2D([], [], color="black", lw=2, ls=(0, (5, 3)), label="prediction (dashed)")]
+    if not used:
+        h.append(Line2D([], [], color="none", label="no boxes"))
+    h += [Line2D([], [], color="black", lw=TRUTH_LW, ls="-", label="truth (solid)")]
+    if has_pred:
+        h.append(Line2D([], [], color="black", lw=PRED_LW, ls=PRED_DASH, label="prediction (dashed)"))
     for i, r in enumerate(raters or []):
-        h.append(Line2D([], [], color="black", lw=1.2, ls=RATER_STYLES[i % len(RATER_STYLES)],
+        h.append(Line2D([], [], color="black", lw=RATER_LW, ls=RATER_STYLES[i % len(RATER_STYLES)],
                         label=f"radiologist {r}"))
     return h
 
 
+def _legend_px(n_entries: int, fontsize: float = FONT) -> int:
+    """Height in px a legend of ``n_entries`` lines (plus a two-line title) needs."""
+    line = fontsize * DPI / 72 * 1.55
+    return int(np.ceil(line * (n_entries + 3) + 16))
+
+
 def _save(fig, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent, prefix=f".{out.stem}.")
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=DPI)
+        fig.savefig(tmp, dpi=DPI, facecolor="white")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     finally:
         plt.close(fig)
@@ -158,92 +240,139 @@ def _save(fig, out: Path) -> Path:
     return out
 
 
+def _rows(t: pd.DataFrame | None, image_id: str) -> pd.DataFrame | None:
+    return None if t is None else t[t["image_id"].astype(str) == image_id]
+
+
 def render_image(image_id: str, source, out, images=None, truth=None, pred=None, raters=None,
                  class_names: dict[int, str] | None = None) -> Path:
-    """One PNG: the image at its own resolution, boxes, and a legend panel on the right.
+    """One PNG: the image at its displayed resolution, its boxes, a legend panel on the right.
 
-    The image occupies output pixels ``[0, W) x [0, H)`` exactly, so a box edge at displayed
-    x lands in output column x."""
+    The image occupies output pixels ``[0, W) x [0, H)`` exactly (RGB grey, unresampled), so a
+    box edge at displayed x lands in output column x; the legend is the ``LEGEND_PX`` columns
+    right of it, and the canvas grows below the image (white) when the legend is taller.
+    ``truth``/``pred``/``raters``: box tables (ORIGINAL pixels; rows of other images ignored);
+    callers filter predictions by confidence. Returns ``out`` (written atomically)."""
     img, frame = load_display(image_id, source, images)
-    sel = lambda t: None if t is None else t[t["image_id"] == image_id]  # noqa: E731
-    t, p, r = sel(truth), sel(pred), sel(raters)
+    t, p, r = _rows(truth, image_id), _rows(pred, image_id), _rows(raters, image_id)
+    names = names_dict(class_names)
+    for tab in (t, p, r):
+        if tab is not None and len(tab):
+            for c, n in zip(tab["class_id"].astype(int), tab["class_name"].astype(str)):
+                names.setdefault(c, n)
     h, w = img.shape
-    fig = plt.figure(figsize=((w + LEGEND_PX) / DPI, h / DPI), dpi=DPI)
-    ax = fig.add_axes((0, 0, w / (w + LEGEND_PX), 1))
-    used = draw_on_axes(ax, img, frame, t, p, r)
-    lax = fig.add_axes((w / (w + LEGEND_PX), 0, LEGEND_PX / (w + LEGEND_PX), 1))
+    fig_w = w + LEGEND_PX
+    fig = plt.figure(figsize=(fig_w / DPI, 1), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1))  # placed below, once the figure height is known
+    used, rater_ids = draw_on_axes(ax, img, frame, t, p, r, class_names=names)
+    handles = _legend_handles(used, names, rater_ids, has_pred=pred is not None)
+    fig_h = max(h, _legend_px(len(handles)))
+    fig.set_size_inches(fig_w / DPI, fig_h / DPI)
+    ax.set_position((0, 1 - h / fig_h, w / fig_w, h / fig_h))
+    lax = fig.add_axes((w / fig_w, 0, LEGEND_PX / fig_w, 1))
     lax.set_axis_off()
-    rater_ids = sorted(r["rater"].unique()) if r is not None and not r.empty else None
-    lax.legend(handles=_legend_handles(used, class_names or {}, rater_ids), loc="upper left",
-               fontsize=7, frameon=False, title=image_id[:20], title_fontsize=7)
+    title = image_id if len(image_id) <= 24 else f"{image_id[:24]}\n{image_id[24:48]}"
+    lax.legend(handles=handles, loc="upper left", fontsize=FONT, frameon=False, title=title,
+               title_fontsize=FONT, alignment="left", handlelength=2.6, borderaxespad=0.6)
     return _save(fig, Path(out))
 
 
 def render_gallery(image_ids: list[str], source, out, images=None, truth=None, pred=None,
                    class_names: dict[int, str] | None = None, captions: dict[str, str] | None = None,
                    tile: int = 320, title: str | None = None) -> Path:
-    """N images on one grid PNG (about ``tile`` px per image), one legend for the whole grid."""
+    """N images on one grid PNG (``tile`` px per image, a caption above each), one legend for
+    the whole grid in a panel on the right. Images keep their aspect ratio."""
     n = len(image_ids)
     if n == 0:
         raise ValueError("gallery: no images to show")
     cols = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * tile / DPI + 2.2, rows * (tile + 24) / DPI),
-                             dpi=DPI, squeeze=False)
+    cap_px, title_px, gap = 20, (34 if title else 6), 8
+    fig_w = cols * (tile + gap) + gap + LEGEND_PX
+    fig_h = rows * (tile + cap_px + gap) + title_px
+    fig = plt.figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)
     used: set[int] = set()
-    for ax, iid in zip(axes.ravel(), image_ids):
+    names = names_dict(class_names)
+    for k, iid in enumerate(image_ids):
+        r, c = divmod(k, cols)
+        x0 = gap + c * (tile + gap)
+        y_top = title_px + r * (tile + cap_px + gap) + cap_px
+        ax = fig.add_axes((x0 / fig_w, 1 - (y_top + tile) / fig_h, tile / fig_w, tile / fig_h))
         img, frame = load_display(iid, source, images)
-        sel = lambda t: None if t is None else t[t["image_id"] == iid]  # noqa: E731
-        cap = (captions or {}).get(iid, iid[:16])
-        used |= draw_on_axes(ax, img, frame, sel(truth), sel(pred), None, title=cap)
-    for ax in axes.ravel()[n:]:
-        ax.set_axis_off()
-    fig.subplots_adjust(left=0.01, right=1 - 2.2 / fig.get_figwidth(), top=0.95 if title else 0.98,
-                        bottom=0.01, wspace=0.05, hspace=0.15)
-    fig.legend(handles=_legend_handles(used, class_names or {}, None), loc="upper right",
-               fontsize=7, frameon=False)
+        t, p = _rows(truth, iid), _rows(pred, iid)
+        for tab in (t, p):
+            if tab is not None and len(tab):
+                for ci, nm in zip(tab["class_id"].astype(int), tab["class_name"].astype(str)):
+                    names.setdefault(ci, nm)
+        cap = (captions or {}).get(iid) or (f"{iid[:12]}  truth {0 if t is None else len(t)}"
+                                             + ("" if p is None else f", pred {len(p)}"))
+        u, _ = draw_on_axes(ax, img, frame, t, p, None, title=cap, class_names=names, exact=False,
+                            fontsize=7)
+        used |= u
+    lax = fig.add_axes(((fig_w - LEGEND_PX) / fig_w, 0, LEGEND_PX / fig_w, 1 - title_px / fig_h))
+    lax.set_axis_off()
+    lax.legend(handles=_legend_handles(used, names, None, has_pred=pred is not None), loc="upper left",
+               fontsize=FONT, frameon=False, handlelength=2.6)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=11, y=1 - 8 / fig_h, va="top")
     return _save(fig, Path(out))
 
 
 # ----------------------------------------------------------------------------- galleries
 def pick_gallery(kind: str, images: pd.DataFrame, truth: pd.DataFrame | None, pred: pd.DataFrame | None,
                  n: int = 16, seed: int = 0, iou_thr: float = 0.4, conf: float = 0.3,
-                 class_names: dict[int, str] | None = None) -> tuple[list[str], dict[str, str]]:
-    """Choose the gallery's image ids and a caption for each.
+                 class_names: dict[int, str] | None = None,
+                 normal_class: int | None = 14) -> tuple[list[str], dict[str, str]]:
+    """Choose the gallery's image ids (from ``images``) and a caption for each.
 
-    ``worst`` / ``best``: images ranked by what they cost the metric (see
-    :func:`detection.metrics.image_costs`: missed truth boxes and false positives weighted by
-    confidence); ``random``: a seeded sample; ``class=<name>``: images whose truth (or, without
-    truth, predictions) hold that class, most boxes first."""
-    ids = list(images["image_id"])
+    ``worst`` / ``best``: images ranked by what they cost the metric
+    (:func:`detection.metrics.image_costs` on predictions scored >= ``conf``: a missed truth box
+    costs 1, a false positive its confidence); worst = highest cost first, best = zero-cost
+    images with the most true positives first. ``random``: a seeded sample. ``class=<name>``
+    (or ``class=<id>``): images whose truth (or, without truth, predictions) hold that class,
+    most boxes first."""
+    ids = images["image_id"].astype(str).tolist()
     if kind in ("worst", "best"):
         if truth is None or pred is None:
             raise ValueError(f"gallery {kind!r} needs both --truth and --pred")
         from detection.metrics import image_costs
 
-        costs = image_costs(truth, pred[pred["score"] >= 0] if pred is not None else pred, ids, iou_thr=iou_thr)
-        costs = costs.sort_values(["cost", "image_id"], ascending=[kind == "best", True], kind="stable")
+        costs = image_costs(truth, pred, ids, iou_thr=iou_thr, conf_thr=conf, normal_class=normal_class)
+        if kind == "worst":
+            costs = costs[costs["cost"] > 0].sort_values("cost", ascending=False, kind="stable")
+            if costs.empty:
+                raise ValueError("gallery 'worst': no image costs anything (no missed truth, no false "
+                                 f"positive at conf >= {conf:g})")
+        else:
+            costs = costs.sort_values(["cost", "n_tp"], ascending=[True, False], kind="stable")
         sel = costs.head(n)
-        caps = {r.image_id: f"{r.image_id[:10]} cost {r.cost:.2f} (fn {int(r.n_fn)}, fp {int(r.n_fp)})"
-                for r in sel.itertuples()}
-        return list(sel["image_id"]), caps
+        caps = {r.image_id: f"{r.image_id[:8]} cost {r.cost:.2f} (fn {int(r.n_fn)}, fp {int(r.n_fp)}, "
+                            f"tp {int(r.n_tp)})" for r in sel.itertuples()}
+        return [str(i) for i in sel["image_id"]], caps
     if kind == "random":
         rng = np.random.default_rng(seed)
-        pick = list(rng.choice(ids, size=min(n, len(ids)), replace=False))
+        pick = [str(i) for i in rng.choice(np.array(ids, dtype=object), size=min(n, len(ids)), replace=False)]
         return pick, {}
     if kind.startswith("class="):
         name = kind.split("=", 1)[1]
         src = truth if truth is not None else pred
         if src is None:
             raise ValueError("gallery class=<name> needs --truth or --pred")
-        names = class_names or {}
-        match = [c for c, nm in names.items() if nm == name] or ([int(name)] if name.isdigit() else [])
+        names = names_dict(class_names)
+        names.update(dict(zip(src["class_id"].astype(int), src["class_name"].astype(str))))
+        match = [c for c, nm in names.items() if nm.lower() == name.lower()]
+        if not match and name.isdigit():
+            match = [int(name)]
         if not match:
             raise ValueError(f"gallery class={name!r}: unknown class; expected one of {sorted(names.values())}")
-        counts = src[src["class_id"].isin(match)].groupby("image_id").size().sort_values(ascending=False, kind="stable")
-        return list(counts.index[:n]), {i: f"{i[:12]} {name} x{c}" for i, c in counts.head(n).items()}
+        src = src[src["image_id"].astype(str).isin(set(ids))]
+        counts = (src[src["class_id"].isin(match)].groupby("image_id", sort=False).size()
+                  .sort_values(ascending=False, kind="stable"))
+        if counts.empty:
+            raise ValueError(f"gallery class={name!r}: no shown image has a box of that class")
+        label = names.get(match[0], name)
+        return ([str(i) for i in counts.index[:n]],
+                {str(i): f"{str(i)[:8]} {_short(label, 20)} x{c}" for i, c in counts.head(n).items()})
     raise ValueError(f"gallery {kind!r}: expected worst, best, random or class=<name>")
 
 
@@ -256,8 +385,10 @@ def add_arguments_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meta", help="image sizes (meta.csv image_id,height,width or image_id,dim0,dim1)")
     p.add_argument("--truth", help="truth: competition labels (train.csv / fused.csv / RSNA labels) or a box table")
     p.add_argument("--pred", help="predictions: a box table CSV or a submission CSV")
-    p.add_argument("--raters", action="store_true", help="draw each radiologist's raw boxes beside the fused truth")
+    p.add_argument("--raters", action="store_true",
+                   help="draw each radiologist's raw boxes beside the fused truth (--truth: a raw train.csv)")
     p.add_argument("--conf", type=float, default=0.3, help="hide predictions below this confidence")
+    p.add_argument("--iou", type=float, default=0.4, help="IoU of a match for the worst/best gallery")
     p.add_argument("--seed", type=int, default=0, help="seed of the random gallery")
     p.add_argument("--out", required=True, help="output folder")
 
@@ -266,23 +397,30 @@ def load_tables(truth_path=None, pred_path=None, meta=None, want_raters: bool = 
     """(images, truth, raw rater boxes, predictions, class names) from the files a user has.
 
     Truth and predictions are read by :mod:`detection.evaluate` (competition labels, fused.csv,
-    RSNA labels, box tables, submissions); a raw VinBigData train.csv is fused there. ``raw``
-    holds the per-radiologist boxes when ``want_raters`` and the truth file has them."""
-    from detection.evaluate import load_pred, load_truth
+    RSNA labels, box tables, submissions); a raw VinBigData train.csv is fused there (WBF, needs
+    ``meta``). ``raw`` holds the per-radiologist boxes when ``want_raters`` (the truth file must
+    be a raw train.csv with ``rad_id``). ``images`` is None without truth and meta."""
     from data_prep.datasets.common import read_meta
+    from detection.evaluate import load_pred, load_truth
 
     images = truth = raw = pred = None
+    if want_raters and not truth_path:
+        raise ValueError("--raters needs --truth: the raw VinBigData train.csv (with rad_id)")
     if truth_path:
         images, truth, _ = load_truth(truth_path, meta)
         if want_raters:
             cols = set(pd.read_csv(truth_path, nrows=0).columns)
-            if "rad_id" not in cols:
-                raise ValueError(f"--raters: {truth_path} has no rad_id column; give the raw train.csv")
+            if "rad_id" not in cols or "n_raters" in cols:
+                raise ValueError(f"--raters: {truth_path} is not a raw VinBigData train.csv (columns {sorted(cols)}); "
+                                 "expected one row per radiologist with rad_id and no n_raters")
             from data_prep.datasets import vinbigdata
 
             raw = vinbigdata.load(truth_path, meta)[1]
     elif meta:
         images = read_meta(meta, str(meta))
+    if meta and images is not None and not _sizes_known(images):
+        images = images.drop(columns=["height", "width"], errors="ignore").merge(
+            read_meta(meta, str(meta))[["image_id", "height", "width"]], on="image_id", how="left")
     if pred_path:
         pred = load_pred(pred_path)
     names: dict[int, str] = {}
@@ -292,20 +430,32 @@ def load_tables(truth_path=None, pred_path=None, meta=None, want_raters: bool = 
     return images, truth, raw, pred, names
 
 
+def _sizes_known(images: pd.DataFrame) -> bool:
+    return {"height", "width"} <= set(images.columns) and bool((images["height"] > 0).all())
+
+
 def run_show(args) -> int:
+    if not args.image and not args.gallery:
+        raise ValueError("nothing to show: give --image ID (repeatable) and/or --gallery KIND")
     images, truth, raw, pred, names = load_tables(args.truth, args.pred, args.meta, want_raters=args.raters)
+    on_disk = source_ids(args.source)
     if images is None:
-        ids = [p.stem for p in sorted(Path(args.source).iterdir()) if p.suffix in (".png", ".dicom", ".dcm")]
-        images = pd.DataFrame({"image_id": ids})
+        images = pd.DataFrame({"image_id": on_disk})
     if pred is not None:
         pred = pred[(pred["score"] >= args.conf) & (pred["class_id"] != 14)]
     out = Path(args.out)
     written = []
     if args.gallery:
-        ids, caps = pick_gallery(args.gallery, images, truth, pred, n=args.n, seed=args.seed, class_names=names)
-        name = args.gallery.replace("=", "_").replace("/", "_")
+        have = images["image_id"].astype(str).isin(set(on_disk))
+        if not have.all():
+            log.warning("gallery: %d of %d images are not under %s; left out", int((~have).sum()), len(images),
+                        args.source)
+        ids, caps = pick_gallery(args.gallery, images[have], truth, pred, n=args.n, seed=args.seed,
+                                 iou_thr=args.iou, conf=args.conf, class_names=names)
+        name = args.gallery.replace("=", "_").replace("/", "_").replace(" ", "_")
+        plural = "s" if len(ids) != 1 else ""
         written.append(render_gallery(ids, args.source, out / f"gallery_{name}.png", images, truth, pred,
-                                      names, caps, title=f"{args.gallery} {len(ids)} images"))
+                                      names, caps, title=f"{args.gallery}: {len(ids)} image{plural}"))
     failed = []
     for iid in args.image:
         try:
@@ -313,8 +463,6 @@ def run_show(args) -> int:
                                         raw if args.raters else None, names))
         except (FileNotFoundError, ValueError) as e:
             failed.append(f"{iid}: {e}")
-    if not args.image and not args.gallery:
-        raise ValueError("nothing to show: give --image ID (repeatable) and/or --gallery KIND")
     for w in written:
         print(w)
     for f in failed:

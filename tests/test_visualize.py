@@ -1,0 +1,261 @@
+"""detection.visualize: pixels of the drawn overlays (image placed exactly, class colour on the
+box edges, solid truth vs dashed predictions, legend swatches), the DICOM and PNG paths placing a
+box on the same anatomy, gallery picking by hand-computed costs, and `cxrdet show` end to end."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_prep.boxes import make_boxes
+from detection import visualize as V
+from detection.cli import main
+
+GREY = 128
+
+
+def rgb(path) -> np.ndarray:
+    im = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert im is not None, path
+    return im[:, :, ::-1]
+
+
+def is_colour(px: np.ndarray, class_id: int, tol: int = 3) -> np.ndarray:
+    """(..., 3) pixels -> bool: equal to the class colour within ``tol`` per channel."""
+    return (np.abs(px.astype(int) - np.array(V.class_rgb(class_id))) <= tol).all(-1)
+
+
+def write_png(folder, image_id, img):
+    folder.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(folder / f"{image_id}.png"), img)
+
+
+# ----------------------------------------------------------------------------- colours
+def test_class_colours_fixed_distinct_and_not_grey():
+    assert V.class_color(0) == "#e6194b" and V.class_rgb(0) == (230, 25, 75)
+    assert V.class_rgb(3) == (67, 99, 216)
+    cols = [V.class_rgb(c) for c in range(15)]
+    assert len(set(cols)) == 15
+    assert V.class_rgb(15) == V.class_rgb(0)                       # cycles
+    for c in range(14):                                            # findings never look grey
+        assert max(cols[c]) - min(cols[c]) >= 40, (c, cols[c])
+
+
+# ----------------------------------------------------------------------------- placement + edges
+@pytest.mark.parametrize("hw", [(157, 211), (256, 256), (301, 199)])
+def test_image_occupies_top_left_pixels_exactly(tmp_path, hw):
+    h, w = hw
+    img = np.random.default_rng(h).integers(0, 256, hw, dtype=np.uint8)
+    write_png(tmp_path / "src", "a", img)
+    out = V.render_image("a", tmp_path / "src", tmp_path / "o.png")
+    o = rgb(out)
+    assert o.shape[1] == w + V.LEGEND_PX and o.shape[0] >= h
+    for ch in range(3):
+        assert np.array_equal(o[:h, :w, ch], img)                  # grey levels, unresampled
+
+
+@pytest.fixture
+def drawn(tmp_path):
+    """A 200x300 grey PNG of a 400x600 original (scale 0.5): truth class 4 at original
+    (100, 80, 300, 240) -> PNG (50, 40, 150, 120); prediction class 7 at original
+    (360, 200, 560, 360) -> PNG (180, 100, 280, 180)."""
+    write_png(tmp_path / "src", "x", np.full((200, 300), GREY, np.uint8))
+    images = pd.DataFrame({"image_id": ["x"], "height": [400], "width": [600]})
+    truth = make_boxes("x", 4, "Consolidation", [[100, 80, 300, 240]])
+    pred = make_boxes("x", 7, "Lung Opacity", [[360, 200, 560, 360]], score=0.87)
+    out = V.render_image("x", tmp_path / "src", tmp_path / "x.png", images, truth, pred,
+                         class_names={4: "Consolidation", 7: "Lung Opacity"})
+    return rgb(out)
+
+
+def test_truth_edge_has_class_colour_solid(drawn):
+    o = drawn
+    left = o[50:111, 50]                        # x = 50, rows inside the box's vertical span
+    top = o[40, 60:141]
+    right, bottom = o[50:111, 150], o[120, 60:141]
+    for edge in (left, top, right, bottom):
+        assert is_colour(edge, 4).all()         # solid: every pixel along the edge
+    assert (o[80, 100] == GREY).all()           # not filled
+    assert (o[80, 44] == GREY).all() and (o[80, 156] == GREY).all()   # lines ~3.5 px wide
+
+
+def test_prediction_edge_dashed_in_class_colour(drawn):
+    o = drawn
+    left = is_colour(o[105:176, 180], 7)        # x = 180, inside the vertical span
+    bottom = is_colour(o[180, 185:276], 7)
+    for edge in (left, bottom):
+        assert 0.3 < edge.mean() < 0.9, edge.mean()   # dashes and gaps
+    assert (o[140, 230] == GREY).all()
+
+
+def test_legend_swatches_and_names(drawn):
+    legend = drawn[:, 300:]
+    assert is_colour(legend, 4).sum() > 20 and is_colour(legend, 7).sum() > 20
+    assert not is_colour(legend, 0).any()
+    labels = [h.get_label() for h in V._legend_handles({4, 7}, {4: "Consolidation", 7: "Lung Opacity"}, ["R8"])]
+    assert labels == ["4 Consolidation", "7 Lung Opacity", "truth (solid)", "prediction (dashed)",
+                      "radiologist R8"]
+
+
+def test_canvas_grows_for_a_tall_legend(tmp_path):
+    write_png(tmp_path / "src", "s", np.full((60, 80), GREY, np.uint8))
+    boxes = make_boxes("s", range(6), [f"c{i}" for i in range(6)], [[5 + 10 * i, 5, 10 + 10 * i, 50] for i in range(6)])
+    names = [f"class {i}" for i in range(15)]          # a list by class id works like a dict
+    assert V.names_dict(names)[5] == "class 5" and V.names_dict({"2": "x"}) == {2: "x"}
+    o = rgb(V.render_image("s", tmp_path / "src", tmp_path / "s.png", None, boxes, class_names=names))
+    assert o.shape[0] > 60 and (o[60:, :80] == 255).all()           # white below the image
+    assert (o[:60, 0] == GREY).all()
+    assert all(is_colour(o[:, 80:], c).sum() > 10 for c in range(6))
+
+
+# ----------------------------------------------------------------------------- DICOM vs PNG
+@pytest.fixture(scope="module")
+def vin(tmp_path_factory):
+    """8 phantom DICOMs (longest side 300) + their 160 px square PNGs + meta.csv."""
+    from data_prep.convert import convert_folder
+    from data_prep.synth import synth_vinbigdata
+
+    d = tmp_path_factory.mktemp("vin")
+    synth_vinbigdata(d / "vin", n=8, n_test=0, size=300, seed=5)
+    convert_folder(d / "vin" / "train", d / "png", size=160, workers=1, progress=False)
+    truth = pd.read_csv(d / "vin" / "train_truth.csv", dtype={"image_id": str})
+    return {"dir": d, "dicom": d / "vin" / "train", "png": d / "png", "meta": d / "png" / "meta.csv",
+            "train": d / "vin" / "train.csv", "truth_csv": d / "vin" / "train_truth.csv",
+            "truth": truth[truth["class_id"] < 14]}
+
+
+def edge_centre(mask: np.ndarray, axis: int) -> float:
+    """Centre of the first run of lines (columns if axis=0) where a box edge runs: lines holding
+    at least half the class-coloured pixels of the fullest line (the crossing edges hold few)."""
+    counts = mask.sum(axis)
+    hits = np.flatnonzero(counts >= max(8, counts.max() / 2))
+    assert len(hits), "no edge found"
+    run = hits[: np.argmax(np.diff(np.concatenate([hits, [10 ** 9]])) > 1) + 1]
+    return float(run.mean())
+
+
+def test_dicom_and_png_paths_put_box_on_same_anatomy(vin, tmp_path):
+    meta = pd.read_csv(vin["meta"], dtype={"image_id": str})
+    row = vin["truth"].iloc[0]
+    iid, cid = row["image_id"], int(row["class_id"])
+    truth = make_boxes(iid, cid, row["class_name"], [row[["x_min", "y_min", "x_max", "y_max"]].to_numpy(float)])
+    h, w = meta.set_index("image_id").loc[iid, ["height", "width"]]
+    rel = {}
+    crops = {}
+    for kind in ("png", "dicom"):
+        out = V.render_image(iid, vin[kind], tmp_path / f"{kind}.png", meta, truth)
+        o = rgb(out)
+        disp = V.load_display(iid, vin[kind], meta)[0]
+        dh, dw = disp.shape
+        if kind == "png":
+            assert (dh, dw) == (160, 160)
+        else:
+            assert (dh, dw) == (h, w)          # shown at its own size (<= DICOM_DISPLAY, never upscaled)
+        mask = is_colour(o[:dh, :dw], cid)
+        rel[kind] = (edge_centre(mask, 0) / dw, edge_centre(mask, 1) / dh)
+        expect = (row["x_min"] / w, row["y_min"] / h)
+        assert np.allclose(rel[kind], expect, atol=0.015), (kind, rel, expect)
+        x0, y0, x1, y1 = (np.array([row["x_min"], row["y_min"], row["x_max"], row["y_max"]]) * np.tile([dw / w, dh / h], 2))
+        x0, y0, x1, y1 = np.round([x0, y0, x1, y1]).astype(int)
+        mx, my = (x1 - x0) // 6, (y1 - y0) // 6           # inside the box, clear of the lines
+        crops[kind] = cv2.resize(o[y0 + my:y1 - my, x0 + mx:x1 - mx, 0], (32, 32), interpolation=cv2.INTER_AREA)
+    assert abs(rel["png"][0] - rel["dicom"][0]) < 0.015 and abs(rel["png"][1] - rel["dicom"][1]) < 0.015
+    a, b = (crops[k].astype(float).ravel() for k in ("png", "dicom"))
+    assert np.corrcoef(a, b)[0, 1] > 0.9                    # the same lesion inside the box
+
+
+# ----------------------------------------------------------------------------- gallery picking
+@pytest.fixture
+def costs_case():
+    """a: matched (.9) -> cost 0, tp 1; b: 2 truth, 1 matched, FP .8 -> 1 + .8 = 1.8;
+    c: no truth, FP .5 -> 0.5; d: 1 truth missed, FP .2 below conf .3 ignored -> 1."""
+    images = pd.DataFrame({"image_id": list("abcd"), "height": 100, "width": 100})
+    truth = make_boxes(list("abbd"), [0, 0, 3, 0], ["A", "A", "C", "A"],
+                       [[10, 10, 40, 40], [10, 10, 40, 40], [50, 50, 90, 90], [10, 10, 40, 40]])
+    pred = make_boxes(list("abbcd"), [0, 0, 5, 0, 0], ["A", "A", "E", "A", "A"],
+                      [[11, 10, 40, 41], [10, 10, 40, 40], [60, 0, 90, 20], [10, 10, 40, 40], [10, 10, 40, 40]],
+                      score=[0.9, 0.7, 0.8, 0.5, 0.2])
+    return images, truth, pred
+
+
+def test_pick_worst_best_by_hand_costs(costs_case):
+    images, truth, pred = costs_case
+    ids, caps = V.pick_gallery("worst", images, truth, pred, n=16, conf=0.3)
+    assert ids == ["b", "d", "c"]                       # a costs nothing: not in the worst gallery
+    assert caps["b"] == "b cost 1.80 (fn 1, fp 1, tp 1)"
+    assert caps["c"] == "c cost 0.50 (fn 0, fp 1, tp 0)"
+    assert V.pick_gallery("worst", images, truth, pred, n=2, conf=0.3)[0] == ["b", "d"]
+    best, _ = V.pick_gallery("best", images, truth, pred, n=2, conf=0.3)
+    assert best == ["a", "c"]                           # zero cost first, then the cheapest
+    assert V.pick_gallery("worst", images, truth, pred, n=4, conf=0.1)[0] == ["b", "c"]   # d's .2 box now a TP
+    with pytest.raises(ValueError, match="needs both"):
+        V.pick_gallery("worst", images, truth, None)
+
+
+def test_pick_random_and_class(costs_case):
+    images, truth, pred = costs_case
+    r1, _ = V.pick_gallery("random", images, truth, pred, n=3, seed=1)
+    assert len(r1) == 3 == len(set(r1)) and set(r1) <= set("abcd")
+    assert r1 == V.pick_gallery("random", images, truth, pred, n=3, seed=1)[0]
+    assert sorted(V.pick_gallery("random", images, None, None, n=9)[0]) == list("abcd")
+    ids, caps = V.pick_gallery("class=a", images, truth, pred)          # case-insensitive name
+    assert ids == ["a", "b", "d"] and caps["b"] == "b A x1"            # one box each: table order
+    more = pd.concat([truth, truth[truth["image_id"] == "d"]])
+    assert V.pick_gallery("class=A", images, more, pred, n=2) == (["d", "a"], {"d": "d A x2", "a": "a A x1"})
+    assert V.pick_gallery("class=3", images, truth, pred)[0] == ["b"]
+    assert V.pick_gallery("class=E", images, None, pred)[0] == ["b"]    # no truth: predictions
+    with pytest.raises(ValueError, match=r"unknown class.*\['A', 'C'\]"):
+        V.pick_gallery("class=Nodule", images, truth, pred)
+    with pytest.raises(ValueError, match="expected worst, best, random"):
+        V.pick_gallery("median", images, truth, pred)
+
+
+# ----------------------------------------------------------------------------- CLI end to end
+def test_cli_show_images_raters_and_galleries(vin, tmp_path, capsys):
+    d = vin["dir"]
+    truth = vin["truth"]
+    iid = truth["image_id"].value_counts().index[0]
+    # predictions: every truth box shifted a little (TP) + one confident FP of another class
+    pred = truth.rename(columns={"rad_id": "rater"}).copy()
+    pred[["x_min", "x_max"]] += 3
+    pred["score"] = 0.8
+    fp = pred.iloc[[0]].assign(class_id=3, class_name="Cardiomegaly", score=0.95, y_min=200.0, y_max=260.0)
+    low = pred.iloc[[0]].assign(class_id=9, class_name="Other lesion", score=0.1)
+    pd.concat([pred, fp, low]).drop(columns=["n_raters"]).to_csv(d / "pred.csv", index=False)
+    out = tmp_path / "show"
+    base = ["show", "--source", str(vin["png"]), "--meta", str(vin["meta"]), "--truth", str(vin["train"]),
+            "--pred", str(d / "pred.csv"), "--out", str(out)]
+    assert main(base + ["--image", iid, "--image", "nope"]) == 1     # one bad id: the rest still drawn
+    plain = rgb(out / f"{iid}.png")
+    assert main(base + ["--image", iid, "--raters"]) == 0
+    rat = rgb(out / f"{iid}.png")
+    assert "1 of 2 images failed" in capsys.readouterr().out
+    cls = sorted(truth.loc[truth["image_id"] == iid, "class_id"].astype(int))
+    img_px = slice(0, 160)
+    for c in cls:                    # raw radiologist boxes add class-coloured pixels beside the fused box
+        assert is_colour(rat[img_px, img_px], c).sum() > is_colour(plain[img_px, img_px], c).sum()
+    assert not is_colour(plain[img_px, img_px], 9).any()           # below --conf: hidden
+    for kind, n in (("worst", 16), ("random", 4), (f"class={truth['class_name'].iloc[0]}", 4)):
+        assert main(base + ["--gallery", kind, "--n", str(n)]) == 0, kind
+    worst = rgb(out / "gallery_worst.png")
+    assert is_colour(worst, 3).sum() > 50                            # the FP's class is in the gallery
+    rnd = rgb(out / "gallery_random.png")
+    assert rnd.shape[1] == 2 * (320 + 8) + 8 + V.LEGEND_PX           # 4 images -> 2 x 2 grid
+    cname = truth["class_name"].iloc[0].replace("/", "_").replace(" ", "_")
+    assert (out / f"gallery_class_{cname}.png").is_file()
+    # DICOM source, no meta needed
+    assert main(["show", "--source", str(vin["dicom"]), "--truth", str(vin["truth_csv"]), "--image", iid,
+                 "--out", str(tmp_path / "dcm")]) == 0
+    assert any(is_colour(rgb(tmp_path / "dcm" / f"{iid}.png"), c).sum() > 50 for c in cls)
+
+
+def test_cli_show_errors(vin, tmp_path, capsys):
+    src = ["--source", str(vin["png"]), "--out", str(tmp_path)]
+    assert main(["show", *src]) == 2
+    assert "nothing to show" in capsys.readouterr().err
+    assert main(["show", *src, "--image", "x", "--raters"]) == 2
+    assert "--raters needs --truth" in capsys.readouterr().err
+    assert main(["show", *src, "--image", "x", "--raters", "--truth", str(vin["truth_csv"]),
+                 "--meta", str(vin["meta"])]) == 2
+    assert "not a raw VinBigData train.csv" in capsys.readouterr().err
