@@ -189,7 +189,6 @@ def test_train_classifier_one_epoch(tmp_path):
     assert YOLO(str(best)).names == {0: "abnormal", 1: "normal"}
 
 
-@pytest.mark.slow
 def test_resume_continues_a_killed_run(tmp_path):
     """Kill after epoch 1 of 3 (exception in a callback), then resume=true finishes epochs 2-3."""
     from detection.train import train_detector
