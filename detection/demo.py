@@ -48,7 +48,7 @@ def _step(name: str, timings: dict):
 
 
 def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, seed: int = 0,
-             overrides: list[str] | None = None) -> dict:
+         overrides: list[str] | None = None, n: int | None = None, weights_dir=None) -> dict:
     """Run every stage on the embedded dataset into ``out``; return paths and headline numbers."""
     from data_prep.config import load_config
     from data_prep.prep import prep
@@ -63,8 +63,11 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     if dataset not in FLAVOURS:
         raise ValueError(f"demo dataset {dataset!r}; expected one of {sorted(FLAVOURS)}")
     cfg_name, det_name, cls_name, metric, n_train, n_test = FLAVOURS[dataset]
-    det = WEIGHTS / det_name
-    clf = WEIGHTS / cls_name if cls_name else None
+    if n is not None:
+        n_train, n_test = n, max(2, n // 4)
+    wdir = Path(weights_dir) if weights_dir else WEIGHTS
+    det = wdir / det_name
+    clf = wdir / cls_name if cls_name else None
     for w in (det, clf):
         if w is not None and not w.is_file():
             raise FileNotFoundError(f"{w}: shipped weights missing (see weights/README.md to re-train them)")
@@ -186,8 +189,10 @@ def add_arguments_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (re-used steps are skipped)")
     p.add_argument("--epochs", type=int, default=1, help="fine-tune epochs of the training step")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=None, help="train images to synthesise (default 240 vinbigdata, 160 rsna)")
+    p.add_argument("--weights-dir", default=None, help="folder with the shipped weights (default weights/)")
 
 
 def run_demo(args) -> int:
-    demo(args.dataset, args.out, args.epochs, args.seed, args.overrides)
+    demo(args.dataset, args.out, args.epochs, args.seed, args.overrides, args.n, args.weights_dir)
     return 0

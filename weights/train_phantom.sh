@@ -28,7 +28,7 @@ meta[meta["image_id"].isin(ids)].to_csv(work / "meta.csv", index=False)
 print(f"{len(ids)} images ({n_ab} abnormal) -> {work}/labels.csv")
 PY
 # 2. phantoms at those real boxes (all images go to train; the held-out set is fold 0)
-$CX synth vinbigdata "$WORK/data" --labels "$WORK/labels.csv" --meta "$WORK/meta.csv" --n "$N" --n-test 0 --size 1024 --seed 11
+[ -f "$WORK/data/train.csv" ] || $CX synth vinbigdata "$WORK/data" --labels "$WORK/labels.csv" --meta "$WORK/meta.csv" --n "$N" --n-test 0 --size 1024 --seed 11
 # 3. PNGs, fused boxes, folds, YOLO dataset
 $CX prep phantom --data "$WORK/data" --out "$WORK/prep"
 # 4. detector and 2-class filter on fold 0 (held out)

@@ -27,7 +27,7 @@ df[df["patientId"].isin(ids)].to_csv(work / "labels.csv", index=False)
 info[info["patientId"].isin(ids)].to_csv(work / "class_info.csv", index=False)
 print(f"{len(ids)} patients ({n_pos} positive) -> {work}/labels.csv")
 PY
-$CX synth rsna "$WORK/data" --labels "$WORK/labels.csv" --meta "$WORK/class_info.csv" --n "$N" --n-test 0 --seed 11
+[ -f "$WORK/data/stage_2_train_labels.csv" ] || $CX synth rsna "$WORK/data" --labels "$WORK/labels.csv" --meta "$WORK/class_info.csv" --n "$N" --n-test 0 --seed 11
 $CX prep rsna_phantom --data "$WORK/data" --out "$WORK/prep"
 $CX train rsna_phantom --prep "$WORK/prep" --fold 0 project="$WORK/runs" name=det
 cp "$WORK/runs/det/weights/best.pt" weights/rsna_phantom_yolo11n.pt
