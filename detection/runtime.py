@@ -18,6 +18,9 @@ What it does, once per process (idempotent):
   DejaVuSans, or matplotlib's bundled copy (always in the venv).
 * ``settings["sync"] = False`` (no analytics / crash reports).
 
+Everything lives in ``os.environ`` and files, so the processes ultralytics starts itself (DDP
+workers for ``device=0,1``) inherit it without importing this module.
+
 Not covered (ultralytics, GPU only): ``check_amp`` on a CUDA device tries to fetch ``yolo26n.pt``
 once per training run; offline that fails fast and ultralytics logs "AMP checks skipped" and keeps
 AMP on. Pass ``yolo_args: {amp: false}`` to skip it entirely.

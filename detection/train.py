@@ -15,7 +15,8 @@
   overwrites it. ``resume=true`` continues a killed run from ``<project>/<name>/weights/last.pt``
   (ultralytics restores every training argument from that checkpoint).
 * ``device``: ``cpu``, ``0`` or ``0,1``; several GPUs train with ultralytics' own DDP (it re-launches
-  itself under ``torch.distributed.run``; callbacks passed in Python do not reach those workers).
+  itself under ``torch.distributed.run``; the workers inherit the offline environment from
+  :mod:`detection.runtime`, but callbacks passed in Python do not reach them).
 * ``yolo_args`` (a dict in the config) is passed to ``YOLO.train`` as it is, last, so it can override
   anything above (``lr0``, ``mosaic``, ``fliplr``, ``amp``, ``workers``...).
 """
