@@ -101,7 +101,8 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     fold0 = images[images["image_id"].isin(set(folds.loc[folds["fold"] == 0, "image_id"]))]
     pkw = dict(tta=False, conf=float(cfg["conf"]), imgsz=int(cfg["imgsz"]), classifier=clf,
                cls_imgsz=int(cfg["cls_imgsz"]), low=float(cfg["cls_low"]), high=float(cfg["cls_high"]),
-               normal_class=(14, "No finding") if vin else None)
+               normal_class=(14, "No finding") if vin else None, size=int(cfg["size"]),
+               keep_ratio=bool(cfg["keep_ratio"]))
     with _step("predict: held-out fold 0 (PNG) and the test split (straight from DICOM)", timings):
         src0 = out / "fold0_images"
         src0.mkdir(exist_ok=True)

@@ -76,7 +76,13 @@ def test_the_guard_sees_ultralytics_font_download(tmp_path, monkeypatch, no_netw
     import detection.runtime  # noqa: F401
     import ultralytics.utils.checks as checks
 
+    from matplotlib import font_manager
+
     monkeypatch.setattr(checks, "USER_CONFIG_DIR", tmp_path)
+    # check_font also looks in matplotlib's font list, where ultralytics registers our Arial.ttf once
+    # anything in this process has plotted: hide those entries so the lookup falls through to a download.
+    monkeypatch.setattr(font_manager.fontManager, "ttflist",
+                        [f for f in font_manager.fontManager.ttflist if "Arial" not in f.fname])
     checks.check_font("Arial.ttf")
     assert no_network, "check_font made no network attempt: this guard would not catch one"
 
