@@ -199,6 +199,18 @@ def _stratified(ids_ab: list, ids_no: list, n: int, frac: float, rng) -> list:
     return [pick[i] for i in rng.permutation(len(pick))]
 
 
+def _split_real(abnormal: pd.Series, n: int, n_test: int, rng) -> tuple[list, list]:
+    """Disjoint train / test id lists sampled from real ids (``abnormal``: id -> bool, sorted by id),
+    each keeping the file's abnormal fraction (see :func:`_stratified`)."""
+    ids_ab, ids_no = list(abnormal.index[abnormal]), list(abnormal.index[~abnormal])
+    frac = len(ids_ab) / max(1, len(abnormal))
+    train = _stratified(ids_ab, ids_no, n, frac, rng)
+    chosen = set(train)
+    test = _stratified([i for i in ids_ab if i not in chosen], [i for i in ids_no if i not in chosen],
+                       n_test, frac, rng)
+    return train, test
+
+
 def _resolve(labels, meta, names: tuple[str, str]) -> tuple:
     if labels is not None and str(labels) == "embedded":
         return DATA_DIR / names[0], DATA_DIR / names[1]
@@ -275,12 +287,7 @@ def _vin_plans_real(labels, meta, n, n_test, size, rng) -> dict:
     dims = met.drop_duplicates("image_id").set_index("image_id")[["dim0", "dim1"]]
     lab = lab[lab["image_id"].isin(dims.index)]
     ab = lab.groupby("image_id", sort=True)["class_id"].apply(lambda s: bool((s < NORMAL_ID).any()))
-    ids_ab, ids_no = list(ab.index[ab]), list(ab.index[~ab])
-    frac = len(ids_ab) / max(1, len(ab))
-    train = _stratified(ids_ab, ids_no, n, frac, rng)
-    chosen = set(train)
-    test = _stratified([i for i in ids_ab if i not in chosen], [i for i in ids_no if i not in chosen],
-                       n_test, frac, rng)
+    train, test = _split_real(ab, n, n_test, rng)
     by_id = dict(tuple(lab.groupby("image_id", sort=False)))
     plans = {}
     for split, ids in (("train", train), ("test", test)):
@@ -375,12 +382,7 @@ def _rsna_plans_real(labels, class_info, n, n_test, rng) -> dict:
         ci = _read_csv(class_info).drop_duplicates("patientId")
         info = dict(zip(ci["patientId"], ci["class"]))
     pos = lab.groupby("patientId", sort=True)["Target"].max().astype(bool)
-    ids_ab, ids_no = list(pos.index[pos]), list(pos.index[~pos])
-    frac = len(ids_ab) / max(1, len(pos))
-    train = _stratified(ids_ab, ids_no, n, frac, rng)
-    chosen = set(train)
-    test = _stratified([i for i in ids_ab if i not in chosen], [i for i in ids_no if i not in chosen],
-                       n_test, frac, rng)
+    train, test = _split_real(pos, n, n_test, rng)
     by_id = dict(tuple(lab.groupby("patientId", sort=False)))
     plans = {}
     for split, ids in (("train", train), ("test", test)):
