@@ -53,6 +53,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pydicom
+from pydicom import config as pydicom_config
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -87,7 +88,7 @@ def header_fields(ds) -> dict:
     ``BitsStored`` is an int, ``PixelSpacing`` a ``"row|col"`` string, the rest strings."""
     out = {"height": int(ds.Rows), "width": int(ds.Columns)}
     for key in HEADER_FIELDS:
-        value = ds.get(key)
+        value = _get_unvalidated(ds, key)
         if value is None or value == "":
             continue
         if key == "BitsStored":
@@ -99,6 +100,26 @@ def header_fields(ds) -> dict:
             value = str(value)
         out[key] = value
     return out
+
+
+@contextlib.contextmanager
+def unvalidated():
+    """pydicom's value validation off (reading and writing) inside the block: real files hold
+    non-conformant values (RSNA's PatientAge is a bare "51", not the AS form "051Y") and the header
+    fields cxrdet reads are informational, so they are kept as written instead of logging a
+    warning per file."""
+    s = pydicom_config.settings
+    modes = s.reading_validation_mode, s.writing_validation_mode
+    s.reading_validation_mode = s.writing_validation_mode = pydicom_config.IGNORE
+    try:
+        yield
+    finally:
+        s.reading_validation_mode, s.writing_validation_mode = modes
+
+
+def _get_unvalidated(ds, key: str):
+    with unvalidated():
+        return ds.get(key)
 
 
 # ----------------------------------------------------------------------------- pixel steps

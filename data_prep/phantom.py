@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import cv2
@@ -21,6 +20,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, generate_uid
+
+from data_prep.dicom import unvalidated
 
 _j2k_log = logging.getLogger("openjpeg.encode")
 RENDER_MAX = 768          # phantoms are drawn with longest side <= this, then resized
@@ -296,8 +297,7 @@ def write_rsna_dicom(path: Path, img: np.ndarray, patient_id: str, rng: np.rando
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
     ds.PatientID = ds.PatientName = patient_id
     ds.PatientSex = str(rng.choice(["M", "F"]))
-    with warnings.catch_warnings():   # the real RSNA files hold a bare number, not the AS form "043Y"
-        warnings.simplefilter("ignore")
+    with unvalidated():  # the real RSNA files hold a bare number, not the AS form "043Y"
         ds.PatientAge = str(int(rng.integers(10, 90)))
     ds.ViewPosition = str(rng.choice(["PA", "AP"]))
     ds.PixelSpacing = [float(rng.choice([0.143, 0.168, 0.139])), ] * 2
