@@ -31,9 +31,15 @@ PY
 [ -f "$WORK/data/train.csv" ] || $CX synth vinbigdata "$WORK/data" --labels "$WORK/labels.csv" --meta "$WORK/meta.csv" --n "$N" --n-test 0 --size 1024 --seed 11
 # 3. PNGs, fused boxes, folds, YOLO dataset
 $CX prep phantom --data "$WORK/data" --out "$WORK/prep"
-# 4. detector and 2-class filter on fold 0 (held out)
-$CX train phantom --prep "$WORK/prep" --fold 0 project="$WORK/runs" name=det
-$CX train-cls phantom --prep "$WORK/prep" --fold 0 project="$WORK/runs" name=cls
-cp "$WORK/runs/det/weights/best.pt" weights/vinbig_phantom_yolo11n.pt
+# 4. detector on fold 0 (held out): 20 epochs from scratch, then 15 more from its last checkpoint
+#    (a second schedule: warm-up, mosaic off for its last 10 epochs), while the 2-class filter
+#    trains beside it (ultralytics uses one torch thread per process on a 2-core CPU)
+R="$WORK/runs"
+[ -f "$R/det/weights/best.pt" ] || $CX train phantom --prep "$WORK/prep" --fold 0 project="$R" name=det
+[ -f "$R/det2/weights/best.pt" ] || $CX train phantom --prep "$WORK/prep" --fold 0 project="$R" name=det2 \
+    model="$R/det/weights/last.pt" epochs=15 &
+[ -f "$R/cls/weights/best.pt" ] || $CX train-cls phantom --prep "$WORK/prep" --fold 0 project="$R" name=cls
+wait
+cp "$WORK/runs/det2/weights/best.pt" weights/vinbig_phantom_yolo11n.pt
 cp "$WORK/runs/cls/weights/best.pt" weights/vinbig_phantom_cls.pt
 echo "weights written: weights/vinbig_phantom_yolo11n.pt weights/vinbig_phantom_cls.pt"
