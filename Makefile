@@ -36,7 +36,8 @@ browser:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
 
 bench: setup
-	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py && $(PY) bench/infer.py
+	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py \
+	  && $(PY) bench/infer.py --weights weights/vinbig_phantom_yolo11n.pt && bash bench/demo.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

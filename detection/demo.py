@@ -166,7 +166,8 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     print(f"   HTML report     {res['report']}")
     print(f"   pictures        {res['pictures']}")
     print(f"   metrics         {out / 'metrics_fold0.json'}  {out / 'metrics_test.json'}")
-    print(f"   {metric} mAP: held-out fold 0 {res['map_fold0']:.3f} | test split {res['map_test']:.3f}"
+    label = "RSNA score (TP/(TP+FP+FN), IoU 0.40:0.75)" if metric == "rsna" else f"{metric} mAP@0.4"
+    print(f"   {label}: held-out fold 0 {res['map_fold0']:.3f} | test split {res['map_test']:.3f}"
           + (f" | radiologists {res['rater_baseline']:.3f}" if "rater_baseline" in res else ""))
     return res
 
