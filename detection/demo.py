@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "weights"
 FLAVOURS = {
-    # dataset: (config, detector, classifier, metric, n_train, n_test)
-    "vinbigdata": ("phantom", "vinbig_phantom_yolo11n.pt", "vinbig_phantom_cls.pt", "vinbigdata", 240, 60),
-    "rsna": ("rsna_phantom", "rsna_phantom_yolo11n.pt", None, "rsna", 160, 40),
+    # dataset: (config, detectors (several = a WBF ensemble), classifier, metric, n_train, n_test)
+    "vinbigdata": ("phantom", ("vinbig_phantom_yolo11n.pt",), "vinbig_phantom_cls.pt", "vinbigdata", 240, 60),
+    "rsna": ("rsna_phantom", ("rsna_phantom_yolo11n.pt",), None, "rsna", 160, 40),
 }
 
 
@@ -62,13 +62,13 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
 
     if dataset not in FLAVOURS:
         raise ValueError(f"demo dataset {dataset!r}; expected one of {sorted(FLAVOURS)}")
-    cfg_name, det_name, cls_name, metric, n_train, n_test = FLAVOURS[dataset]
+    cfg_name, det_names, cls_name, metric, n_train, n_test = FLAVOURS[dataset]
     if n is not None:
         n_train, n_test = n, max(2, n // 4)
     wdir = Path(weights_dir) if weights_dir else WEIGHTS
-    det = wdir / det_name
+    dets = [wdir / d for d in det_names]
     clf = wdir / cls_name if cls_name else None
-    for w in (det, clf):
+    for w in (*dets, clf):
         if w is not None and not w.is_file():
             raise FileNotFoundError(f"{w}: shipped weights missing (see weights/README.md to re-train them)")
     out = Path(out).resolve()
@@ -92,14 +92,15 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         print(f"   {paths.get('summary', '')}" if isinstance(paths.get("summary"), str) else "", end="")
 
     with _step(f"train: fine-tune the shipped detector {finetune_epochs} epoch(s) on fold 0", timings):
-        tcfg = dict(cfg, model=str(det), epochs=int(finetune_epochs), name="finetune_fold0",
+        tcfg = dict(cfg, model=str(dets[0]), epochs=int(finetune_epochs), name="finetune_fold0",
                     yolo_args={**(cfg.get("yolo_args") or {}), "plots": False, "val": False})
         res["finetuned"] = str(train_detector(tcfg, pdir, fold=0))
 
     folds = pd.read_csv(pdir / "folds.csv", dtype={"image_id": str})
     images = pd.read_csv(pdir / "images.csv", dtype={"image_id": str})
     fold0 = images[images["image_id"].isin(set(folds.loc[folds["fold"] == 0, "image_id"]))]
-    pkw = dict(tta=False, conf=float(cfg["conf"]), imgsz=int(cfg["imgsz"]), classifier=clf,
+    pkw = dict(tta=bool(cfg["tta"]), ens_iou=float(cfg["ens_iou"]), ens_skip=float(cfg["ens_skip"]),
+               conf=float(cfg["conf"]), imgsz=int(cfg["imgsz"]), classifier=clf,
                cls_imgsz=int(cfg["cls_imgsz"]), low=float(cfg["cls_low"]), high=float(cfg["cls_high"]),
                normal_class=(14, "No finding") if vin else None, size=int(cfg["size"]),
                keep_ratio=bool(cfg["keep_ratio"]))
@@ -110,10 +111,10 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
             link = src0 / Path(p).name
             if not link.exists():
                 link.symlink_to(Path(p).resolve())
-        pred0 = predict(det, src0, pdir / "meta.csv", **pkw)
+        pred0 = predict(dets, src0, pdir / "meta.csv", **pkw)
         pred0.to_csv(out / "pred_fold0.csv", index=False)
         test_dir = data / cfg["test_dir"]
-        pred_t = predict(det, test_dir, None, **pkw)
+        pred_t = predict(dets, test_dir, None, **pkw)
         pred_t.to_csv(out / "pred_test.csv", index=False)
 
     fmt = "vinbigdata" if vin else "rsna"

@@ -1,0 +1,41 @@
+"""`cxrdet demo` wiring on a small embedded set, with the shipped weights (what `make demo` runs)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from detection.demo import FLAVOURS, WEIGHTS
+
+
+def _shipped(dataset: str) -> bool:
+    _, dets, cls, *_ = FLAVOURS[dataset]
+    return all((WEIGHTS / w).is_file() for w in (*dets, cls) if w)
+
+
+@pytest.mark.parametrize("dataset", ["vinbigdata", "rsna"])
+def test_demo_end_to_end_small(tmp_path, dataset):
+    if not _shipped(dataset):
+        pytest.fail(f"shipped weights for {dataset} are missing from weights/ (see weights/README.md)")
+    from detection.demo import demo
+    from detection.submission import validate_submission
+
+    out = tmp_path / "demo"
+    res = demo(dataset, out, finetune_epochs=1, n=16)
+    # every output the demo announces exists
+    for key in ("submission", "report", "finetuned"):
+        assert Path(res[key]).is_file(), key
+    data = out / "data"
+    sample = data / ("sample_submission.csv" if dataset == "vinbigdata" else "stage_2_sample_submission.csv")
+    assert validate_submission(res["submission"], sample, dataset) == []
+    sub = pd.read_csv(res["submission"])
+    assert len(sub) == len(pd.read_csv(sample))
+    for name in ("metrics_fold0.json", "metrics_test.json"):
+        m = json.loads((out / name).read_text())
+        assert m["metric"] == dataset and 0.0 <= m["mAP"] <= 1.0 and m["n_images"] > 0
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    assert set(json.loads((out / "demo.json").read_text())["timings"]) == set(res["timings"])
+    assert len(list((out / "pictures").glob("*.png"))) >= 1 or dataset == "rsna"
