@@ -83,7 +83,17 @@ def test_the_guard_sees_ultralytics_font_download(tmp_path, monkeypatch, no_netw
     # anything in this process has plotted: hide those entries so the lookup falls through to a download.
     monkeypatch.setattr(font_manager.fontManager, "ttflist",
                         [f for f in font_manager.fontManager.ttflist if "Arial" not in f.fname])
-    checks.check_font("Arial.ttf")
+    # check_font is lru-cached (under a ThreadingLocked wrapper): a training earlier in this process
+    # has cached its answer
+    fn = checks.check_font
+    while not hasattr(fn, "cache_clear") and hasattr(fn, "__wrapped__"):
+        fn = fn.__wrapped__
+    cache_clear = getattr(fn, "cache_clear", lambda: None)
+    cache_clear()
+    try:
+        checks.check_font("Arial.ttf")
+    finally:
+        cache_clear()  # do not leave the tmp_path answer behind for later tests
     assert no_network, "check_font made no network attempt: this guard would not catch one"
 
 
