@@ -9,21 +9,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from pydicom.data import get_testdata_file
 
 from data_prep.convert import PARTIAL, convert_folder, dicom_paths
 from detection.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-from test_dicom import make_ds, ramp, save  # noqa: E402  (tests/ is on sys.path under pytest)
-
-
-def tfile(name: str) -> str:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} not shipped")
-    return path
+from test_dicom import make_ds, ramp, save, tfile  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 @pytest.fixture()
