@@ -24,7 +24,7 @@ import detection.predict as P
 from data_prep.boxes import BOX_COLUMNS, Frame, frame_for, keep_ratio_size, to_frame
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import make_prep, tiny_cfg  # noqa: E402
+from test_train import make_prep  # noqa: E402
 
 NAMES = {0: "Aortic enlargement", 1: "Atelectasis"}
 
