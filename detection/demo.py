@@ -58,7 +58,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     from detection.report import build_report
     from detection.submission import validate_submission, write_submission
     from detection.train import train_detector
-    from detection.visualize import render_image
+    from detection.visualize import pick_gallery, render_gallery, render_image
 
     if dataset not in FLAVOURS:
         raise ValueError(f"demo dataset {dataset!r}; expected one of {sorted(FLAVOURS)}")
@@ -154,6 +154,17 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         ab = list(tb[tb["image_id"].isin(set(fold0["image_id"]))]["image_id"].unique()[:4])
         for iid in ab:
             render_image(iid, pdir / "images", pics / f"{iid}.png", images, tb, shown, None, names)
+        t0 = tb[tb["image_id"].isin(set(fold0["image_id"]))]
+        try:
+            worst, caps = pick_gallery("worst", fold0, t0, pred0, n=12, conf=0.3, class_names=names,
+                                       normal_class=14 if vin else None)
+        except ValueError as e:  # nothing missed and no confident false positive: no gallery to show
+            print(f"   no worst-images gallery: {e}")
+            worst = []
+        if worst:
+            res["gallery"] = str(render_gallery(worst, pdir / "images", pics / "gallery_worst.png", images, t0,
+                                                shown, names, caps, title=f"held-out fold 0: the {len(worst)} "
+                                                "images that cost the metric most"))
         rep = build_report(tb[tb["image_id"].isin(set(fold0["image_id"]))], pred0, fold0, pdir / "images",
                            out / "report.html", metric, 0.4, 14 if vin else None, names, baseline,
                            title=f"cxrdet demo ({dataset} phantoms): held-out fold 0")
@@ -165,7 +176,8 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     print("\n== cxrdet demo finished in %.0f s" % total)
     print(f"   submission      {res['submission']}")
     print(f"   HTML report     {res['report']}")
-    print(f"   pictures        {res['pictures']}")
+    print(f"   pictures        {res['pictures']}" + (f"  (worst-images gallery: {Path(res['gallery']).name})"
+                                                          if "gallery" in res else ""))
     print(f"   metrics         {out / 'metrics_fold0.json'}  {out / 'metrics_test.json'}")
     label = "RSNA score (TP/(TP+FP+FN), IoU 0.40:0.75)" if metric == "rsna" else f"{metric} mAP@0.4"
     print(f"   {label}: held-out fold 0 {res['map_fold0']:.3f} | test split {res['map_test']:.3f}"
