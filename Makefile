@@ -23,8 +23,9 @@ setup: $(STAMP)
 test: setup
 	$(PY) -m pytest -q -m "not slow" --timeout=900
 
+# Longer training tests, if any are marked `slow` (pytest exits 5 when none is collected).
 test-slow: setup
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
 demo: setup
 	$(VENV)/bin/cxrdet demo $(DATASET)
