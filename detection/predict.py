@@ -45,6 +45,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from data_prep.boxes import BOX_COLUMNS, Frame, denormalize_xyxy, empty_boxes, from_frame, make_boxes, normalize_xyxy
+from data_prep.datasets.common import read_meta as common_read_meta
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,11 @@ PNG_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 # ----------------------------------------------------------------------------- sources
 def read_meta(path: str | os.PathLike) -> pd.DataFrame:
-    """``image_id, height, width`` (+ ``png_height, png_width`` when present) from either meta form."""
-    df = pd.read_csv(path, dtype={"image_id": str})
-    if "height" not in df and {"dim0", "dim1"} <= set(df.columns):
-        df = df.rename(columns={"dim0": "height", "dim1": "width"})
-    missing = [c for c in ("image_id", "height", "width") if c not in df]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected image_id,height,width[,png_height,"
-                         "png_width] (convert's meta.csv) or image_id,dim0,dim1")
+    """``image_id``-indexed ``height, width`` (+ ``png_height, png_width`` when present) from either
+    meta form, validated by :func:`data_prep.datasets.common.read_meta`."""
+    df = common_read_meta(path, str(path))
     keep = [c for c in ("image_id", "height", "width", "png_height", "png_width") if c in df]
-    return df[keep].drop_duplicates("image_id").set_index("image_id")
+    return df[keep].set_index("image_id")
 
 
 def list_source(source: str | os.PathLike, meta: str | os.PathLike | None = None) -> pd.DataFrame:

@@ -66,18 +66,15 @@ def read_sizes(meta) -> pd.DataFrame:
 
     Accepts ``image_id,dim0,dim1`` (the VinBigData meta files: dim0 = rows = height) or
     ``image_id,height,width`` (convert's meta.csv, the image table); ``patientId`` is taken as
-    the image id. Returns int64 sizes, one row per image_id."""
-    df = meta if isinstance(meta, pd.DataFrame) else pd.read_csv(meta, dtype={"image_id": str, "patientId": str})
-    src = "image table" if isinstance(meta, pd.DataFrame) else str(meta)
-    df = df.rename(columns={"patientId": "image_id", "dim0": "height", "dim1": "width"})
-    missing = [c for c in ("image_id", "height", "width") if c not in df]
-    if missing:
-        raise ValueError(f"{src}: missing column(s) {missing}; expected image_id,dim0,dim1 or "
-                         "image_id,height,width")
-    out = df[["image_id", "height", "width"]].copy()
-    out["image_id"] = out["image_id"].astype(str)
-    out = out.drop_duplicates("image_id", keep="first")
-    return out.astype({"height": "int64", "width": "int64"}).reset_index(drop=True)
+    the image id. Validated by :func:`data_prep.datasets.common.read_meta` (int64 sizes, one row
+    per image_id)."""
+    from data_prep.datasets.common import read_meta
+
+    name = "image table" if isinstance(meta, pd.DataFrame) else str(meta)
+    if not isinstance(meta, pd.DataFrame):
+        meta = pd.read_csv(meta, dtype={"image_id": str, "patientId": str})
+    df = read_meta(meta.rename(columns={"patientId": "image_id"}), name)
+    return df[["image_id", "height", "width"]].reset_index(drop=True)
 
 
 def _sample_ids(sample) -> list[str]:
