@@ -29,6 +29,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from data_prep.dicom import HEADER_FIELDS, output_size, read_dicom
+from data_prep.atomic import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +136,6 @@ def _read_meta(dst: Path) -> dict[str, dict]:
     return rows
 
 
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def _meta_frame(rows: list[dict]) -> pd.DataFrame:
     cols = META_COLUMNS + [k for k in HEADER_FIELDS if any(k in r for r in rows)]
     df = pd.DataFrame(rows, columns=cols)
@@ -212,10 +207,10 @@ def convert_folder(src: str | os.PathLike, dst: str | os.PathLike, size: int | N
     rows = {**known, **{r["image_id"]: r for r in new_rows}}
     rows = [r for i, r in rows.items() if (dst / f"{i}.png").is_file()]
     if rows:
-        _atomic_csv(_meta_frame(rows), dst / META)
+        write_csv(_meta_frame(rows), dst / META)
     (dst / PARTIAL).unlink(missing_ok=True)
     if result.errors:
-        _atomic_csv(pd.DataFrame(sorted(result.errors), columns=["path", "error"]), dst / ERRORS)
+        write_csv(pd.DataFrame(sorted(result.errors), columns=["path", "error"]), dst / ERRORS)
         for path, err in result.errors[:5]:
             log.warning("%s", err if path in err else f"{path}: {err}")
     else:

@@ -67,15 +67,6 @@ def _names(class_names) -> dict[int, str]:
     return {i: str(n) for i, n in enumerate(class_names)}
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _swap_dir(tmp: Path, final: Path) -> None:
     """Put the finished folder ``tmp`` in place of ``final`` (old one moved aside, then removed)."""
     old = final.with_name(f".{final.name}.old.{os.getpid()}")

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from ensemble_boxes import nms, non_maximum_weighted, soft_nms
 
+from data_prep.atomic import write_csv
 from data_prep.boxes import BOX_COLUMNS, COORDS, as_box_table, denormalize_xyxy, empty_boxes, make_boxes, normalize_xyxy
 
 log = logging.getLogger(__name__)
@@ -381,16 +380,7 @@ def write_competition_csv(fused: pd.DataFrame, images: pd.DataFrame, path) -> Pa
         "n_raters": readers.astype("Int64"),
     })
     out = pd.concat([rows, nrows], ignore_index=True)[COMPETITION_COLUMNS]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            out.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = write_csv(out, path)
     log.info("wrote %s: %d finding rows, %d normal images", path, len(rows), len(nrows))
     return path
 

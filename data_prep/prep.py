@@ -39,6 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep.config import load_config
+from data_prep.atomic import write_csv, write_text
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,8 @@ def read_table(path) -> pd.DataFrame:
     return df
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def _write_json(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def file_stamp(path) -> list | None:
@@ -197,7 +190,7 @@ def _convert(run: _Run, src: Path) -> None:
                                  workers=cfg["workers"], overwrite=False)
             log.info("prep convert: %s", res.summary())
             meta = read_table(images_dir / "meta.csv")
-            _write_csv(meta, out / "meta.csv")
+            write_csv(meta, out / "meta.csv")
             return {"mode": mode, "n_sources": len(files), "n_converted": res.n_converted,
                     "n_skipped": res.n_skipped, "n_errors": len(res.errors),
                     "errors": [list(e) for e in res.errors[:20]]}
@@ -237,7 +230,7 @@ def _link_pngs(pngs: list[Path], images_dir: Path, meta_path: Path) -> dict:
     if errors:
         log.warning("prep convert: %d unreadable PNG(s), e.g. %s", len(errors), errors[0])
     meta = pd.DataFrame(rows, columns=["image_id", "height", "width", "png_height", "png_width"])
-    _write_csv(meta, meta_path)
+    write_csv(meta, meta_path)
     return {"mode": "png", "n_sources": len(pngs), "n_linked": len(rows), "n_errors": len(errors),
             "errors": errors[:20]}
 
@@ -302,8 +295,8 @@ def _load(run: _Run) -> None:
             raise ValueError(f"prep load: image {images.loc[bad, 'image_id'].iloc[0]!r} has height x width "
                              f"{images.loc[bad, 'height'].iloc[0]} x {images.loc[bad, 'width'].iloc[0]}; "
                              f"expected sizes from {meta}")
-        _write_csv(images, out / "images.csv")
-        _write_csv(boxes, out / "boxes.csv")
+        write_csv(images, out / "images.csv")
+        write_csv(boxes, out / "boxes.csv")
         n_unused = int((~png["image_id"].isin(set(images["image_id"]))).sum())
         if n_unused:
             log.info("prep load: %d PNG(s) without labels are not used", n_unused)
@@ -325,7 +318,7 @@ def _fuse(run: _Run) -> None:
         images, boxes = read_table(out / "images.csv"), read_table(out / "boxes.csv")
         fused = fuse(boxes, images, method=cfg["fusion"], iou_thr=cfg["fusion_iou"],
                      skip_box_thr=cfg["fusion_skip"], conf_type=cfg["fusion_conf_type"])
-        _write_csv(fused, out / "fused_boxes.csv")
+        write_csv(fused, out / "fused_boxes.csv")
         if competition:
             write_competition_csv(fused, images, out / "fused.csv")
         return {"dropped": dict(fused.attrs.get("dropped", {}))}
@@ -343,7 +336,7 @@ def _folds(run: _Run) -> None:
 
         folds = make_folds(read_table(out / "images.csv"), read_table(out / "fused_boxes.csv"),
                            k=cfg["folds"], seed=cfg["seed"])
-        _write_csv(folds, out / "folds.csv")
+        write_csv(folds, out / "folds.csv")
 
     run.step("folds", fp, ["folds.csv"], do)
 

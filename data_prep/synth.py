@@ -47,7 +47,6 @@ Everything is deterministic for a seed (byte-identical CSVs and pixel arrays).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from data_prep.phantom import LOOKS, render, write_rsna_dicom, write_vin_dicom  # noqa: F401 (LOOKS re-exported)
+from data_prep.atomic import write_csv
 
 try:
     from data_prep.datasets.vinbigdata import CLASSES, NORMAL_ID, NORMAL_NAME
@@ -111,12 +111,6 @@ def _truth_rows(image_id: str, findings) -> list[dict]:
         return [dict(image_id=image_id, class_name=NORMAL_NAME, class_id=NORMAL_ID, rad_id="", n_raters=3)]
     return [dict(image_id=image_id, class_name=CLASSES[c], class_id=c, rad_id="", n_raters=k,
                  **dict(zip(COORDS, np.round(b, 1)))) for c, b, k in findings]
-
-
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _vin_frame(rows: list[dict], with_n: bool = False) -> pd.DataFrame:
@@ -245,11 +239,11 @@ def synth_vinbigdata(out, n: int = 60, n_test: int | None = None, size: int | No
             truth += _truth_rows(image_id, findings)
             images.append(dict(image_id=image_id, height=h, width=w, path=str(path), **flav))
         if split == "train":
-            _write_csv(_vin_frame(rows), out / "train.csv")
+            write_csv(_vin_frame(rows), out / "train.csv")
         else:
             sub = pd.DataFrame({"image_id": [i["image_id"] for i in images], "PredictionString": "14 1 0 0 1 1"})
-            _write_csv(sub, out / "sample_submission.csv")
-        _write_csv(_vin_frame(truth, with_n=True), out / f"{split}_truth.csv")
+            write_csv(sub, out / "sample_submission.csv")
+        write_csv(_vin_frame(truth, with_n=True), out / f"{split}_truth.csv")
         result[split] = pd.DataFrame(images)
     log.info("wrote %d train + %d test VinBigData phantoms to %s", n, n_test, out)
     return result
@@ -331,11 +325,11 @@ def synth_rsna(out, n: int = 60, n_test: int | None = None, seed: int = 0, label
             images.append(dict(image_id=pid, height=1024, width=1024, path=str(path)))
         lab = pd.DataFrame(rows, columns=RSNA_COLUMNS)
         if split == "train":
-            _write_csv(lab, out / "stage_2_train_labels.csv")
-            _write_csv(pd.DataFrame(info, columns=["patientId", "class"]), out / "stage_2_detailed_class_info.csv")
+            write_csv(lab, out / "stage_2_train_labels.csv")
+            write_csv(pd.DataFrame(info, columns=["patientId", "class"]), out / "stage_2_detailed_class_info.csv")
         else:
-            _write_csv(lab, out / "stage_2_test_labels.csv")
-            _write_csv(pd.DataFrame({"patientId": [i["image_id"] for i in images], "PredictionString": ""}),
+            write_csv(lab, out / "stage_2_test_labels.csv")
+            write_csv(pd.DataFrame({"patientId": [i["image_id"] for i in images], "PredictionString": ""}),
                        out / "stage_2_sample_submission.csv")
         result[split] = pd.DataFrame(images)
     log.info("wrote %d train + %d test RSNA phantoms to %s", n, n_test, out)
@@ -434,7 +428,7 @@ def make_subset(shared, out=DATA_DIR, n_vin: int = 300, frac_abnormal: float = 0
     written["rsna_subset_labels.csv"] = rl[rl["patientId"].isin(pids)].sort_values("patientId", kind="stable")
     written["rsna_subset_class_info.csv"] = ci[ci["patientId"].isin(pids)].sort_values("patientId")
     for name, df in written.items():
-        _write_csv(df, out / name)
+        write_csv(df, out / name)
     return {k: len(v) for k, v in written.items()}
 
 

@@ -24,13 +24,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from data_prep.boxes import BOX_COLUMNS, as_box_table, make_boxes
+from data_prep.atomic import write_text
 from detection import metrics as M
 
 log = logging.getLogger(__name__)
@@ -266,17 +266,9 @@ def format_image_level(il: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_json(res: dict, path) -> Path:
     path = Path(path)
-    _atomic_write_text(path, json.dumps(to_jsonable(res), indent=2) + "\n")
+    write_text(path, json.dumps(to_jsonable(res), indent=2) + "\n")
     return path
 
 

@@ -24,12 +24,12 @@ import csv
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from data_prep.atomic import write_csv
 from data_prep.boxes import BOX_COLUMNS, as_box_table, make_boxes, empty_boxes, validate_boxes, xyxy_to_xywh
 
 log = logging.getLogger(__name__)
@@ -133,18 +133,6 @@ def _snap(xyxy: np.ndarray, hw: np.ndarray | None, decimals: int) -> np.ndarray:
     return np.round(b, decimals) + 0.0
 
 
-def _atomic_write(df: pd.DataFrame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        df.to_csv(tmp, index=False, lineterminator="\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ----------------------------------------------------------------------------- write
 def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, images=None,
                      decimals: int = 1, conf_decimals: int = 6) -> Path:
@@ -221,7 +209,7 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
             strings[uniq[c]] = " ".join(parts[lo:hi])
     pstr = [strings.get(i, empty) for i in ids]
     sub = pd.DataFrame({id_col: ids, "PredictionString": pstr})
-    _atomic_write(sub, out)
+    write_csv(sub, out, lineterminator="\n")
     log.info("wrote %s: %d images, %d boxes, %d without prediction", out, len(ids), len(pred),
              sum(i not in strings for i in ids))
     return out
