@@ -24,9 +24,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode of a new file
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike, **to_csv) -> Path:
@@ -39,5 +46,5 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike, **to_csv) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """``Path(path).write_text(text)`` through :func:`atomic_path`."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)

@@ -4,7 +4,6 @@ no pyplot state, so the report can run in worker threads.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from data_prep.atomic import atomic_path
+
 DPI = 100
 NO_FINDING_COLOR = "#c8c8c8"
 _MPL = tuple(int(x) for x in re.findall(r"\d+", matplotlib.__version__)[:2])
@@ -21,9 +22,8 @@ _MPL = tuple(int(x) for x in re.findall(r"\d+", matplotlib.__version__)[:2])
 
 def _save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as PNG to a temp name beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     return path
 
 

@@ -13,7 +13,6 @@ import base64
 import html
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -23,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from data_prep.atomic import write_text  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -157,17 +158,7 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
                          "and no false positive.</p>")
         doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmpf = tempfile.mkstemp(suffix=".html.tmp", dir=out.parent, prefix=f".{out.stem}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(doc)
-        os.chmod(tmpf, 0o644)
-        os.replace(tmpf, out)
-    finally:
-        if os.path.exists(tmpf):
-            os.unlink(tmpf)
-    return out
+    return write_text(out, doc)
 
 
 def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:

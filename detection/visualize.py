@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -34,6 +33,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from data_prep.atomic import atomic_path  # noqa: E402
 from data_prep.boxes import Frame, to_frame  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -226,17 +226,11 @@ def _legend_px(n_entries: int, fontsize: float = FONT) -> int:
 
 
 def _save(fig, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent, prefix=f".{out.stem}.")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=DPI, facecolor="white")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI, facecolor="white")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
 
 

@@ -23,3 +23,11 @@ def test_failure_keeps_old_file_and_removes_temp(tmp_path):
             raise RuntimeError("killed mid-write")
     assert p.read_text() == "old"
     assert [q.name for q in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_written_file_has_the_usual_mode(tmp_path):
+    import os
+    p = write_text(tmp_path / "r.html", "<html></html>")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask
