@@ -4,13 +4,21 @@ Each stage module exposes ``add_arguments_<cmd>(parser)`` and ``run_<cmd>(args) 
 with ``-`` as ``_``). Only the chosen stage's module is imported, so ``cxrdet convert`` never pays
 for importing torch. Bare ``key=value`` tokens are collected into ``args.overrides`` for the
 config merge (defaults < CONFIG < command line, see ``data_prep/config.py``).
+
+The error boundary: every failure a user can cause ends as ONE line
+``cxrdet STAGE: error: <file or argument>: <what is wrong, what was expected>`` and exit status 2
+(see ``data_prep/errors.py``); anything else is one line saying it is an internal error, status 1.
+``--debug`` anywhere on the command line (or ``CXRDET_DEBUG=1``) prints the traceback as well.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
+import warnings
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,12 +44,18 @@ def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: cxrdet STAGE [args] [key=value ...]", "", "stages:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "cxrdet STAGE --help shows a stage's arguments."]
+    lines += ["", "cxrdet STAGE --help shows a stage's arguments; --debug (or CXRDET_DEBUG=1) shows tracebacks."]
     return "\n".join(lines)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("CXRDET_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
@@ -49,21 +63,34 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"cxrdet: unknown stage {cmd!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[cmd][0])
-    fn = cmd.replace("-", "_")
-    parser = argparse.ArgumentParser(prog=f"cxrdet {cmd}", description=COMMANDS[cmd][1])
-    getattr(module, f"add_arguments_{fn}")(parser)
-    args, unknown = parser.parse_known_args(rest)
-    bad = [t for t in unknown if "=" not in t or t.startswith("-")]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)}")
-    args.overrides = [t for t in unknown if t not in bad]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    saved = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _one_line_warning
     try:
+        module = importlib.import_module(COMMANDS[cmd][0])
+        fn = cmd.replace("-", "_")
+        parser = argparse.ArgumentParser(prog=f"cxrdet {cmd}", description=COMMANDS[cmd][1])
+        getattr(module, f"add_arguments_{fn}")(parser)
+        args, unknown = parser.parse_known_args(rest)
+        bad = [t for t in unknown if "=" not in t or t.startswith("-")]
+        if bad:
+            parser.error(f"unrecognized arguments: {' '.join(bad)}")
+        args.overrides = [t for t in unknown if t not in bad]
+        args.debug = debug
         return int(getattr(module, f"run_{fn}")(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"cxrdet {cmd}: error: {e}", file=sys.stderr)
-        return 2
+    except SystemExit:
+        raise
+    except BaseException as e:  # the boundary: one line, the traceback only with --debug
+        from data_prep.errors import user_message
+
+        line, status = user_message(e)
+        if debug:
+            traceback.print_exc()
+        print(f"cxrdet {cmd}: error: {line}", file=sys.stderr)
+        return status
+    finally:
+        warnings.formatwarning = saved
 
 
 if __name__ == "__main__":
