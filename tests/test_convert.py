@@ -184,3 +184,23 @@ def test_cli_exit_status_and_summary(mixed_src, good_src, tmp_path, capsys):
     empty.mkdir()
     assert main(["convert", str(empty), str(tmp_path / "o3")]) == 2
     assert main(["convert", str(tmp_path / "nowhere"), str(tmp_path / "o4")]) == 2
+
+
+def test_keep_ratio_run_after_square_run_redoes_the_pngs(tmp_path):
+    """Resume must compare the PNG with what THIS run asks for: square then keep-ratio into one
+    folder re-converts, and keep-ratio then square does too."""
+    src = tmp_path / "src"
+    src.mkdir()
+    save(make_ds(ramp(600, 400)), src / "tall.dcm")
+    dst = tmp_path / "out"
+    convert_folder(src, dst, size=64, workers=1, progress=False)
+    assert cv2.imread(str(dst / "tall.png"), cv2.IMREAD_UNCHANGED).shape == (64, 64)
+    res = convert_folder(src, dst, size=64, keep_ratio=True, workers=1, progress=False)
+    assert (res.n_converted, res.n_skipped) == (1, 0)
+    assert cv2.imread(str(dst / "tall.png"), cv2.IMREAD_UNCHANGED).shape == (64, 43)
+    assert pd.read_csv(dst / "meta.csv").loc[0, ["png_height", "png_width"]].tolist() == [64, 43]
+    res = convert_folder(src, dst, size=64, keep_ratio=True, workers=1, progress=False)   # same: reused
+    assert (res.n_converted, res.n_skipped) == (0, 1)
+    res = convert_folder(src, dst, size=64, workers=1, progress=False)                    # back to square
+    assert (res.n_converted, res.n_skipped) == (1, 0)
+    assert cv2.imread(str(dst / "tall.png"), cv2.IMREAD_UNCHANGED).shape == (64, 64)

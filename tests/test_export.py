@@ -194,3 +194,14 @@ def test_export_errors(tmp_path):
         write_yolo(elsewhere, boxes, folds, tmp_path, NAMES)
     with pytest.raises(ValueError, match="channels = 2"):
         write_yolo(images, boxes, folds, tmp_path, NAMES, channels=2)
+
+
+def test_box_clipped_to_zero_area_is_dropped_and_counted(tmp_path):
+    """A box lying outside its image (clipped to zero width) must not reach the YOLO labels."""
+    images, boxes, folds = make_dataset(tmp_path)
+    outside = bx.make_boxes(["b"], [2], [NAMES[2]], [[905, 100, 950, 200]])      # b is 900 px wide
+    res = write_yolo(images, pd.concat([boxes, outside], ignore_index=True), folds, tmp_path, NAMES)
+    assert res["n_dropped"] == 1
+    assert (tmp_path / "labels" / "b.txt").read_text() == "1 0.300000 0.300000 0.400000 0.400000\n"
+    lab = read_labels(tmp_path / "labels" / "b.txt")
+    assert (lab[:, 3] > 0).all() and (lab[:, 4] > 0).all()

@@ -259,3 +259,15 @@ def test_all_boxes_skipped_gives_empty_table():
     images = _images([("a", 100, 100, "R1")])
     out = fuse(_boxes([("a", 0, "R1", 10, 10, 50, 50, 0.01)]), images, skip_box_thr=0.5)
     assert len(out) == 0 and "n_raters" in out and out.attrs["dropped"]["below_skip_box_thr"] == 1
+
+
+@pytest.mark.parametrize("method", ["wbf", "nms", "nmw"])
+def test_exact_iou_tie_is_not_a_match_as_in_ensemble_boxes(method):
+    """IoU exactly equal to iou_thr (0.5, exact in binary floats): ensemble-boxes matches only on
+    IoU > thr, so the two boxes stay apart. Guards the strict comparison in every method."""
+    images = _images([("a", 100, 100, "R1|R2")])
+    boxes = _boxes([("a", 0, "R1", 0, 0, 50, 50), ("a", 0, "R2", 0, 0, 25, 50)])   # inter 1250 / union 2500
+    ours = fuse(boxes, images, method, iou_thr=0.5)
+    assert len(ours) == 2
+    assert_same(ours, reference(boxes, images, method, iou_thr=0.5))
+    assert len(fuse(boxes, images, method, iou_thr=0.4999)) == 1                   # just below: fused

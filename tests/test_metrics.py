@@ -222,8 +222,18 @@ def _ref_vinbigdata(t, p, imgs):
                 flags[s] = f
         tp = np.cumsum(np.array(flags, bool))
         rec, prec = tp / len(tc), tp / np.arange(1, len(pc) + 1)
-        aps.append(M.voc_ap(rec, prec) if len(pc) else 0.0)
+        aps.append(_ref_voc_ap(rec, prec) if len(pc) else 0.0)
     return float(np.mean(aps))
+
+
+def _ref_voc_ap(rec, prec):
+    """PASCAL VOC 2010+ all-point AP written out loop by loop (the devkit's VOCap), independent of
+    metrics.voc_ap: pad, make precision monotone from the right, sum the rectangles where recall steps."""
+    mrec = [0.0] + [float(r) for r in rec] + [1.0]
+    mpre = [0.0] + [float(q) for q in prec] + [0.0]
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    return sum((mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1])
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -236,6 +246,8 @@ def test_vinbigdata_equals_reference(seed):
 
 
 def test_voc_ap_envelope():
+    # hand-computed: recall steps 0 -> 0.5 at precision max(1, .5, 2/3) = 1, 0.5 -> 1 at 2/3
+    assert _ref_voc_ap([0.5, 0.5, 1.0], [1.0, 0.5, 2 / 3]) == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert M.voc_ap(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3])) == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert M.voc_ap(np.zeros(0), np.zeros(0)) == 0.0
 
