@@ -5,7 +5,11 @@
   ``size x size`` (or longest side ``size`` with ``keep_ratio``), by
   :func:`data_prep.dicom.read_dicom`.
 * ``DST/meta.csv``: one row per image, ``image_id,height,width,png_height,png_width`` (height,
-  width = ORIGINAL Rows/Columns) + the header fields found (:data:`data_prep.dicom.HEADER_FIELDS`).
+  width = ORIGINAL Rows/Columns) + the header fields found (:data:`data_prep.dicom.HEADER_FIELDS`)
+  + what the pixel chain applied: ``voi`` (window | lut | none), ``voi_window``
+  (``center|width[|FUNCTION]``), ``voi_fallback`` (why the first choice was not used; empty when
+  it was) and ``voi_options`` (the config's ``voi``/``window_index``/``stretch``, see
+  :class:`data_prep.voi.VoiOptions`; a resume redoes images made with other options).
 * Crash safety: a PNG is encoded in memory, written to ``<id>.png.<pid>.tmp`` and renamed; once it
   is in place its meta row is appended to ``DST/meta.partial.jsonl``. meta.csv is rewritten
   (temp + rename) at the end from the old meta.csv + the partial rows, then the partial file is
@@ -28,8 +32,9 @@ import cv2
 import pandas as pd
 from tqdm import tqdm
 
-from data_prep.dicom import HEADER_FIELDS, output_size, read_dicom
 from data_prep.atomic import write_csv
+from data_prep.dicom import APPLIED_FIELDS, HEADER_FIELDS, output_size, read_dicom
+from data_prep.voi import VoiOptions
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +106,18 @@ def _write_png(img, path: Path) -> None:
             tmp.unlink()
 
 
-def convert_one(task: tuple[str, str, int | None, bool]) -> tuple[str, dict | None, str | None]:
-    """``(dicom path, png path, size, keep_ratio)`` -> ``(dicom path, meta row, None)`` or
-    ``(dicom path, None, error message)``; never raises (run in worker processes)."""
-    src, png, size, keep_ratio = task
+def convert_one(task: tuple) -> tuple[str, dict | None, str | None]:
+    """``(dicom path, png path, size, keep_ratio[, VoiOptions])`` -> ``(dicom path, meta row,
+    None)`` or ``(dicom path, None, error message)``; never raises (run in worker processes)."""
+    src, png, size, keep_ratio = task[:4]
+    options = task[4] if len(task) > 4 else VoiOptions()
     try:
-        img, header = read_dicom(src, size=size, keep_ratio=keep_ratio)
+        img, header = read_dicom(src, size=size, keep_ratio=keep_ratio, options=options)
         _write_png(img, Path(png))
         row = {"image_id": Path(png).stem, "height": header["height"], "width": header["width"],
                "png_height": int(img.shape[0]), "png_width": int(img.shape[1])}
-        row.update({k: header[k] for k in HEADER_FIELDS if k in header})
+        row.update({k: header[k] for k in HEADER_FIELDS + APPLIED_FIELDS if k in header})
+        row["voi_options"] = options.tag()
         return src, row, None
     except Exception as e:  # one bad file must not stop the batch; it is reported in errors.csv
         msg = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
@@ -137,16 +144,20 @@ def _read_meta(dst: Path) -> dict[str, dict]:
 
 
 def _meta_frame(rows: list[dict]) -> pd.DataFrame:
-    cols = META_COLUMNS + [k for k in HEADER_FIELDS if any(k in r for r in rows)]
+    cols = META_COLUMNS + [k for k in HEADER_FIELDS + APPLIED_FIELDS + ("voi_options",)
+                           if any(k in r for r in rows)]
     df = pd.DataFrame(rows, columns=cols)
     for c in ("height", "width", "png_height", "png_width"):
         df[c] = df[c].astype("int64")
     return df.sort_values("image_id", kind="stable").reset_index(drop=True)
 
 
-def _is_done(row: dict | None, png: Path, size: int | None, keep_ratio: bool) -> bool:
+def _is_done(row: dict | None, png: Path, size: int | None, keep_ratio: bool,
+             options: VoiOptions | None = None) -> bool:
     if row is None or not png.is_file():
         return False
+    if row.get("voi_options", VoiOptions().tag()) != (options or VoiOptions()).tag():
+        return False                     # made with other VOI options (no column: the defaults)
     try:
         want = output_size(int(row["height"]), int(row["width"]), size, keep_ratio)
         return (int(row["png_height"]), int(row["png_width"])) == want
@@ -157,13 +168,15 @@ def _is_done(row: dict | None, png: Path, size: int | None, keep_ratio: bool) ->
 # ----------------------------------------------------------------------------- batch
 def convert_folder(src: str | os.PathLike, dst: str | os.PathLike, size: int | None = 512,
                    keep_ratio: bool = False, workers: int = 2, overwrite: bool = False,
-                   progress: bool = True) -> ConvertResult:
+                   progress: bool = True, options: VoiOptions | None = None) -> ConvertResult:
     """Convert every DICOM under ``src`` into ``dst`` (see the module docstring for the files).
 
     Resumable: images already done (PNG present, meta row with the expected PNG size) are skipped
     unless ``overwrite``. ``workers`` > 1 uses a process pool (imap_unordered, chunks).
+    ``options``: VOI and stretch (:class:`data_prep.voi.VoiOptions`; default: config defaults).
     Returns a :class:`ConvertResult`; bad files are in ``result.errors`` and ``dst/errors.csv``."""
     src, dst = Path(src), Path(dst)
+    options = options or VoiOptions()
     paths = dicom_paths(src)
     if not paths:
         raise ValueError(f"convert: no DICOM files (.dcm, .dicom, or DICM marker) under {src}")
@@ -183,11 +196,11 @@ def convert_folder(src: str | os.PathLike, dst: str | os.PathLike, size: int | N
             continue
         seen[image_id] = p
         png = dst / f"{image_id}.png"
-        if not overwrite and _is_done(known.get(image_id), png, size, keep_ratio):
+        if not overwrite and _is_done(known.get(image_id), png, size, keep_ratio, options):
             result.n_skipped += 1
             continue
         known.pop(image_id, None)
-        tasks.append((str(p), str(png), size, keep_ratio))
+        tasks.append((str(p), str(png), size, keep_ratio, options))
 
     if overwrite and (dst / PARTIAL).exists():
         (dst / PARTIAL).unlink()
@@ -250,6 +263,6 @@ def run_convert(args) -> int:
     keep_ratio = args.keep_ratio if args.keep_ratio is not None else cfg["keep_ratio"]
     workers = args.workers if args.workers is not None else cfg["workers"]
     res = convert_folder(args.src, args.dst, size=size, keep_ratio=keep_ratio, workers=workers,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, options=VoiOptions.from_config(cfg))
     print(f"cxrdet convert: {res.summary()}")
     return 1 if res.errors else 0

@@ -1,16 +1,21 @@
 """Read one DICOM into an 8-bit grayscale image plus a few header fields.
 
-The pixel chain is a list of small pure steps, each ``(arr, ds) -> ndarray``, built on
-``pydicom.pixels``' own functions, in this order::
+The pixel chain is a list of small pure steps, in this order (DICOM PS3.3 C.11, then C.7.6.3.1.2
+for MONOCHROME1)::
 
     decode (frame 0)      pydicom.pixels.pixel_array            stored values, int/uint (H, W)
     to_gray               RGB/YBR/PALETTE -> gray               only for color images
-    modality_lut          pydicom apply_modality_lut            rescale slope/intercept or LUT
-    voi_lut               pydicom apply_voi_lut                 VOI LUT Sequence or window (first)
-    invert_monochrome1    lo + hi - arr                         MONOCHROME1 only
-    stretch_uint16        [min, max] -> [0, 65535]              uint16 (H, W): keeps 16-bit precision
+    modality_lut          C.11.1 (data_prep.voi.modality)       Modality LUT, or rescale slope/intercept
+    voi_lut               C.11.2 (data_prep.voi.choose_voi)     VOI LUT or window, as the options choose
+    invert_monochrome1    top - y, AFTER the VOI                MONOCHROME1 only
+    stretch_uint16        -> [0, 65535]                         uint16 (H, W): keeps 16-bit precision
     resize                cv2.resize (INTER_AREA to shrink)     uint16 (size, size) or keep-ratio
-    minmax_uint8          [min, max] -> [0, 255]                uint8, the output
+    minmax_uint8          -> [0, 255]                           uint8, the output
+
+The two stretches use the image's own [min, max] (``stretch: minmax``, the default: the Kaggle
+convention) or the VOI output range, a window's ends or a LUT's ``0 .. 2**bits - 1``
+(``stretch: window``: what a DICOM viewer shows). The modality and VOI transforms are our own
+(:mod:`data_prep.voi`, which says which pydicom behaviours they replace and why).
 
 The min-max to 8 bits is taken at the OUTPUT resolution (after the resize), not on the full image,
 and, when the image was shrunk at least 2x, over the output averaged in 4 x 4 cells (the few
@@ -25,7 +30,8 @@ bits could show.)
 The LUT steps (modality, VOI, MONOCHROME1, 16-bit stretch) are pointwise functions of the stored
 value, so for integer images :func:`to_uint16` applies them once to the range of stored values
 (``arange(min, max + 1)``, at most 65,536 entries for 16-bit data) and then maps the image through
-that uint16 table: the result equals applying them pixel by pixel in float64 (tested) at a
+that uint16 table: the result equals applying them pixel by pixel in float64 (tested, and both
+against the standard's formulas written independently in tests/test_dicom_conformance.py) at a
 fraction of the cost.
 
 JPEG 2000 fast path: when the output is at least 2x smaller than the image in both dimensions,
@@ -57,15 +63,17 @@ from pydicom import config as pydicom_config
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.pixels.utils import get_j2k_parameters
 
 from data_prep.boxes import keep_ratio_size
+from data_prep.voi import Voi, VoiOptions, choose_voi, modality
 
 log = logging.getLogger(__name__)
 
 HEADER_FIELDS = ("PhotometricInterpretation", "BitsStored", "Modality", "PatientSex", "PatientAge",
                  "ViewPosition", "PixelSpacing")
+APPLIED_FIELDS = ("voi", "voi_window", "voi_fallback")   # what read_dicom applied (see read_dicom)
 J2K_UIDS = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
 _MAX_LUT = 1 << 20          # stored-value ranges wider than this are processed pixel by pixel
 
@@ -142,31 +150,28 @@ def to_gray(arr: np.ndarray, ds) -> np.ndarray:
 
 
 def modality_lut(arr: np.ndarray, ds) -> np.ndarray:
-    """pydicom ``apply_modality_lut``: Rescale Slope/Intercept (float64 out) or a Modality LUT
-    Sequence (LUT dtype out); unchanged when the dataset has neither."""
-    return apply_modality_lut(arr, ds)
+    """C.11.1 (:func:`data_prep.voi.modality`): Modality LUT Sequence, else Rescale
+    Slope/Intercept, else unchanged; float64 out."""
+    return modality(arr, ds)
 
 
-def voi_lut(arr: np.ndarray, ds) -> np.ndarray:
-    """pydicom ``apply_voi_lut`` with the first view: the VOI LUT Sequence when present (LUT dtype
-    out), else Window Center/Width (float64 out); unchanged when neither."""
-    if not _is_mono(ds):
+def voi_lut(arr: np.ndarray, ds, voi: Voi | None = None) -> np.ndarray:
+    """C.11.2 with the chosen view (:func:`data_prep.voi.choose_voi`, default options when
+    ``voi`` is None): a window gives ``[0, 1]``, a VOI LUT ``0 .. 2**bits - 1``, none leaves the
+    values; float64 out."""
+    return (voi or choose_voi(ds)).apply(arr)
+
+
+def invert_monochrome1(arr: np.ndarray, ds, voi: Voi | None = None) -> np.ndarray:
+    """MONOCHROME1 (low values bright), AFTER the VOI (C.11.2: the VOI output is inverted by the
+    presentation): ``top - arr`` with ``top`` the VOI output's top (1 for a window, 2**bits - 1
+    for a LUT), ``-arr`` without a VOI (the min-max stretch follows). Float64 out; other
+    interpretations unchanged."""
+    if str(ds.get("PhotometricInterpretation", "")) != "MONOCHROME1":
         return arr
-    if "VOILUTSequence" in ds and np.issubdtype(arr.dtype, np.floating):
-        # A VOI LUT is indexed by integer input values: the modality step returns float64 even for
-        # an identity rescale, so round to the nearest entry (exact for integral values) instead of
-        # letting pydicom truncate with a warning.
-        arr = np.rint(arr).astype(np.int64)
-    return apply_voi_lut(arr, ds, index=0, prefer_lut=True)
-
-
-def invert_monochrome1(arr: np.ndarray, ds) -> np.ndarray:
-    """MONOCHROME1 (low values bright) -> ``lo + hi - arr`` so high values are bright; same dtype
-    family (ints widened to int64/float64 as numpy does). Unchanged for other interpretations."""
-    if str(ds.get("PhotometricInterpretation", "")) != "MONOCHROME1" or arr.size == 0:
-        return arr
-    a = arr.astype(np.float64) if arr.dtype.kind in "ui" else arr
-    return a.min() + a.max() - a
+    top = (voi or choose_voi(ds)).top
+    a = np.asarray(arr, dtype=np.float64)
+    return (top if top is not None else 0.0) - a
 
 
 def stretch_uint16(arr: np.ndarray, ds=None) -> np.ndarray:
@@ -188,7 +193,7 @@ def minmax_uint8(arr: np.ndarray, ds=None, block: int = 1) -> np.ndarray:
 
 
 def _stretch(arr: np.ndarray, top: int, dtype, rng: tuple[float, float] | None = None) -> np.ndarray:
-    a = arr if arr.dtype == np.float32 else arr.astype(np.float64, copy=False)
+    a = arr if arr.dtype == np.float32 else np.asarray(arr, dtype=np.float64)
     lo, hi = rng if rng is not None else (float(a.min()), float(a.max()))
     if hi <= lo:
         return np.zeros(a.shape, dtype)
@@ -213,18 +218,32 @@ def resize(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-LUT_STEPS = (modality_lut, voi_lut, invert_monochrome1)
+def lut_chain(values: np.ndarray, ds, voi: Voi) -> np.ndarray:
+    """The pointwise steps, in order: :func:`modality_lut`, :func:`voi_lut`,
+    :func:`invert_monochrome1` (float64 out)."""
+    return invert_monochrome1(voi_lut(modality_lut(values, ds), ds, voi), ds, voi)
 
 
-def to_uint16(arr: np.ndarray, ds, via_table: bool = True) -> np.ndarray:
-    """Stored values ``(H, W)`` (or color) -> uint16 ``(H, W)``: to_gray, the :data:`LUT_STEPS`,
-    then :func:`stretch_uint16` over the values present.
+def fixed_range(voi: Voi, stretch: str) -> tuple[float, float] | None:
+    """``(0, top)`` of the VOI output when ``stretch == "window"`` and a VOI was applied (the
+    window's ends, or the LUT's 0..2**n-1, map to black and white); None means min-max."""
+    return (0.0, voi.top) if stretch == "window" and voi.top is not None else None
 
-    With ``via_table`` (and an integer image whose value range is at most 2**20 wide) the steps
-    run once on ``arange(min, max + 1)`` and the image is mapped through the resulting uint16
+
+def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = None,
+              stretch: str = "minmax") -> np.ndarray:
+    """Stored values ``(H, W)`` (or color) -> uint16 ``(H, W)``: to_gray, :func:`lut_chain`, then
+    a linear map to ``[0, 65535]``: of the values present (``stretch="minmax"``), or of the VOI
+    output range (``"window"``, :func:`fixed_range`). ``voi`` defaults to
+    ``choose_voi(ds)`` (default options).
+
+    With ``via_table`` (and an integer image whose value range is at most 2**20 wide) the chain
+    runs once on ``arange(min, max + 1)`` and the image is mapped through the resulting uint16
     table; the stretch uses the min and max over the values present, so the output equals the
     pixelwise chain."""
     arr = to_gray(arr, ds)
+    voi = voi or choose_voi(ds)
+    fixed = fixed_range(voi, stretch)
     if via_table and arr.dtype.kind in "ui" and arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if arr.dtype.kind == "u" and hi < _MAX_LUT:
@@ -234,12 +253,11 @@ def to_uint16(arr: np.ndarray, ds, via_table: bool = True) -> np.ndarray:
         else:
             base, idx = None, None
         if idx is not None:
-            values = np.arange(base, hi + 1, dtype=np.int64)
-            for step in LUT_STEPS:
-                values = step(values, ds)
-            v = np.asarray(values, dtype=np.float64)
+            v = lut_chain(np.arange(base, hi + 1, dtype=np.int64), ds, voi)
             d = np.diff(v[lo - base:])
-            if (d >= 0).all() or (d <= 0).all():           # monotone: extremes at lo and hi
+            if fixed is not None:
+                vmin, vmax = fixed
+            elif (d >= 0).all() or (d <= 0).all():           # monotone: extremes at lo and hi
                 ends = v[[lo - base, hi - base]]
                 vmin, vmax = float(ends.min()), float(ends.max())
             else:                                            # extremes over the values present
@@ -249,25 +267,29 @@ def to_uint16(arr: np.ndarray, ds, via_table: bool = True) -> np.ndarray:
                 return np.zeros(arr.shape, np.uint16)
             table = np.clip((v - vmin) * (65535 / (vmax - vmin)) + 0.5, 0, 65535).astype(np.uint16)
             return np.take(table, idx)
-    for step in LUT_STEPS:
-        arr = step(arr, ds)
-    return stretch_uint16(arr, ds)
+    return _stretch(lut_chain(arr, ds, voi), 65535, np.uint16, fixed)
 
 
 RANGE_BLOCK = 4      # output pixels per side averaged when a downscaled image's range is measured
 
 
 def to_uint8(arr: np.ndarray, ds, hw: tuple[int, int] | None = None, via_table: bool = True,
-             full_hw: tuple[int, int] | None = None) -> np.ndarray:
+             full_hw: tuple[int, int] | None = None, voi: Voi | None = None,
+             stretch: str = "minmax") -> np.ndarray:
     """Stored values -> the output uint8 image ``hw`` (default: same size): :func:`to_uint16`,
-    :func:`resize`, :func:`minmax_uint8`. When the ORIGINAL image ``full_hw`` (default: the
-    shape of ``arr``) is at least 2x the output on a side, the 8-bit range is measured with
-    ``block=RANGE_BLOCK`` (see the module docstring)."""
-    img = to_uint16(arr, ds, via_table=via_table)
+    :func:`resize`, then 16 -> 8 bits: :func:`minmax_uint8` (``stretch="minmax"``; when the
+    ORIGINAL image ``full_hw`` (default: the shape of ``arr``) is at least 2x the output on a
+    side, the range is measured with ``block=RANGE_BLOCK``, see the module docstring), or a fixed
+    ``round(x * 255 / 65535)`` when the VOI output range was used (``"window"``)."""
+    voi = voi or choose_voi(ds)
+    img = to_uint16(arr, ds, via_table=via_table, voi=voi, stretch=stretch)
     hw = tuple(hw or img.shape[:2])
     full_hw = full_hw or arr.shape[:2]
+    small = resize(img, hw)
+    if fixed_range(voi, stretch) is not None:
+        return ((small.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     shrunk = full_hw[0] >= 2 * hw[0] or full_hw[1] >= 2 * hw[1]
-    return minmax_uint8(resize(img, hw), block=RANGE_BLOCK if shrunk else 1)
+    return minmax_uint8(small, block=RANGE_BLOCK if shrunk else 1)
 
 
 def _is_mono(ds) -> bool:
@@ -375,16 +397,27 @@ def open_dicom(path: str | os.PathLike):
 
 
 def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: bool = False,
-               fast_j2k: bool = True) -> tuple[np.ndarray, dict]:
+               fast_j2k: bool = True, options: VoiOptions | None = None) -> tuple[np.ndarray, dict]:
     """One DICOM -> (uint8 ``(h, w)`` image, header dict).
 
     ``size`` None keeps the original ``(Rows, Columns)``; otherwise ``(size, size)``, or the
-    longest side ``size`` with ``keep_ratio``. The header has ``height``/``width`` = ORIGINAL
-    Rows/Columns and the :data:`HEADER_FIELDS` present. Multi-frame files give frame 0.
+    longest side ``size`` with ``keep_ratio``. ``options`` (:class:`data_prep.voi.VoiOptions`,
+    default: config defaults) chooses the VOI and the 8-bit stretch. The header has
+    ``height``/``width`` = ORIGINAL Rows/Columns, the :data:`HEADER_FIELDS` present, and what
+    was applied (:data:`APPLIED_FIELDS`): ``voi`` (window | lut | none), ``voi_window``
+    (``center|width[|FUNCTION]`` or ""), ``voi_fallback`` (why the first choice was not used,
+    or ""); an invalid VOI in the file (Window Width 0, ...) is also logged as a warning naming
+    the file. Multi-frame files give frame 0.
     Raises :class:`DicomReadError` naming the file (and the transfer syntax on a decode failure).
     """
+    options = options or VoiOptions()
     ds = open_dicom(path)
     header = header_fields(ds)
+    with unvalidated():
+        voi = choose_voi(ds, options)
+    if voi.invalid:
+        log.warning("%s: %s; using %s", path, voi.fallback, voi.describe())
+    header.update(voi=voi.kind, voi_window=voi.label(), voi_fallback=voi.fallback)
     out_hw = output_size(header["height"], header["width"], size, keep_ratio)
     arr = None
     if fast_j2k and size:
@@ -401,7 +434,8 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
             raise DicomReadError(f"{path}: cannot decode pixel data with transfer syntax "
                                  f"{transfer_syntax(ds)}: {type(e).__name__}: {_one_line(e)}") from e
     try:
-        img = to_uint8(arr, ds, out_hw, full_hw=(header["height"], header["width"]))
+        img = to_uint8(arr, ds, out_hw, full_hw=(header["height"], header["width"]), voi=voi,
+                       stretch=options.stretch)
     except Exception as e:
         raise DicomReadError(f"{path}: cannot apply modality/VOI LUT "
                              f"({header.get('PhotometricInterpretation', '?')}): {e}") from e

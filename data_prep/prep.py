@@ -40,6 +40,7 @@ import pandas as pd
 
 from data_prep.config import load_config
 from data_prep.atomic import write_csv, write_text
+from data_prep.voi import VoiOptions
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def _convert(run: _Run, src: Path) -> None:
     mode, files = _source_images(src)
     fp = {"src": str(src), "mode": mode, "files": files_stamp(files)}
     if mode == "dicom":
-        fp.update(size=cfg["size"], keep_ratio=cfg["keep_ratio"])
+        fp.update(size=cfg["size"], keep_ratio=cfg["keep_ratio"], voi=VoiOptions.from_config(cfg).tag())
 
     def do():
         images_dir = out / "images"
@@ -187,6 +188,7 @@ def _convert(run: _Run, src: Path) -> None:
             from data_prep.convert import convert_folder
 
             res = convert_folder(src, images_dir, size=cfg["size"], keep_ratio=cfg["keep_ratio"],
+                                 options=VoiOptions.from_config(cfg),
                                  workers=cfg["workers"], overwrite=False)
             log.info("prep convert: %s", res.summary())
             meta = read_table(images_dir / "meta.csv")

@@ -99,13 +99,15 @@ def list_source(source: str | os.PathLike, meta: str | os.PathLike | None = None
     return rows.reset_index(drop=True)
 
 
-def load_image(row, size: int = 512, keep_ratio: bool = False) -> tuple[np.ndarray, Frame, tuple[int, int]]:
+def load_image(row, size: int = 512, keep_ratio: bool = False,
+               voi_options=None) -> tuple[np.ndarray, Frame, tuple[int, int]]:
     """One source row -> (uint8 image (H, W) or (H, W, 3) in the PNG frame, its :class:`Frame`,
-    original ``(height, width)``). DICOMs are converted in memory like ``cxrdet convert`` does."""
+    original ``(height, width)``). DICOMs are converted in memory like ``cxrdet convert`` does
+    (``voi_options``: :class:`data_prep.voi.VoiOptions`, default: config defaults)."""
     if row.kind == "dicom":
         from data_prep.dicom import read_dicom
 
-        img, hdr = read_dicom(row.path, size=size, keep_ratio=keep_ratio)
+        img, hdr = read_dicom(row.path, size=size, keep_ratio=keep_ratio, options=voi_options)
         h, w = int(hdr["height"]), int(hdr["width"])
     else:
         img = cv2.imread(str(row.path), cv2.IMREAD_UNCHANGED)
@@ -271,12 +273,12 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
             classifier: str | os.PathLike | None = None, cls_imgsz: int = 256, low: float = 0.08,
             high: float = 0.95, normal_class: tuple[int, str] | None = (14, "No finding"),
             size: int = 512, keep_ratio: bool = False, onnx: bool = False,
-            errors: list[str] | None = None) -> pd.DataFrame:
+            errors: list[str] | None = None, voi_options=None) -> pd.DataFrame:
     """Predict every image of ``source`` (PNG or DICOM folder) -> box table in ORIGINAL pixels.
 
     ``weights``: one or several local ``.pt``/``.onnx`` (several, or ``tta``, are fused by WBF
-    with ``ens_iou``/``ens_skip``). ``size``/``keep_ratio`` convert DICOMs the way prep made the
-    PNGs. Unreadable images are skipped and described in ``errors`` (if given) and the log."""
+    with ``ens_iou``/``ens_skip``). ``size``/``keep_ratio``/``voi_options`` convert DICOMs the way
+    prep made the PNGs. Unreadable images are skipped and described in ``errors`` (if given) and the log."""
     wlist = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
     if not wlist:
         raise ValueError("predict: no weights given")
@@ -296,7 +298,7 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
             loaded = []
             for r in rows.iloc[s:s + chunk].itertuples():
                 try:
-                    loaded.append((r.image_id, *load_image(r, size, keep_ratio)))
+                    loaded.append((r.image_id, *load_image(r, size, keep_ratio, voi_options)))
                 except (ValueError, OSError) as e:
                     errs.append(f"{r.path}: {e}")
             bar.update(len(rows.iloc[s:s + chunk]))
@@ -359,12 +361,14 @@ def run_predict(args: argparse.Namespace) -> int:
 
         normal = (NORMAL_ID, NORMAL_NAME)
     errors: list[str] = []
+    from data_prep.voi import VoiOptions
+
     out = predict(args.weights, args.source, args.meta, tta=bool(cfg["tta"]), conf=cfg["conf"],
                   nms_iou=cfg["nms_iou"], max_det=cfg["max_det"], imgsz=cfg["imgsz"], batch=cfg["batch"],
                   device=str(cfg["device"]), ens_iou=cfg["ens_iou"], ens_skip=cfg["ens_skip"],
                   classifier=args.classifier, cls_imgsz=cfg["cls_imgsz"], low=cfg["cls_low"], high=cfg["cls_high"],
                   normal_class=normal, size=cfg["size"], keep_ratio=cfg["keep_ratio"], onnx=args.onnx,
-                  errors=errors)
+                  errors=errors, voi_options=VoiOptions.from_config(cfg))
     dst = Path(args.out)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")

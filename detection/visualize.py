@@ -98,7 +98,8 @@ def _original_size(images: pd.DataFrame | None, image_id: str) -> tuple[int, int
     return int(h), int(w)
 
 
-def load_display(image_id: str, source, images: pd.DataFrame | None = None) -> tuple[np.ndarray, Frame]:
+def load_display(image_id: str, source, images: pd.DataFrame | None = None,
+                 voi_options=None) -> tuple[np.ndarray, Frame]:
     """The image to draw on (uint8 ``(h, w)``) and the :class:`Frame` mapping original pixels into it.
 
     PNG: the original ``(height, width)`` comes from ``images`` (image table or meta.csv rows);
@@ -130,7 +131,7 @@ def load_display(image_id: str, source, images: pd.DataFrame | None = None) -> t
         log.debug("%s: header read failed (%s)", path, e)
         longest = DICOM_DISPLAY
     try:
-        img, hdr = read_dicom(path, size=min(DICOM_DISPLAY, longest), keep_ratio=True)
+        img, hdr = read_dicom(path, size=min(DICOM_DISPLAY, longest), keep_ratio=True, options=voi_options)
     except DicomReadError as e:
         raise ValueError(str(e)) from e
     h, w = int(hdr["height"]), int(hdr["width"])
@@ -239,15 +240,16 @@ def _rows(t: pd.DataFrame | None, image_id: str) -> pd.DataFrame | None:
 
 
 def render_image(image_id: str, source, out, images=None, truth=None, pred=None, raters=None,
-                 class_names: dict[int, str] | None = None) -> Path:
+                 class_names: dict[int, str] | None = None, voi_options=None) -> Path:
     """One PNG: the image at its displayed resolution, its boxes, a legend panel on the right.
 
     The image occupies output pixels ``[0, W) x [0, H)`` exactly (RGB grey, unresampled), so a
     box edge at displayed x lands in output column x; the legend is the ``LEGEND_PX`` columns
     right of it, and the canvas grows below the image (white) when the legend is taller.
     ``truth``/``pred``/``raters``: box tables (ORIGINAL pixels; rows of other images ignored);
-    callers filter predictions by confidence. Returns ``out`` (written atomically)."""
-    img, frame = load_display(image_id, source, images)
+    callers filter predictions by confidence. ``voi_options``: how DICOMs are rendered
+    (:class:`data_prep.voi.VoiOptions`). Returns ``out`` (written atomically)."""
+    img, frame = load_display(image_id, source, images, voi_options)
     t, p, r = _rows(truth, image_id), _rows(pred, image_id), _rows(raters, image_id)
     names = names_dict(class_names)
     for tab in (t, p, r):
@@ -273,7 +275,7 @@ def render_image(image_id: str, source, out, images=None, truth=None, pred=None,
 
 def render_gallery(image_ids: list[str], source, out, images=None, truth=None, pred=None,
                    class_names: dict[int, str] | None = None, captions: dict[str, str] | None = None,
-                   tile: int = 320, title: str | None = None) -> Path:
+                   tile: int = 320, title: str | None = None, voi_options=None) -> Path:
     """N images on one grid PNG (``tile`` px per image, a caption above each), one legend for
     the whole grid in a panel on the right. Images keep their aspect ratio."""
     n = len(image_ids)
@@ -292,7 +294,7 @@ def render_gallery(image_ids: list[str], source, out, images=None, truth=None, p
         x0 = gap + c * (tile + gap)
         y_top = title_px + r * (tile + cap_px + gap) + cap_px
         ax = fig.add_axes((x0 / fig_w, 1 - (y_top + tile) / fig_h, tile / fig_w, tile / fig_h))
-        img, frame = load_display(iid, source, images)
+        img, frame = load_display(iid, source, images, voi_options)
         t, p = _rows(truth, iid), _rows(pred, iid)
         for tab in (t, p):
             if tab is not None and len(tab):
@@ -431,6 +433,10 @@ def _sizes_known(images: pd.DataFrame) -> bool:
 def run_show(args) -> int:
     if not args.image and not args.gallery:
         raise ValueError("nothing to show: give --image ID (repeatable) and/or --gallery KIND")
+    from data_prep.config import load_config
+    from data_prep.voi import VoiOptions
+
+    voi = VoiOptions.from_config(load_config(getattr(args, "config", None), getattr(args, "overrides", None) or []))
     images, truth, raw, pred, names = load_tables(args.truth, args.pred, args.meta, want_raters=args.raters)
     on_disk = source_ids(args.source)
     if images is None:
@@ -449,12 +455,13 @@ def run_show(args) -> int:
         name = args.gallery.replace("=", "_").replace("/", "_").replace(" ", "_")
         plural = "s" if len(ids) != 1 else ""
         written.append(render_gallery(ids, args.source, out / f"gallery_{name}.png", images, truth, pred,
-                                      names, caps, title=f"{args.gallery}: {len(ids)} image{plural}"))
+                                      names, caps, title=f"{args.gallery}: {len(ids)} image{plural}",
+                                      voi_options=voi))
     failed = []
     for iid in args.image:
         try:
             written.append(render_image(iid, args.source, out / f"{iid}.png", images, truth, pred,
-                                        raw if args.raters else None, names))
+                                        raw if args.raters else None, names, voi_options=voi))
         except (FileNotFoundError, ValueError) as e:
             failed.append(f"{iid}: {e}")
     for w in written:

@@ -104,7 +104,7 @@ def test_ct_small_matches_hand_computed_minmax():
     assert np.abs(img.astype(int) - want).max() <= 1
     assert header == {"height": 128, "width": 128, "PhotometricInterpretation": "MONOCHROME2",
                       "BitsStored": 16, "Modality": "CT", "PatientSex": "O", "PatientAge": "000Y",
-                      "PixelSpacing": "0.661468|0.661468"}
+                      "PixelSpacing": "0.661468|0.661468", "voi": "none", "voi_window": "", "voi_fallback": ""}
 
 
 def test_rgb_becomes_luma():
