@@ -190,6 +190,11 @@ CASES = {
     "width_0_next_window": (R12, dict(bits=12, windows=[(2048, 0), (3000, 1000)]),
                             dict(voi=("window", (3000, 1000, "LINEAR"))), {}, "window", True),
     "width_0_min_max": (R12, dict(bits=12, windows=[(2048, 0)]), {}, {}, "none", True),
+    "width_half_linear_next_window": (R12, dict(bits=12, windows=[(2048, 0.5), (3000, 1000)]),
+                                      dict(voi=("window", (3000, 1000, "LINEAR"))), {}, "window", True),
+    "width_half_linear_exact_is_valid": (
+        R12, dict(bits=12, windows=[(2048, 0.5)], function="LINEAR_EXACT"),
+        dict(voi=("window", (2048, 0.5, "LINEAR_EXACT"))), {}, "window", False),
     "width_0_then_voi_lut": (R12, dict(bits=12, windows=[(2048, 0)], luts=[lut(500, 12, CURVE)]),
                              dict(voi=("lut", (500, CURVE, 12))), dict(voi="window"), "lut", True),
     "lut_and_window_auto": (R12, dict(bits=12, windows=[(1000, 800)], luts=[lut(500, 12, CURVE)]),
@@ -227,7 +232,7 @@ def test_hand_built_files_match_the_standard(name, tmp_path, caplog):
     if spec.get("voi") and spec["voi"][0] == "window":
         c, w, function = spec["voi"][1]
         assert header["voi_window"] == f"{c:g}|{w:g}" + ("" if function == "LINEAR" else f"|{function}")
-    invalid = "width_0" in name
+    invalid = fallback and name.startswith("width_")
     assert (str(path) in caplog.text) == invalid, caplog.text     # a warning names the file, only then
 
 
@@ -397,3 +402,71 @@ def test_range_of_a_non_square_shrink_uses_row_major_blocks(tmp_path):
     assert img.shape == (16, 32) and (img == img[:, :1]).all()
     want = [0, 0, 46, 46, 46, 46, 46, 46, 185, 185, 185, 185, 185, 185, 255, 255]
     assert img[:, 0].tolist() == want
+
+
+# ----------------------------------------------------------------------------- options, config, meta.csv
+def test_config_keys_default_to_todays_output():
+    from data_prep.config import load_config
+
+    cfg = load_config()
+    assert (cfg["voi"], cfg["window_index"], cfg["stretch"]) == ("auto", 0, "minmax")
+    assert VoiOptions.from_config(cfg) == VoiOptions()
+    assert VoiOptions.from_config(load_config(None, ["voi=window", "window_index=1", "stretch=window"])) == \
+        VoiOptions("window", 1, "window")
+    with pytest.raises(ValueError, match=r"voi = 'windows': expected one of auto \| window \| lut \| none"):
+        VoiOptions.from_config(load_config(None, ["voi=windows"]))
+    with pytest.raises(ValueError, match="stretch = 'max'"):
+        VoiOptions(stretch="max")
+
+
+def test_convert_records_the_voi_and_redoes_images_made_with_other_options(tmp_path, caplog):
+    import pandas as pd
+
+    from data_prep.convert import convert_folder
+    from detection.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    save(build(R12, 12, windows=[(2048, 0), (1000, 500)]), src / "w0.dcm")
+    save(build(R12, 12, windows=[(1000, 800)], luts=[lut(500, 12, CURVE)]), src / "both.dcm")
+    save(build(R12, 12), src / "plain.dcm")
+    dst = tmp_path / "out"
+    with caplog.at_level(logging.WARNING):
+        res = convert_folder(src, dst, size=None, workers=1, progress=False)
+    assert res.n_converted == 3 and not res.errors
+    assert sum(str(src / "w0.dcm") in r.getMessage() for r in caplog.records) == 1
+    meta = pd.read_csv(dst / "meta.csv", keep_default_na=False).set_index("image_id")
+    assert meta.loc["w0", ["voi", "voi_window"]].tolist() == ["window", "1000|500"]
+    assert "Window Width 0" in meta.loc["w0", "voi_fallback"]
+    assert meta.loc["both", ["voi", "voi_window", "voi_fallback"]].tolist() == ["lut", "", ""]
+    assert meta.loc["plain", ["voi", "voi_window", "voi_fallback"]].tolist() == ["none", "", ""]
+    assert set(meta["voi_options"]) == {"voi=auto;window_index=0;stretch=minmax"}
+    before = (dst / "both.png").read_bytes()
+
+    # the same options resume; other options (CLI key=value) convert again
+    assert convert_folder(src, dst, size=None, workers=1, progress=False).n_skipped == 3
+    assert main(["convert", str(src), str(dst), "voi=window", "stretch=window"]) == 0
+    meta = pd.read_csv(dst / "meta.csv", keep_default_na=False).set_index("image_id")
+    assert meta.loc["both", ["voi", "voi_window"]].tolist() == ["window", "1000|800"]
+    assert meta.loc["plain", "voi_fallback"] == "no window in the file"
+    assert set(meta["voi_options"]) == {"voi=window;window_index=0;stretch=window"}
+    assert (dst / "both.png").read_bytes() != before
+
+
+def test_predict_and_show_read_dicoms_with_the_options(tmp_path):
+    from types import SimpleNamespace
+
+    from detection.predict import load_image
+    from detection.visualize import load_display
+
+    src = tmp_path / "src"
+    src.mkdir()
+    path = save(build(R12, 12, windows=[(1000, 800)], luts=[lut(500, 12, CURVE)]), src / "both.dcm")
+    row = SimpleNamespace(kind="dicom", path=path)
+    for opts in (VoiOptions(), VoiOptions(voi="window"), VoiOptions(voi="window", stretch="window")):
+        want, _ = read_dicom(path, size=64, options=opts)
+        assert np.array_equal(load_image(row, 64, False, opts)[0], want)
+        shown, _ = read_dicom(path, size=R12.shape[1], keep_ratio=True, options=opts)
+        assert np.array_equal(load_display("both", src, None, opts)[0], shown)
+    assert not np.array_equal(load_image(row, 64, False, VoiOptions())[0],
+                              load_image(row, 64, False, VoiOptions(voi="window"))[0])
