@@ -203,6 +203,9 @@ CASES = {
                                   dict(voi=("window", (1000, 800, "LINEAR"))), dict(voi="window"), "window", False),
     "lut_and_window_voi_none": (R12, dict(bits=12, windows=[(1000, 800)], luts=[lut(500, 12, CURVE)]),
                                 {}, dict(voi="none"), "none", False),
+    "signed_12bit_voi_lut_first_mapped_negative": (   # first value mapped -1000, read as US 64536
+        S12, dict(bits=12, signed=True, luts=[lut(64536, 12, CURVE)]),
+        dict(voi=("lut", (-1000, CURVE, 12))), {}, "lut", False),
     "signed_12bit_window": (S12, dict(bits=12, signed=True, windows=[(0, 2000)]),
                             dict(voi=("window", (0, 2000, "LINEAR"))), {}, "window", False),
     "signed_16bit_rescale_window": (
