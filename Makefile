@@ -30,11 +30,12 @@ test-slow: setup
 demo: setup
 	$(VENV)/bin/cxrdet demo $(DATASET)
 
-# Headless Chromium for the HTML report test (Debian package; needs root or sudo).
+# Headless Chromium + its WebDriver for the HTML report and explorer tests (Debian packages
+# chromium and chromium-driver, same version; needs root or sudo).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver >/dev/null; fi; }
 
 bench: setup
 	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py \

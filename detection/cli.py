@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("detection.evaluate", "mAP (vinbigdata / rsna / coco), image-level AUC, the radiologist baseline"),
     "show": ("detection.visualize", "draw truth and predicted boxes over X-rays; galleries"),
     "report-eval": ("detection.report", "self-contained HTML evaluation report"),
+    "explore": ("detection.explore", "interactive HTML explorer (opens from disk): truth, predictions, radiologists"),
     "demo": ("detection.demo", "run the whole pipeline on the embedded phantom dataset"),
 }
 

@@ -265,12 +265,10 @@ def vinbigdata_map(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: flo
     return _summary("vinbigdata", enc, ap, pr, {"iou_thr": iou_thr})
 
 
-def coco_map(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: float = 0.4, max_dets: int = 100,
-             normal_class: int | None = None, class_names=None) -> dict:
-    """pycocotools COCOeval AP at one IoU threshold (101-point), reproduced exactly (see module
-    docstring); ``images`` order plays the role of pycocotools' sorted integer image ids.
-    Same return layout as :func:`vinbigdata_map`; ``pr`` also holds ``"q"`` (101,) precisions."""
-    enc = encode(truth, pred, images, normal_class, class_names)
+def match_coco(enc: Encoded, iou_thr: float = 0.4, max_dets: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prediction match of the coco rule: ``keep`` (K,) int64 = sorted positions of the
+    predictions within ``max_dets`` of their (image, class) (the rest are ignored by the metric),
+    and ``pred_truth`` (K,) int64 = matched truth index or -1 for each kept prediction."""
     n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
     # per (image, class): mergesort on -score (stable on input order), cut to max_dets
     pg = _group(enc.p_img, enc.p_cls, n_cls)
@@ -284,6 +282,33 @@ def coco_map(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: float = 0
     t_xywh, p_xywh = xyxy_to_xywh(enc.t_box), xyxy_to_xywh(enc.p_box[keep])
     pred_truth, _ = greedy_match(_group(enc.t_img, enc.t_cls, n_cls), t_xywh, pg[keep], p_seq[keep], p_xywh,
                                  min(iou_thr, 1 - 1e-10), ties_last=True, iou=iou_coco)
+    return keep.astype("int64"), pred_truth
+
+
+def match_rsna(enc: Encoded, thresholds=RSNA_THRESHOLDS, tm=None, pm=None) -> np.ndarray:
+    """Per-prediction match of the rsna rule: ``(Np', T)`` bool, True where the prediction (of
+    the ``pm`` subset, all by default) is a TP at IoU threshold t (strict >), truth of ``tm``."""
+    tm = np.ones(len(enc.t_cls), bool) if tm is None else tm
+    pm = np.ones(len(enc.p_cls), bool) if pm is None else pm
+    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
+    seq = np.lexsort((enc.p_row[pm], -enc.p_score[pm]))
+    p_seq = np.empty(len(seq), "int64")
+    p_seq[seq] = np.arange(len(seq))
+    out = np.zeros((int(pm.sum()), len(thresholds)), bool)
+    for i, t in enumerate(thresholds):
+        pt, _ = greedy_match(_group(enc.t_img[tm], enc.t_cls[tm], n_cls), enc.t_box[tm],
+                             _group(enc.p_img[pm], enc.p_cls[pm], n_cls), p_seq, enc.p_box[pm], float(t), strict=True)
+        out[:, i] = pt >= 0
+    return out
+
+
+def coco_map(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: float = 0.4, max_dets: int = 100,
+             normal_class: int | None = None, class_names=None) -> dict:
+    """pycocotools COCOeval AP at one IoU threshold (101-point), reproduced exactly (see module
+    docstring); ``images`` order plays the role of pycocotools' sorted integer image ids.
+    Same return layout as :func:`vinbigdata_map`; ``pr`` also holds ``"q"`` (101,) precisions."""
+    enc = encode(truth, pred, images, normal_class, class_names)
+    keep, pred_truth = match_coco(enc, iou_thr, max_dets)
     ap, pr = {}, {}
     eps = np.spacing(1)
     for c in np.unique(np.concatenate([enc.t_cls, enc.p_cls[keep]])):
@@ -330,19 +355,14 @@ def rsna_score(truth: pd.DataFrame, pred: pd.DataFrame, images, thresholds=RSNA_
 
 def _rsna(enc: Encoded, tm, pm, thresholds):
     n_img = len(enc.images)
-    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
     t_img, p_img = enc.t_img[tm], enc.p_img[pm]
-    seq = np.lexsort((enc.p_row[pm], -enc.p_score[pm]))
-    p_seq = np.empty(len(seq), "int64")
-    p_seq[seq] = np.arange(len(seq))
     n_t = np.bincount(t_img, minlength=n_img)
     n_p = np.bincount(p_img, minlength=n_img)
     scored = (n_t + n_p) > 0
     per_t = np.zeros((len(thresholds), n_img))  # (T, I)
+    tps = match_rsna(enc, thresholds, tm, pm)
     for i, t in enumerate(thresholds):
-        pt, _ = greedy_match(_group(t_img, enc.t_cls[tm], n_cls), enc.t_box[tm], _group(p_img, enc.p_cls[pm], n_cls),
-                             p_seq, enc.p_box[pm], float(t), strict=True)
-        tp = np.bincount(p_img[pt >= 0], minlength=n_img)
+        tp = np.bincount(p_img[tps[:, i]], minlength=n_img)
         per_t[i] = np.where(scored, tp / np.maximum(n_t + n_p - tp, 1), np.nan)
     img = per_t.mean(0)
     mean = float(np.nanmean(img)) if scored.any() else float("nan")

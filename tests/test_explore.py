@@ -1,0 +1,252 @@
+"""detection.explore (`cxrdet explore`): the data the page draws (displayed-frame boxes, the metric's
+own matches at every confidence, IoU to the best truth box, one layer per radiologist), images
+<= max side from PNGs and DICOMs, resumable output — and, in a real headless Chromium driven by
+selenium, the page's DOM contract: slider, class toggles, arrow keys, hover, per-image TP/FP/FN."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from detection.cli import main
+from detection.metrics import image_costs, rsna_score
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module")
+def ex(tmp_path_factory):
+    """12 phantoms (300 px DICOMs -> 160 px square PNGs), predictions = truth shifted 3 px with
+    scores 0.2..0.9 + one confident Cardiomegaly FP, a second prediction file, the raw raters,
+    and the explorer written by the CLI."""
+    from data_prep.convert import convert_folder
+    from data_prep.synth import synth_vinbigdata
+
+    d = tmp_path_factory.mktemp("ex")
+    synth_vinbigdata(d / "vin", n=12, n_test=0, size=300, seed=3)
+    convert_folder(d / "vin" / "train", d / "png", size=160, workers=1, progress=False)
+    t = pd.read_csv(d / "vin" / "train_truth.csv", dtype={"image_id": str})
+    t = t[t["class_id"] < 14].drop(columns=["rad_id", "n_raters"]).reset_index(drop=True)
+    assert t["image_id"].nunique() >= 3
+    pred = t.copy()
+    pred[["x_min", "x_max"]] += 3
+    pred["score"] = np.resize([0.2, 0.5, 0.9, 0.45, 0.7], len(pred))
+    fp = pred.iloc[[0]].assign(class_id=3, class_name="Cardiomegaly", score=0.95, y_min=200.0, y_max=260.0)
+    pred = pd.concat([pred, fp], ignore_index=True)
+    pred.to_csv(d / "pred.csv", index=False)
+    pred.assign(score=0.6).to_csv(d / "other.csv", index=False)
+    t.to_csv(d / "truth.csv", index=False)
+    argv = ["explore", "--truth", str(d / "truth.csv"), "--meta", str(d / "png" / "meta.csv"), "--pred",
+            str(d / "pred.csv"), "--pred", str(d / "other.csv"), "--raters", str(d / "vin" / "train.csv"),
+            "--source", str(d / "png"), "--out", str(d / "out")]
+    assert main(argv) == 0
+    data = json.loads((d / "out" / "data.json").read_text())
+    return {"dir": d, "out": d / "out", "data": data, "truth": t, "pred": pred, "argv": argv,
+            "meta": pd.read_csv(d / "png" / "meta.csv", dtype={"image_id": str})}
+
+
+def boxes_of(data, image_id, kind=None, layer=None):
+    f = {n: i for i, n in enumerate(data["box_fields"])}
+    im = next(i for i in data["images"] if i["id"] == image_id)
+    rows = data["boxes"][im["box_start"]:im["box_start"] + im["box_count"]]
+    out = [dict(zip(data["box_fields"], r)) for r in rows]
+    if kind is not None:
+        out = [b for b in out if data["layers"][b["layer"]]["kind"] == kind]
+    if layer is not None:
+        out = [b for b in out if b["layer"] == layer]
+    assert all(len(r) == len(f) for r in rows)
+    return out
+
+
+def test_output_files_and_json_layout(ex):
+    out, data = ex["out"], ex["data"]
+    assert {p.name for p in out.iterdir()} == {"index.html", "data.json", "data.js", "images"}
+    js = (out / "data.js").read_text()
+    assert js.startswith("window.CXRDET_EXPLORE = ") and json.loads(js[len("window.CXRDET_EXPLORE = "):-2]) == data
+    assert '<script src="data.js"></script>' in (out / "index.html").read_text()
+    assert set(data) == {"format", "title", "metric", "iou_thresholds", "conf", "normal_class", "classes", "layers",
+                         "box_fields", "boxes", "images"}
+    assert data["box_fields"] == ["layer", "class_id", "x_min", "y_min", "x_max", "y_max", "score", "tp", "match", "iou"]
+    assert [(lay["kind"], lay["name"]) for lay in data["layers"]] == [
+        ("truth", "truth"), ("pred", "pred.csv"), ("pred", "other.csv"), ("rater", "R8"), ("rater", "R9"),
+        ("rater", "R10")]
+    assert len(data["images"]) == 12 and data["metric"] == "vinbigdata" and data["iou_thresholds"] == [0.4]
+    from detection.visualize import class_color
+    assert all(c["color"] == class_color(c["id"]) for c in data["classes"])
+    for im in data["images"]:
+        f = out / im["file"]
+        a = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        assert a.shape == (im["height"], im["width"]) == (160, 160)
+    # every box of the box tables is there once: truth, 2 x predictions, raters' raw boxes
+    raw = pd.read_csv(ex["dir"] / "vin" / "train.csv")
+    n_raw = int(raw["class_id"].lt(14).sum())
+    assert len(data["boxes"]) == len(ex["truth"]) + 2 * len(ex["pred"]) + n_raw
+    starts = [(i["box_start"], i["box_count"]) for i in data["images"]]
+    assert sum(c for _, c in starts) == len(data["boxes"])
+
+
+def test_boxes_in_the_displayed_frame_and_iou(ex):
+    """A truth box in original px lands at x * 160 / width in the 160 px PNG frame; the prediction
+    shifted 3 px right has IoU (w - 3) / (w + 3) with it."""
+    data, t, meta = ex["data"], ex["truth"], ex["meta"].set_index("image_id")
+    row = t.iloc[0]
+    h, w = meta.loc[row["image_id"], ["height", "width"]]
+    truth = boxes_of(data, row["image_id"], "truth")
+    want = [row["x_min"] * 160 / w, row["y_min"] * 160 / h, row["x_max"] * 160 / w, row["y_max"] * 160 / h]
+    got = [b for b in truth if b["class_id"] == row["class_id"]]
+    assert any(np.allclose([b["x_min"], b["y_min"], b["x_max"], b["y_max"]], want, atol=0.051) for b in got)
+    assert all(b["score"] is None and b["tp"] is None for b in truth)
+    bw = row["x_max"] - row["x_min"]
+    preds = [b for b in boxes_of(data, row["image_id"], "pred", 1) if b["class_id"] == row["class_id"]]
+    assert any(abs(b["iou"] - (bw - 3) / (bw + 3)) < 1e-3 for b in preds)
+    # a match points at a truth box of the same image and class
+    for b in preds:
+        if b["match"] >= 0:
+            m = dict(zip(data["box_fields"], data["boxes"][b["match"]]))
+            assert m["layer"] == 0 and m["class_id"] == b["class_id"]
+
+
+@pytest.mark.parametrize("conf", [0.0, 0.3, 0.5, 0.6, 0.92])
+def test_tp_fp_fn_from_the_bits_equal_image_costs_at_every_confidence(ex, conf):
+    """The page's rule (TP = shown predictions with bit 0, FP = the other shown ones, FN = truth - TP,
+    cost = FN + sum of FP scores) against detection.metrics.image_costs re-run at that confidence."""
+    data = ex["data"]
+    ids = [i["id"] for i in data["images"]]
+    ref = image_costs(ex["truth"], ex["pred"], ids, iou_thr=0.4, conf_thr=conf).set_index("image_id")
+    assert (ref["n_fp"] + ref["n_tp"]).sum() > 0
+    for iid in ids:
+        shown = [b for b in boxes_of(data, iid, "pred", 1) if b["score"] >= conf]
+        tp = sum(b["tp"] & 1 for b in shown)
+        fp = len(shown) - tp
+        fn = len(boxes_of(data, iid, "truth")) - tp
+        cost = fn + sum(b["score"] for b in shown if not b["tp"] & 1)
+        assert (tp, fp, fn) == tuple(ref.loc[iid, ["n_tp", "n_fp", "n_fn"]]), iid
+        assert cost == pytest.approx(ref.loc[iid, "cost"])
+
+
+def test_rsna_bits_give_the_rsna_image_score(ex, tmp_path):
+    """--metric rsna: bit k = TP at IoU > 0.40 + 0.05 k; the mean over bits of TP/(TP+FP+FN) is the
+    image's score of detection.metrics.rsna_score on the predictions >= the confidence."""
+    argv = [a if a != str(ex["out"]) else str(tmp_path / "rs") for a in ex["argv"]]
+    assert main(argv[:argv.index("--raters")] + argv[argv.index("--source"):] + ["--metric", "rsna"]) == 0
+    data = json.loads((tmp_path / "rs" / "data.json").read_text())
+    assert len(data["iou_thresholds"]) == 8 and data["layers"][-1]["kind"] == "pred"
+    ids = [i["id"] for i in data["images"]]
+    for conf in (0.0, 0.5):
+        p = ex["pred"][ex["pred"]["score"] >= conf]
+        ref = rsna_score(ex["truth"], p, ids)["per_image"].set_index("image_id")["score"]
+        for iid in ids:
+            shown = [b for b in boxes_of(data, iid, "pred", 1) if b["score"] >= conf]
+            nt = len(boxes_of(data, iid, "truth"))
+            if nt + len(shown) == 0:
+                assert np.isnan(ref[iid])
+                continue
+            tps = [sum((b["tp"] >> k) & 1 for b in shown) for k in range(8)]
+            assert np.mean([tp / (nt + len(shown) - tp) for tp in tps]) == pytest.approx(ref[iid]), iid
+
+
+def test_dicom_source_downscaled_and_resumed(ex, tmp_path):
+    """From the DICOMs with --max-side 128: images 128 px on the longest side at the original aspect,
+    boxes scaled by 128 / 300; a second run re-uses every image and writes the same data."""
+    d = ex["dir"]
+    out = tmp_path / "dcm"
+    argv = ["explore", "--truth", str(d / "vin" / "train.csv"), "--meta", str(d / "vin" / "train_meta.csv"),
+            "--pred", str(d / "pred.csv"), "--source", str(d / "vin" / "train"), "--max-side", "128",
+            "--out", str(out)]
+    if not (d / "vin" / "train_meta.csv").is_file():
+        argv[argv.index("--meta") + 1] = str(d / "png" / "meta.csv")
+    assert main(argv) == 0
+    data = json.loads((out / "data.json").read_text())
+    meta = ex["meta"].set_index("image_id")
+    for im in data["images"]:
+        h, w = meta.loc[im["id"], ["height", "width"]]
+        assert max(im["width"], im["height"]) == 128
+        assert (im["height"], im["width"]) == (round(h * 128 / max(h, w)), round(w * 128 / max(h, w)))
+        assert cv2.imread(str(out / im["file"]), cv2.IMREAD_GRAYSCALE).shape == (im["height"], im["width"])
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
+    assert main(argv) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "images").iterdir()} == mtimes
+    assert json.loads((out / "data.json").read_text()) == data
+
+
+def test_bad_inputs_are_one_line_errors(ex, tmp_path, capsys):
+    base = [a if a != str(ex["out"]) else str(tmp_path / "bad") for a in ex["argv"]]
+    assert main(base + ["--fold", "0"]) == 2
+    assert "--folds and --fold go together" in capsys.readouterr().err
+    assert main(base + ["--max-side", "4096"]) == 2
+    err = capsys.readouterr().err
+    assert "max_side 4096" in err and "Traceback" not in err
+    assert main([*base[:base.index("--raters") + 1], str(ex["dir"] / "truth.csv"),
+                 *base[base.index("--raters") + 2:]]) == 2
+    assert "expected a raw VinBigData train.csv" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the page, in Chromium
+def _driver(tmp_path):
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip("chromium / chromium-driver not installed (`make browser` installs both; CI runs it)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium missing: pip install -e '.[dev]'")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+              "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
+
+
+def _displayed(drv, sel):
+    return [e for e in drv.find_elements("css selector", sel) if e.is_displayed()]
+
+
+@pytest.mark.browser
+def test_page_in_headless_chromium(ex, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    drv = _driver(tmp_path)
+    try:
+        drv.get((ex["out"] / "index.html").as_uri())
+        assert drv.execute_script("return window.CXRDET_TIMING.ready_ms") > 0
+        first = drv.find_element("id", "image-id").text
+        assert first in set(ex["truth"]["image_id"])           # the costliest image comes first
+        drv.execute_script("var s=document.getElementById('conf'); s.value='0.5';"
+                           "s.dispatchEvent(new Event('input', {bubbles: true}));")
+        n_pred = len(ex["pred"][(ex["pred"]["image_id"] == first) & (ex["pred"]["score"] >= 0.5)]) + \
+            int((ex["pred"]["image_id"] == first).sum())               # other.csv: every box scores 0.6
+        assert len(_displayed(drv, "[data-kind=pred]")) == n_pred
+        ref = image_costs(ex["truth"], ex["pred"], [first], conf_thr=0.5).iloc[0]
+        stat = {k: int(drv.find_element("css selector", f'[data-stat="{k}"][data-layer="1"]').text)
+                for k in ("tp", "fp", "fn")}
+        assert stat == {"tp": ref["n_tp"], "fp": ref["n_fp"], "fn": ref["n_fn"]}
+        # hover a prediction: class, score and IoU with the best truth box
+        box = _displayed(drv, "[data-kind=pred]")[0]
+        ActionChains(drv).move_to_element(box).perform()
+        tip = drv.find_element("id", "tip")
+        assert tip.is_displayed() and "score" in tip.text and "IoU with the best" in tip.text
+        # class toggle off: its boxes are gone, the others stay
+        cls = box.get_attribute("data-class")
+        n_all = len(_displayed(drv, "[data-kind]"))
+        n_cls = len(_displayed(drv, f'[data-kind][data-class="{cls}"]'))
+        drv.find_element("css selector", f'input[data-class-toggle="{cls}"]').click()
+        assert _displayed(drv, f'[data-kind][data-class="{cls}"]') == []
+        assert len(_displayed(drv, "[data-kind]")) == n_all - n_cls
+        # radiologists' layer on: rater boxes appear
+        assert _displayed(drv, "[data-kind=rater]") == []
+        drv.find_element("id", "raters-all").click()
+        assert len(drv.find_elements("css selector", "[data-kind=rater]")) > 0
+        # right arrow: the next image of the list
+        ActionChains(drv).send_keys(Keys.ARROW_RIGHT).perform()
+        second = drv.find_element("id", "image-id").text
+        assert second and second != first
+        ActionChains(drv).send_keys(Keys.ARROW_LEFT).perform()
+        assert drv.find_element("id", "image-id").text == first
+        errors = [m for m in drv.get_log("browser") if m["level"] == "SEVERE"]
+        assert errors == []
+    finally:
+        drv.quit()
