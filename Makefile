@@ -38,7 +38,7 @@ browser:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver >/dev/null; fi; }
 
 bench: setup
-	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py \
+	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py && $(PY) bench/explore.py \
 	  && $(PY) bench/infer.py --weights weights/vinbig_phantom_yolo11n.pt && bash bench/demo.sh
 
 clean:

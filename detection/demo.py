@@ -11,7 +11,8 @@ the pixels are phantoms drawn at those boxes. Steps, each timed and each a stage
                SHIPPED detector + 2-class filter;
 5. ``submit``  a Kaggle submission for the test split, validated;
 6. ``evaluate`` fold 0 and the test split; the radiologists' baseline on the subset;
-7. ``show``    overlays, a worst-images gallery and the HTML report.
+7. ``show``    overlays, a worst-images gallery, the HTML explorer (``explore/index.html``: every
+               held-out image, predictions, radiologists, a confidence slider) and the HTML report.
 
 The shipped weights (``weights/``) were trained on other phantoms (weights/README.md), so fold 0
 and the test split are unseen by them.
@@ -54,6 +55,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     from data_prep.prep import prep
     from data_prep.synth import synth_rsna, synth_vinbigdata
     from detection.evaluate import evaluate, load_truth, rater_baseline, write_json
+    from detection.explore import build_explorer
     from detection.predict import predict
     from detection.report import build_report
     from detection.submission import validate_submission, write_submission
@@ -148,7 +150,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
             res["rater_baseline"] = baseline["mAP"]
             print(bl.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
-    with _step("show: overlays, worst-images gallery, HTML report", timings):
+    with _step("show: overlays, worst-images gallery, explorer, HTML report", timings):
         shown = pred0[(pred0["score"] >= 0.3) & (pred0["class_id"] != 14)]
         pics = out / "pictures"
         ab = list(tb[tb["image_id"].isin(set(fold0["image_id"]))]["image_id"].unique()[:4])
@@ -165,6 +167,14 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
             res["gallery"] = str(render_gallery(worst, pdir / "images", pics / "gallery_worst.png", images, t0,
                                                 shown, names, caps, title=f"held-out fold 0: the {len(worst)} "
                                                 "images that cost the metric most"))
+        raw = None
+        if vin:  # the radiologists' own boxes, one explorer layer each
+            from data_prep.datasets import vinbigdata
+            raw = vinbigdata.load(data / "train.csv", pdir / "meta.csv", on_missing_meta="drop")[1]
+        ex = build_explorer(fold0, t0, [("pred_fold0.csv", pred0)], pdir / "images", out / "explore", raw, metric,
+                            0.4, 14 if vin else None, names, 0.3, f"cxrdet demo ({dataset} phantoms): held-out fold 0",
+                            truth_name=truth_file.name)
+        res["explorer"] = str(ex["index"])
         rep = build_report(tb[tb["image_id"].isin(set(fold0["image_id"]))], pred0, fold0, pdir / "images",
                            out / "report.html", metric, 0.4, 14 if vin else None, names, baseline,
                            title=f"cxrdet demo ({dataset} phantoms): held-out fold 0")
@@ -176,6 +186,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     print("\n== cxrdet demo finished in %.0f s" % total)
     print(f"   submission      {res['submission']}")
     print(f"   HTML report     {res['report']}")
+    print(f"   explorer        {res['explorer']}  (open it in a browser; no server needed)")
     print(f"   pictures        {res['pictures']}" + (f"  (worst-images gallery: {Path(res['gallery']).name})"
                                                           if "gallery" in res else ""))
     print(f"   metrics         {out / 'metrics_fold0.json'}  {out / 'metrics_test.json'}")

@@ -13,6 +13,7 @@ import base64
 import html
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -34,7 +35,7 @@ h1{font-size:24px;margin-bottom:4px} h2{font-size:18px;margin-top:32px;border-bo
 table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}
 td:nth-child(2),th:nth-child(2){text-align:left} .grid{display:flex;flex-wrap:wrap;gap:8px}
 .grid img{width:280px;border:1px solid #ddd} img.wide{max-width:100%;border:1px solid #ddd}
-.overlay{margin:8px 0} .overlay img{max-width:100%;border:1px solid #ddd}
+.explore a{font-weight:600;color:#1f4e9c} .overlay{margin:8px 0} .overlay img{max-width:100%;border:1px solid #ddd}
 """
 
 
@@ -90,10 +91,21 @@ def _baseline_html(baseline: dict | None) -> str:
 _HEADLINE = {"vinbigdata": "mAP@{iou:g}", "coco": "COCO AP@{iou:g}", "rsna": "RSNA score"}
 
 
+def _explorer_link(out: Path, explorer) -> str:
+    index = Path(explorer if explorer is not None else out.parent / "explore") / "index.html"
+    if not index.is_file():
+        if explorer is not None:
+            log.warning("report: no explorer at %s (run `cxrdet explore --out %s`); no link", index, explorer)
+        return ""
+    href = Path(os.path.relpath(index.resolve(), out.parent.resolve())).as_posix()
+    return (f"<p class='explore'><a href='{html.escape(href)}'>Open the interactive explorer</a> — every image "
+            "with truth, predictions and radiologists; confidence slider, per-class toggles, TP/FP/FN per image.</p>")
+
+
 def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, source, out,
                  metric: str = "vinbigdata", iou_thr: float = 0.4, normal_class: int | None = 14,
                  class_names=None, baseline: dict | None = None, n_worst: int = 12, n_overlays: int = 6,
-                 conf: float = 0.3, title: str = "cxrdet evaluation") -> Path:
+                 conf: float = 0.3, title: str = "cxrdet evaluation", explorer=None) -> Path:
     """Score ``pred`` against ``truth`` on ``images`` and write the HTML report to ``out``.
 
     ``truth``/``pred``: box tables (ORIGINAL pixels); ``images``: image table (image_id, height,
@@ -101,7 +113,9 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
     ``baseline``: the JSON dict of ``cxrdet evaluate --rater-baseline --json``. Pictures show
     predictions scored >= ``conf``; the worst-images gallery holds up to ``n_worst`` images with
     a cost > 0 (see :func:`detection.metrics.image_costs`), the first ``n_overlays`` of them
-    also as full-size overlays. Returns the report's path (written atomically)."""
+    also as full-size overlays. ``explorer``: the folder of a ``cxrdet explore`` page to link to
+    (default: ``explore/`` beside the report, linked when its index.html exists). Returns the
+    report's path (written atomically)."""
     from detection.evaluate import evaluate, plot_pr
     from detection.metrics import image_costs
     from detection.visualize import render_gallery, render_image, source_ids
@@ -133,7 +147,7 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
                  f"<div class='head'>{head} {_fmt(res['mAP'])}</div>",
                  f"<p class='sub'>{res['n_images']} images · {len(pred)} predicted boxes · "
                  f"{len(truth)} truth boxes · metric {html.escape(res['metric'])}{base}</p>",
-                 "<h2>Per class</h2>", _table_html(res)]
+                 _explorer_link(out, explorer), "<h2>Per class</h2>", _table_html(res)]
         if any(r["ap"] is not None for r in res["table"]):
             parts.append(_img_tag(_ap_bars(res, tmp / "ap.png"), "wide", "AP per class"))
         pr = plot_pr(res, tmp / "pr") if res.get("pr") else []
@@ -175,6 +189,7 @@ def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-overlays", type=int, default=6, help="full-size overlays of the worst images")
     p.add_argument("--conf", type=float, default=0.3, help="hide predictions below this in pictures")
     p.add_argument("--title", default="cxrdet evaluation")
+    p.add_argument("--explorer", help="folder of a `cxrdet explore` page to link (default: explore/ beside the report)")
     p.add_argument("--out", required=True, help="report .html path")
 
 
@@ -184,6 +199,7 @@ def run_report_eval(args) -> int:
     images, truth, pred, vin, names = load_inputs(args.truth, args.pred, args.meta, args.folds, args.fold)
     baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
     path = build_report(truth, pred, images, args.source, args.out, args.metric, args.iou,
-                        14 if vin else None, names, baseline, args.n_worst, args.n_overlays, args.conf, args.title)
+                        14 if vin else None, names, baseline, args.n_worst, args.n_overlays, args.conf, args.title,
+                        args.explorer)
     print(path)
     return 0

@@ -25,7 +25,7 @@ def test_demo_end_to_end_small(tmp_path, dataset):
     out = tmp_path / "demo"
     res = demo(dataset, out, finetune_epochs=1, n=16)
     # every output the demo announces exists
-    for key in ("submission", "report", "finetuned"):
+    for key in ("submission", "report", "finetuned", "explorer"):
         assert Path(res[key]).is_file(), key
     data = out / "data"
     sample = data / ("sample_submission.csv" if dataset == "vinbigdata" else "stage_2_sample_submission.csv")
@@ -37,6 +37,12 @@ def test_demo_end_to_end_small(tmp_path, dataset):
         assert m["metric"] == dataset and 0.0 <= m["mAP"] <= 1.0 and m["n_images"] > 0
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html
+    assert "href='explore/index.html'" in html                       # the report links to the explorer
+    ex = json.loads((out / "explore" / "data.json").read_text())
+    folds = pd.read_csv(out / "prep" / "folds.csv", dtype={"image_id": str})
+    assert {i["id"] for i in ex["images"]} == set(folds.loc[folds["fold"] == 0, "image_id"])
+    kinds = {layer["kind"] for layer in ex["layers"]}
+    assert kinds == ({"truth", "pred", "rater"} if dataset == "vinbigdata" else {"truth", "pred"})
     assert set(json.loads((out / "demo.json").read_text())["timings"]) == set(res["timings"])
     pics = list((out / "pictures").glob("*.png"))
     assert pics and all(p.stat().st_size > 10_000 for p in pics)

@@ -5,6 +5,7 @@ selenium, the page's DOM contract: slider, class toggles, arrow keys, hover, per
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -217,18 +218,43 @@ def test_page_in_headless_chromium(ex, tmp_path):
         assert first in set(ex["truth"]["image_id"])           # the costliest image comes first
         drv.execute_script("var s=document.getElementById('conf'); s.value='0.5';"
                            "s.dispatchEvent(new Event('input', {bubbles: true}));")
-        n_pred = len(ex["pred"][(ex["pred"]["image_id"] == first) & (ex["pred"]["score"] >= 0.5)]) + \
-            int((ex["pred"]["image_id"] == first).sum())               # other.csv: every box scores 0.6
-        assert len(_displayed(drv, "[data-kind=pred]")) == n_pred
-        ref = image_costs(ex["truth"], ex["pred"], [first], conf_thr=0.5).iloc[0]
-        stat = {k: int(drv.find_element("css selector", f'[data-stat="{k}"][data-layer="1"]').text)
-                for k in ("tp", "fp", "fn")}
-        assert stat == {"tp": ref["n_tp"], "fp": ref["n_fp"], "fn": ref["n_fn"]}
+        # every image of the list (right arrow): displayed predictions = those scoring >= 0.5 (of both
+        # files; other.csv scores 0.6 everywhere) and TP/FP/FN = image_costs at 0.5
+        pred, ids = ex["pred"], [i["id"] for i in ex["data"]["images"]]
+        assert (pred["score"] == 0.5).any()
+        ref = image_costs(ex["truth"], pred, ids, conf_thr=0.5).set_index("image_id")
+        time.sleep(0.5)                      # the list re-sorts by the costs at 0.5 once the slider rests
+        for _ in ids:                        # to the top of the list
+            ActionChains(drv).send_keys(Keys.ARROW_LEFT).perform()
+        top = drv.find_element("id", "image-id").text
+        assert top == drv.find_element("css selector", "#list li[data-i] .lid").get_attribute("textContent")
+        seen = []
+        for _ in ids:
+            iid = drv.find_element("id", "image-id").text
+            seen.append(iid)
+            n_want = int(((pred["image_id"] == iid) & (pred["score"] >= 0.5)).sum() + (pred["image_id"] == iid).sum())
+            assert len(_displayed(drv, "[data-kind=pred]")) == n_want, iid
+            stat = {k: int(drv.find_element("css selector", f'[data-stat="{k}"][data-layer="1"]').text)
+                    for k in ("tp", "fp", "fn")}
+            assert stat == {"tp": ref.loc[iid, "n_tp"], "fp": ref.loc[iid, "n_fp"], "fn": ref.loc[iid, "n_fn"]}, iid
+            ActionChains(drv).send_keys(Keys.ARROW_RIGHT).perform()
+        assert sorted(seen) == sorted(ids)                               # the arrows walked the whole list
+        assert drv.find_element("id", "image-id").text == seen[-1]       # and stop at its end
+        for _ in ids:
+            ActionChains(drv).send_keys(Keys.ARROW_LEFT).perform()
+        assert drv.find_element("id", "image-id").text == seen[0]
         # hover a prediction: class, score and IoU with the best truth box
-        box = _displayed(drv, "[data-kind=pred]")[0]
-        ActionChains(drv).move_to_element(box).perform()
         tip = drv.find_element("id", "tip")
-        assert tip.is_displayed() and "score" in tip.text and "IoU with the best" in tip.text
+        assert not tip.is_displayed()
+        box = _displayed(drv, "[data-kind=pred]")[0]
+        f = {n: i for i, n in enumerate(ex["data"]["box_fields"])}
+        b = ex["data"]["boxes"][int(box.get_attribute("data-b"))]
+        w = box.rect["width"]
+        ActionChains(drv).move_to_element_with_offset(box, int(-w / 2 + 1), 0).perform()   # on its left edge
+        name = next(c["name"] for c in ex["data"]["classes"] if c["id"] == b[f["class_id"]])
+        assert tip.is_displayed(), tip.text
+        assert name in tip.text and f"score {b[f['score']]:.3f}" in tip.text
+        assert f"IoU with the best {name} truth box: {b[f['iou']]:.3f}" in tip.text
         # class toggle off: its boxes are gone, the others stay
         cls = box.get_attribute("data-class")
         n_all = len(_displayed(drv, "[data-kind]"))
@@ -240,13 +266,26 @@ def test_page_in_headless_chromium(ex, tmp_path):
         assert _displayed(drv, "[data-kind=rater]") == []
         drv.find_element("id", "raters-all").click()
         assert len(drv.find_elements("css selector", "[data-kind=rater]")) > 0
-        # right arrow: the next image of the list
+        # right arrow: the next image of the list; left arrow: back
         ActionChains(drv).send_keys(Keys.ARROW_RIGHT).perform()
-        second = drv.find_element("id", "image-id").text
-        assert second and second != first
+        assert drv.find_element("id", "image-id").text == seen[1] != seen[0]
         ActionChains(drv).send_keys(Keys.ARROW_LEFT).perform()
-        assert drv.find_element("id", "image-id").text == first
+        assert drv.find_element("id", "image-id").text == seen[0]
         errors = [m for m in drv.get_log("browser") if m["level"] == "SEVERE"]
         assert errors == []
     finally:
         drv.quit()
+
+
+def test_report_links_to_the_explorer_beside_it(ex, tmp_path):
+    from detection.report import _explorer_link
+
+    rep = ex["out"].parent / "report.html"
+    assert _explorer_link(rep, None) == ""                                      # folder named out/, not explore/
+    assert "href='out/index.html'" in _explorer_link(rep, ex["out"])
+    link = _explorer_link(tmp_path / "r.html", ex["out"])
+    assert "Open the interactive explorer" in link and "/out/index.html" in link
+    (tmp_path / "explore").mkdir()
+    assert _explorer_link(tmp_path / "r.html", None) == ""                      # no index.html there yet
+    (tmp_path / "explore" / "index.html").write_text("x")
+    assert "href='explore/index.html'" in _explorer_link(tmp_path / "r.html", None)
