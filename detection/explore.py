@@ -63,20 +63,22 @@ def _safe(image_id: str) -> str:
 
 
 def display_image(image_id: str, source, orig_hw: tuple[int, int] | None, out_dir, max_side: int = MAX_SIDE,
-                  quality: int = 90) -> dict:
+                  quality: int = 90, voi_options=None) -> dict:
     """Write ``image_id``'s displayed image (JPEG, longest side <= ``max_side``) under ``out_dir``.
 
     ``orig_hw``: the original (height, width) when the source is a PNG of another size (meta.csv);
-    None takes a PNG as the original. Returns {file, width, height, orig_width, orig_height} (file
-    relative to ``out_dir``'s parent). A file already written for the same source file, size hint
-    and ``max_side`` is re-used (the name carries a hash of them; its frame is in ``<file>.json``)."""
+    None takes a PNG as the original. ``voi_options``: how a DICOM is rendered
+    (:class:`data_prep.voi.VoiOptions`; None = the defaults). Returns {file, width, height,
+    orig_width, orig_height, sy, sx, pad_top, pad_left} (file relative to ``out_dir``'s parent).
+    A file already written for the same source file, size hint, ``max_side`` and options is
+    re-used (the name carries a hash of them; its frame is in ``<file>.json``)."""
     import cv2
 
     from detection.visualize import find_image, load_display
 
     path = find_image(source, image_id)
     st = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{orig_hw}|{max_side}|{quality}"
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{orig_hw}|{max_side}|{quality}|{voi_options!r}"
                        .encode()).hexdigest()[:10]
     out_dir = Path(out_dir)
     name = f"{_safe(image_id)}_{key}.jpg"
@@ -90,7 +92,7 @@ def display_image(image_id: str, source, orig_hw: tuple[int, int] | None, out_di
         im = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if im is not None:
             images = pd.DataFrame({"image_id": [image_id], "height": [im.shape[0]], "width": [im.shape[1]]})
-    img, frame = load_display(image_id, source, images)
+    img, frame = load_display(image_id, source, images, voi_options)
     h, w = img.shape[:2]
     s = min(1.0, max_side / max(h, w))
     if s < 1.0:
@@ -112,15 +114,15 @@ def display_image(image_id: str, source, orig_hw: tuple[int, int] | None, out_di
 
 
 def _display_job(args):
-    image_id, source, hw, out_dir, max_side = args
+    image_id, source, hw, out_dir, max_side, voi = args
     try:
-        return image_id, display_image(image_id, source, hw, out_dir, max_side), None
+        return image_id, display_image(image_id, source, hw, out_dir, max_side, voi_options=voi), None
     except (OSError, ValueError) as e:  # a bad image is reported at the end; the batch goes on
         return image_id, None, f"{image_id}: {e}"
 
 
-def write_images(images: pd.DataFrame, source, out_dir, max_side: int = MAX_SIDE,
-                 workers: int = 1) -> tuple[dict[str, dict], list[str]]:
+def write_images(images: pd.DataFrame, source, out_dir, max_side: int = MAX_SIDE, workers: int = 1,
+                 voi_options=None) -> tuple[dict[str, dict], list[str]]:
     """Displayed images of every row of ``images`` found under ``source`` -> ({id: info}, [errors])."""
     from tqdm import tqdm
 
@@ -141,7 +143,7 @@ def write_images(images: pd.DataFrame, source, out_dir, max_side: int = MAX_SIDE
             continue
         hw = (int(r.height), int(r.width)) if known and r.height > 0 and r.width > 0 else None
         n_unknown += hw is None
-        jobs.append((iid, str(source), hw, str(out_dir), int(max_side)))
+        jobs.append((iid, str(source), hw, str(out_dir), int(max_side), voi_options))
     if n_unknown:
         log.warning("explore: %d image(s) without an original size (no --meta row with height,width): PNGs are "
                     "taken as the original, DICOMs use their header", n_unknown)
@@ -324,14 +326,15 @@ def build_explorer(images: pd.DataFrame, truth: pd.DataFrame, preds: list[tuple[
                    out, raters: pd.DataFrame | None = None, metric: str = "vinbigdata", iou_thr: float = 0.4,
                    normal_class: int | None = 14, class_names=None, conf: float = 0.3,
                    title: str = "cxrdet explorer", max_side: int = MAX_SIDE, workers: int = 1,
-                   truth_name: str = "truth") -> dict:
+                   truth_name: str = "truth", voi_options=None) -> dict:
     """Write the explorer into the folder ``out`` (module docstring); return {"index", "n_images",
     "n_boxes", "errors"}. ``images``: the image table of the images to show (original sizes);
-    ``preds``: [(layer name, box table)]; ``raters``: raw per-radiologist boxes (column rater)."""
+    ``preds``: [(layer name, box table)]; ``raters``: raw per-radiologist boxes (column rater);
+    ``voi_options``: how DICOMs are rendered (:class:`data_prep.voi.VoiOptions`)."""
     if not 1 <= max_side <= MAX_SIDE:
         raise ValueError(f"max_side {max_side}; expected 1..{MAX_SIDE} px")
     out = Path(out)
-    infos, errors = write_images(images, source, out / "images", max_side, workers)
+    infos, errors = write_images(images, source, out / "images", max_side, workers, voi_options)
     if not infos:
         raise ValueError(f"explore: none of the {len(images)} image(s) could be shown from {source}"
                          + (f" ({errors[0]})" if errors else ""))
@@ -395,12 +398,16 @@ def load_explore_inputs(truth_path, pred_paths, meta=None, folds=None, fold=None
 
 
 def run_explore(args) -> int:
+    from data_prep.config import load_config
+    from data_prep.voi import VoiOptions
+
+    voi = VoiOptions.from_config(load_config(getattr(args, "config", None), getattr(args, "overrides", None) or []))
     images, truth, preds, raters, dataset, names = load_explore_inputs(
         args.truth, args.pred, args.meta, args.folds, args.fold, args.raters)
     metric = args.metric or ("rsna" if dataset == "rsna" else "vinbigdata")
     res = build_explorer(images, truth, preds, args.source, args.out, raters, metric, args.iou,
                          14 if dataset == "vinbigdata" else None, names, args.conf, args.title, args.max_side,
-                         args.workers, Path(args.truth).name)
+                         args.workers, Path(args.truth).name, voi)
     print(res["index"])
     print(f"{res['n_images']} images, {res['n_boxes']} boxes" +
           (f"; {len(res['errors'])} image(s) failed (see the log)" if res["errors"] else ""))

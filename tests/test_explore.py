@@ -71,7 +71,8 @@ def test_output_files_and_json_layout(ex):
     assert '<script src="data.js"></script>' in (out / "index.html").read_text()
     assert set(data) == {"format", "title", "metric", "iou_thresholds", "conf", "normal_class", "classes", "layers",
                          "box_fields", "boxes", "images"}
-    assert data["box_fields"] == ["layer", "class_id", "x_min", "y_min", "x_max", "y_max", "score", "tp", "match", "iou"]
+    assert data["box_fields"] == ["layer", "class_id", "x_min", "y_min", "x_max", "y_max", "score", "tp", "match",
+                                  "iou"]
     assert [(lay["kind"], lay["name"]) for lay in data["layers"]] == [
         ("truth", "truth"), ("pred", "pred.csv"), ("pred", "other.csv"), ("rater", "R8"), ("rater", "R9"),
         ("rater", "R10")]
@@ -172,6 +173,14 @@ def test_dicom_source_downscaled_and_resumed(ex, tmp_path):
     assert main(argv) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "images").iterdir()} == mtimes
     assert json.loads((out / "data.json").read_text()) == data
+    # key=value DICOM rendering options (the config's voi) reach the images: same frames, other pixels
+    assert main([*argv[:-1], str(tmp_path / "novoi"), "voi=none"]) == 0
+    other = json.loads((tmp_path / "novoi" / "data.json").read_text())
+    assert other["boxes"] == data["boxes"]
+    diff = [np.abs(cv2.imread(str(out / a["file"]), 0).astype(int)
+                   - cv2.imread(str(tmp_path / "novoi" / b["file"]), 0)).mean()
+            for a, b in zip(data["images"], other["images"])]
+    assert max(diff) > 5
 
 
 def test_bad_inputs_are_one_line_errors(ex, tmp_path, capsys):
