@@ -225,7 +225,7 @@ def _layer_names(paths: list[str]) -> list[str]:
 
 def explore_data(images: pd.DataFrame, infos: dict[str, dict], truth: pd.DataFrame,
                  preds: list[tuple[str, pd.DataFrame]], raters: pd.DataFrame | None = None,
-                 metric: str = "vinbigdata", iou_thr: float = 0.4, normal_class: int | None = 14,
+                 metric: str = "vinbigdata", iou_thr: float = 0.4, normal_class: int | None = None,
                  class_names=None, conf: float = 0.3, title: str = "cxrdet explorer",
                  truth_name: str = "truth") -> dict:
     """The page's data (module docstring) for the images of ``images`` that have an entry in
@@ -324,7 +324,7 @@ def _dump(data: dict) -> str:
 
 def build_explorer(images: pd.DataFrame, truth: pd.DataFrame, preds: list[tuple[str, pd.DataFrame]], source,
                    out, raters: pd.DataFrame | None = None, metric: str = "vinbigdata", iou_thr: float = 0.4,
-                   normal_class: int | None = 14, class_names=None, conf: float = 0.3,
+                   normal_class: int | None = None, class_names=None, conf: float = 0.3,
                    title: str = "cxrdet explorer", max_side: int = MAX_SIDE, workers: int = 1,
                    truth_name: str = "truth", voi_options=None) -> dict:
     """Write the explorer into the folder ``out`` (module docstring); return {"index", "n_images",
@@ -405,8 +405,10 @@ def run_explore(args) -> int:
     images, truth, preds, raters, dataset, names = load_explore_inputs(
         args.truth, args.pred, args.meta, args.folds, args.fold, args.raters)
     metric = args.metric or ("rsna" if dataset == "rsna" else "vinbigdata")
+    from data_prep.datasets import vinbigdata
+
     res = build_explorer(images, truth, preds, args.source, args.out, raters, metric, args.iou,
-                         14 if dataset == "vinbigdata" else None, names, args.conf, args.title, args.max_side,
+                         vinbigdata.NORMAL_ID if dataset == "vinbigdata" else None, names, args.conf, args.title, args.max_side,
                          args.workers, Path(args.truth).name, voi)
     print(res["index"])
     print(f"{res['n_images']} images, {res['n_boxes']} boxes" +
