@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-cls": ("detection.train", "train the normal/abnormal classifier (the 2-class filter)"),
     "export": ("detection.export", "export YOLO weights to ONNX"),
     "predict": ("detection.predict", "predict boxes in original pixels from PNGs or DICOMs (TTA, ensembles)"),
+    "postprocess": ("detection.postprocess", "WBF of prediction tables, class probabilities, 2-class filter, thresholds, box scaling"),
+    "tune": ("detection.tune", "search the post-processing keys on out-of-fold predictions (optuna), nested estimate"),
     "submit": ("detection.submission", "write a Kaggle submission CSV from a prediction box table"),
     "validate-submission": ("detection.submission", "check a submission CSV against the sample submission"),
     "evaluate": ("detection.evaluate", "mAP (vinbigdata / rsna / coco), image-level AUC, the radiologist baseline"),

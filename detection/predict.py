@@ -1,4 +1,4 @@
-"""Prediction in ORIGINAL pixels from PNGs or DICOMs: batches, TTA, WBF ensembles, 2-class filter.
+"""Prediction in ORIGINAL pixels from PNGs or DICOMs: batches, TTA, WBF ensembles, then postprocess.
 
 ``cxrdet predict --weights W.pt [W2.pt ...] --source DIR [--meta META] [--tta] [--conf 0.001]
 [--classifier C.pt --low 0.08 --high 0.95] [--imgsz 512] [--onnx] --out preds.csv [key=value ...]``
@@ -10,15 +10,17 @@ A box's way through this module::
       -> TTA flip view: boxes un-flipped (x -> png_w - x)          xyxy in the PNG frame
       -> boxes.from_frame(Frame(png_h/h, png_w/w), clip to (h, w)) xyxy in ORIGINAL pixels
       -> several views/models: ensemble-boxes WBF on boxes normalised by (h, w)
-      -> 2-class filter (optional)                                 the box table (data_prep.boxes)
+      -> detection.postprocess.apply: class probabilities, scaling, thresholds, top-k,
+         2-class filter (all keys of configs/default.yaml)        the box table (data_prep.boxes)
 
 Original sizes: PNG folders read them from ``--meta`` (convert's ``meta.csv``: image_id, height,
 width[, png_height, png_width], or ``image_id,dim0,dim1``); without ``--meta`` a ``meta.csv`` in
 the source folder or its parent (prep's layout) is used; without any, the PNG is taken as the
 original (logged). DICOM folders take sizes from the header.
 
-2-class filter, with ``p = p(abnormal)`` from an ultralytics classify model whose classes are
-``abnormal``/``normal`` (``cxrdet train-cls``):
+The WBF and the post-processing steps are :mod:`detection.postprocess`'s functions (one code
+path with ``cxrdet postprocess``). 2-class filter, with ``p = p(abnormal)`` from an ultralytics
+classify model whose classes are ``abnormal``/``normal`` (``cxrdet train-cls``):
 
 * ``p < low``: the image is called normal: its boxes are dropped and one "No finding" row
   ``14 1.0 0 0 1 1`` is written;
@@ -44,8 +46,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data_prep.boxes import BOX_COLUMNS, Frame, denormalize_xyxy, empty_boxes, from_frame, make_boxes, normalize_xyxy
+from data_prep.boxes import Frame, empty_boxes, from_frame, make_boxes
 from data_prep.datasets.common import read_meta as common_read_meta
+from detection import postprocess as post_mod
+from detection.postprocess import View, fuse_views, two_class_filter  # noqa: F401  (predict's steps live there)
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +142,6 @@ def to_original(xyxy_png, frame: Frame, hw: tuple[int, int]) -> np.ndarray:
     return from_frame(xyxy_png, frame, clip_hw=hw)
 
 
-@dataclass
-class View:
-    """One model's boxes for one image (one TTA view): original pixels."""
-    xyxy: np.ndarray    # (N, 4) float64, original pixels
-    scores: np.ndarray  # (N,) float64
-    labels: np.ndarray  # (N,) int64
-
-
 def view_from_result(result, frame: Frame, hw: tuple[int, int], flipped: bool = False) -> View:
     """An ultralytics detect ``Results`` (boxes in the PNG frame it was given) -> :class:`View` in
     original pixels. ``flipped``: the input was the horizontally flipped PNG (``frame.frame_w`` wide)."""
@@ -155,46 +151,6 @@ def view_from_result(result, frame: Frame, hw: tuple[int, int], flipped: bool = 
         xyxy = unflip_x(xyxy, frame.frame_w)
     return View(to_original(xyxy, frame, hw), b.conf.cpu().numpy().astype("float64").reshape(-1),
                 b.cls.cpu().numpy().astype("int64").reshape(-1))
-
-
-def fuse_views(views: Sequence[View], hw: tuple[int, int], iou_thr: float = 0.55,
-               skip_box_thr: float = 0.0001, conf_type: str = "avg") -> View:
-    """Weighted boxes fusion (ensemble-boxes) of several views of one image; one view is returned
-    as it is. Boxes are normalised by ``hw = (height, width)`` for WBF and mapped back."""
-    if len(views) == 1:
-        return views[0]
-    from ensemble_boxes import weighted_boxes_fusion
-
-    h, w = hw
-    bl = [normalize_xyxy(v.xyxy, h, w) for v in views]
-    if not any(len(b) for b in bl):
-        return View(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype="int64"))
-    boxes, scores, labels = weighted_boxes_fusion(
-        bl, [v.scores for v in views], [v.labels for v in views],
-        iou_thr=iou_thr, skip_box_thr=skip_box_thr, conf_type=conf_type)
-    return View(denormalize_xyxy(boxes, h, w), np.asarray(scores, "float64"), np.asarray(labels).astype("int64"))
-
-
-def two_class_filter(boxes: pd.DataFrame, p_abnormal: dict[str, float], low: float = 0.08,
-                     high: float = 0.95, normal_class: tuple[int, str] | None = (14, "No finding")) -> pd.DataFrame:
-    """Apply the normal/abnormal filter to a prediction box table (see the module docstring).
-
-    ``p_abnormal`` maps every image_id to p(abnormal) in [0, 1]; images absent from it keep their
-    boxes. ``normal_class`` = (class_id, class_name) of the "No finding" row with box 0 0 1 1, or
-    None to write no such row."""
-    if not 0.0 <= low <= high <= 1.0:
-        raise ValueError(f"2-class filter: expected 0 <= low <= high <= 1, got low={low}, high={high}")
-    p = boxes["image_id"].map(p_abnormal)
-    keep = ~(p < low)  # NaN (no probability) keeps its boxes
-    out = [boxes[keep.to_numpy()]]
-    if normal_class is not None:
-        ids = [i for i, q in p_abnormal.items() if q < high]
-        if ids:
-            score = [1.0 if p_abnormal[i] < low else 1.0 - p_abnormal[i] for i in ids]
-            out.append(make_boxes(ids, normal_class[0], normal_class[1], [[0, 0, 1, 1]] * len(ids), score=score))
-    parts = [o for o in out if len(o)]
-    res = pd.concat(parts, ignore_index=True) if parts else empty_boxes()
-    return res[BOX_COLUMNS + [c for c in res.columns if c not in BOX_COLUMNS]].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- models
@@ -273,15 +229,22 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
             classifier: str | os.PathLike | None = None, cls_imgsz: int = 256, low: float = 0.08,
             high: float = 0.95, normal_class: tuple[int, str] | None = (14, "No finding"),
             size: int = 512, keep_ratio: bool = False, onnx: bool = False,
-            errors: list[str] | None = None, voi_options=None) -> pd.DataFrame:
+            errors: list[str] | None = None, voi_options=None, post: dict | None = None) -> pd.DataFrame:
     """Predict every image of ``source`` (PNG or DICOM folder) -> box table in ORIGINAL pixels.
 
     ``weights``: one or several local ``.pt``/``.onnx`` (several, or ``tta``, are fused by WBF
     with ``ens_iou``/``ens_skip``). ``size``/``keep_ratio``/``voi_options`` convert DICOMs the way
-    prep made the PNGs. Unreadable images are skipped and described in ``errors`` (if given) and the log."""
+    prep made the PNGs. Unreadable images are skipped and described in ``errors`` (if given) and the log.
+    ``post``: the post-processing keys (:mod:`detection.postprocess`; missing = defaults, which
+    change nothing but the 2-class filter); ``ens_iou``, ``ens_skip``, ``low``, ``high`` win over it.
+    Inference ends here: the boxes then go through :func:`detection.postprocess.apply`."""
+    pc = post_mod.post_config({**(post or {}), "ens_iou": ens_iou, "ens_skip": ens_skip, "cls_low": low,
+                               "cls_high": high})
     wlist = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
     if not wlist:
         raise ValueError("predict: no weights given")
+    if pc["ens_weights"] is not None and len(pc["ens_weights"]) != len(wlist):
+        raise ValueError(f"ens_weights {pc['ens_weights']}: {len(pc['ens_weights'])} weight(s) for {len(wlist)} model(s)")
     models = [load_model(w, imgsz, batch, "detect", onnx) for w in wlist]
     names = _names(models[0])
     for m in models[1:]:
@@ -291,7 +254,7 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     rows = list_source(source, meta)
     chunk = min([batch] + [m.batch for m in models])
     errs: list[str] = [] if errors is None else errors
-    tables, p_abn = [], {}
+    tables, p_abn, sizes = [], {}, {}
     t0 = time.perf_counter()
     with tqdm(total=len(rows), desc="predict", unit="img") as bar:
         for s in range(0, len(rows), chunk):
@@ -314,22 +277,25 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
                                           device=device, verbose=False)
                     for i, (r, (_, _, frame, hw)) in enumerate(zip(res, loaded)):
                         per_image[i].append(view_from_result(r, frame, hw, flip))
+            vw = None if pc["ens_weights"] is None else [w for w in pc["ens_weights"] for _ in flips]
             for (iid, _, _, hw), views in zip(loaded, per_image):
-                v = fuse_views(views, hw, ens_iou, ens_skip)
+                sizes[iid] = hw
+                v = fuse_views(views, hw, pc["ens_iou"], pc["ens_skip"], pc["ens_conf_type"], vw)
                 if len(v.xyxy):
                     tables.append(make_boxes(iid, v.labels, [names.get(int(c), str(c)) for c in v.labels],
                                              v.xyxy, score=v.scores))
             if clf is not None:
                 p_abn.update(zip([x[0] for x in loaded], classifier_probs(clf, imgs, device)))
     out = pd.concat(tables, ignore_index=True) if tables else empty_boxes()
-    if clf is not None:
-        out = two_class_filter(out, p_abn, low, high, normal_class)
+    probs = pd.DataFrame({"image_id": list(p_abn), "abnormal": list(p_abn.values())}) if clf is not None else None
+    hw = pd.DataFrame(list(sizes.values()), index=list(sizes), columns=["height", "width"]) if sizes else None
+    out = post_mod.apply(out, probs, pc, normal_class, hw)
     n = len(rows) - len(errs)
     dt = time.perf_counter() - t0
     log.info("predicted %d image(s) in %.1f s (%.1f img/s): %d box(es)", n, dt, n / max(dt, 1e-9), len(out))
     if errs:
         log.warning("%d image(s) could not be read and were skipped:\n  %s", len(errs), "\n  ".join(errs))
-    return out.sort_values(["image_id", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    return out
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -355,11 +321,7 @@ def run_predict(args: argparse.Namespace) -> int:
     for arg, key in (("tta", "tta"), ("conf", "conf"), ("imgsz", "imgsz"), ("low", "cls_low"), ("high", "cls_high")):
         if getattr(args, arg) is not None:
             cfg[key] = getattr(args, arg)
-    normal = None
-    if cfg["dataset"] == "vinbigdata":
-        from data_prep.datasets.vinbigdata import NORMAL_ID, NORMAL_NAME
-
-        normal = (NORMAL_ID, NORMAL_NAME)
+    normal = post_mod.normal_class_for(cfg["dataset"])
     errors: list[str] = []
     from data_prep.voi import VoiOptions
 
@@ -368,7 +330,7 @@ def run_predict(args: argparse.Namespace) -> int:
                   device=str(cfg["device"]), ens_iou=cfg["ens_iou"], ens_skip=cfg["ens_skip"],
                   classifier=args.classifier, cls_imgsz=cfg["cls_imgsz"], low=cfg["cls_low"], high=cfg["cls_high"],
                   normal_class=normal, size=cfg["size"], keep_ratio=cfg["keep_ratio"], onnx=args.onnx,
-                  errors=errors, voi_options=VoiOptions.from_config(cfg))
+                  errors=errors, voi_options=VoiOptions.from_config(cfg), post=cfg)
     dst = Path(args.out)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")

@@ -1,0 +1,380 @@
+"""Post-processing of prediction box tables: the deterministic steps after inference.
+
+``cxrdet postprocess --pred P.csv [P2.csv ...] [--cls-probs C.csv] [--meta M] [--config tuned.yaml]
+--out final.csv [key=value ...]``
+
+``cxrdet predict`` is inference followed by these very functions (:func:`fuse_views` for its TTA
+views and ensemble members, :func:`apply` for the rest), so a table post-processed here equals
+what predict would have written with the same keys. Steps, in this order, all keys in
+``configs/default.yaml`` (defaults = today's predict output, every step below a no-op except the
+2-class filter, which needs a probabilities table):
+
+1. **ensemble** (several tables): ensemble-boxes ``weighted_boxes_fusion`` per image, boxes
+   normalised by the image size (``--meta``; without it by the largest coordinate of the image's
+   boxes: WBF is invariant to that scaling); ``ens_iou``, ``ens_skip``, ``ens_conf_type``,
+   ``ens_weights`` (one per table, null = equal).
+2. **class-probability fusion** (``cls_fusion: multiply``): ``score * p_class ** alpha``, with
+   ``p_class`` the probabilities table's column named like the box's class; boxes of classes
+   without a column, or of images without a row, keep their score.
+3. **box scaling** about the centre: width and height times ``box_scale`` (clipped to the image
+   when its size is known).
+4. **minimum box size**: boxes narrower or lower than ``min_box_size`` original pixels dropped.
+5. **score threshold**: boxes scored below ``score_thr`` (or ``class_thr[name]``) dropped.
+6. **top-k**: the ``top_k_per_class`` best boxes per image and class, then the ``top_k`` best
+   per image (0 = all); ties keep table order.
+7. **2-class filter** (the probabilities table has an ``abnormal`` column), p = p(abnormal):
+   ``p < cls_low``: the image's boxes dropped and one "No finding" row ``14 1.0 0 0 1 1``;
+   ``cls_low <= p < cls_high``: boxes kept plus "No finding" scored ``1 - p``; ``p >= cls_high``:
+   boxes only. "No finding" rows exist only for datasets with that class (VinBigData); elsewhere
+   normal images just lose their boxes. ``cls_low = cls_high = 0`` switches the
+   filter off.
+
+Steps 2-6 leave the normal class's rows alone; step 7 replaces the ones already there. The output
+is sorted by image_id, then score (descending, stable).
+
+A probabilities table is ``image_id`` plus one column per label in [0, 1] (``abnormal`` for
+p(abnormal)), written by the classifiers.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from data_prep.boxes import BOX_COLUMNS, COORDS, denormalize_xyxy, empty_boxes, make_boxes, normalize_xyxy
+
+log = logging.getLogger(__name__)
+
+# every key the steps read (configs/default.yaml documents them); tune writes only these
+POST_KEYS = ("ens_iou", "ens_skip", "ens_conf_type", "ens_weights", "cls_fusion", "alpha", "box_scale",
+             "min_box_size", "score_thr", "class_thr", "top_k_per_class", "top_k", "cls_low", "cls_high")
+CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
+FUSIONS = ("none", "multiply")
+
+
+def defaults() -> dict:
+    """The post-processing keys at their ``configs/default.yaml`` values."""
+    from data_prep.config import load_config
+
+    cfg = load_config()
+    return {k: cfg[k] for k in POST_KEYS}
+
+
+def post_config(cfg: dict | None = None) -> dict:
+    """The post-processing keys of ``cfg`` (missing ones at their defaults), checked."""
+    base = defaults() if cfg is None or any(k not in cfg for k in POST_KEYS) else {}
+    out = {k: (cfg or {}).get(k, base.get(k)) for k in POST_KEYS}
+    if out["ens_conf_type"] not in CONF_TYPES:
+        raise ValueError(f"ens_conf_type {out['ens_conf_type']!r}; expected one of {list(CONF_TYPES)}")
+    if out["cls_fusion"] not in FUSIONS:
+        raise ValueError(f"cls_fusion {out['cls_fusion']!r}; expected one of {list(FUSIONS)}")
+    if not 0.0 <= out["cls_low"] <= out["cls_high"] <= 1.0:
+        raise ValueError(f"2-class filter: expected 0 <= low <= high <= 1, got low={out['cls_low']}, "
+                         f"high={out['cls_high']}")
+    if out["box_scale"] <= 0:
+        raise ValueError(f"box_scale {out['box_scale']}: expected > 0")
+    for k in ("top_k", "top_k_per_class"):
+        if int(out[k]) < 0:
+            raise ValueError(f"{k} {out[k]}: expected >= 0 (0 = no limit)")
+    if not isinstance(out["class_thr"] or {}, dict):
+        raise ValueError(f"class_thr {out['class_thr']!r}: expected a mapping class name -> threshold")
+    return out
+
+
+def normal_class_for(dataset: str) -> tuple[int, str] | None:
+    """(class_id, name) of the "No finding" class the 2-class filter writes, or None."""
+    if dataset == "vinbigdata":
+        from data_prep.datasets.vinbigdata import NORMAL_ID, NORMAL_NAME
+
+        return (NORMAL_ID, NORMAL_NAME)
+    return None
+
+
+# ----------------------------------------------------------------------------- WBF
+@dataclass
+class View:
+    """One model's boxes for one image (one TTA view, or one table): original pixels."""
+    xyxy: np.ndarray    # (N, 4) float64, original pixels
+    scores: np.ndarray  # (N,) float64
+    labels: np.ndarray  # (N,) int64
+
+
+def fuse_views(views: Sequence[View], hw: tuple[float, float], iou_thr: float = 0.55,
+               skip_box_thr: float = 0.0001, conf_type: str = "avg", weights=None) -> View:
+    """Weighted boxes fusion (ensemble-boxes) of several views of one image; one view is returned
+    as it is. Boxes are normalised by ``hw = (height, width)`` for WBF and mapped back."""
+    if len(views) == 1:
+        return views[0]
+    from ensemble_boxes import weighted_boxes_fusion
+
+    h, w = hw
+    bl = [normalize_xyxy(v.xyxy, h, w) for v in views]
+    if not any(len(b) for b in bl):
+        return View(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype="int64"))
+    boxes, scores, labels = weighted_boxes_fusion(
+        bl, [v.scores for v in views], [v.labels for v in views], weights=None if weights is None else list(weights),
+        iou_thr=iou_thr, skip_box_thr=skip_box_thr, conf_type=conf_type)
+    return View(denormalize_xyxy(boxes, h, w), np.asarray(scores, "float64"), np.asarray(labels).astype("int64"))
+
+
+def image_sizes(meta) -> pd.DataFrame | None:
+    """``image_id``-indexed ``height, width`` from a meta file (either form), or None."""
+    if meta is None:
+        return None
+    from data_prep.datasets.common import read_meta
+
+    return read_meta(meta, str(meta)).set_index("image_id")[["height", "width"]]
+
+
+def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, iou_thr: float = 0.55,
+             skip_box_thr: float = 0.0001, conf_type: str = "avg", weights=None) -> pd.DataFrame:
+    """WBF of several prediction box tables of the same images -> one box table.
+
+    Per image, each table is one WBF input (an image missing from a table is an empty input).
+    ``sizes``: ``image_id``-indexed height, width; images it lacks are normalised by their boxes'
+    largest coordinates. Extra columns constant per image in the first table (``fold``) are kept."""
+    if len(tables) == 1:
+        return tables[0]
+    if weights is not None and len(weights) != len(tables):
+        raise ValueError(f"ens_weights {list(weights)}: {len(weights)} weight(s) for {len(tables)} tables")
+    names: dict[int, str] = {}
+    for t in tables:
+        names.update(dict(zip(t["class_id"].astype("int64"), t["class_name"].astype(str))))
+    groups = [dict(tuple(t.groupby("image_id", sort=False))) for t in tables]
+    ids = list(dict.fromkeys(i for t in tables for i in t["image_id"].astype(str)))
+    empty = View(np.zeros((0, 4)), np.zeros(0), np.zeros(0, "int64"))
+    out = []
+    for iid in ids:
+        views = [View(g[iid][COORDS].to_numpy("float64"), g[iid]["score"].to_numpy("float64"),
+                      g[iid]["class_id"].to_numpy("int64")) if iid in g else empty for g in groups]
+        if sizes is not None and iid in sizes.index:
+            hw = (float(sizes.at[iid, "height"]), float(sizes.at[iid, "width"]))
+        else:
+            allb = np.concatenate([v.xyxy for v in views])
+            hw = (max(float(allb[:, 3].max()), 1.0), max(float(allb[:, 2].max()), 1.0))
+        v = fuse_views(views, hw, iou_thr, skip_box_thr, conf_type, weights)
+        if len(v.xyxy):
+            out.append(make_boxes(iid, v.labels, [names.get(int(c), str(c)) for c in v.labels], v.xyxy, score=v.scores))
+    res = pd.concat(out, ignore_index=True) if out else empty_boxes()
+    first = tables[0]
+    for c in (c for c in first.columns if c not in BOX_COLUMNS):
+        per = first.groupby("image_id")[c].nunique(dropna=False)
+        if len(first) and (per <= 1).all():
+            res[c] = res["image_id"].map(first.drop_duplicates("image_id").set_index("image_id")[c])
+    return res
+
+
+# ----------------------------------------------------------------------------- probabilities
+def read_probs(path) -> pd.DataFrame:
+    """A probabilities table: ``image_id`` + one float column per label in [0, 1]."""
+    df = pd.read_csv(path, dtype={"image_id": str})
+    return check_probs(df, str(path))
+
+
+def check_probs(df: pd.DataFrame, source: str = "probabilities") -> pd.DataFrame:
+    if "image_id" not in df:
+        raise ValueError(f"{source}: no image_id column; expected image_id + one column per label (abnormal, ...)")
+    dup = df["image_id"].duplicated()
+    if dup.any():
+        raise ValueError(f"{source} row {int(np.flatnonzero(dup)[0]) + 2}: image_id {df['image_id'][dup].iloc[0]!r} "
+                         "appears twice; expected one row per image")
+    for c in df.columns.drop("image_id"):
+        v = pd.to_numeric(df[c], errors="coerce")
+        bad = v.isna() | (v < 0) | (v > 1)
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{source} row {i + 2}: column {c!r} = {df[c].iloc[i]!r}; expected a probability in [0, 1]")
+    return df.astype({c: "float64" for c in df.columns.drop("image_id")}).assign(image_id=df["image_id"].astype(str))
+
+
+# ----------------------------------------------------------------------------- the steps on arrays
+@dataclass
+class Arrays:
+    """A prediction table over an image index: what the steps and ``cxrdet tune`` work on.
+
+    images (I,) str, sorted; hw (I, 2) float64 original height, width (NaN = unknown);
+    img, cls (N,) int64; box (N, 4) float64; score (N,) float64; names {class_id: name};
+    probs (I, L) float64 (NaN = image without a row), labels (L,) the probability columns."""
+    images: np.ndarray
+    hw: np.ndarray
+    img: np.ndarray
+    cls: np.ndarray
+    box: np.ndarray
+    score: np.ndarray
+    names: dict
+    probs: np.ndarray
+    labels: list
+
+
+def to_arrays(table: pd.DataFrame, probs: pd.DataFrame | None = None, sizes: pd.DataFrame | None = None,
+              images=None) -> Arrays:
+    """Box table (+ probabilities, sizes) -> :class:`Arrays`; the image index is the sorted union
+    of the table's, the probabilities' and ``images``."""
+    ids = [table["image_id"].astype(str)]
+    if probs is not None:
+        ids.append(probs["image_id"].astype(str))
+    if images is not None:
+        ids.append(pd.Series(list(images), dtype=object).astype(str))
+    index = pd.Index(np.unique(np.concatenate([s.to_numpy(dtype=object) for s in ids]).astype(str)))
+    names = dict(zip(table["class_id"].astype("int64"), table["class_name"].astype(str)))
+    hw = np.full((len(index), 2), np.nan)
+    if sizes is not None:
+        pos = index.get_indexer(sizes.index.astype(str))
+        hw[pos[pos >= 0]] = sizes[["height", "width"]].to_numpy("float64")[pos >= 0]
+    labels: list = []
+    P = np.zeros((len(index), 0))
+    if probs is not None:
+        labels = [c for c in probs.columns if c != "image_id"]
+        P = np.full((len(index), len(labels)), np.nan)
+        P[index.get_indexer(probs["image_id"].astype(str))] = probs[labels].to_numpy("float64")
+    return Arrays(index.to_numpy(), hw, index.get_indexer(table["image_id"].astype(str)).astype("int64"),
+                  table["class_id"].to_numpy("int64"), table[COORDS].to_numpy("float64").reshape(-1, 4),
+                  table["score"].to_numpy("float64"), {int(k): v for k, v in names.items()}, P, labels)
+
+
+def _rank_in_group(group: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Rank (0 = best) of each row within its group by descending score; ties keep row order."""
+    o = np.lexsort((np.arange(len(group)), -score, group))
+    g = group[o]
+    first = np.concatenate([[0], np.flatnonzero(g[1:] != g[:-1]) + 1]) if len(g) else np.zeros(0, "int64")
+    rank = np.empty(len(group), "int64")
+    rank[o] = np.arange(len(g)) - np.repeat(first, np.diff(np.concatenate([first, [len(g)]])))
+    return rank
+
+
+def apply_arrays(a: Arrays, cfg: dict, normal_id: int | None = None):
+    """Steps 2-7 on :class:`Arrays` -> ``(rows, box, score, normal_img, normal_score)``.
+
+    ``rows`` (K,) int64 = kept rows of ``a`` in their order, with their new ``box`` (K, 4) and
+    ``score`` (K,); ``normal_img``/``normal_score`` = the "No finding" rows the 2-class filter adds
+    (image positions, ascending), appended after the kept rows (only when ``normal_id`` is not None)."""
+    box, score = a.box, a.score
+    find = a.cls != normal_id if normal_id is not None else np.ones(len(a.cls), bool)
+    keep = np.ones(len(a.cls), bool)
+    if cfg["cls_fusion"] == "multiply" and a.labels:
+        col = {lab: j for j, lab in enumerate(a.labels)}
+        cj = np.full(max(max(a.names, default=-1), int(a.cls.max(initial=-1))) + 1, -1)
+        for k, name in a.names.items():
+            cj[k] = col.get(name, -1)
+        j = cj[a.cls]
+        p = np.full(len(a.cls), np.nan)
+        p[j >= 0] = a.probs[a.img[j >= 0], j[j >= 0]]
+        use = find & ~np.isnan(p)
+        score = score.copy()
+        score[use] = score[use] * np.power(p[use], float(cfg["alpha"]))
+    s = float(cfg["box_scale"])
+    if s != 1.0:
+        c = (box[:, :2] + box[:, 2:]) / 2
+        half = (box[:, 2:] - box[:, :2]) / 2 * s
+        nb = np.concatenate([c - half, c + half], 1)
+        hw = a.hw[a.img]
+        lim = np.where(np.isnan(hw[:, [1, 0, 1, 0]]), np.inf, hw[:, [1, 0, 1, 0]])
+        nb = np.clip(nb, 0.0, lim)
+        box = np.where(find[:, None], nb, box)
+    m = float(cfg["min_box_size"])
+    if m > 0:
+        keep &= ~find | (((box[:, 2] - box[:, 0]) >= m) & ((box[:, 3] - box[:, 1]) >= m))
+    thr = np.full(max(max(a.names, default=0), int(a.cls.max(initial=0))) + 1, float(cfg["score_thr"]))
+    for name, t in (cfg["class_thr"] or {}).items():
+        ids = [k for k, v in a.names.items() if v == str(name) or str(k) == str(name)]
+        thr[ids] = float(t)
+    if thr.any():
+        keep &= ~find | (score >= thr[a.cls])
+    for key, group in (("top_k_per_class", a.img * (len(thr) + 1) + a.cls), ("top_k", a.img)):
+        k = int(cfg[key])
+        if k > 0:
+            sel = np.flatnonzero(keep & find)
+            r = _rank_in_group(group[sel], score[sel])
+            keep[sel[r >= k]] = False
+    n_img, n_score = np.zeros(0, "int64"), np.zeros(0)
+    low, high = float(cfg["cls_low"]), float(cfg["cls_high"])
+    if "abnormal" in a.labels and high > 0:
+        pa = a.probs[:, a.labels.index("abnormal")]
+        pimg = pa[a.img]
+        keep &= ~(pimg < low)  # NaN (no probability) keeps its boxes
+        if normal_id is not None:
+            keep &= find  # the filter's rows replace any "No finding" rows already there
+            has = np.flatnonzero(~np.isnan(pa) & (pa < high))
+            n_img = has
+            n_score = np.where(pa[has] < low, 1.0, 1.0 - pa[has])
+    rows = np.flatnonzero(keep)
+    return rows, box[rows], score[rows], n_img, n_score
+
+
+def final_order(img: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """The output order: image (sorted index), then score descending; ties keep input order."""
+    return np.lexsort((np.arange(len(img)), -score, img))
+
+
+def apply(table: pd.DataFrame, probs: pd.DataFrame | None = None, cfg: dict | None = None,
+          normal_class: tuple[int, str] | None = (14, "No finding"), sizes: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Steps 2-7 on one box table -> the post-processed box table (sorted; module docstring).
+
+    ``probs``: a probabilities table or None; ``sizes``: image_id-indexed height, width or None."""
+    cfg = post_config(cfg)
+    a = to_arrays(table, probs, sizes)
+    rows, box, score, n_img, n_score = apply_arrays(a, cfg, normal_class[0] if normal_class else None)
+    out = table.iloc[rows].copy()
+    out[COORDS] = box
+    out["score"] = score
+    parts = [out]
+    if len(n_img):
+        parts.append(make_boxes(a.images[n_img], normal_class[0], normal_class[1], [[0, 0, 1, 1]] * len(n_img),
+                                score=n_score))
+    parts = [p for p in parts if len(p)]
+    res = pd.concat(parts, ignore_index=True) if parts else empty_boxes()
+    res = res[BOX_COLUMNS + [c for c in res.columns if c not in BOX_COLUMNS]].reset_index(drop=True)
+    return res.sort_values(["image_id", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def two_class_filter(boxes: pd.DataFrame, p_abnormal: dict[str, float], low: float = 0.08, high: float = 0.95,
+                     normal_class: tuple[int, str] | None = (14, "No finding")) -> pd.DataFrame:
+    """The 2-class filter alone (step 7) with ``p_abnormal`` {image_id: p(abnormal)}; images absent
+    from it keep their boxes."""
+    probs = pd.DataFrame({"image_id": [str(i) for i in p_abnormal], "abnormal": list(p_abnormal.values())})
+    return apply(boxes, probs, {"cls_low": low, "cls_high": high}, normal_class)
+
+
+def postprocess(tables: Sequence[pd.DataFrame], probs: pd.DataFrame | None = None, cfg: dict | None = None,
+                normal_class: tuple[int, str] | None = (14, "No finding"),
+                sizes: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every step (module docstring) on one or several prediction box tables."""
+    c = post_config(cfg)
+    if not tables:
+        raise ValueError("postprocess: no prediction table given")
+    table = ensemble(list(tables), sizes, c["ens_iou"], c["ens_skip"], c["ens_conf_type"], c["ens_weights"])
+    return apply(table, probs, c, normal_class, sizes)
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments_postprocess(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pred", nargs="+", required=True, help="prediction box table(s) or submissions; several = WBF")
+    p.add_argument("--cls-probs", default=None, help="probabilities table: image_id + one column per label (abnormal, ...)")
+    p.add_argument("--meta", default=None, help="original image sizes (WBF normalisation, clipping scaled boxes)")
+    p.add_argument("--config", default=None, help="config (e.g. tuned.yaml from `cxrdet tune`); key=value overrides")
+    p.add_argument("--out", required=True, help="post-processed box table CSV")
+
+
+def run_postprocess(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from data_prep.atomic import write_csv
+    from data_prep.config import load_config
+    from detection.evaluate import load_pred
+
+    cfg = load_config(args.config, getattr(args, "overrides", None) or [])
+    out = Path(args.out)
+    inputs = [Path(p) for p in args.pred] + ([Path(args.cls_probs)] if args.cls_probs else [])
+    if any(out.resolve() == p.resolve() for p in inputs if p.exists()):
+        raise ValueError(f"--out {out} is one of the inputs; postprocess never writes over its inputs")
+    tables = [load_pred(p) for p in args.pred]
+    probs = read_probs(args.cls_probs) if args.cls_probs else None
+    res = postprocess(tables, probs, cfg, normal_class_for(cfg["dataset"]), image_sizes(args.meta))
+    write_csv(res, out)
+    n_in = sum(len(t) for t in tables)
+    print(f"{out}: {len(res)} box(es) on {res['image_id'].nunique()} image(s) from {n_in} in {len(tables)} table(s)")
+    return 0

@@ -1,0 +1,321 @@
+"""detection/postprocess.py: each step on hand-made tables, WBF against ensemble-boxes called
+directly, predict's output with default keys frozen before the steps moved here, and the CLI."""
+from __future__ import annotations
+
+import hashlib
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import detection.postprocess as PP
+import detection.predict as P
+from data_prep.boxes import COORDS, make_boxes
+
+NF = (14, "No finding")
+
+
+def _boxes(rows):
+    """rows of (image_id, class_id, x0, y0, x1, y1, score) -> box table (class_name = 'c<id>')."""
+    r = list(zip(*rows))
+    return make_boxes(list(r[0]), list(r[1]), [f"c{c}" if c != 14 else "No finding" for c in r[1]],
+                      np.array(r[2:6], float).T, score=list(r[6]))
+
+
+def _cfg(**kw):
+    return {**PP.defaults(), **kw}
+
+
+# ----------------------------------------------------------------------------- defaults
+def test_every_post_key_is_documented_in_default_yaml(repo_root):
+    text = (repo_root / "configs" / "default.yaml").read_text()
+    for k in PP.POST_KEYS:
+        line = [ln for ln in text.splitlines() if ln.startswith(f"{k}:")]
+        assert len(line) == 1 and "# (" in line[0], k
+    d = PP.defaults()
+    assert (d["box_scale"], d["score_thr"], d["top_k"], d["cls_fusion"], d["cls_low"], d["cls_high"]) == \
+        (1.0, 0.0, 0, "none", 0.08, 0.95)
+
+
+def test_defaults_without_probabilities_only_sort():
+    t = _boxes([("b", 0, 1, 2, 30, 40, 0.2), ("a", 1, 5, 5, 9, 9, 0.1), ("b", 1, 0, 0, 3, 3, 0.7),
+                ("a", 0, 5, 6, 7, 8, 0.1)])
+    out = PP.postprocess([t], None, None, NF)
+    exp = t.iloc[[1, 3, 2, 0]].reset_index(drop=True)  # a (ties in table order), then b by score
+    pd.testing.assert_frame_equal(out, exp, check_exact=True)
+
+
+# ----------------------------------------------------------------------------- 2-class filter
+@pytest.mark.parametrize("p, kept, normal_score", [
+    (0.0799, False, 1.0),     # just below low: normal only, at 1.0
+    (0.08, True, 0.92),       # p == low: boxes kept + No finding at 1 - p
+    (0.5, True, 0.5),
+    (0.9499, True, 0.0501),   # just below high
+    (0.95, True, None),       # p == high: boxes only
+    (1.0, True, None),
+])
+def test_two_class_filter_band_edges(p, kept, normal_score):
+    t = _boxes([("a", 0, 1, 2, 30, 40, 0.6), ("a", 3, 5, 5, 9, 9, 0.3)])
+    probs = pd.DataFrame({"image_id": ["a"], "abnormal": [p]})
+    out = PP.apply(t, probs, _cfg(), NF)
+    assert (out["class_id"] != 14).sum() == (2 if kept else 0)
+    nf = out[out["class_id"] == 14]
+    if normal_score is None:
+        assert nf.empty
+    else:
+        assert nf["score"].tolist() == [pytest.approx(normal_score, abs=1e-12)]
+        assert nf[COORDS].to_numpy().tolist() == [[0, 0, 1, 1]] and nf["class_name"].tolist() == ["No finding"]
+
+
+def test_two_class_filter_replaces_old_normal_rows_keeps_unlisted_images_and_rsna_has_no_normal_rows():
+    t = _boxes([("a", 0, 1, 2, 30, 40, 0.6), ("a", 14, 0, 0, 1, 1, 0.4), ("z", 2, 1, 1, 5, 5, 0.2)])
+    probs = pd.DataFrame({"image_id": ["a", "n"], "abnormal": [0.3, 0.01]})  # n: no boxes at all
+    out = PP.apply(t, probs, _cfg(), NF)
+    assert [(r.image_id, r.class_id, round(r.score, 9)) for r in out.itertuples()] == \
+        [("a", 14, 0.7), ("a", 0, 0.6), ("n", 14, 1.0), ("z", 2, 0.2)]
+    out = PP.apply(t[t.class_id != 14], probs, _cfg(), None)
+    assert [(r.image_id, r.class_id) for r in out.itertuples()] == [("a", 0), ("z", 2)]
+    off = PP.apply(t, probs, _cfg(cls_low=0.0, cls_high=0.0), NF)  # low = high = 0: no-op
+    pd.testing.assert_frame_equal(off, PP.apply(t, None, _cfg(), NF))
+    with pytest.raises(ValueError, match="low <= high"):
+        PP.apply(t, probs, _cfg(cls_low=0.9, cls_high=0.1), NF)
+
+
+# ----------------------------------------------------------------------------- class-probability fusion
+def test_class_probability_fusion_multiplies_score_by_p_to_the_alpha():
+    t = _boxes([("a", 0, 1, 2, 30, 40, 0.8), ("a", 1, 5, 5, 9, 9, 0.5), ("a", 2, 5, 5, 9, 9, 0.5),
+                ("b", 0, 1, 1, 5, 5, 0.4), ("a", 14, 0, 0, 1, 1, 0.3)])
+    probs = pd.DataFrame({"image_id": ["a"], "c0": [0.25], "c1": [0.64]})  # no c2 column, no row for b
+    out = PP.apply(t, probs, _cfg(cls_fusion="multiply", alpha=0.5), NF)
+    got = {(r.image_id, r.class_id): r.score for r in out.itertuples()}
+    assert got == pytest.approx({("a", 0): 0.8 * 0.5, ("a", 1): 0.5 * 0.8, ("a", 2): 0.5, ("b", 0): 0.4,
+                                 ("a", 14): 0.3}, abs=1e-12)
+    same = PP.apply(t, probs, _cfg(cls_fusion="none", alpha=0.5), NF)  # fusion off: scores as given
+    assert sorted(same["score"]) == sorted(t["score"])
+
+
+# ----------------------------------------------------------------------------- scaling, size, thresholds, top-k
+def test_box_scale_keeps_the_centre_and_clips_to_the_image():
+    t = _boxes([("a", 0, 10, 20, 50, 100, 0.9), ("a", 1, 0, 0, 40, 40, 0.5), ("a", 14, 0, 0, 1, 1, 0.2)])
+    out = PP.apply(t, None, _cfg(box_scale=0.5), NF).set_index("class_id")
+    np.testing.assert_allclose(out.loc[0, COORDS].to_numpy(float), [20, 40, 40, 80])  # centre (30, 60) kept
+    np.testing.assert_allclose(out.loc[1, COORDS].to_numpy(float), [10, 10, 30, 30])
+    np.testing.assert_allclose(out.loc[14, COORDS].to_numpy(float), [0, 0, 1, 1])  # normal rows untouched
+    sizes = pd.DataFrame({"height": [110.0], "width": [55.0]}, index=["a"])
+    big = PP.apply(t, None, _cfg(box_scale=1.5), NF, sizes).set_index("class_id")
+    np.testing.assert_allclose(big.loc[0, COORDS].to_numpy(float), [0, 0, 55, 110])  # 0,0,60,120 clipped
+    np.testing.assert_allclose(big.loc[1, COORDS].to_numpy(float), [0, 0, 50, 50])  # -10 -> 0
+
+
+def test_min_box_size_and_score_thresholds():
+    t = _boxes([("a", 0, 0, 0, 10, 3, 0.9), ("a", 0, 0, 0, 4, 4, 0.5), ("a", 1, 0, 0, 9, 9, 0.25),
+                ("a", 1, 0, 0, 9, 9, 0.3), ("a", 14, 0, 0, 1, 1, 0.01)])
+    out = PP.apply(t, None, _cfg(min_box_size=4.0), NF)
+    assert sorted(out["score"]) == [0.01, 0.25, 0.3, 0.5]  # 10 x 3 dropped; 4 x 4 kept (>=); normal row kept
+    out = PP.apply(t, None, _cfg(score_thr=0.3), NF)
+    assert sorted(out["score"]) == [0.01, 0.3, 0.5, 0.9]  # score == thr kept
+    out = PP.apply(t, None, _cfg(score_thr=0.3, class_thr={"c0": 0.6}), NF)
+    assert sorted(out["score"]) == [0.01, 0.3, 0.9]
+
+
+def test_top_k_per_class_and_per_image():
+    t = _boxes([("a", 0, 0, 0, 5, 5, 0.2), ("a", 0, 0, 0, 6, 6, 0.9), ("a", 0, 0, 0, 7, 7, 0.5),
+                ("a", 1, 0, 0, 5, 5, 0.6), ("a", 1, 0, 0, 8, 8, 0.6), ("b", 0, 0, 0, 5, 5, 0.1),
+                ("a", 14, 0, 0, 1, 1, 0.05)])
+    out = PP.apply(t, None, _cfg(top_k_per_class=1), NF)
+    got = [(r.image_id, r.class_id, r.score, r.x_max) for r in out.itertuples()]
+    assert got == [("a", 0, 0.9, 6), ("a", 1, 0.6, 5), ("a", 14, 0.05, 1), ("b", 0, 0.1, 5)]  # tie: first row
+    out = PP.apply(t, None, _cfg(top_k=2), NF)
+    assert [(r.image_id, r.score) for r in out.itertuples()] == [("a", 0.9), ("a", 0.6), ("a", 0.05), ("b", 0.1)]
+    out = PP.apply(t, None, _cfg(top_k_per_class=2, top_k=3), NF)
+    assert [(r.class_id, r.score) for r in out[out.image_id == "a"].itertuples()] == \
+        [(0, 0.9), (1, 0.6), (1, 0.6), (14, 0.05)]
+
+
+# ----------------------------------------------------------------------------- ensemble WBF
+def _direct_wbf(tables, sizes, iou, skip, conf_type, weights):
+    from ensemble_boxes import weighted_boxes_fusion
+
+    rows = []
+    for iid in sorted(set().union(*[set(t.image_id) for t in tables])):
+        h, w = sizes.loc[iid, ["height", "width"]]
+        bl, sl, ll = [], [], []
+        for t in tables:
+            g = t[t.image_id == iid]
+            bl.append(g[COORDS].to_numpy() / [w, h, w, h])
+            sl.append(g["score"].to_numpy())
+            ll.append(g["class_id"].to_numpy())
+        b, s, lab = weighted_boxes_fusion(bl, sl, ll, weights=weights, iou_thr=iou, skip_box_thr=skip,
+                                          conf_type=conf_type)
+        rows += [(iid, int(c), *(bb * [w, h, w, h]), sc) for bb, sc, c in zip(b, s, lab)]
+    return pd.DataFrame(rows, columns=["image_id", "class_id", *COORDS, "score"])
+
+
+@pytest.mark.filterwarnings("ignore:.*in box:UserWarning")  # the direct call warns about clipping
+@pytest.mark.parametrize("iou, skip, conf_type, weights", [(0.55, 0.0001, "avg", None), (0.3, 0.2, "max", [2, 1, 1]),
+                                                           (0.5, 0.0, "box_and_model_avg", [1, 3, 0.5])])
+def test_ensemble_equals_ensemble_boxes_called_directly(iou, skip, conf_type, weights):
+    r = np.random.default_rng(7)
+    sizes = pd.DataFrame({"height": [300.0, 500.0, 200.0], "width": [400.0, 250.0, 200.0]}, index=["a", "b", "c"])
+    base = []
+    for iid in sizes.index:
+        h, w = sizes.loc[iid]
+        for _ in range(6):
+            x0, y0 = r.uniform(0, w * 0.6), r.uniform(0, h * 0.6)
+            base.append((iid, int(r.integers(0, 3)), x0, y0, x0 + r.uniform(10, w * 0.4), y0 + r.uniform(10, h * 0.4)))
+    tables = []
+    for k in range(3):
+        rows = [(i, c, *(np.array(b) + r.normal(0, 4, 4)), float(r.uniform(0.05, 1))) for i, c, *b in base
+                if r.uniform() < 0.8]
+        tables.append(_boxes(rows))
+    cfg = _cfg(ens_iou=iou, ens_skip=skip, ens_conf_type=conf_type, ens_weights=weights)
+    got = PP.postprocess(tables, None, cfg, NF, sizes)
+    exp = _direct_wbf(tables, sizes, iou, skip, conf_type, weights)
+    exp = exp.sort_values(["image_id", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    assert len(got) == len(exp) > 5
+    assert got["image_id"].tolist() == exp["image_id"].tolist() and got["class_id"].tolist() == exp["class_id"].tolist()
+    np.testing.assert_allclose(got[COORDS + ["score"]].to_numpy(float), exp[COORDS + ["score"]].to_numpy(float),
+                               rtol=0, atol=1e-9)
+    # without sizes the boxes are normalised by their own extent: the same fusion up to rounding
+    nosize = PP.postprocess(tables, None, cfg, NF)
+    np.testing.assert_allclose(nosize[COORDS + ["score"]].to_numpy(float), exp[COORDS + ["score"]].to_numpy(float),
+                               rtol=1e-6, atol=1e-6)  # ensemble-boxes computes in float32
+    with pytest.raises(ValueError, match="weight"):
+        PP.postprocess(tables, None, _cfg(ens_weights=[1, 2]), NF)
+
+
+def test_ensemble_keeps_the_fold_column():
+    t = _boxes([("a", 0, 1, 2, 30, 40, 0.6), ("b", 1, 5, 5, 9, 9, 0.3)]).assign(fold=[0, 3])
+    out = PP.postprocess([t, t], None, _cfg(), NF)
+    assert dict(zip(out.image_id, out.fold)) == {"a": 0, "b": 3}
+    np.testing.assert_allclose(out[COORDS].to_numpy(float), t[COORDS].to_numpy(float), atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- predict = inference + postprocess
+def _res(xyxy, conf, cls):
+    boxes = SimpleNamespace(xyxy=torch.tensor(np.asarray(xyxy, "float32").reshape(-1, 4)),
+                            conf=torch.tensor(np.asarray(conf, "float32").reshape(-1)),
+                            cls=torch.tensor(np.asarray(cls, "float32").reshape(-1)))
+    return SimpleNamespace(boxes=boxes)
+
+
+def _rng(im, salt):
+    h = hashlib.sha256(np.ascontiguousarray(im).tobytes() + salt.encode()).digest()
+    return np.random.default_rng(int.from_bytes(h[:8], "little"))
+
+
+class ManyBoxDetector:
+    """Fake detector: 0-6 boxes of 3 classes drawn from a hash of the image (and the weights name)."""
+    names = {0: "Aortic enlargement", 1: "Atelectasis", 2: "Calcification"}
+
+    def __init__(self, salt):
+        self.salt = salt
+
+    def predict(self, imgs, **kw):
+        out = []
+        for im in imgs:
+            r = _rng(im, self.salt)
+            h, w = im.shape[:2]
+            n = int(r.integers(0, 7))
+            c = r.uniform([0, 0], [w, h], (n, 2))
+            s = r.uniform(4, 40, (n, 2))
+            xyxy = np.clip(np.concatenate([c - s, c + s], 1), 0, [w, h, w, h])
+            out.append(_res(xyxy, np.round(r.uniform(0.01, 0.99, n), 3), r.integers(0, 3, n)))
+        return out
+
+
+class BandClassifier:
+    """Fake classifier: p(abnormal) from a hash of the image, on and around the filter's edges."""
+    names = {0: "abnormal", 1: "normal"}
+
+    def predict(self, imgs, **kw):
+        res = []
+        for im in imgs:
+            pa = float(_rng(im, "cls").choice([0.02, 0.08, 0.3, 0.7, 0.95, 0.99]))
+            res.append(SimpleNamespace(probs=SimpleNamespace(data=torch.tensor([pa, 1 - pa], dtype=torch.float32))))
+        return res
+
+
+@pytest.fixture
+def many_box_models(monkeypatch, tmp_path):
+    def load(weights, imgsz, batch, task="detect", onnx=False):
+        w = str(weights)
+        return P.Loaded(BandClassifier() if w.endswith(".cls") else ManyBoxDetector(w), w, imgsz, batch)
+
+    monkeypatch.setattr(P, "load_model", load)
+    root = tmp_path / "png"
+    root.mkdir()
+    r = np.random.default_rng(3)
+    meta = []
+    for i in range(12):
+        cv2.imwrite(str(root / f"im{i:02d}.png"), r.integers(0, 256, (64, 64), dtype=np.uint8))
+        meta.append({"image_id": f"im{i:02d}", "height": 320, "width": 240, "png_height": 64, "png_width": 64})
+    pd.DataFrame(meta).to_csv(root / "meta.csv", index=False)
+    return root
+
+
+GOLDEN = {  # frozen with predict.py as it was before the steps moved to postprocess.py
+    "single": (["a.pt"], {}),
+    "ensemble": (["a.pt", "b.pt"], {"tta": True, "classifier": "c.cls"}),
+    "filter": (["a.pt"], {"classifier": "c.cls", "low": 0.1, "high": 0.9, "ens_iou": 0.4}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GOLDEN))
+def test_predict_with_default_keys_is_unchanged(case, many_box_models, test_data):
+    weights, kw = GOLDEN[case]
+    got = P.predict(weights if len(weights) > 1 else weights[0], many_box_models, **kw)
+    exp = pd.read_csv(test_data / f"predict_golden_{case}.csv", dtype={"image_id": str, "rater": str},
+                      keep_default_na=False)
+    assert len(got) > 10
+    pd.testing.assert_frame_equal(got, exp, check_exact=True, check_dtype=False)
+    # the same keys spelled out as the config's defaults change nothing either
+    again = P.predict(weights if len(weights) > 1 else weights[0], many_box_models, post=PP.defaults(), **kw)
+    pd.testing.assert_frame_equal(again, got, check_exact=True)
+
+
+def test_predict_runs_the_postprocess_keys(many_box_models):
+    raw = P.predict("a.pt", many_box_models)
+    got = P.predict("a.pt", many_box_models, post=_cfg(box_scale=0.875, top_k=2, score_thr=0.2))
+    exp = PP.apply(raw, None, _cfg(box_scale=0.875, top_k=2, score_thr=0.2), NF,
+                   pd.DataFrame({"height": 320.0, "width": 240.0}, index=sorted(set(raw.image_id))))
+    pd.testing.assert_frame_equal(got, exp, check_exact=True)
+    assert len(got) < len(raw) and got.groupby("image_id").size().max() <= 2
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_postprocess_with_config_file_and_overrides(tmp_path):
+    from detection.cli import main
+
+    a = _boxes([("a", 0, 10, 20, 50, 100, 0.9), ("b", 1, 0, 0, 40, 40, 0.5), ("b", 1, 0, 0, 30, 30, 0.2)])
+    b = _boxes([("a", 0, 12, 20, 50, 100, 0.7)])
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    pd.DataFrame({"image_id": ["a", "b"], "abnormal": [0.5, 0.01]}).to_csv(tmp_path / "p.csv", index=False)
+    (tmp_path / "tuned.yaml").write_text("box_scale: 0.5\nens_iou: 0.3\n")
+    rc = main(["postprocess", "--pred", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--cls-probs",
+               str(tmp_path / "p.csv"), "--config", str(tmp_path / "tuned.yaml"), "--out", str(tmp_path / "f.csv"),
+               "cls_high=0.6"])
+    assert rc == 0
+    out = pd.read_csv(tmp_path / "f.csv")
+    assert [(r.image_id, r.class_id) for r in out.itertuples()] == [("a", 0), ("a", 14), ("b", 14)]
+    fused_x0 = (10 * 0.9 + 12 * 0.7) / 1.6  # WBF: score-weighted mean of the two boxes
+    assert out.loc[0, "x_min"] == pytest.approx(fused_x0 + (50 - fused_x0) / 4)  # then halved about its centre
+    assert out.loc[0, "score"] == pytest.approx(0.8) and out.loc[1, "score"] == pytest.approx(0.5)
+    # bad inputs: one line naming the file, row, column and value; never writes over an input
+    pd.DataFrame({"image_id": ["a"], "abnormal": [1.7]}).to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["postprocess", "--pred", str(tmp_path / "a.csv"), "--cls-probs", str(tmp_path / "bad.csv"),
+                 "--out", str(tmp_path / "g.csv")]) == 2
+    assert not (tmp_path / "g.csv").exists()
+    before = (tmp_path / "a.csv").read_bytes()
+    assert main(["postprocess", "--pred", str(tmp_path / "a.csv"), "--out", str(tmp_path / "a.csv")]) == 2
+    assert (tmp_path / "a.csv").read_bytes() == before
+
+
+def test_bad_probabilities_message_names_row_column_and_value(tmp_path):
+    pd.DataFrame({"image_id": ["a", "b"], "abnormal": [0.2, "x"]}).to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(ValueError, match=r"p.csv row 3: column 'abnormal' = 'x'"):
+        PP.read_probs(tmp_path / "p.csv")
