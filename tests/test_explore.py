@@ -298,3 +298,23 @@ def test_report_links_to_the_explorer_beside_it(ex, tmp_path):
     assert _explorer_link(tmp_path / "r.html", None) == ""                      # no index.html there yet
     (tmp_path / "explore" / "index.html").write_text("x")
     assert "href='explore/index.html'" in _explorer_link(tmp_path / "r.html", None)
+
+
+def test_fold_selection_missing_and_broken_images(ex, tmp_path, capsys, caplog):
+    """--folds/--fold keep that fold's images; an image absent from --source is left out (warned), an
+    unreadable one is reported at the end (exit 1) while every other image is written."""
+    import shutil
+
+    ids = [i["id"] for i in ex["data"]["images"]]
+    pd.DataFrame({"image_id": ids, "fold": [k % 2 for k in range(len(ids))]}).to_csv(tmp_path / "folds.csv", index=False)
+    src = tmp_path / "png"
+    shutil.copytree(ex["dir"] / "png", src)
+    (src / f"{ids[0]}.png").unlink()                          # fold 0, missing
+    (src / f"{ids[2]}.png").write_bytes(b"not a png")          # fold 0, broken
+    argv = [a if a not in (str(ex["out"]), str(ex["dir"] / "png")) else str(tmp_path / "out" if a == str(ex["out"])
+            else src) for a in ex["argv"]]
+    assert main(argv + ["--folds", str(tmp_path / "folds.csv"), "--fold", "0"]) == 1
+    assert "1 image(s) failed" in capsys.readouterr().out
+    assert f"{ids[2]}.png: not a readable PNG" in caplog.text and f"not under {src}" in caplog.text
+    data = json.loads((tmp_path / "out" / "data.json").read_text())
+    assert [i["id"] for i in data["images"]] == [i for k, i in enumerate(ids) if k % 2 == 0 and k not in (0, 2)]
