@@ -306,7 +306,8 @@ def test_fold_selection_missing_and_broken_images(ex, tmp_path, capsys, caplog):
     import shutil
 
     ids = [i["id"] for i in ex["data"]["images"]]
-    pd.DataFrame({"image_id": ids, "fold": [k % 2 for k in range(len(ids))]}).to_csv(tmp_path / "folds.csv", index=False)
+    folds = pd.DataFrame({"image_id": ids, "fold": [k % 2 for k in range(len(ids))]})
+    folds.to_csv(tmp_path / "folds.csv", index=False)
     src = tmp_path / "png"
     shutil.copytree(ex["dir"] / "png", src)
     (src / f"{ids[0]}.png").unlink()                          # fold 0, missing
