@@ -11,7 +11,9 @@ the pixels are phantoms drawn at those boxes. Steps, each timed and each a stage
                SHIPPED detector + 2-class filter;
 5. ``submit``  a Kaggle submission for the test split, validated;
 6. ``evaluate`` fold 0 and the test split; the radiologists' baseline on the subset;
-7. ``show``    overlays, a worst-images gallery, the HTML explorer (``explore/index.html``: every
+7. ``tune``    the post-processing keys on fold 0's predictions, before / after / nested (3
+               sub-folds of fold 0, leave-one-out): ``tuned.yaml`` + ``tuned.json``;
+8. ``show``    overlays, a worst-images gallery, the HTML explorer (``explore/index.html``: every
                held-out image, predictions, radiologists, a confidence slider) and the HTML report.
 
 The shipped weights (``weights/``) were trained on other phantoms (weights/README.md), so fold 0
@@ -150,6 +152,10 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
             res["rater_baseline"] = baseline["mAP"]
             print(bl.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
+    with _step("tune: post-processing keys on fold 0's predictions (nested: 3 sub-folds)", timings):
+        res.update(_tune(out, truth_file if vin else data / cfg["labels"], pdir / "meta.csv" if vin else None,
+                         list(fold0["image_id"]), metric, cfg, seed))
+
     with _step("show: overlays, worst-images gallery, explorer, HTML report", timings):
         shown = pred0[(pred0["score"] >= 0.3) & (pred0["class_id"] != 14)]
         pics = out / "pictures"
@@ -193,7 +199,27 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     label = "RSNA score (TP/(TP+FP+FN), IoU 0.40:0.75)" if metric == "rsna" else f"{metric} mAP@0.4"
     print(f"   {label}: held-out fold 0 {res['map_fold0']:.3f} | test split {res['map_test']:.3f}"
           + (f" | radiologists {res['rater_baseline']:.3f}" if "rater_baseline" in res else ""))
+    print(f"   tuned post-processing on fold 0: before {res['tune_before']:.3f} | after {res['tune_after']:.3f} "
+          f"(in-sample) | nested {_f(res['tune_nested'])}  ({res['tuned']})")
     return res
+
+
+def _tune(out: Path, truth, meta, ids: list, metric: str, cfg: dict, seed: int) -> dict:
+    """``cxrdet tune`` on ``pred_fold0.csv``; the nested estimate leaves out one of 3 sub-folds."""
+    from detection import tune as T
+
+    folds = out / "tune_folds.csv"
+    pd.DataFrame({"image_id": ids, "fold": [i % 3 for i in range(len(ids))]}).to_csv(folds, index=False)
+    prob = T.load_problem(truth, [out / "pred_fold0.csv"], folds, metric, None, meta, cfg)
+    r = T.tune(prob, T.default_space(metric, 1, False, False), trials=30, seed=seed)
+    T.write_outputs(r, out / "tuned.yaml")
+    print("   " + T.summary(r).replace("\n", "\n   "))
+    return {"tune_before": r["before"], "tune_after": r["after"], "tune_nested": r["nested"]["mean"],
+            "tuned": str(out / "tuned.yaml")}
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def _names(vin: bool):

@@ -158,8 +158,31 @@ def greedy_match(t_grp, t_box, p_grp, p_seq, p_box, thr: float, strict: bool = F
     pred_iou = np.zeros(n_p)
     if n_p == 0 or len(t_grp) == 0:
         return pred_truth, pred_iou
+    p_seq, p_box, t_box = np.asarray(p_seq), np.asarray(p_box, "float64"), np.asarray(t_box, "float64")
     keys, inv = np.unique(np.concatenate([t_grp, p_grp]), return_inverse=True)
     tg, pg = inv[: len(t_grp)], inv[len(t_grp):]
+    ng = np.bincount(tg, minlength=len(keys))
+    # groups are independent: bucket them by their number of truths (1, 2, 3-4, 5-8, ...) so the
+    # truths padded per group stay narrow for the many small groups
+    bucket = np.where(ng > 0, np.ceil(np.log2(np.maximum(ng, 1))), -1).astype("int64")
+    for b in np.unique(bucket[bucket >= 0]):
+        ti = np.flatnonzero(bucket[tg] == b)
+        pi = np.flatnonzero(bucket[pg] == b)
+        if len(pi):
+            pt, pio = _greedy_bucket(tg[ti], t_box[ti], pg[pi], p_seq[pi], p_box[pi], thr, strict, ties_last, iou)
+            ok = pt >= 0
+            pred_truth[pi[ok]] = ti[pt[ok]]
+            pred_iou[pi[ok]] = pio[ok]
+    return pred_truth, pred_iou
+
+
+def _greedy_bucket(tg, t_box, pg, p_seq, p_box, thr, strict, ties_last, iou):
+    """:func:`greedy_match` on groups that all have truth (indices local to the arguments)."""
+    n_p = len(pg)
+    pred_truth = np.full(n_p, -1, "int64")
+    pred_iou = np.zeros(n_p)
+    keys, inv = np.unique(np.concatenate([tg, pg]), return_inverse=True)
+    tg, pg = inv[: len(tg)], inv[len(tg):]
     # truths padded per group: TB (G, M, 4), TI (G, M) truth index or -1
     t_ord = np.lexsort((np.arange(len(tg)), tg))
     ng = np.bincount(tg, minlength=len(keys))
@@ -168,30 +191,26 @@ def greedy_match(t_grp, t_box, p_grp, p_seq, p_box, thr: float, strict: bool = F
     m = int(ng.max())
     TB = np.zeros((len(keys), m, 4))
     TI = np.full((len(keys), m), -1, "int64")
-    TB[tg[t_ord], col] = np.asarray(t_box, "float64")[t_ord]
+    TB[tg[t_ord], col] = t_box[t_ord]
     TI[tg[t_ord], col] = t_ord
     taken = TI < 0  # (G, M): padding counts as taken
-    # predictions of groups that have truth, rank k within their group
-    has = ng[pg] > 0
-    pi = np.flatnonzero(has)
-    p_ord = pi[np.lexsort((pi, np.asarray(p_seq)[pi], pg[pi]))]
+    # IoU of each prediction with every truth of its group, once. A prediction that misses thr
+    # with EVERY truth can neither match nor take a truth from another: it is left out of the loop
+    # (the same result, far fewer steps)
+    IOU = np.where(TI[pg] >= 0, iou(p_box[:, None, :], TB[pg]), -np.inf)  # (Np, M)
+    best_any = IOU.max(1)
+    pi = np.flatnonzero(best_any > thr if strict else best_any >= thr)
+    p_ord = pi[np.lexsort((pi, p_seq[pi], pg[pi]))]
     gs = pg[p_ord]
     first = np.concatenate([[0], np.flatnonzero(gs[1:] != gs[:-1]) + 1]) if len(gs) else np.zeros(0, "int64")
     rank = np.arange(len(gs)) - np.repeat(first, np.diff(np.concatenate([first, [len(gs)]])))
     by_rank = np.argsort(rank, kind="stable")
     bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2 if len(rank) else 1))
-    p_box = np.asarray(p_box, "float64")
     for k in range(len(bounds) - 1):
         sel = p_ord[by_rank[bounds[k]:bounds[k + 1]]]  # the k-th prediction of each group
         g = pg[sel]
         free = ~taken[g]  # (n, M)
-        live = free.any(1)
-        if not live.all():
-            sel, g, free = sel[live], g[live], free[live]
-            if not len(sel):
-                continue
-        ious = iou(p_box[sel][:, None, :], TB[g])  # (n, M)
-        ious = np.where(free, ious, -np.inf)
+        ious = np.where(free, IOU[sel], -np.inf)
         j = m - 1 - np.argmax(ious[:, ::-1], 1) if ties_last else np.argmax(ious, 1)
         best = ious[np.arange(len(sel)), j]
         ok = best > thr if strict else best >= thr
@@ -205,10 +224,19 @@ def _group(img, cls, n_cls):
     return np.asarray(img, "int64") * n_cls + np.asarray(cls, "int64")
 
 
-def match_vinbigdata(enc: Encoded, iou_thr: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
-    """Per-prediction match of the vinbigdata rule: (pred_truth (Np,) int64, pred_iou (Np,))."""
+def score_order(enc: Encoded) -> np.ndarray:
+    """Predictions by descending score, ties in input order (``p_row``)."""
+    if len(enc.p_row) < 2 or (np.diff(enc.p_row) > 0).all():  # rows already in input order: one stable sort
+        return np.argsort(-enc.p_score, kind="stable")
+    return np.lexsort((enc.p_row, -enc.p_score))
+
+
+def match_vinbigdata(enc: Encoded, iou_thr: float = 0.4,
+                     seq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prediction match of the vinbigdata rule: (pred_truth (Np,) int64, pred_iou (Np,)).
+    ``seq``: :func:`score_order` of ``enc`` when the caller has it."""
     n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
-    seq = np.lexsort((enc.p_row, -enc.p_score))  # descending score, stable on input order
+    seq = score_order(enc) if seq is None else seq  # descending score, stable on input order
     p_seq = np.empty(len(seq), "int64")
     p_seq[seq] = np.arange(len(seq))
     return greedy_match(_group(enc.t_img, enc.t_cls, n_cls), enc.t_box, _group(enc.p_img, enc.p_cls, n_cls),
@@ -247,13 +275,23 @@ def vinbigdata_map(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: flo
     Returns {"metric", "iou_thr", "mAP", "per_class" {name: AP or None}, "n_images", "table"
     (rows class_id, class_name, n_truth, n_pred, ap), "pr" {name: {"precision", "recall",
     "score"} (n_c,) arrays in ranking order}}. Classes with predictions but no truth: None."""
-    enc = encode(truth, pred, images, normal_class, class_names)
-    pred_truth, _ = match_vinbigdata(enc, iou_thr)
+    return vinbigdata_from(encode(truth, pred, images, normal_class, class_names), iou_thr)
+
+
+def vinbigdata_from(enc: Encoded, iou_thr: float = 0.4) -> dict:
+    """:func:`vinbigdata_map` on an already :class:`Encoded` truth + predictions."""
+    seq = score_order(enc)
+    pred_truth, _ = match_vinbigdata(enc, iou_thr, seq)
+    pc = enc.p_cls[seq]
+    by_cls = seq[np.argsort(pc.astype("int16") if pc.max(initial=0) < 32767 else pc, kind="stable")]  # per class
+
+    classes = np.unique(np.concatenate([enc.t_cls, enc.p_cls]))
+    cuts = np.searchsorted(enc.p_cls[by_cls], np.concatenate([classes, classes + 1]))
+    n_pos = np.bincount(enc.t_cls, minlength=int(classes.max(initial=0)) + 1)
     ap, pr = {}, {}
-    for c in np.unique(np.concatenate([enc.t_cls, enc.p_cls])):
-        npos = int((enc.t_cls == c).sum())
-        idx = np.flatnonzero(enc.p_cls == c)
-        idx = idx[np.lexsort((enc.p_row[idx], -enc.p_score[idx]))]
+    for i, c in enumerate(classes):
+        npos = int(n_pos[c])
+        idx = by_cls[cuts[i]:cuts[i + len(classes)]]
         if npos == 0:
             ap[int(c)] = None
             continue
@@ -307,7 +345,11 @@ def coco_map(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: float = 0
     """pycocotools COCOeval AP at one IoU threshold (101-point), reproduced exactly (see module
     docstring); ``images`` order plays the role of pycocotools' sorted integer image ids.
     Same return layout as :func:`vinbigdata_map`; ``pr`` also holds ``"q"`` (101,) precisions."""
-    enc = encode(truth, pred, images, normal_class, class_names)
+    return coco_from(encode(truth, pred, images, normal_class, class_names), iou_thr, max_dets)
+
+
+def coco_from(enc: Encoded, iou_thr: float = 0.4, max_dets: int = 100) -> dict:
+    """:func:`coco_map` on an already :class:`Encoded` truth + predictions."""
     keep, pred_truth = match_coco(enc, iou_thr, max_dets)
     ap, pr = {}, {}
     eps = np.spacing(1)
@@ -339,7 +381,11 @@ def rsna_score(truth: pd.DataFrame, pred: pd.DataFrame, images, thresholds=RSNA_
     """RSNA Pneumonia score: mean over images of mean over thresholds of TP/(TP+FP+FN) (rule in
     the module docstring). ``mAP`` is the all-class score, ``per_class`` the score restricted to
     each class; ``per_image`` a DataFrame image_id, score (NaN = skipped); ``per_threshold``."""
-    enc = encode(truth, pred, images, None, class_names)
+    return rsna_from(encode(truth, pred, images, None, class_names), thresholds)
+
+
+def rsna_from(enc: Encoded, thresholds=RSNA_THRESHOLDS) -> dict:
+    """:func:`rsna_score` on an already :class:`Encoded` truth + predictions."""
     res = _rsna(enc, np.ones(len(enc.t_cls), bool), np.ones(len(enc.p_cls), bool), thresholds)
     per_class = {}
     for c in sorted(enc.names):
@@ -351,6 +397,18 @@ def rsna_score(truth: pd.DataFrame, pred: pd.DataFrame, images, thresholds=RSNA_
     out["per_image"] = pd.DataFrame({"image_id": enc.images, "score": res[1]})
     out["n_scored"] = int(np.isfinite(res[1]).sum())
     return out
+
+
+def score_encoded(enc: Encoded, metric: str, iou_thr: float = 0.4) -> float:
+    """The headline number (``mAP``) of ``metric`` on an :class:`Encoded`: what ``cxrdet tune``
+    calls per trial, the same code as :func:`vinbigdata_map` / :func:`coco_map` / :func:`rsna_score`."""
+    if metric == "vinbigdata":
+        return vinbigdata_from(enc, iou_thr)["mAP"]
+    if metric == "coco":
+        return coco_from(enc, iou_thr)["mAP"]
+    if metric == "rsna":
+        return _rsna(enc, np.ones(len(enc.t_cls), bool), np.ones(len(enc.p_cls), bool), RSNA_THRESHOLDS)[0]
+    raise ValueError(f"metric {metric!r}; expected vinbigdata, coco or rsna")
 
 
 def _rsna(enc: Encoded, tm, pm, thresholds):

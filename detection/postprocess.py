@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -144,22 +144,32 @@ def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, 
     names: dict[int, str] = {}
     for t in tables:
         names.update(dict(zip(t["class_id"].astype("int64"), t["class_name"].astype(str))))
-    groups = [dict(tuple(t.groupby("image_id", sort=False))) for t in tables]
-    ids = list(dict.fromkeys(i for t in tables for i in t["image_id"].astype(str)))
-    empty = View(np.zeros((0, 4)), np.zeros(0), np.zeros(0, "int64"))
-    out = []
-    for iid in ids:
-        views = [View(g[iid][COORDS].to_numpy("float64"), g[iid]["score"].to_numpy("float64"),
-                      g[iid]["class_id"].to_numpy("int64")) if iid in g else empty for g in groups]
-        if sizes is not None and iid in sizes.index:
-            hw = (float(sizes.at[iid, "height"]), float(sizes.at[iid, "width"]))
+    ids = pd.Index(pd.unique(pd.concat([t["image_id"].astype(str) for t in tables])))
+    split = []  # per table: (boxes, scores, labels) sorted by image, and each image's slice bounds
+    for t in tables:
+        code = ids.get_indexer(t["image_id"].astype(str))
+        o = np.argsort(code, kind="stable")
+        bounds = np.searchsorted(code[o], np.arange(len(ids) + 1))
+        split.append((t[COORDS].to_numpy("float64")[o], t["score"].to_numpy("float64")[o],
+                      t["class_id"].to_numpy("int64")[o], bounds))
+    lim = None if sizes is None else sizes.reindex(ids)[["height", "width"]].to_numpy("float64")
+    out_i, out_b, out_s, out_l = [], [], [], []
+    for i in range(len(ids)):
+        views = [View(b[bd[i]:bd[i + 1]], s[bd[i]:bd[i + 1]], lab[bd[i]:bd[i + 1]]) for b, s, lab, bd in split]
+        if lim is not None and not np.isnan(lim[i]).any():
+            hw = (float(lim[i, 0]), float(lim[i, 1]))
         else:
             allb = np.concatenate([v.xyxy for v in views])
             hw = (max(float(allb[:, 3].max()), 1.0), max(float(allb[:, 2].max()), 1.0))
         v = fuse_views(views, hw, iou_thr, skip_box_thr, conf_type, weights)
-        if len(v.xyxy):
-            out.append(make_boxes(iid, v.labels, [names.get(int(c), str(c)) for c in v.labels], v.xyxy, score=v.scores))
-    res = pd.concat(out, ignore_index=True) if out else empty_boxes()
+        out_i.append(np.full(len(v.xyxy), i))
+        out_b.append(v.xyxy.reshape(-1, 4))
+        out_s.append(v.scores)
+        out_l.append(v.labels)
+    lab = np.concatenate(out_l).astype("int64") if out_l else np.zeros(0, "int64")
+    res = make_boxes(ids.to_numpy()[np.concatenate(out_i).astype("int64")] if out_i else np.zeros(0, object), lab,
+                     [names.get(int(c), str(c)) for c in lab], np.concatenate(out_b) if out_b else np.zeros((0, 4)),
+                     score=np.concatenate(out_s) if out_s else np.zeros(0))
     first = tables[0]
     for c in (c for c in first.columns if c not in BOX_COLUMNS):
         per = first.groupby("image_id")[c].nunique(dropna=False)
@@ -171,23 +181,30 @@ def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, 
 # ----------------------------------------------------------------------------- probabilities
 def read_probs(path) -> pd.DataFrame:
     """A probabilities table: ``image_id`` + one float column per label in [0, 1]."""
-    df = pd.read_csv(path, dtype={"image_id": str})
+    from data_prep.errors import reading
+
+    with reading(path, "probabilities table (image_id + one column per label)"):
+        df = pd.read_csv(path, dtype={"image_id": str})
     return check_probs(df, str(path))
 
 
 def check_probs(df: pd.DataFrame, source: str = "probabilities") -> pd.DataFrame:
+    """Validate a probabilities table (rows counted as in the file: header = row 1)."""
+    from data_prep.errors import InputError
+
     if "image_id" not in df:
-        raise ValueError(f"{source}: no image_id column; expected image_id + one column per label (abnormal, ...)")
+        raise InputError(source, "no image_id column; expected image_id + one column per label (abnormal, ...)")
     dup = df["image_id"].duplicated()
     if dup.any():
-        raise ValueError(f"{source} row {int(np.flatnonzero(dup)[0]) + 2}: image_id {df['image_id'][dup].iloc[0]!r} "
+        raise InputError(f"{source} row {int(np.flatnonzero(dup)[0]) + 2}", f"image_id {df['image_id'][dup].iloc[0]!r} "
                          "appears twice; expected one row per image")
     for c in df.columns.drop("image_id"):
         v = pd.to_numeric(df[c], errors="coerce")
         bad = v.isna() | (v < 0) | (v > 1)
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"{source} row {i + 2}: column {c!r} = {df[c].iloc[i]!r}; expected a probability in [0, 1]")
+            raise InputError(f"{source} row {i + 2}",
+                             f"column {c!r} = {df[c].iloc[i]!r}; expected a probability in [0, 1]")
     return df.astype({c: "float64" for c in df.columns.drop("image_id")}).assign(image_id=df["image_id"].astype(str))
 
 
@@ -208,6 +225,7 @@ class Arrays:
     names: dict
     probs: np.ndarray
     labels: list
+    cache: dict = field(default_factory=dict)
 
 
 def to_arrays(table: pd.DataFrame, probs: pd.DataFrame | None = None, sizes: pd.DataFrame | None = None,
@@ -246,35 +264,53 @@ def _rank_in_group(group: np.ndarray, score: np.ndarray) -> np.ndarray:
     return rank
 
 
+def _prepared(a: Arrays, normal_id: int | None) -> dict:
+    """What the steps need of ``a`` that no key changes, computed once per ``a`` (tune calls the
+    steps hundreds of times on the same arrays)."""
+    key = ("prepared", normal_id)
+    if key in a.cache:
+        return a.cache[key]
+    find = a.cls != normal_id if normal_id is not None else np.ones(len(a.cls), bool)
+    f = np.flatnonzero(find)
+    b = a.box[f]
+    hw = a.hw[a.img[f]][:, [1, 0, 1, 0]]
+    pre = {"find": find, "find_rows": f, "centre": (b[:, :2] + b[:, 2:]) / 2, "half": (b[:, 2:] - b[:, :2]) / 2,
+           "lim": np.where(np.isnan(hw), np.inf, hw), "fuse": np.zeros(0, "int64"), "p_cls": np.zeros(0)}
+    if a.labels:
+        col = {lab: j for j, lab in enumerate(a.labels)}
+        cj = np.full(max(max(a.names, default=-1), int(a.cls.max(initial=-1))) + 1, -1)
+        for k, name in a.names.items():
+            cj[k] = col.get(name, -1)
+        j = cj[a.cls] if len(a.cls) else np.zeros(0, "int64")
+        p = np.full(len(a.cls), np.nan)
+        p[j >= 0] = a.probs[a.img[j >= 0], j[j >= 0]]
+        pre["fuse"] = np.flatnonzero(find & ~np.isnan(p))
+        pre["p_cls"] = p[pre["fuse"]]
+    if "abnormal" in a.labels:
+        pre["p_abnormal"] = a.probs[a.img, a.labels.index("abnormal")]
+    a.cache[key] = pre
+    return pre
+
+
 def apply_arrays(a: Arrays, cfg: dict, normal_id: int | None = None):
     """Steps 2-7 on :class:`Arrays` -> ``(rows, box, score, normal_img, normal_score)``.
 
     ``rows`` (K,) int64 = kept rows of ``a`` in their order, with their new ``box`` (K, 4) and
     ``score`` (K,); ``normal_img``/``normal_score`` = the "No finding" rows the 2-class filter adds
     (image positions, ascending), appended after the kept rows (only when ``normal_id`` is not None)."""
-    box, score = a.box, a.score
-    find = a.cls != normal_id if normal_id is not None else np.ones(len(a.cls), bool)
+    pre = _prepared(a, normal_id)
+    box, score, find = a.box, a.score, pre["find"]
     keep = np.ones(len(a.cls), bool)
-    if cfg["cls_fusion"] == "multiply" and a.labels:
-        col = {lab: j for j, lab in enumerate(a.labels)}
-        cj = np.full(max(max(a.names, default=-1), int(a.cls.max(initial=-1))) + 1, -1)
-        for k, name in a.names.items():
-            cj[k] = col.get(name, -1)
-        j = cj[a.cls]
-        p = np.full(len(a.cls), np.nan)
-        p[j >= 0] = a.probs[a.img[j >= 0], j[j >= 0]]
-        use = find & ~np.isnan(p)
+    if cfg["cls_fusion"] == "multiply" and len(pre["fuse"]):
+        u = pre["fuse"]
         score = score.copy()
-        score[use] = score[use] * np.power(p[use], float(cfg["alpha"]))
+        score[u] = score[u] * np.power(pre["p_cls"], float(cfg["alpha"]))
     s = float(cfg["box_scale"])
     if s != 1.0:
-        c = (box[:, :2] + box[:, 2:]) / 2
-        half = (box[:, 2:] - box[:, :2]) / 2 * s
-        nb = np.concatenate([c - half, c + half], 1)
-        hw = a.hw[a.img]
-        lim = np.where(np.isnan(hw[:, [1, 0, 1, 0]]), np.inf, hw[:, [1, 0, 1, 0]])
-        nb = np.clip(nb, 0.0, lim)
-        box = np.where(find[:, None], nb, box)
+        f = pre["find_rows"]
+        half = pre["half"] * s
+        box = box.copy()
+        box[f] = np.clip(np.concatenate([pre["centre"] - half, pre["centre"] + half], 1), 0.0, pre["lim"])
     m = float(cfg["min_box_size"])
     if m > 0:
         keep &= ~find | (((box[:, 2] - box[:, 0]) >= m) & ((box[:, 3] - box[:, 1]) >= m))
@@ -294,8 +330,7 @@ def apply_arrays(a: Arrays, cfg: dict, normal_id: int | None = None):
     low, high = float(cfg["cls_low"]), float(cfg["cls_high"])
     if "abnormal" in a.labels and high > 0:
         pa = a.probs[:, a.labels.index("abnormal")]
-        pimg = pa[a.img]
-        keep &= ~(pimg < low)  # NaN (no probability) keeps its boxes
+        keep &= ~(pre["p_abnormal"] < low)  # NaN (no probability) keeps its boxes
         if normal_id is not None:
             keep &= find  # the filter's rows replace any "No finding" rows already there
             has = np.flatnonzero(~np.isnan(pa) & (pa < high))
@@ -307,7 +342,7 @@ def apply_arrays(a: Arrays, cfg: dict, normal_id: int | None = None):
 
 def final_order(img: np.ndarray, score: np.ndarray) -> np.ndarray:
     """The output order: image (sorted index), then score descending; ties keep input order."""
-    return np.lexsort((np.arange(len(img)), -score, img))
+    return np.lexsort((-score, img))  # lexsort is stable: ties stay in input order
 
 
 def apply(table: pd.DataFrame, probs: pd.DataFrame | None = None, cfg: dict | None = None,
@@ -353,7 +388,8 @@ def postprocess(tables: Sequence[pd.DataFrame], probs: pd.DataFrame | None = Non
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_postprocess(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pred", nargs="+", required=True, help="prediction box table(s) or submissions; several = WBF")
-    p.add_argument("--cls-probs", default=None, help="probabilities table: image_id + one column per label (abnormal, ...)")
+    p.add_argument("--cls-probs", default=None,
+                   help="probabilities table: image_id + one column per label (abnormal, ...)")
     p.add_argument("--meta", default=None, help="original image sizes (WBF normalisation, clipping scaled boxes)")
     p.add_argument("--config", default=None, help="config (e.g. tuned.yaml from `cxrdet tune`); key=value overrides")
     p.add_argument("--out", required=True, help="post-processed box table CSV")
@@ -366,8 +402,10 @@ def run_postprocess(args: argparse.Namespace) -> int:
     from data_prep.config import load_config
     from detection.evaluate import load_pred
 
+    from data_prep.errors import check_output
+
     cfg = load_config(args.config, getattr(args, "overrides", None) or [])
-    out = Path(args.out)
+    out = check_output(args.out, arg="--out")
     inputs = [Path(p) for p in args.pred] + ([Path(args.cls_probs)] if args.cls_probs else [])
     if any(out.resolve() == p.resolve() for p in inputs if p.exists()):
         raise ValueError(f"--out {out} is one of the inputs; postprocess never writes over its inputs")

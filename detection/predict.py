@@ -244,7 +244,8 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     if not wlist:
         raise ValueError("predict: no weights given")
     if pc["ens_weights"] is not None and len(pc["ens_weights"]) != len(wlist):
-        raise ValueError(f"ens_weights {pc['ens_weights']}: {len(pc['ens_weights'])} weight(s) for {len(wlist)} model(s)")
+        raise ValueError(f"ens_weights {pc['ens_weights']}: {len(pc['ens_weights'])} weight(s) for "
+                         f"{len(wlist)} model(s)")
     models = [load_model(w, imgsz, batch, "detect", onnx) for w in wlist]
     names = _names(models[0])
     for m in models[1:]:

@@ -35,6 +35,8 @@ def test_demo_end_to_end_small(tmp_path, dataset):
     for name in ("metrics_fold0.json", "metrics_test.json"):
         m = json.loads((out / name).read_text())
         assert m["metric"] == dataset and 0.0 <= m["mAP"] <= 1.0 and m["n_images"] > 0
+    tuned = json.loads((out / "tuned.json").read_text())  # tune ran on fold 0: before / after / nested
+    assert list(tuned) == ["metric", "before", "after", "params", "trials", "nested"] and tuned["trials"] == 30
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html
     assert "href='explore/index.html'" in html                       # the report links to the explorer

@@ -1,0 +1,390 @@
+"""Search the post-processing keys on out-of-fold predictions, with an honest (nested) estimate.
+
+``cxrdet tune --truth T [--meta M] --pred OOF.csv [OOF2.csv ...] [--cls-probs C.csv] --folds
+folds.csv --metric M [--space space.yaml] [--trials N] [--seed S] --out tuned.yaml [key=value ...]``
+
+Maximises the metric of :func:`detection.postprocess.postprocess` over the keys of a search space
+(optuna TPE with a seeded sampler; an exhaustive grid when every key is a list of choices and the
+grid has at most ``--trials`` points). Writes ``tuned.yaml`` (every post-processing key, the
+tuned ones changed: usable as ``--config`` by predict, postprocess and cv) and beside it
+``tuned.json``::
+
+    {"metric", "before", "after", "params", "trials", "nested": {"per_fold": [...], "mean"}}
+
+``before`` = the metric of the predictions as given (several tables: their WBF at the config's
+``ens_*`` keys, nothing else); ``after`` = with the tuned keys, in-sample: ``cxrdet postprocess
+--config tuned.yaml`` then ``cxrdet evaluate`` on the same images gives exactly this number.
+``nested`` = leave-one-fold-out: for each fold of ``folds.csv``, tune on the other folds (same
+trials, seed + 1 + k) and score that fold with what was found (``per_fold`` in fold order): the
+estimate to believe when ``after`` looks too good. A mean of per-fold scores is not the pooled
+score (mAP over fewer images differs), so beside it the in-sample keys are scored per fold too:
+``nested`` below that mean is what tuning on the same images overstated. The evaluated images are
+the truth's images that ``folds.csv`` lists.
+
+Fast: everything is parsed once; a trial runs the steps on arrays
+(:func:`detection.postprocess.apply_arrays`) and the metric from arrays
+(:func:`detection.metrics.score_encoded`, the same code ``cxrdet evaluate`` runs); WBF results
+are cached per (iou, skip, conf_type, weights).
+
+Search space (``--space`` YAML: ``key: [choices]`` or ``key: {low, high[, log, step]}``; keys that
+need an input not given are dropped with a warning). Defaults per metric:
+
+* vinbigdata / coco (low-confidence boxes cost nothing): ``box_scale`` 0.85-1.15; with an
+  ``abnormal`` probability ``cls_low`` 0-0.3 and ``cls_high`` 0.5-1; with per-class probabilities
+  ``alpha`` 0-2 (``cls_fusion: multiply``); with several tables ``ens_iou`` 0.3-0.6 (step 0.05),
+  ``ens_skip`` {0, 0.0001, 0.001}, ``ens_conf_type`` {avg, max, box_and_model_avg}.
+* rsna (every false positive costs): ``score_thr`` 0-0.9, ``box_scale`` 0.75-1.05, ``top_k``
+  {0, 1, 2, 3, 4}, plus the same probability and ensemble keys.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from detection import metrics as M
+from detection import postprocess as PP
+
+log = logging.getLogger(__name__)
+
+ENS_SPACE = {"ens_iou": [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6], "ens_skip": [0.0, 0.0001, 0.001],
+             "ens_conf_type": ["avg", "max", "box_and_model_avg"]}
+PROB_SPACE = {"cls_low": {"low": 0.0, "high": 0.3}, "cls_high": {"low": 0.5, "high": 1.0}}
+FUSION_SPACE = {"alpha": {"low": 0.0, "high": 2.0}}
+DEFAULT_SPACE = {
+    "vinbigdata": {"box_scale": {"low": 0.85, "high": 1.15}},
+    "coco": {"box_scale": {"low": 0.85, "high": 1.15}},
+    "rsna": {"score_thr": {"low": 0.0, "high": 0.9}, "box_scale": {"low": 0.75, "high": 1.05},
+             "top_k": [0, 1, 2, 3, 4]},
+}
+
+
+def default_space(metric: str, n_tables: int, has_abnormal: bool, has_class_probs: bool) -> dict:
+    """The documented default search space for ``metric`` given the inputs (module docstring)."""
+    space = dict(DEFAULT_SPACE[metric])
+    if has_abnormal:
+        space.update(PROB_SPACE)
+    if has_class_probs:
+        space.update(FUSION_SPACE)
+    if n_tables > 1:
+        space.update(ENS_SPACE)
+    return space
+
+
+def check_space(space: dict, source: str = "space") -> dict:
+    """Validate a search space: every key a post-processing key, each a list or {low, high}."""
+    out = {}
+    for k, v in space.items():
+        if k not in PP.POST_KEYS:
+            raise ValueError(f"{source}: key {k!r} is not a post-processing key; expected one of {list(PP.POST_KEYS)}")
+        if isinstance(v, list):
+            if not v:
+                raise ValueError(f"{source}: key {k!r} has no choices")
+        elif isinstance(v, dict):
+            if not {"low", "high"} <= set(v) or not set(v) <= {"low", "high", "log", "step"}:
+                raise ValueError(f"{source}: key {k!r} = {v!r}; expected [choices] or {{low, high[, log, step]}}")
+            if not v["low"] <= v["high"]:
+                raise ValueError(f"{source}: key {k!r}: low {v['low']} > high {v['high']}")
+        else:
+            raise ValueError(f"{source}: key {k!r} = {v!r}; expected [choices] or {{low, high[, log, step]}}")
+        out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- scoring from arrays
+@dataclass
+class Scorer:
+    """Truth of the evaluated images encoded once; scores post-processed arrays."""
+    enc: M.Encoded        # truth only (p_* empty)
+    img_map: np.ndarray   # (U,) union image index -> position in enc.images, -1 = not evaluated
+    metric: str
+    iou_thr: float
+    drop_cls: int | None  # class dropped from predictions before scoring (rsna on VinBigData tables)
+
+    def subset(self, keep_images: np.ndarray) -> "Scorer":
+        """The same scorer restricted to the evaluated images where ``keep_images`` (I,) is True."""
+        new = np.full(len(self.enc.images), -1, "int64")
+        new[keep_images] = np.arange(int(keep_images.sum()))
+        e = self.enc
+        t = keep_images[e.t_img]
+        enc = replace(e, images=e.images[keep_images], t_img=new[e.t_img[t]], t_cls=e.t_cls[t], t_box=e.t_box[t])
+        m = np.where(self.img_map >= 0, new[np.maximum(self.img_map, 0)], -1)
+        return Scorer(enc, m, self.metric, self.iou_thr, self.drop_cls)
+
+    def __call__(self, img, cls, box, score) -> float:
+        """Score predictions (union image positions) given in table order (the metric's tie-break)."""
+        pos = self.img_map[img]
+        keep = pos >= 0
+        if self.drop_cls is not None:
+            keep &= cls != self.drop_cls
+        k = np.flatnonzero(keep)
+        enc = replace(self.enc, p_img=pos[k], p_cls=cls[k], p_box=box[k], p_score=score[k], p_row=k.astype("int64"))
+        return M.score_encoded(enc, self.metric, self.iou_thr)
+
+
+@dataclass
+class Problem:
+    """Everything a trial needs, parsed once."""
+    tables: list
+    probs: pd.DataFrame | None
+    sizes: pd.DataFrame | None
+    images: list           # every image id of the inputs and the truth: the arrays' image index
+    folds: np.ndarray      # (I,) fold of each evaluated image (enc.images order)
+    normal: tuple | None
+    base: dict             # post-processing keys before tuning
+    scorer: Scorer
+    _cache: dict
+
+    def arrays(self, cfg: dict) -> PP.Arrays:
+        key = (cfg["ens_iou"], cfg["ens_skip"], cfg["ens_conf_type"], str(cfg["ens_weights"]))
+        if len(self.tables) == 1:
+            key = None
+        if key not in self._cache:
+            t = PP.ensemble(self.tables, self.sizes, cfg["ens_iou"], cfg["ens_skip"], cfg["ens_conf_type"],
+                            cfg["ens_weights"])
+            a = PP.to_arrays(t, self.probs, self.sizes, self.images)
+            # rows grouped by image (stable): then, within each class, the order of the arrays is
+            # the order postprocess writes wherever scores tie, and the metric needs no lexsort
+            o = np.argsort(a.img, kind="stable")
+            self._cache[key] = replace(a, img=a.img[o], cls=a.cls[o], box=a.box[o], score=a.score[o], cache={})
+        return self._cache[key]
+
+    def outputs(self, cfg: dict):
+        """The post-processed table as arrays ``(img, cls, box, score)``: within each class, in the
+        order ``cxrdet postprocess`` writes them wherever scores tie (image, then table order),
+        which is all the metric needs of the file's order (ties never cross classes)."""
+        a = self.arrays(cfg)
+        nid = self.normal[0] if self.normal else None
+        rows, box, score, n_img, n_score = PP.apply_arrays(a, cfg, nid)
+        img = np.concatenate([a.img[rows], n_img])
+        cls = np.concatenate([a.cls[rows], np.full(len(n_img), -1 if nid is None else nid, "int64")])
+        box = np.concatenate([box, np.tile([0.0, 0.0, 1.0, 1.0], (len(n_img), 1))])
+        score = np.concatenate([score, n_score])
+        return img, cls, box, score
+
+    def score(self, cfg: dict, scorer: Scorer | None = None) -> float:
+        return (scorer or self.scorer)(*self.outputs(cfg))
+
+
+def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg: dict | None = None) -> Problem:
+    """Read truth, predictions, probabilities and folds once (``cxrdet evaluate``'s readers)."""
+    from detection.evaluate import NORMAL_ID, _vinbig_names, load_pred, load_truth
+
+    if metric not in ("vinbigdata", "rsna", "coco"):
+        raise ValueError(f"metric {metric!r}; expected one of vinbigdata, rsna, coco")
+    cfg = cfg or {}
+    timages, tboxes, dataset = load_truth(truth, meta)
+    fdf = pd.read_csv(folds, dtype={"image_id": str})
+    for c in ("image_id", "fold"):
+        if c not in fdf:
+            raise ValueError(f"{folds}: no column {c!r}; expected image_id,fold")
+    fold_of = dict(zip(fdf["image_id"], fdf["fold"].astype("int64")))
+    ids = [i for i in timages["image_id"].astype(str) if i in fold_of]
+    if not ids:
+        raise ValueError(f"{folds}: none of its images is in the truth {truth}")
+    if len(ids) < len(timages):
+        log.warning("%d truth image(s) are not in %s: tuning on the %d that are", len(timages) - len(ids), folds,
+                    len(ids))
+    vin = dataset == "vinbigdata"
+    names = _vinbig_names() if vin else None
+    normal_id = NORMAL_ID if vin else None
+    tables = [load_pred(p) for p in (pred if isinstance(pred, (list, tuple)) else [pred])]
+    probs = PP.read_probs(cls_probs) if cls_probs is not None else None
+    sizes = PP.image_sizes(meta)
+    t = tboxes
+    drop = None
+    if metric == "rsna" and normal_id is not None:  # as evaluate(): rsna never scores the normal class
+        t, drop, normal_id = t[t["class_id"] != NORMAL_ID], NORMAL_ID, None
+    enc = M.encode(t, t.iloc[:0], ids, normal_id, names)
+    union = pd.unique(pd.concat([x["image_id"].astype(str) for x in tables]
+                                + ([probs["image_id"]] if probs is not None else []) + [pd.Series(ids)]))
+    union = np.sort(union.astype(str))  # the image index of every trial's arrays (WBF may lose images)
+    img_map = pd.Index(enc.images).get_indexer(union).astype("int64")
+    base = PP.post_config(cfg)
+    scorer = Scorer(enc, img_map, metric, float(cfg.get("iou_thr", 0.4)), drop)
+    return Problem(tables, probs, sizes, list(union), np.array([fold_of[i] for i in enc.images], "int64"),
+                   PP.normal_class_for("vinbigdata") if vin else None, base, scorer, {})
+
+
+# ----------------------------------------------------------------------------- search
+def _suggest(trial, key: str, spec):
+    if isinstance(spec, list):
+        labels = [json.dumps(c) if isinstance(c, (list, dict)) else c for c in spec]
+        v = trial.suggest_categorical(key, labels)
+        return spec[labels.index(v)]
+    lo, hi = spec["low"], spec["high"]
+    if isinstance(lo, int) and isinstance(hi, int) and not isinstance(PP.defaults()[key], float):
+        return trial.suggest_int(key, lo, hi, step=int(spec.get("step", 1)), log=bool(spec.get("log", False)))
+    return trial.suggest_float(key, float(lo), float(hi), step=spec.get("step"), log=bool(spec.get("log", False)))
+
+
+def _cfg_with(base: dict, params: dict) -> dict:
+    cfg = dict(base, **params)
+    if "alpha" in params:
+        cfg["cls_fusion"] = "multiply"
+    if cfg["cls_low"] > cfg["cls_high"]:
+        cfg["cls_high"] = cfg["cls_low"]
+    return cfg
+
+
+def search(problem: Problem, space: dict, trials: int = 100, seed: int = 0, scorer: Scorer | None = None):
+    """Best params over ``space`` -> (params, best score, n trials run). Grid if small and discrete."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    grid = all(isinstance(v, list) for v in space.values())
+    n_grid = int(np.prod([len(v) for v in space.values()])) if grid else 0
+    if grid and n_grid <= trials:
+        labels = {k: [json.dumps(c) if isinstance(c, (list, dict)) else c for c in v] for k, v in space.items()}
+        sampler = optuna.samplers.GridSampler(labels, seed=seed)
+        trials = n_grid
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    if not grid or n_grid > trials:  # the first trial is the starting point, where the space holds it
+        start = {k: problem.base[k] for k, v in space.items() if (problem.base[k] in v if isinstance(v, list) else
+                 isinstance(problem.base[k], (int, float)) and v["low"] <= problem.base[k] <= v["high"])}
+        if start:
+            study.enqueue_trial(start, skip_if_exists=True)
+
+    def objective(trial):
+        params = {k: _suggest(trial, k, v) for k, v in space.items()}
+        trial.set_user_attr("params", params)
+        s = problem.score(_cfg_with(problem.base, params), scorer)
+        return s if np.isfinite(s) else -1.0
+
+    study.optimize(objective, n_trials=trials)
+    best = study.best_trial
+    return best.user_attrs["params"], float(best.value), len(study.trials)
+
+
+def tune(problem: Problem, space: dict, trials: int = 100, seed: int = 0, nested: bool = True) -> dict:
+    """The whole tuning: before, in-sample search, nested leave-one-fold-out. Returns tuned.json's dict
+    plus ``config`` (every post-processing key, tuned) and ``seconds``/``trials_per_s``."""
+    t0 = time.perf_counter()
+    t = PP.ensemble(problem.tables, problem.sizes, *(problem.base[k] for k in ("ens_iou", "ens_skip",
+                    "ens_conf_type", "ens_weights")))  # the table as given (several: their WBF), in its row order
+    a = PP.to_arrays(t, problem.probs, problem.sizes, problem.images)
+    before = problem.scorer(a.img, a.cls, a.box, a.score)
+    params, after, n = search(problem, space, trials, seed)
+    t1 = time.perf_counter()
+    per_fold, same = [], []
+    if nested:
+        for i, k in enumerate(np.unique(problem.folds)):
+            inner = problem.scorer.subset(problem.folds != k)
+            outer = problem.scorer.subset(problem.folds == k)
+            v = float(problem.score(_cfg_with(problem.base, params), outer))
+            same.append(v if np.isfinite(v) else None)  # the in-sample keys on that fold: like for like
+            p, _, _ = search(problem, space, trials, seed + 1 + i, inner)
+            v = float(problem.score(_cfg_with(problem.base, p), outer))
+            per_fold.append(v if np.isfinite(v) else None)  # a fold with nothing to score (RSNA: no box anywhere)
+    cfg = _cfg_with(problem.base, params)
+    d = PP.defaults()
+    cfg = {k: float(v) if isinstance(d[k], float) and isinstance(v, (int, float)) and not isinstance(v, bool) else v
+           for k, v in cfg.items()}
+    return {"metric": problem.scorer.metric, "before": float(before), "after": float(after),
+            "params": {k: cfg[k] for k in params} | ({"cls_fusion": "multiply"} if "alpha" in params else {}),
+            "trials": int(n), "nested": {"per_fold": per_fold, "mean": _mean(per_fold)},
+            "config": cfg, "seconds": time.perf_counter() - t0, "trials_per_s": n / max(t1 - t0, 1e-9),
+            "after_per_fold": same}
+
+
+def _mean(values: list) -> float | None:
+    ok = [v for v in values if v is not None]
+    return float(np.mean(ok)) if ok else None
+
+
+def write_outputs(res: dict, out) -> tuple[Path, Path]:
+    """tuned.yaml (post-processing keys only) and tuned.json beside it."""
+    import yaml
+
+    from data_prep.atomic import write_text
+
+    out = Path(out)
+    head = (f"# cxrdet tune: post-processing keys tuned for {res['metric']} ({res['trials']} trials); before "
+            f"{res['before']:.6f}, after {res['after']:.6f} (in-sample), nested {_fmt(res['nested']['mean'])}\n")
+    write_text(out, head + yaml.safe_dump({k: res["config"][k] for k in PP.POST_KEYS}, sort_keys=False))
+    js = out.with_suffix(".json")
+    keep = ("metric", "before", "after", "params", "trials", "nested")
+    write_text(js, json.dumps({k: res[k] for k in keep}, indent=2) + "\n")
+    return out, js
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def summary(res: dict) -> str:
+    n = res["nested"]
+    folds = " ".join(_fmt(v) for v in n["per_fold"])
+    line = (f"{res['metric']}: before {res['before']:.4f} | after {res['after']:.4f} (in-sample) | "
+            f"nested {_fmt(n['mean'])} (leave-one-fold-out: {folds})")
+    if res.get("after_per_fold"):  # per-fold means are not the pooled metric: compare nested with this
+        line += (f"\n  the in-sample keys scored per fold: mean {_fmt(_mean(res['after_per_fold']))} "
+                 f"({' '.join(_fmt(v) for v in res['after_per_fold'])}); nested - in-sample per fold = "
+                 + _fmt(None if n['mean'] is None or _mean(res['after_per_fold']) is None
+                        else n['mean'] - _mean(res['after_per_fold'])))
+    return line + f"\nparams: {json.dumps(res['params'])}"
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments_tune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--truth", required=True, help="train.csv / fused.csv / stage_2_train_labels.csv / box table CSV")
+    p.add_argument("--meta", default=None, help="image sizes (needed to fuse a raw train.csv; WBF normalisation)")
+    p.add_argument("--pred", nargs="+", required=True, help="out-of-fold prediction table(s); several = WBF ensemble")
+    p.add_argument("--cls-probs", default=None, help="probabilities table (image_id + one column per label, abnormal)")
+    p.add_argument("--folds", required=True, help="folds.csv (image_id,fold): the nested estimate leaves one out")
+    p.add_argument("--metric", required=True, choices=("vinbigdata", "rsna", "coco"))
+    p.add_argument("--space", default=None, help="search space YAML (key: [choices] | {low, high}); default per metric")
+    p.add_argument("--trials", type=int, default=100, help="trials per search (the grid size if smaller and discrete)")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed (default: the config's seed)")
+    p.add_argument("--no-nested", action="store_true", help="skip the leave-one-fold-out estimate")
+    p.add_argument("--config", default=None, help="config whose post-processing keys are the starting point")
+    p.add_argument("--out", required=True, help="tuned.yaml (tuned.json is written beside it)")
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    import yaml
+
+    from data_prep.config import load_config
+
+    from data_prep.errors import check_output
+
+    cfg = load_config(args.config, getattr(args, "overrides", None) or [])
+    check_output(args.out, arg="--out")
+    for p in [*args.pred, args.truth] + ([args.cls_probs] if args.cls_probs else []):
+        if Path(p).resolve() in (Path(args.out).resolve(), Path(args.out).with_suffix(".json").resolve()):
+            raise ValueError(f"--out {args.out}: would write over the input {p}")
+    if args.trials < 1:
+        raise ValueError(f"--trials {args.trials}: expected >= 1")
+    prob = load_problem(args.truth, args.pred, args.folds, args.metric, args.cls_probs, args.meta, cfg)
+    labels = prob.arrays(prob.base).labels
+    has_abn = "abnormal" in labels
+    has_cls = any(lab in set(prob.arrays(prob.base).names.values()) for lab in labels)
+    if args.space:
+        with open(args.space) as f:
+            space = check_space(yaml.safe_load(f) or {}, args.space)
+        need = {"cls_low": has_abn, "cls_high": has_abn, "alpha": has_cls}
+        for k in [k for k in space if not need.get(k, True) or (k.startswith("ens_") and len(prob.tables) < 2)]:
+            log.warning("%s: key %r needs an input not given (probabilities / several tables); left out", args.space, k)
+            space.pop(k)
+    else:
+        space = default_space(args.metric, len(prob.tables), has_abn, has_cls)
+    if not space:
+        raise ValueError("nothing to tune: the search space is empty for these inputs")
+    seed = int(cfg["seed"] if args.seed is None else args.seed)
+    res = tune(prob, space, args.trials, seed, not args.no_nested)
+    yml, js = write_outputs(res, args.out)
+    print(summary(res))
+    print(f"{yml}, {js}: {res['trials']} trials ({res['trials_per_s']:.1f}/s), {res['seconds']:.1f} s in all")
+    extra = "" if prob.normal else " dataset=rsna  (a dataset without a 'No finding' class: none is written)"
+    print(f"apply with: cxrdet postprocess --pred {' '.join(map(str, args.pred))}"
+          + (f" --cls-probs {args.cls_probs}" if args.cls_probs else "") + (f" --meta {args.meta}" if args.meta else "")
+          + f" --config {yml} --out final.csv{extra}")
+    return 0
