@@ -3,11 +3,23 @@
 :func:`atomic_path` yields a temporary name beside the target (same folder, so the final
 ``os.replace`` is atomic on POSIX); the file is renamed into place only when the block succeeds and
 removed when it fails. :func:`write_csv` and :func:`write_text` are the two common uses.
+
+Temporary names are ``.<name>.<pid>.<random>.tmp``: a run killed mid-write leaves one behind, and
+the next write of the same target removes those whose process is gone (:func:`clean_stale`).
+
+Also here, because they guard what is written: :func:`safe_name` (an image id -> a file name that
+cannot leave its folder), :func:`check_not_input` (no stage writes over its inputs) and
+:func:`folder_lock` (one writer per output folder; the holder is named, dead holders' locks are
+taken over).
 """
 from __future__ import annotations
 
+import json
 import os
+import re
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +32,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` (parents created); renamed to ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -28,6 +41,130 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def clean_stale(path: str | os.PathLike) -> int:
+    """Remove the temporary files of ``path`` left by dead processes (``.<name>.<pid>.*.tmp``, and
+    the pid-less ``.<name>.*.tmp`` of older versions); return how many were removed."""
+    path = Path(path)
+    n = 0
+    try:
+        found = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return 0
+    for t in found:
+        m = _TMP.match(t.name)
+        if m and m["name"] == path.name and pid_alive(int(m["pid"])):
+            continue
+        if m is None or m["name"] == path.name:
+            t.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def safe_name(image_id: str) -> str:
+    """``image_id`` as a file name that stays in its folder: path separators, control characters
+    and runs of dots become ``_``, and a leading dot is kept from hiding the file."""
+    s = re.sub(r"[/\\\x00-\x1f]", "_", str(image_id))
+    s = re.sub(r"\.{2,}", "_", s)
+    if s.startswith("."):
+        s = "_" + s[1:]
+    return s or "_"
+
+
+def check_not_input(out: str | os.PathLike, inputs, what: str = "--out") -> None:
+    """Raise :class:`~data_prep.errors.InputError` when ``out`` (a file or folder) IS one of the
+    ``inputs`` (files or folders): no stage writes over what it reads."""
+    from data_prep.errors import InputError
+
+    o = Path(out).resolve()
+    for i in inputs:
+        if i is None:
+            continue
+        if o == Path(i).resolve():
+            raise InputError(f"{what} {out}", f"is the input {i}; expected an output path that is not "
+                             "one of the inputs (a stage never writes over what it reads)")
+
+
+LOCK = ".cxrdet.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold ``folder/.cxrdet.lock`` (pid, host, start time, ``what``) for the block.
+
+    A second holder gets an :class:`~data_prep.errors.InputError` naming the first; a lock whose
+    process is gone (same host, dead pid) is taken over with a warning."""
+    import logging
+
+    from data_prep.errors import InputError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+          "what": what}
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            if not holder and time.time() - _mtime(lock) < 5:   # being written right now
+                time.sleep(0.2)
+                continue
+            stale = not holder or (holder.get("host") == me["host"] and not pid_alive(int(holder.get("pid", 0))))
+            if stale:
+                logging.getLogger(__name__).warning("%s: taking over a stale lock of pid %s (%s) started %s",
+                                                    lock, holder.get("pid", "?"), holder.get("what", "?"),
+                                                    holder.get("started", "?"))
+                lock.unlink(missing_ok=True)
+                continue
+            raise InputError(folder, f"in use by another run ({holder.get('what', '?')}: pid {holder.get('pid')} "
+                             f"on host {holder.get('host')}, started {holder.get('started')}); expected one "
+                             f"writer per output folder: wait for it, or delete {lock} if that run is gone")
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise InputError(folder, f"could not take the lock {lock}; expected to be able to create it")
+    try:
+        yield lock
+    finally:
+        try:
+            if json.loads(lock.read_text()).get("pid") == me["pid"]:
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _umask() -> int:

@@ -90,22 +90,29 @@ def transfer_syntax(ds) -> str:
     return f"{uid} ({uid.name})" if uid else "unknown (no TransferSyntaxUID in the file meta)"
 
 
-def header_fields(ds) -> dict:
+def header_fields(ds, where: str | os.PathLike | None = None) -> dict:
     """``height``, ``width`` (ORIGINAL Rows/Columns, int) + the :data:`HEADER_FIELDS` present.
 
-    ``BitsStored`` is an int, ``PixelSpacing`` a ``"row|col"`` string, the rest strings."""
+    ``BitsStored`` is an int, ``PixelSpacing`` a ``"row|col"`` string, the rest strings. An
+    informational field that cannot be read (unknown VR, garbage value) is left out with a
+    warning naming ``where``: it never costs the image."""
     out = {"height": int(ds.Rows), "width": int(ds.Columns)}
     for key in HEADER_FIELDS:
-        value = _get_unvalidated(ds, key)
-        if value is None or value == "":
+        try:
+            value = _get_unvalidated(ds, key)
+            if value is None or value == "":
+                continue
+            if key == "BitsStored":
+                value = int(value)
+            elif key == "PixelSpacing":
+                values = value if isinstance(value, (list, tuple, MultiValue)) else [value]
+                value = "|".join(f"{float(v):g}" for v in values)
+            else:
+                value = str(value)
+        except Exception as e:  # pydicom raises NotImplementedError, ValueError, ... on garbage
+            log.warning("%s: header field %s unreadable (%s: %s); left out of meta",
+                        where or "DICOM", key, type(e).__name__, _one_line(e)[:120])
             continue
-        if key == "BitsStored":
-            value = int(value)
-        elif key == "PixelSpacing":
-            values = value if isinstance(value, (list, tuple, MultiValue)) else [value]
-            value = "|".join(f"{float(v):g}" for v in values)
-        else:
-            value = str(value)
         out[key] = value
     return out
 
@@ -412,9 +419,17 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
     """
     options = options or VoiOptions()
     ds = open_dicom(path)
-    header = header_fields(ds)
-    with unvalidated():
-        voi = choose_voi(ds, options)
+    try:
+        header = header_fields(ds, path)
+    except Exception as e:  # Rows/Columns unreadable
+        raise DicomReadError(f"{path}: unreadable Rows/Columns ({type(e).__name__}: {_one_line(e)}); "
+                             "expected an image header") from e
+    try:
+        with unvalidated():
+            voi = choose_voi(ds, options)
+    except Exception as e:  # garbage VOI attributes
+        raise DicomReadError(f"{path}: unreadable VOI attributes ({type(e).__name__}: {_one_line(e)}); "
+                             "expected a valid window or VOI LUT") from e
     if voi.invalid:
         log.warning("%s: %s; using %s", path, voi.fallback, voi.describe())
     header.update(voi=voi.kind, voi_window=voi.label(), voi_fallback=voi.fallback)
@@ -439,6 +454,8 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
     except Exception as e:
         raise DicomReadError(f"{path}: cannot apply modality/VOI LUT "
                              f"({header.get('PhotometricInterpretation', '?')}): {e}") from e
+    if img.size and img.min() == img.max():
+        log.warning("%s: constant image (every pixel the same value): written as one flat gray level", path)
     return img, header
 
 

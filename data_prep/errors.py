@@ -139,10 +139,24 @@ def user_message(exc: BaseException) -> tuple[str, int]:
         return f"an input table is empty ({exc}); expected a CSV with a header row", 2
     if isinstance(exc, (pd.errors.ParserError, csv.Error)):
         return f"an input is not a readable CSV: {str(exc).strip().splitlines()[0]}", 2
-    if isinstance(exc, ValueError):  # InputError and the project's own ValueError messages
-        return " ".join(str(exc).split("\n")), 2
+    if isinstance(exc, InputError) or (isinstance(exc, ValueError) and raised_by_project(exc)):
+        return " ".join(str(exc).split("\n")), 2   # the project's own messages about an input
     if isinstance(exc, MemoryError):
         return "out of memory; try a smaller --size/--batch or fewer workers", 1
-    text = str(exc).strip().splitlines()
-    return (f"internal error {type(exc).__name__}: {text[0] if text else ''} "
-            "(a bug, not your input; rerun with --debug for the traceback and report it)"), 1
+    text = " ".join(str(exc).split())[:300]
+    return (f"internal error {type(exc).__name__}: {text} (unexpected: if the input looks right, this is a "
+            "bug; rerun with --debug for the traceback and report it)"), 1
+
+
+_PACKAGES = tuple(str(Path(__file__).resolve().parents[1] / p) + os.sep for p in ("data_prep", "detection", "bench"))
+
+
+def raised_by_project(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by the project's own code (a message written for the user),
+    not deep inside a library (numpy's "output array is read-only" is a bug, not an input fault)."""
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return True
+    return os.path.abspath(last.tb_frame.f_code.co_filename).startswith(_PACKAGES)

@@ -402,9 +402,14 @@ def run_fuse(args: argparse.Namespace) -> int:
     from data_prep.config import load_config
     from data_prep.datasets import load
 
+    from data_prep.atomic import check_not_input
+    from data_prep.errors import check_output
+
     cfg = load_config(args.config, getattr(args, "overrides", None) or [])
     dataset = args.dataset or cfg["dataset"]
     meta = args.meta if args.meta is not None else cfg.get("meta")
+    check_output(args.out, arg="--out")
+    check_not_input(args.out, [args.labels, meta])
     images, boxes = load(dataset, args.labels, meta=meta)
     fused = fuse(boxes, images, method=args.method or cfg["fusion"],
                  iou_thr=cfg["fusion_iou"] if args.iou is None else args.iou,

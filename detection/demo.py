@@ -53,6 +53,7 @@ def _step(name: str, timings: dict):
 def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, seed: int = 0,
          overrides: list[str] | None = None, n: int | None = None, weights_dir=None) -> dict:
     """Run every stage on the embedded dataset into ``out``; return paths and headline numbers."""
+    from data_prep.atomic import safe_name
     from data_prep.config import load_config
     from data_prep.prep import prep
     from data_prep.synth import synth_rsna, synth_vinbigdata
@@ -161,7 +162,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         pics = out / "pictures"
         ab = list(tb[tb["image_id"].isin(set(fold0["image_id"]))]["image_id"].unique()[:4])
         for iid in ab:
-            render_image(iid, pdir / "images", pics / f"{iid}.png", images, tb, shown, None, names)
+            render_image(iid, pdir / "images", pics / f"{safe_name(iid)}.png", images, tb, shown, None, names)
         t0 = tb[tb["image_id"].isin(set(fold0["image_id"]))]
         try:
             worst, caps = pick_gallery("worst", fold0, t0, pred0, n=12, conf=0.3, class_names=names,

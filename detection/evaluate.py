@@ -31,6 +31,7 @@ import pandas as pd
 
 from data_prep.boxes import BOX_COLUMNS, as_box_table, make_boxes
 from data_prep.atomic import write_text
+from data_prep.errors import InputError, check_output, reading
 from detection import metrics as M
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,14 @@ def to_jsonable(res: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- reading files
-def _columns(path) -> list[str]:
-    return list(pd.read_csv(path, nrows=0).columns)
+def _columns(path, what: str = "CSV table") -> list[str]:
+    with reading(path, what):
+        return list(pd.read_csv(path, nrows=0).columns)
+
+
+def _read(path, what: str, **kw) -> pd.DataFrame:
+    with reading(path, what):
+        return pd.read_csv(path, **kw)
 
 
 def _vinbig_names() -> list[str]:
@@ -104,7 +111,7 @@ def _meta_images(meta) -> pd.DataFrame:
 
 def load_truth(path, meta=None, fusion_iou: float = FUSION_IOU) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Truth file -> (images, boxes, dataset) with dataset in vinbigdata | rsna | boxes (see module doc)."""
-    cols = set(_columns(path))
+    cols = set(_columns(path, "truth table"))
     if {"patientId", "Target"} <= cols:
         from data_prep.datasets import load as load_dataset
         images, boxes = load_dataset("rsna", path, meta)
@@ -124,7 +131,7 @@ def load_truth(path, meta=None, fusion_iou: float = FUSION_IOU) -> tuple[pd.Data
                      boxes["image_id"].nunique(), len(images))
         return images, boxes, "vinbigdata"
     if {"image_id", "class_id", "x_min", "y_min", "x_max", "y_max"} <= cols:
-        df = pd.read_csv(path, dtype={"image_id": str, "class_name": str, "rater": str})
+        df = _read(path, "truth box table", dtype={"image_id": str, "class_name": str, "rater": str})
         boxes = _box_csv(df, path)
         if meta is not None:
             images = _meta_images(meta)
@@ -148,19 +155,30 @@ def _box_csv(df: pd.DataFrame, path) -> pd.DataFrame:
 
 def load_pred(path) -> pd.DataFrame:
     """Predictions file -> box table: a submission CSV or a box table CSV."""
-    cols = set(_columns(path))
+    cols = set(_columns(path, "prediction table"))
     if "PredictionString" in cols:
         from detection.submission import parse_submission
-        return parse_submission(path, "rsna" if "patientId" in cols else "vinbigdata")
-    if {"image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"} <= cols:
-        return _box_csv(pd.read_csv(path, dtype={"image_id": str, "class_name": str, "rater": str}), path)
+        pred = parse_submission(path, "rsna" if "patientId" in cols else "vinbigdata")
+    elif {"image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"} <= cols:
+        pred = _box_csv(_read(path, "prediction box table", dtype={"image_id": str, "class_name": str, "rater": str}),
+                        path)
+    else:
+        pred = None
+    if pred is not None:
+        s = pred["score"].to_numpy("float64")
+        bad = ~((s >= 0) & (s <= 1))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(path, f"score {s[i]:g} of image {pred['image_id'].iloc[i]!r} is outside [0, 1] "
+                                   f"({int(bad.sum())} such box(es)); expected confidences in [0, 1]")
+        return pred
     raise ValueError(f"{path}: columns {sorted(cols)}; expected a submission (image_id|patientId,PredictionString) "
                      "or a box table with image_id,class_id,x_min,y_min,x_max,y_max,score")
 
 
 def fold_images(folds, fold: int) -> list[str]:
     """Image ids of fold ``fold`` in a folds.csv (image_id,fold)."""
-    df = pd.read_csv(folds, dtype={"image_id": str})
+    df = _read(folds, "folds table (image_id,fold)", dtype={"image_id": str})
     for c in ("image_id", "fold"):
         if c not in df:
             raise ValueError(f"{folds}: no column {c!r}; expected image_id,fold")
@@ -168,6 +186,20 @@ def fold_images(folds, fold: int) -> list[str]:
     if not ids:
         raise ValueError(f"{folds}: fold {fold} has no image; folds present {sorted(df['fold'].unique().tolist())}")
     return ids
+
+
+def _warn_coverage(pred: pd.DataFrame, ids: list[str], pred_path, fold) -> None:
+    """Warn when the predictions name none, or only part, of the evaluated images."""
+    covered = set(pred["image_id"]) & set(ids)
+    listed = set(pred.attrs.get("image_ids", [])) & set(ids)   # a submission also lists its empty images
+    n = len(covered | listed)
+    if ids and n == 0:
+        log.warning("%s: no prediction matches any of the %d evaluated truth image(s) (e.g. %r): every truth box "
+                    "counts as missed; are these predictions for this truth file?", pred_path, len(ids), ids[0])
+    elif n < len(ids):
+        hint = "" if fold is not None else "; scoring one held-out fold? pass --folds folds.csv --fold K"
+        log.warning("%s: predictions cover %d of the %d evaluated truth images; the other %d count as predicted "
+                    "empty%s", pred_path, n, len(ids), len(ids) - n, hint)
 
 
 def load_inputs(truth_path, pred_path, meta=None, folds=None, fold: int | None = None):
@@ -195,6 +227,7 @@ def load_inputs(truth_path, pred_path, meta=None, folds=None, fold: int | None =
     n_out = int((~pred["image_id"].isin(keep)).sum())
     if n_out:
         log.info("%d predicted box(es) on images outside the evaluated set ignored", n_out)
+    _warn_coverage(pred, ids, pred_path, fold)
     pred = pred[pred["image_id"].isin(keep)]
     vin = dataset == "vinbigdata"
     return images, truth, pred, vin, (_vinbig_names() if vin else None)
@@ -339,6 +372,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 0
     if not args.pred:
         raise ValueError("--pred is required (unless --rater-baseline)")
+    if args.json:
+        check_output(args.json, arg="--json")
+    if args.plots:
+        check_output(args.plots, folder=True, arg="--plots")
     images, truth, pred, vin, names = load_inputs(args.truth, args.pred, args.meta, args.folds, args.fold)
     ids = images["image_id"].astype(str).tolist()
     res = evaluate(truth, pred, ids, metric, iou, NORMAL_ID if vin else None, names, args.image_level)

@@ -22,13 +22,11 @@ def export_onnx(weights: str | os.PathLike, imgsz: int = 512, out: str | os.Path
 
     Default destination: beside the weights as ``<stem>.onnx`` (ultralytics' own choice). With
     ``out`` the file is moved there (atomic rename on one file system)."""
-    import detection.runtime  # noqa: F401
-    from ultralytics import YOLO
-
+    from detection.runtime import open_yolo
     from detection.train import resolve_model
 
     src = Path(resolve_model(str(weights), "weights"))
-    model = YOLO(str(src))
+    model = open_yolo(src)
     made = Path(model.export(format="onnx", imgsz=int(imgsz), dynamic=bool(dynamic), batch=int(batch),
                              simplify=True, device="cpu", verbose=False))
     if not made.is_file():

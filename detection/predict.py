@@ -178,14 +178,13 @@ def load_model(weights: str | os.PathLike, imgsz: int, batch: int, task: str = "
     """``YOLO(weights)`` for a local ``.pt`` or ``.onnx``; ``onnx=True`` exports a ``.pt`` first
     (cached beside it as ``<stem>_<imgsz>.onnx``). An ONNX with a static input keeps its own imgsz
     and batch (a different ``imgsz`` is logged and ignored)."""
-    import detection.runtime  # noqa: F401
-    from ultralytics import YOLO
-
+    from detection.runtime import open_yolo
     from detection.train import resolve_model
 
+    what = "classifier" if task == "classify" else "weights"
     p = Path(weights)
     if p.suffix != ".onnx":
-        p = Path(resolve_model(str(weights), "weights"))
+        p = Path(resolve_model(str(weights), what))
     if onnx and p.suffix == ".pt":
         from detection.export import export_onnx
 
@@ -193,15 +192,14 @@ def load_model(weights: str | os.PathLike, imgsz: int, batch: int, task: str = "
         if not cached.is_file() or cached.stat().st_mtime < p.stat().st_mtime:
             export_onnx(p, imgsz=imgsz, out=cached)
         p = cached
+    model = open_yolo(p, task, what)
     if p.suffix == ".onnx":
-        if not p.is_file():
-            raise FileNotFoundError(f"weights {p}: no such ONNX file")
         sb, ss = _onnx_input(str(p))
         if ss is not None and ss != imgsz:
             log.warning("%s was exported at imgsz=%d; predicting at %d, not %d", p, ss, ss, imgsz)
             imgsz = ss
         batch = sb or batch
-    return Loaded(YOLO(str(p), task=task), str(p), int(imgsz), int(batch))
+    return Loaded(model, str(p), int(imgsz), int(batch))
 
 
 def _names(m: Loaded) -> dict[int, str]:
@@ -222,6 +220,33 @@ def classifier_probs(clf: Loaded, imgs: list[np.ndarray], device: str = "cpu") -
 
 
 # ----------------------------------------------------------------------------- prediction
+def _reason(path, e: Exception, what: str = "") -> str:
+    """``path: message`` for one failed image (the exception type when it is not a plain ValueError)."""
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if not isinstance(e, ValueError):
+        msg = f"{type(e).__name__}: {msg}"
+    if what:
+        msg = f"{what}: {msg}"
+    return msg if msg.startswith(str(path)) else f"{path}: {msg}"
+
+
+def _predict_chunk(loaded, models, clf, tta, conf, nms_iou, max_det, device, fuse) -> list:
+    """``[(image_id, (height, width), fused View, p(abnormal) or None)]`` for a chunk of loaded
+    images; ``fuse(views, hw)`` fuses one image's views (TTA x models)."""
+    imgs = [x[1] for x in loaded]
+    per_image: list[list[View]] = [[] for _ in loaded]
+    flips = (False, True) if tta else (False,)
+    for m in models:
+        for flip in flips:
+            batch_imgs = [np.ascontiguousarray(im[:, ::-1]) for im in imgs] if flip else imgs
+            res = m.model.predict(batch_imgs, imgsz=m.imgsz, conf=conf, iou=nms_iou, max_det=max_det,
+                                  device=device, verbose=False)
+            for i, (r, (_, _, frame, hw)) in enumerate(zip(res, loaded)):
+                per_image[i].append(view_from_result(r, frame, hw, flip))
+    probs = classifier_probs(clf, imgs, device) if clf is not None else [None] * len(loaded)
+    return [(iid, hw, fuse(views, hw), p) for (iid, _, _, hw), views, p in zip(loaded, per_image, probs)]
+
+
 def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: str | os.PathLike,
             meta: str | os.PathLike | None = None, *, tta: bool = False, conf: float = 0.001,
             nms_iou: float = 0.5, max_det: int = 300, imgsz: int = 512, batch: int = 16,
@@ -260,33 +285,38 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     with tqdm(total=len(rows), desc="predict", unit="img") as bar:
         for s in range(0, len(rows), chunk):
             loaded = []
+            paths = {}
             for r in rows.iloc[s:s + chunk].itertuples():
+                paths[r.image_id] = r.path
                 try:
                     loaded.append((r.image_id, *load_image(r, size, keep_ratio, voi_options)))
-                except (ValueError, OSError) as e:
-                    errs.append(f"{r.path}: {e}")
+                except Exception as e:  # one bad image never stops the batch; listed at the end
+                    errs.append(_reason(r.path, e))
             bar.update(len(rows.iloc[s:s + chunk]))
             if not loaded:
                 continue
-            imgs = [x[1] for x in loaded]
-            per_image: list[list[View]] = [[] for _ in loaded]
             flips = (False, True) if tta else (False,)
-            for m in models:
-                for flip in flips:
-                    batch_imgs = [np.ascontiguousarray(im[:, ::-1]) for im in imgs] if flip else imgs
-                    res = m.model.predict(batch_imgs, imgsz=m.imgsz, conf=conf, iou=nms_iou, max_det=max_det,
-                                          device=device, verbose=False)
-                    for i, (r, (_, _, frame, hw)) in enumerate(zip(res, loaded)):
-                        per_image[i].append(view_from_result(r, frame, hw, flip))
             vw = None if pc["ens_weights"] is None else [w for w in pc["ens_weights"] for _ in flips]
-            for (iid, _, _, hw), views in zip(loaded, per_image):
+
+            def fuse(views, hw):
+                return fuse_views(views, hw, pc["ens_iou"], pc["ens_skip"], pc["ens_conf_type"], vw)
+
+            try:
+                got = _predict_chunk(loaded, models, clf, tta, conf, nms_iou, max_det, device, fuse)
+            except Exception:  # find the image(s) at fault: one by one
+                got = []
+                for one in loaded:
+                    try:
+                        got += _predict_chunk([one], models, clf, tta, conf, nms_iou, max_det, device, fuse)
+                    except Exception as e:
+                        errs.append(_reason(paths[one[0]], e, "prediction failed"))
+            for iid, hw, v, p in got:
                 sizes[iid] = hw
-                v = fuse_views(views, hw, pc["ens_iou"], pc["ens_skip"], pc["ens_conf_type"], vw)
                 if len(v.xyxy):
                     tables.append(make_boxes(iid, v.labels, [names.get(int(c), str(c)) for c in v.labels],
                                              v.xyxy, score=v.scores))
-            if clf is not None:
-                p_abn.update(zip([x[0] for x in loaded], classifier_probs(clf, imgs, device)))
+                if p is not None:
+                    p_abn[iid] = p
     out = pd.concat(tables, ignore_index=True) if tables else empty_boxes()
     probs = pd.DataFrame({"image_id": list(p_abn), "abnormal": list(p_abn.values())}) if clf is not None else None
     hw = pd.DataFrame(list(sizes.values()), index=list(sizes), columns=["height", "width"]) if sizes else None
@@ -295,7 +325,8 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     dt = time.perf_counter() - t0
     log.info("predicted %d image(s) in %.1f s (%.1f img/s): %d box(es)", n, dt, n / max(dt, 1e-9), len(out))
     if errs:
-        log.warning("%d image(s) could not be read and were skipped:\n  %s", len(errs), "\n  ".join(errs))
+        log.warning("%d image(s) failed and were skipped (listed below; the others are in the table):\n  %s",
+                    len(errs), "\n  ".join(errs))
     return out
 
 
@@ -337,5 +368,7 @@ def run_predict(args: argparse.Namespace) -> int:
     tmp = dst.with_name(f".{dst.name}.tmp")
     out.to_csv(tmp, index=False)
     os.replace(tmp, dst)
-    print(f"{dst}: {len(out)} box(es) on {out['image_id'].nunique()} image(s); {len(errors)} unreadable")
+    print(f"{dst}: {len(out)} box(es) on {out['image_id'].nunique()} image(s); {len(errors)} failed")
+    for e in errors:
+        print(f"  failed: {e}")
     return 1 if errors else 0

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from data_prep.atomic import write_text  # noqa: E402
+from data_prep.atomic import safe_name, write_text  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
                       f"(predictions ≥ {conf:g}); truth solid, predictions dashed.</p>",
                       _img_tag(g, "wide", "worst images gallery"), "<h2>Overlays</h2>"]
             for iid in worst["image_id"].head(n_overlays):
-                p = render_image(iid, source, tmp / f"ov_{iid}.png", images, truth, shown, None, names)
+                p = render_image(iid, source, tmp / f"ov_{safe_name(iid)}.png", images, truth, shown, None, names)
                 parts.append(f"<div class='overlay'>{_img_tag(p, '', iid)}<br><small>{html.escape(caps[iid])}"
                              "</small></div>")
         else:

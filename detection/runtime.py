@@ -99,3 +99,32 @@ def setup() -> Path:
 
 
 USER_DIR = setup()
+
+
+def open_yolo(path, task: str | None = None, what: str = "weights"):
+    """``YOLO(path, task=task)`` for a local ``.pt`` / ``.onnx``, with a file that is not such a
+    model (empty, random bytes, text, a zip of something else, the wrong task) reported as an
+    :class:`~data_prep.errors.InputError` naming the file instead of ultralytics' traceback."""
+    from ultralytics import YOLO
+
+    from data_prep.errors import InputError
+
+    p = Path(path)
+    kind = "an ONNX model exported by `cxrdet export`" if p.suffix == ".onnx" else \
+        "a YOLO checkpoint saved by `cxrdet train` / `cxrdet train-cls` (ultralytics .pt)"
+    if not p.is_file():
+        raise InputError(f"{what} {p}", f"no such file; expected {kind}")
+    if p.stat().st_size == 0:
+        raise InputError(f"{what} {p}", f"empty file (0 bytes); expected {kind}")
+    try:
+        if p.suffix == ".onnx":
+            import onnxruntime as ort
+
+            ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        model = YOLO(str(p), task=task)
+    except Exception as e:  # ultralytics / torch / onnxruntime each raise their own kinds
+        why = " ".join(str(e).split())[:200] or type(e).__name__
+        raise InputError(f"{what} {p}", f"not a usable model ({type(e).__name__}: {why}); expected {kind}") from e
+    if task and p.suffix != ".onnx" and getattr(model, "task", task) != task:
+        raise InputError(f"{what} {p}", f"is a {model.task!r} model; expected a {task!r} model here")
+    return model

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_prep.atomic import write_csv
+from data_prep.atomic import check_not_input, write_csv
+from data_prep.errors import CSV_FIELD_LIMIT, InputError, check_output, reading
 from data_prep.boxes import BOX_COLUMNS, as_box_table, make_boxes, empty_boxes, validate_boxes, xyxy_to_xywh
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,19 @@ def read_sizes(meta) -> pd.DataFrame:
 
     name = "image table" if isinstance(meta, pd.DataFrame) else str(meta)
     if not isinstance(meta, pd.DataFrame):
-        meta = pd.read_csv(meta, dtype={"image_id": str, "patientId": str})
+        with reading(meta, "meta table (image_id,height,width or image_id,dim0,dim1)"):
+            meta = pd.read_csv(meta, dtype={"image_id": str, "patientId": str})
     df = read_meta(meta.rename(columns={"patientId": "image_id"}), name)
     return df[["image_id", "height", "width"]].reset_index(drop=True)
 
 
 def _sample_ids(sample) -> list[str]:
     """The image ids of a sample submission (path or DataFrame): its first column, in order."""
-    df = sample if isinstance(sample, pd.DataFrame) else pd.read_csv(sample, dtype=str, keep_default_na=False)
+    if isinstance(sample, pd.DataFrame):
+        df = sample
+    else:
+        with reading(sample, "sample submission CSV"):
+            df = pd.read_csv(sample, dtype=str, keep_default_na=False)
     if df.shape[1] < 1:
         raise ValueError(f"sample submission {sample}: no columns")
     return df.iloc[:, 0].astype(str).tolist()
@@ -149,6 +155,9 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
     id_col, _ = _format(format)
     out = Path(out)
     ids = _sample_ids(sample_csv)
+    if len(pred_boxes) and "score" not in pred_boxes:
+        raise ValueError(f"prediction box table: no 'score' column (columns {list(pred_boxes.columns)}); "
+                         "expected each box's confidence in a column named score")
     pred = as_box_table(pred_boxes) if len(pred_boxes) else empty_boxes()
     validate_boxes(pred, source="prediction box table")
 
@@ -217,8 +226,12 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
 
 # ----------------------------------------------------------------------------- read
 def _read_rows(path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
-    """(header fields or None, [(1-based line number, fields)]) of a CSV file; blank lines kept."""
-    with open(path, newline="") as f:
+    """(header fields or None, [(1-based line number, fields)]) of a CSV file; blank lines kept.
+
+    A PredictionString may be longer than the csv module's default 131,072-character field
+    limit (5,000 boxes on one image): the limit is raised to :data:`CSV_FIELD_LIMIT`."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    with reading(path, "submission CSV"), open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         rows = []
@@ -430,6 +443,9 @@ def add_arguments_validate_submission(parser) -> None:
 
 def run_validate_submission(args) -> int:
     problems = validate_submission(args.file, args.sample, args.format, images=args.meta)
+    if args.meta is None and args.format != "rsna":
+        print(f"{args.file}: note: no --meta, so box bounds were not checked against the image sizes "
+              "(give the meta table to check them)")
     if not problems:
         print(f"{args.file}: valid {args.format} submission ({len(submission_ids(args.file))} images)")
         return 0
@@ -451,21 +467,58 @@ def add_arguments_submit(parser) -> None:
     parser.add_argument("--decimals", type=int, default=1, help="coordinate decimals (0 = integer pixels)")
 
 
-def run_submit(args) -> int:
-    pred = pd.read_csv(args.pred, dtype={"image_id": str, "class_name": str, "rater": str},
-                       keep_default_na=False, na_values={c: [""] for c in ("x_min", "y_min", "x_max", "y_max", "score")})
+PRED_COLUMNS = ["image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"]
+_CONF_NAMES = ("confidence", "conf", "prob", "probability", "p")
+
+
+def read_prediction_table(path, format: str) -> pd.DataFrame:
+    """A prediction box table CSV, checked column by column: every missing column and every cell
+    that is not what it should be is an :class:`InputError` naming the file, line and column.
+    ``class_name`` may be absent (taken from the format's class list); ``class_id`` may be
+    written as a float when it holds an integer (``3.0``)."""
+    with reading(path, "prediction box table"):
+        pred = pd.read_csv(path, dtype={"image_id": str, "class_name": str, "rater": str}, keep_default_na=False,
+                           na_values={c: [""] for c in PRED_COLUMNS[1:]})
+    missing = [c for c in PRED_COLUMNS if c not in pred.columns]
+    if missing:
+        hint = ""
+        conf = [c for c in pred.columns if str(c).strip().lower() in _CONF_NAMES]
+        if "score" in missing and conf:
+            hint = f" (is {conf[0]!r} the confidence? rename it to score)"
+        raise InputError(path, f"missing column(s) {missing}{hint}; expected a prediction box table with "
+                               f"columns {PRED_COLUMNS} [+ class_name] (found {list(pred.columns)})")
+    for c in PRED_COLUMNS[1:]:
+        v = pd.to_numeric(pred[c], errors="coerce")
+        bad = v.isna().to_numpy()
+        if c == "class_id":
+            bad = bad | ~np.isfinite(v.to_numpy("float64")) | (v.fillna(0) != np.round(v.fillna(0))).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            want = "an integer class id" if c == "class_id" else "a number"
+            raise InputError(f"{path} line {i + 2}", f"{c} {str(pred[c].iloc[i])!r} is not {want}; expected {want} "
+                                                     f"({int(bad.sum())} such row(s))")
+        pred[c] = v.astype("int64") if c == "class_id" else v.astype("float64")
     if "class_name" not in pred:
-        names = vinbigdata_names() if args.format == "vinbigdata" else [RSNA_CLASS] * (NORMAL_ID + 1)
+        names = vinbigdata_names() if format == "vinbigdata" else [RSNA_CLASS] * (NORMAL_ID + 1)
         pred["class_name"] = [names[c] if 0 <= c < len(names) else str(c) for c in pred["class_id"]]
-    out = Path(args.out)
+    return pred
+
+
+def run_submit(args) -> int:
+    out = check_output(args.out, arg="--out")
+    check_not_input(out, [args.pred, args.sample, args.meta])
+    pred = read_prediction_table(args.pred, args.format)
     staged = out.with_name(f".{out.name}.unvalidated")
-    write_submission(pred, args.sample, args.format, staged, images=args.meta, decimals=args.decimals)
-    problems = validate_submission(staged, args.sample, args.format, images=args.meta)
-    if problems:
-        bad = out.with_name(out.name + ".invalid")
-        os.replace(staged, bad)
-        raise ValueError(f"the written submission is invalid ({len(problems)} problem(s), kept as {bad}): "
-                         + "; ".join(problems[:5]))
-    os.replace(staged, out)
+    try:
+        write_submission(pred, args.sample, args.format, staged, images=args.meta, decimals=args.decimals)
+        problems = validate_submission(staged, args.sample, args.format, images=args.meta)
+        if problems:
+            bad = out.with_name(out.name + ".invalid")
+            os.replace(staged, bad)
+            raise ValueError(f"the written submission is invalid ({len(problems)} problem(s), kept as {bad}): "
+                             + "; ".join(problems[:5]))
+        os.replace(staged, out)
+    finally:
+        staged.unlink(missing_ok=True)
     print(f"{out}: {len(submission_ids(out))} images, {len(pred)} predicted rows, valid {args.format} submission")
     return 0

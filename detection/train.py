@@ -31,6 +31,7 @@ from typing import Callable
 
 import pandas as pd
 
+from data_prep.atomic import safe_name
 from data_prep.config import load_config, parse_overrides
 
 log = logging.getLogger(__name__)
@@ -87,16 +88,18 @@ def _train(model_spec: str, cfg: dict, out: Path, train_args: dict,
     import detection.runtime  # noqa: F401  (offline before ultralytics)
     from ultralytics import YOLO
 
+    from detection.runtime import open_yolo
+
     last = out / "weights" / "last.pt"
     if cfg.get("resume"):
         if not last.is_file():
             raise FileNotFoundError(f"resume=true: no checkpoint {last} to resume from; "
                                     "run once without resume (same project/name) first")
         log.info("resuming %s from %s", out, last)
-        model = YOLO(str(last))
+        model = open_yolo(last, what="checkpoint")
         kw = {"resume": True}
     else:
-        model = YOLO(model_spec)
+        model = open_yolo(model_spec, what="model") if str(model_spec).endswith(".pt") else YOLO(model_spec)
         kw = {**train_args, "project": str(out.parent), "name": out.name, "exist_ok": True}
         kw.update(cfg.get("yolo_args") or {})
     for event, fn in (callbacks or {}).items():
@@ -192,7 +195,7 @@ def build_cls_dataset(prep_dir: str | os.PathLike, fold: int, out: str | os.Path
         cls = "abnormal" if r.image_id in abnormal else "normal"
         d = out / split / cls
         d.mkdir(parents=True, exist_ok=True)
-        _link(src, d / f"{r.image_id}{src.suffix}")
+        _link(src, d / f"{safe_name(r.image_id)}{src.suffix}")
         counts[f"{split}/{cls}"] = counts.get(f"{split}/{cls}", 0) + 1
     for split in ("train", "val"):  # ultralytics needs both class folders in both splits
         for cls in CLS_NAMES:

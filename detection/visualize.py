@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from data_prep.atomic import atomic_path  # noqa: E402
+from data_prep.atomic import atomic_path, check_not_input, safe_name  # noqa: E402
 from data_prep.boxes import Frame, to_frame  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ def _text_color(class_id: int) -> str:
 def find_image(source: str | os.PathLike, image_id: str) -> Path:
     """``source/<image_id>.png`` (preferred) or ``.dicom`` / ``.dcm`` / no extension."""
     src = Path(source)
+    if any(c in str(image_id) for c in "/\\") or str(image_id) in (".", ".."):
+        raise ValueError(f"image {image_id!r}: an image id is a file name under {src}, not a path; "
+                         "expected the id alone (no '/', '\\' or '..')")
     for ext in IMAGE_EXTS + ("",):
         p = src / f"{image_id}{ext}"
         if p.is_file():
@@ -444,6 +447,7 @@ def run_show(args) -> int:
     if pred is not None:
         pred = pred[(pred["score"] >= args.conf) & (pred["class_id"] != 14)]
     out = Path(args.out)
+    check_not_input(out, [args.source, args.truth, args.pred, args.meta])
     written = []
     if args.gallery:
         have = images["image_id"].astype(str).isin(set(on_disk))
@@ -452,7 +456,7 @@ def run_show(args) -> int:
                         args.source)
         ids, caps = pick_gallery(args.gallery, images[have], truth, pred, n=args.n, seed=args.seed,
                                  iou_thr=args.iou, conf=args.conf, class_names=names)
-        name = args.gallery.replace("=", "_").replace("/", "_").replace(" ", "_")
+        name = safe_name(args.gallery.replace("=", "_").replace(" ", "_"))
         plural = "s" if len(ids) != 1 else ""
         written.append(render_gallery(ids, args.source, out / f"gallery_{name}.png", images, truth, pred,
                                       names, caps, title=f"{args.gallery}: {len(ids)} image{plural}",
@@ -460,7 +464,11 @@ def run_show(args) -> int:
     failed = []
     for iid in args.image:
         try:
-            written.append(render_image(iid, args.source, out / f"{iid}.png", images, truth, pred,
+            dst = out / f"{safe_name(iid)}.png"
+            if dst.exists() and dst.resolve() == find_image(args.source, iid).resolve():
+                raise ValueError(f"--out {out}: {dst} is the source image of {iid!r}; expected an output "
+                                 "folder apart from --source")
+            written.append(render_image(iid, args.source, dst, images, truth, pred,
                                         raw if args.raters else None, names, voi_options=voi))
         except (FileNotFoundError, ValueError) as e:
             failed.append(f"{iid}: {e}")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 import types
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from data_prep.config import parse_overrides
 from data_prep.errors import InputError, check_output, reading, user_message
 from detection import cli
 
@@ -20,7 +22,9 @@ def fake_stage(monkeypatch):
     mod.add_arguments_boom = lambda p: p.add_argument("--x", default=None)
 
     def run_boom(args):
-        if raised:
+        if raised and callable(raised[0]):
+            raised[0]()
+        elif raised:
             raise raised[0]
         return 0
 
@@ -37,7 +41,9 @@ def _err_lines(capsys) -> list[str]:
 
 @pytest.mark.parametrize("exc, status, words", [
     (InputError("labels.csv", "column 'x' missing; expected x"), 2, "labels.csv: column 'x' missing"),
-    (ValueError("train.csv line 3: x_min 'a' is not a number"), 2, "train.csv line 3"),
+    (lambda: parse_overrides(["epochs"]), 2, "argument 'epochs': expected key=value"),  # project's ValueError
+    (lambda: np.zeros(3).reshape(2, 2), 1, "internal error ValueError: cannot reshape"),  # numpy's: a bug
+    (ValueError("raised outside the project's packages"), 1, "internal error ValueError"),
     (IsADirectoryError(21, "Is a directory", "out/sub"), 2, "out/sub: is a folder; expected a file path"),
     (PermissionError(13, "Permission denied", "/ro/x.csv"), 2, "/ro/x.csv: permission denied"),
     (NotADirectoryError(20, "Not a directory", "f/x.csv"), 2, "f/x.csv: a part of this path is a file"),

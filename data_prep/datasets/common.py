@@ -25,7 +25,7 @@ N_SHOWN = 5  # row names quoted per repair kind in the log line
 class Source:
     """A labels/meta table plus how to name its rows in messages."""
 
-    def __init__(self, data, name: str, **read_kw):
+    def __init__(self, data, name: str, report_duplicates: bool = False, **read_kw):
         if isinstance(data, pd.DataFrame):
             self.df = data.reset_index(drop=True).copy()
             self.index = data.index.to_numpy()
@@ -35,10 +35,28 @@ class Source:
             path = Path(os.fspath(data))
             if not path.is_file():
                 raise FileNotFoundError(f"{name}: no such file {path}")
-            self.df = pd.read_csv(path, **read_kw)
+            from data_prep.errors import reading
+
+            with reading(path, f"{name} table"):
+                self.df = pd.read_csv(path, **read_kw)
             self.index = None
             self.name = path.name
             self.from_file = True
+        self.n_duplicates = self._report_duplicates() if report_duplicates else 0
+
+    def _report_duplicates(self) -> int:
+        """Count the rows identical to an earlier row (every column) and log them once."""
+        try:
+            dup = self.df.duplicated().to_numpy()
+        except TypeError:  # unhashable cells: nothing a CSV holds
+            return 0
+        n = int(dup.sum())
+        if n:
+            rows = ", ".join(self.row(i) for i in np.flatnonzero(dup)[:N_SHOWN])
+            more = f" and {n - N_SHOWN} more" if n > N_SHOWN else ""
+            log.warning("%s: %d duplicate row(s), identical to an earlier row in every column: %s%s",
+                        self.name, n, rows, more)
+        return n
 
     def row(self, i: int) -> str:
         """Name of data row ``i`` (0-based position)."""

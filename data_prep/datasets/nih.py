@@ -122,11 +122,11 @@ def _read_box_list(labels) -> Source:
     """The box list by position (see the module docstring), header checked."""
     if isinstance(labels, pd.DataFrame):
         cols = [str(c) for c in labels.columns]
-        src = Source(labels.iloc[:, :6].set_axis(BOX_FIELDS, axis=1), "labels")
+        src = Source(labels.iloc[:, :6].set_axis(BOX_FIELDS, axis=1), "labels", report_duplicates=True)
     else:
         cols = [str(c) for c in pd.read_csv(labels, nrows=0).columns]
-        src = Source(labels, "labels", header=None, skiprows=1, names=BOX_FIELDS, usecols=range(6),
-                     dtype={"image": str, "label": str})
+        src = Source(labels, "labels", report_duplicates=True, header=None, skiprows=1, names=BOX_FIELDS,
+                     usecols=range(6), dtype={"image": str, "label": str})
     ok = len(cols) >= 6 and cols[0] == "Image Index" and cols[1] == "Finding Label" and cols[2].startswith("Bbox")
     if not ok:
         raise ValueError(f"{src.name}: header {cols}; expected 'Image Index,Finding Label,Bbox [x,y,w,h],,,' "

@@ -57,7 +57,7 @@ def load(labels, meta=None, detailed=None, headers=None, images_dir=None,
     ``images``: one row per patient (first-appearance order), ``height``/``width`` 1024 (or
     from ``meta``), plus ``detailed_class`` / header columns when given. ``boxes``: one row per
     Target-1 box, class 0 "Lung Opacity", absolute xyxy float64, score 1.0, rater ""."""
-    src = Source(labels, "labels", dtype={"patientId": str})
+    src = Source(labels, "labels", report_duplicates=True, dtype={"patientId": str})
     src.require(LABEL_COLUMNS)
     df = src.df
     src.fail(df["patientId"].isna().to_numpy(), "patientId", "is empty", "a patient id")

@@ -70,7 +70,7 @@ def load(labels, meta=None, images_dir=None, on_missing_meta: str = "error"
     absolute xyxy float64 original pixels, ``score`` 1.0, ``rater`` = rad_id ("" if empty),
     plus ``n_raters`` (int64) when the labels have that column. See the module docstring for
     the bad-row policy; repairs in ``boxes.attrs["repairs"]``."""
-    src = Source(labels, "labels", dtype={"image_id": str, "class_name": str, "rad_id": str})
+    src = Source(labels, "labels", report_duplicates=True, dtype={"image_id": str, "class_name": str, "rad_id": str})
     src.require(LABEL_COLUMNS)
     df = src.df
     src.fail(df["image_id"].isna().to_numpy(), "image_id", "is empty", "an image id")
