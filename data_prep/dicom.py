@@ -87,7 +87,7 @@ class DicomReadError(ValueError):
 def transfer_syntax(ds) -> str:
     """``"1.2.840.10008.1.2.4.51 (JPEG Extended (Process 2 and 4))"`` or ``"unknown"``."""
     uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    return f"{uid} ({uid.name})" if uid else "unknown (no TransferSyntaxUID in the file meta)"
+    return f"{_one_line(uid)[:64]} ({uid.name})" if uid else "unknown (no TransferSyntaxUID in the file meta)"
 
 
 def header_fields(ds, where: str | os.PathLike | None = None) -> dict:
@@ -392,11 +392,15 @@ def open_dicom(path: str | os.PathLike):
         raise DicomReadError(f"{path}: not a DICOM file (no 'DICM' marker at byte 128 and no "
                              "File Meta Information header)") from e
     except Exception as e:  # pydicom raises many kinds on a damaged header
-        raise DicomReadError(f"{path}: unreadable DICOM header ({type(e).__name__}: {e}); "
+        raise DicomReadError(f"{path}: unreadable DICOM header ({type(e).__name__}: {_one_line(e)}); "
                              "the file may be truncated") from e
     if "PixelData" not in ds:
+        try:
+            sop = _one_line(str(ds.get("SOPClassUID", "unknown")))[:80]
+        except Exception:  # a damaged UID element
+            sop = "unreadable"
         raise DicomReadError(f"{path}: no pixel data (7FE0,0010): not an image (SOP class "
-                             f"{ds.get('SOPClassUID', 'unknown')}) or a truncated file "
+                             f"{sop!r}) or a truncated file "
                              f"({path.stat().st_size} bytes); expected an image")
     if "Rows" not in ds or "Columns" not in ds:
         raise DicomReadError(f"{path}: Rows/Columns missing; expected an image")
@@ -453,7 +457,8 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
                        stretch=options.stretch)
     except Exception as e:
         raise DicomReadError(f"{path}: cannot apply modality/VOI LUT "
-                             f"({header.get('PhotometricInterpretation', '?')}): {e}") from e
+                             f"({_one_line(header.get('PhotometricInterpretation', '?'))[:40]!r}): "
+                             f"{_one_line(e)}") from e
     if img.size and img.min() == img.max():
         log.warning("%s: constant image (every pixel the same value): written as one flat gray level", path)
     return img, header

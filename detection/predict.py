@@ -355,19 +355,21 @@ def run_predict(args: argparse.Namespace) -> int:
             cfg[key] = getattr(args, arg)
     normal = post_mod.normal_class_for(cfg["dataset"])
     errors: list[str] = []
+    from data_prep.atomic import check_not_input, write_csv
+    from data_prep.convert import check_size
+    from data_prep.errors import check_output
     from data_prep.voi import VoiOptions
 
+    check_size(cfg["size"], "size")
+    check_output(args.out, arg="--out")
+    check_not_input(args.out, [args.source, args.meta, *args.weights, args.classifier])
     out = predict(args.weights, args.source, args.meta, tta=bool(cfg["tta"]), conf=cfg["conf"],
                   nms_iou=cfg["nms_iou"], max_det=cfg["max_det"], imgsz=cfg["imgsz"], batch=cfg["batch"],
                   device=str(cfg["device"]), ens_iou=cfg["ens_iou"], ens_skip=cfg["ens_skip"],
                   classifier=args.classifier, cls_imgsz=cfg["cls_imgsz"], low=cfg["cls_low"], high=cfg["cls_high"],
                   normal_class=normal, size=cfg["size"], keep_ratio=cfg["keep_ratio"], onnx=args.onnx,
                   errors=errors, voi_options=VoiOptions.from_config(cfg), post=cfg)
-    dst = Path(args.out)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, dst)
+    dst = write_csv(out, args.out)
     print(f"{dst}: {len(out)} box(es) on {out['image_id'].nunique()} image(s); {len(errors)} failed")
     for e in errors:
         print(f"  failed: {e}")

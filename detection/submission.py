@@ -489,12 +489,12 @@ def read_prediction_table(path, format: str) -> pd.DataFrame:
                                f"columns {PRED_COLUMNS} [+ class_name] (found {list(pred.columns)})")
     for c in PRED_COLUMNS[1:]:
         v = pd.to_numeric(pred[c], errors="coerce")
-        bad = v.isna().to_numpy()
+        bad = v.isna().to_numpy() | ~np.isfinite(v.to_numpy("float64", na_value=np.nan))
         if c == "class_id":
-            bad = bad | ~np.isfinite(v.to_numpy("float64")) | (v.fillna(0) != np.round(v.fillna(0))).to_numpy()
+            bad = bad | (v.fillna(0) != np.round(v.fillna(0))).to_numpy()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            want = "an integer class id" if c == "class_id" else "a number"
+            want = "an integer class id" if c == "class_id" else "a finite number"
             raise InputError(f"{path} line {i + 2}", f"{c} {str(pred[c].iloc[i])!r} is not {want}; expected {want} "
                                                      f"({int(bad.sum())} such row(s))")
         pred[c] = v.astype("int64") if c == "class_id" else v.astype("float64")

@@ -471,3 +471,16 @@ def test_stale_hidden_temps_are_cleaned_on_the_next_run(tmp_path):
             tmp.write_text("partial")
             raise RuntimeError("killed")
     assert not (other / "y.csv").exists() and not list(other.glob(".y.csv*"))
+
+
+def test_predict_checks_its_output_and_size_before_loading_anything(tmp_path, capsys):
+    src = _png_folder(tmp_path / "png")
+    base = ["predict", "--weights", str(tmp_path / "none.pt"), "--source", str(src)]
+    assert main(base + ["--out", str(tmp_path)]) == 2
+    assert "is a folder; expected an output file path" in one_error(capsys, "predict")
+    assert main(base + ["--out", str(src / "meta.csv"), "--meta", str(src / "meta.csv")]) == 2
+    assert "is the input" in one_error(capsys, "predict")
+    assert main(base + ["--out", str(tmp_path / "p.csv"), "size=100000"]) == 2
+    assert "size: 100000 is not a PNG side in pixels" in one_error(capsys, "predict")
+    assert main(base + ["--out", str(tmp_path / "p.csv")]) == 2   # and then the missing weights, by name
+    assert "none.pt" in one_error(capsys, "predict")
