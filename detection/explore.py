@@ -333,7 +333,12 @@ def build_explorer(images: pd.DataFrame, truth: pd.DataFrame, preds: list[tuple[
     ``voi_options``: how DICOMs are rendered (:class:`data_prep.voi.VoiOptions`)."""
     if not 1 <= max_side <= MAX_SIDE:
         raise ValueError(f"max_side {max_side}; expected 1..{MAX_SIDE} px")
-    out = Path(out)
+    from data_prep.atomic import check_not_input
+    from data_prep.errors import check_output
+
+    out = check_output(out, folder=True, arg="--out")
+    check_not_input(out, [source], "--out")
+    check_not_input(out / "images", [source], "--out")
     infos, errors = write_images(images, source, out / "images", max_side, workers, voi_options)
     if not infos:
         raise ValueError(f"explore: none of the {len(images)} image(s) could be shown from {source}"

@@ -193,6 +193,12 @@ def test_bad_inputs_are_one_line_errors(ex, tmp_path, capsys):
     assert main([*base[:base.index("--raters") + 1], str(ex["dir"] / "truth.csv"),
                  *base[base.index("--raters") + 2:]]) == 2
     assert "expected a raw VinBigData train.csv" in capsys.readouterr().err
+    src = str(ex["dir"] / "png")
+    assert main([a if a != str(tmp_path / "bad") else src for a in base]) == 2       # --out = --source
+    assert "is the input" in capsys.readouterr().err and not (ex["dir"] / "png" / "index.html").exists()
+    (tmp_path / "file").write_text("x")
+    assert main([a if a != str(tmp_path / "bad") else str(tmp_path / "file") for a in base]) == 2
+    assert "is a file; expected an output folder" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- the page, in Chromium
