@@ -39,7 +39,7 @@ browser:
 
 bench: setup
 	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py && $(PY) bench/explore.py \
-	  && $(PY) bench/infer.py --weights weights/vinbig_phantom_yolo11n.pt && bash bench/demo.sh
+	  && $(PY) bench/infer.py --weights weights/vinbig_phantom_yolo11n.pt && bash bench/demo.sh && $(PY) bench/tune.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -38,6 +38,8 @@ p(abnormal)), written by the classifiers.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -57,7 +59,12 @@ FUSIONS = ("none", "multiply")
 
 
 def defaults() -> dict:
-    """The post-processing keys at their ``configs/default.yaml`` values."""
+    """The post-processing keys at their ``configs/default.yaml`` values (a fresh copy)."""
+    return copy.deepcopy(_defaults())
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict:
     from data_prep.config import load_config
 
     cfg = load_config()

@@ -319,3 +319,20 @@ def test_bad_probabilities_message_names_row_column_and_value(tmp_path):
     pd.DataFrame({"image_id": ["a", "b"], "abnormal": [0.2, "x"]}).to_csv(tmp_path / "p.csv", index=False)
     with pytest.raises(ValueError, match=r"p.csv row 3: column 'abnormal' = 'x'"):
         PP.read_probs(tmp_path / "p.csv")
+
+
+def test_cli_predict_takes_tuned_yaml_as_config(tmp_path, many_box_models):
+    from detection.cli import main
+
+    (tmp_path / "tuned.yaml").write_text("box_scale: 0.875\ntop_k: 1\n")
+    assert main(["predict", "--weights", "a.pt", "--source", str(many_box_models), "--out",
+                 str(tmp_path / "raw.csv")]) == 0
+    assert main(["predict", "--weights", "a.pt", "--source", str(many_box_models), "--config",
+                 str(tmp_path / "tuned.yaml"), "--out", str(tmp_path / "tuned.csv")]) == 0
+    raw = pd.read_csv(tmp_path / "raw.csv", dtype={"image_id": str, "rater": str}, keep_default_na=False)
+    got = pd.read_csv(tmp_path / "tuned.csv", dtype={"image_id": str, "rater": str}, keep_default_na=False)
+    exp = PP.apply(raw, None, _cfg(box_scale=0.875, top_k=1), NF,
+                   pd.DataFrame({"height": 320.0, "width": 240.0}, index=sorted(set(raw.image_id))))
+    assert got.groupby("image_id").size().max() == 1 and len(got) == raw["image_id"].nunique()
+    np.testing.assert_allclose(got[COORDS + ["score"]].to_numpy(float), exp[COORDS + ["score"]].to_numpy(float),
+                               rtol=0, atol=1e-9)
