@@ -275,6 +275,9 @@ def tune(problem: Problem, space: dict, trials: int = 100, seed: int = 0, nested
     params, after, n = search(problem, space, trials, seed)
     t1 = time.perf_counter()
     per_fold, same = [], []
+    if nested and len(np.unique(problem.folds)) < 2:
+        log.warning("folds.csv gives the evaluated images a single fold: no leave-one-fold-out estimate")
+        nested = False
     if nested:
         for i, k in enumerate(np.unique(problem.folds)):
             inner = problem.scorer.subset(problem.folds != k)

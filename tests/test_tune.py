@@ -142,3 +142,12 @@ def test_bad_space_is_one_line(tmp_path):
         T.check_space({"box_scal": [1.0]})
     with pytest.raises(ValueError, match="expected \\[choices\\] or"):
         T.check_space({"box_scale": 0.9})
+
+
+def test_single_fold_has_no_nested_estimate(tmp_path):
+    d = _data(tmp_path, n=12, seed=4)
+    pd.DataFrame({"image_id": [f"img{i:03d}" for i in range(12)], "fold": 0}).to_csv(d / "folds.csv", index=False)
+    prob = T.load_problem(d / "truth.csv", [d / "oof.csv"], d / "folds.csv", "vinbigdata", None, d / "meta.csv")
+    res = T.tune(prob, {"box_scale": [0.9, 1.0]}, trials=5, seed=0)
+    assert res["trials"] == 2 and res["nested"] == {"per_fold": [], "mean": None}
+    assert "nested -" in T.summary(res)
