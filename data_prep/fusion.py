@@ -53,11 +53,13 @@ COMPETITION_COLUMNS = ["image_id", "class_name", "class_id", "rad_id", "x_min", 
 NCOLS = ["nx1", "ny1", "nx2", "ny2"]
 
 
-def _prepare(boxes: pd.DataFrame, images: pd.DataFrame, skip_box_thr: float):
-    """Sorted, normalised inputs: ``(b, dropped)``. ``b`` is the box table (canonical columns)
-    sorted by (image in first-appearance order ``_img``, class_id, model ``t``, input row) with
-    ``g`` (group id per image and class, contiguous), ``t`` (model index in the image's sorted
-    raters), ``M`` (models of the image), ``h``, ``w`` and ``nx1..ny2`` (normalised float64)."""
+def _prepare(boxes: pd.DataFrame, images: pd.DataFrame, skip_box_thr: float, weights: dict | None = None):
+    """Sorted, normalised inputs: ``(b, dropped, models)``. ``b`` is the box table (canonical
+    columns) sorted by (image in first-appearance order ``_img``, class_id, model ``t``, input
+    row) with ``g`` (group id per image and class, contiguous), ``t`` (model index in the image's
+    sorted raters), ``M`` (models of the image), ``wt`` (its model's weight, ``weights.get(rater,
+    1)``), ``h``, ``w`` and ``nx1..ny2`` (normalised float64). ``models``: ``image_id, rater, t,
+    M, wt``, one row per model of each image with boxes."""
     b = as_box_table(boxes)[BOX_COLUMNS].copy()
     b.attrs = {}  # pandas deep-copies attrs on every operation
     im = images.drop_duplicates("image_id")
@@ -97,15 +99,30 @@ def _prepare(boxes: pd.DataFrame, images: pd.DataFrame, skip_box_thr: float):
     m["M"] = m.groupby("image_id", sort=False)["t"].transform("size")
     key = pd.MultiIndex.from_frame(m[["image_id", "rater"]])
     at = key.get_indexer(pd.MultiIndex.from_frame(b[["image_id", "rater"]]))
+    m["wt"] = m["rater"].map(lambda r: float((weights or {}).get(r, 1.0))).astype("float64")
     b["t"] = m["t"].to_numpy()[at]
     b["M"] = m["M"].to_numpy()[at]
+    b["wt"] = m["wt"].to_numpy()[at]
     b = b.iloc[np.lexsort((b["_row"].to_numpy(), b["t"].to_numpy(), b["class_id"].to_numpy(),
                            b["_img"].to_numpy()))].reset_index(drop=True)
     key2 = b[["_img", "class_id"]].to_numpy()
     new = np.ones(len(b), bool)
     new[1:] = (key2[1:] != key2[:-1]).any(1)
     b["g"] = np.cumsum(new) - 1
-    return b, dropped
+    return b, dropped, m.reset_index(drop=True)
+
+
+def _model_weights(b: pd.DataFrame, models: pd.DataFrame) -> np.ndarray:
+    """``(G, T)`` float64: per (image, class) group, its image's model weights by model index
+    ``t`` (0 beyond the image's ``M`` models)."""
+    T = int(models["M"].max())
+    per_image = np.zeros((int(b["_img"].max()) + 1, T))
+    code = b.drop_duplicates("_img").set_index("image_id")["_img"]
+    mi = code.reindex(models["image_id"]).fillna(-1).to_numpy().astype("int64")
+    ok = mi >= 0
+    per_image[mi[ok], models["t"].to_numpy()[ok]] = models["wt"].to_numpy()[ok]
+    starts = np.flatnonzero(np.r_[True, np.diff(b["g"].to_numpy()) != 0])
+    return per_image[b["_img"].to_numpy()[starts]]
 
 
 # ----------------------------------------------------------------------------- WBF
@@ -126,53 +143,63 @@ def _processing_order(s: np.ndarray, starts: np.ndarray, size: np.ndarray) -> np
     return out
 
 
-def _fuse_wbf(b: pd.DataFrame, iou_thr: float, conf_type: str):
+def _fuse_wbf(b: pd.DataFrame, iou_thr: float, conf_type: str, mw: np.ndarray):
     """Weighted boxes fusion of every (image, class) group at once, bit-identical to
-    ``ensemble_boxes.weighted_boxes_fusion`` 1.0.9 (weights 1, ``allows_overflow=False``).
+    ``ensemble_boxes.weighted_boxes_fusion`` 1.0.9 (``weights`` = the raters' weights,
+    ``allows_overflow=False``).
 
-    Boxes are taken in ensemble-boxes' order, step ``j`` handling the j-th box of every group
-    together: match it to the group's current fused box of highest IoU (first on ties; a match
-    needs IoU > ``iou_thr``) or open a new cluster. A cluster of >= 2 boxes holds
-    ensemble-boxes' float32 arithmetic (``get_weighted_box``): coordinates accumulated in
-    float32 as score * box, divided by the summed score; a one-box cluster keeps the float64
-    box. Returns ``(group (K,), nxyxy (K, 4), score (K,), n_raters (K,))``."""
+    ``mw``: ``(G, T)`` model weights per group (:func:`_model_weights`). Boxes are taken in
+    ensemble-boxes' order (by descending score * weight), step ``j`` handling the j-th box of
+    every group together: match it to the group's current fused box of highest IoU (first on
+    ties; a match needs IoU > ``iou_thr``) or open a new cluster. A cluster of >= 2 boxes holds
+    ensemble-boxes' float32 arithmetic (``get_weighted_box``): coordinates accumulated in float32
+    as score * weight * box, divided by the summed score * weight; a one-box cluster keeps the
+    float64 box. The confidence is then rescaled by the weights as the library does (sum of all
+    model weights, of the cluster's, of its distinct models', of the absent models', the largest
+    weight; sums in model order, as numpy's for fewer than 8 models). Returns ``(group (K,),
+    nxyxy (K, 4), score (K,), n_raters (K,))``."""
     g = b["g"].to_numpy()
     nb = b[NCOLS].to_numpy()
-    s = b["score"].to_numpy(dtype="float64") * 1.0  # score * weight, weight 1
+    wt = b["wt"].to_numpy(dtype="float64")
+    s = b["score"].to_numpy(dtype="float64") * wt  # ensemble-boxes' float(score) * weights[t]
     t = b["t"].to_numpy()
     G = int(g[-1]) + 1
     starts = np.searchsorted(g, np.arange(G))
     size = np.diff(np.append(starts, len(g)))
     M = b["M"].to_numpy()[starts].astype("float64")
     order = _processing_order(s, starts, size)
-    T = int(b["M"].max())
     # groups of similar size together (sizes within 2x) so the padded state stays <= 2x the boxes
     bucket = np.frexp(size.astype("float64"))[1]
     parts = []
     for k in np.unique(bucket):
         sel = np.flatnonzero(bucket == k)
-        gi, xyxy, score, nm = _wbf_steps(nb, s, t, order, starts[sel], size[sel], M[sel], T, iou_thr, conf_type)
+        gi, xyxy, score, nm = _wbf_steps(nb, s, wt, t, order, starts[sel], size[sel], M[sel], mw[sel],
+                                         iou_thr, conf_type)
         parts.append((sel[gi], xyxy, score, nm))
     log.debug("fuse wbf: %d groups, up to %d boxes per group", G, int(size.max()))
     return tuple(np.concatenate(x) for x in zip(*parts))
 
 
-def _wbf_steps(nb, s, t, order, starts, size, M, T, iou_thr, conf_type):
+def _wbf_steps(nb, s, wt, t, order, starts, size, M, mw, iou_thr, conf_type):
     """:func:`_fuse_wbf` on the groups starting at rows ``starts`` (sizes ``size``, models
-    ``M``); returns (local group index, nxyxy, score, n_raters) per fused box."""
+    ``M``, model weights ``mw`` (G, T)); returns (local group index, nxyxy, score, n_raters)
+    per fused box."""
     G, K = len(starts), int(size.max())
+    T = mw.shape[1]
     C = np.zeros((G, K, 4))                        # current fused boxes (what a new box is matched to)
-    acc = np.zeros((G, K, 4), dtype=np.float32)    # float32 sum of score * box
-    conf = np.zeros((G, K))                        # summed score
-    vmax = np.zeros((G, K))                        # max score (conf_type max)
-    first = np.zeros((G, K))                       # score of the cluster's first box
+    acc = np.zeros((G, K, 4), dtype=np.float32)    # float32 sum of score * weight * box
+    conf = np.zeros((G, K))                        # summed score * weight
+    vmax = np.zeros((G, K))                        # max score * weight (conf_type max)
+    first = np.zeros((G, K))                       # score * weight of the cluster's first box
+    wsum = np.zeros((G, K))                        # summed weight of the members
+    wfirst = np.zeros((G, K))                      # weight of the cluster's first box
     cnt = np.zeros((G, K), dtype="int64")
     models = np.zeros((G, K, T), dtype=bool)
     ncl = np.zeros(G, dtype="int64")
     for j in range(K):
         a = np.flatnonzero(size > j)
         p = order[starts[a] + j]
-        B, sj, tj = nb[p], s[p], t[p]
+        B, sj, tj, wj = nb[p], s[p], t[p], wt[p]
         k_act = int(ncl[a].max()) if len(a) else 0
         if k_act:
             c = C[a, :k_act]
@@ -199,6 +226,8 @@ def _wbf_steps(nb, s, t, order, starts, size, M, T, iou_thr, conf_type):
         conf[na, k] = sj[~match]
         vmax[na, k] = sj[~match]
         first[na, k] = sj[~match]
+        wsum[na, k] = wj[~match]
+        wfirst[na, k] = wj[~match]
         cnt[na, k] = 1
         models[na, k, tj[~match]] = True
         ncl[na] += 1
@@ -207,6 +236,7 @@ def _wbf_steps(nb, s, t, order, starts, size, M, T, iou_thr, conf_type):
         acc[ma, k] = (acc[ma, k].astype(np.float64) + sj[match, None] * B[match]).astype(np.float32)
         conf[ma, k] = conf[ma, k] + sj[match]
         vmax[ma, k] = np.maximum(vmax[ma, k], sj[match])
+        wsum[ma, k] = wsum[ma, k] + wj[match]
         cnt[ma, k] += 1
         models[ma, k, tj[match]] = True
         with np.errstate(invalid="ignore", divide="ignore"):  # all-zero scores: NaN, as ensemble-boxes
@@ -220,23 +250,28 @@ def _wbf_steps(nb, s, t, order, starts, size, M, T, iou_thr, conf_type):
         v = np.where(multi, vmax[gi, ki].astype(np.float32).astype(np.float64), first[gi, ki])
     else:
         v = np.where(multi, (conf[gi, ki] / n).astype(np.float32).astype(np.float64), first[gi, ki])
-    nm = models[gi, ki].sum(1)
+    # the weighted box's weight field: float32 sum for >= 2 members, the box's own weight for one
+    wcol = np.where(multi, wsum[gi, ki].astype(np.float32).astype(np.float64), wfirst[gi, ki])
+    present = models[gi, ki]
+    nm = present.sum(1)
     Mg = M[gi]
+    w_all = mw[gi].sum(1)                          # weights.sum()
     if conf_type == "box_and_model_avg":
-        score = v * n / n.astype("float64")
-        score = score * nm.astype("float64") / Mg
+        score = v * n / wcol
+        score = score * np.where(present, mw[gi], 0.0).sum(1) / w_all
     elif conf_type == "absent_model_aware_avg":
-        score = v * n / (n.astype("float64") + (Mg - nm))
+        score = v * n / (wcol + np.where(present, 0.0, mw[gi]).sum(1))
     elif conf_type == "max":
-        score = v / 1.0
+        score = v / mw[gi].max(1)
     else:
-        score = v * np.minimum(Mg, n) / Mg
+        score = v * np.minimum(Mg, n) / w_all
     return gi, C[gi, ki], score, nm.astype("int64")
 
 
 # ----------------------------------------------------------------------------- NMS family
-def _fuse_other(b: pd.DataFrame, method: str, iou_thr: float, skip_box_thr: float):
-    """nms / soft_nms / nmw through ensemble-boxes, one call per image (models = raters)."""
+def _fuse_other(b: pd.DataFrame, method: str, iou_thr: float, skip_box_thr: float, mw_img=None):
+    """nms / soft_nms / nmw through ensemble-boxes, one call per image (models = raters;
+    ``mw_img``: image_id -> list of model weights, passed as ``weights=``, or None)."""
     n = b[NCOLS].to_numpy()
     out_g, out_n, out_s, out_r = [], [], [], []
     img = b["_img"].to_numpy()
@@ -251,12 +286,13 @@ def _fuse_other(b: pd.DataFrame, method: str, iou_thr: float, skip_box_thr: floa
         bl = [n[sl][t == k] for k in range(M)]
         sl_ = [sc[t == k] for k in range(M)]
         ll = [lab[t == k] for k in range(M)]
+        w = None if mw_img is None else mw_img[b["image_id"].iloc[sl[0]]]
         if method == "nms":
-            fb, fs, fl = nms(bl, sl_, ll, iou_thr=iou_thr)
+            fb, fs, fl = nms(bl, sl_, ll, iou_thr=iou_thr, weights=w)
         elif method == "soft_nms":
-            fb, fs, fl = soft_nms(bl, sl_, ll, iou_thr=iou_thr)
+            fb, fs, fl = soft_nms(bl, sl_, ll, iou_thr=iou_thr, weights=w)
         else:
-            fb, fs, fl = non_maximum_weighted(bl, sl_, ll, iou_thr=iou_thr, skip_box_thr=skip_box_thr)
+            fb, fs, fl = non_maximum_weighted(bl, sl_, ll, weights=w, iou_thr=iou_thr, skip_box_thr=skip_box_thr)
         fl = np.asarray(fl).astype("int64")
         gid = dict(zip(lab, b["g"].to_numpy()[sl]))
         out_g.append(np.array([gid[k] for k in fl], dtype="int64"))
@@ -303,12 +339,14 @@ def _check_version() -> None:
 
 
 def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr: float = 0.4,
-         skip_box_thr: float = 0.0, conf_type: str = "avg") -> pd.DataFrame:
+         skip_box_thr: float = 0.0, conf_type: str = "avg", weights: dict | None = None) -> pd.DataFrame:
     """Fuse a per-rater box table into one box set per image and class.
 
     ``boxes``: box table (absolute xyxy, original pixels; ``rater`` = radiologist id).
     ``images``: image table with ``height``/``width`` (> 0 for every image with boxes) and,
     optionally, ``raters`` (the image's readers: models with no box still count in WBF's M).
+    ``weights``: ``{rater: weight}`` (> 0; unlisted raters 1), ensemble-boxes' model ``weights``
+    (WBF: a box counts score * weight in the fused coordinates and confidence).
     Returns a box table with ``n_raters`` (int64), ``rater`` "" and ``score`` = fused confidence;
     ``attrs["dropped"]`` counts inputs left out (below ``skip_box_thr``, zero area)."""
     if method not in METHODS:
@@ -317,6 +355,7 @@ def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr
         raise ValueError(f"fusion conf_type {conf_type!r}; expected one of {list(CONF_TYPES)}")
     if not 0.0 <= iou_thr <= 1.0:
         raise ValueError(f"fusion iou_thr {iou_thr}; expected a number in [0, 1]")
+    weights = check_weights(weights)
     if method == "wbf":
         _check_version()
     if len(boxes) == 0:
@@ -324,7 +363,7 @@ def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr
         out["n_raters"] = pd.Series(dtype="int64")
         out.attrs["dropped"] = {"below_skip_box_thr": 0, "zero_area": 0}
         return out
-    b, dropped = _prepare(boxes, images, skip_box_thr)
+    b, dropped, models = _prepare(boxes, images, skip_box_thr, weights)
     if method == "none":
         g, sc, nr = b["g"].to_numpy(), b["score"].to_numpy(dtype="float64"), np.ones(len(b), "int64")
         xyxy = b[COORDS].to_numpy()
@@ -333,9 +372,10 @@ def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr
         if not len(b):
             g, nx, sc, nr = np.zeros(0, "int64"), np.zeros((0, 4)), np.zeros(0), np.zeros(0, "int64")
         elif method == "wbf":
-            g, nx, sc, nr = _fuse_wbf(b, iou_thr, conf_type)
+            g, nx, sc, nr = _fuse_wbf(b, iou_thr, conf_type, _model_weights(b, models))
         else:
-            g, nx, sc, nr = _fuse_other(b, method, iou_thr, skip_box_thr)
+            mw_img = None if not weights else models.groupby("image_id", sort=False)["wt"].agg(list).to_dict()
+            g, nx, sc, nr = _fuse_other(b, method, iou_thr, skip_box_thr, mw_img)
         first = np.searchsorted(b["g"].to_numpy(), g)  # a row of the box's group
         xyxy = denormalize_xyxy(nx, b["h"].to_numpy()[first], b["w"].to_numpy()[first])
     order = np.lexsort((-sc, g))
@@ -346,6 +386,56 @@ def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr
     log.info("fuse %s (iou %.2f): %d boxes -> %d on %d images", method, iou_thr, len(b), len(out),
              out["image_id"].nunique())
     return out
+
+
+def check_weights(weights) -> dict | None:
+    """``{rater: weight}`` with every weight a positive finite number (``rater_weights``), or None."""
+    if not weights:
+        return None
+    if not isinstance(weights, dict):
+        raise ValueError(f"rater_weights {weights!r}; expected a mapping rater: weight, e.g. {{R8: 2}}")
+    out = {}
+    for r, w in weights.items():
+        ok = isinstance(w, (int, float)) and not isinstance(w, bool) and np.isfinite(w) and w > 0
+        if not ok:
+            raise ValueError(f"rater_weights: {r} = {w!r}; expected a positive number")
+        out[str(r)] = float(w)
+    return out
+
+
+def select_raters(images: pd.DataFrame, boxes: pd.DataFrame, raters, weights=None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Keep the labels of the radiologists ``raters`` only (``None``/empty: all, unchanged).
+
+    An image none of them read is left out; on the others ``images.raters`` lists only the chosen
+    readers (so an image where a chosen radiologist wrote "No finding" stays normal, whatever
+    the others drew). ``weights`` (``rater_weights``) must name known radiologists too.
+    Returns ``(images, boxes, info)``, info = ``{"raters", "images_kept", "images_left_out",
+    "boxes_kept", "boxes_left_out"}`` (counts also logged). A name no image lists raises
+    ``ValueError`` with the radiologists present."""
+    has = "raters" in images.columns
+    readers = images["raters"].fillna("").astype(str).str.split("|") if has else None
+    known = sorted(set(readers.explode()) - {""}, key=lambda x: (len(x), x)) if has else []
+    asked = [str(r) for r in (raters or [])] + list(check_weights(weights) or {})
+    unknown = [r for r in asked if r not in set(known)]
+    if unknown:
+        raise ValueError(f"raters {unknown} read no image of these labels; expected radiologists among "
+                         f"{known or 'none (the labels have no per-radiologist rows)'}")
+    if not raters:
+        return images, boxes, {}
+    chosen = {str(r) for r in raters}
+    kept = readers.map(lambda rs: [r for r in rs if r in chosen])
+    keep = (kept.str.len() > 0).to_numpy()
+    out_images = images[keep].copy()
+    out_images["raters"] = kept[keep].map("|".join).to_numpy()
+    out_boxes = boxes[boxes["rater"].astype(str).isin(chosen) & boxes["image_id"].isin(set(out_images["image_id"]))]
+    out_boxes.attrs = dict(boxes.attrs)
+    info = {"raters": sorted(chosen, key=lambda x: (len(x), x)), "images_kept": int(keep.sum()),
+            "images_left_out": int((~keep).sum()), "boxes_kept": len(out_boxes),
+            "boxes_left_out": len(boxes) - len(out_boxes)}
+    log.info("raters %s: %d images kept, %d read by none of them left out; %d of %d boxes kept",
+             ",".join(info["raters"]), info["images_kept"], info["images_left_out"], len(out_boxes), len(boxes))
+    return out_images.reset_index(drop=True), out_boxes.reset_index(drop=True), info
 
 
 def write_competition_csv(fused: pd.DataFrame, images: pd.DataFrame, path) -> Path:
@@ -395,7 +485,21 @@ def add_arguments_fuse(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iou", type=float, default=None, help="IoU threshold (default: config fusion_iou)")
     parser.add_argument("--skip", type=float, default=None, help="skip boxes scored below (default: fusion_skip)")
     parser.add_argument("--conf-type", default=None, choices=CONF_TYPES, help="WBF confidence type")
+    parser.add_argument("--raters", default=None,
+                        help="comma-separated radiologists (R8,R10): fuse only their labels; images none of them "
+                             "read are left out (default: config raters; rater_weights={R8: 2} weights them)")
     parser.add_argument("--out", required=True, help="output CSV in train.csv form + n_raters")
+
+
+def parse_raters(value) -> list[str] | None:
+    """``"R8,R10"`` or ``[R8, R10]`` (config ``raters``) -> ``["R8", "R10"]``; None/empty -> None."""
+    if value is None or value == "" or value == []:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"raters {value!r}; expected a list of radiologist ids, e.g. [R8, R10]")
+    out = [str(r).strip() for r in items if str(r).strip()]
+    return out or None
 
 
 def run_fuse(args: argparse.Namespace) -> int:
@@ -411,12 +515,17 @@ def run_fuse(args: argparse.Namespace) -> int:
     check_output(args.out, arg="--out")
     check_not_input(args.out, [args.labels, meta])
     images, boxes = load(dataset, args.labels, meta=meta)
+    raters = parse_raters(args.raters if args.raters is not None else cfg["raters"])
+    images, boxes, info = select_raters(images, boxes, raters, cfg["rater_weights"])
     fused = fuse(boxes, images, method=args.method or cfg["fusion"],
                  iou_thr=cfg["fusion_iou"] if args.iou is None else args.iou,
                  skip_box_thr=cfg["fusion_skip"] if args.skip is None else args.skip,
-                 conf_type=args.conf_type or cfg["fusion_conf_type"])
+                 conf_type=args.conf_type or cfg["fusion_conf_type"], weights=cfg["rater_weights"])
     write_competition_csv(fused, images, args.out)
     n_normal = int((~images["image_id"].isin(fused["image_id"])).sum())
+    if info:
+        print(f"raters {','.join(info['raters'])}: {info['images_kept']} images kept, "
+              f"{info['images_left_out']} read by none of them left out")
     print(f"{len(boxes)} boxes -> {len(fused)} fused boxes on {len(images)} images "
           f"({n_normal} normal); wrote {args.out}")
     return 0

@@ -270,10 +270,15 @@ def _load(run: _Run) -> None:
     fp = {"dataset": cfg["dataset"], "labels": [str(labels), file_stamp(labels)],
           "meta": [str(meta), file_stamp(meta)] if meta else None, "png_meta": file_stamp(out / "meta.csv"),
           "extra": {k: [str(v), file_stamp(v)] for k, v in extra.items()}}
+    if cfg["raters"]:
+        fp["raters"] = cfg["raters"]
 
     def do():
+        from data_prep.fusion import parse_raters, select_raters
+
         images, boxes = datasets.load(cfg["dataset"], labels, meta, **kw)
         repairs = dict(boxes.attrs.get("repairs", {}))
+        images, boxes, chosen = select_raters(images, boxes, parse_raters(cfg["raters"]), cfg["rater_weights"])
         if cfg["dataset"] in _BOXED_ONLY:
             unboxed = ~images["image_id"].isin(set(boxes["image_id"]))
             log.info("prep load: %s: %d image(s) without boxes left out (not normal, just not boxed); "
@@ -302,14 +307,14 @@ def _load(run: _Run) -> None:
         n_unused = int((~png["image_id"].isin(set(images["image_id"]))).sum())
         if n_unused:
             log.info("prep load: %d PNG(s) without labels are not used", n_unused)
-        return {"repairs": repairs, "n_png_unlabelled": n_unused}
+        return {"repairs": repairs, "n_png_unlabelled": n_unused, **({"raters": chosen} if chosen else {})}
 
     run.step("load", fp, ["images.csv", "boxes.csv"], do)
 
 
 def _fuse(run: _Run) -> None:
     cfg, out = run.cfg, run.out
-    keys = ("fusion", "fusion_iou", "fusion_skip", "fusion_conf_type")
+    keys = ("fusion", "fusion_iou", "fusion_skip", "fusion_conf_type") + (("rater_weights",) if cfg["rater_weights"] else ())
     competition = cfg["dataset"] == "vinbigdata"
     fp = {k: cfg[k] for k in keys} | {"images": file_stamp(out / "images.csv"),
                                      "boxes": file_stamp(out / "boxes.csv"), "competition_csv": competition}
@@ -319,7 +324,7 @@ def _fuse(run: _Run) -> None:
 
         images, boxes = read_table(out / "images.csv"), read_table(out / "boxes.csv")
         fused = fuse(boxes, images, method=cfg["fusion"], iou_thr=cfg["fusion_iou"],
-                     skip_box_thr=cfg["fusion_skip"], conf_type=cfg["fusion_conf_type"])
+                     skip_box_thr=cfg["fusion_skip"], conf_type=cfg["fusion_conf_type"], weights=cfg["rater_weights"])
         write_csv(fused, out / "fused_boxes.csv")
         if competition:
             write_competition_csv(fused, images, out / "fused.csv")
@@ -426,6 +431,8 @@ def _summary(run: _Run) -> dict:
          "fold_sizes": folds["fold"].value_counts().sort_index().astype(int).tolist(),
          "conversion_errors": int(conv.get("n_errors", 0)), "repairs": run.info("load").get("repairs", {}),
          "fusion_dropped": run.info("fuse").get("dropped", {})}
+    if run.info("load").get("raters"):
+        s["raters"] = run.info("load")["raters"]
     log.info("prep summary: %d images (%d normal, %d abnormal), boxes %d raw -> %d fused (%s), "
              "fold sizes %s, conversion errors %d, loader repairs %s",
              s["images"], s["normal"], s["abnormal"], s["boxes_raw"], s["boxes_fused"], run.cfg["fusion"],
@@ -447,6 +454,9 @@ def run_prep(args: argparse.Namespace) -> int:
     s = res["summary"]
     print(f"{'images':<16}{s['images']} ({s['normal']} normal, {s['abnormal']} abnormal)")
     print(f"{'boxes':<16}{s['boxes_raw']} raw -> {s['boxes_fused']} fused")
+    if s.get("raters"):
+        r = s["raters"]
+        print(f"{'raters':<16}{','.join(r['raters'])}: {r['images_left_out']} image(s) read by none of them left out")
     print(f"{'fold sizes':<16}{' '.join(map(str, s['fold_sizes']))}")
     print(f"{'steps run':<16}{', '.join(res['ran']) or '-'}; reused {', '.join(res['reused']) or '-'}")
     print(f"{'output':<16}{res['out']}")

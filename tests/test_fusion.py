@@ -26,8 +26,9 @@ def _boxes(rows):
                       [r[3:7] for r in rows], [r[7] for r in rows], [r[2] for r in rows])
 
 
-def reference(boxes, images, method="wbf", iou_thr=0.4, skip_box_thr=0.0, conf_type="avg"):
-    """ensemble-boxes called directly, image by image, sorted raters as models."""
+def reference(boxes, images, method="wbf", iou_thr=0.4, skip_box_thr=0.0, conf_type="avg", weights=None):
+    """ensemble-boxes called directly, image by image, sorted raters as models
+    (``weights``: rater -> model weight, passed as ensemble-boxes' ``weights=``)."""
     sizes = images.set_index("image_id")
     parts = []
     for image_id, g in boxes.groupby("image_id", sort=False):
@@ -38,15 +39,16 @@ def reference(boxes, images, method="wbf", iou_thr=0.4, skip_box_thr=0.0, conf_t
               for r in raters]
         sl = [gs.loc[gs.rater == r, "score"].to_numpy() for r in raters]
         ll = [gs.loc[gs.rater == r, "class_id"].to_numpy() for r in raters]
+        wl = None if weights is None else [weights.get(r, 1) for r in raters]
         if method == "wbf":
-            fb, fs, fl = weighted_boxes_fusion(bl, sl, ll, iou_thr=iou_thr, skip_box_thr=skip_box_thr,
+            fb, fs, fl = weighted_boxes_fusion(bl, sl, ll, weights=wl, iou_thr=iou_thr, skip_box_thr=skip_box_thr,
                                                conf_type=conf_type)
         elif method == "nms":
-            fb, fs, fl = nms(bl, sl, ll, iou_thr=iou_thr)
+            fb, fs, fl = nms(bl, sl, ll, iou_thr=iou_thr, weights=wl)
         elif method == "soft_nms":
-            fb, fs, fl = soft_nms(bl, sl, ll, iou_thr=iou_thr)
+            fb, fs, fl = soft_nms(bl, sl, ll, iou_thr=iou_thr, weights=wl)
         else:
-            fb, fs, fl = non_maximum_weighted(bl, sl, ll, iou_thr=iou_thr, skip_box_thr=skip_box_thr)
+            fb, fs, fl = non_maximum_weighted(bl, sl, ll, weights=wl, iou_thr=iou_thr, skip_box_thr=skip_box_thr)
         xyxy = denormalize_xyxy(np.asarray(fb).reshape(-1, 4), h, w)
         parts.append(pd.DataFrame({"image_id": image_id, "class_id": np.asarray(fl).astype("int64"),
                                    "x_min": xyxy[:, 0], "y_min": xyxy[:, 1], "x_max": xyxy[:, 2],
@@ -271,3 +273,106 @@ def test_exact_iou_tie_is_not_a_match_as_in_ensemble_boxes(method):
     assert len(ours) == 2
     assert_same(ours, reference(boxes, images, method, iou_thr=0.5))
     assert len(fuse(boxes, images, method, iou_thr=0.4999)) == 1                   # just below: fused
+
+
+# ----------------------------------------------------------------------------- rater subsets and weights
+def test_weighted_two_raters_by_hand():
+    """R1 weight 3, R2 weight 1, scores 1: coordinates are the 3:1 weighted mean, the confidence
+    (3 + 1) / 2 * min(2, 2) / (3 + 1) = 1 (ensemble-boxes' avg with weights); R1's box alone
+    would score 3 * min(2, 1) / 4 = 0.75, R2's alone 1 / 4."""
+    images = _images([("a", 100, 100, "R1|R2")])
+    boxes = _boxes([("a", 0, "R1", 10, 10, 50, 50), ("a", 0, "R2", 14, 14, 54, 54)])
+    out = fuse(boxes, images, weights={"R1": 3})
+    np.testing.assert_allclose(out[["x_min", "y_min", "x_max", "y_max"]].to_numpy()[0], [11, 11, 51, 51], atol=1e-4)
+    assert out["score"].iloc[0] == 1.0 and out["n_raters"].iloc[0] == 2
+    assert_same(out, reference(boxes, images, weights={"R1": 3}))
+    apart = _boxes([("a", 0, "R1", 10, 10, 30, 30), ("a", 0, "R2", 60, 60, 90, 90)])
+    assert sorted(fuse(apart, images, weights={"R1": 3})["score"]) == [0.25, 0.75]
+    # the unweighted fusion is the midpoint: the weight moved the box
+    np.testing.assert_allclose(fuse(boxes, images)[["x_min"]].to_numpy()[0], [12], atol=1e-4)
+
+
+WEIGHTS = [{"R0": 2}, {"R1": 0.5, "R3": 3, "R7": 1.5}, {"R2": 2, "R5": 2, "R9": 4, "R11": 0.25}]
+
+
+@pytest.mark.parametrize("seed, conf_type, iou_thr, skip, w", [
+    (10, "avg", 0.4, 0.0, 0), (11, "avg", 0.2, 0.3, 1), (12, "max", 0.5, 0.0, 2), (13, "box_and_model_avg", 0.4, 0.0, 1),
+    (14, "absent_model_aware_avg", 0.3, 0.2, 2), (15, "box_and_model_avg", 0.55, 0.0, 2), (16, "max", 0.4, 0.0, 1)])
+def test_weighted_wbf_equals_ensemble_boxes_on_random_cases(seed, conf_type, iou_thr, skip, w):
+    boxes, images = _random_case(np.random.default_rng(seed))
+    ours = fuse(boxes, images, "wbf", iou_thr, skip, conf_type, weights=WEIGHTS[w])
+    assert_same(ours, reference(boxes, images, "wbf", iou_thr, skip, conf_type, weights=WEIGHTS[w]))
+    # and the weights did change something
+    plain = fuse(boxes, images, "wbf", iou_thr, skip, conf_type)
+    assert not np.array_equal(plain["score"].to_numpy(), ours["score"].to_numpy())
+
+
+@pytest.mark.parametrize("method", ["nms", "soft_nms", "nmw"])
+def test_weighted_other_methods_equal_ensemble_boxes(method):
+    boxes, images = _random_case(np.random.default_rng(21))
+    assert_same(fuse(boxes, images, method, 0.4, weights=WEIGHTS[1]),
+                reference(boxes, images, method, 0.4, weights=WEIGHTS[1]))
+
+
+def test_weighted_wbf_on_real_rows(real):
+    images, boxes = real
+    w = {"R8": 2, "R9": 0.5}
+    assert_same(fuse(boxes, images, weights=w), reference(boxes, images, weights=w))
+
+
+def test_rater_subset_equals_ensemble_boxes_on_their_boxes(real):
+    from data_prep.fusion import select_raters
+
+    images, boxes = real
+    sub_im, sub_bx, info = select_raters(images, boxes, ["R8", "R10"])
+    readers = images["raters"].str.split("|")
+    read = readers.map(lambda rs: bool({"R8", "R10"} & set(rs)))
+    assert info["images_kept"] == read.sum() == len(sub_im) and info["images_left_out"] == (~read).sum() > 0
+    assert set(sub_bx["rater"]) <= {"R8", "R10"} and set(sub_im["raters"].str.split("|").explode()) <= {"R8", "R10"}
+    # the image table's readers shrink to the chosen ones (ensemble-boxes' model list)
+    mine = boxes[boxes["rater"].isin(["R8", "R10"])]
+    ref_im = images[read].copy()
+    ref_im["raters"] = readers[read].map(lambda rs: "|".join(r for r in rs if r in ("R8", "R10")))
+    ours = fuse(sub_bx, sub_im, weights={"R8": 2})
+    assert_same(ours, reference(mine, ref_im, weights={"R8": 2}))
+    # subset fusion differs from the all-radiologist one on the kept images
+    assert len(ours) < len(fuse(boxes, images)[lambda d: d.image_id.isin(sub_im.image_id)])
+
+
+def test_rater_subset_normal_and_left_out_by_hand():
+    from data_prep.fusion import select_raters
+
+    images = _images([("a", 100, 100, "R1|R2"), ("b", 100, 100, "R2|R3"), ("c", 100, 100, "R3")])
+    boxes = _boxes([("a", 0, "R2", 10, 10, 50, 50), ("b", 0, "R2", 10, 10, 50, 50), ("b", 0, "R3", 12, 12, 50, 50),
+                    ("c", 1, "R3", 1, 1, 9, 9)])
+    im, bx, info = select_raters(images, boxes, ["R1", "R2"])
+    assert im["image_id"].tolist() == ["a", "b"] and im["raters"].tolist() == ["R1|R2", "R2"]
+    assert info["images_left_out"] == 1 and info["boxes_left_out"] == 2
+    fused = fuse(bx, im)
+    # a: R1 wrote nothing (normal), R2 one box: one of two models -> 0.5; b: R2 alone -> 1.0
+    assert fused.set_index("image_id")["score"].to_dict() == {"a": 0.5, "b": 1.0}
+    im, bx, _ = select_raters(images, boxes, ["R1"])
+    assert im["image_id"].tolist() == ["a"] and len(bx) == 0          # R1's "No finding": a is normal
+    with pytest.raises(ValueError, match=r"raters \['R99'\] read no image.*'R1', 'R2', 'R3'"):
+        select_raters(images, boxes, ["R99"])
+    with pytest.raises(ValueError, match="R1 = -1"):
+        fuse(boxes, images, weights={"R1": -1})
+
+
+def test_cli_fuse_raters_and_weights(tmp_path):
+    from detection.cli import main
+
+    (tmp_path / "train.csv").write_text(
+        "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
+        "a,Cardiomegaly,3,R8,10,10,50,50\n"
+        "a,Cardiomegaly,3,R10,14,14,54,54\n"
+        "a,Cardiomegaly,3,R9,40,40,90,90\n"
+        "b,No finding,14,R9,,,,\n")
+    (tmp_path / "meta.csv").write_text("image_id,dim0,dim1\na,100,100\nb,300,300\n")
+    out = tmp_path / "fused.csv"
+    rc = main(["fuse", "--dataset", "vinbigdata", "--labels", str(tmp_path / "train.csv"), "--meta",
+               str(tmp_path / "meta.csv"), "--raters", "R8,R10", "--out", str(out), "rater_weights={R8: 3}"])
+    assert rc == 0
+    df = pd.read_csv(out)
+    assert df["image_id"].tolist() == ["a"] and df["n_raters"].tolist() == [2]   # b (R9 only) left out
+    np.testing.assert_allclose(df.loc[0, ["x_min", "y_min", "x_max", "y_max"]].astype(float), [11, 11, 51, 51], atol=1e-4)

@@ -267,3 +267,32 @@ def test_nih_png_folder_grouped_by_patient(tmp_path):
         f"6 {1002 / 1024:.6f} {1002 / 1024:.6f} {44 / 1024:.6f} {44 / 1024:.6f}\n"
     assert res["summary"]["repairs"]["outside_clipped"] == 1
     assert res["summary"]["normal"] == 0 and res["summary"]["boxes_fused"] == 8
+
+
+def test_raters_subset_and_weights(vin_data, vin_out, tmp_path):
+    """raters: [R8, R10] keeps their labels only and leaves out the 3 images neither read (counted,
+    printed); rater_weights reaches the fusion; reuses convert, redoes load onward."""
+    from data_prep.datasets import vinbigdata
+    from data_prep.fusion import fuse, select_raters
+
+    data, _ = vin_data
+    out_all, _ = vin_out
+    out = tmp_path / "out"
+    shutil.copytree(out_all, out, symlinks=True)
+    args = VIN_ARGS + ["raters=[R8, R10]", "rater_weights={R8: 2}"]
+    res = prep(load_config("vinbigdata", args), data, out)
+    assert res["ran"] == ["load", "fuse", "folds", "export"]
+    s = res["summary"]["raters"]
+    assert s["raters"] == ["R8", "R10"] and s["images_left_out"] == 3 and s["images_kept"] == 9
+    images, boxes = read_table(out / "images.csv"), read_table(out / "boxes.csv")
+    assert len(images) == 9 and set(boxes["rater"]) <= {"R8", "R10"} and set(images["raters"]) == {"R10|R8"}
+    assert len(read_table(out / "folds.csv")) == 9
+    # fused_boxes.csv is the direct fusion of those radiologists' boxes with the weights
+    im, bx = vinbigdata.load(data / "train.csv", out / "meta.csv")
+    im, bx, _ = select_raters(im, bx, ["R8", "R10"])
+    want = fuse(bx, im, weights={"R8": 2})
+    got = read_table(out / "fused_boxes.csv")
+    cols = ["image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"]
+    pd.testing.assert_frame_equal(got[cols].sort_values(cols, ignore_index=True),
+                                  want[cols].sort_values(cols, ignore_index=True), check_dtype=False)
+    assert cli(["prep", "vinbigdata", "--data", str(data), "--out", str(out)] + args) == 0
