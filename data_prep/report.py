@@ -39,7 +39,7 @@ AGREE_IOU = 0.4
 # every PNG name this module may write (stale ones from an earlier run are removed)
 PLOTS = ("findings_per_class", "annotations_per_rater", "normal_vs_abnormal", "boxes_per_image",
          "box_size_by_class", "rater_agreement", "detailed_classes", "boxes_per_patient",
-         "label_cooccurrence")
+         "label_cooccurrence", "rater_pairs", "rater_box_size")
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -303,6 +303,9 @@ def make_report(images: pd.DataFrame, boxes: pd.DataFrame, dataset: str, out: st
             summary += [("all readers marked the same class", _pct(multi["all_marked"].sum(), k)),
                         ("mean pairwise IoU between radiologists", f"{m:.2f}")]
 
+    if n_readers >= 2 and len(boxes):
+        _pairwise_sections(images, boxes, dataset, iou_thr, add)
+
     if "detailed_class" in images:
         dc = images["detailed_class"].fillna("").astype(str).replace("", "(missing)").value_counts()
         cap = "; ".join(f"{k}: {v:,} ({_pct(v, n_img)})" for k, v in dc.items()) + "."
@@ -337,6 +340,35 @@ def make_report(images: pd.DataFrame, boxes: pd.DataFrame, dataset: str, out: st
     os.replace(tmp, path)
     log.info("report: %s (%d plots) in %.1f s", path, len(sections), time.perf_counter() - t0)
     return path
+
+
+def _pairwise_sections(images, boxes, dataset, iou_thr, add) -> None:
+    """The pairwise agreement matrix and the box-size ratios (data_prep/raters.py)."""
+    from data_prep import raters as R
+
+    names = dict(zip(boxes["class_id"], boxes["class_name"]))
+    pw = R.pairwise_agreement(images, boxes, iou_thr, R.dataset_normal(dataset), names)
+    score, shared = pw["score"], pw["shared"]
+    if score.notna().to_numpy().any():
+        off = score.stack().dropna()
+        hi, lo = off.idxmax(), off.idxmin()
+        cap = (f"Each radiologist (row) scored against each other (column) on the images both read: his boxes "
+               f"as predictions at confidence 1, the other's as truth, single-point mAP@{iou_thr:g} (P x R per "
+               f"class{', the normal class included' if R.dataset_normal(dataset) else ''}). Highest "
+               f"{hi[0]} vs {hi[1]} {off.max():.2f} ({int(shared.loc[hi])} images), lowest {lo[0]} vs {lo[1]} "
+               f"{off.min():.2f} ({int(shared.loc[lo])} images).")
+        tab = score.round(3)
+        tab.insert(0, "scored / truth", list(score.index))
+        R.plot_pairwise(score, shared, add("rater_pairs", "Radiologists scored against each other", cap,
+                                           _md_table(tab)), iou_thr)
+    ratio = R.box_size_ratios(images, boxes, class_names=names)
+    if len(ratio) and ratio.notna().to_numpy().any():
+        m = ratio.median(axis=0, skipna=True).dropna()
+        cap = (f"Per class, each radiologist's median box area over all radiologists' median (cells with fewer "
+               f"than {R.MIN_BOXES} boxes empty). Largest boxes: {m.idxmax()} (median ratio {m.max():.2f}); smallest: "
+               f"{m.idxmin()} ({m.min():.2f}).")
+        tab = ratio.round(2).reset_index()
+        R.plot_size_ratios(ratio, add("rater_box_size", "Box size ratios between radiologists", cap, _md_table(tab)))
 
 
 # ----------------------------------------------------------------------------- CLI

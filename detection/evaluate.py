@@ -348,7 +348,11 @@ def add_arguments_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-level", action="store_true", help="also image-level ROC AUC and best F1 per finding")
     parser.add_argument("--rater-baseline", action="store_true",
                         help="score each radiologist of a raw train.csv against the fusion of the others")
-    parser.add_argument("--min-images", type=int, default=500, help="rater baseline: radiologists with at least this many images")
+    parser.add_argument("--per-rater", action="store_true",
+                        help="score --pred against each radiologist's own boxes of a raw train.csv (no fusion), "
+                             "beside that radiologist's baseline (detection/raters.py)")
+    parser.add_argument("--min-images", type=int, default=500,
+                        help="rater baseline / per-rater: score radiologists with at least this many images")
     parser.add_argument("--config", default=None, help="dataset config (name or path)")
 
 
@@ -357,6 +361,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, getattr(args, "overrides", None) or [])
     metric = args.metric or cfg["metric"]
     iou = args.iou if args.iou is not None else float(cfg["iou_thr"])
+    if args.per_rater:
+        from detection.raters import run_per_rater
+        return run_per_rater(args, cfg, metric, iou)
     if args.rater_baseline:
         if args.meta is None:
             raise ValueError("--rater-baseline needs --meta (image sizes for the fusion of the other radiologists)")

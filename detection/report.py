@@ -105,7 +105,7 @@ def _explorer_link(out: Path, explorer) -> str:
 def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, source, out,
                  metric: str = "vinbigdata", iou_thr: float = 0.4, normal_class: int | None = 14,
                  class_names=None, baseline: dict | None = None, n_worst: int = 12, n_overlays: int = 6,
-                 conf: float = 0.3, title: str = "cxrdet evaluation", explorer=None) -> Path:
+                 conf: float = 0.3, title: str = "cxrdet evaluation", explorer=None, raters: dict | None = None) -> Path:
     """Score ``pred`` against ``truth`` on ``images`` and write the HTML report to ``out``.
 
     ``truth``/``pred``: box tables (ORIGINAL pixels); ``images``: image table (image_id, height,
@@ -114,8 +114,9 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
     predictions scored >= ``conf``; the worst-images gallery holds up to ``n_worst`` images with
     a cost > 0 (see :func:`detection.metrics.image_costs`), the first ``n_overlays`` of them
     also as full-size overlays. ``explorer``: the folder of a ``cxrdet explore`` page to link to
-    (default: ``explore/`` beside the report, linked when its index.html exists). Returns the
-    report's path (written atomically)."""
+    (default: ``explore/`` beside the report, linked when its index.html exists). ``raters``:
+    keyword arguments of :func:`detection.raters.raters_html` (``labels``, ``meta``, ``dataset``,
+    ``per_rater_json``) for the radiologists' section. Returns the report's path (written atomically)."""
     from detection.evaluate import evaluate, plot_pr
     from detection.metrics import image_costs
     from detection.visualize import render_gallery, render_image, source_ids
@@ -155,6 +156,9 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
             parts += ["<h2>Precision-recall curves</h2><div class='grid'>"]
             parts += [_img_tag(p, "", p.stem) for p in pr] + ["</div>"]
         parts.append(_baseline_html(baseline))
+        if raters:
+            from detection.raters import raters_html
+            parts.append(raters_html(tmp_dir=tmp, img_tag=_img_tag, iou_thr=iou_thr, **raters))
         parts.append("<h2>Worst images</h2>")
         if len(worst):
             plural = "s" if len(worst) != 1 else ""
@@ -185,6 +189,9 @@ def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold", type=int, help="report only this held-out fold")
     p.add_argument("--iou", type=float, default=0.4, help="IoU threshold (vinbigdata/coco)")
     p.add_argument("--baseline", help="JSON from `cxrdet evaluate --rater-baseline --json`")
+    p.add_argument("--rater-labels", help="raw per-radiologist labels (train.csv): adds the radiologists' pairwise "
+                   "agreement matrix and box-size ratios (needs --meta)")
+    p.add_argument("--per-rater", help="JSON from `cxrdet evaluate --per-rater --json`: the model against each radiologist")
     p.add_argument("--n-worst", type=int, default=12, help="images in the worst-images gallery")
     p.add_argument("--n-overlays", type=int, default=6, help="full-size overlays of the worst images")
     p.add_argument("--conf", type=float, default=0.3, help="hide predictions below this in pictures")
@@ -200,6 +207,14 @@ def run_report_eval(args) -> int:
     baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
     path = build_report(truth, pred, images, args.source, args.out, args.metric, args.iou,
                         14 if vin else None, names, baseline, args.n_worst, args.n_overlays, args.conf, args.title,
-                        args.explorer)
+                        args.explorer, _raters_args(args))
     print(path)
     return 0
+
+
+def _raters_args(args) -> dict | None:
+    if not (args.rater_labels or args.per_rater):
+        return None
+    from data_prep.config import load_config
+    dataset = load_config(getattr(args, "config", None), getattr(args, "overrides", None) or [])["dataset"]
+    return {"labels": args.rater_labels, "meta": args.meta, "dataset": dataset, "per_rater_json": args.per_rater}

@@ -1,0 +1,206 @@
+"""``cxrdet evaluate --per-rater``: a model scored against each radiologist's own boxes.
+
+For each radiologist R of a raw per-radiologist labels file (VinBigData ``train.csv``):
+
+* images: the images R read (any labels row of R), restricted to ``--fold K`` of ``--folds``;
+* truth: R's boxes as drawn (no fusion); where R wrote "No finding" the image is normal truth
+  (the dataset's normal class ``0 0 1 1``, as the metric adds for images without truth boxes);
+* predictions: the model's rows on those images;
+* metric: the evaluate metric (vinbigdata mAP@0.4 by default) -> ``mAP``, ``per_class``;
+* ``baseline``: R scored against the WBF fusion of the OTHER radiologists on the same images
+  (:func:`detection.evaluate.rater_baseline`, unchanged, given the labels of those images).
+
+A radiologist who read fewer than ``min_images`` of the evaluated images is listed with the
+count (``unscored``), not scored: an AP over a handful of images says nothing. Scoring is one
+metric call per radiologist on the images he read (17 calls on the real train.csv).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def _dataset_normal(dataset: str) -> tuple[int | None, list[str] | None]:
+    """(normal class id, class names by id incl. the normal one) of ``dataset``'s description."""
+    import importlib
+    import data_prep.datasets as D
+
+    if hasattr(D, "describe"):                      # dataset description objects (data_prep/datasets)
+        d = D.describe(dataset)
+        return d.normal_id, d.names
+    mod = importlib.import_module(f"data_prep.datasets.{dataset}")
+    normal = getattr(mod, "NORMAL_ID", None)
+    names = list(mod.CLASSES) + ([mod.NORMAL_NAME] if normal is not None else [])
+    return normal, names
+
+
+def _readers(images: pd.DataFrame) -> pd.DataFrame:
+    """Long table ``image_id, rater``: who read each image (the image table's ``raters``)."""
+    if "raters" not in images.columns:
+        raise ValueError("per-rater scoring needs per-radiologist labels (a raw train.csv with rad_id); "
+                         "these labels have no radiologists")
+    r = images[["image_id", "raters"]].assign(rater=images["raters"].fillna("").astype(str).str.split("|"))
+    r = r.explode("rater")
+    return r.loc[r["rater"] != "", ["image_id", "rater"]].drop_duplicates(ignore_index=True)
+
+
+def _rater_key(r: str):
+    return (len(r), r)
+
+
+def per_rater(images: pd.DataFrame, boxes: pd.DataFrame, pred: pd.DataFrame, dataset: str = "vinbigdata",
+              metric: str = "vinbigdata", iou_thr: float = 0.4, min_images: int = 500,
+              keep=None, labels=None, meta=None, baseline: bool = True) -> dict:
+    """Score ``pred`` against each radiologist (module docstring).
+
+    ``images``/``boxes``: the dataset loader's per-radiologist tables (``images.raters``,
+    ``boxes.rater``); ``pred``: predictions box table; ``keep``: image ids to evaluate (a fold),
+    None = all. ``labels``/``meta``: the raw labels (path or DataFrame) and sizes the baseline
+    re-reads (needed when ``baseline``). Returns ``{"per_rater": {rater: {"mAP", "n_images",
+    "per_class", "baseline", "n_truth"}}, "unscored": {rater: n_images}, ...}``, radiologists in
+    id order (R2 before R10)."""
+    from detection.evaluate import evaluate
+
+    normal, names = _dataset_normal(dataset)
+    if keep is not None:
+        keep = set(map(str, keep))
+        images = images[images["image_id"].astype(str).isin(keep)]
+    ids = set(images["image_id"].astype(str))
+    read = _readers(images)
+    counts = read["rater"].value_counts()
+    scored = sorted([r for r in counts.index if counts[r] >= min_images], key=_rater_key)
+    unscored = {r: int(counts[r]) for r in sorted(counts.index, key=_rater_key) if counts[r] < min_images}
+    pred = pred[pred["image_id"].isin(ids)]
+    boxes = boxes[boxes["image_id"].isin(ids)]
+    base = {}
+    if baseline and scored:
+        base = _baseline(labels, meta, ids, min_images, iou_thr)
+    out = {}
+    for r in scored:
+        rid = read.loc[read["rater"] == r, "image_id"].tolist()
+        on = set(rid)
+        truth = boxes[(boxes["rater"] == r) & boxes["image_id"].isin(on)]
+        res = evaluate(truth, pred[pred["image_id"].isin(on)], rid, metric, iou_thr, normal, names)
+        out[r] = {"mAP": float(res["mAP"]), "n_images": len(rid), "per_class": res["per_class"],
+                  "baseline": base.get(r), "n_truth": int(len(truth))}
+        log.info("rater %s: %d images, %d boxes; model mAP %.4f, radiologist's baseline %s", r, len(rid), len(truth),
+                 res["mAP"], "-" if base.get(r) is None else f"{base[r]:.4f}")
+    return {"metric": metric, "iou_thr": iou_thr, "min_images": min_images, "n_images": len(ids),
+            "per_rater": out, "unscored": unscored}
+
+
+def _baseline(labels, meta, ids: set, min_images: int, iou_thr: float) -> dict:
+    """``{rater: mAP}`` of :func:`detection.evaluate.rater_baseline` on the labels rows of ``ids``."""
+    from detection.evaluate import rater_baseline
+
+    if labels is None or meta is None:
+        raise ValueError("per-rater baseline: needs the raw labels and --meta (image sizes for the fusion)")
+    df = labels if isinstance(labels, pd.DataFrame) else pd.read_csv(
+        labels, dtype={"image_id": str, "class_name": str, "rad_id": str})
+    df = df[df["image_id"].astype(str).isin(ids)]
+    t = time.perf_counter()
+    b = rater_baseline(df, meta, min_images, iou_thr)
+    log.info("per-rater baseline (each radiologist vs the others' fusion): %d radiologists in %.1f s",
+             len(b), time.perf_counter() - t)
+    return dict(zip(b["rater"], b["mAP"].astype(float)))
+
+
+def format_per_rater(res: dict) -> str:
+    """The printed table: one line per radiologist, model mAP beside his baseline."""
+    what = f"mAP@{res['iou_thr']:g}" if res["metric"] != "rsna" else "RSNA score"
+    lines = [f"{'radiologist':<12} {'images':>7} {'boxes':>7} {'model ' + what:>14} {'baseline':>9} {'model-base':>10}"]
+    for r, d in res["per_rater"].items():
+        b = d["baseline"]
+        base = "-" if b is None else f"{b:.4f}"
+        diff = "-" if b is None else f"{d['mAP'] - b:+.4f}"
+        lines.append(f"{r:<12} {d['n_images']:>7} {d['n_truth']:>7} {d['mAP']:>14.4f} {base:>9} {diff:>10}")
+    if res["unscored"]:
+        lines.append(f"not scored (fewer than {res['min_images']} images): "
+                     + ", ".join(f"{r} ({n})" for r, n in res["unscored"].items()))
+    if res["per_rater"]:
+        m = np.mean([d["mAP"] for d in res["per_rater"].values()])
+        bs = [d["baseline"] for d in res["per_rater"].values() if d["baseline"] is not None]
+        lines.append(f"mean over {len(res['per_rater'])} radiologists: model {m:.4f}"
+                     + (f", baseline {np.mean(bs):.4f}" if bs else ""))
+    return "\n".join(lines)
+
+
+def run_per_rater(args, cfg: dict, metric: str, iou: float) -> int:
+    """``cxrdet evaluate --per-rater`` (called by :func:`detection.evaluate.run_evaluate`)."""
+    from data_prep.datasets import load
+    from detection.evaluate import fold_images, load_pred, write_json
+
+    if not args.pred:
+        raise ValueError("--per-rater needs --pred (the model's predictions)")
+    if args.meta is None:
+        raise ValueError("--per-rater needs --meta (image sizes: the boxes' frame and the baseline's fusion)")
+    if (args.folds is None) != (args.fold is None):
+        raise ValueError("--folds and --fold go together")
+    t = time.perf_counter()
+    raw = pd.read_csv(args.truth, dtype={"image_id": str, "class_name": str, "rad_id": str})
+    if "rad_id" not in raw.columns or raw["rad_id"].fillna("").eq("").all():
+        raise ValueError(f"{args.truth}: no radiologists (rad_id column missing or empty); --per-rater needs the "
+                         "raw per-radiologist labels (train.csv), not a fused file")
+    images, boxes = load(cfg["dataset"], raw, meta=args.meta)
+    keep = fold_images(args.folds, args.fold) if args.folds else None
+    res = per_rater(images, boxes, load_pred(args.pred), cfg["dataset"], metric, iou, args.min_images,
+                    keep=keep, labels=raw, meta=args.meta)
+    res.update({"truth": str(args.truth), "pred": str(args.pred), "fold": args.fold,
+                "seconds": round(time.perf_counter() - t, 2)})
+    print(format_per_rater(res))
+    if not res["per_rater"]:
+        log.warning("no radiologist read at least %d of the %d evaluated images (--min-images)",
+                    args.min_images, res["n_images"])
+    if args.json:
+        log.info("wrote %s", write_json(res, args.json))
+    return 0
+
+
+# ----------------------------------------------------------------------------- the HTML report's section
+def raters_html(labels, meta, dataset: str, tmp_dir, img_tag, iou_thr: float = 0.4, per_rater_json=None) -> str:
+    """HTML of the radiologists' section of ``cxrdet report-eval``: the per-rater table (from the
+    JSON of ``cxrdet evaluate --per-rater --json``), the pairwise agreement matrix (heatmap with
+    the images both read) and the box-size ratios (data_prep/raters.py), from the raw
+    per-radiologist ``labels``. ``img_tag(path, cls, alt)`` embeds a PNG."""
+    import html
+    import json
+    from pathlib import Path
+
+    from data_prep import raters as R
+    from data_prep.datasets import load
+
+    parts = ["<h2>Radiologists</h2>"]
+    if per_rater_json:
+        d = json.loads(Path(per_rater_json).read_text())
+        rows = "".join(
+            f"<tr><td>{html.escape(r)}</td><td>{v['n_images']}</td><td>{v['mAP']:.4f}</td><td>"
+            f"{'—' if v.get('baseline') is None else format(v['baseline'], '.4f')}</td></tr>"
+            for r, v in d.get("per_rater", {}).items())
+        un = ", ".join(f"{html.escape(r)} ({n})" for r, n in d.get("unscored", {}).items())
+        parts.append(f"<p class='sub'>The model against each radiologist's own boxes on the images he read, beside "
+                     f"that radiologist scored against the others' fusion (mAP@{d.get('iou_thr', 0.4):g}).</p>"
+                     "<table><tr><th>radiologist</th><th>images</th><th>model</th><th>radiologist's baseline</th></tr>"
+                     f"{rows}</table>" + (f"<p class='sub'>Not scored (too few images): {un}</p>" if un else ""))
+    if labels is not None:
+        if meta is None:
+            raise ValueError("report-eval --rater-labels needs --meta (image sizes of the raw labels)")
+        images, boxes = load(dataset, labels, meta=meta)
+        names = dict(zip(boxes["class_id"], boxes["class_name"]))
+        pw = R.pairwise_agreement(images, boxes, iou_thr, R.dataset_normal(dataset), names)
+        tmp_dir = Path(tmp_dir)
+        parts.append(f"<p class='sub'>Each radiologist (row) scored against each other (column) on the images both "
+                     f"read: single-point mAP@{iou_thr:g} (P x R per class, confidence 1); each cell also gives "
+                     "the number of images both read.</p>")
+        parts.append(img_tag(R.plot_pairwise(pw["score"], pw["shared"], tmp_dir / "rater_pairs.png", iou_thr),
+                             "wide", "pairwise agreement matrix"))
+        ratio = R.box_size_ratios(images, boxes, class_names=names)
+        if len(ratio) and ratio.notna().to_numpy().any():
+            parts.append("<p class='sub'>Box size: per class, each radiologist's median box area over all "
+                         "radiologists' median (&gt; 1: larger boxes).</p>")
+            parts.append(img_tag(R.plot_size_ratios(ratio, tmp_dir / "rater_box_size.png"), "wide", "box size ratios"))
+    return "".join(parts) if len(parts) > 1 else ""
