@@ -237,6 +237,16 @@ def _link_pngs(pngs: list[Path], images_dir: Path, meta_path: Path) -> dict:
             "errors": errors[:20]}
 
 
+def _extra(run: _Run) -> None:
+    """Link the ``extra`` datasets' boxed PNGs into OUT/images (data_prep/extra.py)."""
+    from data_prep import extra
+
+    for name, src in extra.sources(run.cfg).items():
+        fp = {"dir": str(src["dir"]), "labels": file_stamp(src["labels"]),
+              "meta": file_stamp(src["meta"]) if src["meta"] else None}
+        run.step(f"extra_{name}", fp, [f"extra_{name}_meta.csv"], lambda: extra.link(name, src, run.out))
+
+
 def _loader_kwargs(cfg: dict, data: Path) -> tuple[dict, dict]:
     """Keyword arguments this dataset's loader accepts and prep can fill; and their files."""
     from data_prep import datasets
@@ -272,13 +282,16 @@ def _load(run: _Run) -> None:
           "extra": {k: [str(v), file_stamp(v)] for k, v in extra.items()}}
     if cfg["raters"]:
         fp["raters"] = cfg["raters"]
+    from data_prep import extra as extra_sets
+    for name, src in extra_sets.sources(cfg).items():
+        fp[f"extra_{name}"] = [str(src["labels"]), file_stamp(src["labels"]), file_stamp(src["meta"]) if src["meta"]
+                               else None, file_stamp(out / f"extra_{name}_meta.csv")]
 
     def do():
         from data_prep.fusion import parse_raters, select_raters
 
         images, boxes = datasets.load(cfg["dataset"], labels, meta, **kw)
         repairs = dict(boxes.attrs.get("repairs", {}))
-        images, boxes, chosen = select_raters(images, boxes, parse_raters(cfg["raters"]), cfg["rater_weights"])
         if cfg["dataset"] in _BOXED_ONLY:
             unboxed = ~images["image_id"].isin(set(boxes["image_id"]))
             log.info("prep load: %s: %d image(s) without boxes left out (not normal, just not boxed); "
@@ -294,9 +307,11 @@ def _load(run: _Run) -> None:
             images = images[~no_png]
             boxes = boxes[boxes["image_id"].isin(set(images["image_id"]))]
         repairs["no_png_dropped"] = int(no_png.sum())
+        images["path"] = [str(out / "images" / f"{i}.png") for i in images["image_id"]]   # symlinks kept
+        images, boxes, merged = extra_sets.merge(cfg, images, boxes, out)
+        images, boxes, chosen = select_raters(images, boxes, parse_raters(cfg["raters"]), cfg["rater_weights"])
         for c in ("png_height", "png_width"):
             images[c] = images[c].astype("int64")
-        images["path"] = [str(out / "images" / f"{i}.png") for i in images["image_id"]]   # symlinks kept
         bad = (images["height"] <= 0) | (images["width"] <= 0)
         if bad.any():
             raise ValueError(f"prep load: image {images.loc[bad, 'image_id'].iloc[0]!r} has height x width "
@@ -304,10 +319,11 @@ def _load(run: _Run) -> None:
                              f"expected sizes from {meta}")
         write_csv(images, out / "images.csv")
         write_csv(boxes, out / "boxes.csv")
-        n_unused = int((~png["image_id"].isin(set(images["image_id"]))).sum())
+        n_unused = int((~png["image_id"].isin(set(images["image_id"]))).sum())  # the training dataset's PNGs
         if n_unused:
             log.info("prep load: %d PNG(s) without labels are not used", n_unused)
-        return {"repairs": repairs, "n_png_unlabelled": n_unused, **({"raters": chosen} if chosen else {})}
+        return {"repairs": repairs, "n_png_unlabelled": n_unused, **({"raters": chosen} if chosen else {}),
+                **({"extra": merged} if merged else {})}
 
     run.step("load", fp, ["images.csv", "boxes.csv"], do)
 
@@ -397,6 +413,7 @@ def prep(cfg: dict | str, data, out) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     run = _Run(out, cfg, data)
     _convert(run, data / cfg["images_dir"])
+    _extra(run)
     _load(run)
     _fuse(run)
     _folds(run)
@@ -431,8 +448,9 @@ def _summary(run: _Run) -> dict:
          "fold_sizes": folds["fold"].value_counts().sort_index().astype(int).tolist(),
          "conversion_errors": int(conv.get("n_errors", 0)), "repairs": run.info("load").get("repairs", {}),
          "fusion_dropped": run.info("fuse").get("dropped", {})}
-    if run.info("load").get("raters"):
-        s["raters"] = run.info("load")["raters"]
+    for k in ("raters", "extra"):
+        if run.info("load").get(k):
+            s[k] = run.info("load")[k]
     log.info("prep summary: %d images (%d normal, %d abnormal), boxes %d raw -> %d fused (%s), "
              "fold sizes %s, conversion errors %d, loader repairs %s",
              s["images"], s["normal"], s["abnormal"], s["boxes_raw"], s["boxes_fused"], run.cfg["fusion"],
@@ -454,6 +472,9 @@ def run_prep(args: argparse.Namespace) -> int:
     s = res["summary"]
     print(f"{'images':<16}{s['images']} ({s['normal']} normal, {s['abnormal']} abnormal)")
     print(f"{'boxes':<16}{s['boxes_raw']} raw -> {s['boxes_fused']} fused")
+    for name, e in (s.get("extra") or {}).items():
+        print(f"{'extra ' + name:<16}{e['images']} images ({e['patients']} patients), {e['boxes']} boxes as one more "
+              f"rater; {e['boxes_dropped']} boxes of {', '.join(e['dropped_classes'])} dropped")
     if s.get("raters"):
         r = s["raters"]
         print(f"{'raters':<16}{','.join(r['raters'])}: {r['images_left_out']} image(s) read by none of them left out")

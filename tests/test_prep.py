@@ -296,3 +296,80 @@ def test_raters_subset_and_weights(vin_data, vin_out, tmp_path):
     pd.testing.assert_frame_equal(got[cols].sort_values(cols, ignore_index=True),
                                   want[cols].sort_values(cols, ignore_index=True), check_dtype=False)
     assert cli(["prep", "vinbigdata", "--data", str(data), "--out", str(out)] + args) == 0
+
+
+def _nih_folder(d: Path, png_size: int = 64) -> list[str]:
+    """A tiny NIH-layout folder: images/*.png, BBox_List_2017.csv, Data_Entry_2017.csv."""
+    (d / "images").mkdir(parents=True)
+    boxed = ["00000001_000", "00000001_001", "00000002_000", "00000003_000", "00000003_002",
+             "00000004_000", "00000004_001"]
+    rows = [NIH_ENTRY_HEADER]
+    for i in boxed + ["00000005_000"]:
+        cv2.imwrite(str(d / "images" / f"{i}.png"), np.full((png_size, png_size), 100, np.uint8))
+        rows.append(f"{i}.png,No Finding,0,{int(i[:8])},50,M,PA,2500,2048,0.143,0.143")
+    (d / "Data_Entry_2017.csv").write_text("\n".join(rows) + "\n")
+    (d / "BBox_List_2017.csv").write_text(NIH_BOXES)
+    return boxed
+
+
+def test_extra_nih_merged_as_one_more_rater(vin_data, vin_out, tmp_path):
+    """extra: [nih] on VinBigData phantoms: NIH's boxes under VinBigData classes (Effusion -> Pleural
+    effusion, Mass and Nodule -> Nodule/Mass, Infiltrate -> Infiltration; the Pneumonia-only image
+    00000004_001 dropped), rater NIH, NIH images at 1024 with their 64 px PNGs, patient ids
+    prefixed by dataset, folds patient-disjoint, YOLO and COCO over both."""
+    from data_prep.datasets import nih, vinbigdata
+
+    data, _ = vin_data
+    out_all, _ = vin_out
+    nih_dir = tmp_path / "nih"
+    _nih_folder(nih_dir)
+    out = tmp_path / "out"
+    shutil.copytree(out_all, out, symlinks=True)
+    args = VIN_ARGS + ["extra=[nih]", f"extra_dirs={{nih: {nih_dir}}}"]
+    res = prep(load_config("vinbigdata", args), data, out)
+    assert res["ran"] == ["extra_nih", "load", "fuse", "folds", "export"]
+    e = res["summary"]["extra"]["nih"]
+    assert e["images"] == 6 and e["boxes"] == 7 and e["boxes_dropped"] == 1 and e["dropped_classes"] == {"Pneumonia": 1}
+    assert e["patients"] == 4
+    images, boxes = read_table(out / "images.csv"), read_table(out / "boxes.csv")
+    n = images[images["dataset"] == "nih"].set_index("image_id")
+    assert sorted(n.index) == ["00000001_000", "00000001_001", "00000002_000", "00000003_000", "00000003_002",
+                               "00000004_000"]
+    assert (n["height"] == 1024).all() and (n["width"] == 1024).all() and (n["png_height"] == 64).all()
+    assert (n["raters"] == nih.RATER).all() and n.loc["00000001_001", "patient_id"] == "nih/00000001"
+    v = images[images["dataset"] == "vinbigdata"]
+    assert len(v) == 12 and v["patient_id"].str.startswith("vinbigdata/").all()
+    assert all((out / "images" / f"{i}.png").resolve() == (nih_dir / "images" / f"{i}.png").resolve() for i in n.index)
+    nb = boxes[boxes["rater"] == nih.RATER]
+    cls = vinbigdata.CLASSES.index
+    got = sorted(zip(nb["image_id"], nb["class_id"], nb["class_name"]))
+    assert got == sorted([
+        ("00000001_000", cls("Cardiomegaly"), "Cardiomegaly"), ("00000001_001", cls("Pleural effusion"), "Pleural effusion"),
+        ("00000002_000", cls("Nodule/Mass"), "Nodule/Mass"), ("00000002_000", cls("Nodule/Mass"), "Nodule/Mass"),
+        ("00000003_000", cls("Atelectasis"), "Atelectasis"), ("00000003_002", cls("Pneumothorax"), "Pneumothorax"),
+        ("00000004_000", cls("Infiltration"), "Infiltration")])
+    # folds: every patient in one fold, NIH images in the folds too
+    folds = read_table(out / "folds.csv").merge(images[["image_id", "patient_id"]], on="image_id")
+    assert len(folds) == 18 and folds.groupby("patient_id")["fold"].nunique().max() == 1
+    # YOLO: NIH Effusion at 600,600 +200x150 in the 1024 frame -> Pleural effusion, normalised by 1024
+    assert (out / "labels" / "00000001_001.txt").read_text() == (
+        f"{cls('Pleural effusion')} {700 / 1024:.6f} {675 / 1024:.6f} {200 / 1024:.6f} {150 / 1024:.6f}\n")
+    coco = {i: json.loads((out / "coco" / f"fold{i}_val.json").read_text()) for i in range(3)}
+    coco_ids = {im["file_name"].split("/")[-1].removesuffix(".png") for c in coco.values() for im in c["images"]}
+    assert set(n.index) <= coco_ids and set(v["image_id"]) <= coco_ids
+    nih_im = [im for c in coco.values() for im in c["images"] if im["file_name"].startswith("00000002_000")][0]
+    assert (nih_im["height"], nih_im["width"]) == (1024, 1024)          # boxes in the 1024 frame
+    # NIH is one more rater for a subset too
+    res = prep(load_config("vinbigdata", args + ["raters=[R8, NIH]"]), data, out)
+    assert set(read_table(out / "boxes.csv")["rater"]) <= {"R8", "NIH"} and res["summary"]["raters"]["images_left_out"] == 3
+
+
+def test_extra_errors(vin_data, tmp_path):
+    data, _ = vin_data
+    with pytest.raises(ValueError, match=r"extra: \[nih\] needs its folder: set extra_dirs"):
+        prep(load_config("vinbigdata", VIN_ARGS + ["extra=[nih]"]), data, tmp_path / "o")
+    with pytest.raises(ValueError, match="'rsna' cannot be merged into 'vinbigdata'"):
+        prep(load_config("vinbigdata", VIN_ARGS + ["extra=[rsna]"]), data, tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match="extra_dirs.nih: folder .* does not exist"):
+        prep(load_config("vinbigdata", VIN_ARGS + ["extra=[nih]", f"extra_dirs={{nih: {tmp_path / 'no'}}}"]),
+             data, tmp_path / "o")

@@ -162,3 +162,46 @@ def _read_entries(meta) -> pd.DataFrame:
     for c in ("orig_width", "orig_height"):
         df[c] = df[c].astype("Int64")
     return df
+
+
+# ----------------------------------------------------------------------------- NIH as one more VinBigData rater
+RATER = "NIH"
+# NIH finding -> VinBigData class name (prep's `extra: [nih]`). Pneumonia has no VinBigData class
+# (it is a clinical diagnosis, not a radiological finding with its own box) and is dropped.
+TO_VINBIGDATA = {
+    "Atelectasis": "Atelectasis",
+    "Cardiomegaly": "Cardiomegaly",
+    "Effusion": "Pleural effusion",
+    "Infiltrate": "Infiltration",
+    "Mass": "Nodule/Mass",
+    "Nodule": "Nodule/Mass",
+    "Pneumothorax": "Pneumothorax",
+}
+DROPPED = ["Pneumonia"]
+
+
+def as_vinbigdata_rater(images: pd.DataFrame, boxes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """NIH tables (:func:`load`) -> VinBigData-classed tables with NIH as one more rater.
+
+    Boxes get VinBigData class ids/names by :data:`TO_VINBIGDATA` and rater :data:`RATER`;
+    :data:`DROPPED` classes go, and an image left without a box goes too (it is not normal, its
+    finding is just not a VinBigData class). Images keep their own sizes (1024 x 1024, the box
+    list's frame) and get ``raters`` = NIH. Returns ``(images, boxes, info)`` with counts."""
+    from data_prep.datasets import vinbigdata
+
+    ids = {name: i for i, name in enumerate(vinbigdata.CLASSES)}
+    keep = boxes["class_name"].isin(list(TO_VINBIGDATA)).to_numpy()
+    b = boxes[keep].copy()
+    b["class_name"] = b["class_name"].map(TO_VINBIGDATA)
+    b["class_id"] = b["class_name"].map(ids).astype("int64")
+    b["rater"] = RATER
+    b.attrs = {}
+    im = images[images["image_id"].isin(set(b["image_id"]))].copy()
+    im["raters"] = RATER
+    info = {"boxes": int(keep.sum()), "boxes_dropped": int((~keep).sum()),
+            "dropped_classes": {c: int((boxes["class_name"] == c).sum()) for c in DROPPED},
+            "images": len(im), "images_dropped": int(len(images) - len(im))}
+    log.info("NIH as rater %s: %d boxes mapped to VinBigData classes, %d dropped (%s); %d images, %d left without "
+             "a box dropped", RATER, info["boxes"], info["boxes_dropped"], ", ".join(DROPPED), len(im),
+             info["images_dropped"])
+    return im.reset_index(drop=True), b.reset_index(drop=True), info
