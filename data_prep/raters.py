@@ -189,7 +189,7 @@ def plot_pairwise(score: pd.DataFrame, shared: pd.DataFrame, path, iou_thr: floa
     from data_prep.atomic import atomic_path
 
     n = len(score)
-    fig = Figure(figsize=(1.2 + 0.62 * max(n, 2), 1.0 + 0.55 * max(n, 2)), dpi=100)
+    fig = Figure(figsize=(max(6.0, 1.2 + 0.62 * n), max(4.5, 1.0 + 0.55 * n)), dpi=100)
     ax = fig.subplots()
     im = ax.imshow(score.to_numpy(dtype="float64"), vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(n), score.columns, rotation=90, fontsize=8)
@@ -221,7 +221,7 @@ def plot_size_ratios(ratio: pd.DataFrame, path):
 
     from data_prep.atomic import atomic_path
 
-    fig = Figure(figsize=(1.8 + 0.55 * max(ratio.shape[1], 2), 1.0 + 0.38 * max(len(ratio), 2)), dpi=100)
+    fig = Figure(figsize=(max(6.0, 1.8 + 0.55 * ratio.shape[1]), max(3.5, 1.0 + 0.38 * len(ratio))), dpi=100)
     ax = fig.subplots()
     v = ratio.to_numpy(dtype="float64")
     im = ax.imshow(np.where(np.isfinite(v), v, np.nan), cmap="coolwarm", norm=LogNorm(vmin=0.25, vmax=4))

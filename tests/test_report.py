@@ -161,7 +161,7 @@ def test_vinbigdata_report(tmp_path):
     assert path == out / "report.md"
     md, pngs = _check_report(out)
     assert pngs == {"findings_per_class.png", "annotations_per_rater.png", "normal_vs_abnormal.png",
-                    "boxes_per_image.png", "box_size_by_class.png", "rater_agreement.png"}
+                    "boxes_per_image.png", "box_size_by_class.png", "rater_agreement.png", "rater_pairs.png"}
     assert "| images | 6 |" in md and "| normal (no box) | 3 (50.0%) |" in md and "| boxes | 9 |" in md
     assert "| raters | 6 (3 drew boxes) |" in md
     # 4 image-class findings: Cardiomegaly (all 3, IoU 1), Nodule (2 of 3), Aortic (2 of 3), fibrosis (1)
