@@ -39,17 +39,23 @@ def rater_order(names) -> list[str]:
     return sorted({str(n) for n in names}, key=lambda x: (len(x), x))
 
 
-def dataset_normal(dataset: str | None) -> tuple[int, str] | None:
-    """``(class_id, name)`` of ``dataset``'s normal class from its description, or None."""
-    if dataset is None:
-        return None
+def dataset_classes(dataset: str) -> tuple[tuple[int, str] | None, list[str]]:
+    """``(normal, names)`` of ``dataset`` from its description: the normal class ``(class_id,
+    name)`` or None, and every class name by class_id (the normal one included)."""
     import importlib
     import data_prep.datasets as D
 
     if hasattr(D, "describe"):                 # dataset description objects
-        return D.describe(dataset).normal
+        d = D.describe(dataset)
+        return d.normal, list(d.names)
     mod = importlib.import_module(f"data_prep.datasets.{dataset}")
-    return (mod.NORMAL_ID, mod.NORMAL_NAME) if getattr(mod, "NORMAL_ID", None) is not None else None
+    normal = (mod.NORMAL_ID, mod.NORMAL_NAME) if getattr(mod, "NORMAL_ID", None) is not None else None
+    return normal, list(mod.CLASSES) + ([normal[1]] if normal else [])
+
+
+def dataset_normal(dataset: str | None) -> tuple[int, str] | None:
+    """``(class_id, name)`` of ``dataset``'s normal class from its description, or None."""
+    return None if dataset is None else dataset_classes(dataset)[0]
 
 
 def readers(images: pd.DataFrame, boxes: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -25,18 +25,12 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 
-def _dataset_normal(dataset: str) -> tuple[int | None, list[str] | None]:
-    """(normal class id, class names by id incl. the normal one) of ``dataset``'s description."""
-    import importlib
-    import data_prep.datasets as D
+def _dataset_normal(dataset: str) -> tuple[int | None, list[str]]:
+    """(normal class id or None, class names by id incl. the normal one) of ``dataset``."""
+    from data_prep.raters import dataset_classes
 
-    if hasattr(D, "describe"):                      # dataset description objects (data_prep/datasets)
-        d = D.describe(dataset)
-        return d.normal_id, d.names
-    mod = importlib.import_module(f"data_prep.datasets.{dataset}")
-    normal = getattr(mod, "NORMAL_ID", None)
-    names = list(mod.CLASSES) + ([mod.NORMAL_NAME] if normal is not None else [])
-    return normal, names
+    normal, names = dataset_classes(dataset)
+    return (None if normal is None else int(normal[0])), names
 
 
 def _readers(images: pd.DataFrame) -> pd.DataFrame:
