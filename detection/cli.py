@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("data_prep.report", "markdown + PNG report of an annotation file"),
     "train": ("detection.train", "train an ultralytics YOLO detector on a prepared fold"),
     "train-cls": ("detection.train", "train the normal/abnormal classifier (the 2-class filter)"),
+    "cv": ("detection.cv", "k-fold cross-validation: train every fold, out-of-fold predictions, leak check, fold ensemble"),
     "export": ("detection.export", "export YOLO weights to ONNX"),
     "predict": ("detection.predict", "predict boxes in original pixels from PNGs or DICOMs (TTA, ensembles)"),
     "postprocess": ("detection.postprocess", "WBF of prediction tables, class probabilities, 2-class filter, thresholds, box scaling"),

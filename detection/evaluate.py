@@ -13,9 +13,11 @@ Truth (``--truth``), detected by its columns:
 Predictions (``--pred``): a submission (``image_id|patientId,PredictionString``, parsed by
 :func:`detection.submission.parse_submission`) or our box table CSV.
 
-The evaluated image set is every image of the truth (normal ones included), restricted to
-``--fold K`` of ``--folds`` when given (truth and predictions alike). VinBigData metrics add the
-normal truth (class 14, ``0 0 1 1``) for images without findings.
+The evaluated image set is every image of the truth (normal ones included), restricted to the
+images of ``--folds`` when given (to ``--fold K`` or ``--fold 0,2`` of it when that is given too;
+truth and predictions alike). With ``--folds`` the score is also printed per fold, beside the
+pooled score over all those images (out-of-fold predictions: ``cxrdet cv``'s oof.csv). VinBigData
+metrics add the normal truth (class 14, ``0 0 1 1``) for images without findings.
 """
 from __future__ import annotations
 
@@ -176,16 +178,27 @@ def load_pred(path) -> pd.DataFrame:
                      "or a box table with image_id,class_id,x_min,y_min,x_max,y_max,score")
 
 
-def fold_images(folds, fold: int) -> list[str]:
-    """Image ids of fold ``fold`` in a folds.csv (image_id,fold)."""
+def read_folds(folds, fold=None) -> pd.DataFrame:
+    """``image_id, fold`` rows of a folds.csv, restricted to ``fold`` (an int or a list of ints)
+    when given; a fold without images raises ``ValueError`` naming the folds present."""
     df = _read(folds, "folds table (image_id,fold)", dtype={"image_id": str})
     for c in ("image_id", "fold"):
         if c not in df:
             raise ValueError(f"{folds}: no column {c!r}; expected image_id,fold")
-    ids = df.loc[df["fold"] == fold, "image_id"].tolist()
-    if not ids:
-        raise ValueError(f"{folds}: fold {fold} has no image; folds present {sorted(df['fold'].unique().tolist())}")
-    return ids
+    df = df[["image_id", "fold"]].astype({"fold": "int64"})
+    if fold is None:
+        return df
+    want = [int(fold)] if np.isscalar(fold) else [int(f) for f in fold]
+    present = sorted(df["fold"].unique().tolist())
+    for f in want:
+        if f not in present:
+            raise ValueError(f"{folds}: fold {f} has no image; folds present {present}")
+    return df[df["fold"].isin(want)].reset_index(drop=True)
+
+
+def fold_images(folds, fold: int) -> list[str]:
+    """Image ids of fold ``fold`` in a folds.csv (image_id,fold)."""
+    return read_folds(folds, fold)["image_id"].tolist()
 
 
 def _warn_coverage(pred: pd.DataFrame, ids: list[str], pred_path, fold) -> None:
@@ -206,31 +219,54 @@ def load_inputs(truth_path, pred_path, meta=None, folds=None, fold: int | None =
     """Read truth and predictions and restrict both to the evaluated images.
 
     Returns (images, truth, pred, is_vinbigdata, class_names): ``images`` is the image table of
-    the evaluated images (every image of the truth file, normals included, restricted to ``fold``
-    of ``folds`` when given); ``truth``/``pred`` are box tables limited to those images;
-    ``class_names`` is the VinBigData list (0-14) or None."""
-    if (folds is None) != (fold is None):
-        raise ValueError("--folds and --fold go together")
+    the evaluated images (every image of the truth file, normals included, restricted to the
+    images of ``folds`` (to ``fold``, an int or a list, when given), with their ``fold`` column);
+    ``truth``/``pred`` are box tables limited to those images; ``class_names`` is the VinBigData
+    list (0-14) or None."""
+    if fold is not None and folds is None:
+        raise ValueError("--fold needs --folds (folds.csv)")
     images, truth, dataset = load_truth(truth_path, meta)
     pred = load_pred(pred_path)
     ids = images["image_id"].astype(str).tolist()
-    if fold is not None:
-        keep = set(fold_images(folds, fold))
-        missing = keep - set(ids)
+    fold_of = None
+    if folds is not None:
+        fdf = read_folds(folds, fold)
+        fold_of = dict(zip(fdf["image_id"], fdf["fold"]))
+        missing = set(fold_of) - set(ids)
         if missing:
-            log.warning("fold %d: %d image(s) of %s are not in the truth; left out", fold, len(missing), folds)
-        ids = [i for i in ids if i in keep]
-        log.info("fold %d: %d images", fold, len(ids))
+            log.warning("%d image(s) of %s are not in the truth; left out", len(missing), folds)
+        ids = [i for i in ids if i in fold_of]
+        log.info("fold(s) %s: %d images", sorted(set(fdf["fold"])), len(ids))
     keep = set(ids)
     images = images[images["image_id"].astype(str).isin(keep)].reset_index(drop=True)
+    if fold_of is not None:
+        images["fold"] = images["image_id"].astype(str).map(fold_of).astype("int64")
     truth = truth[truth["image_id"].isin(keep)]
     n_out = int((~pred["image_id"].isin(keep)).sum())
     if n_out:
         log.info("%d predicted box(es) on images outside the evaluated set ignored", n_out)
-    _warn_coverage(pred, ids, pred_path, fold)
+    _warn_coverage(pred, ids, pred_path, fold if fold is not None else folds)
     pred = pred[pred["image_id"].isin(keep)]
     vin = dataset == "vinbigdata"
     return images, truth, pred, vin, (_vinbig_names() if vin else None)
+
+
+def evaluate_files(truth_path, pred_path, meta=None, folds=None, fold=None, metric: str = "vinbigdata",
+                   iou_thr: float = 0.4, image_level: bool = False) -> dict:
+    """:func:`load_inputs` + :func:`evaluate`: what ``cxrdet evaluate`` prints and writes.
+
+    With ``folds``, ``res["folds"]`` lists ``{"fold", "n_images", "score"}`` per fold (the same
+    metric on each fold's images alone) beside the pooled score ``res["mAP"]``."""
+    images, truth, pred, vin, names = load_inputs(truth_path, pred_path, meta, folds, fold)
+    normal = NORMAL_ID if vin else None
+    ids = images["image_id"].astype(str).tolist()
+    res = evaluate(truth, pred, ids, metric, iou_thr, normal, names, image_level)
+    if "fold" in images:
+        res["folds"] = []
+        for k, part in images.groupby("fold", sort=True):
+            r = evaluate(truth, pred, part["image_id"].astype(str).tolist(), metric, iou_thr, normal, names)
+            res["folds"].append({"fold": int(k), "n_images": int(len(part)), "score": r["mAP"]})
+    return res
 
 
 # ----------------------------------------------------------------------------- radiologists' baseline
@@ -291,6 +327,15 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+def format_folds(res: dict) -> str:
+    """The per-fold table (``res["folds"]``) and the pooled score below it."""
+    lines = [f"{'fold':>6} {'images':>7} {'score':>8}"]
+    for r in res["folds"]:
+        lines.append(f"{r['fold']:>6} {r['n_images']:>7} {r['score']:>8.4f}")
+    lines.append(f"{'pooled':>6} {res['n_images']:>7} {res['mAP']:>8.4f}")
+    return "\n".join(lines)
+
+
 def format_image_level(il: dict) -> str:
     f = lambda v: "   -  " if v is None else f"{v:.4f}"  # noqa: E731
     lines = [f"{'image-level':<24} {'n_pos':>6} {'AUC':>7} {'bestF1':>7} {'@thr':>7}"]
@@ -341,7 +386,7 @@ def add_arguments_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", help="submission CSV or box table CSV (not needed with --rater-baseline)")
     parser.add_argument("--meta", help="image sizes (image_id,dim0,dim1 or meta.csv); the image list for a box table truth")
     parser.add_argument("--folds", help="folds.csv (image_id,fold)")
-    parser.add_argument("--fold", type=int, help="evaluate only this held-out fold of --folds")
+    parser.add_argument("--fold", type=_fold_list, help="evaluate only this held-out fold of --folds (or folds: 0,2)")
     parser.add_argument("--iou", type=float, default=None, help="IoU threshold (vinbigdata/coco); default: the config's `iou_thr`")
     parser.add_argument("--json", help="write the numbers to this JSON file")
     parser.add_argument("--plots", help="write PR curves per class (PNG) to this folder")
@@ -354,6 +399,17 @@ def add_arguments_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-images", type=int, default=500,
                         help="rater baseline / per-rater: score radiologists with at least this many images")
     parser.add_argument("--config", default=None, help="dataset config (name or path)")
+
+
+def _fold_list(text: str):
+    """``"1"`` -> 1, ``"0,2"`` -> [0, 2] (argparse type of ``--fold``)."""
+    try:
+        ks = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a fold number or numbers like 0,2") from None
+    if not ks:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a fold number or numbers like 0,2")
+    return ks[0] if len(ks) == 1 else ks
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -383,11 +439,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         check_output(args.json, arg="--json")
     if args.plots:
         check_output(args.plots, folder=True, arg="--plots")
-    images, truth, pred, vin, names = load_inputs(args.truth, args.pred, args.meta, args.folds, args.fold)
-    ids = images["image_id"].astype(str).tolist()
-    res = evaluate(truth, pred, ids, metric, iou, NORMAL_ID if vin else None, names, args.image_level)
+    res = evaluate_files(args.truth, args.pred, args.meta, args.folds, args.fold, metric, iou, args.image_level)
     res.update({"truth": str(args.truth), "pred": str(args.pred), "fold": args.fold})
     print(format_table(res))
+    if len(res.get("folds", ())) > 1:
+        print(format_folds(res))
     if args.image_level:
         print(format_image_level(res["image_level"]))
     if args.json:

@@ -71,9 +71,13 @@ def list_source(source: str | os.PathLike, meta: str | os.PathLike | None = None
     from data_prep.convert import dicom_paths
 
     src = Path(source)
-    if not src.is_dir():
+    if src.is_file() and src.suffix == ".txt":  # a list of PNG paths, one a line (like ultralytics' val.txt)
+        pngs = _listed_pngs(src)
+        src = src.parent
+    elif not src.is_dir():
         raise FileNotFoundError(f"predict: source folder {src} does not exist")
-    pngs = sorted(p for p in src.iterdir() if p.suffix.lower() in PNG_SUFFIXES and not p.name.startswith("."))
+    else:
+        pngs = sorted(p for p in src.iterdir() if p.suffix.lower() in PNG_SUFFIXES and not p.name.startswith("."))
     if pngs:
         rows = pd.DataFrame({"image_id": [p.stem for p in pngs], "path": [str(p) for p in pngs], "kind": "png"})
         if meta is None:
@@ -101,6 +105,22 @@ def list_source(source: str | os.PathLike, meta: str | os.PathLike | None = None
     if dup.any():
         raise ValueError(f"{src}: image_id {rows.loc[dup, 'image_id'].iloc[0]!r} appears twice")
     return rows.reset_index(drop=True)
+
+
+def _listed_pngs(path: Path) -> list[Path]:
+    """The image paths of a ``.txt`` list (blank lines skipped; relative paths from the list's folder)."""
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        p = Path(line.strip())
+        p = p if p.is_absolute() else path.parent / p
+        if p.suffix.lower() not in PNG_SUFFIXES:
+            raise ValueError(f"{path} line {n}: {line.strip()!r} is not a PNG/JPEG path; expected one image path a line")
+        out.append(p)
+    if not out:
+        raise ValueError(f"{path}: no image path listed")
+    return out
 
 
 def load_image(row, size: int = 512, keep_ratio: bool = False,
@@ -230,9 +250,10 @@ def _reason(path, e: Exception, what: str = "") -> str:
     return msg if msg.startswith(str(path)) else f"{path}: {msg}"
 
 
-def _predict_chunk(loaded, models, clf, tta, conf, nms_iou, max_det, device, fuse) -> list:
+def _predict_chunk(loaded, models, clfs, tta, conf, nms_iou, max_det, device, fuse) -> list:
     """``[(image_id, (height, width), fused View, p(abnormal) or None)]`` for a chunk of loaded
-    images; ``fuse(views, hw)`` fuses one image's views (TTA x models)."""
+    images; ``fuse(views, hw)`` fuses one image's views (TTA x models); p(abnormal) is the mean
+    over the classifiers ``clfs``."""
     imgs = [x[1] for x in loaded]
     per_image: list[list[View]] = [[] for _ in loaded]
     flips = (False, True) if tta else (False,)
@@ -243,7 +264,7 @@ def _predict_chunk(loaded, models, clf, tta, conf, nms_iou, max_det, device, fus
                                   device=device, verbose=False)
             for i, (r, (_, _, frame, hw)) in enumerate(zip(res, loaded)):
                 per_image[i].append(view_from_result(r, frame, hw, flip))
-    probs = classifier_probs(clf, imgs, device) if clf is not None else [None] * len(loaded)
+    probs = np.mean([classifier_probs(c, imgs, device) for c in clfs], axis=0) if clfs else [None] * len(loaded)
     return [(iid, hw, fuse(views, hw), p) for (iid, _, _, hw), views, p in zip(loaded, per_image, probs)]
 
 
@@ -251,14 +272,17 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
             meta: str | os.PathLike | None = None, *, tta: bool = False, conf: float = 0.001,
             nms_iou: float = 0.5, max_det: int = 300, imgsz: int = 512, batch: int = 16,
             device: str = "cpu", ens_iou: float = 0.55, ens_skip: float = 0.0001,
-            classifier: str | os.PathLike | None = None, cls_imgsz: int = 256, low: float = 0.08,
+            classifier: str | os.PathLike | Sequence[str | os.PathLike] | None = None, cls_imgsz: int = 256,
+            low: float = 0.08,
             high: float = 0.95, normal_class: tuple[int, str] | None = (14, "No finding"),
             size: int = 512, keep_ratio: bool = False, onnx: bool = False,
             errors: list[str] | None = None, voi_options=None, post: dict | None = None) -> pd.DataFrame:
-    """Predict every image of ``source`` (PNG or DICOM folder) -> box table in ORIGINAL pixels.
+    """Predict every image of ``source`` (PNG or DICOM folder, or a ``.txt`` list of PNG paths)
+    -> box table in ORIGINAL pixels.
 
     ``weights``: one or several local ``.pt``/``.onnx`` (several, or ``tta``, are fused by WBF
-    with ``ens_iou``/``ens_skip``). ``size``/``keep_ratio``/``voi_options`` convert DICOMs the way
+    with ``ens_iou``/``ens_skip``). ``classifier``: one or several classify weights (several: the
+    mean p(abnormal) is the image's probability). ``size``/``keep_ratio``/``voi_options`` convert DICOMs the way
     prep made the PNGs. Unreadable images are skipped and described in ``errors`` (if given) and the log.
     ``post``: the post-processing keys (:mod:`detection.postprocess`; missing = defaults, which
     change nothing but the 2-class filter); ``ens_iou``, ``ens_skip``, ``low``, ``high`` win over it.
@@ -276,7 +300,8 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     for m in models[1:]:
         if _names(m) != names:
             raise ValueError(f"ensemble: {m.path} classes {_names(m)} differ from {models[0].path} classes {names}")
-    clf = load_model(classifier, cls_imgsz, batch, "classify", onnx) if classifier else None
+    clist = [] if not classifier else [classifier] if isinstance(classifier, (str, os.PathLike)) else list(classifier)
+    clfs = [load_model(c, cls_imgsz, batch, "classify", onnx) for c in clist]
     rows = list_source(source, meta)
     chunk = min([batch] + [m.batch for m in models])
     errs: list[str] = [] if errors is None else errors
@@ -302,12 +327,12 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
                 return fuse_views(views, hw, pc["ens_iou"], pc["ens_skip"], pc["ens_conf_type"], vw)
 
             try:
-                got = _predict_chunk(loaded, models, clf, tta, conf, nms_iou, max_det, device, fuse)
+                got = _predict_chunk(loaded, models, clfs, tta, conf, nms_iou, max_det, device, fuse)
             except Exception:  # find the image(s) at fault: one by one
                 got = []
                 for one in loaded:
                     try:
-                        got += _predict_chunk([one], models, clf, tta, conf, nms_iou, max_det, device, fuse)
+                        got += _predict_chunk([one], models, clfs, tta, conf, nms_iou, max_det, device, fuse)
                     except Exception as e:
                         errs.append(_reason(paths[one[0]], e, "prediction failed"))
             for iid, hw, v, p in got:
@@ -318,7 +343,7 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
                 if p is not None:
                     p_abn[iid] = p
     out = pd.concat(tables, ignore_index=True) if tables else empty_boxes()
-    probs = pd.DataFrame({"image_id": list(p_abn), "abnormal": list(p_abn.values())}) if clf is not None else None
+    probs = pd.DataFrame({"image_id": list(p_abn), "abnormal": list(p_abn.values())}) if clfs else None
     hw = pd.DataFrame(list(sizes.values()), index=list(sizes), columns=["height", "width"]) if sizes else None
     out = post_mod.apply(out, probs, pc, normal_class, hw)
     n = len(rows) - len(errs)
@@ -334,7 +359,7 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
 def add_arguments_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="dataset config (path or name); key=value overrides any key")
     p.add_argument("--weights", nargs="+", required=True, help="one or more local .pt/.onnx (several = WBF ensemble)")
-    p.add_argument("--source", required=True, help="folder of PNGs or DICOMs")
+    p.add_argument("--source", required=True, help="folder of PNGs or DICOMs, or a .txt list of PNG paths")
     p.add_argument("--meta", default=None, help="original sizes for PNGs (convert's meta.csv or image_id,dim0,dim1)")
     p.add_argument("--out", required=True, help="prediction box table CSV (original pixels)")
     p.add_argument("--tta", action="store_true", default=None, help="add a horizontal-flip view (fused by WBF)")

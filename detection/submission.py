@@ -457,6 +457,27 @@ def run_validate_submission(args) -> int:
     return 1
 
 
+def submit(pred_boxes: pd.DataFrame, sample_csv, format: str, out, images=None, decimals: int = 1) -> Path:
+    """:func:`write_submission` to a staged name, :func:`validate_submission`, then rename to ``out``.
+
+    An invalid file is kept as ``<out>.invalid`` and ``ValueError`` names its first problems;
+    ``out`` itself is only ever a validated submission, and the staged file never stays behind."""
+    out = Path(out)
+    staged = out.with_name(f".{out.name}.unvalidated")
+    try:
+        write_submission(pred_boxes, sample_csv, format, staged, images=images, decimals=decimals)
+        problems = validate_submission(staged, sample_csv, format, images=images)
+        if problems:
+            bad = out.with_name(out.name + ".invalid")
+            os.replace(staged, bad)
+            raise ValueError(f"the written submission is invalid ({len(problems)} problem(s), kept as {bad}): "
+                             + "; ".join(problems[:5]))
+        os.replace(staged, out)
+    finally:
+        staged.unlink(missing_ok=True)
+    return out
+
+
 def add_arguments_submit(parser) -> None:
     parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="competition format")
     parser.add_argument("--pred", required=True, help="prediction box table CSV (original pixels)")
@@ -508,17 +529,6 @@ def run_submit(args) -> int:
     out = check_output(args.out, arg="--out")
     check_not_input(out, [args.pred, args.sample, args.meta])
     pred = read_prediction_table(args.pred, args.format)
-    staged = out.with_name(f".{out.name}.unvalidated")
-    try:
-        write_submission(pred, args.sample, args.format, staged, images=args.meta, decimals=args.decimals)
-        problems = validate_submission(staged, args.sample, args.format, images=args.meta)
-        if problems:
-            bad = out.with_name(out.name + ".invalid")
-            os.replace(staged, bad)
-            raise ValueError(f"the written submission is invalid ({len(problems)} problem(s), kept as {bad}): "
-                             + "; ".join(problems[:5]))
-        os.replace(staged, out)
-    finally:
-        staged.unlink(missing_ok=True)
+    submit(pred, args.sample, args.format, out, images=args.meta, decimals=args.decimals)
     print(f"{out}: {len(submission_ids(out))} images, {len(pred)} predicted rows, valid {args.format} submission")
     return 0

@@ -386,3 +386,27 @@ def test_end_to_end_synth_prep_train_predict_submit(tmp_path):
 def _dicom_hw(path: Path) -> dict:
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     return {"height": int(ds.Rows), "width": int(ds.Columns)}
+
+
+# ----------------------------------------------------------------------------- lists and several classifiers
+def test_txt_list_source_predicts_the_listed_images_only(tmp_path, fake_models):
+    _square_pngs(tmp_path / "png")
+    full = P.predict("a.pt", tmp_path / "png")
+    listing = tmp_path / "png" / "some.txt"
+    listing.write_text(f"im1.png\n\n{tmp_path / 'png' / 'im2.png'}\n")  # relative and absolute paths
+    part = P.predict("a.pt", listing)  # meta.csv found beside the list
+    pd.testing.assert_frame_equal(part, full[full.image_id.isin(["im1", "im2"])].reset_index(drop=True))
+    listing.write_text("im1.png\nim2.dcm\n")
+    with pytest.raises(ValueError, match="some.txt line 2: 'im2.dcm'"):
+        P.predict("a.pt", listing)
+
+
+def test_several_classifiers_average_p_abnormal(tmp_path, fake_models, monkeypatch):
+    _square_pngs(tmp_path / "png")
+    p = {"hi.cls": 0.9, "lo.cls": 0.1}
+    monkeypatch.setattr(P, "classifier_probs", lambda clf, imgs, device="cpu": np.full(len(imgs), p[clf.path]))
+    out = P.predict("a.pt", tmp_path / "png", classifier=["hi.cls", "lo.cls"], low=0.08, high=0.95)
+    normal = out[out.class_id == 14].set_index("image_id")["score"]
+    assert sorted(normal.index) == ["im0", "im1", "im2"] and np.allclose(normal, 0.5)  # 1 - mean(0.9, 0.1)
+    out = P.predict("a.pt", tmp_path / "png", classifier="hi.cls", low=0.08, high=0.95)
+    assert np.allclose(out[out.class_id == 14]["score"], 0.1)

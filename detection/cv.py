@@ -1,0 +1,543 @@
+"""``cxrdet cv CONFIG --prep OUT [--folds 0,1,2,3,4] [--with-cls] [--out DIR] [--test DIR --sample SAMPLE]
+[--force] [key=value ...]``: k-fold cross-validation on a prepared dataset (DIR defaults to OUT/cv).
+
+For each fold k (default: every fold of ``OUT/folds.csv``):
+
+1. **train** the detector on the other folds through :func:`detection.train.train_detector`, the
+   code path and run folder of ``cxrdet train --fold k`` (``<project>/<dataset>_fold<k>``, or
+   ``<name>_fold<k>`` when ``name`` is set); with ``--with-cls`` the 2-class filter through
+   :func:`detection.train.train_classifier` (``..._fold<k>_cls``);
+2. **check for leaks**: the training list each model recorded (``train_args["data"]`` in its
+   checkpoint -> data.yaml -> its ``train`` list, or the classifier's ``train/`` folder) must
+   hold no image of fold k and no image of a patient of fold k; a leak stops the run with
+   ``ValueError`` naming the images;
+3. **predict** the held-out images (fold k of folds.csv) with :func:`detection.predict.predict`
+   and the config's post-processing (TTA, WBF, thresholds, the 2-class filter):
+   ``DIR/parts/fold<k>.csv`` (box table + ``fold``) and ``DIR/parts/fold<k>.json``.
+
+Then ``DIR/oof.csv`` (every part, original pixels, ``fold`` column) and ``DIR/cv.json``
+(``metric``, ``oof`` {score, per_class, n_images}, ``folds`` [{fold, n_train, n_val, data,
+weights, score}], ``baseline``, ``missing``). The scores come from
+:func:`detection.evaluate.evaluate_files` on oof.csv against the prepared truth
+(``OUT/fused_boxes.csv`` + ``OUT/images.csv`` + ``OUT/folds.csv``): the very call
+``cxrdet evaluate`` makes, so both print the same number. ``baseline`` = the radiologists'
+scores on the same images (:func:`detection.evaluate.rater_baseline`) where the labels carry
+radiologist ids. With ``--test DIR`` (or the config's ``test_dir`` inside the dataset folder
+that prep read): ``DIR/test_pred.csv`` from every fold model fused by WBF (TTA per config, mean
+p(abnormal) of the fold classifiers) and ``DIR/submission.csv`` validated against ``--sample``
+(or the config's ``sample`` there).
+
+Resume: each model's settings are recorded in ``DIR/parts/fold<k>.<det|cls>.json`` before it
+trains. A re-run reuses a finished model whose settings and weights are unchanged, resumes an
+unfinished one from its ``last.pt`` (ultralytics resume), and reuses a fold's prediction part
+when its weights, held-out images and prediction settings are unchanged; ``--force`` retrains
+everything. Every file is written to a temporary name and renamed (data_prep.atomic), parts
+before oof.csv, so a killed run never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+import yaml
+
+from data_prep.atomic import write_csv, write_text
+from data_prep.prep import MANIFEST, file_stamp, read_table
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+N_NAMED = 10  # leaked images named in the error message
+_DET_KEYS = ("model", "epochs", "imgsz", "batch", "seed", "patience", "yolo_args")
+_CLS_KEYS = ("cls_model", "cls_epochs", "cls_imgsz", "batch", "seed", "patience", "yolo_args")
+_CONVERT_KEYS = ("size", "keep_ratio", "voi", "window_index", "stretch")  # DICOM -> PNG, as prep did it
+_PRED_KEYS = ("tta", "conf", "nms_iou", "max_det", "imgsz", "cls_imgsz") + _CONVERT_KEYS  # + postprocess.POST_KEYS
+
+
+# ----------------------------------------------------------------------------- small helpers
+def _sha(items: Iterable[str]) -> str:
+    return hashlib.sha1("\n".join(items).encode()).hexdigest()[:16]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(obj, path: Path) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def parse_folds(text: str | None, present: list[int]) -> list[int]:
+    """``"0,2"`` -> [0, 2] checked against the folds of folds.csv; None -> all of them."""
+    if text is None or str(text).strip() == "":
+        return list(present)
+    try:
+        ks = sorted({int(t) for t in str(text).split(",") if t.strip()})
+    except ValueError:
+        raise ValueError(f"--folds {text!r}: expected fold numbers like 0,1,2") from None
+    bad = [k for k in ks if k not in present]
+    if bad or not ks:
+        raise ValueError(f"--folds {text!r}: fold(s) {bad} not in folds.csv; folds present {present}")
+    return ks
+
+
+def normal_class(cfg: dict) -> tuple[int, str] | None:
+    """The "No finding" (class id, name) the 2-class filter writes, or None for datasets without it."""
+    from detection.postprocess import normal_class_for
+
+    return normal_class_for(cfg["dataset"])
+
+
+def predict_settings(cfg: dict) -> dict:
+    """The config keys a prediction depends on (inference, DICOM conversion, post-processing)."""
+    from detection.postprocess import POST_KEYS
+
+    return json.loads(json.dumps({k: cfg.get(k) for k in _PRED_KEYS + POST_KEYS}, default=str))
+
+
+def predict_kwargs(cfg: dict) -> dict:
+    """The keyword arguments of :func:`detection.predict.predict` for a config (what ``cxrdet
+    predict --config`` uses): inference settings, DICOM conversion, and every post-processing key
+    (``post``: detection.postprocess, the 2-class filter bounds included)."""
+    from data_prep.voi import VoiOptions
+
+    return dict(voi_options=VoiOptions.from_config(cfg), post=cfg, tta=bool(cfg["tta"]), conf=float(cfg["conf"]), nms_iou=float(cfg["nms_iou"]),
+                max_det=int(cfg["max_det"]), imgsz=int(cfg["imgsz"]), batch=int(cfg["batch"]),
+                device=str(cfg["device"]), ens_iou=float(cfg["ens_iou"]), ens_skip=float(cfg["ens_skip"]),
+                cls_imgsz=int(cfg["cls_imgsz"]), low=float(cfg["cls_low"]), high=float(cfg["cls_high"]),
+                normal_class=normal_class(cfg), size=int(cfg["size"]), keep_ratio=bool(cfg["keep_ratio"]))
+
+
+# ----------------------------------------------------------------------------- leak check
+def trained_on(weights: str | Path) -> str:
+    """The dataset a model was trained on, as ultralytics recorded it: ``train_args["data"]`` of
+    the checkpoint (a data.yaml, or a classification folder), else ``args.yaml`` beside the run."""
+    import detection.runtime  # noqa: F401  (offline before ultralytics classes are unpickled)
+    import torch
+
+    ck = torch.load(str(weights), map_location="cpu", weights_only=False)
+    data = (ck.get("train_args") or {}).get("data") if isinstance(ck, dict) else None
+    if not data:
+        args = Path(weights).parents[1] / "args.yaml"
+        data = (yaml.safe_load(args.read_text()) or {}).get("data") if args.is_file() else None
+    if not data:
+        raise ValueError(f"{weights}: the checkpoint records no training data (train_args['data']) and "
+                         f"there is no args.yaml beside it; cannot check it for leaks")
+    return str(data)
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def train_list(data: str | Path) -> list[Path]:
+    """The training images of a dataset as ultralytics reads it: a data.yaml's ``train`` (a .txt
+    list of paths, a folder, or a list of those; relative to its ``path``), or a classification
+    folder's ``train/`` subfolder."""
+    data = Path(data)
+    if data.is_dir():
+        if not (data / "train").is_dir():
+            raise FileNotFoundError(f"{data}: classification dataset without a train/ folder")
+        return _images_under(data / "train")
+    if not data.is_file():
+        raise FileNotFoundError(f"{data}: the training data the model recorded no longer exists; "
+                                "cannot check it for leaks (re-run with --force to retrain)")
+    d = yaml.safe_load(data.read_text()) or {}
+    if "train" not in d:
+        raise ValueError(f"{data}: no 'train' key; expected an ultralytics data.yaml")
+    root = Path(d.get("path") or data.parent)
+    root = root if root.is_absolute() else data.parent / root
+    out: list[Path] = []
+    for entry in d["train"] if isinstance(d["train"], list) else [d["train"]]:
+        p = Path(entry)
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            out += _images_under(p)
+        elif p.suffix == ".txt" and p.is_file():
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    q = Path(line.strip())
+                    out.append(q if q.is_absolute() else p.parent / q)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{data}: train entry {entry!r} ({p}) does not exist")
+    return out
+
+
+def check_leaks(train_ids: Iterable[str], held_out: Iterable[str], images: pd.DataFrame, what: str) -> None:
+    """Raise ``ValueError`` naming every training image that is a held-out image or belongs to a
+    patient of a held-out image (``images``: image_id, patient_id; missing ids are their own patient)."""
+    patient = dict(zip(images["image_id"].astype(str), images.get("patient_id", images["image_id"]).astype(str)))
+    held = set(map(str, held_out))
+    held_patients = {patient.get(i, i) for i in held}
+    same = sorted({i for i in train_ids if i in held})
+    kin = sorted({i for i in train_ids if i not in held and patient.get(i, i) in held_patients})
+    if same or kin:
+        named = [f"{i} (held out)" for i in same] + [f"{i} (patient {patient.get(i, i)} is held out)" for i in kin]
+        raise ValueError(f"leak: {what} trained on {len(same) + len(kin)} image(s) of its held-out fold or of "
+                         f"its patients: {', '.join(named[:N_NAMED])}" + (" ..." if len(named) > N_NAMED else "")
+                         + "; expected none (rebuild the folds with `cxrdet prep`, then re-run with --force)")
+
+
+# ----------------------------------------------------------------------------- training one model
+def _finished(last: Path) -> bool:
+    """True when ``last.pt`` holds a finished training: stripped by ultralytics at the end
+    (``epoch`` -1), or saved after the last epoch (killed before the strip: nothing to resume)."""
+    import detection.runtime  # noqa: F401
+    import torch
+
+    try:
+        ck = torch.load(str(last), map_location="cpu", weights_only=False)
+    except Exception as e:  # a checkpoint cut short by the kill: nothing to resume from
+        raise ValueError(f"{last}: unreadable checkpoint ({type(e).__name__})") from e
+    epoch = ck.get("epoch", -1)
+    return epoch == -1 or epoch + 1 >= int((ck.get("train_args") or {}).get("epochs", 0))
+
+
+def _fingerprint(cfg: dict, keys: tuple[str, ...], inputs: dict) -> dict:
+    return json.loads(json.dumps({**{k: cfg[k] for k in keys}, **inputs}, default=str))
+
+
+def train_model(kind: str, cfg: dict, prep: Path, record: Path, force: bool = False,
+                callbacks: dict[str, Callable] | None = None,
+                precheck: Callable[[Path], None] | None = None) -> tuple[Path, str, float]:
+    """Train (or reuse, or resume) fold ``cfg['fold']``'s detector (``kind`` det) or classifier
+    (cls). ``precheck(data.yaml)`` runs before a detector trains. Returns (best.pt, how: trained
+    | resumed | reused, seconds of training)."""
+    from detection.train import resolve_model, run_dir, train_classifier, train_detector
+
+    k = int(cfg["fold"])
+    if kind == "det":
+        data = prep / "yolo" / f"fold{k}" / "data.yaml"
+        inputs = {"model": resolve_model(cfg["model"]), "data": str(data.resolve()),
+                  "data_stamp": file_stamp(data), "train_stamp": file_stamp(data.parent / "train.txt")}
+        fp, run, train = _fingerprint(cfg, _DET_KEYS, inputs), run_dir(cfg), train_detector
+    else:
+        inputs = {"cls_model": resolve_model(cfg["cls_model"], "cls_model"), "folds": file_stamp(prep / "folds.csv"),
+                  "fused": file_stamp(prep / "fused_boxes.csv")}
+        fp, run, train = _fingerprint(cfg, _CLS_KEYS, inputs), run_dir(cfg, "_cls"), train_classifier
+    best, last = run / "weights" / "best.pt", run / "weights" / "last.pt"
+    rec = None if force else _read_json(record)
+    same = rec is not None and rec.get("fingerprint") == fp
+    if same and rec.get("done") and best.is_file() and file_stamp(best) == rec.get("stamp"):
+        return best, "reused", float(rec.get("seconds", 0.0))
+    resume = same and not rec.get("done") and last.is_file()
+    try:
+        finished = resume and _finished(last)
+    except ValueError as e:
+        log.warning("cv fold %d: %s; training again from the start", k, e)
+        resume = finished = False
+    if finished and best.is_file():  # killed after training, before the record
+        rec = {"fingerprint": fp, "done": True, "weights": str(best), "stamp": file_stamp(best),
+               "seconds": float(rec.get("seconds", 0.0))}
+        _write_json(rec, record)
+        return best, "reused", rec["seconds"]
+    why = ("--force" if force else "resuming from last.pt" if resume else "not trained yet" if rec is None
+           else "settings changed" if not same else "weights changed or missing")
+    log.info("cv fold %d: training the %s (%s) in %s", k, "detector" if kind == "det" else "classifier", why, run)
+    if precheck is not None and kind == "det" and data.is_file():
+        precheck(data)
+    if not resume:
+        _write_json({"fingerprint": fp, "done": False}, record)
+    t0 = time.perf_counter()
+    best = Path(train({**cfg, "resume": bool(resume)}, prep, k, callbacks=callbacks))
+    dt = time.perf_counter() - t0 + (float(rec.get("seconds", 0.0)) if resume else 0.0)
+    _write_json({"fingerprint": fp, "done": True, "weights": str(best), "stamp": file_stamp(best),
+                 "seconds": round(dt, 3)}, record)
+    return best, "resumed" if resume else "trained", dt
+
+
+# ----------------------------------------------------------------------------- one fold
+def _fold_cfg(cfg: dict, k: int) -> dict:
+    return {**cfg, "fold": int(k), "resume": False, "name": f"{cfg['name']}_fold{k}" if cfg.get("name") else None}
+
+
+def run_fold(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, images: pd.DataFrame,
+             with_cls: bool = False, force: bool = False, callbacks: dict | None = None) -> dict:
+    """Train, leak-check and predict fold ``k`` (``held``: its image rows); returns its record."""
+    from detection.predict import predict
+
+    parts = out / "parts"
+    fc = _fold_cfg(cfg, k)
+    held_ids = held["image_id"].astype(str).tolist()
+
+    def precheck(data_yaml: Path) -> None:  # before training: the list the detector is about to learn from
+        check_leaks([p.stem for p in train_list(data_yaml)], held_ids, images, f"fold {k}'s training list {data_yaml}")
+
+    t0 = time.perf_counter()
+    det, how, t_train = train_model("det", fc, prep, parts / f"fold{k}.det.json", force, callbacks, precheck)
+    models = [("detector", det)]
+    clf, cls_how = None, None
+    if with_cls:
+        clf, cls_how, t_cls = train_model("cls", fc, prep, parts / f"fold{k}.cls.json", force, callbacks)
+        models.append(("classifier", clf))
+        t_train += t_cls
+    n_train, data = None, None
+    for what, w in models:  # the leak check runs on every run, reused models included
+        d = trained_on(w)
+        ids = [p.stem for p in train_list(d)]
+        check_leaks(ids, held_ids, images, f"fold {k}'s {what} {w}")
+        if what == "detector":
+            n_train, data = len(ids), d
+
+    record_path, part_path = parts / f"fold{k}.json", parts / f"fold{k}.csv"
+    fp = {"weights": [str(det), file_stamp(det)], "classifier": [str(clf), file_stamp(clf)] if clf else None,
+          "images": _sha(held_ids), **predict_settings(cfg), "normal_class": normal_class(cfg)}
+    fp = json.loads(json.dumps(fp, default=str))
+    rec = None if force else _read_json(record_path)
+    if rec is not None and rec.get("fingerprint") == fp and part_path.is_file():
+        pred_how, t_pred = "reused", 0.0
+    else:
+        listing = parts / f"fold{k}_images.txt"
+        write_text(listing, "".join(f"{p}\n" for p in held["path"]))
+        errors: list[str] = []
+        tp = time.perf_counter()
+        kw = predict_kwargs(cfg)
+        kw["post"] = {**cfg, "ens_weights": None}  # one model per fold: ensemble weights are the test set's
+        pred = predict(det, listing, prep / "images.csv", classifier=clf, errors=errors, **kw)
+        t_pred = time.perf_counter() - tp
+        failed = [i for i, p in zip(held_ids, held["path"]) if any(e.startswith(str(p)) for e in errors)]
+        pred["fold"] = int(k)
+        write_csv(pred, part_path)
+        rec = {"fold": int(k), "fingerprint": fp, "n_train": n_train, "n_val": len(held_ids), "data": data,
+               "weights": str(det), "classifier": str(clf) if clf else None,
+               "images": [i for i in held_ids if i not in set(failed)], "missing": failed,
+               "predict_seconds": round(t_pred, 3)}
+        _write_json(rec, record_path)
+        pred_how = "predicted"
+    rec = dict(rec, how=how, cls_how=cls_how, pred_how=pred_how, train_seconds=t_train, predict_seconds=t_pred,
+               seconds=time.perf_counter() - t0)
+    return rec
+
+
+# ----------------------------------------------------------------------------- the whole run
+def _prep_tables(prep: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    for name in ("folds.csv", "images.csv", "fused_boxes.csv"):
+        if not (prep / name).is_file():
+            raise FileNotFoundError(f"{prep / name}: missing; run `cxrdet prep` first (--prep is its output folder)")
+    folds, images = read_table(prep / "folds.csv"), read_table(prep / "images.csv")
+    images["path"] = [p if p else str(prep / "images" / f"{i}.png") for i, p in zip(images["image_id"], images["path"])]
+    unknown = sorted(set(folds["image_id"]) - set(images["image_id"]))
+    if unknown:
+        raise ValueError(f"{prep / 'folds.csv'}: {len(unknown)} image(s) not in images.csv, e.g. {unknown[:5]}")
+    return folds, images, _read_json(prep / MANIFEST) or {}
+
+
+def _baseline(cfg: dict, manifest: dict, images: pd.DataFrame, ids: list[str], parts: Path) -> dict:
+    """The radiologists' scores on ``ids`` (cached in parts/baseline.json), or a note saying why none."""
+    data = manifest.get("data")
+    labels = Path(data) / (manifest.get("config") or {}).get("labels", cfg["labels"]) if data else None
+    if cfg["dataset"] != "vinbigdata" or labels is None or not labels.is_file():
+        return {"note": f"no radiologist ids for {cfg['dataset']} "
+                        f"({'labels ' + str(labels) if labels else 'no dataset folder in prep.json'})"}
+    min_images = min(500, max(1, len(ids) // 5))
+    fp = {"labels": str(labels), "stamp": file_stamp(labels), "images": _sha(sorted(ids)),
+          "iou_thr": float(cfg["iou_thr"]), "min_images": min_images}
+    cached = _read_json(parts / "baseline.json")
+    if cached and cached.get("fingerprint") == fp:
+        return cached["baseline"]
+    from data_prep.datasets.vinbigdata import NORMAL_ID
+    from detection.evaluate import rater_baseline, to_jsonable
+
+    keep = set(ids)
+    raw = pd.read_csv(labels, dtype={"image_id": str, "class_name": str, "rad_id": str})
+    raw = raw[raw["image_id"].isin(keep)].reset_index(drop=True)
+    meta = images.loc[images["image_id"].isin(keep), ["image_id", "height", "width"]].reset_index(drop=True)
+    df = rater_baseline(raw, meta, min_images, float(cfg["iou_thr"]))
+    # a radiologist who only read images nobody found anything on scores 1 by construction: the
+    # summary is the mean over those who read at least one image with a finding
+    abnormal = set(raw.loc[raw["class_id"] != NORMAL_ID, "image_id"])
+    read = raw.groupby("rad_id")["image_id"].agg(lambda s: len(set(s) & abnormal))
+    df["n_abnormal"] = df["rater"].map(read).fillna(0).astype(int)
+    scored = df[df["n_abnormal"] > 0]
+    base = {"metric": "vinbigdata", "iou_thr": float(cfg["iou_thr"]), "min_images": min_images,
+            "n_images": len(keep), "mAP": float(scored["mAP"].mean()) if len(scored) else None,
+            "note": "mAP: mean over the radiologists (of at least min_images images) who read an image with a "
+                    "finding; each is scored against the WBF of the others (cxrdet evaluate --rater-baseline)",
+            "raters": to_jsonable({"r": df.to_dict("records")})["r"]}
+    _write_json({"fingerprint": fp, "baseline": base}, parts / "baseline.json")
+    return base
+
+
+def _test_paths(cfg: dict, manifest: dict, test, sample) -> tuple[Path | None, Path | None]:
+    """--test/--sample, else the config's test_dir/sample inside the dataset folder prep read."""
+    data = Path(manifest["data"]) if manifest.get("data") else None
+    if test is None and data is not None and cfg.get("test_dir") and (data / cfg["test_dir"]).is_dir():
+        test = data / cfg["test_dir"]
+        log.info("cv: test images from the config's test_dir: %s", test)
+    if test is None:
+        return None, None
+    test = Path(test)
+    if not test.is_dir():
+        raise FileNotFoundError(f"--test {test}: no such folder")
+    if sample is None and data is not None and cfg.get("sample") and (data / cfg["sample"]).is_file():
+        sample = data / cfg["sample"]
+    if sample is None:
+        raise ValueError(f"--test {test}: no sample submission; pass --sample SAMPLE (the competition's "
+                         "sample_submission.csv)")
+    if not Path(sample).is_file():
+        raise FileNotFoundError(f"--sample {sample}: no such file")
+    return test, Path(sample)
+
+
+def predict_test(cfg: dict, weights: list[Path], classifiers: list[Path], test: Path, sample: Path | None,
+                 out: Path, force: bool = False) -> dict:
+    """Every fold model on ``test`` fused by WBF -> out/test_pred.csv (+ out/submission.csv)."""
+    from data_prep.prep import files_stamp
+    from detection.predict import predict
+    from detection.submission import FORMATS, submit
+
+    files = sorted(p for p in test.rglob("*") if p.is_file() and not p.name.startswith("."))
+    fp = json.loads(json.dumps({"weights": [[str(w), file_stamp(w)] for w in weights],
+                                "classifiers": [[str(c), file_stamp(c)] for c in classifiers],
+                                "test": str(test.resolve()), "files": files_stamp(files),
+                                **predict_settings(cfg), "normal_class": normal_class(cfg)}, default=str))
+    rec_path, dst = out / "parts" / "test.json", out / "test_pred.csv"
+    rec = None if force else _read_json(rec_path)
+    t0 = time.perf_counter()
+    if rec is not None and rec.get("fingerprint") == fp and dst.is_file():
+        how, errors = "reused", rec.get("errors", [])
+    else:
+        errors = []
+        pred = predict([str(w) for w in weights], test, None, classifier=[str(c) for c in classifiers] or None,
+                       errors=errors, **predict_kwargs(cfg))
+        write_csv(pred, dst)
+        _write_json({"fingerprint": fp, "errors": errors}, rec_path)
+        how = "predicted"
+    res = {"test_pred": str(dst), "how": how, "errors": errors, "seconds": time.perf_counter() - t0}
+    if sample is not None:
+        fmt = cfg["dataset"]
+        if fmt not in FORMATS:
+            raise ValueError(f"dataset {fmt!r} has no Kaggle submission format (known: {sorted(FORMATS)})")
+        pred = pd.read_csv(dst, dtype={"image_id": str, "class_name": str, "rater": str}, keep_default_na=False)
+        res["submission"] = str(submit(pred, sample, fmt, out / "submission.csv"))
+    return res
+
+
+def cross_validate(cfg: dict, prep, folds: str | list[int] | None = None, with_cls: bool = False, out=None,
+                   test=None, sample=None, force: bool = False, callbacks: dict | None = None) -> dict:
+    """Run the cross-validation (module docstring); returns cv.json's content plus ``paths``."""
+    from detection.evaluate import evaluate_files, to_jsonable
+
+    prep = Path(prep).resolve()
+    out = Path(out).resolve() if out else prep / "cv"
+    fold_table, images, manifest = _prep_tables(prep)
+    present = sorted(set(fold_table["fold"].astype(int)))
+    ks = folds if isinstance(folds, list) else parse_folds(folds, present)
+    test, sample = _test_paths(cfg, manifest, test, sample)
+    made = manifest.get("config") or {}
+    for key in _CONVERT_KEYS:  # test DICOMs are converted the way prep converted the training images
+        if key in made and made[key] != cfg[key]:
+            log.info("cv: %s = %r as prep used it (not %r)", key, made[key], cfg[key])
+            cfg = {**cfg, key: made[key]}
+    images = images.set_index("image_id", drop=False)
+    records = []
+    for n, k in enumerate(ks, 1):
+        held = images.loc[fold_table.loc[fold_table["fold"].astype(int) == k, "image_id"]].reset_index(drop=True)
+        rec = run_fold(cfg, prep, out, k, held, images.reset_index(drop=True), with_cls, force, callbacks)
+        records.append(rec)
+        print(f"cv fold {k} ({n}/{len(ks)}): detector {rec['how']}"
+              + (f", classifier {rec['cls_how']}" if with_cls else "")
+              + f", prediction {rec['pred_how']}: {rec['n_train']} training / {rec['n_val']} held-out images"
+              f" ({len(rec['missing'])} unreadable) in {rec['seconds']:.1f} s", flush=True)
+
+    # coverage: every held-out image predicted by its own fold's model, exactly once
+    seen: dict[str, int] = {}
+    for r in records:
+        for i in r["images"] + r["missing"]:
+            if i in seen:
+                raise ValueError(f"cv: image {i!r} is held out by folds {seen[i]} and {r['fold']}; expected one")
+            seen[i] = r["fold"]
+    want = set(fold_table.loc[fold_table["fold"].astype(int).isin(ks), "image_id"])
+    if set(seen) != want:
+        raise ValueError(f"cv: {len(want - set(seen))} held-out image(s) neither predicted nor reported, e.g. "
+                         f"{sorted(want - set(seen))[:5]}")
+    parts = [pd.read_csv(out / "parts" / f"fold{r['fold']}.csv", dtype={"image_id": str, "class_name": str,
+                                                                         "rater": str}, keep_default_na=False)
+             for r in records]
+    oof = pd.concat(parts, ignore_index=True)
+    oof_path = write_csv(oof, out / "oof.csv")
+
+    res = evaluate_files(prep / "fused_boxes.csv", oof_path, prep / "images.csv", prep / "folds.csv",
+                         ks if ks != present else None, cfg["metric"], float(cfg["iou_thr"]))
+    score = {r["fold"]: r["score"] for r in res["folds"]}
+    predicted = sorted(i for r in records for i in r["images"])
+    missing = sorted(i for r in records for i in r["missing"])
+    cv = {"metric": cfg["metric"],
+          "oof": {"score": res["mAP"], "per_class": res["per_class"], "n_images": len(predicted)},
+          "folds": [{"fold": r["fold"], "n_train": r["n_train"], "n_val": r["n_val"], "data": r["data"],
+                     "weights": r["weights"], "score": score[r["fold"]]}
+                    | ({"classifier": r["classifier"]} if with_cls else {}) for r in records],
+          "baseline": _baseline(cfg, manifest, images.reset_index(drop=True), predicted + missing, out / "parts"),
+          "missing": missing}
+    cv = to_jsonable(cv)
+    _write_json(cv, out / "cv.json")
+
+    test_res = None
+    if test is not None:
+        test_res = predict_test(cfg, [Path(r["weights"]) for r in records],
+                                [Path(r["classifier"]) for r in records if r.get("classifier")], test, sample,
+                                out, force)
+
+    _print_table(cv, records, res, prep, out, ks, present, cfg)
+    if test_res:
+        print(f"test: {test_res['test_pred']} ({test_res['how']}, {len(records)} fold model(s) fused by WBF)"
+              + (f"; submission {test_res['submission']} (valid)" if "submission" in test_res else ""))
+    cv["paths"] = {"out": str(out), "oof": str(oof_path), "cv_json": str(out / "cv.json"),
+                   **({k: v for k, v in test_res.items() if k in ("test_pred", "submission")} if test_res else {})}
+    cv["errors"] = missing + (test_res["errors"] if test_res else [])
+    return cv
+
+
+def _print_table(cv: dict, records: list[dict], res: dict, prep: Path, out: Path, ks, present, cfg) -> None:
+    lines = [f"{'fold':>6} {'n':>7} {'score':>8} {'time':>9}  models"]
+    for r, f in zip(records, cv["folds"]):
+        how = r["how"] + (f"/{r['cls_how']}" if r.get("cls_how") else "")
+        lines.append(f"{r['fold']:>6} {r['n_val']:>7} {f['score']:>8.4f} {r['seconds']:>8.1f}s  {how}")
+    lines.append(f"{'oof':>6} {res['n_images']:>7} {cv['oof']['score']:>8.4f} "
+                 f"{sum(r['seconds'] for r in records):>8.1f}s  {cv['metric']}")
+    base = cv["baseline"].get("mAP")
+    if base is not None:
+        n = sum(r["n_abnormal"] > 0 for r in cv["baseline"]["raters"])
+        lines.append(f"radiologists on the same images (mean of {n} who read a finding): {base:.4f}")
+    fold_arg = "" if ks == present else f" --fold {','.join(map(str, ks))}"
+    lines.append(f"wrote {out / 'oof.csv'} and {out / 'cv.json'}; the same score: cxrdet evaluate "
+                 f"--metric {cfg['metric']} --iou {cfg['iou_thr']} --truth {prep / 'fused_boxes.csv'} --meta "
+                 f"{prep / 'images.csv'} --pred {out / 'oof.csv'} --folds {prep / 'folds.csv'}{fold_arg}")
+    print("\n".join(lines), flush=True)
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments_cv(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="dataset config (path or name: vinbigdata, rsna, nih)")
+    p.add_argument("--prep", required=True, help="output folder of `cxrdet prep`")
+    p.add_argument("--folds", default=None, help="folds to run, e.g. 0,1,2,3,4 (default: every fold of folds.csv)")
+    p.add_argument("--with-cls", action="store_true", help="also train each fold's 2-class filter and apply it")
+    p.add_argument("--out", default=None, help="output folder (default: PREP/cv)")
+    p.add_argument("--test", default=None, help="test images (DICOM or PNG folder) to predict with every fold "
+                                                "model (default: the config's test_dir in the dataset folder)")
+    p.add_argument("--sample", default=None, help="sample submission for --test (default: the config's sample)")
+    p.add_argument("--force", action="store_true", help="retrain and re-predict every fold")
+    p.epilog = ("key=value overrides any config key, e.g. model=yolo11s.yaml epochs=40 imgsz=640 batch=16 "
+                "device=0 tta=true")
+
+
+def run_cv(args: argparse.Namespace) -> int:
+    from detection.train import config_from_args
+
+    cfg = config_from_args(args)
+    res = cross_validate(cfg, args.prep, args.folds, args.with_cls, args.out, args.test, args.sample, args.force)
+    if res["errors"]:
+        print(f"{len(res['errors'])} image(s) could not be read (see the log): {res['errors'][:5]}")
+        return 1
+    return 0
