@@ -45,14 +45,13 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
-import yaml
 
 from data_prep.atomic import write_csv, write_text
 from data_prep.prep import MANIFEST, file_stamp, read_table
+from detection.train import checkpoint_finished, train_list, trained_on
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 N_NAMED = 10  # leaked images named in the error message
 _DET_KEYS = ("model", "epochs", "imgsz", "batch", "seed", "patience", "yolo_args")
 _CLS_KEYS = ("cls_model", "cls_epochs", "cls_imgsz", "batch", "seed", "patience", "yolo_args")
@@ -118,62 +117,6 @@ def predict_kwargs(cfg: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- leak check
-def trained_on(weights: str | Path) -> str:
-    """The dataset a model was trained on, as ultralytics recorded it: ``train_args["data"]`` of
-    the checkpoint (a data.yaml, or a classification folder), else ``args.yaml`` beside the run."""
-    import detection.runtime  # noqa: F401  (offline before ultralytics classes are unpickled)
-    import torch
-
-    ck = torch.load(str(weights), map_location="cpu", weights_only=False)
-    data = (ck.get("train_args") or {}).get("data") if isinstance(ck, dict) else None
-    if not data:
-        args = Path(weights).parents[1] / "args.yaml"
-        data = (yaml.safe_load(args.read_text()) or {}).get("data") if args.is_file() else None
-    if not data:
-        raise ValueError(f"{weights}: the checkpoint records no training data (train_args['data']) and "
-                         f"there is no args.yaml beside it; cannot check it for leaks")
-    return str(data)
-
-
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def train_list(data: str | Path) -> list[Path]:
-    """The training images of a dataset as ultralytics reads it: a data.yaml's ``train`` (a .txt
-    list of paths, a folder, or a list of those; relative to its ``path``), or a classification
-    folder's ``train/`` subfolder."""
-    data = Path(data)
-    if data.is_dir():
-        if not (data / "train").is_dir():
-            raise FileNotFoundError(f"{data}: classification dataset without a train/ folder")
-        return _images_under(data / "train")
-    if not data.is_file():
-        raise FileNotFoundError(f"{data}: the training data the model recorded no longer exists; "
-                                "cannot check it for leaks (re-run with --force to retrain)")
-    d = yaml.safe_load(data.read_text()) or {}
-    if "train" not in d:
-        raise ValueError(f"{data}: no 'train' key; expected an ultralytics data.yaml")
-    root = Path(d.get("path") or data.parent)
-    root = root if root.is_absolute() else data.parent / root
-    out: list[Path] = []
-    for entry in d["train"] if isinstance(d["train"], list) else [d["train"]]:
-        p = Path(entry)
-        p = p if p.is_absolute() else root / p
-        if p.is_dir():
-            out += _images_under(p)
-        elif p.suffix == ".txt" and p.is_file():
-            for line in p.read_text().splitlines():
-                if line.strip():
-                    q = Path(line.strip())
-                    out.append(q if q.is_absolute() else p.parent / q)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"{data}: train entry {entry!r} ({p}) does not exist")
-    return out
-
-
 def check_leaks(train_ids: Iterable[str], held_out: Iterable[str], images: pd.DataFrame, what: str) -> None:
     """Raise ``ValueError`` naming every training image that is a held-out image or belongs to a
     patient of a held-out image (``images``: image_id, patient_id; missing ids are their own patient)."""
@@ -190,20 +133,6 @@ def check_leaks(train_ids: Iterable[str], held_out: Iterable[str], images: pd.Da
 
 
 # ----------------------------------------------------------------------------- training one model
-def _finished(last: Path) -> bool:
-    """True when ``last.pt`` holds a finished training: stripped by ultralytics at the end
-    (``epoch`` -1), or saved after the last epoch (killed before the strip: nothing to resume)."""
-    import detection.runtime  # noqa: F401
-    import torch
-
-    try:
-        ck = torch.load(str(last), map_location="cpu", weights_only=False)
-    except Exception as e:  # a checkpoint cut short by the kill: nothing to resume from
-        raise ValueError(f"{last}: unreadable checkpoint ({type(e).__name__})") from e
-    epoch = ck.get("epoch", -1)
-    return epoch == -1 or epoch + 1 >= int((ck.get("train_args") or {}).get("epochs", 0))
-
-
 def _fingerprint(cfg: dict, keys: tuple[str, ...], inputs: dict) -> dict:
     return json.loads(json.dumps({**{k: cfg[k] for k in keys}, **inputs}, default=str))
 
@@ -233,7 +162,7 @@ def train_model(kind: str, cfg: dict, prep: Path, record: Path, force: bool = Fa
         return best, "reused", float(rec.get("seconds", 0.0))
     resume = same and not rec.get("done") and last.is_file()
     try:
-        finished = resume and _finished(last)
+        finished = resume and checkpoint_finished(last)
     except ValueError as e:
         log.warning("cv fold %d: %s; training again from the start", k, e)
         resume = finished = False
@@ -395,7 +324,7 @@ def predict_test(cfg: dict, weights: list[Path], classifiers: list[Path], test: 
     """Every fold model on ``test`` fused by WBF -> out/test_pred.csv (+ out/submission.csv)."""
     from data_prep.prep import files_stamp
     from detection.predict import predict
-    from detection.submission import FORMATS, submit
+    from detection.submission import FORMATS, read_prediction_table, submit
 
     files = sorted(p for p in test.rglob("*") if p.is_file() and not p.name.startswith("."))
     fp = json.loads(json.dumps({"weights": [[str(w), file_stamp(w)] for w in weights],
@@ -419,18 +348,26 @@ def predict_test(cfg: dict, weights: list[Path], classifiers: list[Path], test: 
         fmt = cfg["dataset"]
         if fmt not in FORMATS:
             raise ValueError(f"dataset {fmt!r} has no Kaggle submission format (known: {sorted(FORMATS)})")
-        pred = pd.read_csv(dst, dtype={"image_id": str, "class_name": str, "rater": str}, keep_default_na=False)
-        res["submission"] = str(submit(pred, sample, fmt, out / "submission.csv"))
+        res["submission"] = str(submit(read_prediction_table(dst, fmt), sample, fmt, out / "submission.csv"))
     return res
 
 
 def cross_validate(cfg: dict, prep, folds: str | list[int] | None = None, with_cls: bool = False, out=None,
                    test=None, sample=None, force: bool = False, callbacks: dict | None = None) -> dict:
-    """Run the cross-validation (module docstring); returns cv.json's content plus ``paths``."""
-    from detection.evaluate import evaluate_files, to_jsonable
+    """Run the cross-validation (module docstring); returns cv.json's content plus ``paths``.
+    One run at a time per output folder (``DIR/.cxrdet.lock``)."""
+    from data_prep.atomic import folder_lock
 
     prep = Path(prep).resolve()
     out = Path(out).resolve() if out else prep / "cv"
+    with folder_lock(out, "cxrdet cv"):
+        return _cross_validate(cfg, prep, out, folds, with_cls, test, sample, force, callbacks)
+
+
+def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, test, sample, force: bool,
+                    callbacks: dict | None) -> dict:
+    from detection.evaluate import evaluate_files, to_jsonable
+
     fold_table, images, manifest = _prep_tables(prep)
     present = sorted(set(fold_table["fold"].astype(int)))
     ks = folds if isinstance(folds, list) else parse_folds(folds, present)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import yaml
 
 from data_prep.atomic import safe_name
 from data_prep.config import load_config, parse_overrides
@@ -229,6 +230,80 @@ def train_classifier(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = 
                 seed=int(cfg["seed"]), workers=int(cfg["workers"]))
     log.info("training classifier %s -> %s", spec, out)
     return _train(spec, cfg, out, args, callbacks)
+
+
+# ----------------------------------------------------------------------------- what a run trained on
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def trained_on(weights: str | Path) -> str:
+    """The dataset a model was trained on, as ultralytics recorded it: ``train_args["data"]`` of
+    the checkpoint (a data.yaml, or a classification folder), else ``args.yaml`` beside the run."""
+    import detection.runtime  # noqa: F401  (offline before ultralytics classes are unpickled)
+    import torch
+
+    ck = torch.load(str(weights), map_location="cpu", weights_only=False)
+    data = (ck.get("train_args") or {}).get("data") if isinstance(ck, dict) else None
+    if not data:
+        args = Path(weights).parents[1] / "args.yaml"
+        data = (yaml.safe_load(args.read_text()) or {}).get("data") if args.is_file() else None
+    if not data:
+        raise ValueError(f"{weights}: the checkpoint records no training data (train_args['data']) and "
+                         f"there is no args.yaml beside it; cannot check it for leaks")
+    return str(data)
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def train_list(data: str | Path) -> list[Path]:
+    """The training images of a dataset as ultralytics reads it: a data.yaml's ``train`` (a .txt
+    list of paths, a folder, or a list of those; relative to its ``path``), or a classification
+    folder's ``train/`` subfolder."""
+    data = Path(data)
+    if data.is_dir():
+        if not (data / "train").is_dir():
+            raise FileNotFoundError(f"{data}: classification dataset without a train/ folder")
+        return _images_under(data / "train")
+    if not data.is_file():
+        raise FileNotFoundError(f"{data}: the training data the model recorded no longer exists; "
+                                "cannot check it for leaks (re-run with --force to retrain)")
+    d = yaml.safe_load(data.read_text()) or {}
+    if "train" not in d:
+        raise ValueError(f"{data}: no 'train' key; expected an ultralytics data.yaml")
+    root = Path(d.get("path") or data.parent)
+    root = root if root.is_absolute() else data.parent / root
+    out: list[Path] = []
+    for entry in d["train"] if isinstance(d["train"], list) else [d["train"]]:
+        p = Path(entry)
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            out += _images_under(p)
+        elif p.suffix == ".txt" and p.is_file():
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    q = Path(line.strip())
+                    out.append(q if q.is_absolute() else p.parent / q)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{data}: train entry {entry!r} ({p}) does not exist")
+    return out
+
+
+def checkpoint_finished(last: Path) -> bool:
+    """True when ``last.pt`` holds a finished training: stripped by ultralytics at the end
+    (``epoch`` -1), or saved after the last epoch (killed before the strip: nothing to resume)."""
+    import detection.runtime  # noqa: F401
+    import torch
+
+    try:
+        ck = torch.load(str(last), map_location="cpu", weights_only=False)
+    except Exception as e:  # a checkpoint cut short by the kill: nothing to resume from
+        raise ValueError(f"{last}: unreadable checkpoint ({type(e).__name__})") from e
+    epoch = ck.get("epoch", -1)
+    return epoch == -1 or epoch + 1 >= int((ck.get("train_args") or {}).get("epochs", 0))
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -212,7 +212,8 @@ def test_a_leaked_training_list_stops_the_run_naming_the_image(cv_run, capsys):
 
 
 def test_patient_of_a_held_out_image_in_the_training_list_is_a_leak(tmp_path):
-    from detection.cv import check_leaks, train_list, trained_on
+    from detection.cv import check_leaks
+    from detection.train import train_list, trained_on
 
     prep = make_prep(tmp_path / "prep", n=9, k=3)
     images = pd.read_csv(prep / "images.csv", dtype=str)
