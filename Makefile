@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cxrdet-installed
 DATASET ?= vinbigdata
 export YOLO_OFFLINE := 1
 
-.PHONY: setup test test-slow demo browser bench clean
+.PHONY: setup test test-slow demo browser bench clean mutation
 
 # Idempotent: re-runs pip only when pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -40,6 +40,12 @@ browser:
 bench: setup
 	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py && $(PY) bench/explore.py \
 	  && $(PY) bench/infer.py --weights weights/vinbig_phantom_yolo11n.pt && bash bench/demo.sh && $(PY) bench/tune.py
+
+# Mutation testing (mutmut; scope in pyproject's [tool.mutmut]); not part of CI or `make test`.
+# Resumes where a killed run stopped; `rm -rf mutants` starts afresh. Prints the score per module.
+mutation: setup
+	$(VENV)/bin/mutmut run --max-children 2 > mutation.log 2>&1 || { tail -20 mutation.log; exit 1; }
+	$(PY) tools/mutation_score.py -v
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
