@@ -30,9 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bar in the printed figures
 
 from data_prep.boxes import make_boxes  # noqa: E402
+from data_prep.datasets import describe  # noqa: E402
 from detection.explore import build_explorer  # noqa: E402
 
 N_IMAGES, N_TRUTH, N_PRED = 3000, 30_000, 70_000
+N_CLASSES = len(describe("vinbigdata").classes)
 OPEN_TARGET_MS, SLIDER_TARGET_MS = 2000.0, 50.0
 
 
@@ -52,7 +54,7 @@ def make_data(root: Path, seed: int = 0):
         k = rng.integers(0, N_IMAGES, n)
         x0, y0 = rng.uniform(0, 0.8, n) * w[k], rng.uniform(0, 0.8, n) * h[k]
         bw, bh = rng.uniform(0.03, 0.2, n) * w[k], rng.uniform(0.03, 0.2, n) * h[k]
-        cls = rng.integers(0, 14, n)
+        cls = rng.integers(0, N_CLASSES, n)
         xy = np.stack([x0, y0, x0 + bw, y0 + bh], 1)
         return make_boxes([ids[j] for j in k], cls, [f"class {c}" for c in cls], xy, score(n), "")
 

@@ -39,13 +39,17 @@ TARGET = 2.0
 
 
 def make_weights(path: Path, seed: int = 0) -> Path:
-    """A 1-channel, 14-class yolo11n with its initial (seeded) weights, saved like ultralytics."""
+    """A 1-channel yolo11n with VinBigData's finding classes (14) and its initial (seeded) weights,
+    saved like ultralytics."""
     import torch
     from ultralytics.nn.tasks import DetectionModel
 
+    from data_prep.datasets import describe
+
+    nc = len(describe("vinbigdata").classes)
     torch.manual_seed(seed)
-    m = DetectionModel("yolo11n.yaml", nc=14, ch=1, verbose=False)
-    m.names = {i: f"class{i}" for i in range(14)}
+    m = DetectionModel("yolo11n.yaml", nc=nc, ch=1, verbose=False)
+    m.names = {i: f"class{i}" for i in range(nc)}
     torch.save({"model": m, "train_args": {"task": "detect"}}, path)
     return path
 

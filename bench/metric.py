@@ -26,9 +26,10 @@ sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data" / "vinbigdata"
 
 from data_prep.boxes import COORDS, make_boxes, xyxy_to_xywh  # noqa: E402
+from data_prep.datasets import describe  # noqa: E402
 from detection.metrics import coco_map  # noqa: E402
 
-N_CLS = 14
+N_CLS = len(describe("vinbigdata").classes)  # VinBigData's finding classes
 
 
 def real_truth(n_images: int, rng) -> tuple[pd.DataFrame, pd.DataFrame]:

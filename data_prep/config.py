@@ -1,22 +1,54 @@
-"""One config merge for every stage: ``configs/default.yaml`` < dataset config < ``key=value``.
+"""THE config merge of every stage: defaults < dataset config < ``--config FILE`` < flags < ``key=value``.
 
-``configs/default.yaml`` documents every key with a ``# (type) description`` comment. A dataset
-config (``configs/vinbigdata.yaml``...) overrides some of them; command-line ``key=value`` pairs
-override both. Unknown keys are rejected with the list of valid ones, and a value whose type does
-not match the default's type is rejected too (ints are accepted where a float is expected, and a
-``null`` default accepts anything).
+* ``configs/default.yaml`` holds every key with a ``# (type) description`` comment;
+* the dataset config ``configs/<dataset>.yaml`` of the ``dataset`` the higher layers name (or the
+  default's) is layered next, unless it is the ``--config`` file itself;
+* ``--config FILE`` (a path or a bare name such as ``rsna`` or ``phantom``);
+* flags: each flag is declared ONCE, in :data:`ALIASES`, as an alias of one key, so ``--iou`` means
+  ``iou_thr`` in every stage; a stage declares which keys it takes flags for with
+  :func:`add_config_arguments` and reads the merged dict with :func:`stage_config`;
+* ``key=value`` pairs on the command line (values parsed as YAML), highest.
+
+Unknown keys are rejected with the closest valid one and the list of valid keys; a value whose
+type does not match the default's type is rejected too (ints are accepted where a float is
+expected, numbers where a string is expected become strings, e.g. ``device=0``; a ``null``
+default accepts anything). The merged dict also holds ``_config`` (the ``--config`` path or
+None) and ``_sources`` (``{key: layer}`` for every key a layer above the defaults set; layers are
+named ``dataset config``, the ``--config`` path, ``flag`` and ``key=value``).
 """
 from __future__ import annotations
 
+import argparse
 import difflib
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
+log = logging.getLogger(__name__)
+
 CONFIG_DIR = Path(os.environ.get("CXRDET_CONFIGS", Path(__file__).resolve().parents[1] / "configs"))
 DEFAULT = CONFIG_DIR / "default.yaml"
+
+# flag -> config key: every flag that sets a setting, declared once for every stage
+ALIASES: dict[str, str] = {
+    "--dataset": "dataset",
+    "--size": "size", "--keep-ratio": "keep_ratio", "--workers": "workers",
+    "--method": "fusion", "--fusion-iou": "fusion_iou", "--skip": "fusion_skip", "--conf-type": "fusion_conf_type",
+    "--seed": "seed",
+    "--fold": "fold", "--model": "model", "--epochs": "epochs", "--imgsz": "imgsz", "--batch": "batch",
+    "--device": "device",
+    "--conf": "conf", "--tta": "tta", "--low": "cls_low", "--high": "cls_high", "--cls-imgsz": "cls_imgsz",
+    "--metric": "metric", "--iou": "iou_thr",
+    "--show-conf": "show_conf", "--decimals": "decimals",
+}
+_FLAG_OF = {}
+for _f, _k in ALIASES.items():
+    _FLAG_OF.setdefault(_k, []).append(_f)
+_NORMALISE = {"device": lambda v: str(v).replace(" ", "")}
 
 
 def resolve_config_path(name: str | os.PathLike) -> Path:
@@ -39,6 +71,14 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def _value(text: str) -> Any:
+    """A command-line value: YAML, plus numbers YAML 1.1 leaves as text (``1e-3``)."""
+    v = yaml.safe_load(text) if text != "" else None
+    if isinstance(v, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", v.strip()):
+        return float(v)
+    return v
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """``["epochs=3", "device=cpu"]`` -> ``{"epochs": 3, "device": "cpu"}`` (values parsed as YAML)."""
     out: dict[str, Any] = {}
@@ -47,46 +87,152 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise ValueError(f"argument {item!r}: expected key=value")
         k, v = item.split("=", 1)
         k = k.strip().lstrip("-").replace("-", "_")
-        out[k] = yaml.safe_load(v) if v != "" else None
+        out[k] = _value(v)
     return out
 
 
-def _check(key: str, value: Any, default: Any, where: str, valid: Iterable[str]) -> None:
+def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
+    """``value`` checked against the default's type (see the module docstring) and normalised."""
+    if key in _NORMALISE and value is not None:
+        return _NORMALISE[key](value)
     if default is None or value is None:
-        return
-    ok = isinstance(value, type(default))
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if isinstance(default, bool) != isinstance(value, bool):
-        ok = False
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+    elif isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    elif isinstance(default, str) and isinstance(value, (int, float)):
+        return str(value)
+    else:
+        ok = isinstance(value, type(default))
     if not ok:
         raise ValueError(f"{where}: key {key!r} = {value!r} is {type(value).__name__}; "
                          f"expected {type(default).__name__} (default {default!r})")
+    return value
 
 
-def load_config(config: str | os.PathLike | None = None, overrides: Iterable[str] | dict | None = None) -> dict:
-    """Merge defaults < ``config`` (path or name) < ``overrides`` and validate every key.
+def _dataset_layer(layers: list[tuple[str, dict]], defaults: dict, config_path: Path | None) -> list:
+    name = next((layer["dataset"] for _, layer in reversed(layers) if "dataset" in layer), defaults.get("dataset"))
+    if not isinstance(name, str):
+        return []
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file() or (config_path is not None and path.resolve() == config_path.resolve()):
+        return []
+    return [("dataset config", _read_yaml(path))]
 
-    Returns a plain dict with every key of ``configs/default.yaml``; ``_config`` holds the path of
-    the dataset config used (or None)."""
+
+def load_config(config: str | os.PathLike | None = None, overrides: Iterable[str] | dict | None = None,
+                flags: dict | None = None) -> dict:
+    """Merge defaults < dataset config < ``config`` (path or name) < ``flags`` ({key: value} set
+    by flags) < ``overrides`` (``key=value`` strings or a dict) and validate every key.
+
+    Returns a plain dict with every key of ``configs/default.yaml`` plus ``_config`` and
+    ``_sources`` (see the module docstring)."""
     defaults = _read_yaml(DEFAULT)
-    cfg = dict(defaults)
     valid = sorted(defaults)
-    layers: list[tuple[str, dict]] = []
-    path = None
-    if config:
-        path = resolve_config_path(config)
-        layers.append((str(path), _read_yaml(path)))
+    path = resolve_config_path(config) if config else None
+    upper: list[tuple[str, dict]] = []
+    if path is not None:
+        upper.append((str(path), _read_yaml(path)))
+    if flags:
+        upper.append(("flag", dict(flags)))
     if overrides:
-        ov = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-        layers.append(("command line", ov))
-    for where, layer in layers:
-        for k, v in layer.items():
+        upper.append(("key=value", overrides if isinstance(overrides, dict) else parse_overrides(overrides)))
+    for where, layer in upper:
+        for k in layer:
             if k not in defaults:
                 close = difflib.get_close_matches(k, valid, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ValueError(f"{where}: unknown key {k!r}{hint}. Valid keys: {', '.join(valid)}")
-            _check(k, v, defaults[k], where, valid)
-            cfg[k] = float(v) if isinstance(defaults[k], float) and isinstance(v, int) and not isinstance(v, bool) else v
+    cfg = dict(defaults)
+    sources: dict[str, str] = {}
+    for where, layer in _dataset_layer(upper, defaults, path) + upper:
+        for k, v in layer.items():
+            if k not in defaults:
+                raise ValueError(f"{where}: unknown key {k!r}. Valid keys: {', '.join(valid)}")
+            cfg[k] = _coerce(k, v, defaults[k], where)
+            sources[k] = where
     cfg["_config"] = str(path) if path else None
+    cfg["_sources"] = sources
     return cfg
+
+
+# ----------------------------------------------------------------------------- stages' CLI side
+def _help(key: str) -> str:
+    """The ``# (type) description`` comment of ``key`` in default.yaml."""
+    for line in DEFAULT.read_text().splitlines():
+        m = re.match(rf"{re.escape(key)}:[^#]*#\s*(.*)", line)
+        if m:
+            return m.group(1).replace("%", "%%")
+    return key
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, keys: Iterable[str] = (),
+                         positional: bool = False, help: dict[str, str] | None = None) -> None:
+    """Add ``--config`` (or a positional ``config`` with ``positional``) and the flag of each of
+    ``keys`` (from :data:`ALIASES`; help from default.yaml unless ``help`` says it for this
+    stage). Flags default to None: only a flag given on the command line is a layer of the merge."""
+    if positional:
+        parser.add_argument("config", help="config: a name (vinbigdata, rsna, nih, phantom, ...) or a YAML path")
+    else:
+        parser.add_argument("--config", default=None,
+                            help="config: a name (vinbigdata, rsna, nih, ...) or a YAML path; key=value overrides any key")
+    defaults = _read_yaml(DEFAULT)
+    keys = list(keys)
+    for key in keys:
+        if key not in _FLAG_OF:
+            raise KeyError(f"no flag is declared for config key {key!r} in data_prep.config.ALIASES")
+        d = defaults[key]
+        text = (help or {}).get(key) or _help(key)
+        kw: dict[str, Any] = dict(dest=key, default=None, help=f"{text} [config key `{key}`]")
+        if isinstance(d, bool):
+            kw["action"] = "store_true"
+        elif isinstance(d, (int, float)):
+            kw["type"] = type(d)
+        elif isinstance(d, list):
+            kw["nargs"] = "+"
+        parser.add_argument(*_FLAG_OF[key], **kw)
+    parser.set_defaults(_config_keys=tuple(keys))
+    parser.epilog = (parser.epilog + " " if parser.epilog else "") + \
+        "Priority: defaults < dataset config < --config < flags < key=value."
+
+
+def deprecated_flag(parser: argparse.ArgumentParser, flag: str, key: str, type_=str) -> None:
+    """A flag this stage gave another meaning than :data:`ALIASES` does: still accepted, for one
+    release, as ``key`` (with a warning naming the flag to use)."""
+    dest = f"_deprecated_{key}"
+    parser.add_argument(flag, dest=dest, type=type_, default=None,
+                        help=f"deprecated here: sets `{key}`; use {_FLAG_OF[key][0]}")
+    deps = dict(parser.get_default("_deprecated") or {})
+    deps[dest] = (flag, key)
+    parser.set_defaults(_deprecated=deps)
+
+
+def stage_config(args: argparse.Namespace) -> dict:
+    """The merged config of a stage's parsed arguments: ``args.config``, the flags its parser
+    declared with :func:`add_config_arguments` that were given (for a hand-made Namespace: its
+    attributes named like a key that has a flag), and ``args.overrides``."""
+    keys = getattr(args, "_config_keys", None)
+    if keys is None:  # a Namespace built by hand: its attributes named like an aliased key
+        keys = sorted(set(ALIASES.values()))
+    flags = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    for dest, (flag, key) in (getattr(args, "_deprecated", None) or {}).items():
+        if getattr(args, dest, None) is not None:
+            log.warning("%s is deprecated here (it sets `%s`); use %s", flag, key, _FLAG_OF[key][0])
+            flags.setdefault(key, getattr(args, dest))
+    return load_config(getattr(args, "config", None), getattr(args, "overrides", None) or [], flags)
+
+
+def from_command_line(cfg: dict, key: str) -> bool:
+    """Whether ``key`` was set by a flag or a ``key=value`` (not by a config file or the defaults)."""
+    return cfg.get("_sources", {}).get(key) in ("flag", "key=value")
+
+
+def held_out_fold(cfg: dict, folds) -> int | None:
+    """The fold an evaluation is restricted to: the config's ``fold`` when a folds table
+    (``--folds``) is given, else None; a fold set on the command line without one is an error."""
+    if folds is None:
+        if from_command_line(cfg, "fold"):
+            raise ValueError("--folds and --fold go together")
+        return None
+    return int(cfg["fold"])

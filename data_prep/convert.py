@@ -264,26 +264,21 @@ def _run(tasks: list, workers: int):
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_convert(parser) -> None:
+    from data_prep.config import add_config_arguments
+
     """``cxrdet convert SRC DST [--size N] [--keep-ratio] [--workers N] [--overwrite]``."""
     parser.add_argument("src", help="folder of DICOMs (searched recursively)")
     parser.add_argument("dst", help="output folder for <image_id>.png, meta.csv, errors.csv")
-    parser.add_argument("--size", type=int, default=None, help="PNG side (default: config `size`, 512)")
-    parser.add_argument("--keep-ratio", action="store_true", default=None,
-                        help="keep the aspect ratio: longest side = size (default: config `keep_ratio`)")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: config `workers`, 2)")
     parser.add_argument("--overwrite", action="store_true", help="convert again images already done")
-    parser.add_argument("--config", default=None, help="dataset config (path or name) for the defaults")
+    add_config_arguments(parser, ["size", "keep_ratio", "workers"])
 
 
 def run_convert(args) -> int:
     """Run :func:`convert_folder`; print a one-line summary; 0 if every file converted, else 1."""
-    from data_prep.config import load_config
+    from data_prep.config import stage_config
 
-    cfg = load_config(args.config, getattr(args, "overrides", None) or [])
-    size = args.size if args.size is not None else cfg["size"]
-    keep_ratio = args.keep_ratio if args.keep_ratio is not None else cfg["keep_ratio"]
-    workers = args.workers if args.workers is not None else cfg["workers"]
-    res = convert_folder(args.src, args.dst, size=size, keep_ratio=keep_ratio, workers=workers,
+    cfg = stage_config(args)
+    res = convert_folder(args.src, args.dst, size=cfg["size"], keep_ratio=cfg["keep_ratio"], workers=cfg["workers"],
                          overwrite=args.overwrite, options=VoiOptions.from_config(cfg))
     print(f"cxrdet convert: {res.summary()}")
     return 1 if res.errors else 0

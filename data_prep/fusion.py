@@ -445,8 +445,9 @@ def write_competition_csv(fused: pd.DataFrame, images: pd.DataFrame, path) -> Pa
     box, ``n_raters`` = readers listed in ``images.raters`` or empty) per image of ``images``
     without fused boxes. Finding rows follow the fused table's order, normal rows the image
     table's; coordinates are written with full float precision (round trip exact)."""
-    from data_prep.datasets.vinbigdata import NORMAL_ID, NORMAL_NAME
+    from data_prep.datasets import describe
 
+    NORMAL_ID, NORMAL_NAME = describe("vinbigdata").normal  # the train.csv layout is VinBigData's
     f = as_box_table(fused)
     unknown = ~f["image_id"].isin(images["image_id"].astype(str))
     if unknown.any():
@@ -477,18 +478,16 @@ def write_competition_csv(fused: pd.DataFrame, images: pd.DataFrame, path) -> Pa
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_fuse(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="config YAML (defaults < config < key=value < flags)")
-    parser.add_argument("--dataset", default=None, help="vinbigdata | rsna | nih (default: config)")
+    from data_prep.config import add_config_arguments, deprecated_flag
+
     parser.add_argument("--labels", required=True, help="annotation file (train.csv, ...)")
     parser.add_argument("--meta", default=None, help="image sizes: image_id,dim0,dim1 or convert's meta.csv")
-    parser.add_argument("--method", default=None, choices=METHODS, help="fusion method (default: config fusion)")
-    parser.add_argument("--iou", type=float, default=None, help="IoU threshold (default: config fusion_iou)")
-    parser.add_argument("--skip", type=float, default=None, help="skip boxes scored below (default: fusion_skip)")
-    parser.add_argument("--conf-type", default=None, choices=CONF_TYPES, help="WBF confidence type")
     parser.add_argument("--raters", default=None,
                         help="comma-separated radiologists (R8,R10): fuse only their labels; images none of them "
                              "read are left out (default: config raters; rater_weights={R8: 2} weights them)")
     parser.add_argument("--out", required=True, help="output CSV in train.csv form + n_raters")
+    add_config_arguments(parser, ["dataset", "fusion", "fusion_iou", "fusion_skip", "fusion_conf_type"])
+    deprecated_flag(parser, "--iou", "fusion_iou", float)
 
 
 def parse_raters(value) -> list[str] | None:
@@ -503,24 +502,25 @@ def parse_raters(value) -> list[str] | None:
 
 
 def run_fuse(args: argparse.Namespace) -> int:
-    from data_prep.config import load_config
+    from data_prep.config import stage_config
     from data_prep.datasets import load
 
     from data_prep.atomic import check_not_input
     from data_prep.errors import check_output
 
-    cfg = load_config(args.config, getattr(args, "overrides", None) or [])
-    dataset = args.dataset or cfg["dataset"]
+    cfg = stage_config(args)
+    if cfg["fusion"] not in METHODS:
+        raise ValueError(f"fusion {cfg['fusion']!r}; expected one of {list(METHODS)}")
+    if cfg["fusion_conf_type"] not in CONF_TYPES:
+        raise ValueError(f"fusion_conf_type {cfg['fusion_conf_type']!r}; expected one of {list(CONF_TYPES)}")
     meta = args.meta if args.meta is not None else cfg.get("meta")
     check_output(args.out, arg="--out")
     check_not_input(args.out, [args.labels, meta])
-    images, boxes = load(dataset, args.labels, meta=meta)
+    images, boxes = load(cfg["dataset"], args.labels, meta=meta)
     raters = parse_raters(args.raters if args.raters is not None else cfg["raters"])
     images, boxes, info = select_raters(images, boxes, raters, cfg["rater_weights"])
-    fused = fuse(boxes, images, method=args.method or cfg["fusion"],
-                 iou_thr=cfg["fusion_iou"] if args.iou is None else args.iou,
-                 skip_box_thr=cfg["fusion_skip"] if args.skip is None else args.skip,
-                 conf_type=args.conf_type or cfg["fusion_conf_type"], weights=cfg["rater_weights"])
+    fused = fuse(boxes, images, method=cfg["fusion"], iou_thr=cfg["fusion_iou"], skip_box_thr=cfg["fusion_skip"],
+                 conf_type=cfg["fusion_conf_type"], weights=cfg["rater_weights"])
     write_competition_csv(fused, images, args.out)
     n_normal = int((~images["image_id"].isin(fused["image_id"])).sum())
     if info:

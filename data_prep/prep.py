@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import inspect
 import json
 import logging
@@ -39,6 +38,8 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep.config import load_config
+from data_prep.datasets import DATASETS, describe
+from data_prep.tables import read_table  # noqa: F401 (re-exported: prep's tables are read with it)
 from data_prep.atomic import write_csv, write_text
 from data_prep.voi import VoiOptions
 
@@ -46,25 +47,15 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "prep.json"
 EXPORT_FORMATS = ("yolo", "coco")
-_STR_COLS = {"image_id": str, "patient_id": str, "path": str, "rater": str, "class_name": str, "raters": str}
-# optional extra files a loader can use: loader keyword -> file names looked for inside --data
-_EXTRA_FILES = {"detailed": ["stage_2_detailed_class_info.csv"]}
-# datasets whose unboxed images are NOT normal (only a subset was boxed; NIH's other 111k images
-# carry image-level findings nobody drew): only the boxed images are kept.
-_BOXED_ONLY = {"nih"}
-# datasets whose `meta` is not an image-size table (NIH's is Data_Entry_2017.csv; its boxes are in
-# the released 1024 px PNG frame whatever the PNG on disk): no fallback to convert's meta.csv.
-_NO_SIZE_META = {"nih"}
+# What prep asks of a dataset's description (data_prep.datasets.describe): ``extra_files`` (optional
+# files its loader can use), ``boxed_only`` (unboxed images are NOT normal: only a subset was boxed;
+# NIH's other 111k images carry image-level findings nobody drew: only the boxed images are kept),
+# ``size_meta`` (False: its `meta` is not an image-size table, e.g. NIH's Data_Entry_2017.csv, whose
+# boxes are in the released 1024 px PNG frame whatever the PNG on disk: no fallback to convert's
+# meta.csv), ``competition_csv`` (write fused.csv in the competition's train.csv layout), ``classes``.
 
 
 # ----------------------------------------------------------------------------- small helpers
-def read_table(path) -> pd.DataFrame:
-    """Read a prep CSV with id/path/name columns kept as strings (hex ids stay ids)."""
-    df = pd.read_csv(path, dtype=_STR_COLS)
-    for c in _STR_COLS:
-        if c in df:
-            df[c] = df[c].fillna("").astype(str)
-    return df
 
 
 def _write_json(obj, path: Path) -> None:
@@ -111,16 +102,12 @@ def _source_images(src: Path) -> tuple[str, list[Path]]:
 
 
 def class_names(cfg: dict, boxes: pd.DataFrame | None = None) -> list[str]:
-    """Class names in class_id order: config ``classes``, else the dataset module's ``CLASSES``,
-    else the names seen in ``boxes``."""
+    """Finding class names in class_id order: the dataset description's (config ``classes``
+    replaces them), else the names seen in ``boxes``."""
     if cfg.get("classes"):
         return [str(c) for c in cfg["classes"]]
-    try:
-        mod = importlib.import_module(f"data_prep.datasets.{cfg['dataset']}")
-        if getattr(mod, "CLASSES", None):
-            return list(mod.CLASSES)
-    except ImportError:
-        pass
+    if cfg.get("dataset") in DATASETS and DATASETS[cfg["dataset"]].classes:
+        return list(DATASETS[cfg["dataset"]].classes)
     if boxes is None or not len(boxes):
         raise ValueError(f"prep: no class names for dataset {cfg['dataset']!r}; set `classes` in the config")
     m = boxes.drop_duplicates("class_id").set_index("class_id")["class_name"]
@@ -249,13 +236,12 @@ def _extra(run: _Run) -> None:
 
 def _loader_kwargs(cfg: dict, data: Path) -> tuple[dict, dict]:
     """Keyword arguments this dataset's loader accepts and prep can fill; and their files."""
-    from data_prep import datasets
-
-    params = inspect.signature(datasets.LOADERS[cfg["dataset"]]).parameters
+    ds = describe(cfg)
+    params = inspect.signature(ds.load).parameters
     kw, files = {}, {}
     if "on_missing_meta" in params:
         kw["on_missing_meta"] = "drop"            # images that failed conversion: dropped, reported
-    for key, names in _EXTRA_FILES.items():
+    for key, names in ds.extra_files:
         if key in params:
             for n in names:
                 if (data / n).is_file():
@@ -266,14 +252,13 @@ def _loader_kwargs(cfg: dict, data: Path) -> tuple[dict, dict]:
 
 def _load(run: _Run) -> None:
     cfg, out, data = run.cfg, run.out, run.data
-    from data_prep import datasets
-
-    if cfg["dataset"] not in datasets.LOADERS:
-        raise ValueError(f"prep: dataset {cfg['dataset']!r}; expected one of {sorted(datasets.LOADERS)}")
+    if cfg["dataset"] not in DATASETS:
+        raise ValueError(f"prep: dataset {cfg['dataset']!r}; expected one of {sorted(DATASETS)}")
+    ds = describe(cfg)
     labels = data / cfg["labels"]
     if not labels.is_file():
         raise FileNotFoundError(f"prep: labels file {labels} does not exist (config labels={cfg['labels']!r})")
-    meta = data / cfg["meta"] if cfg["meta"] else (None if cfg["dataset"] in _NO_SIZE_META else out / "meta.csv")
+    meta = data / cfg["meta"] if cfg["meta"] else (out / "meta.csv" if ds.size_meta else None)
     if meta is not None and not meta.is_file():
         raise FileNotFoundError(f"prep: meta file {meta} does not exist (config meta={cfg['meta']!r})")
     kw, extra = _loader_kwargs(cfg, data)
@@ -290,9 +275,9 @@ def _load(run: _Run) -> None:
     def do():
         from data_prep.fusion import parse_raters, select_raters
 
-        images, boxes = datasets.load(cfg["dataset"], labels, meta, **kw)
+        images, boxes = ds.load(labels, meta, **kw)
         repairs = dict(boxes.attrs.get("repairs", {}))
-        if cfg["dataset"] in _BOXED_ONLY:
+        if ds.boxed_only:
             unboxed = ~images["image_id"].isin(set(boxes["image_id"]))
             log.info("prep load: %s: %d image(s) without boxes left out (not normal, just not boxed); "
                      "%d boxed images kept", cfg["dataset"], int(unboxed.sum()), int((~unboxed).sum()))
@@ -331,7 +316,7 @@ def _load(run: _Run) -> None:
 def _fuse(run: _Run) -> None:
     cfg, out = run.cfg, run.out
     keys = ("fusion", "fusion_iou", "fusion_skip", "fusion_conf_type") + (("rater_weights",) if cfg["rater_weights"] else ())
-    competition = cfg["dataset"] == "vinbigdata"
+    competition = describe(cfg).competition_csv
     fp = {k: cfg[k] for k in keys} | {"images": file_stamp(out / "images.csv"),
                                      "boxes": file_stamp(out / "boxes.csv"), "competition_csv": competition}
 
@@ -460,15 +445,18 @@ def _summary(run: _Run) -> dict:
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_prep(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="dataset config: a name (vinbigdata, rsna, nih) or a YAML path")
+    from data_prep.config import add_config_arguments
+
     parser.add_argument("--data", required=True, help="dataset folder (competition layout, or PNGs + labels)")
     parser.add_argument("--out", required=True, help="output folder (re-running reuses finished steps)")
-    parser.epilog = "key=value pairs override the config, e.g. fusion_iou=0.5 folds=3 size=256"
+    parser.epilog = "key=value pairs override the config, e.g. fusion_iou=0.5 folds=3 size=256."
+    add_config_arguments(parser, ["size", "keep_ratio", "workers", "fusion", "fusion_iou", "seed"], positional=True)
 
 
 def run_prep(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    res = prep(cfg, args.data, args.out)
+    from data_prep.config import stage_config
+
+    res = prep(stage_config(args), args.data, args.out)
     s = res["summary"]
     print(f"{'images':<16}{s['images']} ({s['normal']} normal, {s['abnormal']} abnormal)")
     print(f"{'boxes':<16}{s['boxes_raw']} raw -> {s['boxes_fused']} fused")

@@ -29,6 +29,9 @@ import numpy as np
 import pandas as pd
 
 from data_prep.boxes import COORDS
+from data_prep.config import add_config_arguments, stage_config
+from data_prep.datasets import DATASETS, describe
+from data_prep.datasets.nih import NO_FINDING_LABEL
 from data_prep.report_plots import (  # noqa: F401  (plot_* are part of this stage's API)
     plot_agreement, plot_annotations_per_rater, plot_box_size, plot_category_bars, plot_cooccurrence,
     plot_count_hist, plot_findings_per_class)
@@ -153,7 +156,7 @@ def box_area_fraction(boxes: pd.DataFrame, images: pd.DataFrame) -> pd.Series:
     return pd.Series(area / (size[:, 0] * size[:, 1]), index=b.index, name="area_frac")
 
 
-def label_cooccurrence(labels: pd.Series, exclude: tuple[str, ...] = ("No Finding", "")) -> pd.DataFrame:
+def label_cooccurrence(labels: pd.Series, exclude: tuple[str, ...] = (NO_FINDING_LABEL, "")) -> pd.DataFrame:
     """Square int64 DataFrame: images carrying both labels (diagonal = images with the label),
     from "|"-joined image-level labels; labels ordered by frequency."""
     s = labels.fillna("").astype(str).str.split("|").explode()
@@ -199,7 +202,7 @@ def make_report(images: pd.DataFrame, boxes: pd.DataFrame, dataset: str, out: st
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    boxes = boxes[boxes["class_name"].astype(str) != "No finding"].copy()
+    boxes = describe(dataset).findings(boxes).copy()
     boxes["rater"] = boxes["rater"].fillna("").astype(str) if "rater" in boxes else ""
     boxes["image_id"] = boxes["image_id"].astype(str)
     images = images.assign(image_id=images["image_id"].astype(str)).drop_duplicates("image_id")
@@ -223,8 +226,8 @@ def make_report(images: pd.DataFrame, boxes: pd.DataFrame, dataset: str, out: st
     summary = [("dataset", dataset), ("images", f"{n_img:,}"),
                ("patients", f"{images['patient_id'].nunique():,}")]
     if "labels" in images:  # NIH: a box-less image is not a normal one; the labels say what is
-        nf = int(images["labels"].fillna("").astype(str).isin(["No Finding", ""]).sum())
-        summary.append(("normal (label 'No Finding')", f"{nf:,} ({_pct(nf, n_img)})"))
+        nf = int(images["labels"].fillna("").astype(str).isin([NO_FINDING_LABEL, ""]).sum())
+        summary.append((f"normal (label '{NO_FINDING_LABEL}')", f"{nf:,} ({_pct(nf, n_img)})"))
     else:
         summary.append(("normal (no box)", f"{n_norm:,} ({_pct(n_norm, n_img)})"))
     summary += [("images with boxes", f"{n_abn:,} ({_pct(n_abn, n_img)})"), ("boxes", f"{len(boxes):,}"),
@@ -254,13 +257,14 @@ def make_report(images: pd.DataFrame, boxes: pd.DataFrame, dataset: str, out: st
                f"{_s(int(by.sum()), 'box', 'boxes')}; {len(never)} of {n_readers} raters never drew a box"
                + (f" ({', '.join(never)})." if never else "."))
         plot_annotations_per_rater(boxes[boxes["rater"] != ""], normal_reads, classes,
-                                   add("annotations_per_rater", "Annotations per radiologist", cap))
+                                   add("annotations_per_rater", "Annotations per radiologist", cap),
+                                   describe(dataset).normal_name or "normal")
 
     cats = {"no box": n_norm, "at least one box": n_abn}
     cap = f"{n_norm:,} of {n_img:,} images ({_pct(n_norm, n_img)}) have no box."
     if "labels" in images:
-        cats.update({"label 'No Finding'": nf, "any finding label": n_img - nf})
-        cap += f" By image-level labels, {nf:,} ({_pct(nf, n_img)}) are 'No Finding'."
+        cats.update({f"label '{NO_FINDING_LABEL}'": nf, "any finding label": n_img - nf})
+        cap += f" By image-level labels, {nf:,} ({_pct(nf, n_img)}) are '{NO_FINDING_LABEL}'."
     plot_category_bars(cats, "Normal vs abnormal images", "images",
                        add("normal_vs_abnormal", "Normal vs abnormal images", cap), totals=[n_img] * len(cats))
 
@@ -328,7 +332,7 @@ def make_report(images: pd.DataFrame, boxes: pd.DataFrame, dataset: str, out: st
     for name in PLOTS:  # plots of an earlier report in this folder that this one did not make
         if f"{name}.png" not in made and (out / f"{name}.png").exists():
             (out / f"{name}.png").unlink()
-    title = {"vinbigdata": "VinBigData", "rsna": "RSNA Pneumonia", "nih": "NIH ChestX-ray14"}.get(dataset, dataset)
+    title = describe(dataset).title
     md = [f"# Dataset report: {title}", ""] + ([f"Source: `{source}`", ""] if source else [])
     md += ["## Summary", "", _md_table(pd.DataFrame(summary, columns=["", "value"])), ""]
     for heading, png_name, caption, extra in sections:
@@ -373,28 +377,26 @@ def _pairwise_sections(images, boxes, dataset, iou_thr, add) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_report(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=["vinbigdata", "rsna", "nih"],
-                        help="source layout (picks the loader)")
     parser.add_argument("--labels", required=True, help="annotation file (train.csv, stage_2_train_labels.csv, "
                         "BBox_List_2017.csv; .gz accepted)")
     parser.add_argument("--meta", default=None, help="image sizes / image-level labels (VinBigData meta csv, "
                         "NIH Data_Entry_2017.csv)")
     parser.add_argument("--detailed", default=None, help="RSNA stage_2_detailed_class_info.csv")
-    parser.add_argument("--iou", type=float, default=AGREE_IOU,
-                        help="IoU at which two radiologists' boxes agree (default %(default)s)")
     parser.add_argument("--out", required=True, help="output folder for report.md and its PNGs")
+    add_config_arguments(parser, ["dataset", "iou_thr"],
+                         help={"dataset": f"source layout (picks the loader): {' | '.join(sorted(DATASETS))}",
+                               "iou_thr": "IoU at which two radiologists' boxes agree"})
 
 
 def run_report(args: argparse.Namespace) -> int:
-    if getattr(args, "overrides", None):
-        raise ValueError(f"cxrdet report takes no key=value settings; got {' '.join(args.overrides)}")
     from data_prep import datasets
 
+    cfg = stage_config(args)
     kw = {"detailed": args.detailed} if args.detailed else {}
     t0 = time.perf_counter()
-    images, boxes = datasets.load(args.dataset, args.labels, meta=args.meta, **kw)
+    images, boxes = datasets.load(cfg["dataset"], args.labels, meta=args.meta, **kw)
     t1 = time.perf_counter()
-    path = make_report(images, boxes, args.dataset, args.out, iou_thr=args.iou, source=str(args.labels))
+    path = make_report(images, boxes, cfg["dataset"], args.out, iou_thr=cfg["iou_thr"], source=str(args.labels))
     t2 = time.perf_counter()
     print(f"{path}  ({len(images):,} images, {len(boxes):,} boxes; load {t1 - t0:.1f} s, report {t2 - t1:.1f} s)")
     return 0

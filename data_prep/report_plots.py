@@ -58,14 +58,16 @@ def plot_findings_per_class(counts: pd.DataFrame, path: Path) -> Path:
 
 
 def plot_annotations_per_rater(boxes: pd.DataFrame, normal_reads: pd.Series, classes: list[str],
-                               path: Path) -> Path:
-    """Stacked horizontal bars: per rater, boxes drawn split by class, plus "No finding" reads."""
+                               path: Path, normal_name: str = "normal") -> Path:
+    """Stacked horizontal bars: per rater, boxes drawn split by class, plus the images each read
+    as normal (``normal_name``: the dataset's normal class name)."""
+    normal_col = f"{normal_name} (images)"
     tab = pd.crosstab(boxes["rater"], boxes["class_name"]).reindex(columns=classes, fill_value=0)
     tab = tab.reindex(tab.index.union(normal_reads.index), fill_value=0)
-    tab["No finding (images)"] = normal_reads.reindex(tab.index, fill_value=0)
+    tab[normal_col] = normal_reads.reindex(tab.index, fill_value=0)
     tab = tab.loc[tab.sum(axis=1).sort_values(ascending=False).index]
     colors = _class_colors(classes)
-    colors["No finding (images)"] = NO_FINDING_COLOR
+    colors[normal_col] = NO_FINDING_COLOR
     fig = Figure(figsize=(13, 2 + 0.45 * len(tab)))
     ax = fig.subplots()
     left = np.zeros(len(tab))
@@ -79,7 +81,7 @@ def plot_annotations_per_rater(boxes: pd.DataFrame, normal_reads: pd.Series, cla
         ax.text(total, yi, f" {int(total):,}", va="center", fontsize=8)
     ax.set_yticks(y, tab.index)
     ax.set(xlim=(0, left.max() * 1.12 if len(left) else 1), ylim=(len(tab) - 0.5, -0.5), ylabel="radiologist",
-           xlabel="annotations (boxes drawn; grey: images read as 'No finding')",
+           xlabel=f"annotations (boxes drawn; grey: images read as '{normal_name}')",
            title="Annotations per radiologist, by class")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)

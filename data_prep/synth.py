@@ -56,21 +56,14 @@ from tqdm import tqdm
 from data_prep.phantom import LOOKS, render, write_rsna_dicom, write_vin_dicom  # noqa: F401 (LOOKS re-exported)
 from data_prep.atomic import write_csv
 
-try:
-    from data_prep.datasets.vinbigdata import CLASSES, NORMAL_ID, NORMAL_NAME
-except ImportError:  # the loader module is written separately; same constants
-    CLASSES = ["Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly",
-               "Consolidation", "ILD", "Infiltration", "Lung Opacity", "Nodule/Mass",
-               "Other lesion", "Pleural effusion", "Pleural thickening", "Pneumothorax",
-               "Pulmonary fibrosis"]
-    NORMAL_ID, NORMAL_NAME = 14, "No finding"
+from data_prep.datasets.rsna import DETAILED_CLASSES as RSNA_CLASSES
+from data_prep.datasets.vinbigdata import CLASSES, NORMAL_ID, NORMAL_NAME
 
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).parent / "data"
 VIN_COLUMNS = ["image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max"]
 RSNA_COLUMNS = ["patientId", "x", "y", "width", "height", "Target"]
-RSNA_CLASSES = ("Lung Opacity", "Normal", "No Lung Opacity / Not Normal")
 COORDS = ["x_min", "y_min", "x_max", "y_max"]
 # (height, width) of frequent real VinBigData originals
 VIN_SIZES = [(2430, 1994), (3072, 3072), (2880, 2304), (2500, 2048), (2836, 2336),
@@ -133,7 +126,7 @@ _GEOM = {0: ((0.5, 0.6), (0.25, 0.35), 0.12, 0.12), 1: (_LUNG, (0.3, 0.6), 0.2, 
 def _random_findings(h: int, w: int, rng: np.random.Generator) -> list[tuple[int, np.ndarray, int]]:
     """1-4 findings (uniform classes) at class-typical places, overlapping IoU <= 0.1."""
     out: list = []
-    for cid in rng.choice(14, size=int(rng.choice([1, 2, 3, 4], p=[0.35, 0.35, 0.2, 0.1])), replace=False):
+    for cid in rng.choice(len(CLASSES), size=int(rng.choice([1, 2, 3, 4], p=[0.35, 0.35, 0.2, 0.1])), replace=False):
         spec, cy_r, bw, bh = _GEOM[int(cid)]
         for _ in range(10):
             side = rng.choice([-1, 1])
@@ -241,7 +234,7 @@ def synth_vinbigdata(out, n: int = 60, n_test: int | None = None, size: int | No
         if split == "train":
             write_csv(_vin_frame(rows), out / "train.csv")
         else:
-            sub = pd.DataFrame({"image_id": [i["image_id"] for i in images], "PredictionString": "14 1 0 0 1 1"})
+            sub = pd.DataFrame({"image_id": [i["image_id"] for i in images], "PredictionString": f"{NORMAL_ID} 1 0 0 1 1"})
             write_csv(sub, out / "sample_submission.csv")
         write_csv(_vin_frame(truth, with_n=True), out / f"{split}_truth.csv")
         result[split] = pd.DataFrame(images)

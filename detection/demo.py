@@ -28,8 +28,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import pandas as pd
-
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,9 +55,11 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     from data_prep.config import load_config
     from data_prep.prep import prep
     from data_prep.synth import synth_rsna, synth_vinbigdata
-    from detection.evaluate import evaluate, load_truth, rater_baseline, write_json
+    from data_prep.datasets import describe
+    from data_prep.tables import read_folds, read_images, read_truth
+    from detection.evaluate import evaluate, rater_baseline, write_json
     from detection.explore import build_explorer
-    from detection.predict import predict
+    from detection.predict import PredictSettings, predict
     from detection.report import build_report
     from detection.submission import validate_submission, write_submission
     from detection.train import train_detector
@@ -82,12 +82,12 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     timings: dict[str, float] = {}
     res: dict = {"dataset": dataset, "out": str(out)}
     data, pdir = out / "data", out / "prep"
-    vin = dataset == "vinbigdata"
+    ds = describe(cfg)
 
     with _step("synth: phantom DICOMs at real boxes (embedded labels)", timings):
-        if (data / ("train.csv" if vin else "stage_2_train_labels.csv")).is_file():
+        if (data / cfg["labels"]).is_file():
             print(f"   reusing {data}")
-        elif vin:
+        elif ds.name == "vinbigdata":
             synth_vinbigdata(data, n=n_train, n_test=n_test, size=1024, seed=seed, labels="embedded")
         else:
             synth_rsna(data, n=n_train, n_test=n_test, seed=seed, labels="embedded")
@@ -101,14 +101,10 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
                     yolo_args={**(cfg.get("yolo_args") or {}), "plots": False, "val": False})
         res["finetuned"] = str(train_detector(tcfg, pdir, fold=0))
 
-    folds = pd.read_csv(pdir / "folds.csv", dtype={"image_id": str})
-    images = pd.read_csv(pdir / "images.csv", dtype={"image_id": str})
+    folds = read_folds(pdir / "folds.csv")
+    images = read_images(pdir / "images.csv")
     fold0 = images[images["image_id"].isin(set(folds.loc[folds["fold"] == 0, "image_id"]))]
-    pkw = dict(tta=bool(cfg["tta"]), ens_iou=float(cfg["ens_iou"]), ens_skip=float(cfg["ens_skip"]),
-               conf=float(cfg["conf"]), imgsz=int(cfg["imgsz"]), classifier=clf,
-               cls_imgsz=int(cfg["cls_imgsz"]), low=float(cfg["cls_low"]), high=float(cfg["cls_high"]),
-               normal_class=(14, "No finding") if vin else None, size=int(cfg["size"]),
-               keep_ratio=bool(cfg["keep_ratio"]))
+    settings = PredictSettings.from_config(cfg)
     with _step("predict: held-out fold 0 (PNG) and the test split (straight from DICOM)", timings):
         src0 = out / "fold0_images"
         src0.mkdir(exist_ok=True)
@@ -116,13 +112,13 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
             link = src0 / Path(p).name
             if not link.exists():
                 link.symlink_to(Path(p).resolve())
-        pred0 = predict(dets, src0, pdir / "meta.csv", **pkw)
+        pred0 = predict(dets, src0, pdir / "meta.csv", settings, classifier=clf)
         pred0.to_csv(out / "pred_fold0.csv", index=False)
         test_dir = data / cfg["test_dir"]
-        pred_t = predict(dets, test_dir, None, **pkw)
+        pred_t = predict(dets, test_dir, None, settings, classifier=clf)
         pred_t.to_csv(out / "pred_test.csv", index=False)
 
-    fmt = "vinbigdata" if vin else "rsna"
+    fmt = ds.submission
     with _step("submit: Kaggle CSV for the test split, validated", timings):
         sub = write_submission(pred_t, data / cfg["sample"], fmt, out / "submission.csv")
         problems = validate_submission(sub, data / cfg["sample"], fmt)
@@ -131,22 +127,23 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         res["submission"] = str(sub)
 
     with _step(f"evaluate: {metric} on fold 0 and on the test split", timings):
-        truth_file = pdir / ("fused.csv" if vin else "boxes.csv")
-        ti, tb, _ = load_truth(truth_file if vin else data / cfg["labels"], pdir / "meta.csv" if vin else None)
-        names = _names(vin)
-        r0 = evaluate(tb, pred0, list(fold0["image_id"]), metric, normal_class=14 if vin else None, class_names=names)
+        # the fused truth where prep wrote one in the competition's layout, else the source labels
+        truth_file, truth_meta = ((pdir / "fused.csv", pdir / "meta.csv") if ds.competition_csv
+                                  else (data / cfg["labels"], None))
+        ti, tb, _ = read_truth(truth_file, ds, truth_meta)
+        names = ds.names if ds.normal is not None else None
+        r0 = evaluate(tb, pred0, list(fold0["image_id"]), metric, normal_class=ds.normal_id, class_names=names)
         write_json(r0, out / "metrics_fold0.json")
-        test_truth = data / ("test_truth.csv" if vin else "stage_2_test_labels.csv")
-        ti_t, tb_t, _ = load_truth(test_truth, None)
-        rt = evaluate(tb_t, pred_t, list(ti_t["image_id"]), metric, normal_class=14 if vin else None,
-                      class_names=names)
+        test_truth = data / ("test_truth.csv" if ds.name == "vinbigdata" else "stage_2_test_labels.csv")
+        ti_t, tb_t, _ = read_truth(test_truth, ds, None)
+        rt = evaluate(tb_t, pred_t, list(ti_t["image_id"]), metric, normal_class=ds.normal_id, class_names=names)
         write_json(rt, out / "metrics_test.json")
         res["map_fold0"], res["map_test"] = r0["mAP"], rt["mAP"]
         print(_table(r0))
         baseline = None
-        if vin:
-            bl = rater_baseline(data / "train.csv", data / "train_meta.csv" if (data / "train_meta.csv").is_file()
-                                else pdir / "meta.csv", min_images=50)
+        if ds.has_raters:
+            bl = rater_baseline(data / cfg["labels"], data / "train_meta.csv" if (data / "train_meta.csv").is_file()
+                                else pdir / "meta.csv", min_images=50, dataset=ds)
             baseline = {"metric": "vinbigdata", "iou_thr": 0.4, "rater_baseline": bl.to_dict("records"),
                         "mAP": float(bl["mAP"].mean()) if len(bl) else float("nan")}
             write_json(baseline, out / "rater_baseline.json")
@@ -154,11 +151,11 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
             print(bl.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
     with _step("tune: post-processing keys on fold 0's predictions (nested: 3 sub-folds)", timings):
-        res.update(_tune(out, truth_file if vin else data / cfg["labels"], pdir / "meta.csv" if vin else None,
+        res.update(_tune(out, truth_file, truth_meta,
                          list(fold0["image_id"]), metric, cfg, seed))
 
     with _step("show: overlays, worst-images gallery, explorer, HTML report", timings):
-        shown = pred0[(pred0["score"] >= 0.3) & (pred0["class_id"] != 14)]
+        shown = ds.findings(pred0[pred0["score"] >= 0.3])
         pics = out / "pictures"
         ab = list(tb[tb["image_id"].isin(set(fold0["image_id"]))]["image_id"].unique()[:4])
         for iid in ab:
@@ -166,7 +163,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         t0 = tb[tb["image_id"].isin(set(fold0["image_id"]))]
         try:
             worst, caps = pick_gallery("worst", fold0, t0, pred0, n=12, conf=0.3, class_names=names,
-                                       normal_class=14 if vin else None)
+                                       normal_class=ds.normal_id)
         except ValueError as e:  # nothing missed and no confident false positive: no gallery to show
             print(f"   no worst-images gallery: {e}")
             worst = []
@@ -175,15 +172,14 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
                                                 shown, names, caps, title=f"held-out fold 0: the {len(worst)} "
                                                 "images that cost the metric most"))
         raw = None
-        if vin:  # the radiologists' own boxes, one explorer layer each
-            from data_prep.datasets import vinbigdata
-            raw = vinbigdata.load(data / "train.csv", pdir / "meta.csv", on_missing_meta="drop")[1]
+        if ds.has_raters:  # the radiologists' own boxes, one explorer layer each
+            raw = ds.load(data / cfg["labels"], pdir / "meta.csv", on_missing_meta="drop")[1]
         ex = build_explorer(fold0, t0, [("pred_fold0.csv", pred0)], pdir / "images", out / "explore", raw, metric,
-                            0.4, 14 if vin else None, names, 0.3, f"cxrdet demo ({dataset} phantoms): held-out fold 0",
+                            0.4, ds.normal_id, names, 0.3, f"cxrdet demo ({dataset} phantoms): held-out fold 0",
                             truth_name=truth_file.name)
         res["explorer"] = str(ex["index"])
         rep = build_report(tb[tb["image_id"].isin(set(fold0["image_id"]))], pred0, fold0, pdir / "images",
-                           out / "report.html", metric, 0.4, 14 if vin else None, names, baseline,
+                           out / "report.html", metric, 0.4, ds.normal_id, names, baseline,
                            title=f"cxrdet demo ({dataset} phantoms): held-out fold 0")
         res["report"], res["pictures"] = str(rep), str(pics)
 
@@ -223,14 +219,6 @@ def _f(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def _names(vin: bool):
-    if not vin:
-        return None
-    from data_prep.datasets import vinbigdata
-
-    return list(vinbigdata.CLASSES) + [vinbigdata.NORMAL_NAME]
-
-
 def _table(r: dict) -> str:
     from detection.evaluate import format_table
 
@@ -238,14 +226,18 @@ def _table(r: dict) -> str:
 
 
 def add_arguments_demo(p: argparse.ArgumentParser) -> None:
+    from data_prep.config import add_config_arguments
+
     p.add_argument("dataset", nargs="?", default="vinbigdata", choices=sorted(FLAVOURS))
     p.add_argument("--out", default="demo_out", help="output folder (re-used steps are skipped)")
-    p.add_argument("--epochs", type=int, default=1, help="fine-tune epochs of the training step")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=None, help="train images to synthesise (default 240 vinbigdata, 160 rsna)")
     p.add_argument("--weights-dir", default=None, help="folder with the shipped weights (default weights/)")
+    add_config_arguments(p, ["epochs", "seed"], help={"epochs": "fine-tune epochs of the training step (default 1)",
+                                                      "seed": "seed of the phantoms (default 0)"})
+    p.epilog = "key=value overrides any key of the flavour's config (phantom / rsna_phantom)."
 
 
 def run_demo(args) -> int:
-    demo(args.dataset, args.out, args.epochs, args.seed, args.overrides, args.n, args.weights_dir)
+    demo(args.dataset, args.out, 1 if args.epochs is None else args.epochs, 0 if args.seed is None else args.seed,
+         args.overrides, args.n, args.weights_dir)
     return 0

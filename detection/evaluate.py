@@ -1,12 +1,13 @@
 """``cxrdet evaluate``: competition metrics on a held-out fold, image-level AUC/F1, the radiologists' baseline.
 
-Truth (``--truth``), detected by its columns:
+The dataset (``dataset`` of ``--config``/``key=value``, see :mod:`data_prep.config`) says how to read
+the files and score them (:func:`data_prep.datasets.describe`). Truth (``--truth``), read by
+:func:`data_prep.tables.read_truth`:
 
-* VinBigData ``train.csv`` (``rad_id``, one row per radiologist, no ``n_raters``): the raters'
-  boxes are FUSED first (WBF, IoU 0.4, :func:`data_prep.fusion.fuse`; needs ``--meta`` for the
-  image sizes), as the competition's own truth was; a log line says so.
-* a ``fused.csv`` (train.csv columns + ``n_raters``): used as it is.
-* RSNA ``stage_2_train_labels.csv`` (``patientId,...,Target``).
+* the dataset's source labels (VinBigData ``train.csv``, RSNA ``stage_2_train_labels.csv``); a raw
+  per-radiologist file is FUSED first (WBF, IoU 0.4, :func:`data_prep.fusion.fuse`; needs
+  ``--meta`` for the image sizes), as the competition's own truth was; a log line says so;
+* a VinBigData ``fused.csv`` (train.csv columns + ``n_raters``): used as it is;
 * our box table CSV (``image_id,class_id,...,x_min,...``): the evaluated images are those of
   ``--meta`` when given (normal images included), else the images with truth boxes (warned).
 
@@ -16,45 +17,56 @@ Predictions (``--pred``): a submission (``image_id|patientId,PredictionString``,
 The evaluated image set is every image of the truth (normal ones included), restricted to the
 images of ``--folds`` when given (to ``--fold K`` or ``--fold 0,2`` of it when that is given too;
 truth and predictions alike). With ``--folds`` the score is also printed per fold, beside the
-pooled score over all those images (out-of-fold predictions: ``cxrdet cv``'s oof.csv). VinBigData
-metrics add the normal truth (class 14, ``0 0 1 1``) for images without findings.
+pooled score over all those images (out-of-fold predictions: ``cxrdet cv``'s oof.csv). A dataset
+with a normal class (VinBigData's "no finding") adds a normal truth ``0 0 1 1`` for images
+without findings.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from data_prep.boxes import BOX_COLUMNS, as_box_table, make_boxes
-from data_prep.atomic import write_text
-from data_prep.errors import InputError, check_output, reading
+from data_prep.atomic import atomic_path, write_text
+from data_prep.boxes import BOX_COLUMNS, make_boxes
+from data_prep import tables
+from data_prep.config import add_config_arguments, stage_config
+from data_prep.datasets import DEFAULT_DATASET, Dataset, describe
+from data_prep.errors import check_output
+from data_prep.tables import FUSION_IOU, read_truth
 from detection import metrics as M
 
 log = logging.getLogger(__name__)
 
 METRICS = ("vinbigdata", "rsna", "coco")
-NORMAL_ID = 14
-FUSION_IOU = 0.4
+_FROM_DATASET = object()  # normal_class not given: the dataset's own
 
 
 # ----------------------------------------------------------------------------- the function others call
-def evaluate(truth_boxes: pd.DataFrame, pred_boxes: pd.DataFrame, images, metric: str = "vinbigdata",
-             iou_thr: float = 0.4, normal_class: int | None = NORMAL_ID, class_names=None,
-             image_level: bool = False) -> dict:
+def evaluate(truth_boxes: pd.DataFrame, pred_boxes: pd.DataFrame, images, metric: str | None = None,
+             iou_thr: float = 0.4, normal_class=_FROM_DATASET, class_names=None,
+             image_level: bool = False, dataset: Dataset | str | None = None) -> dict:
     """Score predictions against truth on ``images`` (ids, or an image table with ``image_id``).
 
+    ``dataset`` (a description or a name; default ``DEFAULT_DATASET``) gives the defaults:
+    ``metric`` (its default metric), ``normal_class`` (its normal class id: the class whose truth
+    is ``0 0 1 1`` on images without findings, or None; the rsna metric never uses it and drops
+    rows of that class) and ``class_names`` (its names, when ``dataset`` is given).
     ``metric``: vinbigdata (mAP@iou_thr, VOC all-point) | coco (pycocotools 101-point at iou_thr)
-    | rsna (mean over images of TP/(TP+FP+FN) over IoU 0.40:0.75). ``normal_class``: the class
-    whose truth is ``0 0 1 1`` on images without findings (VinBigData's 14; None elsewhere; the
-    rsna metric never uses it and drops prediction rows of that class).
+    | rsna (mean over images of TP/(TP+FP+FN) over IoU 0.40:0.75).
     Returns the metric's dict (see :mod:`detection.metrics`: metric, mAP, per_class, n_images,
     table, pr, ...) plus ``image_level`` when asked."""
+    ds = describe(dataset if dataset is not None else DEFAULT_DATASET)
+    metric = metric or (ds.metric if dataset is not None else METRICS[0])
+    if normal_class is _FROM_DATASET:
+        normal_class = ds.normal_id
+    if class_names is None and dataset is not None:
+        class_names = ds.names
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r}; expected one of {list(METRICS)}")
     ids = images["image_id"] if isinstance(images, pd.DataFrame) else images
@@ -91,101 +103,49 @@ def to_jsonable(res: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- reading files
-def _columns(path, what: str = "CSV table") -> list[str]:
-    with reading(path, what):
-        return list(pd.read_csv(path, nrows=0).columns)
+def read_inputs(truth_path, pred_path, dataset: Dataset | str, meta=None, folds=None, fold=None
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Dataset]:
+    """Read truth and predictions for ``dataset`` and restrict both to the evaluated images.
 
+    Returns ``(images, truth, pred, dataset)``: ``images`` is the image table of the evaluated
+    images (every image of the truth file, normals included, restricted to the images of ``folds``
+    (to ``fold``, an int or a list, when given), with their ``fold`` column); ``truth``/``pred``
+    are box tables limited to those images; ``dataset`` is the description used (the configured
+    one, unless the truth file is another dataset's labels)."""
+    from detection.submission import read_predictions
 
-def _read(path, what: str, **kw) -> pd.DataFrame:
-    with reading(path, what):
-        return pd.read_csv(path, **kw)
-
-
-def _vinbig_names() -> list[str]:
-    from data_prep.datasets import vinbigdata
-    return list(vinbigdata.CLASSES) + [vinbigdata.NORMAL_NAME]
-
-
-def _meta_images(meta) -> pd.DataFrame:
-    from data_prep.datasets.common import read_meta
-    return read_meta(meta, str(meta))
-
-
-def load_truth(path, meta=None, fusion_iou: float = FUSION_IOU) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Truth file -> (images, boxes, dataset) with dataset in vinbigdata | rsna | boxes (see module doc)."""
-    cols = set(_columns(path, "truth table"))
-    if {"patientId", "Target"} <= cols:
-        from data_prep.datasets import load as load_dataset
-        images, boxes = load_dataset("rsna", path, meta)
-        return images, boxes, "rsna"
-    if {"rad_id", "class_id", "x_min"} <= cols:
-        from data_prep.datasets import vinbigdata
-        images, boxes = vinbigdata.load(path, meta)
-        if "n_raters" not in cols:
-            if meta is None:
-                raise ValueError(f"{path}: a raw VinBigData train.csv must be fused (WBF iou {fusion_iou}) before "
-                                 "scoring, which needs the image sizes; pass --meta (train_meta.csv or meta.csv)")
-            from data_prep.fusion import fuse
-            n = len(boxes)
-            boxes = fuse(boxes, images, "wbf", iou_thr=fusion_iou)
-            log.info("truth %s: raw per-radiologist labels fused by WBF (iou %.2f): %d boxes -> %d on %d images "
-                     "(%d images in all, normals included)", path, fusion_iou, n, len(boxes),
-                     boxes["image_id"].nunique(), len(images))
-        return images, boxes, "vinbigdata"
-    if {"image_id", "class_id", "x_min", "y_min", "x_max", "y_max"} <= cols:
-        df = _read(path, "truth box table", dtype={"image_id": str, "class_name": str, "rater": str})
-        boxes = _box_csv(df, path)
-        if meta is not None:
-            images = _meta_images(meta)
-        else:
-            images = pd.DataFrame({"image_id": pd.unique(boxes["image_id"])})
-            log.warning("truth %s is a box table: without --meta the evaluated images are the %d with truth "
-                        "boxes (normal images unknown)", path, len(images))
-        names = _vinbig_names()
-        vin = len(boxes) and boxes["class_id"].between(0, NORMAL_ID).all() and all(
-            names[c] == n for c, n in zip(boxes["class_id"], boxes["class_name"]))
-        return images, boxes, "vinbigdata" if vin else "boxes"
-    raise ValueError(f"{path}: columns {sorted(cols)} are none of VinBigData train.csv/fused.csv, RSNA "
-                     "stage_2_train_labels.csv or a box table (image_id,class_id,x_min,y_min,x_max,y_max)")
-
-
-def _box_csv(df: pd.DataFrame, path) -> pd.DataFrame:
-    if "class_name" not in df:
-        df["class_name"] = df["class_id"].astype(str)
-    return as_box_table(df)
-
-
-def load_pred(path) -> pd.DataFrame:
-    """Predictions file -> box table: a submission CSV or a box table CSV."""
-    cols = set(_columns(path, "prediction table"))
-    if "PredictionString" in cols:
-        from detection.submission import parse_submission
-        pred = parse_submission(path, "rsna" if "patientId" in cols else "vinbigdata")
-    elif {"image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"} <= cols:
-        pred = _box_csv(_read(path, "prediction box table", dtype={"image_id": str, "class_name": str, "rater": str}),
-                        path)
-    else:
-        pred = None
-    if pred is not None:
-        s = pred["score"].to_numpy("float64")
-        bad = ~((s >= 0) & (s <= 1))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise InputError(path, f"score {s[i]:g} of image {pred['image_id'].iloc[i]!r} is outside [0, 1] "
-                                   f"({int(bad.sum())} such box(es)); expected confidences in [0, 1]")
-        return pred
-    raise ValueError(f"{path}: columns {sorted(cols)}; expected a submission (image_id|patientId,PredictionString) "
-                     "or a box table with image_id,class_id,x_min,y_min,x_max,y_max,score")
+    if fold is not None and folds is None:
+        raise ValueError("--fold needs --folds (folds.csv)")
+    images, truth, ds = read_truth(truth_path, describe(dataset), meta)
+    pred = read_predictions(pred_path, ds)
+    ids = images["image_id"].astype(str).tolist()
+    fold_of = None
+    if folds is not None:
+        fdf = read_folds(folds, fold)
+        fold_of = dict(zip(fdf["image_id"], fdf["fold"]))
+        missing = set(fold_of) - set(ids)
+        if missing:
+            log.warning("%d image(s) of %s are not in the truth; left out", len(missing), folds)
+        ids = [i for i in ids if i in fold_of]
+        log.info("fold(s) %s: %d images", sorted(set(fdf["fold"])), len(ids))
+    keep = set(ids)
+    images = images[images["image_id"].astype(str).isin(keep)].reset_index(drop=True)
+    truth = truth[truth["image_id"].isin(keep)]
+    n_out = int((~pred["image_id"].isin(keep)).sum())
+    if n_out:
+        log.info("%d predicted box(es) on images outside the evaluated set ignored", n_out)
+    kept = pred[pred["image_id"].isin(keep)]
+    if fold_of is not None:
+        images["fold"] = images["image_id"].astype(str).map(fold_of).astype("int64")
+    _warn_coverage(pred, ids, pred_path, fold if fold is not None else folds)
+    return images, truth, kept, ds
 
 
 def read_folds(folds, fold=None) -> pd.DataFrame:
-    """``image_id, fold`` rows of a folds.csv, restricted to ``fold`` (an int or a list of ints)
-    when given; a fold without images raises ``ValueError`` naming the folds present."""
-    df = _read(folds, "folds table (image_id,fold)", dtype={"image_id": str})
-    for c in ("image_id", "fold"):
-        if c not in df:
-            raise ValueError(f"{folds}: no column {c!r}; expected image_id,fold")
-    df = df[["image_id", "fold"]].astype({"fold": "int64"})
+    """``image_id, fold`` rows of a folds.csv (:func:`data_prep.tables.read_folds`), restricted to
+    ``fold`` (an int or a list of ints) when given; a fold without images raises ``ValueError``
+    naming the folds present."""
+    df = tables.read_folds(folds)[["image_id", "fold"]]
     if fold is None:
         return df
     want = [int(fold)] if np.isscalar(fold) else [int(f) for f in fold]
@@ -196,8 +156,8 @@ def read_folds(folds, fold=None) -> pd.DataFrame:
     return df[df["fold"].isin(want)].reset_index(drop=True)
 
 
-def fold_images(folds, fold: int) -> list[str]:
-    """Image ids of fold ``fold`` in a folds.csv (image_id,fold)."""
+def fold_images(folds, fold) -> list[str]:
+    """Image ids of fold ``fold`` (an int or a list) in a folds.csv (image_id,fold)."""
     return read_folds(folds, fold)["image_id"].tolist()
 
 
@@ -215,76 +175,61 @@ def _warn_coverage(pred: pd.DataFrame, ids: list[str], pred_path, fold) -> None:
                     "empty%s", pred_path, n, len(ids), len(ids) - n, hint)
 
 
-def load_inputs(truth_path, pred_path, meta=None, folds=None, fold: int | None = None):
-    """Read truth and predictions and restrict both to the evaluated images.
+def load_inputs(truth_path, pred_path, meta=None, folds=None, fold: int | None = None, dataset=DEFAULT_DATASET):
+    """Deprecated (one release): :func:`read_inputs` as the old 5-tuple
+    ``(images, truth, pred, has_normal_class, class_names or None)``."""
+    images, truth, pred, ds = read_inputs(truth_path, pred_path, dataset, meta, folds, fold)
+    return images, truth, pred, ds.normal is not None, (ds.names if ds.normal is not None else None)
 
-    Returns (images, truth, pred, is_vinbigdata, class_names): ``images`` is the image table of
-    the evaluated images (every image of the truth file, normals included, restricted to the
-    images of ``folds`` (to ``fold``, an int or a list, when given), with their ``fold`` column);
-    ``truth``/``pred`` are box tables limited to those images; ``class_names`` is the VinBigData
-    list (0-14) or None."""
-    if fold is not None and folds is None:
-        raise ValueError("--fold needs --folds (folds.csv)")
-    images, truth, dataset = load_truth(truth_path, meta)
-    pred = load_pred(pred_path)
-    ids = images["image_id"].astype(str).tolist()
-    fold_of = None
-    if folds is not None:
-        fdf = read_folds(folds, fold)
-        fold_of = dict(zip(fdf["image_id"], fdf["fold"]))
-        missing = set(fold_of) - set(ids)
-        if missing:
-            log.warning("%d image(s) of %s are not in the truth; left out", len(missing), folds)
-        ids = [i for i in ids if i in fold_of]
-        log.info("fold(s) %s: %d images", sorted(set(fdf["fold"])), len(ids))
-    keep = set(ids)
-    images = images[images["image_id"].astype(str).isin(keep)].reset_index(drop=True)
-    if fold_of is not None:
-        images["fold"] = images["image_id"].astype(str).map(fold_of).astype("int64")
-    truth = truth[truth["image_id"].isin(keep)]
-    n_out = int((~pred["image_id"].isin(keep)).sum())
-    if n_out:
-        log.info("%d predicted box(es) on images outside the evaluated set ignored", n_out)
-    _warn_coverage(pred, ids, pred_path, fold if fold is not None else folds)
-    pred = pred[pred["image_id"].isin(keep)]
-    vin = dataset == "vinbigdata"
-    return images, truth, pred, vin, (_vinbig_names() if vin else None)
+
+def load_pred(path, dataset=DEFAULT_DATASET) -> pd.DataFrame:
+    """Deprecated (one release): :func:`detection.submission.read_predictions`."""
+    from detection.submission import read_predictions
+    return read_predictions(path, dataset)
+
+
+def load_truth(path, meta=None, fusion_iou: float = FUSION_IOU, dataset=DEFAULT_DATASET):
+    """Deprecated (one release): :func:`data_prep.tables.read_truth` as ``(images, boxes, dataset name)``."""
+    images, boxes, ds = read_truth(path, describe(dataset), meta, fusion_iou)
+    return images, boxes, ds.name
 
 
 def evaluate_files(truth_path, pred_path, meta=None, folds=None, fold=None, metric: str = "vinbigdata",
-                   iou_thr: float = 0.4, image_level: bool = False) -> dict:
-    """:func:`load_inputs` + :func:`evaluate`: what ``cxrdet evaluate`` prints and writes.
+                   iou_thr: float = 0.4, image_level: bool = False, dataset: Dataset | str = DEFAULT_DATASET) -> dict:
+    """:func:`read_inputs` + :func:`evaluate`: what ``cxrdet evaluate`` prints and writes.
 
     With ``folds``, ``res["folds"]`` lists ``{"fold", "n_images", "score"}`` per fold (the same
     metric on each fold's images alone) beside the pooled score ``res["mAP"]``."""
-    images, truth, pred, vin, names = load_inputs(truth_path, pred_path, meta, folds, fold)
-    normal = NORMAL_ID if vin else None
+    images, truth, pred, ds = read_inputs(truth_path, pred_path, dataset, meta, folds, fold)
     ids = images["image_id"].astype(str).tolist()
-    res = evaluate(truth, pred, ids, metric, iou_thr, normal, names, image_level)
+    res = evaluate(truth, pred, ids, metric, iou_thr, image_level=image_level, dataset=ds)
     if "fold" in images:
         res["folds"] = []
         for k, part in images.groupby("fold", sort=True):
-            r = evaluate(truth, pred, part["image_id"].astype(str).tolist(), metric, iou_thr, normal, names)
+            r = evaluate(truth, pred, part["image_id"].astype(str).tolist(), metric, iou_thr, dataset=ds)
             res["folds"].append({"fold": int(k), "n_images": int(len(part)), "score": r["mAP"]})
     return res
 
 
 # ----------------------------------------------------------------------------- radiologists' baseline
 def rater_baseline(labels, meta, min_images: int = 500, iou_thr: float = 0.4,
-                   fusion_iou: float = FUSION_IOU) -> pd.DataFrame:
+                   fusion_iou: float = FUSION_IOU, dataset: Dataset | str = DEFAULT_DATASET) -> pd.DataFrame:
     """Score each radiologist who read >= ``min_images`` images as a model (confidence 1).
 
-    For radiologist R: images = those R read (any train.csv row); predictions = R's boxes, or
-    ``14 1 0 0 1 1`` where R wrote "No finding"; truth = WBF (``fusion_iou``) of the OTHER
-    radiologists' boxes on those images, normal (class 14 ``0 0 1 1``) where they found nothing;
+    ``dataset``: one with raters and a normal class (VinBigData). For radiologist R: images =
+    those R read (any labels row); predictions = R's boxes, or the normal class ``p=1 0 0 1 1``
+    where R found nothing; truth = WBF (``fusion_iou``) of the OTHER radiologists' boxes on those
+    images, the normal class ``0 0 1 1`` where they found nothing;
     metric vinbigdata mAP@``iou_thr``. All scores tie at 1, so the ranking is the file's row
     order (stable sort), which the AP depends on; ``mAP_point`` is the order-free figure: mean
     over classes with truth of precision x recall, the all-point AP of R's one operating point.
     ``precision``/``recall``: over all classes. Returns a DataFrame rater, n_images, n_pred, mAP,
     mAP_point, precision, recall (radiologists by id)."""
-    from data_prep.datasets import vinbigdata
     from data_prep.fusion import fuse
-    images, boxes = vinbigdata.load(labels, meta)
+    ds = describe(dataset)
+    if not ds.has_raters or ds.normal is None:
+        raise ValueError(f"rater baseline: dataset {ds.name!r} has no per-radiologist labels with a normal class")
+    images, boxes = ds.load(labels, meta)
     readers = images["raters"].astype(str).str.split("|")
     counts = readers.explode().value_counts()
     rows = []
@@ -298,10 +243,10 @@ def rater_baseline(labels, meta, min_images: int = 500, iou_thr: float = 0.4,
         truth = fuse(boxes[on & ~own], im, "wbf", iou_thr=fusion_iou)
         pred = boxes[on & own].copy()
         normal = sorted(ids - set(pred["image_id"]))
-        pred = pd.concat([pred[BOX_COLUMNS], make_boxes(normal, NORMAL_ID, vinbigdata.NORMAL_NAME,
+        pred = pd.concat([pred[BOX_COLUMNS], make_boxes(normal, ds.normal_id, ds.normal_name,
                           np.tile(M.NORMAL_BOX, (len(normal), 1)), 1.0, r)], ignore_index=True)
-        res = M.vinbigdata_map(truth, pred, im["image_id"], iou_thr, NORMAL_ID)
-        enc = M.encode(truth, pred, im["image_id"], NORMAL_ID)
+        res = M.vinbigdata_map(truth, pred, im["image_id"], iou_thr, ds.normal_id)
+        enc = M.encode(truth, pred, im["image_id"], ds.normal_id)
         pt, _ = M.match_vinbigdata(enc, iou_thr)
         tp = int((pt >= 0).sum())
         point = [float(((pt >= 0) & (enc.p_cls == c)).sum() ** 2 / max((enc.p_cls == c).sum(), 1)
@@ -370,24 +315,21 @@ def plot_pr(res: dict, out_dir) -> list[Path]:
         ax.legend(loc="lower left", fontsize=8)
         slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
         p = out_dir / f"pr_{ids.get(name, 0):02d}_{slug}.png"
-        tmp = p.with_name(f".{p.name}.tmp.png")
         fig.tight_layout()
-        fig.savefig(tmp)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
-        os.replace(tmp, p)
         written.append(p)
     return written
 
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_evaluate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metric", choices=METRICS, default=None, help="default: the config's `metric`")
     parser.add_argument("--truth", required=True, help="train.csv / fused.csv / stage_2_train_labels.csv / box table CSV")
     parser.add_argument("--pred", help="submission CSV or box table CSV (not needed with --rater-baseline)")
     parser.add_argument("--meta", help="image sizes (image_id,dim0,dim1 or meta.csv); the image list for a box table truth")
     parser.add_argument("--folds", help="folds.csv (image_id,fold)")
     parser.add_argument("--fold", type=_fold_list, help="evaluate only this held-out fold of --folds (or folds: 0,2)")
-    parser.add_argument("--iou", type=float, default=None, help="IoU threshold (vinbigdata/coco); default: the config's `iou_thr`")
     parser.add_argument("--json", help="write the numbers to this JSON file")
     parser.add_argument("--plots", help="write PR curves per class (PNG) to this folder")
     parser.add_argument("--image-level", action="store_true", help="also image-level ROC AUC and best F1 per finding")
@@ -398,7 +340,7 @@ def add_arguments_evaluate(parser: argparse.ArgumentParser) -> None:
                              "beside that radiologist's baseline (detection/raters.py)")
     parser.add_argument("--min-images", type=int, default=500,
                         help="rater baseline / per-rater: score radiologists with at least this many images")
-    parser.add_argument("--config", default=None, help="dataset config (name or path)")
+    add_config_arguments(parser, ["dataset", "metric", "iou_thr"])
 
 
 def _fold_list(text: str):
@@ -413,17 +355,17 @@ def _fold_list(text: str):
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from data_prep.config import load_config
-    cfg = load_config(args.config, getattr(args, "overrides", None) or [])
-    metric = args.metric or cfg["metric"]
-    iou = args.iou if args.iou is not None else float(cfg["iou_thr"])
+    cfg = stage_config(args)
+    metric, iou = cfg["metric"], float(cfg["iou_thr"])
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r}; expected one of {list(METRICS)}")
     if args.per_rater:
         from detection.raters import run_per_rater
         return run_per_rater(args, cfg, metric, iou)
     if args.rater_baseline:
         if args.meta is None:
             raise ValueError("--rater-baseline needs --meta (image sizes for the fusion of the other radiologists)")
-        df = rater_baseline(args.truth, args.meta, args.min_images, iou)
+        df = rater_baseline(args.truth, args.meta, args.min_images, iou, dataset=describe(cfg))
         if df.empty:
             raise ValueError(f"{args.truth}: no radiologist read at least {args.min_images} images")
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -439,7 +381,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         check_output(args.json, arg="--json")
     if args.plots:
         check_output(args.plots, folder=True, arg="--plots")
-    res = evaluate_files(args.truth, args.pred, args.meta, args.folds, args.fold, metric, iou, args.image_level)
+    res = evaluate_files(args.truth, args.pred, args.meta, args.folds, args.fold, metric, iou, args.image_level,
+                         dataset=describe(cfg))
     res.update({"truth": str(args.truth), "pred": str(args.pred), "fold": args.fold})
     print(format_table(res))
     if len(res.get("folds", ())) > 1:

@@ -356,6 +356,8 @@ def build_explorer(images: pd.DataFrame, truth: pd.DataFrame, preds: list[tuple[
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_explore(p: argparse.ArgumentParser) -> None:
+    from data_prep.config import add_config_arguments, deprecated_flag
+
     p.add_argument("--truth", required=True, help="train.csv / fused.csv / RSNA labels / box table CSV")
     p.add_argument("--pred", action="append", required=True, metavar="P",
                    help="submission CSV or box table CSV; repeat for several prediction layers")
@@ -363,58 +365,59 @@ def add_arguments_explore(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meta", help="original image sizes (meta.csv or image_id,dim0,dim1)")
     p.add_argument("--raters", help="raw VinBigData train.csv (rad_id): one layer per radiologist")
     p.add_argument("--folds", help="folds.csv (image_id,fold)")
-    p.add_argument("--fold", type=int, help="show only this fold's images")
-    p.add_argument("--metric", choices=("vinbigdata", "rsna", "coco"),
-                   help="matching rule for TP/FP/FN and cost (default: rsna for RSNA labels, else vinbigdata)")
-    p.add_argument("--iou", type=float, default=0.4, help="IoU of a match (vinbigdata/coco)")
-    p.add_argument("--conf", type=float, default=0.3, help="the confidence slider's start")
     p.add_argument("--max-side", type=int, default=MAX_SIDE, help=f"longest side of the shown images (<= {MAX_SIDE})")
-    p.add_argument("--workers", type=int, default=1, help="processes decoding images")
     p.add_argument("--title", default="cxrdet explorer")
     p.add_argument("--out", required=True, help="output folder (index.html, data.json, data.js, images/)")
+    add_config_arguments(p, ["dataset", "metric", "iou_thr", "fold", "show_conf", "workers"],
+                         help={"fold": "with --folds: show only this fold's images",
+                               "metric": "matching rule for TP/FP/FN and cost (default: the dataset's metric)",
+                               "show_conf": "the confidence slider's start", "workers": "processes decoding images"})
+    deprecated_flag(p, "--conf", "show_conf", float)
 
 
-def load_explore_inputs(truth_path, pred_paths, meta=None, folds=None, fold=None, raters_path=None):
-    """(images, truth, [(name, pred)], raters, dataset, class names), truth/preds restricted to the
-    shown images (the truth file's, within ``fold`` of ``folds`` when given)."""
-    from detection.evaluate import _vinbig_names, fold_images, load_pred, load_truth
+def load_explore_inputs(truth_path, pred_paths, meta=None, folds=None, fold=None, raters_path=None,
+                        dataset="vinbigdata"):
+    """(images, truth, [(name, pred)], raters, dataset description, class names), truth/preds
+    restricted to the shown images (the truth file's, within ``fold`` of ``folds`` when given);
+    ``dataset``: a name or description (:func:`data_prep.datasets.describe`)."""
+    from data_prep.datasets import describe
+    from data_prep.tables import columns, fold_images, read_truth
+    from detection.submission import read_predictions
 
     if (folds is None) != (fold is None):
         raise ValueError("--folds and --fold go together")
-    images, truth, dataset = load_truth(truth_path, meta)
+    images, truth, ds = read_truth(truth_path, describe(dataset), meta)
     if fold is not None:
         keep = set(fold_images(folds, fold))
         images = images[images["image_id"].astype(str).isin(keep)].reset_index(drop=True)
         log.info("fold %d: %d images", fold, len(images))
     ids = set(images["image_id"].astype(str))
     truth = truth[truth["image_id"].astype(str).isin(ids)]
-    preds = [(n, load_pred(p)) for n, p in zip(_layer_names(pred_paths), pred_paths)]
+    preds = [(n, read_predictions(p, ds)) for n, p in zip(_layer_names(pred_paths), pred_paths)]
     raters = None
     if raters_path:
-        cols = set(pd.read_csv(raters_path, nrows=0).columns)
-        if "rad_id" not in cols or "n_raters" in cols:
-            raise ValueError(f"--raters {raters_path}: columns {sorted(cols)}; expected a raw VinBigData train.csv "
+        cols = set(columns(raters_path))
+        if not ds.has_raters or not set(ds.label_columns) <= cols or "n_raters" in cols:
+            raise ValueError(f"--raters {raters_path}: columns {sorted(cols)}; expected a raw {ds.title} labels file "
                              "(one row per radiologist, with rad_id, without n_raters)")
-        from data_prep.datasets import vinbigdata
-
-        raters = vinbigdata.load(raters_path, meta, on_missing_meta="drop")[1]
-    vin = dataset == "vinbigdata"
-    return images, truth, preds, raters, dataset, (_vinbig_names() if vin else None)
+        raters = ds.load(raters_path, meta, on_missing_meta="drop")[1]
+    return images, truth, preds, raters, ds, (ds.names if ds.normal is not None else None)
 
 
 def run_explore(args) -> int:
-    from data_prep.config import load_config
+    from data_prep.config import from_command_line, held_out_fold, stage_config
+    from data_prep.datasets import describe
     from data_prep.voi import VoiOptions
 
-    voi = VoiOptions.from_config(load_config(getattr(args, "config", None), getattr(args, "overrides", None) or []))
-    images, truth, preds, raters, dataset, names = load_explore_inputs(
-        args.truth, args.pred, args.meta, args.folds, args.fold, args.raters)
-    metric = args.metric or ("rsna" if dataset == "rsna" else "vinbigdata")
-    from data_prep.datasets import vinbigdata
-
-    res = build_explorer(images, truth, preds, args.source, args.out, raters, metric, args.iou,
-                         vinbigdata.NORMAL_ID if dataset == "vinbigdata" else None, names, args.conf, args.title, args.max_side,
-                         args.workers, Path(args.truth).name, voi)
+    cfg = stage_config(args)
+    voi = VoiOptions.from_config(cfg)
+    images, truth, preds, raters, ds, names = load_explore_inputs(
+        args.truth, args.pred, args.meta, args.folds, held_out_fold(cfg, args.folds), args.raters, describe(cfg))
+    # the configured metric, unless the truth turned out to be another dataset's labels (then its own)
+    metric = cfg["metric"] if ds.name == cfg["dataset"] or from_command_line(cfg, "metric") else ds.metric
+    res = build_explorer(images, truth, preds, args.source, args.out, raters, metric, float(cfg["iou_thr"]),
+                         ds.normal_id, names, float(cfg["show_conf"]), args.title, args.max_side,
+                         int(cfg["workers"]), Path(args.truth).name, voi)
     print(res["index"])
     print(f"{res['n_images']} images, {res['n_boxes']} boxes" +
           (f"; {len(res['errors'])} image(s) failed (see the log)" if res["errors"] else ""))

@@ -50,15 +50,18 @@ def export_onnx(weights: str | os.PathLike, imgsz: int = 512, out: str | os.Path
 
 
 def add_arguments_export(p: argparse.ArgumentParser) -> None:
+    from data_prep.config import add_config_arguments
+
     p.add_argument("weights", help="local .pt weights")
-    p.add_argument("--imgsz", type=int, default=512, help="network input size baked into the ONNX (default 512)")
     p.add_argument("--out", default=None, help="destination .onnx (default: beside the weights)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
+    add_config_arguments(p, ["imgsz"], help={"imgsz": "network input size baked into the ONNX"})
 
 
 def run_export(args: argparse.Namespace) -> int:
-    if getattr(args, "overrides", None):
-        raise ValueError(f"cxrdet export takes no key=value arguments, got {' '.join(args.overrides)}")
-    path = export_onnx(args.weights, imgsz=args.imgsz, out=args.out, dynamic=args.dynamic)
+    from data_prep.config import stage_config
+
+    cfg = stage_config(args)
+    path = export_onnx(args.weights, imgsz=int(cfg["imgsz"]), out=args.out, dynamic=args.dynamic)
     print(path)
     return 0

@@ -11,9 +11,9 @@ Matching rules (one (image, class) group at a time, predictions in the order sta
   of its image and class, the one of highest IoU (ties: the first truth in table order); it is a
   TP if that IoU >= ``iou_thr``, else an FP and the truth stays free. A truth already taken never
   counts, even if its IoU is higher. AP = area under the monotone precision envelope over all
-  recall points; mAP = mean over classes with truth. With ``normal_class`` (14), each evaluated
-  image without truth boxes gets a truth ``normal_class 0 0 1 1``; a prediction
-  ``14 p 0 0 1 1`` matches it (IoU 1). IoU is continuous (no +1).
+  recall points; mAP = mean over classes with truth. With ``normal_class`` N (VinBigData's
+  "No finding"), each evaluated image without truth boxes gets a truth ``N 0 0 1 1``; a
+  prediction ``N p 0 0 1 1`` matches it (IoU 1). IoU is continuous (no +1).
 * ``coco``: pycocotools COCOeval (bbox, iouThrs=[thr], areaRng all, maxDets 100, no crowd),
   reproduced operation for operation: per (image, class) the predictions sorted by -score
   (mergesort) and cut to ``max_dets`` (pycocotools cuts per image AND class); each takes the
@@ -38,12 +38,21 @@ import numpy as np
 import pandas as pd
 
 from data_prep.boxes import COORDS, validate_boxes, xyxy_to_xywh
+from data_prep.datasets import DATASETS, DEFAULT_DATASET
+
+# what a caller that names no normal class gets: the default dataset's (None when it has none)
+DEFAULT_NORMAL = DATASETS[DEFAULT_DATASET].normal_id
 
 log = logging.getLogger(__name__)
 
 NORMAL_BOX = (0.0, 0.0, 1.0, 1.0)
 RSNA_THRESHOLDS = tuple(np.round(np.arange(0.40, 0.76, 0.05), 2))  # 0.40 ... 0.75 (8 values)
 COCO_REC_THRS = np.linspace(.0, 1.00, int(np.round((1.00 - .0) / .01)) + 1, endpoint=True)  # (101,)
+
+
+def _normal_name(class_id: int) -> str:
+    """The name a registered dataset gives its normal class ``class_id`` ("normal" if none does)."""
+    return next((d.normal_name for d in DATASETS.values() if d.normal_id == class_id), "normal")
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -110,7 +119,7 @@ def encode(truth: pd.DataFrame, pred: pd.DataFrame, images, normal_class: int | 
         t_img = np.concatenate([t_img, normal])
         t_cls = np.concatenate([t_cls, np.full(len(normal), normal_class, "int64")])
         t_box = np.concatenate([t_box, np.tile(NORMAL_BOX, (len(normal), 1))])
-        names.setdefault(normal_class, "No finding")
+        names.setdefault(normal_class, _normal_name(normal_class))
     keep, p_img, p_cls, p_box = arrays(pred, "predictions")
     p_score = pred["score"].to_numpy("float64")[keep] if len(pred) else np.zeros(0)
     p_row = np.flatnonzero(keep).astype("int64")
@@ -269,7 +278,7 @@ def _summary(metric, enc: Encoded, ap: dict, pr: dict, extra=None) -> dict:
 
 
 def vinbigdata_map(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: float = 0.4,
-                   normal_class: int | None = 14, class_names=None) -> dict:
+                   normal_class: int | None = DEFAULT_NORMAL, class_names=None) -> dict:
     """VinBigData mAP@iou_thr (rule in the module docstring).
 
     Returns {"metric", "iou_thr", "mAP", "per_class" {name: AP or None}, "n_images", "table"
@@ -429,7 +438,7 @@ def _rsna(enc: Encoded, tm, pm, thresholds):
 
 # ----------------------------------------------------------------------------- per image
 def image_costs(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: float = 0.4, conf_thr: float = 0.25,
-                normal_class: int | None = 14) -> pd.DataFrame:
+                normal_class: int | None = DEFAULT_NORMAL) -> pd.DataFrame:
     """Per-image errors for a worst-images gallery, on findings only (``normal_class`` rows of
     both tables are left out). Predictions scored below ``conf_thr`` are dropped, the rest are
     matched by the vinbigdata rule at ``iou_thr``. cost = n_fn + sum of the FPs' scores, so a
@@ -482,7 +491,7 @@ def auc_f1(y: np.ndarray, s: np.ndarray) -> dict:
     return out
 
 
-def image_level(truth: pd.DataFrame, pred: pd.DataFrame, images, normal_class: int | None = 14,
+def image_level(truth: pd.DataFrame, pred: pd.DataFrame, images, normal_class: int | None = DEFAULT_NORMAL,
                 class_names=None) -> dict:
     """Image-level classification from detections.
 
@@ -490,7 +499,7 @@ def image_level(truth: pd.DataFrame, pred: pd.DataFrame, images, normal_class: i
     the image has a truth box of c, score = its highest predicted box score of c (0 if none).
     Abnormal vs normal: label = the image has any truth finding; score = 1 - (highest class
     ``normal_class`` score) when the image has ``normal_class`` prediction rows (the 2-class
-    filter writes ``14 p_normal 0 0 1 1``, the classifier's view), else the highest finding
+    filter writes ``N p_normal 0 0 1 1``, the classifier's view), else the highest finding
     score (0 with no boxes). Returns {"per_class": {name: auc_f1 dict}, "abnormal": auc_f1 dict}."""
     images = pd.Index(pd.unique(pd.Series(list(images), dtype=object).astype(str)))
     names = {}

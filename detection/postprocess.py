@@ -48,6 +48,9 @@ import numpy as np
 import pandas as pd
 
 from data_prep.boxes import BOX_COLUMNS, COORDS, denormalize_xyxy, empty_boxes, make_boxes, normalize_xyxy
+from data_prep.datasets import DEFAULT_DATASET, describe
+
+_DEFAULT_NORMAL = describe(DEFAULT_DATASET).normal  # (class_id, name) of the default dataset's normal class
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +96,9 @@ def post_config(cfg: dict | None = None) -> dict:
 
 
 def normal_class_for(dataset: str) -> tuple[int, str] | None:
-    """(class_id, name) of the "No finding" class the 2-class filter writes, or None."""
-    if dataset == "vinbigdata":
-        from data_prep.datasets.vinbigdata import NORMAL_ID, NORMAL_NAME
-
-        return (NORMAL_ID, NORMAL_NAME)
-    return None
+    """(class_id, name) of the normal class the 2-class filter writes (the dataset description's
+    ``normal``), or None."""
+    return describe(dataset).normal
 
 
 # ----------------------------------------------------------------------------- WBF
@@ -353,7 +353,7 @@ def final_order(img: np.ndarray, score: np.ndarray) -> np.ndarray:
 
 
 def apply(table: pd.DataFrame, probs: pd.DataFrame | None = None, cfg: dict | None = None,
-          normal_class: tuple[int, str] | None = (14, "No finding"), sizes: pd.DataFrame | None = None) -> pd.DataFrame:
+          normal_class: tuple[int, str] | None = _DEFAULT_NORMAL, sizes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Steps 2-7 on one box table -> the post-processed box table (sorted; module docstring).
 
     ``probs``: a probabilities table or None; ``sizes``: image_id-indexed height, width or None."""
@@ -374,7 +374,7 @@ def apply(table: pd.DataFrame, probs: pd.DataFrame | None = None, cfg: dict | No
 
 
 def two_class_filter(boxes: pd.DataFrame, p_abnormal: dict[str, float], low: float = 0.08, high: float = 0.95,
-                     normal_class: tuple[int, str] | None = (14, "No finding")) -> pd.DataFrame:
+                     normal_class: tuple[int, str] | None = _DEFAULT_NORMAL) -> pd.DataFrame:
     """The 2-class filter alone (step 7) with ``p_abnormal`` {image_id: p(abnormal)}; images absent
     from it keep their boxes."""
     probs = pd.DataFrame({"image_id": [str(i) for i in p_abnormal], "abnormal": list(p_abnormal.values())})
@@ -382,7 +382,7 @@ def two_class_filter(boxes: pd.DataFrame, p_abnormal: dict[str, float], low: flo
 
 
 def postprocess(tables: Sequence[pd.DataFrame], probs: pd.DataFrame | None = None, cfg: dict | None = None,
-                normal_class: tuple[int, str] | None = (14, "No finding"),
+                normal_class: tuple[int, str] | None = _DEFAULT_NORMAL,
                 sizes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every step (module docstring) on one or several prediction box tables."""
     c = post_config(cfg)
@@ -406,17 +406,17 @@ def run_postprocess(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from data_prep.atomic import write_csv
-    from data_prep.config import load_config
-    from detection.evaluate import load_pred
+    from data_prep.config import stage_config
+    from detection.submission import read_predictions
 
     from data_prep.errors import check_output
 
-    cfg = load_config(args.config, getattr(args, "overrides", None) or [])
+    cfg = stage_config(args)
     out = check_output(args.out, arg="--out")
     inputs = [Path(p) for p in args.pred] + ([Path(args.cls_probs)] if args.cls_probs else [])
     if any(out.resolve() == p.resolve() for p in inputs if p.exists()):
         raise ValueError(f"--out {out} is one of the inputs; postprocess never writes over its inputs")
-    tables = [load_pred(p) for p in args.pred]
+    tables = [read_predictions(p, describe(cfg)) for p in args.pred]
     probs = read_probs(args.cls_probs) if args.cls_probs else None
     res = postprocess(tables, probs, cfg, normal_class_for(cfg["dataset"]), image_sizes(args.meta))
     write_csv(res, out)

@@ -22,22 +22,24 @@ The WBF and the post-processing steps are :mod:`detection.postprocess`'s functio
 path with ``cxrdet postprocess``). 2-class filter, with ``p = p(abnormal)`` from an ultralytics
 classify model whose classes are ``abnormal``/``normal`` (``cxrdet train-cls``):
 
-* ``p < low``: the image is called normal: its boxes are dropped and one "No finding" row
-  ``14 1.0 0 0 1 1`` is written;
-* ``low <= p < high``: boxes kept, plus a "No finding" row scored ``1 - p`` (= p(normal), the
+* ``p < low``: the image is called normal: its boxes are dropped and one row of the dataset's
+  normal class N ("No finding") ``N 1.0 0 0 1 1`` is written;
+* ``low <= p < high``: boxes kept, plus a normal row scored ``1 - p`` (= p(normal), the
   confidence that the image is normal: what the top VinBigData solutions submitted);
 * ``p >= high``: boxes only.
 
-The "No finding" rows are written only for datasets that have that class (VinBigData); for the
-others (RSNA: normal = empty prediction) the filter only drops the boxes of images called normal.
+The normal rows are written only for datasets that have a normal class (the dataset
+description's ``normal``; VinBigData); for the others (RSNA: normal = empty prediction) the
+filter only drops the boxes of images called normal.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -47,6 +49,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from data_prep.boxes import Frame, empty_boxes, from_frame, make_boxes
+from data_prep.datasets import DEFAULT_DATASET, describe
 from data_prep.datasets.common import read_meta as common_read_meta
 from detection import postprocess as post_mod
 from detection.postprocess import View, fuse_views, two_class_filter  # noqa: F401  (predict's steps live there)
@@ -54,6 +57,7 @@ from detection.postprocess import View, fuse_views, two_class_filter  # noqa: F4
 log = logging.getLogger(__name__)
 
 PNG_SUFFIXES = (".png", ".jpg", ".jpeg")
+_DEFAULT_NORMAL = describe(DEFAULT_DATASET).normal  # (class_id, name) of the default dataset's normal class
 
 
 # ----------------------------------------------------------------------------- sources
@@ -268,25 +272,73 @@ def _predict_chunk(loaded, models, clfs, tta, conf, nms_iou, max_det, device, fu
     return [(iid, hw, fuse(views, hw), p) for (iid, _, _, hw), views, p in zip(loaded, per_image, probs)]
 
 
+@dataclass(frozen=True)
+class PredictSettings:
+    """What :func:`predict` is tuned by; field names are the config keys (configs/default.yaml).
+    ``normal``: (class_id, name) of the dataset's normal class for the 2-class filter, or None."""
+    tta: bool = False
+    conf: float = 0.001
+    nms_iou: float = 0.5
+    max_det: int = 300
+    imgsz: int = 512
+    batch: int = 16
+    device: str = "cpu"
+    ens_iou: float = 0.55
+    ens_skip: float = 0.0001
+    cls_imgsz: int = 256
+    cls_low: float = 0.08
+    cls_high: float = 0.95
+    size: int = 512
+    keep_ratio: bool = False
+    normal: tuple[int, str] | None = _DEFAULT_NORMAL
+    voi: object = None  # data_prep.voi.VoiOptions for DICOMs (None: the config defaults)
+    post: dict | None = None  # post-processing keys (detection.postprocess), e.g. the merged config
+
+    # the keyword names predict() took before the settings object (kept for one release)
+    _OLD = {"low": "cls_low", "high": "cls_high", "normal_class": "normal", "voi_options": "voi"}
+
+    @classmethod
+    def from_config(cls, cfg: dict, **changes) -> "PredictSettings":
+        """The settings of a merged config (:func:`data_prep.config.load_config`); the normal
+        class from its dataset's description; ``changes`` override fields."""
+        from data_prep.voi import VoiOptions
+
+        names = [f.name for f in fields(cls) if f.name not in ("normal", "voi", "post")]
+        kw = {k: type(getattr(cls, k))(cfg[k]) for k in names if k in cfg}
+        return cls(**kw, normal=describe(cfg).normal, voi=VoiOptions.from_config(cfg), post=dict(cfg)).replace(**changes)
+
+    def replace(self, **changes) -> "PredictSettings":
+        """A copy with ``changes`` (field names, or the old keyword names ``low``/``high``/``normal_class``)."""
+        changes = {self._OLD.get(k, k): v for k, v in changes.items()}
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise TypeError(f"predict: unknown setting(s) {unknown}; expected {[f.name for f in fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+
 def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: str | os.PathLike,
-            meta: str | os.PathLike | None = None, *, tta: bool = False, conf: float = 0.001,
-            nms_iou: float = 0.5, max_det: int = 300, imgsz: int = 512, batch: int = 16,
-            device: str = "cpu", ens_iou: float = 0.55, ens_skip: float = 0.0001,
-            classifier: str | os.PathLike | Sequence[str | os.PathLike] | None = None, cls_imgsz: int = 256,
-            low: float = 0.08,
-            high: float = 0.95, normal_class: tuple[int, str] | None = (14, "No finding"),
-            size: int = 512, keep_ratio: bool = False, onnx: bool = False,
-            errors: list[str] | None = None, voi_options=None, post: dict | None = None) -> pd.DataFrame:
+            meta: str | os.PathLike | None = None, settings: PredictSettings | dict | None = None, *,
+            classifier: str | os.PathLike | Sequence[str | os.PathLike] | None = None, onnx: bool = False,
+            errors: list[str] | None = None, **changes) -> pd.DataFrame:
     """Predict every image of ``source`` (PNG or DICOM folder, or a ``.txt`` list of PNG paths)
     -> box table in ORIGINAL pixels.
 
+    ``settings``: a :class:`PredictSettings`, or a merged config dict (its keys), or None (the
+    defaults); keyword ``changes`` override single fields (``tta=True``, ``conf=0.1``, ...).
     ``weights``: one or several local ``.pt``/``.onnx`` (several, or ``tta``, are fused by WBF
-    with ``ens_iou``/``ens_skip``). ``classifier``: one or several classify weights (several: the
-    mean p(abnormal) is the image's probability). ``size``/``keep_ratio``/``voi_options`` convert DICOMs the way
-    prep made the PNGs. Unreadable images are skipped and described in ``errors`` (if given) and the log.
-    ``post``: the post-processing keys (:mod:`detection.postprocess`; missing = defaults, which
-    change nothing but the 2-class filter); ``ens_iou``, ``ens_skip``, ``low``, ``high`` win over it.
+    with ``ens_iou``/``ens_skip``). ``size``/``keep_ratio``/``voi`` convert DICOMs the way prep
+    made the PNGs. ``classifier``: one or several classify weights for the 2-class filter (several:
+    the mean p(abnormal) is the image's probability). Unreadable images are skipped and described
+    in ``errors`` (if given) and the log. ``settings.post``: the post-processing keys
+    (:mod:`detection.postprocess`; missing = defaults, which change nothing but the 2-class
+    filter); ``ens_iou``, ``ens_skip``, ``cls_low``, ``cls_high`` win over it.
     Inference ends here: the boxes then go through :func:`detection.postprocess.apply`."""
+    if isinstance(settings, dict):
+        settings = PredictSettings.from_config(settings)
+    s = (settings or PredictSettings()).replace(**changes)
+    tta, conf, nms_iou, max_det, imgsz, batch = s.tta, s.conf, s.nms_iou, s.max_det, s.imgsz, s.batch
+    device, ens_iou, ens_skip, cls_imgsz, low, high = s.device, s.ens_iou, s.ens_skip, s.cls_imgsz, s.cls_low, s.cls_high
+    normal_class, size, keep_ratio, voi_options, post = s.normal, s.size, s.keep_ratio, s.voi, s.post
     pc = post_mod.post_config({**(post or {}), "ens_iou": ens_iou, "ens_skip": ens_skip, "cls_low": low,
                                "cls_high": high})
     wlist = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
@@ -357,44 +409,32 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="dataset config (path or name); key=value overrides any key")
+    from data_prep.config import add_config_arguments
+
     p.add_argument("--weights", nargs="+", required=True, help="one or more local .pt/.onnx (several = WBF ensemble)")
     p.add_argument("--source", required=True, help="folder of PNGs or DICOMs, or a .txt list of PNG paths")
     p.add_argument("--meta", default=None, help="original sizes for PNGs (convert's meta.csv or image_id,dim0,dim1)")
     p.add_argument("--out", required=True, help="prediction box table CSV (original pixels)")
-    p.add_argument("--tta", action="store_true", default=None, help="add a horizontal-flip view (fused by WBF)")
-    p.add_argument("--conf", type=float, default=None, help="minimum box confidence (config conf)")
-    p.add_argument("--imgsz", type=int, default=None, help="network input size (config imgsz)")
     p.add_argument("--classifier", default=None, help="normal/abnormal classify weights: the 2-class filter")
-    p.add_argument("--low", type=float, default=None, help="p(abnormal) below this: normal only (config cls_low)")
-    p.add_argument("--high", type=float, default=None, help="p(abnormal) from this: boxes only (config cls_high)")
     p.add_argument("--onnx", action="store_true", help="export .pt weights to ONNX (cached beside them) and run those")
+    add_config_arguments(p, ["tta", "conf", "imgsz", "cls_low", "cls_high", "batch", "device"])
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from detection.train import config_from_args
-
-    cfg = config_from_args(args)
-    for arg, key in (("tta", "tta"), ("conf", "conf"), ("imgsz", "imgsz"), ("low", "cls_low"), ("high", "cls_high")):
-        if getattr(args, arg) is not None:
-            cfg[key] = getattr(args, arg)
-    normal = post_mod.normal_class_for(cfg["dataset"])
-    errors: list[str] = []
-    from data_prep.atomic import check_not_input, write_csv
+    from data_prep.atomic import check_not_input
+    from data_prep.config import stage_config
     from data_prep.convert import check_size
     from data_prep.errors import check_output
-    from data_prep.voi import VoiOptions
+    from data_prep.tables import write_boxes
 
+    cfg = stage_config(args)
+    errors: list[str] = []
     check_size(cfg["size"], "size")
     check_output(args.out, arg="--out")
     check_not_input(args.out, [args.source, args.meta, *args.weights, args.classifier])
-    out = predict(args.weights, args.source, args.meta, tta=bool(cfg["tta"]), conf=cfg["conf"],
-                  nms_iou=cfg["nms_iou"], max_det=cfg["max_det"], imgsz=cfg["imgsz"], batch=cfg["batch"],
-                  device=str(cfg["device"]), ens_iou=cfg["ens_iou"], ens_skip=cfg["ens_skip"],
-                  classifier=args.classifier, cls_imgsz=cfg["cls_imgsz"], low=cfg["cls_low"], high=cfg["cls_high"],
-                  normal_class=normal, size=cfg["size"], keep_ratio=cfg["keep_ratio"], onnx=args.onnx,
-                  errors=errors, voi_options=VoiOptions.from_config(cfg), post=cfg)
-    dst = write_csv(out, args.out)
+    out = predict(args.weights, args.source, args.meta, PredictSettings.from_config(cfg),
+                  classifier=args.classifier, onnx=args.onnx, errors=errors)
+    dst = write_boxes(out, args.out)
     print(f"{dst}: {len(out)} box(es) on {out['image_id'].nunique()} image(s); {len(errors)} failed")
     for e in errors:
         print(f"  failed: {e}")

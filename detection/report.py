@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from data_prep.atomic import safe_name, write_text  # noqa: E402
+from data_prep.datasets import DEFAULT_DATASET, describe  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ def _explorer_link(out: Path, explorer) -> str:
 
 
 def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, source, out,
-                 metric: str = "vinbigdata", iou_thr: float = 0.4, normal_class: int | None = 14,
+                 metric: str = "vinbigdata", iou_thr: float = 0.4,
+                 normal_class: int | None = describe(DEFAULT_DATASET).normal_id,
                  class_names=None, baseline: dict | None = None, n_worst: int = 12, n_overlays: int = 6,
                  conf: float = 0.3, title: str = "cxrdet evaluation", explorer=None, raters: dict | None = None) -> Path:
     """Score ``pred`` against ``truth`` on ``images`` and write the HTML report to ``out``.
@@ -180,34 +182,41 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
 
 
 def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
+    from data_prep.config import add_config_arguments, deprecated_flag
+
     p.add_argument("--truth", required=True, help="train.csv / fused.csv / RSNA labels / box table CSV")
     p.add_argument("--pred", required=True, help="submission CSV or box table CSV")
-    p.add_argument("--metric", default="vinbigdata", choices=("vinbigdata", "rsna", "coco"))
     p.add_argument("--source", required=True, help="folder of the evaluated images (<id>.png or DICOM)")
     p.add_argument("--meta", help="image sizes (meta.csv or image_id,dim0,dim1)")
     p.add_argument("--folds", help="folds.csv (image_id,fold)")
-    p.add_argument("--fold", type=int, help="report only this held-out fold")
-    p.add_argument("--iou", type=float, default=0.4, help="IoU threshold (vinbigdata/coco)")
     p.add_argument("--baseline", help="JSON from `cxrdet evaluate --rater-baseline --json`")
     p.add_argument("--rater-labels", help="raw per-radiologist labels (train.csv): adds the radiologists' pairwise "
                    "agreement matrix and box-size ratios (needs --meta)")
     p.add_argument("--per-rater", help="JSON from `cxrdet evaluate --per-rater --json`: the model against each radiologist")
     p.add_argument("--n-worst", type=int, default=12, help="images in the worst-images gallery")
     p.add_argument("--n-overlays", type=int, default=6, help="full-size overlays of the worst images")
-    p.add_argument("--conf", type=float, default=0.3, help="hide predictions below this in pictures")
     p.add_argument("--title", default="cxrdet evaluation")
     p.add_argument("--explorer", help="folder of a `cxrdet explore` page to link (default: explore/ beside the report)")
     p.add_argument("--out", required=True, help="report .html path")
+    add_config_arguments(p, ["dataset", "metric", "iou_thr", "fold", "show_conf"],
+                         help={"fold": "with --folds: report only this held-out fold"})
+    deprecated_flag(p, "--conf", "show_conf", float)
 
 
 def run_report_eval(args) -> int:
-    from detection.evaluate import load_inputs
+    from data_prep.config import held_out_fold, stage_config
+    from data_prep.tables import read_truth, select_images
+    from detection.submission import read_predictions
 
-    images, truth, pred, vin, names = load_inputs(args.truth, args.pred, args.meta, args.folds, args.fold)
+    cfg = stage_config(args)
+    fold = held_out_fold(cfg, args.folds)
+    images, truth, ds = read_truth(args.truth, describe(cfg), args.meta)
+    pred = read_predictions(args.pred, ds)
+    images, truth, pred = select_images(images, truth, pred, args.folds, fold)
     baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
-    path = build_report(truth, pred, images, args.source, args.out, args.metric, args.iou,
-                        14 if vin else None, names, baseline, args.n_worst, args.n_overlays, args.conf, args.title,
-                        args.explorer, _raters_args(args))
+    path = build_report(truth, pred, images, args.source, args.out, cfg["metric"], float(cfg["iou_thr"]),
+                        ds.normal_id, ds.names, baseline, args.n_worst, args.n_overlays, float(cfg["show_conf"]),
+                        args.title, args.explorer, _raters_args(args))
     print(path)
     return 0
 
@@ -215,6 +224,6 @@ def run_report_eval(args) -> int:
 def _raters_args(args) -> dict | None:
     if not (args.rater_labels or args.per_rater):
         return None
-    from data_prep.config import load_config
-    dataset = load_config(getattr(args, "config", None), getattr(args, "overrides", None) or [])["dataset"]
+    from data_prep.config import stage_config
+    dataset = stage_config(args)["dataset"]
     return {"labels": args.rater_labels, "meta": args.meta, "dataset": dataset, "per_rater_json": args.per_rater}

@@ -4,10 +4,13 @@ Two competition formats, one row per test image, in the sample submission's orde
 
 * ``vinbigdata``: header ``image_id,PredictionString``; the string is groups of six tokens
   ``class conf x_min y_min x_max y_max`` (xyxy in ORIGINAL image pixels), boxes sorted by
-  confidence, highest first. "No finding" (class 14) is written ``14 p 0 0 1 1``; an image
-  with no prediction at all gets ``14 1 0 0 1 1``.
+  confidence, highest first. The dataset's normal class N ("No finding") is written
+  ``N p 0 0 1 1``; an image with no prediction at all gets ``N 1 0 0 1 1``.
 * ``rsna``: header ``patientId,PredictionString``; groups of five tokens
   ``conf x y width height`` (xywh, 1024 x 1024 images); an image without boxes has an empty string.
+
+Class ids, names, the normal class and the RSNA image size come from the format's dataset
+description (:func:`data_prep.datasets.describe`; a format is named after its dataset).
 
 Numbers written (see :func:`write_submission`): coordinates on a grid of ``10**-decimals`` px
 (default 1 decimal) with mins floored and maxes ceiled, so a written box always contains the
@@ -31,7 +34,8 @@ import pandas as pd
 
 from data_prep.atomic import check_not_input, write_csv
 from data_prep.errors import CSV_FIELD_LIMIT, InputError, check_output, reading
-from data_prep.boxes import BOX_COLUMNS, as_box_table, make_boxes, empty_boxes, validate_boxes, xyxy_to_xywh
+from data_prep.boxes import BOX_COLUMNS, as_box_table, make_boxes, empty_boxes, validate_boxes, xywh_to_xyxy, xyxy_to_xywh
+from data_prep.datasets import Dataset, describe, normal_ids
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +44,11 @@ FORMATS = {
     "vinbigdata": ("image_id", 6),
     "rsna": ("patientId", 5),
 }
-NORMAL_ID = 14  # = data_prep.datasets.vinbigdata.NORMAL_ID (imported lazily there)
-NORMAL_STRING = "14 1 0 0 1 1"
-RSNA_SIZE = 1024
-RSNA_CLASS = "Lung Opacity"
+_VIN, _RSNA = describe("vinbigdata"), describe("rsna")
+NORMAL_ID = _VIN.normal_id          # the vinbigdata format's normal class
+NORMAL_STRING = f"{NORMAL_ID} 1 0 0 1 1"
+RSNA_SIZE = _RSNA.image_size
+RSNA_CLASS = _RSNA.classes[0]
 MAX_PRINTED = 20
 _STR = np.dtypes.StringDType()  # variable-width numpy strings: fast vectorised formatting
 
@@ -56,10 +61,26 @@ def _format(fmt: str) -> tuple[str, int]:
 
 
 def vinbigdata_names() -> list[str]:
-    """The 15 VinBigData class names, index = class_id (14 = "No finding")."""
-    from data_prep.datasets import vinbigdata  # lazy: keeps `cxrdet validate-submission` light
+    """The VinBigData class names, index = class_id, the normal class included."""
+    return _VIN.names
 
-    return list(vinbigdata.CLASSES) + [vinbigdata.NORMAL_NAME]
+
+def read_predictions(path, dataset: Dataset | str) -> pd.DataFrame:
+    """Predictions file -> box table: a submission CSV (``<id column>,PredictionString``, in the
+    format of ``dataset``, or of the dataset whose id column the header names) or a prediction
+    box table CSV (:func:`data_prep.tables.read_predictions`)."""
+    from data_prep.tables import columns, read_predictions as read_box_predictions
+
+    cols = columns(path)
+    if "PredictionString" in cols:
+        ds = describe(dataset)
+        fmt = ds.submission
+        if not cols or FORMATS.get(fmt, ("",))[0] != cols[0]:
+            fmt = next((f for f, (idc, _) in FORMATS.items() if idc == cols[0]), fmt)
+        if fmt is None:
+            raise ValueError(f"{path}: a submission, but dataset {ds.name!r} has no submission format")
+        return parse_submission(path, fmt)
+    return read_box_predictions(path)
 
 
 def read_sizes(meta) -> pd.DataFrame:
@@ -172,22 +193,24 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
         raise ValueError(f"prediction box table row {i}: score {score[i]} outside [0, 1] "
                          f"(image_id {pred['image_id'].iloc[i]!r}); expected a confidence")
     cls = pred["class_id"].to_numpy()
-    allowed = np.arange(NORMAL_ID + 1) if format == "vinbigdata" else np.array([0, NORMAL_ID])
-    bad = ~np.isin(cls, allowed)
+    ds = describe(format)
+    verdict = sorted(normal_ids() - set(ds.class_ids)) if ds.normal is None else []
+    bad = ~np.isin(cls, ds.class_ids + verdict)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        want = f"0..{NORMAL_ID}" if format == "vinbigdata" else f"0 (Lung Opacity) or {NORMAL_ID} (normal)"
+        want = (f"0..{len(ds.names) - 1}" if ds.normal is not None else
+                " or ".join([f"{c} ({n})" for c, n in ds.class_names().items()] + [f"{v} (normal)" for v in verdict]))
         raise ValueError(f"prediction box table row {i}: class_id {cls[i]} (image_id "
                          f"{pred['image_id'].iloc[i]!r}) not allowed in a {format} submission; expected {want}")
-    if format == "rsna":
-        n14 = int((cls == NORMAL_ID).sum())
-        if n14:
-            log.info("rsna submission: %d class-14 ('normal') rows write no box", n14)
-        pred = pred[cls == 0].reset_index(drop=True)
+    if verdict:
+        n_normal = int(np.isin(cls, verdict).sum())
+        if n_normal:
+            log.info("%s submission: %d 'normal' row(s) (class %s) write no box", format, n_normal, verdict)
+        pred = pred[~np.isin(cls, verdict)].reset_index(drop=True)
 
     sizes = read_sizes(images) if images is not None else None
-    if sizes is None and format == "rsna":
-        sizes = pd.DataFrame({"image_id": ids, "height": RSNA_SIZE, "width": RSNA_SIZE})
+    if sizes is None and ds.image_size:
+        sizes = pd.DataFrame({"image_id": ids, "height": ds.image_size, "width": ds.image_size})
     hw = None
     if sizes is not None and len(pred):
         hw = sizes.set_index("image_id").reindex(pred["image_id"])[["height", "width"]].to_numpy("float64")
@@ -198,10 +221,10 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
     xyxy = _snap(pred[["x_min", "y_min", "x_max", "y_max"]].to_numpy("float64"), hw, decimals)
     conf = _num(pred["score"].to_numpy(), conf_decimals)
     if format == "vinbigdata":
-        normal = pred["class_id"].to_numpy() == NORMAL_ID
+        normal = pred["class_id"].to_numpy() == ds.normal_id
         xyxy[normal] = [0.0, 0.0, 1.0, 1.0]
         parts = _join(pred["class_id"].to_numpy().astype(_STR), conf, *(_num(xyxy[:, k], decimals) for k in range(4)))
-        empty = NORMAL_STRING
+        empty = f"{ds.normal_id} 1 0 0 1 1"
     else:
         xywh = xyxy_to_xywh(xyxy)
         parts = _join(conf, *(_num(xywh[:, k], decimals) for k in range(4)))
@@ -262,9 +285,9 @@ def submission_ids(path_or_df) -> list[str]:
 def parse_submission(path_or_df, format: str) -> pd.DataFrame:
     """A submission CSV (either id column name) -> box table in original pixels.
 
-    ``score`` = the confidence, ``rater`` = ""; VinBigData class names from
-    ``data_prep.datasets.vinbigdata`` (14 = "No finding", kept as a row with its box 0 0 1 1);
-    RSNA class 0 "Lung Opacity", xywh converted to xyxy. Images with an empty string give no rows.
+    ``score`` = the confidence, ``rater`` = ""; class names from the format's dataset description
+    (the VinBigData normal class kept as a row with its box 0 0 1 1); RSNA: class 0, xywh
+    converted to xyxy. Images with an empty string give no rows.
     ``df.attrs["image_ids"]`` lists every id of the file, in order.
     Raises ``ValueError`` naming the line for a token count that is not a multiple of the
     format's group size or a token that is not a number."""
@@ -289,17 +312,18 @@ def parse_submission(path_or_df, format: str) -> pd.DataFrame:
         img += [iid] * (len(toks) // per_box)
         vals += v
     a = np.asarray(vals, dtype="float64").reshape(-1, per_box)
+    ds = describe(format)
     if format == "vinbigdata":
-        names = vinbigdata_names()
-        bad = (a[:, 0] != np.round(a[:, 0])) | (a[:, 0] < 0) | (a[:, 0] > NORMAL_ID)
+        names = ds.names
+        last = len(names) - 1
+        bad = (a[:, 0] != np.round(a[:, 0])) | (a[:, 0] < 0) | (a[:, 0] > last)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{src}: image {img[i]!r} has class {a[i, 0]:g}; expected an integer in 0..{NORMAL_ID}")
+            raise ValueError(f"{src}: image {img[i]!r} has class {a[i, 0]:g}; expected an integer in 0..{last}")
         cls = a[:, 0].astype("int64")
         df = make_boxes(img, cls, [names[c] for c in cls], a[:, 2:6], score=a[:, 1])
     else:
-        xyxy = np.stack([a[:, 1], a[:, 2], a[:, 1] + a[:, 3], a[:, 2] + a[:, 4]], 1)
-        df = make_boxes(img, 0, RSNA_CLASS, xyxy, score=a[:, 0])
+        df = make_boxes(img, 0, ds.classes[0], xywh_to_xyxy(a[:, 1:5]), score=a[:, 0])
     df = df[BOX_COLUMNS]
     df.attrs["image_ids"] = ids
     return df
@@ -338,7 +362,8 @@ def validate_submission(path, sample, format: str, images=None) -> list[str]:
     if images is not None:
         s = read_sizes(images)
         sizes = dict(zip(s["image_id"], zip(s["height"].astype(float), s["width"].astype(float))))
-    default_hw = (float(RSNA_SIZE), float(RSNA_SIZE)) if format == "rsna" else None
+    size = describe(format).image_size
+    default_hw = (float(size), float(size)) if size else None
 
     known = set(sample_ids)
     first_line: dict[str, int] = {}
@@ -404,7 +429,7 @@ def _check_string(s: str, format: str, per_box: int, hw, where: str) -> list[str
             if c != int(c) or not 0 <= c <= NORMAL_ID:
                 out.append(f"{at}: class {toks[b * per_box]!r}; expected an integer in 0..{NORMAL_ID}")
             if c == NORMAL_ID and (x0, y0, x1, y1) != (0, 0, 1, 1):
-                out.append(f"{at}: class 14 (No finding) box {x0:g} {y0:g} {x1:g} {y1:g}; expected 0 0 1 1")
+                out.append(f"{at}: class {NORMAL_ID} ({_VIN.normal_name}) box {x0:g} {y0:g} {x1:g} {y1:g}; expected 0 0 1 1")
                 x0 = y0 = 0
                 x1 = y1 = 1
         else:
@@ -432,16 +457,33 @@ def _check_string(s: str, format: str, per_box: int, hw, where: str) -> list[str
 
 
 # ----------------------------------------------------------------------------- CLI
+def _format_of(args) -> tuple[str, dict]:
+    """(submission format, merged config): ``--format``, else the config dataset's format."""
+    from data_prep.config import stage_config
+
+    cfg = stage_config(args)
+    fmt = args.format or describe(cfg).submission
+    if fmt is None:
+        raise ValueError(f"dataset {cfg['dataset']!r} has no Kaggle submission format; pass --format "
+                         f"({' | '.join(sorted(FORMATS))})")
+    return fmt, cfg
+
+
 def add_arguments_validate_submission(parser) -> None:
+    from data_prep.config import add_config_arguments
+
     parser.add_argument("file", help="submission CSV to check")
-    parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="competition format")
+    parser.add_argument("--format", default=None, choices=sorted(FORMATS),
+                        help="competition format (default: the config dataset's)")
     parser.add_argument("--sample", required=True, help="the competition's sample submission CSV")
     parser.add_argument("--meta", default=None,
                         help="image sizes: image_id,dim0,dim1 or meta.csv (image_id,height,width); "
                              "rsna defaults to 1024 x 1024")
+    add_config_arguments(parser, ["dataset"])
 
 
 def run_validate_submission(args) -> int:
+    args.format, _ = _format_of(args)
     problems = validate_submission(args.file, args.sample, args.format, images=args.meta)
     if args.meta is None and args.format != "rsna":
         print(f"{args.file}: note: no --meta, so box bounds were not checked against the image sizes "
@@ -479,13 +521,16 @@ def submit(pred_boxes: pd.DataFrame, sample_csv, format: str, out, images=None, 
 
 
 def add_arguments_submit(parser) -> None:
-    parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="competition format")
+    from data_prep.config import add_config_arguments
+
+    parser.add_argument("--format", default=None, choices=sorted(FORMATS),
+                        help="competition format (default: the config dataset's)")
     parser.add_argument("--pred", required=True, help="prediction box table CSV (original pixels)")
     parser.add_argument("--sample", required=True, help="the competition's sample submission CSV")
     parser.add_argument("--meta", default=None,
                         help="image sizes to clip boxes to: image_id,dim0,dim1 or meta.csv; rsna: 1024 x 1024")
     parser.add_argument("--out", required=True, help="submission CSV to write")
-    parser.add_argument("--decimals", type=int, default=1, help="coordinate decimals (0 = integer pixels)")
+    add_config_arguments(parser, ["dataset", "decimals"])
 
 
 PRED_COLUMNS = ["image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"]
@@ -520,15 +565,16 @@ def read_prediction_table(path, format: str) -> pd.DataFrame:
                                                      f"({int(bad.sum())} such row(s))")
         pred[c] = v.astype("int64") if c == "class_id" else v.astype("float64")
     if "class_name" not in pred:
-        names = vinbigdata_names() if format == "vinbigdata" else [RSNA_CLASS] * (NORMAL_ID + 1)
-        pred["class_name"] = [names[c] if 0 <= c < len(names) else str(c) for c in pred["class_id"]]
+        names = describe(format).class_names()
+        pred["class_name"] = [names.get(c, str(c)) for c in pred["class_id"]]
     return pred
 
 
 def run_submit(args) -> int:
+    args.format, cfg = _format_of(args)
     out = check_output(args.out, arg="--out")
     check_not_input(out, [args.pred, args.sample, args.meta])
     pred = read_prediction_table(args.pred, args.format)
-    submit(pred, args.sample, args.format, out, images=args.meta, decimals=args.decimals)
+    submit(pred, args.sample, args.format, out, images=args.meta, decimals=int(cfg["decimals"]))
     print(f"{out}: {len(submission_ids(out))} images, {len(pred)} predicted rows, valid {args.format} submission")
     return 0

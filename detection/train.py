@@ -33,7 +33,7 @@ import pandas as pd
 import yaml
 
 from data_prep.atomic import safe_name
-from data_prep.config import load_config, parse_overrides
+from data_prep.config import add_config_arguments, stage_config
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,8 @@ def resolve_model(model: str, what: str = "model") -> str:
     raise ValueError(f"{what} {str(model)!r}: expected a model YAML (.yaml) or local weights (.pt)")
 
 
-def config_from_args(args: argparse.Namespace) -> dict:
-    """Merge the config with ``key=value`` overrides; ``device`` stays a string (``device=0``)."""
-    ov = parse_overrides(getattr(args, "overrides", None) or [])
-    if "device" in ov and ov["device"] is not None:
-        ov["device"] = str(ov["device"]).replace(" ", "")
-    for k in ("fold",):
-        if getattr(args, k, None) is not None:
-            ov[k] = getattr(args, k)
-    return load_config(args.config, ov)
+# Deprecated (one release): the one merge is data_prep.config.stage_config.
+config_from_args = stage_config
 
 
 def run_dir(cfg: dict, suffix: str = "") -> Path:
@@ -308,11 +301,10 @@ def checkpoint_finished(last: Path) -> bool:
 
 # ----------------------------------------------------------------------------- CLI
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="dataset config (path or name: vinbigdata, rsna, nih)")
     p.add_argument("--prep", required=True, help="output folder of `cxrdet prep`")
-    p.add_argument("--fold", type=int, default=None, help="held-out fold (default: config `fold`)")
     p.epilog = ("key=value overrides any config key, e.g. model=yolo11n.yaml epochs=3 imgsz=512 batch=16 "
-                "device=cpu|0|0,1 resume=true name=myrun")
+                "device=cpu|0|0,1 resume=true name=myrun.")
+    add_config_arguments(p, ["fold", "model", "epochs", "imgsz", "batch", "device"], positional=True)
 
 
 def add_arguments_train(p: argparse.ArgumentParser) -> None:
@@ -320,7 +312,7 @@ def add_arguments_train(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = stage_config(args)
     best = train_detector(cfg, args.prep, cfg["fold"])
     print(best)
     return 0
@@ -331,7 +323,7 @@ def add_arguments_train_cls(p: argparse.ArgumentParser) -> None:
 
 
 def run_train_cls(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = stage_config(args)
     best = train_classifier(cfg, args.prep, cfg["fold"])
     print(best)
     return 0

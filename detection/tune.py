@@ -174,16 +174,15 @@ class Problem:
 
 def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg: dict | None = None) -> Problem:
     """Read truth, predictions, probabilities and folds once (``cxrdet evaluate``'s readers)."""
-    from detection.evaluate import NORMAL_ID, _vinbig_names, load_pred, load_truth
+    from data_prep.datasets import DEFAULT_DATASET, describe
+    from data_prep.tables import read_folds, read_truth
+    from detection.submission import read_predictions
 
     if metric not in ("vinbigdata", "rsna", "coco"):
         raise ValueError(f"metric {metric!r}; expected one of vinbigdata, rsna, coco")
     cfg = cfg or {}
-    timages, tboxes, dataset = load_truth(truth, meta)
-    fdf = pd.read_csv(folds, dtype={"image_id": str})
-    for c in ("image_id", "fold"):
-        if c not in fdf:
-            raise ValueError(f"{folds}: no column {c!r}; expected image_id,fold")
+    timages, tboxes, ds = read_truth(truth, describe(cfg if cfg.get("dataset") else DEFAULT_DATASET), meta)
+    fdf = read_folds(folds)
     fold_of = dict(zip(fdf["image_id"], fdf["fold"].astype("int64")))
     ids = [i for i in timages["image_id"].astype(str) if i in fold_of]
     if not ids:
@@ -191,16 +190,15 @@ def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg
     if len(ids) < len(timages):
         log.warning("%d truth image(s) are not in %s: tuning on the %d that are", len(timages) - len(ids), folds,
                     len(ids))
-    vin = dataset == "vinbigdata"
-    names = _vinbig_names() if vin else None
-    normal_id = NORMAL_ID if vin else None
-    tables = [load_pred(p) for p in (pred if isinstance(pred, (list, tuple)) else [pred])]
+    names = ds.names if ds.normal is not None else None
+    normal_id = ds.normal_id
+    tables = [read_predictions(p, ds) for p in (pred if isinstance(pred, (list, tuple)) else [pred])]
     probs = PP.read_probs(cls_probs) if cls_probs is not None else None
     sizes = PP.image_sizes(meta)
     t = tboxes
     drop = None
     if metric == "rsna" and normal_id is not None:  # as evaluate(): rsna never scores the normal class
-        t, drop, normal_id = t[t["class_id"] != NORMAL_ID], NORMAL_ID, None
+        t, drop, normal_id = t[t["class_id"] != normal_id], normal_id, None
     enc = M.encode(t, t.iloc[:0], ids, normal_id, names)
     union = pd.unique(pd.concat([x["image_id"].astype(str) for x in tables]
                                 + ([probs["image_id"]] if probs is not None else []) + [pd.Series(ids)]))
@@ -209,7 +207,7 @@ def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg
     base = PP.post_config(cfg)
     scorer = Scorer(enc, img_map, metric, float(cfg.get("iou_thr", 0.4)), drop)
     return Problem(tables, probs, sizes, list(union), np.array([fold_of[i] for i in enc.images], "int64"),
-                   PP.normal_class_for("vinbigdata") if vin else None, base, scorer, {})
+                   ds.normal, base, scorer, {})
 
 
 # ----------------------------------------------------------------------------- search
@@ -338,28 +336,28 @@ def summary(res: dict) -> str:
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_tune(p: argparse.ArgumentParser) -> None:
+    from data_prep.config import add_config_arguments
+
     p.add_argument("--truth", required=True, help="train.csv / fused.csv / stage_2_train_labels.csv / box table CSV")
     p.add_argument("--meta", default=None, help="image sizes (needed to fuse a raw train.csv; WBF normalisation)")
     p.add_argument("--pred", nargs="+", required=True, help="out-of-fold prediction table(s); several = WBF ensemble")
     p.add_argument("--cls-probs", default=None, help="probabilities table (image_id + one column per label, abnormal)")
     p.add_argument("--folds", required=True, help="folds.csv (image_id,fold): the nested estimate leaves one out")
-    p.add_argument("--metric", required=True, choices=("vinbigdata", "rsna", "coco"))
     p.add_argument("--space", default=None, help="search space YAML (key: [choices] | {low, high}); default per metric")
     p.add_argument("--trials", type=int, default=100, help="trials per search (the grid size if smaller and discrete)")
-    p.add_argument("--seed", type=int, default=None, help="sampler seed (default: the config's seed)")
     p.add_argument("--no-nested", action="store_true", help="skip the leave-one-fold-out estimate")
-    p.add_argument("--config", default=None, help="config whose post-processing keys are the starting point")
     p.add_argument("--out", required=True, help="tuned.yaml (tuned.json is written beside it)")
+    add_config_arguments(p, ["dataset", "metric", "seed"], help={"seed": "sampler seed"})
 
 
 def run_tune(args: argparse.Namespace) -> int:
     import yaml
 
-    from data_prep.config import load_config
-
+    from data_prep.config import stage_config
     from data_prep.errors import check_output
 
-    cfg = load_config(args.config, getattr(args, "overrides", None) or [])
+    cfg = stage_config(args)
+    args.metric, args.seed = cfg["metric"], cfg["seed"]
     check_output(args.out, arg="--out")
     for p in [*args.pred, args.truth] + ([args.cls_probs] if args.cls_probs else []):
         if Path(p).resolve() in (Path(args.out).resolve(), Path(args.out).with_suffix(".json").resolve()):

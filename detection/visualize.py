@@ -35,6 +35,8 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from data_prep.atomic import atomic_path, check_not_input, safe_name  # noqa: E402
 from data_prep.boxes import Frame, to_frame  # noqa: E402
+from data_prep.config import add_config_arguments, deprecated_flag, stage_config  # noqa: E402
+from data_prep.datasets import DEFAULT_DATASET, Dataset, describe  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +323,7 @@ def render_gallery(image_ids: list[str], source, out, images=None, truth=None, p
 def pick_gallery(kind: str, images: pd.DataFrame, truth: pd.DataFrame | None, pred: pd.DataFrame | None,
                  n: int = 16, seed: int = 0, iou_thr: float = 0.4, conf: float = 0.3,
                  class_names: dict[int, str] | None = None,
-                 normal_class: int | None = 14) -> tuple[list[str], dict[str, str]]:
+                 normal_class: int | None = describe(DEFAULT_DATASET).normal_id) -> tuple[list[str], dict[str, str]]:
     """Choose the gallery's image ids (from ``images``) and a caption for each.
 
     ``worst`` / ``best``: images ranked by what they cost the metric
@@ -386,42 +388,44 @@ def add_arguments_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pred", help="predictions: a box table CSV or a submission CSV")
     p.add_argument("--raters", action="store_true",
                    help="draw each radiologist's raw boxes beside the fused truth (--truth: a raw train.csv)")
-    p.add_argument("--conf", type=float, default=0.3, help="hide predictions below this confidence")
-    p.add_argument("--iou", type=float, default=0.4, help="IoU of a match for the worst/best gallery")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random gallery")
     p.add_argument("--out", required=True, help="output folder")
+    add_config_arguments(p, ["dataset", "show_conf", "iou_thr", "seed"],
+                         help={"iou_thr": "IoU of a match for the worst/best gallery", "seed": "seed of the random gallery"})
+    deprecated_flag(p, "--conf", "show_conf", float)
 
 
-def load_tables(truth_path=None, pred_path=None, meta=None, want_raters: bool = False):
+def load_tables(truth_path=None, pred_path=None, meta=None, want_raters: bool = False,
+                dataset: Dataset | str = DEFAULT_DATASET):
     """(images, truth, raw rater boxes, predictions, class names) from the files a user has.
 
-    Truth and predictions are read by :mod:`detection.evaluate` (competition labels, fused.csv,
-    RSNA labels, box tables, submissions); a raw VinBigData train.csv is fused there (WBF, needs
-    ``meta``). ``raw`` holds the per-radiologist boxes when ``want_raters`` (the truth file must
-    be a raw train.csv with ``rad_id``). ``images`` is None without truth and meta."""
-    from data_prep.datasets.common import read_meta
-    from detection.evaluate import load_pred, load_truth
+    Truth is read by :func:`data_prep.tables.read_truth` for ``dataset`` (its labels file, a
+    fused.csv or a box table; a raw per-radiologist file is fused there: WBF, needs ``meta``),
+    predictions by :func:`detection.submission.read_predictions` (box table or submission).
+    ``raw`` holds the per-radiologist boxes when ``want_raters`` (the truth file must be the
+    dataset's raw labels, one row per radiologist). ``images`` is None without truth and meta."""
+    from data_prep.tables import columns, read_meta, read_truth
+    from detection.submission import read_predictions
 
+    ds = describe(dataset)
     images = truth = raw = pred = None
     if want_raters and not truth_path:
-        raise ValueError("--raters needs --truth: the raw VinBigData train.csv (with rad_id)")
+        raise ValueError("--raters needs --truth: the raw per-radiologist labels (VinBigData train.csv)")
     if truth_path:
-        images, truth, _ = load_truth(truth_path, meta)
+        images, truth, ds = read_truth(truth_path, ds, meta)
         if want_raters:
-            cols = set(pd.read_csv(truth_path, nrows=0).columns)
-            if "rad_id" not in cols or "n_raters" in cols:
-                raise ValueError(f"--raters: {truth_path} is not a raw VinBigData train.csv (columns {sorted(cols)}); "
-                                 "expected one row per radiologist with rad_id and no n_raters")
-            from data_prep.datasets import vinbigdata
-
-            raw = vinbigdata.load(truth_path, meta)[1]
+            cols = set(columns(truth_path))
+            if not ds.has_raters or not set(ds.label_columns) <= cols or "n_raters" in cols:
+                raise ValueError(f"--raters: {truth_path} is not a raw {ds.title} labels file "
+                                 f"(columns {sorted(cols)}); expected one row per radiologist with "
+                                 f"{','.join(ds.label_columns)} and no n_raters")
+            raw = ds.load(truth_path, meta)[1]
     elif meta:
         images = read_meta(meta, str(meta))
     if meta and images is not None and not _sizes_known(images):
         images = images.drop(columns=["height", "width"], errors="ignore").merge(
             read_meta(meta, str(meta))[["image_id", "height", "width"]], on="image_id", how="left")
     if pred_path:
-        pred = load_pred(pred_path)
+        pred = read_predictions(pred_path, ds)
     names: dict[int, str] = {}
     for t in (truth, pred):
         if t is not None and len(t):
@@ -436,16 +440,19 @@ def _sizes_known(images: pd.DataFrame) -> bool:
 def run_show(args) -> int:
     if not args.image and not args.gallery:
         raise ValueError("nothing to show: give --image ID (repeatable) and/or --gallery KIND")
-    from data_prep.config import load_config
     from data_prep.voi import VoiOptions
 
-    voi = VoiOptions.from_config(load_config(getattr(args, "config", None), getattr(args, "overrides", None) or []))
-    images, truth, raw, pred, names = load_tables(args.truth, args.pred, args.meta, want_raters=args.raters)
+    cfg = stage_config(args)
+    voi = VoiOptions.from_config(cfg)
+    ds = describe(cfg)
+    conf, iou, seed = float(cfg["show_conf"]), float(cfg["iou_thr"]), int(cfg["seed"])
+    images, truth, raw, pred, names = load_tables(args.truth, args.pred, args.meta, want_raters=args.raters,
+                                                  dataset=ds)
     on_disk = source_ids(args.source)
     if images is None:
         images = pd.DataFrame({"image_id": on_disk})
     if pred is not None:
-        pred = pred[(pred["score"] >= args.conf) & (pred["class_id"] != 14)]
+        pred = ds.findings(pred[pred["score"] >= conf])
     out = Path(args.out)
     check_not_input(out, [args.source, args.truth, args.pred, args.meta])
     written = []
@@ -454,8 +461,8 @@ def run_show(args) -> int:
         if not have.all():
             log.warning("gallery: %d of %d images are not under %s; left out", int((~have).sum()), len(images),
                         args.source)
-        ids, caps = pick_gallery(args.gallery, images[have], truth, pred, n=args.n, seed=args.seed,
-                                 iou_thr=args.iou, conf=args.conf, class_names=names)
+        ids, caps = pick_gallery(args.gallery, images[have], truth, pred, n=args.n, seed=seed,
+                                 iou_thr=iou, conf=conf, class_names=names, normal_class=ds.normal_id)
         name = safe_name(args.gallery.replace("=", "_").replace(" ", "_"))
         plural = "s" if len(ids) != 1 else ""
         written.append(render_gallery(ids, args.source, out / f"gallery_{name}.png", images, truth, pred,

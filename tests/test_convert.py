@@ -175,7 +175,8 @@ def test_cli_exit_status_and_summary(mixed_src, good_src, tmp_path, capsys):
     clean = tmp_path / "clean"
     shutil.copytree(good_src, clean, ignore=shutil.ignore_patterns("bad"))
     dst2 = tmp_path / "out2"
-    assert main(["convert", str(clean), str(dst2), "--size", "48", "--keep-ratio", "size=100"]) == 0
+    # key=value beats the flag (defaults < config < flags < key=value): size 48, not 100
+    assert main(["convert", str(clean), str(dst2), "--size", "100", "--keep-ratio", "size=48"]) == 0
     assert not (dst2 / "errors.csv").exists()
     assert main(["convert", str(clean), str(dst2), "--size", "48", "--keep-ratio"]) == 0
     assert "converted 0, skipped 3" in capsys.readouterr().out

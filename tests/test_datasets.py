@@ -1,12 +1,17 @@
 """data_prep.datasets: each loader's columns and counts, bad-row policy, real-file checks."""
 from __future__ import annotations
 
+import ast
+import dataclasses
 import logging
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from data_prep import boxes as bx
 from data_prep import datasets
 from data_prep.boxes import BOX_COLUMNS, IMAGE_COLUMNS
 from data_prep.datasets import nih, rsna, vinbigdata
@@ -238,3 +243,70 @@ def test_unknown_dataset():
     with pytest.raises(ValueError, match=r"unknown dataset 'coco'; expected one of \['nih', 'rsna', 'vinbigdata'\]"):
         datasets.load("coco", "x.csv")
     assert set(datasets.LOADERS) == {"vinbigdata", "rsna", "nih"}
+
+
+# ----------------------------------------------------------------------------- descriptions
+def test_descriptions_registered_beside_loaders():
+    assert set(datasets.DATASETS) == set(datasets.LOADERS) == {"vinbigdata", "rsna", "nih"}
+    for name, d in datasets.DATASETS.items():
+        assert d.name == name and datasets.LOADERS[name] is d.load and datasets.describe(name) is d
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            d.metric = "coco"
+    vin, rs, nh = (datasets.describe(n) for n in ("vinbigdata", "rsna", "nih"))
+    assert vin.normal == (14, "No finding") and vin.names[14] == "No finding" and len(vin.names) == 15
+    assert vin.names[:14] == list(vinbigdata.CLASSES) and vin.has_raters and vin.submission == "vinbigdata"
+    assert rs.normal is None and rs.names == ["Lung Opacity"] and rs.image_size == 1024 and rs.metric == "rsna"
+    assert nh.boxed_only and not nh.size_meta and nh.submission is None and nh.names == nih.CLASSES
+    # a config picks the description; its `classes` key replaces the names
+    assert datasets.describe({"dataset": "rsna", "classes": None}) is rs
+    assert datasets.describe({"dataset": "rsna", "classes": ["opacity"]}).names == ["opacity"]
+    with pytest.raises(ValueError, match="unknown dataset 'x'.*nih"):
+        datasets.describe("x")
+    # findings(): the normal class rows go, nothing else
+    b = bx.make_boxes(["a", "a", "b"], [0, 14, 14], ["x", "n", "n"], [[0, 0, 1, 1]] * 3)
+    assert vin.findings(b)["class_id"].tolist() == [0] and len(rs.findings(b)) == 3
+
+
+def test_describe_prep_reads_the_manifest(tmp_path):
+    (tmp_path / "prep.json").write_text('{"config": {"dataset": "rsna"}}')
+    assert datasets.describe_prep(tmp_path).name == "rsna"
+    with pytest.raises(FileNotFoundError, match="prep.json"):
+        datasets.describe_prep(tmp_path / "nope")
+
+
+# strings and ids a dataset owns: spelled only in data_prep/datasets/ (docstrings and comments may
+# mention them); a normal-class id may appear as a number where it is no class (bits, counts)
+_ID_OK = {("data_prep/phantom.py", "bits"), ("data_prep/phantom.py", "range(14)"), ("bench/convert.py", "bits"),
+          ("data_prep/report_plots.py", "figsize")}
+
+
+def _literals(path: Path):
+    """(line, value) of every str/int constant of a module that is not a docstring."""
+    tree = ast.parse(path.read_text())
+    docs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docs.add(id(first.value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and id(node) not in docs and not isinstance(node.value, bool):
+            yield node.lineno, node.value
+
+
+def test_no_dataset_literal_outside_datasets(repo_root):
+    names = {n for d in datasets.DATASETS.values() for n in d.names}
+    ids = {d.normal_id for d in datasets.DATASETS.values() if d.normal}
+    word = re.compile("|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)))
+    bad = []
+    for path in sorted(p for pkg in ("data_prep", "detection", "bench") for p in (repo_root / pkg).rglob("*.py")):
+        rel = path.relative_to(repo_root).as_posix()
+        if rel.startswith("data_prep/datasets/"):
+            continue
+        lines = path.read_text().splitlines()
+        for line, v in _literals(path):
+            if isinstance(v, str) and (word.search(v) or re.search(r"\b(%s) [\d.]+ 0 0 1 1" % "|".join(map(str, ids)), v)):
+                bad.append(f"{rel}:{line}: {v!r}")
+            elif isinstance(v, int) and v in ids and not any(rel == f and k in lines[line - 1] for f, k in _ID_OK):
+                bad.append(f"{rel}:{line}: {lines[line - 1].strip()}")
+    assert not bad, "dataset class ids/names spelled outside data_prep/datasets/:\n" + "\n".join(bad)

@@ -7,7 +7,10 @@ import json
 import pandas as pd
 import pytest
 
+from data_prep.datasets import describe
+from data_prep.tables import read_truth, write_boxes
 from detection import evaluate as E
+from detection.submission import read_predictions
 from detection.cli import main
 
 HEADER = "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
@@ -68,15 +71,16 @@ def test_cli_fold_restricts_truth_and_pred(vin, capsys):
 
 
 def test_box_table_truth_and_pred_give_same_numbers(vin, tmp_path):
-    images, truth, dataset = E.load_truth(vin["truth"], vin["meta"])
-    assert dataset == "vinbigdata" and len(images) == 3
-    pred = E.load_pred(vin["pred"])
-    truth.to_csv(tmp_path / "truth_boxes.csv", index=False)
-    pred.to_csv(tmp_path / "pred_boxes.csv", index=False)
-    i2, t2, d2 = E.load_truth(tmp_path / "truth_boxes.csv", vin["meta"])
-    assert d2 == "vinbigdata" and sorted(i2["image_id"]) == ["img1", "img2", "img3"]
+    vb = describe("vinbigdata")
+    images, truth, ds = read_truth(vin["truth"], vb, vin["meta"])
+    assert ds is vb and len(images) == 3
+    pred = read_predictions(vin["pred"], vb)
+    write_boxes(truth, tmp_path / "truth_boxes.csv")
+    write_boxes(pred, tmp_path / "pred_boxes.csv")
+    i2, t2, d2 = read_truth(tmp_path / "truth_boxes.csv", vb, vin["meta"])
+    assert d2 is vb and sorted(i2["image_id"]) == ["img1", "img2", "img3"]
     a = E.evaluate(truth, pred, images, "vinbigdata")
-    b = E.evaluate(t2, E.load_pred(tmp_path / "pred_boxes.csv"), i2, "vinbigdata")
+    b = E.evaluate(t2, read_predictions(tmp_path / "pred_boxes.csv", vb), i2, "vinbigdata")
     assert a["mAP"] == b["mAP"] == pytest.approx(2 / 3)
     # coco metric on the same data: class 0 TP FP -> 1, class 3 -> 0, class 14 -> 1
     assert E.evaluate(truth, pred, images, "coco")["mAP"] == pytest.approx(2 / 3, abs=1e-12)

@@ -192,7 +192,7 @@ def test_bad_inputs_are_one_line_errors(ex, tmp_path, capsys):
     assert "max_side 4096" in err and "Traceback" not in err
     assert main([*base[:base.index("--raters") + 1], str(ex["dir"] / "truth.csv"),
                  *base[base.index("--raters") + 2:]]) == 2
-    assert "expected a raw VinBigData train.csv" in capsys.readouterr().err
+    assert "expected a raw VinBigData labels file" in capsys.readouterr().err
     src = str(ex["dir"] / "png")
     assert main([a if a != str(tmp_path / "bad") else src for a in base]) == 2       # --out = --source
     assert "is the input" in capsys.readouterr().err and not (ex["dir"] / "png" / "index.html").exists()

@@ -18,7 +18,7 @@ import pytest
 from data_prep.boxes import make_boxes
 from detection import visualize as V
 from detection.cli import main
-from detection.evaluate import evaluate, load_inputs
+from detection.evaluate import evaluate, read_inputs
 from detection.report import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
@@ -73,8 +73,8 @@ def embedded_pngs(html: str) -> list[np.ndarray]:
 
 
 def test_report_numbers_match_evaluate(rep):
-    images, truth, pred, vin, names = load_inputs(rep["train"], rep["pred"], rep["meta"])
-    res = evaluate(truth, pred, images, "vinbigdata", 0.4, 14, names)
+    images, truth, pred, ds = read_inputs(rep["train"], rep["pred"], "vinbigdata", rep["meta"])
+    res = evaluate(truth, pred, images, "vinbigdata", 0.4, dataset=ds)
     html = rep["html"]
     assert f"mAP@0.4 {res['mAP']:.4f}" in html
     assert f"{res['n_images']} images · {len(pred)} predicted boxes · {len(truth)} truth boxes" in html

@@ -258,4 +258,4 @@ def test_cli_show_errors(vin, tmp_path, capsys):
     assert "--raters needs --truth" in capsys.readouterr().err
     assert main(["show", *src, "--image", "x", "--raters", "--truth", str(vin["truth_csv"]),
                  "--meta", str(vin["meta"])]) == 2
-    assert "not a raw VinBigData train.csv" in capsys.readouterr().err
+    assert "not a raw VinBigData labels file" in capsys.readouterr().err

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,76 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 N_SHOWN = 5  # row names quoted per repair kind in the log line
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What the stages need to know about one dataset, in one place (its module, beside its loader).
+
+    ``classes``: finding class names, index = class_id. ``normal``: ``(class_id, name)`` of the
+    dataset's "no finding" class (a box ``0 0 1 1`` on images without findings, as VinBigData
+    scores them) or None when a normal image simply has no box. ``submission``: the Kaggle format
+    (a key of ``detection.submission.FORMATS``) or None. ``metric``: the default metric.
+    ``id_column``: the image id column of the source labels file; ``label_columns``: the columns
+    that file must have (how :func:`data_prep.tables.read_truth` tells the source layout from our
+    own box table). ``has_raters``: one row per radiologist (rater columns, rater baseline).
+    ``boxed_only``: unboxed images are NOT normal (NIH: only a subset was boxed). ``size_meta``:
+    the loader's ``meta`` is an image-size table (NIH's is Data_Entry, not sizes).
+    ``image_size``: every original image is this square size (None: read from meta/DICOM).
+    ``competition_csv``: prep writes ``fused.csv`` in the competition's train.csv layout.
+    ``extra_files``: loader keyword -> file names prep looks for inside ``--data``.
+    ``load``: the loader, ``load(labels, meta=None, ...) -> (images, boxes)``."""
+    name: str
+    title: str
+    classes: tuple[str, ...]
+    normal: tuple[int, str] | None
+    submission: str | None
+    metric: str
+    id_column: str
+    label_columns: tuple[str, ...]
+    has_raters: bool = False
+    boxed_only: bool = False
+    size_meta: bool = True
+    image_size: int | None = None
+    competition_csv: bool = False
+    extra_files: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    load: Callable = field(default=None, repr=False, compare=False)
+
+    @property
+    def normal_id(self) -> int | None:
+        return None if self.normal is None else int(self.normal[0])
+
+    @property
+    def normal_name(self) -> str | None:
+        return None if self.normal is None else str(self.normal[1])
+
+    @property
+    def names(self) -> list[str]:
+        """Every class name by class_id, the normal class included (index = class_id)."""
+        out = list(self.classes)
+        if self.normal is not None:
+            out += [f"class_{i}" for i in range(len(out), self.normal_id)] + [self.normal_name]
+        return out
+
+    @property
+    def class_ids(self) -> list[int]:
+        """Every valid class_id (findings, then the normal class if any)."""
+        return list(range(len(self.names)))
+
+    def class_names(self) -> dict[int, str]:
+        """``{class_id: name}``, the normal class included."""
+        return dict(enumerate(self.names))
+
+    def is_finding(self, class_id) -> "np.ndarray":
+        """Boolean mask: which of ``class_id`` (array-like) are findings, i.e. not the normal class."""
+        c = np.asarray(class_id)
+        return np.ones(c.shape, bool) if self.normal is None else c != self.normal_id
+
+    def findings(self, boxes: pd.DataFrame) -> pd.DataFrame:
+        """``boxes`` without the normal-class rows."""
+        if self.normal is None or not len(boxes):
+            return boxes
+        return boxes[self.is_finding(boxes["class_id"].to_numpy())]
 
 
 class Source:

@@ -45,12 +45,13 @@ import numpy as np
 import pandas as pd
 
 from data_prep.boxes import as_image_table, make_boxes, validate_boxes, xywh_to_xyxy
-from data_prep.datasets.common import N_SHOWN, Repairs, Source, clip_to_images, numeric
+from data_prep.datasets.common import N_SHOWN, Dataset, Repairs, Source, clip_to_images, numeric
 
 log = logging.getLogger(__name__)
 
 CLASSES = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia", "Pneumothorax"]
 SIZE = 1024
+NO_FINDING_LABEL = "No Finding"  # Data_Entry's image-level label of an image without findings
 BOX_FIELDS = ["image", "label", "x", "y", "w", "h"]
 XYWH = ["x", "y", "w", "h"]
 ENTRY_RENAME = {"Image Index": "image_id", "Finding Labels": "labels", "Follow-up #": "follow_up",
@@ -205,3 +206,9 @@ def as_vinbigdata_rater(images: pd.DataFrame, boxes: pd.DataFrame) -> tuple[pd.D
              "a box dropped", RATER, info["boxes"], info["boxes_dropped"], ", ".join(DROPPED), len(im),
              info["images_dropped"])
     return im.reset_index(drop=True), b.reset_index(drop=True), info
+
+
+DATASET = Dataset(
+    name="nih", title="NIH ChestX-ray14", classes=tuple(CLASSES), normal=None, submission=None, metric="coco",
+    id_column="Image Index", label_columns=("Image Index", "Finding Label"), boxed_only=True, size_meta=False,
+    image_size=SIZE, load=load)

@@ -40,11 +40,13 @@ import numpy as np
 import pandas as pd
 
 from data_prep.boxes import as_image_table, make_boxes, validate_boxes, xywh_to_xyxy
-from data_prep.datasets.common import Repairs, Source, attach_sizes, clip_to_images, numeric
+from data_prep.datasets.common import Dataset, Repairs, Source, attach_sizes, clip_to_images, numeric
 
 log = logging.getLogger(__name__)
 
 CLASSES = ["Lung Opacity"]
+# stage_2_detailed_class_info.csv's classes: the opacity class, then the two kinds of negative
+DETAILED_CLASSES = (CLASSES[0], "Normal", "No Lung Opacity / Not Normal")
 SIZE = 1024
 LABEL_COLUMNS = ["patientId", "x", "y", "width", "height", "Target"]
 XYWH = ["x", "y", "width", "height"]
@@ -139,3 +141,9 @@ def _join_headers(images: pd.DataFrame, headers, counts: dict) -> pd.DataFrame:
     if missing:
         log.warning("%s: %d patient(s) have no header row (header columns NaN)", h.name, missing)
     return out
+
+
+DATASET = Dataset(
+    name="rsna", title="RSNA Pneumonia", classes=tuple(CLASSES), normal=None, submission="rsna", metric="rsna",
+    id_column="patientId", label_columns=tuple(LABEL_COLUMNS), image_size=SIZE,
+    extra_files=(("detailed", ("stage_2_detailed_class_info.csv",)),), load=load)

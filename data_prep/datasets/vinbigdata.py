@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep.boxes import as_image_table, make_boxes, validate_boxes
-from data_prep.datasets.common import Repairs, Source, attach_sizes, clip_to_images, numeric
+from data_prep.datasets.common import Dataset, Repairs, Source, attach_sizes, clip_to_images, numeric
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +151,9 @@ def _image_table(df: pd.DataFrame, images_dir) -> pd.DataFrame:
                       if images_dir is not None else "")
     images["patient_id"] = images["image_id"]
     return images
+
+
+DATASET = Dataset(
+    name="vinbigdata", title="VinBigData", classes=tuple(CLASSES), normal=(NORMAL_ID, NORMAL_NAME),
+    submission="vinbigdata", metric="vinbigdata", id_column="image_id", label_columns=tuple(LABEL_COLUMNS),
+    has_raters=True, competition_csv=True, load=load)

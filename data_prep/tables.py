@@ -1,0 +1,232 @@
+"""The project's own tables: one reader and one writer each, one dtype contract each.
+
+=================  ==========================================================  =======================
+table              columns (dtypes)                                            written by
+=================  ==========================================================  =======================
+box table          :data:`data_prep.boxes.BOX_COLUMNS` (image_id/class_name/   prep (boxes.csv,
+                   rater str, class_id int64, coordinates and score float64)   fused_boxes.csv), fuse
+                   + extras kept (``n_raters`` int64, ``fold`` int64)
+prediction table   a box table whose ``score`` is a confidence; OOF tables     predict, cv
+                   carry ``fold`` (int64)
+image table        :data:`data_prep.boxes.IMAGE_COLUMNS` (image_id/path/        prep (images.csv)
+                   patient_id str, height/width int64) + extras (``raters``
+                   str, ``png_height``/``png_width`` int64, ...)
+folds              ``image_id`` (str), ``fold`` (int64) + per-label shares     prep (folds.csv)
+meta               ``image_id`` (str), ``height``, ``width`` (int64) + extras; convert (meta.csv)
+                   ``image_id,dim0,dim1`` accepted (dim0 = height)
+probabilities      ``image_id`` (str, unique) + one float64 column per label   classify, cv
+                   in [0, 1] + ``abnormal`` (p(abnormal))
+=================  ==========================================================  =======================
+
+Ids, paths and names are always read as strings (hex ids stay ids, "" stays ""). Every writer
+goes through :mod:`data_prep.atomic` (write-then-rename). :func:`read_truth` reads a truth file
+for a dataset: its source labels file (a raw per-radiologist file is fused first, as the
+competitions' own truth was) or our box table.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_prep.atomic import write_csv
+from data_prep.boxes import as_box_table, as_image_table
+from data_prep.datasets.common import Dataset, read_meta  # noqa: F401 (read_meta: the meta reader)
+
+log = logging.getLogger(__name__)
+
+STR_COLUMNS = {"image_id": str, "patient_id": str, "path": str, "rater": str, "class_name": str, "raters": str}
+BOX_FILE_COLUMNS = ["image_id", "class_id", "x_min", "y_min", "x_max", "y_max"]
+FUSION_IOU = 0.4  # the competitions' truth: the radiologists' boxes fused by WBF at IoU 0.4
+
+
+def columns(path) -> list[str]:
+    """The header of a CSV file."""
+    return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+
+
+def read_table(path) -> pd.DataFrame:
+    """Any of our CSVs with the id/path/name columns kept as strings ("" stays "", and ids such as
+    "nan" or "NA" stay ids: only an empty field is missing)."""
+    df = pd.read_csv(path, dtype=STR_COLUMNS, keep_default_na=False, na_values=[""])
+    for c in STR_COLUMNS:
+        if c in df:
+            df[c] = df[c].fillna("").astype(str)
+    return df
+
+
+# ----------------------------------------------------------------------------- box / prediction tables
+def read_boxes(path) -> pd.DataFrame:
+    """A box table CSV -> box table (``class_name`` = the id as text when the file lacks it;
+    ``score`` 1.0 / ``rater`` "" when missing; ``n_raters``/``fold`` int64 when present)."""
+    df = read_table(path)
+    missing = [c for c in BOX_FILE_COLUMNS if c not in df]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected a box table "
+                         f"({','.join(BOX_FILE_COLUMNS)}[,class_name,score,rater])")
+    if "class_name" not in df:
+        df["class_name"] = df["class_id"].astype(str)
+    for c in ("n_raters", "fold"):
+        if c in df:
+            df[c] = df[c].astype("int64")
+    return as_box_table(df)
+
+
+def read_predictions(path) -> pd.DataFrame:
+    """A prediction box table CSV (``score`` required) -> box table."""
+    if "score" not in columns(path):
+        raise ValueError(f"{path}: no column 'score'; expected a prediction box table "
+                         f"({','.join(BOX_FILE_COLUMNS)},score)")
+    return read_boxes(path)
+
+
+def write_boxes(boxes: pd.DataFrame, path) -> Path:
+    """Write a box (or prediction) table, canonical columns first."""
+    return write_csv(as_box_table(boxes), path)
+
+
+# ----------------------------------------------------------------------------- image table, meta, folds
+def read_images(path) -> pd.DataFrame:
+    """An image table CSV (prep's images.csv) -> image table."""
+    df = read_table(path)
+    for c in ("png_height", "png_width"):
+        if c in df and df[c].notna().all():
+            df[c] = df[c].astype("int64")
+    return as_image_table(df)
+
+
+def write_images(images: pd.DataFrame, path) -> Path:
+    return write_csv(images, path)
+
+
+def read_folds(path) -> pd.DataFrame:
+    """folds.csv -> ``image_id`` (str), ``fold`` (int64) (+ the other columns)."""
+    df = read_table(path)
+    for c in ("image_id", "fold"):
+        if c not in df:
+            raise ValueError(f"{path}: no column {c!r}; expected image_id,fold")
+    df["fold"] = df["fold"].astype("int64")
+    return df
+
+
+def write_folds(folds: pd.DataFrame, path) -> Path:
+    return write_csv(folds, path)
+
+
+def fold_images(folds, fold: int) -> list[str]:
+    """Image ids of fold ``fold`` of a folds table or folds.csv path (``ValueError`` if empty)."""
+    df = folds if isinstance(folds, pd.DataFrame) else read_folds(folds)
+    ids = df.loc[df["fold"] == int(fold), "image_id"].astype(str).tolist()
+    if not ids:
+        raise ValueError(f"{folds if not isinstance(folds, pd.DataFrame) else 'folds'}: fold {fold} has no image; "
+                         f"folds present {sorted(df['fold'].unique().tolist())}")
+    return ids
+
+
+# ----------------------------------------------------------------------------- probabilities
+def read_probs(path, labels: list[str] | None = None) -> pd.DataFrame:
+    """A probability table CSV -> ``image_id`` (str) + float64 columns, each in [0, 1].
+
+    ``labels``: the columns that must be there (e.g. the dataset's class names + ``abnormal``).
+    Raises ``ValueError`` naming the file, line and column of a duplicated id or a bad value."""
+    df = pd.read_csv(path, dtype={"image_id": str}, keep_default_na=False, na_values=[""])
+    if "image_id" not in df:
+        raise ValueError(f"{path}: no column 'image_id'; expected image_id + one column per label")
+    missing = [c for c in labels or [] if c not in df]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected image_id,{','.join(labels)}")
+    dup = df["image_id"].duplicated().to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise ValueError(f"{path} line {i + 2}: image_id {df['image_id'].iloc[i]!r} is listed twice; "
+                         "expected one row per image")
+    for c in df.columns[1:]:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy("float64")
+        bad = ~((v >= 0) & (v <= 1))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{path} line {i + 2}: {c} {str(df[c].iloc[i])!r}; expected a probability in [0, 1]")
+        df[c] = v
+    df["image_id"] = df["image_id"].astype(str)
+    return df.reset_index(drop=True)
+
+
+def write_probs(probs: pd.DataFrame, path) -> Path:
+    """Write a probability table (``image_id`` first)."""
+    if "image_id" not in probs:
+        raise ValueError("probability table: no column 'image_id'")
+    cols = ["image_id"] + [c for c in probs.columns if c != "image_id"]
+    return write_csv(probs[cols], path)
+
+
+# ----------------------------------------------------------------------------- truth for a dataset
+def read_truth(path, dataset: Dataset, meta=None, fusion_iou: float = FUSION_IOU
+               ) -> tuple[pd.DataFrame, pd.DataFrame, Dataset]:
+    """A truth file -> ``(images, boxes, dataset)`` for ``dataset`` (a :class:`Dataset`).
+
+    * the dataset's source labels file (its ``label_columns``): read by its loader; a raw
+      per-radiologist file (``has_raters``, no ``n_raters``) is fused by WBF at ``fusion_iou``
+      first, which needs ``meta`` for the image sizes;
+    * our box table CSV: the evaluated images are those of ``meta`` when given (normal images
+      included), else the images with truth boxes (warned);
+    * another registered dataset's source labels file: read as that dataset (warned; the
+      returned description says which).
+    """
+    from data_prep.datasets import DATASETS
+
+    cols = set(columns(path))
+    use = dataset
+    if not set(dataset.label_columns) <= cols and not set(BOX_FILE_COLUMNS) <= cols:
+        use = next((d for d in DATASETS.values() if set(d.label_columns) <= cols), None)
+        if use is None:
+            raise ValueError(f"{path}: columns {sorted(cols)} are neither the {dataset.name} labels layout "
+                             f"({','.join(dataset.label_columns)}) nor a box table ({','.join(BOX_FILE_COLUMNS)})")
+        log.warning("%s is a %s labels file; read as %s, not as the configured %s", path, use.name, use.name,
+                    dataset.name)
+    if set(use.label_columns) <= cols:
+        images, boxes = use.load(path, meta)
+        if use.has_raters and "n_raters" not in cols:
+            if meta is None:
+                raise ValueError(f"{path}: a raw {use.title} labels file must be fused (WBF iou {fusion_iou}) "
+                                 "before scoring, which needs the image sizes; pass --meta (train_meta.csv or meta.csv)")
+            from data_prep.fusion import fuse
+            n = len(boxes)
+            boxes = fuse(boxes, images, "wbf", iou_thr=fusion_iou)
+            log.info("truth %s: raw per-radiologist labels fused by WBF (iou %.2f): %d boxes -> %d on %d images "
+                     "(%d images in all, normals included)", path, fusion_iou, n, len(boxes),
+                     boxes["image_id"].nunique(), len(images))
+        return images, boxes, use
+    boxes = read_boxes(path)
+    if meta is not None:
+        images = read_meta(meta, str(meta))
+    else:
+        images = pd.DataFrame({"image_id": pd.unique(boxes["image_id"])})
+        log.warning("truth %s is a box table: without --meta the evaluated images are the %d with truth "
+                    "boxes (normal images unknown)", path, len(images))
+    return images, boxes, use
+
+
+def select_images(images: pd.DataFrame, truth: pd.DataFrame, pred: pd.DataFrame, folds=None,
+                  fold: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The evaluated images: every image of ``images``, restricted to ``fold`` of ``folds`` (a
+    folds table or folds.csv) when given; ``truth``/``pred`` box tables limited to them."""
+    if (folds is None) != (fold is None):
+        raise ValueError("--folds and --fold go together")
+    ids = images["image_id"].astype(str).tolist()
+    if fold is not None:
+        keep = set(fold_images(folds, fold))
+        missing = keep - set(ids)
+        if missing:
+            log.warning("fold %d: %d image(s) of %s are not in the truth; left out", fold, len(missing),
+                        folds if not isinstance(folds, pd.DataFrame) else "the folds table")
+        ids = [i for i in ids if i in keep]
+        log.info("fold %d: %d images", fold, len(ids))
+    keep = set(ids)
+    images = images[images["image_id"].astype(str).isin(keep)].reset_index(drop=True)
+    truth = truth[truth["image_id"].isin(keep)]
+    n_out = int((~pred["image_id"].isin(keep)).sum())
+    if n_out:
+        log.info("%d predicted box(es) on images outside the evaluated set ignored", n_out)
+    return images, truth, pred[pred["image_id"].isin(keep)]
