@@ -34,6 +34,7 @@ import pandas as pd
 from data_prep.atomic import write_csv
 from data_prep.boxes import as_box_table, as_image_table
 from data_prep.datasets.common import Dataset, read_meta  # noqa: F401 (read_meta: the meta reader)
+from data_prep.errors import reading
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,17 @@ BOX_FILE_COLUMNS = ["image_id", "class_id", "x_min", "y_min", "x_max", "y_max"]
 FUSION_IOU = 0.4  # the competitions' truth: the radiologists' boxes fused by WBF at IoU 0.4
 
 
-def columns(path) -> list[str]:
-    """The header of a CSV file."""
-    return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+def columns(path, what: str = "CSV table") -> list[str]:
+    """The header of a CSV file (an unreadable file is one :class:`data_prep.errors.InputError`)."""
+    with reading(path, what):
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
 
 
-def read_table(path) -> pd.DataFrame:
+def read_table(path, what: str = "CSV table") -> pd.DataFrame:
     """Any of our CSVs with the id/path/name columns kept as strings ("" stays "", and ids such as
     "nan" or "NA" stay ids: only an empty field is missing)."""
-    df = pd.read_csv(path, dtype=STR_COLUMNS, keep_default_na=False, na_values=[""])
+    with reading(path, what):
+        df = pd.read_csv(path, dtype=STR_COLUMNS, keep_default_na=False, na_values=[""])
     for c in STR_COLUMNS:
         if c in df:
             df[c] = df[c].fillna("").astype(str)
@@ -61,7 +64,7 @@ def read_table(path) -> pd.DataFrame:
 def read_boxes(path) -> pd.DataFrame:
     """A box table CSV -> box table (``class_name`` = the id as text when the file lacks it;
     ``score`` 1.0 / ``rater`` "" when missing; ``n_raters``/``fold`` int64 when present)."""
-    df = read_table(path)
+    df = read_table(path, "box table")
     missing = [c for c in BOX_FILE_COLUMNS if c not in df]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected a box table "
@@ -103,7 +106,7 @@ def write_images(images: pd.DataFrame, path) -> Path:
 
 def read_folds(path) -> pd.DataFrame:
     """folds.csv -> ``image_id`` (str), ``fold`` (int64) (+ the other columns)."""
-    df = read_table(path)
+    df = read_table(path, "folds table (image_id,fold)")
     for c in ("image_id", "fold"):
         if c not in df:
             raise ValueError(f"{path}: no column {c!r}; expected image_id,fold")
@@ -131,7 +134,8 @@ def read_probs(path, labels: list[str] | None = None) -> pd.DataFrame:
 
     ``labels``: the columns that must be there (e.g. the dataset's class names + ``abnormal``).
     Raises ``ValueError`` naming the file, line and column of a duplicated id or a bad value."""
-    df = pd.read_csv(path, dtype={"image_id": str}, keep_default_na=False, na_values=[""])
+    with reading(path, "probability table"):
+        df = pd.read_csv(path, dtype={"image_id": str}, keep_default_na=False, na_values=[""])
     if "image_id" not in df:
         raise ValueError(f"{path}: no column 'image_id'; expected image_id + one column per label")
     missing = [c for c in labels or [] if c not in df]

@@ -71,7 +71,7 @@ def read_predictions(path, dataset: Dataset | str) -> pd.DataFrame:
     box table CSV (:func:`data_prep.tables.read_predictions`)."""
     from data_prep.tables import columns, read_predictions as read_box_predictions
 
-    cols = columns(path)
+    cols = columns(path, "prediction table")
     if "PredictionString" in cols:
         ds = describe(dataset)
         fmt = ds.submission
@@ -79,8 +79,16 @@ def read_predictions(path, dataset: Dataset | str) -> pd.DataFrame:
             fmt = next((f for f, (idc, _) in FORMATS.items() if idc == cols[0]), fmt)
         if fmt is None:
             raise ValueError(f"{path}: a submission, but dataset {ds.name!r} has no submission format")
-        return parse_submission(path, fmt)
-    return read_box_predictions(path)
+        pred = parse_submission(path, fmt)
+    else:
+        pred = read_box_predictions(path)
+    s = pred["score"].to_numpy("float64")
+    bad = ~((s >= 0) & (s <= 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(path, f"score {s[i]:g} of image {pred['image_id'].iloc[i]!r} is outside [0, 1] "
+                               f"({int(bad.sum())} such box(es)); expected confidences in [0, 1]")
+    return pred
 
 
 def read_sizes(meta) -> pd.DataFrame:

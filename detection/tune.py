@@ -384,7 +384,7 @@ def run_tune(args: argparse.Namespace) -> int:
     yml, js = write_outputs(res, args.out)
     print(summary(res))
     print(f"{yml}, {js}: {res['trials']} trials ({res['trials_per_s']:.1f}/s), {res['seconds']:.1f} s in all")
-    extra = "" if prob.normal else " dataset=rsna  (a dataset without a 'No finding' class: none is written)"
+    extra = "" if prob.normal else f" dataset={cfg['dataset']}  (a dataset without a normal class: none is written)"
     print(f"apply with: cxrdet postprocess --pred {' '.join(map(str, args.pred))}"
           + (f" --cls-probs {args.cls_probs}" if args.cls_probs else "") + (f" --meta {args.meta}" if args.meta else "")
           + f" --config {yml} --out final.csv{extra}")
