@@ -10,7 +10,8 @@ the next write of the same target removes those whose process is gone (:func:`cl
 Also here, because they guard what is written: :func:`safe_name` (an image id -> a file name that
 cannot leave its folder), :func:`check_not_input` (no stage writes over its inputs) and
 :func:`folder_lock` (one writer per output folder; the holder is named, dead holders' locks are
-taken over).
+taken over). :func:`copy_file` puts a copy in place like :func:`write_text`; the process umask is
+read once, at import.
 """
 from __future__ import annotations
 
@@ -167,10 +168,17 @@ def _mtime(p: Path) -> float:
         return 0.0
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once, at import: os.umask can only be read by setting it (not thread-safe)
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike, **to_csv) -> Path:
@@ -184,4 +192,13 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     """``Path(path).write_text(text)`` through :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def copy_file(src: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``shutil.copyfile(src, path)`` through :func:`atomic_path`."""
+    import shutil
+
+    with atomic_path(path) as tmp:
+        shutil.copyfile(src, tmp)
     return Path(path)

@@ -41,6 +41,7 @@ from ensemble_boxes import nms, non_maximum_weighted, soft_nms
 
 from data_prep.atomic import write_csv
 from data_prep.boxes import BOX_COLUMNS, COORDS, as_box_table, denormalize_xyxy, empty_boxes, make_boxes, normalize_xyxy
+from data_prep.boxes import iou as box_iou
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +204,7 @@ def _wbf_steps(nb, s, wt, t, order, starts, size, M, mw, iou_thr, conf_type):
         k_act = int(ncl[a].max()) if len(a) else 0
         if k_act:
             c = C[a, :k_act]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                xA = np.maximum(c[..., 0], B[:, None, 0])
-                yA = np.maximum(c[..., 1], B[:, None, 1])
-                xB = np.minimum(c[..., 2], B[:, None, 2])
-                yB = np.minimum(c[..., 3], B[:, None, 3])
-                inter = np.maximum(xB - xA, 0) * np.maximum(yB - yA, 0)
-                area_c = (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])
-                area_b = (B[:, 2] - B[:, 0]) * (B[:, 3] - B[:, 1])
-                iou = inter / (area_c + area_b[:, None] - inter)
+            iou = box_iou(c, B[:, None, :])     # zero-area boxes were left out: the union is > 0
             iou[np.arange(k_act)[None, :] >= ncl[a][:, None]] = -2.0
             best = np.argmax(iou, 1)
             best_iou = iou[np.arange(len(a)), best]
@@ -309,12 +302,7 @@ def _n_raters_by_overlap(fb, fl, nb, lab, t, iou_thr) -> np.ndarray:
     out = np.ones(len(fb), dtype="int64")
     for k in range(len(fb)):
         m = lab == fl[k]
-        c = nb[m]
-        xA, yA = np.maximum(c[:, 0], fb[k, 0]), np.maximum(c[:, 1], fb[k, 1])
-        xB, yB = np.minimum(c[:, 2], fb[k, 2]), np.minimum(c[:, 3], fb[k, 3])
-        inter = np.maximum(xB - xA, 0) * np.maximum(yB - yA, 0)
-        union = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1]) + (fb[k, 2] - fb[k, 0]) * (fb[k, 3] - fb[k, 1]) - inter
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        iou = box_iou(nb[m], fb[k])
         out[k] = max(1, len(np.unique(t[m][iou > iou_thr])))
     return out
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import cv2
@@ -21,6 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, generate_uid
 
+from data_prep.atomic import atomic_path
 from data_prep.dicom import unvalidated
 
 _j2k_log = logging.getLogger("openjpeg.encode")
@@ -237,9 +237,8 @@ def _base_ds(uid_key: str, sop_class: str, modality: str) -> Dataset:
 
 
 def _save(ds: Dataset, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
 
 
 def write_vin_dicom(path: Path, img: np.ndarray, image_id: str, rng: np.random.Generator,

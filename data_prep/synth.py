@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from data_prep.phantom import LOOKS, render, write_rsna_dicom, write_vin_dicom  # noqa: F401 (LOOKS re-exported)
 from data_prep.atomic import write_csv
+from data_prep.boxes import iou
 
 from data_prep.datasets.rsna import DETAILED_CLASSES as RSNA_CLASSES
 from data_prep.datasets.vinbigdata import CLASSES, NORMAL_ID, NORMAL_NAME
@@ -74,12 +75,7 @@ NORMAL_FRAC, MISS_P, JITTER = 0.70, 0.15, 0.04
 
 # ----------------------------------------------------------------------------- labels
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    return float(iou(a, b))
 
 
 def true_boxes(rows: pd.DataFrame) -> list[tuple[int, np.ndarray, int]]:

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("detection.train", "train an ultralytics YOLO detector on a prepared fold"),
     "train-cls": ("detection.train", "train the normal/abnormal classifier (the 2-class filter)"),
     "cv": ("detection.cv", "k-fold cross-validation: train every fold, out-of-fold predictions, leak check, fold ensemble"),
-    "export": ("detection.export", "export YOLO weights to ONNX"),
+    "export": ("detection.export_onnx", "export YOLO weights to ONNX"),
     "predict": ("detection.predict", "predict boxes in original pixels from PNGs or DICOMs (TTA, ensembles)"),
     "postprocess": ("detection.postprocess", "WBF of prediction tables, class probabilities, 2-class filter, thresholds, box scaling"),
     "tune": ("detection.tune", "search the post-processing keys on out-of-fold predictions (optuna), nested estimate"),
@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate-submission": ("detection.submission", "check a submission CSV against the sample submission"),
     "evaluate": ("detection.evaluate", "mAP (vinbigdata / rsna / coco), image-level AUC, the radiologist baseline"),
     "show": ("detection.visualize", "draw truth and predicted boxes over X-rays; galleries"),
-    "report-eval": ("detection.report", "self-contained HTML evaluation report"),
+    "report-eval": ("detection.report_eval", "self-contained HTML evaluation report"),
     "explore": ("detection.explore", "interactive HTML explorer (opens from disk): truth, predictions, radiologists"),
     "demo": ("detection.demo", "run the whole pipeline on the embedded phantom dataset"),
 }

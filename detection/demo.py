@@ -60,7 +60,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     from detection.evaluate import evaluate, rater_baseline, write_json
     from detection.explore import build_explorer
     from detection.predict import PredictSettings, predict
-    from detection.report import build_report
+    from detection.report_eval import build_report
     from detection.submission import validate_submission, write_submission
     from detection.train import train_detector
     from detection.visualize import pick_gallery, render_gallery, render_image

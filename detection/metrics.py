@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from data_prep.boxes import COORDS, validate_boxes, xyxy_to_xywh
+from data_prep.boxes import COORDS, iou, validate_boxes, xyxy_to_xywh
 from data_prep.datasets import DATASETS, DEFAULT_DATASET
 
 # what a caller that names no normal class gets: the default dataset's (None when it has none)
@@ -128,14 +128,7 @@ def encode(truth: pd.DataFrame, pred: pd.DataFrame, images, normal_class: int | 
 
 
 # ----------------------------------------------------------------------------- IoU
-def iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Continuous IoU (no +1) of broadcastable ``(..., 4)`` xyxy arrays -> ``(...)``; 0 if union is 0."""
-    w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
-    h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
-    inter = np.where((w > 0) & (h > 0), w * h, 0.0)
-    union = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+iou_xyxy = iou  # data_prep.boxes.iou: continuous IoU (no +1) of broadcastable (..., 4) xyxy arrays
 
 
 def iou_coco(d: np.ndarray, g: np.ndarray) -> np.ndarray:

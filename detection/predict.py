@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data_prep.boxes import Frame, empty_boxes, from_frame, make_boxes
+from data_prep.boxes import Frame, empty_boxes, frame_between, from_frame, make_boxes
 from data_prep.datasets import DEFAULT_DATASET, describe
 from data_prep.datasets.common import read_meta as common_read_meta
 from detection import postprocess as post_mod
@@ -151,7 +151,7 @@ def load_image(row, size: int = 512, keep_ratio: bool = False,
                              f"{int(row.png_height)}x{int(row.png_width)}")
         h, w = (ph, pw) if pd.isna(row.height) else (int(row.height), int(row.width))
     ph, pw = img.shape[:2]
-    return img, Frame(ph / h, pw / w, 0.0, 0.0, ph, pw), (h, w)
+    return img, frame_between(h, w, ph, pw), (h, w)
 
 
 # ----------------------------------------------------------------------------- pure box steps
@@ -210,7 +210,7 @@ def load_model(weights: str | os.PathLike, imgsz: int, batch: int, task: str = "
     if p.suffix != ".onnx":
         p = Path(resolve_model(str(weights), what))
     if onnx and p.suffix == ".pt":
-        from detection.export import export_onnx
+        from detection.export_onnx import export_onnx
 
         cached = p.with_name(f"{p.stem}_{imgsz}.onnx")
         if not cached.is_file() or cached.stat().st_mtime < p.stat().st_mtime:

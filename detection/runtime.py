@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
+
+from data_prep.atomic import copy_file
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,7 @@ def install_fonts(user_dir: Path) -> None:
         if dst.is_file() and dst.stat().st_size > 0:
             continue
         src = src or font_source()
-        tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        copy_file(src, dst)
 
 
 def setup() -> Path:

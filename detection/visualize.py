@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from data_prep.atomic import atomic_path, check_not_input, safe_name  # noqa: E402
-from data_prep.boxes import Frame, to_frame  # noqa: E402
+from data_prep.boxes import Frame, frame_between, to_frame  # noqa: E402
 from data_prep.config import add_config_arguments, deprecated_flag, stage_config  # noqa: E402
 from data_prep.datasets import DEFAULT_DATASET, Dataset, describe  # noqa: E402
 
@@ -124,7 +124,7 @@ def load_display(image_id: str, source, images: pd.DataFrame | None = None,
             log.warning("image %s: original size unknown (no meta row with height,width); boxes drawn as if "
                         "the PNG %dx%d were the original", image_id, ph, pw)
             hw = (ph, pw)
-        return img, Frame(ph / hw[0], pw / hw[1], 0.0, 0.0, ph, pw)
+        return img, frame_between(hw[0], hw[1], ph, pw)
     import pydicom
 
     from data_prep.dicom import DicomReadError, read_dicom
@@ -140,7 +140,7 @@ def load_display(image_id: str, source, images: pd.DataFrame | None = None,
     except DicomReadError as e:
         raise ValueError(str(e)) from e
     h, w = int(hdr["height"]), int(hdr["width"])
-    return img, Frame(img.shape[0] / h, img.shape[1] / w, 0.0, 0.0, *img.shape)
+    return img, frame_between(h, w, img.shape[0], img.shape[1])
 
 
 # ----------------------------------------------------------------------------- drawing

@@ -4,7 +4,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pandas as pd
 import pytest
+import yaml
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from data_prep.boxes import from_frame, make_boxes, xyxy_to_yolo
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -40,3 +49,154 @@ def shared_data() -> Path:
             pytest.fail(f"CI is set but {SHARED} is missing: the real-file tests cannot run")
         pytest.skip(f"{SHARED} is not beside this checkout (real-file test skipped)")
     return SHARED
+
+
+# ----------------------------------------------------------------------------- builders shared by test modules
+# (tests take them as fixtures; no test module imports another)
+ORIG_HW = (320, 240)  # original (height, width) of every fixture image
+NAMES = ["Aortic enlargement", "Atelectasis"]
+
+
+def _make_prep(root: Path, n: int = 12, png: int = 128, channels: int = 1, k: int = 2, seed: int = 0) -> Path:
+    """A prep output folder with ``n`` images: every 3rd image is normal, others hold one bright
+    square of class ``i % 2`` (class 1 squares are hollow). Returns ``root``."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    h, w = ORIG_HW
+    meta, boxes, folds = [], [], []
+    for i in range(n):
+        iid = f"img{i:03d}"
+        im = (rng.random((png, png)) * 50).astype(np.uint8)
+        lines = []
+        if i % 3:
+            c = i % 2
+            s = int(rng.integers(png // 6, png // 3))
+            x, y = (int(v) for v in rng.integers(4, png - s - 4, 2))
+            im[y:y + s, x:x + s] = 230
+            if c:
+                im[y + 4:y + s - 4, x + 4:x + s - 4] = 60
+            png_box = np.array([[x, y, x + s, y + s]], dtype="float64")
+            orig = from_frame(png_box, _png_frame(png))
+            boxes.append(make_boxes(iid, c, NAMES[c], orig))
+            cx, cy, bw, bh = xyxy_to_yolo(png_box, png, png)[0]
+            lines.append(f"{c} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}")
+        cv2.imwrite(str(root / "images" / f"{iid}.png"), im)
+        (root / "labels" / f"{iid}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+        meta.append({"image_id": iid, "height": h, "width": w, "png_height": png, "png_width": png})
+        folds.append({"image_id": iid, "fold": i % k})
+    meta = pd.DataFrame(meta)
+    meta.to_csv(root / "meta.csv", index=False)
+    it = meta[["image_id", "height", "width"]].assign(path=[str(root / "images" / f"{m}.png") for m in meta.image_id],
+                                                     patient_id=meta.image_id)
+    it.to_csv(root / "images.csv", index=False)
+    pd.concat(boxes, ignore_index=True).to_csv(root / "fused_boxes.csv", index=False)
+    folds = pd.DataFrame(folds)
+    folds.to_csv(root / "folds.csv", index=False)
+    for f in range(k):
+        d = root / "yolo" / f"fold{f}"
+        d.mkdir(parents=True)
+        paths = {s: [str(root / "images" / f"{r.image_id}.png") for r in folds.itertuples() if (r.fold == f) == (s == "val")]
+                 for s in ("train", "val")}
+        for s, ps in paths.items():
+            (d / f"{s}.txt").write_text("\n".join(ps) + "\n")
+        data = {"path": str(d), "train": str(d / "train.txt"), "val": str(d / "val.txt"), "nc": len(NAMES),
+                "names": dict(enumerate(NAMES))}
+        if channels == 1:
+            data["channels"] = 1
+        (d / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return root
+
+
+def _png_frame(png: int):
+    from data_prep.boxes import frame_for
+
+    return frame_for(*ORIG_HW, png)
+
+
+def _tiny_cfg(tmp_path: Path, **kw) -> dict:
+    """The default config with a tiny, fast training setup under ``tmp_path/runs``."""
+    from data_prep.config import load_config
+
+    ov = {"epochs": 1, "imgsz": 128, "batch": 4, "device": "cpu", "project": str(tmp_path / "runs"),
+          "workers": 0, "folds": 2, "yolo_args": {"plots": False, "val": True, "mosaic": 0.0}, **kw}
+    return load_config(None, ov)
+
+
+def _tfile(name: str) -> str:
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} not shipped")
+    return path
+
+
+def _make_ds(arr: np.ndarray, photometric: str = "MONOCHROME2", bits: int | None = None, **elems) -> Dataset:
+    """An uncompressed single-frame grayscale dataset holding ``arr`` (uint8 or uint16)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = uid = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, uid
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated = arr.dtype.itemsize * 8
+    ds.BitsStored = bits or ds.BitsAllocated
+    ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, 0
+    for k, v in elems.items():
+        setattr(ds, k, v)
+    ds.PixelData = arr.tobytes()
+    return ds
+
+
+def _save_dicom(ds: Dataset, path) -> str:
+    ds.save_as(path, enforce_file_format=True)
+    return str(path)
+
+
+def _ramp(h: int = 40, w: int = 1000, top: int = 1000) -> np.ndarray:
+    """Columns 0..top-ish, every row the same: uint16 (h, w)."""
+    return np.tile(np.linspace(0, top, w).round().astype(np.uint16), (h, 1))
+
+
+@pytest.fixture(scope="session")
+def make_prep():
+    """``make_prep(root, n=12, png=128, channels=1, k=2, seed=0) -> root``: a `cxrdet prep` output folder."""
+    return _make_prep
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    """``tiny_cfg(tmp_path, **keys) -> config``: a tiny, fast training setup under tmp_path/runs."""
+    return _tiny_cfg
+
+
+@pytest.fixture(scope="session")
+def prep_names():
+    """The class names of the :func:`make_prep` folders, and their original (height, width)."""
+    return NAMES, ORIG_HW
+
+
+@pytest.fixture(scope="session")
+def tfile():
+    """``tfile(name) -> path`` of a pydicom test file (skips when pydicom does not ship it)."""
+    return _tfile
+
+
+@pytest.fixture(scope="session")
+def make_ds():
+    """``make_ds(arr, photometric="MONOCHROME2", bits=None, **elements)``: an uncompressed grayscale dataset."""
+    return _make_ds
+
+
+@pytest.fixture(scope="session")
+def save():
+    """``save(ds, path) -> str``: write a DICOM file (File Meta enforced)."""
+    return _save_dicom
+
+
+@pytest.fixture(scope="session")
+def ramp():
+    """``ramp(h=40, w=1000, top=1000)``: a uint16 horizontal ramp."""
+    return _ramp

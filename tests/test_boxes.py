@@ -77,3 +77,34 @@ def test_tables_and_validation():
     with pytest.raises(ValueError, match="missing column"):
         bx.as_box_table(t.drop(columns=["x_min"]))
     assert len(bx.empty_boxes(["n_raters"]).columns) == len(bx.BOX_COLUMNS) + 1
+
+
+# ----------------------------------------------------------------------------- IoU
+def test_iou_by_hand_and_broadcast():
+    a = np.array([0.0, 0.0, 10.0, 10.0])
+    assert bx.iou(a, [5.0, 5.0, 15.0, 15.0]) == pytest.approx(25 / 175)
+    assert bx.iou(a, a) == 1.0
+    assert bx.iou(a, [10.0, 0.0, 20.0, 10.0]) == 0.0            # touching edges: no overlap
+    assert bx.iou(a, [2.0, 2.0, 2.0, 8.0]) == 0.0               # zero-area box: 0, not NaN
+    assert bx.iou([1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]) == 0.0   # union 0
+    m = bx.iou(np.array([a, [5.0, 0.0, 15.0, 10.0]])[:, None, :], np.array([a, [0.0, 0.0, 5.0, 10.0]])[None])
+    assert m.shape == (2, 2) and m == pytest.approx(np.array([[1.0, 0.5], [1 / 3, 0.0]]))
+
+
+def test_iou_equals_ensemble_boxes_and_torchvision_on_random_boxes():
+    import torch
+    from ensemble_boxes.ensemble_boxes_wbf import find_matching_box_fast
+    from torchvision.ops import box_iou
+
+    rng = np.random.default_rng(3)
+    for k in range(20):
+        lo = rng.random((50, 2))
+        b = np.concatenate([lo, lo + rng.random((50, 2)) * 0.5], 1)
+        new = np.concatenate([[0, 1, 1, 1], b[k] + rng.normal(0, 0.05, 4)])
+        rows = np.concatenate([np.zeros((50, 4)), b], 1)      # label 0, then coordinates at [4:]
+        # ensemble-boxes' own IoU (the one its WBF uses): the best match is bit-equal
+        j, best = find_matching_box_fast(rows, new, -1.0)
+        ours = bx.iou(b, new[4:])
+        assert j == int(np.argmax(ours)) and best == ours[j]
+    ref = box_iou(torch.from_numpy(b), torch.from_numpy(b)).numpy()
+    assert np.allclose(bx.iou(b[:, None, :], b[None]), ref, rtol=0, atol=1e-12)

@@ -15,11 +15,10 @@ from detection.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-from test_dicom import make_ds, ramp, save, tfile  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 @pytest.fixture()
-def good_src(tmp_path):
+def good_src(tfile, tmp_path):
     """Three good DICOMs: .dcm, .dicom in a subfolder, and one with no extension."""
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
@@ -32,7 +31,7 @@ def good_src(tmp_path):
 
 
 @pytest.fixture()
-def mixed_src(good_src):
+def mixed_src(make_ds, ramp, save, tfile, good_src):
     """good_src + one of each bad kind."""
     bad = good_src / "bad"
     bad.mkdir()
@@ -140,7 +139,7 @@ def test_overwrite_and_size_change(good_src, tmp_path):
     assert cv2.imread(str(dst / "ct.png"), cv2.IMREAD_UNCHANGED).shape == (32, 32)
 
 
-def test_keep_ratio(tmp_path):
+def test_keep_ratio(make_ds, ramp, save, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     save(make_ds(ramp(600, 400)), src / "tall.dcm")
@@ -154,7 +153,7 @@ def test_keep_ratio(tmp_path):
     assert meta.loc["tall", ["height", "width", "png_height", "png_width"]].tolist() == [600, 400, 512, 341]
 
 
-def test_duplicate_image_ids_are_errors(tmp_path):
+def test_duplicate_image_ids_are_errors(tfile, tmp_path):
     src = tmp_path / "src"
     (src / "a").mkdir(parents=True)
     (src / "b").mkdir()
@@ -187,7 +186,7 @@ def test_cli_exit_status_and_summary(mixed_src, good_src, tmp_path, capsys):
     assert main(["convert", str(tmp_path / "nowhere"), str(tmp_path / "o4")]) == 2
 
 
-def test_keep_ratio_run_after_square_run_redoes_the_pngs(tmp_path):
+def test_keep_ratio_run_after_square_run_redoes_the_pngs(make_ds, ramp, save, tmp_path):
     """Resume must compare the PNG with what THIS run asks for: square then keep-ratio into one
     folder re-converts, and keep-ratio then square does too."""
     src = tmp_path / "src"

@@ -8,13 +8,11 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import pixel_array
 from pydicom.sequence import Sequence
-from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit,
-                         SecondaryCaptureImageStorage, generate_uid)
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 
 from data_prep import dicom as dcm
 from data_prep.dicom import DicomReadError, read_dicom
@@ -22,49 +20,12 @@ from data_prep.dicom import DicomReadError, read_dicom
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def tfile(name: str) -> str:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} not shipped")
-    return path
-
-
-def make_ds(arr: np.ndarray, photometric: str = "MONOCHROME2", bits: int | None = None, **elems) -> Dataset:
-    """An uncompressed single-frame grayscale dataset holding ``arr`` (uint8 or uint16)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = uid = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, uid
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated = arr.dtype.itemsize * 8
-    ds.BitsStored = bits or ds.BitsAllocated
-    ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, 0
-    for k, v in elems.items():
-        setattr(ds, k, v)
-    ds.PixelData = arr.tobytes()
-    return ds
-
-
-def save(ds: Dataset, path) -> str:
-    ds.save_as(path, enforce_file_format=True)
-    return str(path)
-
-
-def ramp(h: int = 40, w: int = 1000, top: int = 1000) -> np.ndarray:
-    """Columns 0..top-ish, every row the same: uint16 (h, w)."""
-    return np.tile(np.linspace(0, top, w).round().astype(np.uint16), (h, 1))
-
-
 # ----------------------------------------------------------------------------- transfer syntaxes
 MR_ENCODINGS = ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm",
                 "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"]
 
 
-def test_lossless_encodings_of_one_image_give_identical_pngs():
+def test_lossless_encodings_of_one_image_give_identical_pngs(tfile):
     """Uncompressed LE/BE/implicit, RLE, JPEG 2000 lossless, JPEG-LS lossless: same pixels."""
     ref, header = read_dicom(tfile("MR_small.dcm"))
     assert ref.dtype == np.uint8 and ref.shape == (64, 64) and (ref.min(), ref.max()) == (0, 255)
@@ -84,7 +45,7 @@ def test_lossless_encodings_of_one_image_give_identical_pngs():
     ("SC_rgb_rle.dcm", "1.2.840.10008.1.2.5", (100, 100)),              # RLE, RGB
     ("examples_ybr_color.dcm", "1.2.840.10008.1.2.4.50", (240, 320)),   # 30 frames: frame 0
 ])
-def test_transfer_syntaxes_decode_to_uint8(name, ts, shape):
+def test_transfer_syntaxes_decode_to_uint8(tfile, name, ts, shape):
     path = tfile(name)
     assert pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == ts
     img, header = read_dicom(path)
@@ -95,7 +56,7 @@ def test_transfer_syntaxes_decode_to_uint8(name, ts, shape):
     assert small.shape == (32, 32) and small.dtype == np.uint8
 
 
-def test_ct_small_matches_hand_computed_minmax():
+def test_ct_small_matches_hand_computed_minmax(tfile):
     """CT_small has a rescale (slope 1) and no window: the output is the plain min-max stretch."""
     ds = pydicom.dcmread(tfile("CT_small.dcm"))
     a = ds.pixel_array.astype(np.float64)
@@ -107,7 +68,7 @@ def test_ct_small_matches_hand_computed_minmax():
                       "PixelSpacing": "0.661468|0.661468", "voi": "none", "voi_window": "", "voi_fallback": ""}
 
 
-def test_rgb_becomes_luma():
+def test_rgb_becomes_luma(tfile):
     ds = pydicom.dcmread(tfile("SC_rgb_jpeg_gdcm.dcm"))     # lossless, so the RGB values are exact
     rgb = ds.pixel_array.astype(np.float64)
     gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
@@ -116,7 +77,7 @@ def test_rgb_becomes_luma():
     assert np.abs(img - want).max() <= 1.0
 
 
-def test_multiframe_takes_frame_0():
+def test_multiframe_takes_frame_0(tfile):
     path = tfile("examples_ybr_color.dcm")
     ds = pydicom.dcmread(path)
     want = dcm.to_uint8(pixel_array(ds, index=0), ds)
@@ -125,7 +86,7 @@ def test_multiframe_takes_frame_0():
     assert np.array_equal(img, want) and not np.array_equal(img, other)
 
 
-def test_jpeg_baseline_grayscale(tmp_path):
+def test_jpeg_baseline_grayscale(make_ds, save, tmp_path):
     y, x = np.mgrid[0:64, 0:96]
     src = ((x * 2 + y) % 256).astype(np.uint8)
     buf = io.BytesIO()
@@ -140,7 +101,7 @@ def test_jpeg_baseline_grayscale(tmp_path):
     assert np.abs(img - want).mean() < 3
 
 
-def test_lossy_12bit_jpeg_names_the_transfer_syntax():
+def test_lossy_12bit_jpeg_names_the_transfer_syntax(tfile):
     path = tfile("JPEG-lossy.dcm")
     with pytest.raises(DicomReadError) as e:
         read_dicom(path)
@@ -150,7 +111,7 @@ def test_lossy_12bit_jpeg_names_the_transfer_syntax():
 
 
 # ----------------------------------------------------------------------------- LUT chain
-def test_modality_lut_rescale_moves_the_window(tmp_path):
+def test_modality_lut_rescale_moves_the_window(make_ds, save, tmp_path):
     """Stored 0..999; window 300..700 (center 500, width 400 -> LINEAR edges 300.5 and 699.5).
     Without rescale the ramp saturates at stored 300 / 700; with slope 2, intercept -100 the
     same window sits at stored (300 + 100) / 2 = 200 and (700 + 100) / 2 = 400."""
@@ -164,7 +125,7 @@ def test_modality_lut_rescale_moves_the_window(tmp_path):
     assert abs(row_p[500] - 128) <= 1 and abs(row_r[300] - 128) <= 1     # window centers
 
 
-def test_voi_lut_sequence_preferred_over_window(tmp_path):
+def test_voi_lut_sequence_preferred_over_window(make_ds, save, tmp_path):
     """A VOI LUT (256 entries, first mapped value 0) that maps v -> (255 - v) ** 2 overrides the
     window: bright stored values come out dark, and the curve is the square, not linear."""
     arr = np.tile(np.arange(256, dtype=np.uint16), (8, 1))
@@ -179,7 +140,7 @@ def test_voi_lut_sequence_preferred_over_window(tmp_path):
     assert img[0, 0] == 255 and img[0, 255] == 0 and img[0, 128] == 63      # 127**2/255 = 63.25
 
 
-def test_monochrome1_bright_region_becomes_dark(tmp_path):
+def test_monochrome1_bright_region_becomes_dark(make_ds, save, tmp_path):
     """MONOCHROME1: high stored values are dark. A block of 4000 on a background of 500."""
     arr = np.full((60, 80), 500, np.uint16)
     arr[10:30, 20:40] = 4000
@@ -195,7 +156,7 @@ def test_monochrome1_bright_region_becomes_dark(tmp_path):
 
 
 # ----------------------------------------------------------------------------- sizes
-def test_square_and_keep_ratio_sizes(tmp_path):
+def test_square_and_keep_ratio_sizes(make_ds, ramp, save, tmp_path):
     path = save(make_ds(ramp(600, 400)), tmp_path / "r.dcm")
     sq, header = read_dicom(path, size=512)
     kr, _ = read_dicom(path, size=512, keep_ratio=True)
@@ -206,7 +167,7 @@ def test_square_and_keep_ratio_sizes(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad files
-def test_bad_files_raise_clear_errors(tmp_path):
+def test_bad_files_raise_clear_errors(make_ds, ramp, save, tfile, tmp_path):
     empty = tmp_path / "empty.dcm"
     empty.write_bytes(b"")
     text = tmp_path / "notes.dcm"
@@ -237,7 +198,7 @@ def test_j2k_reduce_level():
     assert dcm.j2k_reduce_level(4096, 4096, (512, 512), levels=5) == 3
 
 
-def test_j2k_reduced_decode_close_to_full(tmp_path):
+def test_j2k_reduced_decode_close_to_full(make_ds, save, tmp_path):
     """1029 x 1030 px (1029 = 4k + 1: Pillow's own reduced size would be off by one at r = 2)."""
     rng = np.random.default_rng(0)
     h, w = 1029, 1030
@@ -258,7 +219,7 @@ def test_j2k_reduced_decode_close_to_full(tmp_path):
     assert dcm.decode_j2k_reduced(ds, (600, 600)) is None                    # less than 2x: full decode
 
 
-def test_downscaled_range_ignores_single_pixel_extremes(tmp_path):
+def test_downscaled_range_ignores_single_pixel_extremes(make_ds, save, tmp_path):
     """A 1-pixel spike in a 1024 px ramp sets the min-max of the full image, but not the range of
     the 4 x 4-cell averaged 256 px output: the ramp still spans 0..255 there."""
     arr = np.tile(np.linspace(1000, 3000, 1024).round().astype(np.uint16), (1024, 1))

@@ -293,7 +293,7 @@ def test_page_in_headless_chromium(ex, tmp_path):
 
 
 def test_report_links_to_the_explorer_beside_it(ex, tmp_path):
-    from detection.report import _explorer_link
+    from detection.report_eval import _explorer_link
 
     rep = ex["out"].parent / "report.html"
     assert _explorer_link(rep, None) == ""                                      # folder named out/, not explore/

@@ -7,7 +7,6 @@ end-to-end run.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,8 +22,6 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 import detection.predict as P
 from data_prep.boxes import BOX_COLUMNS, Frame, frame_for, keep_ratio_size, to_frame
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import make_prep  # noqa: E402
 
 NAMES = {0: "Aortic enlargement", 1: "Atelectasis"}
 
@@ -332,8 +329,8 @@ def untrained_pt(tmp_path_factory):
     return path
 
 
-def test_onnx_export_and_predict_match_pt(tmp_path, untrained_pt):
-    from detection.export import export_onnx
+def test_onnx_export_and_predict_match_pt(make_prep, tmp_path, untrained_pt):
+    from detection.export_onnx import export_onnx
 
     prep = make_prep(tmp_path / "prep", n=3)
     onnx = export_onnx(untrained_pt, imgsz=128, out=tmp_path / "m.onnx")

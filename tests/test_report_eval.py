@@ -1,4 +1,4 @@
-"""detection.report (`cxrdet report-eval`): one self-contained HTML file on a phantom dataset —
+"""detection.report_eval (`cxrdet report-eval`): one self-contained HTML file on a phantom dataset —
 the numbers agree with `evaluate`, every picture is an embedded PNG that decodes, the baseline
 JSON of `cxrdet evaluate --rater-baseline` is shown, the worst images carry the false positive's
 class colour — and headless Chromium loads every image and paints a non-blank page."""
@@ -19,7 +19,7 @@ from data_prep.boxes import make_boxes
 from detection import visualize as V
 from detection.cli import main
 from detection.evaluate import evaluate, read_inputs
-from detection.report import build_report
+from detection.report_eval import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)

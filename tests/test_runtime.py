@@ -11,8 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import make_prep, tiny_cfg  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE = ("import json, os, detection.runtime as r, ultralytics.utils as u, ultralytics.utils.checks as c;"
@@ -97,7 +95,7 @@ def test_the_guard_sees_ultralytics_font_download(tmp_path, monkeypatch, no_netw
     assert no_network, "check_font made no network attempt: this guard would not catch one"
 
 
-def test_train_and_predict_with_network_blocked(tmp_path, no_network):
+def test_train_and_predict_with_network_blocked(make_prep, tiny_cfg, tmp_path, no_network):
     """A real 1-epoch run (check_det_dataset calls check_font) and a TTA prediction: zero attempts."""
     import detection.runtime  # noqa: F401
     from data_prep.boxes import validate_boxes

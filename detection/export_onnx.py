@@ -39,11 +39,9 @@ def export_onnx(weights: str | os.PathLike, imgsz: int = 512, out: str | os.Path
         try:
             os.replace(made, dst)
         except OSError:  # across file systems: copy to a temp name beside dst, then rename
-            import shutil
+            from data_prep.atomic import copy_file
 
-            tmp = dst.with_name(f".{dst.name}.tmp")
-            shutil.copyfile(made, tmp)
-            os.replace(tmp, dst)
+            copy_file(made, dst)
             made.unlink()
     log.info("exported %s -> %s (imgsz %d)", src, dst, imgsz)
     return dst
