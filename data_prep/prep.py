@@ -183,7 +183,7 @@ def _convert(run: _Run, src: Path) -> None:
             return {"mode": mode, "n_sources": len(files), "n_converted": res.n_converted,
                     "n_skipped": res.n_skipped, "n_errors": len(res.errors),
                     "errors": [list(e) for e in res.errors[:20]]}
-        if not cfg["meta"] and cfg["dataset"] not in _NO_SIZE_META:
+        if not cfg["meta"] and describe(cfg).size_meta:
             log.warning("prep convert: %s holds PNGs and the config has no `meta`: their sizes are taken as "
                         "the original sizes; if they are resized copies, set meta=<image_id,dim0,dim1 file>", src)
         return _link_pngs(files, images_dir, out / "meta.csv")

@@ -28,6 +28,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
