@@ -1,7 +1,7 @@
 """Radiologists against each other: a pairwise agreement matrix and per-class box-size ratios.
 
 Shown by ``cxrdet report`` (data_prep/report.py) and the HTML evaluation report
-(detection/report.py) for labels with one row per radiologist (VinBigData's train.csv).
+(detection/report_eval.py) for labels with one row per radiologist (VinBigData's train.csv).
 
 **Pairwise agreement** (:func:`pairwise_agreement`): radiologist A scored against radiologist B
 on the images both read, A's boxes as predictions, B's as truth, every box at confidence 1. With
@@ -42,15 +42,10 @@ def rater_order(names) -> list[str]:
 def dataset_classes(dataset: str) -> tuple[tuple[int, str] | None, list[str]]:
     """``(normal, names)`` of ``dataset`` from its description: the normal class ``(class_id,
     name)`` or None, and every class name by class_id (the normal one included)."""
-    import importlib
-    import data_prep.datasets as D
+    from data_prep.datasets import describe
 
-    if hasattr(D, "describe"):                 # dataset description objects
-        d = D.describe(dataset)
-        return d.normal, list(d.names)
-    mod = importlib.import_module(f"data_prep.datasets.{dataset}")
-    normal = (mod.NORMAL_ID, mod.NORMAL_NAME) if getattr(mod, "NORMAL_ID", None) is not None else None
-    return normal, list(mod.CLASSES) + ([normal[1]] if normal else [])
+    d = describe(dataset)
+    return d.normal, list(d.names)
 
 
 def dataset_normal(dataset: str | None) -> tuple[int, str] | None:

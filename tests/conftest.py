@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -200,3 +201,88 @@ def save():
 def ramp():
     """``ramp(h=40, w=1000, top=1000)``: a uint16 horizontal ramp."""
     return _ramp
+
+
+# ----------------------------------------------------------------------------- fake ultralytics models (predict)
+def _fake_result(xyxy, conf, cls):
+    """A stand-in for an ultralytics detect ``Results``: ``.boxes.xyxy/conf/cls`` tensors."""
+    import torch
+
+    boxes = SimpleNamespace(xyxy=torch.tensor(np.asarray(xyxy, "float32").reshape(-1, 4)),
+                            conf=torch.tensor(np.asarray(conf, "float32").reshape(-1)),
+                            cls=torch.tensor(np.asarray(cls, "float32").reshape(-1)))
+    return SimpleNamespace(boxes=boxes)
+
+
+class _BrightBoxDetector:
+    """Fake ultralytics detect model: one class-0 box around the pixels > 180 of each input image
+    (xyxy in that image's own frame, pixel edges: max index + 1), score 0.9; nothing if none."""
+    names = dict(enumerate(NAMES))
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, imgs, **kw):
+        self.calls.append(len(imgs))
+        out = []
+        for im in imgs:
+            ys, xs = np.nonzero((im if im.ndim == 2 else im[..., 0]) > 180)
+            if len(xs):
+                out.append(_fake_result([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], [0.9], [0]))
+            else:
+                out.append(_fake_result(np.zeros((0, 4)), [], []))
+        return out
+
+
+class _FakeClassifier:
+    """Fake classify model: p(abnormal) = 0.97 with bright pixels, else 0.02; classes in
+    ultralytics' folder order (abnormal = 0, normal = 1) unless ``names`` says otherwise."""
+
+    def __init__(self, names=None):
+        self.names = names or {0: "abnormal", 1: "normal"}
+
+    def predict(self, imgs, **kw):
+        import torch
+
+        ia = [k for k, v in self.names.items() if v == "abnormal"][0]
+        res = []
+        for im in imgs:
+            p = np.zeros(len(self.names), "float32")
+            pa = 0.97 if (im > 180).any() else 0.02
+            p[ia], p[1 - ia] = pa, 1 - pa
+            res.append(SimpleNamespace(probs=SimpleNamespace(data=torch.tensor(p))))
+        return res
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    """Patch load_model: ``*.cls`` weights give a FakeClassifier, anything else a BrightBoxDetector."""
+    import detection.predict as P
+
+    made = []
+
+    def load(weights, imgsz, batch, task="detect", onnx=False):
+        m = _FakeClassifier() if str(weights).endswith(".cls") else _BrightBoxDetector()
+        made.append(m)
+        return P.Loaded(m, str(weights), imgsz, batch)
+
+    monkeypatch.setattr(P, "load_model", load)
+    return made
+
+
+@pytest.fixture(scope="session")
+def fake_result():
+    """``fake_result(xyxy, conf, cls)``: a stand-in for an ultralytics detect ``Results``."""
+    return _fake_result
+
+
+@pytest.fixture(scope="session")
+def bright_box_detector():
+    """The fake detect model class (one class-0 box around the bright pixels, score 0.9)."""
+    return _BrightBoxDetector
+
+
+@pytest.fixture(scope="session")
+def fake_classifier():
+    """The fake classify model class (p(abnormal) 0.97 with bright pixels, else 0.02)."""
+    return _FakeClassifier

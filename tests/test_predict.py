@@ -8,7 +8,6 @@ end-to-end run.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -27,64 +26,6 @@ NAMES = {0: "Aortic enlargement", 1: "Atelectasis"}
 
 
 # ----------------------------------------------------------------------------- fakes
-def _result(xyxy, conf, cls):
-    """A stand-in for an ultralytics detect ``Results``: ``.boxes.xyxy/conf/cls`` tensors."""
-    boxes = SimpleNamespace(xyxy=torch.tensor(np.asarray(xyxy, "float32").reshape(-1, 4)),
-                            conf=torch.tensor(np.asarray(conf, "float32").reshape(-1)),
-                            cls=torch.tensor(np.asarray(cls, "float32").reshape(-1)))
-    return SimpleNamespace(boxes=boxes)
-
-
-class BrightBoxDetector:
-    """Fake ultralytics detect model: one class-0 box around the pixels > 180 of each input image
-    (xyxy in that image's own frame, pixel edges: max index + 1), score 0.9; nothing if none."""
-    names = NAMES
-
-    def __init__(self):
-        self.calls = []
-
-    def predict(self, imgs, **kw):
-        self.calls.append(len(imgs))
-        out = []
-        for im in imgs:
-            ys, xs = np.nonzero((im if im.ndim == 2 else im[..., 0]) > 180)
-            if len(xs):
-                out.append(_result([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], [0.9], [0]))
-            else:
-                out.append(_result(np.zeros((0, 4)), [], []))
-        return out
-
-
-class FakeClassifier:
-    """Fake classify model: p(abnormal) = 0.97 with bright pixels, else 0.02; classes in
-    ultralytics' folder order (abnormal = 0, normal = 1) unless ``names`` says otherwise."""
-
-    def __init__(self, names=None):
-        self.names = names or {0: "abnormal", 1: "normal"}
-
-    def predict(self, imgs, **kw):
-        ia = [k for k, v in self.names.items() if v == "abnormal"][0]
-        res = []
-        for im in imgs:
-            p = np.zeros(len(self.names), "float32")
-            pa = 0.97 if (im > 180).any() else 0.02
-            p[ia], p[1 - ia] = pa, 1 - pa
-            res.append(SimpleNamespace(probs=SimpleNamespace(data=torch.tensor(p))))
-        return res
-
-
-@pytest.fixture
-def fake_models(monkeypatch):
-    """Patch load_model: ``*.cls`` weights give a FakeClassifier, anything else a BrightBoxDetector."""
-    made = []
-
-    def load(weights, imgsz, batch, task="detect", onnx=False):
-        m = FakeClassifier() if str(weights).endswith(".cls") else BrightBoxDetector()
-        made.append(m)
-        return P.Loaded(m, str(weights), imgsz, batch)
-
-    monkeypatch.setattr(P, "load_model", load)
-    return made
 
 
 def _square_pngs(root: Path, orig_hw=(320, 240), png_hw=(128, 128), boxes=None):
@@ -110,7 +51,7 @@ def _square_pngs(root: Path, orig_hw=(320, 240), png_hw=(128, 128), boxes=None):
 # ----------------------------------------------------------------------------- pure mapping
 @pytest.mark.parametrize("keep_ratio", [False, True])
 @pytest.mark.parametrize("hw", [(2880, 2304), (1024, 1024), (2000, 2500)])
-def test_prediction_in_png_frame_maps_back_to_original(keep_ratio, hw):
+def test_prediction_in_png_frame_maps_back_to_original(fake_result, keep_ratio, hw):
     """A known original box -> PNG frame (as prep resizes) -> fake ultralytics result -> original."""
     h, w = hw
     ph, pw = keep_ratio_size(h, w, 512) if keep_ratio else (512, 512)
@@ -118,28 +59,28 @@ def test_prediction_in_png_frame_maps_back_to_original(keep_ratio, hw):
     assert frame == frame_for(h, w, 512, keep_ratio)  # the same Frame data_prep.boxes gives prep
     orig = np.array([[100.0, 200.0, 900.0, 1000.0], [0.0, 0.0, w, h]])
     png_box = to_frame(orig, frame)
-    v = P.view_from_result(_result(png_box, [0.8, 0.5], [3, 7]), frame, hw)
+    v = P.view_from_result(fake_result(png_box, [0.8, 0.5], [3, 7]), frame, hw)
     np.testing.assert_allclose(v.xyxy, orig, atol=1.0)
     np.testing.assert_allclose(v.scores, [0.8, 0.5], atol=1e-6)
     assert v.labels.tolist() == [3, 7]
     # rounding the PNG box to whole PNG pixels costs at most 0.5 / scale original px
-    v = P.view_from_result(_result(np.round(png_box), [0.8, 0.5], [3, 7]), frame, hw)
+    v = P.view_from_result(fake_result(np.round(png_box), [0.8, 0.5], [3, 7]), frame, hw)
     assert np.abs(v.xyxy - orig).max() <= 0.5 / min(frame.sx, frame.sy) + 1e-9
 
 
-def test_boxes_outside_the_image_are_clipped():
+def test_boxes_outside_the_image_are_clipped(fake_result):
     frame = Frame(0.5, 0.25, 0, 0, 100, 50)  # original 200 x 200
-    v = P.view_from_result(_result([[-5, -3, 60, 120]], [0.5], [0]), frame, (200, 200))
+    v = P.view_from_result(fake_result([[-5, -3, 60, 120]], [0.5], [0]), frame, (200, 200))
     np.testing.assert_allclose(v.xyxy, [[0, 0, 200, 200]])
 
 
-def test_unflip_known_box():
+def test_unflip_known_box(fake_result):
     # a box at x 10..30 in a 100 px wide image is at x 70..90 in the flipped image, and back
     np.testing.assert_allclose(P.unflip_x([[70, 20, 90, 40]], 100), [[10, 20, 30, 40]])
     b = np.array([[3.5, 1, 17, 9], [0, 0, 100, 5]])
     np.testing.assert_allclose(P.unflip_x(P.unflip_x(b, 100), 100), b)
     frame = Frame(0.5, 0.5, 0, 0, 64, 100)  # original 128 x 200
-    v = P.view_from_result(_result([[70, 20, 90, 40]], [0.5], [1]), frame, (128, 200), flipped=True)
+    v = P.view_from_result(fake_result([[70, 20, 90, 40]], [0.5], [1]), frame, (128, 200), flipped=True)
     np.testing.assert_allclose(v.xyxy, [[20, 40, 60, 80]])
 
 
@@ -184,13 +125,13 @@ def test_two_class_filter_three_regimes():
         P.two_class_filter(boxes, p, 0.9, 0.1)
 
 
-def test_classifier_probs_reads_the_abnormal_class_by_name():
+def test_classifier_probs_reads_the_abnormal_class_by_name(fake_classifier):
     imgs = [np.full((8, 8), 250, np.uint8), np.zeros((8, 8), np.uint8)]
     for names in ({0: "abnormal", 1: "normal"}, {0: "normal", 1: "abnormal"}):
-        p = P.classifier_probs(P.Loaded(FakeClassifier(names), "c.pt", 64, 1), imgs)
+        p = P.classifier_probs(P.Loaded(fake_classifier(names), "c.pt", 64, 1), imgs)
         np.testing.assert_allclose(p, [0.97, 0.02], atol=1e-6)
     with pytest.raises(ValueError, match="no 'abnormal'"):
-        P.classifier_probs(P.Loaded(FakeClassifier({0: "cat", 1: "dog"}), "c.pt", 64, 1), imgs)
+        P.classifier_probs(P.Loaded(fake_classifier({0: "cat", 1: "dog"}), "c.pt", 64, 1), imgs)
 
 
 # ----------------------------------------------------------------------------- predict() with fakes

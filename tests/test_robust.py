@@ -26,8 +26,6 @@ from data_prep.atomic import LOCK, atomic_path, folder_lock, safe_name, write_cs
 from data_prep.boxes import make_boxes
 from detection.cli import main
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_predict import BrightBoxDetector, fake_models  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[1]
 VIN_HEADER = "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
@@ -105,7 +103,7 @@ def test_predict_goes_on_past_an_unparsable_dicom_header(tmp_path, fake_models, 
     assert sorted(pd.read_csv(out)["image_id"]) == ["d0", "d2"]
 
 
-def test_predict_goes_on_past_any_exception_of_one_image(tmp_path, fake_models, monkeypatch):
+def test_predict_goes_on_past_any_exception_of_one_image(bright_box_detector, tmp_path, fake_models, monkeypatch):
     src = dicom_folder(tmp_path / "dcm", ("d0", "d1", "d2", "d3"))
     real = P.load_image
 
@@ -114,7 +112,7 @@ def test_predict_goes_on_past_any_exception_of_one_image(tmp_path, fake_models, 
             raise NotImplementedError("some decoder gap")
         return real(row, *a, **k)
 
-    class Flaky(BrightBoxDetector):   # fails a whole batch that holds d3's image (it has 66 rows)
+    class Flaky(bright_box_detector):   # fails a whole batch that holds d3's image (it has 66 rows)
         def predict(self, imgs, **kw):
             if any(im.shape[0] == 66 for im in imgs):
                 raise RuntimeError("device-side assert")
