@@ -47,6 +47,7 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from data_prep.atomic import write_csv, write_text
+from data_prep.datasets import describe
 from data_prep.prep import MANIFEST, file_stamp, read_table
 from detection.train import checkpoint_finished, train_list, trained_on
 
@@ -266,7 +267,8 @@ def _baseline(cfg: dict, manifest: dict, images: pd.DataFrame, ids: list[str], p
     """The radiologists' scores on ``ids`` (cached in parts/baseline.json), or a note saying why none."""
     data = manifest.get("data")
     labels = Path(data) / (manifest.get("config") or {}).get("labels", cfg["labels"]) if data else None
-    if cfg["dataset"] != "vinbigdata" or labels is None or not labels.is_file():
+    ds = describe(cfg)
+    if not ds.has_raters or ds.normal is None or labels is None or not labels.is_file():
         return {"note": f"no radiologist ids for {cfg['dataset']} "
                         f"({'labels ' + str(labels) if labels else 'no dataset folder in prep.json'})"}
     min_images = min(500, max(1, len(ids) // 5))
@@ -275,17 +277,16 @@ def _baseline(cfg: dict, manifest: dict, images: pd.DataFrame, ids: list[str], p
     cached = _read_json(parts / "baseline.json")
     if cached and cached.get("fingerprint") == fp:
         return cached["baseline"]
-    from data_prep.datasets.vinbigdata import NORMAL_ID
     from detection.evaluate import rater_baseline, to_jsonable
 
     keep = set(ids)
     raw = pd.read_csv(labels, dtype={"image_id": str, "class_name": str, "rad_id": str})
     raw = raw[raw["image_id"].isin(keep)].reset_index(drop=True)
     meta = images.loc[images["image_id"].isin(keep), ["image_id", "height", "width"]].reset_index(drop=True)
-    df = rater_baseline(raw, meta, min_images, float(cfg["iou_thr"]))
+    df = rater_baseline(raw, meta, min_images, float(cfg["iou_thr"]), dataset=ds)
     # a radiologist who only read images nobody found anything on scores 1 by construction: the
     # summary is the mean over those who read at least one image with a finding
-    abnormal = set(raw.loc[raw["class_id"] != NORMAL_ID, "image_id"])
+    abnormal = set(raw.loc[raw["class_id"] != ds.normal_id, "image_id"])
     read = raw.groupby("rad_id")["image_id"].agg(lambda s: len(set(s) & abnormal))
     df["n_abnormal"] = df["rater"].map(read).fillna(0).astype(int)
     scored = df[df["n_abnormal"] > 0]
@@ -456,7 +457,8 @@ def _print_table(cv: dict, records: list[dict], res: dict, prep: Path, out: Path
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_cv(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="dataset config (path or name: vinbigdata, rsna, nih)")
+    from data_prep.config import add_config_arguments
+
     p.add_argument("--prep", required=True, help="output folder of `cxrdet prep`")
     p.add_argument("--folds", default=None, help="folds to run, e.g. 0,1,2,3,4 (default: every fold of folds.csv)")
     p.add_argument("--with-cls", action="store_true", help="also train each fold's 2-class filter and apply it")
@@ -466,13 +468,14 @@ def add_arguments_cv(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", default=None, help="sample submission for --test (default: the config's sample)")
     p.add_argument("--force", action="store_true", help="retrain and re-predict every fold")
     p.epilog = ("key=value overrides any config key, e.g. model=yolo11s.yaml epochs=40 imgsz=640 batch=16 "
-                "device=0 tta=true")
+                "device=0 tta=true.")
+    add_config_arguments(p, ["model", "epochs", "imgsz", "batch", "device"], positional=True)
 
 
 def run_cv(args: argparse.Namespace) -> int:
-    from detection.train import config_from_args
+    from data_prep.config import stage_config
 
-    cfg = config_from_args(args)
+    cfg = stage_config(args)
     res = cross_validate(cfg, args.prep, args.folds, args.with_cls, args.out, args.test, args.sample, args.force)
     if res["errors"]:
         print(f"{len(res['errors'])} image(s) could not be read (see the log): {res['errors'][:5]}")

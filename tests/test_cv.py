@@ -7,7 +7,6 @@ filter) is shared by most tests; the killed-training test uses its own tiny prep
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +16,6 @@ import yaml
 
 from detection.cli import main
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import make_prep, tiny_cfg  # noqa: E402
 
 OV = {"size": 96, "folds": 3, "workers": 0, "epochs": 1, "imgsz": 64, "batch": 8, "cls_epochs": 1,
       "cls_imgsz": 32, "yolo_args": {"plots": False, "mosaic": 0.0}}
@@ -211,7 +208,7 @@ def test_a_leaked_training_list_stops_the_run_naming_the_image(cv_run, capsys):
     assert (out / "oof.csv").read_bytes() == oof_before  # the last whole oof.csv is left as it was
 
 
-def test_patient_of_a_held_out_image_in_the_training_list_is_a_leak(tmp_path):
+def test_patient_of_a_held_out_image_in_the_training_list_is_a_leak(make_prep, tmp_path):
     from detection.cv import check_leaks
     from detection.train import train_list, trained_on
 
@@ -237,7 +234,7 @@ def test_patient_of_a_held_out_image_in_the_training_list_is_a_leak(tmp_path):
         check_leaks(ids, held, pd.read_csv(prep / "images.csv", dtype=str), "fold 0's detector")
 
 
-def test_bad_fold_selection_is_one_line(tmp_path, capsys):
+def test_bad_fold_selection_is_one_line(make_prep, tmp_path, capsys):
     prep = make_prep(tmp_path / "prep", n=6, k=3)
     assert main(["cv", "vinbigdata", "--prep", str(prep), "--folds", "0,7"]) == 2
     err = capsys.readouterr().err.strip()
@@ -245,7 +242,7 @@ def test_bad_fold_selection_is_one_line(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- a killed run
-def test_killed_training_resumes_and_never_leaves_a_half_written_oof(tmp_path):
+def test_killed_training_resumes_and_never_leaves_a_half_written_oof(make_prep, tiny_cfg, tmp_path):
     from detection.cv import cross_validate
 
     prep = make_prep(tmp_path / "prep", n=9, png=64, k=3)
