@@ -145,7 +145,9 @@ def test_deprecated_stage_meaning_still_works_with_a_warning(caplog):
     assert "--iou is deprecated here (it sets `fusion_iou`); use --fusion-iou" in caplog.text
     assert _cfg("fuse", ["--labels", "l", "--out", "o", "--iou", "0.6", "--fusion-iou", "0.7"])["fusion_iou"] == 0.7
     assert _cfg("show", ["--source", "s", "--out", "o", "--conf", "0.5"])["show_conf"] == 0.5
+    rep = ["--truth", "t", "--pred", "p", "--source", "s", "--out", "o"]
     with pytest.raises(ValueError, match="--folds and --fold go together"):
-        C.held_out_fold(_cfg("evaluate", ["--truth", "t", "--fold", "1"]), None)
-    assert C.held_out_fold(_cfg("evaluate", ["--truth", "t"]), "folds.csv") == 0
-    assert C.held_out_fold(_cfg("evaluate", ["--truth", "t"]), None) is None
+        C.held_out_fold(_cfg("report-eval", rep + ["--fold", "1"]), None)
+    assert C.held_out_fold(_cfg("report-eval", rep + ["--fold", "2"]), "folds.csv") == 2
+    assert C.held_out_fold(_cfg("report-eval", rep), "folds.csv") == 0
+    assert C.held_out_fold(_cfg("report-eval", rep), None) is None
