@@ -33,13 +33,13 @@ import numpy as np
 import pandas as pd
 
 from data_prep.atomic import atomic_path, write_text
-from data_prep.boxes import BOX_COLUMNS, make_boxes
 from data_prep import tables
 from data_prep.config import add_config_arguments, stage_config
 from data_prep.datasets import DEFAULT_DATASET, Dataset, describe
 from data_prep.errors import check_output
 from data_prep.tables import FUSION_IOU, read_truth
 from detection import metrics as M
+from detection.raters import rater_baseline  # noqa: F401 (lives with the other radiologist scores)
 
 log = logging.getLogger(__name__)
 
@@ -209,53 +209,6 @@ def evaluate_files(truth_path, pred_path, meta=None, folds=None, fold=None, metr
             r = evaluate(truth, pred, part["image_id"].astype(str).tolist(), metric, iou_thr, dataset=ds)
             res["folds"].append({"fold": int(k), "n_images": int(len(part)), "score": r["mAP"]})
     return res
-
-
-# ----------------------------------------------------------------------------- radiologists' baseline
-def rater_baseline(labels, meta, min_images: int = 500, iou_thr: float = 0.4,
-                   fusion_iou: float = FUSION_IOU, dataset: Dataset | str = DEFAULT_DATASET) -> pd.DataFrame:
-    """Score each radiologist who read >= ``min_images`` images as a model (confidence 1).
-
-    ``dataset``: one with raters and a normal class (VinBigData). For radiologist R: images =
-    those R read (any labels row); predictions = R's boxes, or the normal class ``p=1 0 0 1 1``
-    where R found nothing; truth = WBF (``fusion_iou``) of the OTHER radiologists' boxes on those
-    images, the normal class ``0 0 1 1`` where they found nothing;
-    metric vinbigdata mAP@``iou_thr``. All scores tie at 1, so the ranking is the file's row
-    order (stable sort), which the AP depends on; ``mAP_point`` is the order-free figure: mean
-    over classes with truth of precision x recall, the all-point AP of R's one operating point.
-    ``precision``/``recall``: over all classes. Returns a DataFrame rater, n_images, n_pred, mAP,
-    mAP_point, precision, recall (radiologists by id)."""
-    from data_prep.fusion import fuse
-    ds = describe(dataset)
-    if not ds.has_raters or ds.normal is None:
-        raise ValueError(f"rater baseline: dataset {ds.name!r} has no per-radiologist labels with a normal class")
-    images, boxes = ds.load(labels, meta)
-    readers = images["raters"].astype(str).str.split("|")
-    counts = readers.explode().value_counts()
-    rows = []
-    for r in sorted(counts.index[counts >= min_images], key=lambda x: (len(x), x)):
-        mine = readers.map(lambda rs: r in rs).to_numpy()
-        im = images[mine].copy()
-        im["raters"] = readers[mine].map(lambda rs: "|".join(x for x in rs if x != r))
-        ids = set(im["image_id"])
-        on = boxes["image_id"].isin(ids).to_numpy()
-        own = boxes["rater"].to_numpy() == r
-        truth = fuse(boxes[on & ~own], im, "wbf", iou_thr=fusion_iou)
-        pred = boxes[on & own].copy()
-        normal = sorted(ids - set(pred["image_id"]))
-        pred = pd.concat([pred[BOX_COLUMNS], make_boxes(normal, ds.normal_id, ds.normal_name,
-                          np.tile(M.NORMAL_BOX, (len(normal), 1)), 1.0, r)], ignore_index=True)
-        res = M.vinbigdata_map(truth, pred, im["image_id"], iou_thr, ds.normal_id)
-        enc = M.encode(truth, pred, im["image_id"], ds.normal_id)
-        pt, _ = M.match_vinbigdata(enc, iou_thr)
-        tp = int((pt >= 0).sum())
-        point = [float(((pt >= 0) & (enc.p_cls == c)).sum() ** 2 / max((enc.p_cls == c).sum(), 1)
-                       / (enc.t_cls == c).sum()) for c in np.unique(enc.t_cls)]  # P_c * R_c
-        rows.append({"rater": r, "n_images": int(mine.sum()), "n_pred": int(len(pred)), "mAP": res["mAP"],
-                     "mAP_point": float(np.mean(point)), "precision": tp / max(len(pt), 1),
-                     "recall": tp / max(len(enc.t_cls), 1)})
-        log.info("rater %s: %d images, mAP@%.1f %.4f", r, mine.sum(), iou_thr, res["mAP"])
-    return pd.DataFrame(rows, columns=["rater", "n_images", "n_pred", "mAP", "mAP_point", "precision", "recall"])
 
 
 # ----------------------------------------------------------------------------- outputs
