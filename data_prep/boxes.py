@@ -103,9 +103,16 @@ def as_box_table(df: pd.DataFrame) -> pd.DataFrame:
     df["image_id"] = df["image_id"].astype(str)
     df["class_name"] = df["class_name"].astype(str)
     df["rater"] = df["rater"].fillna("").astype(str)
-    df["class_id"] = df["class_id"].astype("int64")
-    for c in COORDS + ["score"]:
-        df[c] = df[c].astype("float64")
+    for c in ["class_id"] + COORDS + ["score"]:
+        try:
+            df[c] = df[c].astype("int64" if c == "class_id" else "float64")
+        except (ValueError, TypeError):  # name the first cell that is not a number
+            v = pd.to_numeric(df[c], errors="coerce")
+            bad = v.isna() & df[c].notna() if c != "class_id" else v.isna() | (v != v.round())
+            i = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else 0
+            want = "an integer" if c == "class_id" else "a number"
+            raise ValueError(f"box table row {df.index[i]}: {c} {str(df[c].iloc[i])!r} is not {want}; "
+                             f"expected {want} ({int(bad.sum())} such row(s))") from None
     extra = [c for c in df.columns if c not in BOX_COLUMNS]
     return df[BOX_COLUMNS + extra].reset_index(drop=True)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,6 +90,9 @@ def reading(path: str | os.PathLike, what: str = "file") -> Iterator[None]:
         raise
     except UnicodeDecodeError as e:
         raise InputError(path, decode_message(path, e)) from e
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                               f"expected a {what}") from e
     except IsADirectoryError as e:
         raise InputError(path, f"is a folder; expected a {what}") from e
     except OSError as e:
@@ -130,6 +134,8 @@ def user_message(exc: BaseException) -> tuple[str, int]:
 
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", 130
+    if isinstance(exc, json.JSONDecodeError):
+        return f"an input is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", 2
     if isinstance(exc, UnicodeDecodeError):
         return (f"input is not UTF-8 text ({exc.reason} at byte {exc.start}); expected UTF-8: "
                 "re-save the file as UTF-8"), 2

@@ -213,7 +213,12 @@ def run_report_eval(args) -> int:
     images, truth, ds = read_truth(args.truth, describe(cfg), args.meta)
     pred = read_predictions(args.pred, ds)
     images, truth, pred = select_images(images, truth, pred, args.folds, fold)
-    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+    baseline = None
+    if args.baseline:
+        from data_prep.errors import reading
+
+        with reading(args.baseline, "rater-baseline JSON written by `cxrdet evaluate --rater-baseline --json`"):
+            baseline = json.loads(Path(args.baseline).read_text(encoding="utf-8"))
     path = build_report(truth, pred, images, args.source, args.out, cfg["metric"], float(cfg["iou_thr"]),
                         ds.normal_id, ds.names, baseline, args.n_worst, args.n_overlays, float(cfg["show_conf"]),
                         args.title, args.explorer, _raters_args(args))

@@ -482,3 +482,19 @@ def test_predict_checks_its_output_and_size_before_loading_anything(tmp_path, ca
     assert "size: 100000 is not a PNG side in pixels" in one_error(capsys, "predict")
     assert main(base + ["--out", str(tmp_path / "p.csv")]) == 2   # and then the missing weights, by name
     assert "none.pt" in one_error(capsys, "predict")
+
+
+def test_table_cells_that_are_not_numbers_and_json_that_is_not_json(vin_files, capsys, tmp_path):
+    from data_prep.errors import InputError, reading
+
+    d, v = vin_files["dir"], {k: str(p) for k, p in vin_files.items()}
+    (d / "p.csv").write_text("image_id,class_id,class_name,x_min,y_min,x_max,y_max,score\n"
+                             "a,3,Cardiomegaly,10,10,50,50,0.5\na,3,Cardiomegaly,ten,10,50,50,0.5\n")
+    assert main(["evaluate", "--metric", "vinbigdata", "--truth", v["labels"], "--meta", v["meta"],
+                 "--pred", str(d / "p.csv")]) == 2
+    assert "box table row 1: x_min 'ten' is not a number; expected a number (1 such row(s))" in \
+        one_error(capsys, "evaluate")
+    (tmp_path / "b.json").write_text('{"mAP": 0.3,')
+    with pytest.raises(InputError, match=r"b.json: not valid JSON \(Expecting property name .* line 1"):
+        with reading(tmp_path / "b.json", "baseline JSON"):
+            json.loads((tmp_path / "b.json").read_text())
