@@ -11,6 +11,7 @@ the pixels are phantoms drawn at those boxes. Steps, each timed and each a stage
                SHIPPED detector + 2-class filter;
 5. ``submit``  a Kaggle submission for the test split, validated;
 6. ``evaluate`` fold 0 and the test split; the radiologists' baseline on the subset;
+   ``classify`` (VinBigData) the test split with the shipped multi-label classifier: its AUC table;
 7. ``tune``    the post-processing keys on fold 0's predictions, before / after / nested (3
                sub-folds of fold 0, leave-one-out): ``tuned.yaml`` + ``tuned.json``;
 8. ``show``    overlays, a worst-images gallery, the HTML explorer (``explore/index.html``: every
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "weights"
+MULTILABEL = "vinbig_phantom_multilabel.pt"  # the multi-label classifier scored on the VinBigData test split
 FLAVOURS = {
     # dataset: (config, detectors (several = a WBF ensemble), classifier, metric, n_train, n_test)
     "vinbigdata": ("phantom", ("vinbig_phantom_yolo11n.pt",), "vinbig_phantom_cls.pt", "vinbigdata", 240, 60),
@@ -156,6 +158,20 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         res.update(_tune(out, truth_file, truth_meta,
                          list(fold0["image_id"]), metric, cfg, seed))
 
+    mlw = wdir / MULTILABEL if vin else None
+    if mlw is not None and mlw.is_file():
+        with _step("classify: the shipped multi-label classifier on the test split (from DICOM)", timings):
+            from data_prep.labels import vinbigdata_labels
+            from detection.classify import classify
+            from detection.evaluate_cls import evaluate_cls, format_table
+
+            probs = classify(mlw, data / cfg["test_dir"], size=int(cfg["size"]), keep_ratio=bool(cfg["keep_ratio"]))
+            probs.to_csv(out / "probs_test.csv", index=False)
+            rc = evaluate_cls(vinbigdata_labels(data / "test_truth.csv"), probs, n_boot=1000)
+            write_json(rc, out / "metrics_cls_test.json")
+            res["cls_macro_auc"], res["cls_abnormal_auc"] = rc["macro_auc"], rc["per_label"]["abnormal"]["auc"]
+            print(format_table(rc))
+
     with _step("show: overlays, worst-images gallery, explorer, HTML report", timings):
         shown = ds.findings(pred0[pred0["score"] >= 0.3])
         pics = out / "pictures"
@@ -200,6 +216,9 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
           + (f" | radiologists {res['rater_baseline']:.3f}" if "rater_baseline" in res else ""))
     print(f"   tuned post-processing on fold 0: before {res['tune_before']:.3f} | after {res['tune_after']:.3f} "
           f"(in-sample) | nested {_f(res['tune_nested'])}  ({res['tuned']})")
+    if "cls_macro_auc" in res:
+        print(f"   multi-label classifier, test split: AUC abnormal {res['cls_abnormal_auc']:.3f} | macro "
+              f"{res['cls_macro_auc']:.3f}  ({out / 'metrics_cls_test.json'})")
     return res
 
 

@@ -1,5 +1,8 @@
 """``cxrdet export W.pt [--imgsz 512] [--out X.onnx] [--dynamic]``: YOLO weights -> ONNX.
 
+A multi-label classifier checkpoint (``train-cls cls_task=multilabel``) is exported by
+:func:`detection.classify.export_onnx` instead (its own imgsz, dynamic batch).
+
 A thin call to ultralytics' exporter (``YOLO(w).export(format="onnx")``, simplified with onnxslim).
 onnx, onnxslim and onnxruntime are project dependencies; ultralytics never installs anything here
 (``YOLO_AUTOINSTALL=0`` via :mod:`detection.runtime`). The ONNX input is static
@@ -57,6 +60,13 @@ def add_arguments_export(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from detection.classifier import is_multilabel
+
+    if is_multilabel(args.weights):  # a multi-label classifier: its own imgsz, dynamic batch
+        from detection.classify import export_onnx as export_classifier
+
+        print(export_classifier(args.weights, args.out))
+        return 0
     from data_prep.config import stage_config
 
     cfg = stage_config(args)

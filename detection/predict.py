@@ -231,7 +231,12 @@ def _names(m: Loaded) -> dict[int, str]:
 
 
 def classifier_probs(clf: Loaded, imgs: list[np.ndarray], device: str = "cpu") -> np.ndarray:
-    """p(abnormal) for each image, ``(N,)`` float64, from a classify model with an ``abnormal`` class."""
+    """p(abnormal) for each image, ``(N,)`` float64, from a classify model with an ``abnormal`` class;
+    for a multi-label runner (:mod:`detection.classify`), ``(N, L)``: every label, ``abnormal`` included."""
+    if not isinstance(clf, Loaded):
+        from detection.classify import classify_images
+
+        return np.asarray(classify_images(clf, imgs), "float64")
     names = _names(clf)
     idx = [k for k, v in names.items() if v == "abnormal"]
     if not idx:
@@ -332,7 +337,11 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     in ``errors`` (if given) and the log. ``settings.post``: the post-processing keys
     (:mod:`detection.postprocess`; missing = defaults, which change nothing but the 2-class
     filter); ``ens_iou``, ``ens_skip``, ``cls_low``, ``cls_high`` win over it.
-    Inference ends here: the boxes then go through :func:`detection.postprocess.apply`."""
+    Inference ends here: the boxes then go through :func:`detection.postprocess.apply`.
+    ``classifier`` may also be multi-label checkpoints / their ONNX (``train-cls
+    cls_task=multilabel``): the probabilities table is then ``image_id`` + labels + ``abnormal``
+    (p(abnormal) drives the 2-class filter, the label columns ``cls_fusion: multiply``); the table
+    is returned as ``attrs["cls_probs"]``."""
     if isinstance(settings, dict):
         settings = PredictSettings.from_config(settings)
     s = (settings or PredictSettings()).replace(**changes)
@@ -353,7 +362,11 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
         if _names(m) != names:
             raise ValueError(f"ensemble: {m.path} classes {_names(m)} differ from {models[0].path} classes {names}")
     clist = [] if not classifier else [classifier] if isinstance(classifier, (str, os.PathLike)) else list(classifier)
-    clfs = [load_model(c, cls_imgsz, batch, "classify", onnx) for c in clist]
+    clfs = [_multilabel_runner(c, onnx, device) or load_model(c, cls_imgsz, batch, "classify", onnx) for c in clist]
+    ml = [c for c in clfs if not isinstance(c, Loaded)]
+    if ml and (len(ml) != len(clfs) or any(c.labels != ml[0].labels for c in ml)):
+        raise ValueError(f"classifiers {[str(c) for c in clist]}: expected all normal/abnormal (ultralytics) or all "
+                         "multi-label with the same labels, to average them")
     rows = list_source(source, meta)
     chunk = min([batch] + [m.batch for m in models])
     errs: list[str] = [] if errors is None else errors
@@ -396,8 +409,13 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
                     p_abn[iid] = p
     out = pd.concat(tables, ignore_index=True) if tables else empty_boxes()
     probs = pd.DataFrame({"image_id": list(p_abn), "abnormal": list(p_abn.values())}) if clfs else None
+    if ml:  # multi-label: image_id + its labels + abnormal (averaged over the classifiers)
+        probs = pd.DataFrame([{"image_id": i, **dict(zip(ml[0].labels, map(float, p)))} for i, p in p_abn.items()],
+                             columns=["image_id", *ml[0].labels])
     hw = pd.DataFrame(list(sizes.values()), index=list(sizes), columns=["height", "width"]) if sizes else None
     out = post_mod.apply(out, probs, pc, normal_class, hw)
+    if probs is not None:
+        out.attrs["cls_probs"] = probs
     n = len(rows) - len(errs)
     dt = time.perf_counter() - t0
     log.info("predicted %d image(s) in %.1f s (%.1f img/s): %d box(es)", n, dt, n / max(dt, 1e-9), len(out))
@@ -405,6 +423,28 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
         log.warning("%d image(s) failed and were skipped (listed below; the others are in the table):\n  %s",
                     len(errs), "\n  ".join(errs))
     return out
+
+
+def _multilabel_runner(classifier, onnx: bool, device: str):
+    """A runner (:mod:`detection.classify`) when ``classifier`` is a multi-label checkpoint or its
+    ONNX, else None (an ultralytics normal/abnormal classifier)."""
+    from detection.classifier import is_multilabel
+
+    p = Path(classifier)
+    if p.suffix == ".onnx":
+        import onnxruntime as ort
+
+        try:
+            sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        except Exception:  # not a readable ONNX: ultralytics' loader gives the error
+            return None
+        if "cxrdet" not in sess.get_modelmeta().custom_metadata_map:
+            return None
+    elif not is_multilabel(p):
+        return None
+    from detection.classify import load_runner
+
+    return load_runner(p, onnx, device)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -415,7 +455,11 @@ def add_arguments_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, help="folder of PNGs or DICOMs, or a .txt list of PNG paths")
     p.add_argument("--meta", default=None, help="original sizes for PNGs (convert's meta.csv or image_id,dim0,dim1)")
     p.add_argument("--out", required=True, help="prediction box table CSV (original pixels)")
-    p.add_argument("--classifier", default=None, help="normal/abnormal classify weights: the 2-class filter")
+    p.add_argument("--classifier", default=None, help="normal/abnormal classify weights (the 2-class filter), or a "
+                   "multi-label checkpoint (train-cls cls_task=multilabel): its abnormal column drives the filter, "
+                   "its label columns cls_fusion")
+    p.add_argument("--cls-probs-out", default=None, help="also write the classifier's probabilities table here "
+                   "(image_id + labels + abnormal; reusable as postprocess --cls-probs)")
     p.add_argument("--onnx", action="store_true", help="export .pt weights to ONNX (cached beside them) and run those")
     add_config_arguments(p, ["tta", "conf", "imgsz", "cls_low", "cls_high", "batch", "device"])
 
@@ -434,6 +478,12 @@ def run_predict(args: argparse.Namespace) -> int:
     check_not_input(args.out, [args.source, args.meta, *args.weights, args.classifier])
     out = predict(args.weights, args.source, args.meta, PredictSettings.from_config(cfg),
                   classifier=args.classifier, onnx=args.onnx, errors=errors)
+    if args.cls_probs_out:
+        if "cls_probs" not in out.attrs:
+            raise ValueError("--cls-probs-out needs --classifier")
+        from data_prep.atomic import write_csv
+
+        write_csv(out.attrs["cls_probs"], args.cls_probs_out)
     dst = write_boxes(out, args.out)
     print(f"{dst}: {len(out)} box(es) on {out['image_id'].nunique()} image(s); {len(errors)} failed")
     for e in errors:

@@ -303,7 +303,8 @@ def checkpoint_finished(last: Path) -> bool:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prep", required=True, help="output folder of `cxrdet prep`")
     p.epilog = ("key=value overrides any config key, e.g. model=yolo11n.yaml epochs=3 imgsz=512 batch=16 "
-                "device=cpu|0|0,1 resume=true name=myrun.")
+                "device=cpu|0|0,1 resume=true name=myrun; train-cls: cls_task=multilabel cls_arch=resnet18 "
+                "cls_labels=[Effusion] cls_epochs=20 cls_imgsz=256.")
     add_config_arguments(p, ["fold", "model", "epochs", "imgsz", "batch", "device"], positional=True)
 
 
@@ -324,6 +325,13 @@ def add_arguments_train_cls(p: argparse.ArgumentParser) -> None:
 
 def run_train_cls(args: argparse.Namespace) -> int:
     cfg = stage_config(args)
-    best = train_classifier(cfg, args.prep, cfg["fold"])
+    if cfg["cls_task"] == "multilabel":
+        from detection.classifier import train_multilabel
+
+        best = train_multilabel(cfg, args.prep, cfg["fold"])
+    elif cfg["cls_task"] == "binary":
+        best = train_classifier(cfg, args.prep, cfg["fold"])
+    else:
+        raise ValueError(f"cls_task {cfg['cls_task']!r}; expected binary (ultralytics 2-class filter) or multilabel")
     print(best)
     return 0

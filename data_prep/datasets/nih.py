@@ -50,6 +50,10 @@ from data_prep.datasets.common import N_SHOWN, Dataset, Repairs, Source, clip_to
 log = logging.getLogger(__name__)
 
 CLASSES = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia", "Pneumothorax"]
+# the 14 image-level labels of Data_Entry_2017.csv (its spelling, CheXNet's order) and its normal label
+IMAGE_LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+                "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
+IMAGE_NORMAL = "No Finding"
 SIZE = 1024
 NO_FINDING_LABEL = "No Finding"  # Data_Entry's image-level label of an image without findings
 BOX_FIELDS = ["image", "label", "x", "y", "w", "h"]

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 CLASSES = ["Lung Opacity"]
 # stage_2_detailed_class_info.csv's classes: the opacity class, then the two kinds of negative
 DETAILED_CLASSES = (CLASSES[0], "Normal", "No Lung Opacity / Not Normal")
+DETAILED_NORMAL = "Normal"  # the normal one of DETAILED_CLASSES
 SIZE = 1024
 LABEL_COLUMNS = ["patientId", "x", "y", "width", "height", "Target"]
 XYWH = ["x", "y", "width", "height"]
