@@ -39,7 +39,7 @@ browser:
 
 bench: setup
 	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py && $(PY) bench/explore.py \
-	  && $(PY) bench/infer.py --weights weights/vinbig_phantom_yolo11n.pt && bash bench/demo.sh && $(PY) bench/tune.py
+	  && $(PY) bench/infer.py --weights weights/vinbig_phantom_yolo11n.pt && $(PY) bench/classify.py && bash bench/demo.sh && $(PY) bench/tune.py
 
 # Mutation testing (mutmut; scope in pyproject's [tool.mutmut]); not part of CI or `make test`.
 # Resumes where a killed run stopped; `rm -rf mutants` starts afresh. Prints the score per module.

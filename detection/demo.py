@@ -217,8 +217,9 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     print(f"   tuned post-processing on fold 0: before {res['tune_before']:.3f} | after {res['tune_after']:.3f} "
           f"(in-sample) | nested {_f(res['tune_nested'])}  ({res['tuned']})")
     if "cls_macro_auc" in res:
-        print(f"   multi-label classifier, test split: AUC abnormal {res['cls_abnormal_auc']:.3f} | macro "
-              f"{res['cls_macro_auc']:.3f}  ({out / 'metrics_cls_test.json'})")
+        f3 = lambda v: "-" if v is None else f"{v:.3f}"  # None: one class only among the test images
+        print(f"   multi-label classifier, test split: AUC abnormal {f3(res['cls_abnormal_auc'])} | macro "
+              f"{f3(res['cls_macro_auc'])}  ({out / 'metrics_cls_test.json'})")
     return res
 
 

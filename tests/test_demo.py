@@ -46,6 +46,10 @@ def test_demo_end_to_end_small(tmp_path, dataset):
     kinds = {layer["kind"] for layer in ex["layers"]}
     assert kinds == ({"truth", "pred", "rater"} if dataset == "vinbigdata" else {"truth", "pred"})
     assert set(json.loads((out / "demo.json").read_text())["timings"]) == set(res["timings"])
+    if dataset == "vinbigdata":  # the shipped multi-label classifier scored on the test split
+        mc = json.loads((out / "metrics_cls_test.json").read_text())
+        assert set(mc["per_label"]) == set(pd.read_csv(out / "probs_test.csv").columns[1:])
+        assert mc["n_images"] == len(sub)
     pics = list((out / "pictures").glob("*.png"))
     assert pics and all(p.stat().st_size > 10_000 for p in pics)
     if "gallery" in res:

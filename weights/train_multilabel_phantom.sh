@@ -42,3 +42,12 @@ nice $CX prep phantom_multilabel --data "$WORK/data" --out "$WORK/prep"
 R="$WORK/runs"
 [ -f "$R/ml/weights/best.pt" ] || OMP_NUM_THREADS=1 nice $CX train-cls phantom_multilabel --prep "$WORK/prep" \
     --fold 0 project="$R" name=ml
+# 5. held-out numbers: classify every prepared PNG, score fold 0 (never trained on) against the lesions
+#    the phantoms really have (data/train_truth.csv), then ship the best checkpoint
+[ -f "$WORK/image_labels.csv" ] || $CX labels vinbigdata --labels "$WORK/data/train_truth.csv" --out "$WORK/image_labels.csv"
+[ -f "$WORK/probs.csv" ] || nice $CX classify --weights "$R/ml/weights/best.pt" --source "$WORK/prep/images" \
+    --out "$WORK/probs.csv"
+$CX evaluate-cls --labels "$WORK/image_labels.csv" --probs "$WORK/probs.csv" --folds "$WORK/prep/folds.csv" \
+    --fold 0 --json "$WORK/metrics_cls_fold0.json" --plots "$WORK/plots"
+cp "$R/ml/weights/best.pt" weights/vinbig_phantom_multilabel.pt
+echo "weights written: weights/vinbig_phantom_multilabel.pt (held-out fold 0: $WORK/metrics_cls_fold0.json)"
