@@ -150,7 +150,7 @@ def rsna_labels(labels, meta=None) -> pd.DataFrame:
     clash = ~unknown & ((det == rsna.CLASSES[0]) != (opacity == 1))
     if clash.any():
         raise ValueError(f"detailed classes: patient {ids[clash][0]!r} is {det[clash][0]!r} but has "
-                         f"Target {opacity[clash][0]} in the labels; expected 'Lung Opacity' exactly for Target 1")
+                         f"Target {opacity[clash][0]} in the labels; expected {rsna.CLASSES[0]!r} exactly for Target 1")
     for c in rsna.DETAILED_CLASSES:
         if c in (rsna.CLASSES[0], rsna.DETAILED_NORMAL):
             continue
@@ -218,12 +218,15 @@ def add_arguments_labels(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vote", default=None, choices=VOTES, help="vinbigdata: a finding if any / a majority of "
                    "the radiologists marked it (config vote; default any)")
     p.add_argument("--out", required=True, help="image_labels.csv to write")
+    from data_prep.config import add_config_arguments
+
+    add_config_arguments(p)
 
 
 def run_labels(args: argparse.Namespace) -> int:
-    from data_prep.config import load_config
+    from data_prep.config import stage_config
 
-    cfg = load_config(None, args.overrides or [])
+    cfg = stage_config(args)
     vote = args.vote or cfg["vote"]
     table = image_labels(args.dataset, args.labels, args.meta, vote)
     write_csv(table, args.out)

@@ -181,11 +181,15 @@ def add_arguments_evaluate_cls(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plots", default=None, help="folder for roc_curves.png")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% interval")
     p.add_argument("--seed", type=int, default=0)
+    from data_prep.config import add_config_arguments
+
+    add_config_arguments(p)
 
 
 def run_evaluate_cls(args: argparse.Namespace) -> int:
-    if getattr(args, "overrides", None):
-        raise ValueError(f"cxrdet evaluate-cls takes no key=value arguments, got {' '.join(args.overrides)}")
+    from data_prep.config import stage_config
+
+    stage_config(args)  # --config / key=value are checked like every stage's (no key changes this one)
     if (args.folds is None) != (args.fold is None):
         raise ValueError("--folds and --fold go together")
     ids = fold_ids(args.folds, args.fold) if args.folds else None

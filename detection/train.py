@@ -304,7 +304,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prep", required=True, help="output folder of `cxrdet prep`")
     p.epilog = ("key=value overrides any config key, e.g. model=yolo11n.yaml epochs=3 imgsz=512 batch=16 "
                 "device=cpu|0|0,1 resume=true name=myrun; train-cls: cls_task=multilabel cls_arch=resnet18 "
-                "cls_labels=[Effusion] cls_epochs=20 cls_imgsz=256.")
+                "cls_epochs=20 cls_imgsz=256.")
     add_config_arguments(p, ["fold", "model", "epochs", "imgsz", "batch", "device"], positional=True)
 
 
