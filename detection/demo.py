@@ -158,7 +158,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         res.update(_tune(out, truth_file, truth_meta,
                          list(fold0["image_id"]), metric, cfg, seed))
 
-    mlw = wdir / MULTILABEL if vin else None
+    mlw = wdir / MULTILABEL if ds.name == "vinbigdata" else None
     if mlw is not None and mlw.is_file():
         with _step("classify: the shipped multi-label classifier on the test split (from DICOM)", timings):
             from data_prep.labels import vinbigdata_labels
