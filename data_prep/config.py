@@ -184,7 +184,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, keys: Iterable[str] = 
             raise KeyError(f"no flag is declared for config key {key!r} in data_prep.config.ALIASES")
         d = defaults[key]
         text = (help or {}).get(key) or _help(key)
-        kw: dict[str, Any] = dict(dest=key, default=None, help=f"{text} [config key `{key}`]")
+        # --help says the default, unless this stage's own help (its own default) replaces the key's
+        shown = "" if d is None or d == "" or key in (help or {}) else f" (default: {str(d).replace('%', '%%')})"
+        kw: dict[str, Any] = dict(dest=key, default=None, help=f"{text}{shown} [config key `{key}`]")
         if isinstance(d, bool):
             kw["action"] = "store_true"
         elif isinstance(d, (int, float)):

@@ -102,6 +102,30 @@ def dicom_paths(src: str | os.PathLike) -> list[Path]:
     return out
 
 
+def header_meta(src: str | os.PathLike, ids=None) -> pd.DataFrame:
+    """``image_id,height,width`` (ORIGINAL Rows/Columns) of the DICOMs under ``src``, read from the
+    headers alone (no pixel data decoded); ``ids``: only these image ids (file stems). A file whose
+    header cannot be read is left out with one warning naming it (the caller then lacks its size)."""
+    import pydicom
+
+    from data_prep.dicom import unvalidated
+
+    want = None if ids is None else {str(i) for i in ids}
+    rows, bad = [], []
+    for p in dicom_paths(src):
+        if want is not None and p.stem not in want:
+            continue
+        try:
+            with unvalidated():
+                ds = pydicom.dcmread(p, stop_before_pixels=True)
+            rows.append({"image_id": p.stem, "height": int(ds.Rows), "width": int(ds.Columns)})
+        except Exception as e:  # a damaged header costs that image's size, never the table
+            bad.append(f"{p} ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''})")
+    if bad:
+        log.warning("%d DICOM header(s) without a readable Rows/Columns, e.g. %s", len(bad), bad[:3])
+    return pd.DataFrame(rows, columns=["image_id", "height", "width"])
+
+
 # ----------------------------------------------------------------------------- one image
 def _write_png(img, path: Path) -> None:
     ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -170,8 +171,15 @@ def _md_table(df: pd.DataFrame) -> str:
         if isinstance(v, (float, np.floating)):
             return "–" if np.isnan(v) else f"{v:g}"
         return f"{int(v):,}" if isinstance(v, (int, np.integer)) else str(v)
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|---" + "|---:" * (df.shape[1] - 1) + "|"]
+    # numbers right-aligned, text (class names, radiologists) left-aligned
+    align = ["---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "|".join(align) + "|"]
     return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)])
+
+
+def natural_key(name) -> list:
+    """Sort key putting ``R2`` before ``R10`` (digit runs compared as numbers, the rest as text)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(name)) if t]
 
 
 def _pct(a: float, b: float) -> str:
@@ -206,7 +214,7 @@ def make_report(images: pd.DataFrame, boxes: pd.DataFrame, dataset: str, out: st
     per_img = boxes.groupby("image_id").size().reindex(images["image_id"], fill_value=0)
     n_abn = int((per_img > 0).sum())
     n_norm = n_img - n_abn
-    raters = sorted(set(boxes["rater"]) - {""})
+    raters = sorted(set(boxes["rater"]) - {""}, key=natural_key)
     readers = _raters_per_image(images, boxes)
     n_readers = readers["rater"].nunique()
     sections: list[tuple[str, str, str, str]] = []  # (heading, png name, caption, extra markdown)
@@ -244,7 +252,7 @@ def make_report(images: pd.DataFrame, boxes: pd.DataFrame, dataset: str, out: st
         r = readers.merge(drew, how="left", indicator=True)
         normal_reads = r.loc[r["_merge"] == "left_only", "rater"].value_counts()
         by = boxes.loc[boxes["rater"] != "", "rater"].value_counts()
-        never = sorted(set(normal_reads.index) - set(by.index))
+        never = sorted(set(normal_reads.index) - set(by.index), key=natural_key)
         cap = (f"{', '.join(by.index[:3])} drew {_pct(by.iloc[:3].sum(), by.sum())} of the "
                f"{_s(int(by.sum()), 'box', 'boxes')}; {len(never)} of {n_readers} raters never drew a box"
                + (f" ({', '.join(never)})." if never else "."))

@@ -429,7 +429,8 @@ def add_arguments_synth(p) -> None:
     p.add_argument("--n-test", type=int, default=None, help="test images (default max(2, n // 5))")
     p.add_argument("--size", type=int, default=None,
                    help="vinbigdata: longest side of the ORIGINALS in px (aspect kept; default real 2000-3000 px)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: the same seed writes the same phantoms and labels (default: %(default)s)")
     p.add_argument("--labels", default=None,
                    help="real label CSV (vinbigdata train.csv / rsna stage_2_train_labels.csv) or 'embedded'")
     p.add_argument("--meta", default=None,

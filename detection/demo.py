@@ -43,6 +43,32 @@ FLAVOURS = {
 }
 
 
+SYNTH_PX = 512   # longest side of the VinBigData phantoms (RSNA's are 1024x1024 JPEG like the real ones)
+
+# every file / folder the demo writes directly under its --out/<dataset> folder, in the order of
+# the steps, with what it is (the closing summary lists them; a test checks nothing is left out)
+OUTPUTS = {
+    "data/": "phantom DICOMs in the competition layout + their labels (synth)",
+    "prep/": "PNGs, meta.csv, fused.csv, folds.csv, YOLO/COCO export (prep)",
+    "runs/": "the fine-tuned detector of the training step (runs/*/weights/)",
+    "fold0_images/": "links to the held-out fold 0's PNGs (predict's input)",
+    "pred_fold0.csv": "predictions on fold 0 (box table)",
+    "pred_test.csv": "predictions on the test split (box table)",
+    "test_meta.csv": "test split image sizes from the DICOM headers (validate-submission --meta)",
+    "submission.csv": "Kaggle submission for the test split, validated",
+    "metrics_fold0.json": "metric on held-out fold 0",
+    "metrics_test.json": "metric on the test split",
+    "rater_baseline.json": "each radiologist scored against the others (VinBigData)",
+    "tune_folds.csv": "the 3 sub-folds of fold 0 tune's nested estimate leaves out",
+    "tuned.yaml": "tuned post-processing keys (predict/postprocess --config tuned.yaml)",
+    "tuned.json": "tune's before / after / nested scores and parameters",
+    "pictures/": "overlays and the worst-images gallery (PNG)",
+    "explore/": "HTML explorer: explore/index.html, open in a browser (no server)",
+    "report.html": "HTML report of fold 0 (links to the explorer)",
+    "demo.json": "this summary: paths, headline numbers, step timings",
+}
+
+
 @contextmanager
 def _step(name: str, timings: dict):
     t0 = time.perf_counter()
@@ -55,7 +81,8 @@ def _step(name: str, timings: dict):
 def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, seed: int = 0,
          overrides: list[str] | None = None, n: int | None = None, weights_dir=None) -> dict:
     """Run every stage on the embedded dataset into ``out``; return paths and headline numbers."""
-    from data_prep.atomic import safe_name
+    from data_prep.atomic import safe_name, write_csv, write_text
+    from data_prep.convert import header_meta
     from data_prep.config import load_config
     from data_prep.prep import prep
     from data_prep.synth import synth_rsna, synth_vinbigdata
@@ -80,7 +107,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     for w in (*dets, clf):
         if w is not None and not w.is_file():
             raise FileNotFoundError(f"{w}: shipped weights missing (see weights/README.md to re-train them)")
-    out = Path(out).resolve()
+    out = Path(out).resolve() / dataset          # one folder per dataset: demos never mix outputs
     cfg = load_config(cfg_name, overrides or [])
     cfg.update(project=str(out / "runs"))
     timings: dict[str, float] = {}
@@ -92,7 +119,9 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         if (data / cfg["labels"]).is_file():
             print(f"   reusing {data}")
         elif ds.name == "vinbigdata":
-            synth_vinbigdata(data, n=n_train, n_test=n_test, size=1024, seed=seed, labels="embedded")
+            # longest side 512 px: the size prep converts to (the detector sees 320 px), so the
+            # phantoms cost a quarter of the disk of 1024 px ones for the same pictures and metrics
+            synth_vinbigdata(data, n=n_train, n_test=n_test, size=SYNTH_PX, seed=seed, labels="embedded")
         else:
             synth_rsna(data, n=n_train, n_test=n_test, seed=seed, labels="embedded")
 
@@ -121,11 +150,14 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         test_dir = data / cfg["test_dir"]
         pred_t = predict(dets, test_dir, None, settings, classifier=clf)
         pred_t.to_csv(out / "pred_test.csv", index=False)
+        # the test split's image sizes from its DICOM headers: submit clips to them and
+        # validate-submission --meta checks every box lies inside its image
+        test_meta = write_csv(header_meta(test_dir), out / "test_meta.csv")
 
     fmt = ds.submission
     with _step("submit: Kaggle CSV for the test split, validated", timings):
-        sub = write_submission(pred_t, data / cfg["sample"], fmt, out / "submission.csv")
-        problems = validate_submission(sub, data / cfg["sample"], fmt)
+        sub = write_submission(pred_t, data / cfg["sample"], fmt, out / "submission.csv", images=test_meta)
+        problems = validate_submission(sub, data / cfg["sample"], fmt, images=test_meta)
         if problems:
             raise ValueError(f"{sub}: invalid submission: {problems[:5]}")
         res["submission"] = str(sub)
@@ -202,17 +234,14 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         res["report"], res["pictures"] = str(rep), str(pics)
 
     res["timings"] = timings
-    (out / "demo.json").write_text(json.dumps(res, indent=2, default=float))
+    res["files"] = {name: what for name, what in OUTPUTS.items() if (out / name).exists() or name == "demo.json"}
+    write_text(out / "demo.json", json.dumps(res, indent=2, default=float))
     total = sum(timings.values())
-    print("\n== cxrdet demo finished in %.0f s" % total)
-    print(f"   submission      {res['submission']}")
-    print(f"   HTML report     {res['report']}")
-    print(f"   explorer        {res['explorer']}  (open it in a browser; no server needed)")
-    print(f"   pictures        {res['pictures']}" + (f"  (worst-images gallery: {Path(res['gallery']).name})"
-                                                          if "gallery" in res else ""))
-    print(f"   metrics         {out / 'metrics_fold0.json'}  {out / 'metrics_test.json'}")
+    print("\n== cxrdet demo finished in %.0f s; everything is under %s" % (total, out))
+    for name, what in res["files"].items():
+        print(f"   {name:<20} {what}")
     label = "RSNA score (TP/(TP+FP+FN), IoU 0.40:0.75)" if metric == "rsna" else f"{metric} mAP@0.4"
-    print(f"   {label}: held-out fold 0 {res['map_fold0']:.3f} | test split {res['map_test']:.3f}"
+    print(f"\n   {label}: held-out fold 0 {res['map_fold0']:.3f} | test split {res['map_test']:.3f}"
           + (f" | radiologists {res['rater_baseline']:.3f}" if "rater_baseline" in res else ""))
     print(f"   tuned post-processing on fold 0: before {res['tune_before']:.3f} | after {res['tune_after']:.3f} "
           f"(in-sample) | nested {_f(res['tune_nested'])}  ({res['tuned']})")
@@ -251,7 +280,9 @@ def add_arguments_demo(p: argparse.ArgumentParser) -> None:
     from data_prep.config import add_config_arguments
 
     p.add_argument("dataset", nargs="?", default="vinbigdata", choices=sorted(FLAVOURS))
-    p.add_argument("--out", default="demo_out", help="output folder (re-used steps are skipped)")
+    p.add_argument("--out", default="demo_out",
+                   help="output folder; each dataset writes into OUT/<dataset>/ and re-runs there re-use "
+                        "finished steps (default: %(default)s)")
     p.add_argument("--n", type=int, default=None, help="train images to synthesise (default 240 vinbigdata, 160 rsna)")
     p.add_argument("--weights-dir", default=None, help="folder with the shipped weights (default weights/)")
     add_config_arguments(p, ["epochs", "seed"], help={"epochs": "fine-tune epochs of the training step (default 1)",

@@ -170,7 +170,7 @@ def _snap(xyxy: np.ndarray, hw: np.ndarray | None, decimals: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- write
 def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, images=None,
-                     decimals: int = 1, conf_decimals: int = 6) -> Path:
+                     decimals: int = 1, conf_decimals: int = 6, announce: bool = True) -> Path:
     """Write a Kaggle submission CSV for every id of ``sample_csv``, once each, in its order.
 
     ``pred_boxes``: a box table of predictions in ORIGINAL pixels (``score`` = confidence in
@@ -250,8 +250,9 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
     pstr = [strings.get(i, empty) for i in ids]
     sub = pd.DataFrame({id_col: ids, "PredictionString": pstr})
     write_csv(sub, out, lineterminator="\n")
-    log.info("wrote %s: %d images, %d boxes, %d without prediction", out, len(ids), len(pred),
-             sum(i not in strings for i in ids))
+    if announce:  # off where ``out`` is a staging name the caller renames (``cxrdet submit``)
+        log.info("wrote %s: %d images, %d boxes, %d without prediction", out, len(ids), len(pred),
+                 sum(i not in strings for i in ids))
     return out
 
 
@@ -515,7 +516,8 @@ def submit(pred_boxes: pd.DataFrame, sample_csv, format: str, out, images=None, 
     out = Path(out)
     staged = out.with_name(f".{out.name}.unvalidated")
     try:
-        write_submission(pred_boxes, sample_csv, format, staged, images=images, decimals=decimals)
+        write_submission(pred_boxes, sample_csv, format, staged, images=images, decimals=decimals,
+                         announce=False)
         problems = validate_submission(staged, sample_csv, format, images=images)
         if problems:
             bad = out.with_name(out.name + ".invalid")
@@ -525,6 +527,7 @@ def submit(pred_boxes: pd.DataFrame, sample_csv, format: str, out, images=None, 
         os.replace(staged, out)
     finally:
         staged.unlink(missing_ok=True)
+    log.info("wrote %s: %d images, %d boxes", out, len(submission_ids(out)), len(pred_boxes))
     return out
 
 

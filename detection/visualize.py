@@ -35,7 +35,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from data_prep.atomic import atomic_path, check_not_input, safe_name  # noqa: E402
 from data_prep.boxes import Frame, frame_between, to_frame  # noqa: E402
-from data_prep.config import add_config_arguments, deprecated_flag, stage_config  # noqa: E402
+from data_prep.config import add_config_arguments, deprecated_flag, held_out_fold, stage_config  # noqa: E402
 from data_prep.datasets import DEFAULT_DATASET, Dataset, describe  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -381,15 +381,17 @@ def pick_gallery(kind: str, images: pd.DataFrame, truth: pd.DataFrame | None, pr
 def add_arguments_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", action="append", default=[], metavar="ID", help="image id (repeatable)")
     p.add_argument("--gallery", help="worst | best | random | class=<name>: N images on one grid PNG")
-    p.add_argument("--n", type=int, default=16, help="gallery size")
+    p.add_argument("--n", type=int, default=16, help="gallery size (default: %(default)s)")
     p.add_argument("--source", required=True, help="folder of <id>.png or <id>.dicom/.dcm")
-    p.add_argument("--meta", help="image sizes (meta.csv image_id,height,width or image_id,dim0,dim1)")
+    p.add_argument("--meta", help="image sizes (meta.csv image_id,height,width or image_id,dim0,dim1); "
+                   "not needed with a DICOM --source (sizes from the headers' Rows/Columns)")
+    p.add_argument("--folds", help="folds.csv (image_id,fold): with --fold, show / rank only that fold's images")
     p.add_argument("--truth", help="truth: competition labels (train.csv / fused.csv / RSNA labels) or a box table")
     p.add_argument("--pred", help="predictions: a box table CSV or a submission CSV")
     p.add_argument("--raters", action="store_true",
                    help="draw each radiologist's raw boxes beside the fused truth (--truth: a raw train.csv)")
     p.add_argument("--out", required=True, help="output folder")
-    add_config_arguments(p, ["dataset", "show_conf", "iou_thr", "seed"],
+    add_config_arguments(p, ["dataset", "show_conf", "iou_thr", "seed", "fold"],
                          help={"iou_thr": "IoU of a match for the worst/best gallery", "seed": "seed of the random gallery"})
     deprecated_flag(p, "--conf", "show_conf", float)
 
@@ -419,11 +421,11 @@ def load_tables(truth_path=None, pred_path=None, meta=None, want_raters: bool = 
                                  f"(columns {sorted(cols)}); expected one row per radiologist with "
                                  f"{','.join(ds.label_columns)} and no n_raters")
             raw = ds.load(truth_path, meta)[1]
-    elif meta:
-        images = read_meta(meta, str(meta))
-    if meta and images is not None and not _sizes_known(images):
+    elif meta is not None:
+        images = read_meta(meta, _meta_name(meta))
+    if meta is not None and images is not None and not _sizes_known(images):
         images = images.drop(columns=["height", "width"], errors="ignore").merge(
-            read_meta(meta, str(meta))[["image_id", "height", "width"]], on="image_id", how="left")
+            read_meta(meta, _meta_name(meta))[["image_id", "height", "width"]], on="image_id", how="left")
     if pred_path:
         pred = read_predictions(pred_path, ds)
     names: dict[int, str] = {}
@@ -431,6 +433,27 @@ def load_tables(truth_path=None, pred_path=None, meta=None, want_raters: bool = 
         if t is not None and len(t):
             names.update(dict(zip(t["class_id"].astype(int), t["class_name"].astype(str))))
     return images, truth, raw, pred, names
+
+
+def _meta_name(meta) -> str:
+    return "DICOM headers" if isinstance(meta, pd.DataFrame) else str(meta)
+
+
+def source_meta(source, meta=None):
+    """``meta`` when given; else, for a folder holding DICOMs, their sizes read from the headers
+    (Rows/Columns; no pixel decoded) as an ``image_id,height,width`` table; else None."""
+    if meta is not None:
+        return meta
+    src = Path(source)
+    if not src.is_dir() or not any(p.suffix.lower() in (".dicom", ".dcm") for p in src.iterdir()):
+        return None
+    from data_prep.convert import header_meta
+
+    m = header_meta(src)
+    if m.empty:
+        return None
+    log.info("image sizes of %d DICOM(s) read from the headers under %s (no --meta needed)", len(m), src)
+    return m
 
 
 def _sizes_known(images: pd.DataFrame) -> bool:
@@ -446,11 +469,29 @@ def run_show(args) -> int:
     voi = VoiOptions.from_config(cfg)
     ds = describe(cfg)
     conf, iou, seed = float(cfg["show_conf"]), float(cfg["iou_thr"]), int(cfg["seed"])
-    images, truth, raw, pred, names = load_tables(args.truth, args.pred, args.meta, want_raters=args.raters,
+    fold = held_out_fold(cfg, args.folds)        # like evaluate: --fold needs --folds
+    meta = source_meta(args.source, args.meta) if (args.truth or args.raters) else args.meta
+    images, truth, raw, pred, names = load_tables(args.truth, args.pred, meta, want_raters=args.raters,
                                                   dataset=ds)
     on_disk = source_ids(args.source)
     if images is None:
         images = pd.DataFrame({"image_id": on_disk})
+    ranked = None                       # which images a gallery is drawn from, said in its title
+    if fold is not None:
+        from detection.evaluate import fold_images
+
+        keep = set(fold_images(args.folds, fold))
+        images = images[images["image_id"].astype(str).isin(keep)]
+        ranked = f"fold {fold} of {Path(args.folds).name}"
+    elif args.gallery in ("worst", "best") and pred is not None:
+        # only the predicted images: an image never predicted would rank as "everything missed"
+        keep = set(pred["image_id"].astype(str)) | {str(i) for i in pred.attrs.get("image_ids", [])}
+        n_all = len(images)
+        images = images[images["image_id"].astype(str).isin(keep)]
+        ranked = f"the {len(images)} of {n_all} images with predictions"
+        if n_all > len(images):
+            log.info("gallery %s: ranking the %d images with predictions (of %d with truth); pass --folds F "
+                     "--fold K to rank one held-out fold", args.gallery, len(images), n_all)
     if pred is not None:
         pred = ds.findings(pred[pred["score"] >= conf])
     out = Path(args.out)
@@ -465,9 +506,12 @@ def run_show(args) -> int:
                                  iou_thr=iou, conf=conf, class_names=names, normal_class=ds.normal_id)
         name = safe_name(args.gallery.replace("=", "_").replace(" ", "_"))
         plural = "s" if len(ids) != 1 else ""
+        pool = ranked or f"{int(have.sum())} images"
+        title = f"{args.gallery}: {len(ids)} image{plural}, ranked among {pool}" if args.gallery in (
+            "worst", "best") else f"{args.gallery}: {len(ids)} image{plural} of {pool}"
         written.append(render_gallery(ids, args.source, out / f"gallery_{name}.png", images, truth, pred,
-                                      names, caps, title=f"{args.gallery}: {len(ids)} image{plural}",
-                                      voi_options=voi))
+                                      names, caps, title=title, voi_options=voi))
+        log.info("gallery %s: %s", written[-1], title)
     failed = []
     for iid in args.image:
         try:

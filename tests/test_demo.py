@@ -22,14 +22,36 @@ def test_demo_end_to_end_small(tmp_path, dataset):
     from detection.demo import demo
     from detection.submission import validate_submission
 
-    out = tmp_path / "demo"
-    res = demo(dataset, out, finetune_epochs=1, n=16)
+    res = demo(dataset, tmp_path / "demo", finetune_epochs=1, n=16)
+    out = tmp_path / "demo" / dataset                                # one folder per dataset
+    assert res["out"] == str(out.resolve()) and sorted(p.name for p in (tmp_path / "demo").iterdir()) == [dataset]
+    # the closing summary names every file and folder the demo wrote
+    listed = {n.rstrip("/") for n in res["files"]}
+    assert {p.name for p in out.iterdir()} == listed, {p.name for p in out.iterdir()} ^ listed
+    assert ("rater_baseline.json" in listed) == (dataset == "vinbigdata")
+    assert {"tuned.yaml", "tuned.json", "explore", "test_meta.csv"} <= listed
+    # test_meta.csv: the test split's sizes from the DICOM headers; with it the validator checks bounds
+    tm = pd.read_csv(out / "test_meta.csv", dtype={"image_id": str})
     # every output the demo announces exists
     for key in ("submission", "report", "finetuned", "explorer"):
         assert Path(res[key]).is_file(), key
     data = out / "data"
     sample = data / ("sample_submission.csv" if dataset == "vinbigdata" else "stage_2_sample_submission.csv")
     assert validate_submission(res["submission"], sample, dataset) == []
+    assert validate_submission(res["submission"], sample, dataset, images=out / "test_meta.csv") == []
+    assert set(tm["image_id"]) == set(pd.read_csv(sample).iloc[:, 0].astype(str))
+    import pydicom
+    one = next(p for p in (data / ("test" if dataset == "vinbigdata" else "stage_2_test_images")).iterdir())
+    hdr = pydicom.dcmread(one, stop_before_pixels=True)
+    assert tm.set_index("image_id").loc[one.stem, ["height", "width"]].tolist() == [hdr.Rows, hdr.Columns]
+    if dataset == "vinbigdata":
+        assert max(hdr.Rows, hdr.Columns) == 512                      # phantoms at the size the demo needs
+    bad = pd.read_csv(res["submission"], dtype=str)
+    bad.iloc[0, 1] = "0 0.5 10 10 99999 20" if dataset == "vinbigdata" else "0.5 10 10 99999 20"
+    bad.to_csv(tmp_path / "bad.csv", index=False)                     # a box far outside its image:
+    if dataset == "vinbigdata":                                       # sizes vary: unchecked without them
+        assert validate_submission(tmp_path / "bad.csv", sample, dataset) == []
+    assert validate_submission(tmp_path / "bad.csv", sample, dataset, images=out / "test_meta.csv")
     sub = pd.read_csv(res["submission"])
     assert len(sub) == len(pd.read_csv(sample))
     for name in ("metrics_fold0.json", "metrics_test.json"):

@@ -233,3 +233,18 @@ def test_real_vinbigdata_agreement(shared_data):
     assert (cells["all_agree"] <= cells["all_marked"]).all()
     multi = cells["n_marked"] >= 2
     assert cells.loc[multi, "mean_iou"].notna().all() and cells.loc[~multi, "mean_iou"].isna().all()
+
+
+def test_report_md_aligns_text_left_and_orders_radiologists_naturally(tmp_path):
+    from data_prep.report import natural_key
+
+    assert sorted(["R12", "R2", "R1", "R10", "R17", "R9", "Rx"], key=natural_key) == \
+        ["R1", "R2", "R9", "R10", "R12", "R17", "Rx"]
+    ids = [f"img{i}" for i in range(4)]
+    images = _images(ids, raters=["R1|R2|R3", "R1|R2|R3", "R12|R2x|R10", "R17|R9|R11"], size=(2000, 2500))
+    boxes = _boxes([(ids[0], 3, r, 500, 1000, 1500, 1500) for r in ("R1", "R2", "R3")])
+    md, _ = _check_report(make_report(images, boxes, "vinbigdata", tmp_path / "rep").parent)
+    assert "(R2x, R9, R10, R11, R12, R17)" in md          # the raters who only read normal images
+    head = md[md.index("| class_id | class | boxes |"):].splitlines()[:3]
+    assert head[1] == "|---:|---|---:|---:|---:|"           # class names left, numbers right
+    assert head[2].startswith("| 3 | Cardiomegaly | 3 | 1 |")

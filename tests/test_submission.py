@@ -253,7 +253,8 @@ def test_validator_rsna(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CLI
-def test_cli_submit_and_validate(tmp_path, capsys):
+def test_cli_submit_and_validate(tmp_path, capsys, caplog):
+    caplog.set_level("INFO")
     sample = _sample(tmp_path / "s.csv", ["a", "b", "c"])
     (tmp_path / "meta.csv").write_text(META)
     pred = make_boxes(["c", "a"], [3, 0], ["Cardiomegaly", "Aortic enlargement"],
@@ -264,6 +265,8 @@ def test_cli_submit_and_validate(tmp_path, capsys):
                "--meta", str(tmp_path / "meta.csv"), "--out", str(out)])
     assert rc == 0
     assert out.read_text().splitlines()[1:] == ["a,0 0.25 1 2 3 4", "b,14 1 0 0 1 1", "c,3 0.5 10 20 200 40"]
+    said = caplog.text + "".join(capsys.readouterr())
+    assert str(out) in said and "unvalidated" not in said          # the staging file's name is never shown
     args = ["validate-submission", "--format", "vinbigdata", "--sample", str(sample), "--meta",
             str(tmp_path / "meta.csv"), str(out)]
     capsys.readouterr()

@@ -259,3 +259,33 @@ def test_cli_show_errors(vin, tmp_path, capsys):
     assert main(["show", *src, "--image", "x", "--raters", "--truth", str(vin["truth_csv"]),
                  "--meta", str(vin["meta"])]) == 2
     assert "not a raw VinBigData labels file" in capsys.readouterr().err
+
+
+def test_cli_show_dicom_sizes_from_headers_and_worst_gallery_ranks_predicted(vin, tmp_path, caplog):
+    caplog.set_level("INFO")
+    truth = vin["truth"]
+    iid = truth["image_id"].value_counts().index[0]
+    # raw train.csv (three radiologists) from a DICOM folder: fused with sizes from the headers
+    assert main(["show", "--source", str(vin["dicom"]), "--truth", str(vin["train"]), "--image", iid,
+                 "--out", str(tmp_path / "raw")]) == 0
+    o = rgb(tmp_path / "raw" / f"{iid}.png")
+    assert all(is_colour(o, c).sum() > 50 for c in set(truth.loc[truth["image_id"] == iid, "class_id"]))
+    # predictions on 2 of the 8 images: the worst gallery ranks those 2, not the never-predicted 6
+    two = sorted(truth["image_id"].unique())[:2]
+    pred = truth[truth["image_id"].isin(two)].drop(columns=["n_raters"], errors="ignore").assign(score=0.8)
+    pred.iloc[[0]].assign(x_min=1.0, y_min=1.0, x_max=30.0, y_max=30.0, score=0.9).pipe(
+        lambda fp: pd.concat([pred, fp])).to_csv(tmp_path / "pred.csv", index=False)
+    base = ["show", "--source", str(vin["png"]), "--meta", str(vin["meta"]), "--truth", str(vin["truth_csv"]),
+            "--pred", str(tmp_path / "pred.csv"), "--gallery", "worst", "--out", str(tmp_path / "g")]
+    assert main(base) == 0
+    assert "ranked among the 2 of 8 images with predictions" in caplog.text
+    g = rgb(tmp_path / "g" / "gallery_worst.png")
+    assert g.shape[1] == 1 * (320 + 8) + 8 + V.LEGEND_PX                # one costly image, not 8 misses
+    # --folds/--fold like evaluate: rank that fold (a never-predicted normal image costs nothing)
+    other = sorted(set(pd.read_csv(vin["meta"], dtype={"image_id": str})["image_id"]) - set(two))[0]
+    pd.DataFrame({"image_id": [pred["image_id"].iloc[0], other], "fold": [0, 0]}).to_csv(tmp_path / "folds.csv", index=False)
+    caplog.clear()
+    assert main(base + ["--folds", str(tmp_path / "folds.csv"), "--fold", "0"]) == 0
+    assert "ranked among fold 0 of folds.csv" in caplog.text
+    assert rgb(tmp_path / "g" / "gallery_worst.png").shape[1] == 1 * (320 + 8) + 8 + V.LEGEND_PX
+    assert main(base + ["--fold", "0"]) == 2                            # --fold without --folds
