@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from data_prep.atomic import atomic_path
 
 DPI = 100
-NO_FINDING_COLOR = "#c8c8c8"
+NO_FINDING_COLOR = "#c8c8c8"   # lighter than the palette's grey: "No finding" reads, not boxes
 _MPL = tuple(int(x) for x in re.findall(r"\d+", matplotlib.__version__)[:2])
 
 
@@ -27,10 +27,17 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _class_colors(names: list[str]) -> dict[str, tuple]:
-    from matplotlib import colormaps
-    cmap = colormaps["tab20"]
-    return {n: cmap(i % 20) for i, n in enumerate(names)}
+def _class_colors(boxes: pd.DataFrame, names: list[str]) -> dict[str, str]:
+    """Class name -> the class id's colour in the project's one palette (data_prep/palette.py),
+    the same as in the box overlays and the explorer; names without an id take free colours."""
+    from data_prep.palette import PALETTE, class_color
+
+    ids = dict(zip(boxes["class_name"].astype(str), boxes["class_id"].astype(int))) if len(boxes) else {}
+    out = {n: class_color(ids[n]) for n in names if n in ids}
+    free = [c for c in PALETTE if c not in out.values()] or list(PALETTE)
+    for k, n in enumerate(n for n in names if n not in out):
+        out[n] = free[k % len(free)]
+    return out
 
 
 def _barh_labels(ax, bars, values, fmt="{:,}"):
@@ -66,7 +73,7 @@ def plot_annotations_per_rater(boxes: pd.DataFrame, normal_reads: pd.Series, cla
     tab = tab.reindex(tab.index.union(normal_reads.index), fill_value=0)
     tab[normal_col] = normal_reads.reindex(tab.index, fill_value=0)
     tab = tab.loc[tab.sum(axis=1).sort_values(ascending=False).index]
-    colors = _class_colors(classes)
+    colors = _class_colors(boxes, classes)
     colors[normal_col] = NO_FINDING_COLOR
     fig = Figure(figsize=(13, 2 + 0.45 * len(tab)))
     ax = fig.subplots()

@@ -45,16 +45,31 @@ def _img_tag(path: Path, cls: str = "", alt: str = "") -> str:
     return f'<img class="{cls}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def score_names(metric: str) -> tuple[str, str]:
+    """(per-class score, overall score) as the report names them: the RSNA metric is not an AP
+    (TP/(TP+FP+FN) averaged over IoU 0.40:0.75), so it is called the RSNA score throughout."""
+    return ("RSNA score", "RSNA score") if metric == "rsna" else ("AP", "mAP")
+
+
 def _ap_bars(res: dict, out: Path) -> Path:
+    """Per-class score bars in the class colours (the overlays' palette); each value written
+    inside its bar (in black or white by the bar's lightness) when the bar is long, else after it."""
+    from detection.visualize import class_color, class_rgb, text_color
+
+    per, overall = score_names(res.get("metric", ""))
     rows = [r for r in res["table"] if r["ap"] is not None]
     fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(rows), 3) + 1), dpi=100)
     names = [f"{r['class_id']} {r['class_name']}" for r in rows][::-1]
     aps = [r["ap"] for r in rows][::-1]
-    ax.barh(names, aps, color="#1f77b4")
-    for y, v in enumerate(aps):
-        ax.text(min(v + 0.01, 0.93), y, f"{v:.3f}", va="center", fontsize=8)
-    ax.axvline(res["mAP"], color="#d62728", ls="--", lw=1, label=f"mAP {res['mAP']:.3f}")
-    ax.set(xlim=(0, 1), xlabel="AP", title="AP per class")
+    cids = [int(r["class_id"]) for r in rows][::-1]
+    ax.barh(names, aps, color=[class_color(c) for c in cids], edgecolor="#333333", linewidth=0.4)
+    for y, (v, c) in enumerate(zip(aps, cids)):
+        if v >= 0.8:
+            ax.text(v - 0.01, y, f"{v:.3f}", va="center", ha="right", fontsize=8, color=text_color(class_rgb(c)))
+        else:
+            ax.text(v + 0.01, y, f"{v:.3f}", va="center", ha="left", fontsize=8, color="black")
+    ax.axvline(res["mAP"], color="black", ls="--", lw=1, label=f"{overall} {res['mAP']:.3f}")
+    ax.set(xlim=(0, 1), xlabel=per, title=f"{per} per class")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out)
@@ -65,7 +80,8 @@ def _ap_bars(res: dict, out: Path) -> Path:
 def _table_html(res: dict) -> str:
     def ap(v):
         return "—" if v is None else f"{v:.4f}"
-    head = "<tr><th>id</th><th>class</th><th>truth</th><th>pred</th><th>AP</th></tr>"
+    per = score_names(res.get("metric", ""))[0]
+    head = f"<tr><th>id</th><th>class</th><th>truth</th><th>pred</th><th>{per}</th></tr>"
     body = "".join(
         f"<tr><td>{r['class_id']}</td><td>{html.escape(str(r['class_name']))}</td><td>{r['n_truth']}</td>"
         f"<td>{r['n_pred']}</td><td>{ap(r['ap'])}</td></tr>" for r in res.get("table", []))
@@ -152,7 +168,7 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
                  f"{len(truth)} truth boxes · metric {html.escape(res['metric'])}{base}</p>",
                  _explorer_link(out, explorer), "<h2>Per class</h2>", _table_html(res)]
         if any(r["ap"] is not None for r in res["table"]):
-            parts.append(_img_tag(_ap_bars(res, tmp / "ap.png"), "wide", "AP per class"))
+            parts.append(_img_tag(_ap_bars(res, tmp / "ap.png"), "wide", f"{score_names(metric)[0]} per class"))
         pr = plot_pr(res, tmp / "pr") if res.get("pr") else []
         if pr:
             parts += ["<h2>Precision-recall curves</h2><div class='grid'>"]

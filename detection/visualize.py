@@ -8,9 +8,18 @@ are the image's own), with a legend panel to the right of it. Boxes arrive in OR
 
 Conventions, the same in every picture:
 
-* one fixed colour per class id (:func:`class_color`), across every picture and gallery;
-* truth: solid thick lines; predictions: dashed, labelled ``class conf``; raw radiologist boxes
-  (with ``--raters``): thin, one dash pattern per radiologist, beside the fused (solid) truth box.
+* one fixed colour per class id (:func:`class_color`, the project's one palette in
+  :mod:`data_prep.palette`), across every picture, gallery, report plot and the explorer;
+* truth: solid thick lines, labelled ``class`` (class-coloured text on black or white); truth boxes of different classes at the same
+  place are inset one inside the other, so each stays visible;
+* predictions: dashed in the class colour over a black line (so a prediction lying exactly on
+  its truth box still shows, as colour / black dashes over the solid truth), labelled
+  ``class conf`` (text on the class colour);
+* labels never overlap each other and never leave the image: each takes the first free place
+  of above / below / inside its box; one that finds none is dropped (truth first, then
+  predictions by confidence) and counted in a ``+N labels`` note in the image's corner;
+* raw radiologist boxes (with ``--raters``): thin, one dash pattern per radiologist, beside the
+  fused (solid) truth box.
 
 Images come from a folder holding ``<image_id>.png`` (the 512 px PNGs; original sizes from an
 image table / meta.csv) or ``<image_id>.dicom`` / ``.dcm`` (read with
@@ -37,6 +46,7 @@ from data_prep.atomic import atomic_path, check_not_input, safe_name  # noqa: E4
 from data_prep.boxes import Frame, frame_between, to_frame  # noqa: E402
 from data_prep.config import add_config_arguments, deprecated_flag, held_out_fold, stage_config  # noqa: E402
 from data_prep.datasets import DEFAULT_DATASET, Dataset, describe  # noqa: E402
+from data_prep.palette import PALETTE, class_color, class_rgb, text_color  # noqa: E402,F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -47,29 +57,11 @@ FONT = 8                      # points; at DPI 100 one point is 1.39 px
 TRUTH_LW, PRED_LW, RATER_LW = 2.5, 2.0, 1.2       # points
 PRED_DASH = (0, (5, 3))
 RATER_STYLES = [(0, (1, 1)), (0, (4, 1, 1, 1)), (0, (6, 2)), (0, (2, 2, 6, 2)), (0, (1, 3))]
-# 15 well separated colours (Trubetskoy's 20 distinct colours, greys and near-duplicates left
-# out), class 14 "No finding" = grey
-_PALETTE = [
-    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
-    "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#aaffc3", "#a9a9a9",
-]
 IMAGE_EXTS = (".png", ".dicom", ".dcm")
 
 
-def class_color(class_id: int) -> str:
-    """The fixed hex colour of a class id (cycled beyond 15 classes)."""
-    return _PALETTE[int(class_id) % len(_PALETTE)]
-
-
-def class_rgb(class_id: int) -> tuple[int, int, int]:
-    """:func:`class_color` as an (R, G, B) uint8 triple."""
-    h = class_color(class_id).lstrip("#")
-    return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))
-
-
 def _text_color(class_id: int) -> str:
-    r, g, b = class_rgb(class_id)
-    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "white"
+    return text_color(class_rgb(class_id))
 
 
 # ----------------------------------------------------------------------------- image sources
@@ -156,55 +148,173 @@ def _short(name: str, n: int = 18) -> str:
     return name if len(name) <= n else name[:n - 1] + "…"
 
 
-def _draw(ax, boxes: pd.DataFrame, frame: Frame, linestyle, lw: float, label: bool,
-          class_names: dict[int, str] | None = None, fontsize: float = FONT) -> None:
+COINCIDE_IOU = 0.8            # truth boxes overlapping this much are inset one inside the other
+INSET_PX = 4                  # inset step (display px) between coincident truth boxes
+LABEL_PAD = 1.0               # points of padding around a label's text
+
+
+def _box_iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _inset_coincident(xy: np.ndarray, step: float) -> np.ndarray:
+    """Shrink the k-th of boxes that coincide (IoU >= :data:`COINCIDE_IOU` with an earlier one)
+    by ``k * step`` on every side, so nested outlines stay apart."""
+    out = xy.astype(float).copy()
+    for i in range(len(xy)):
+        k = sum(_box_iou(xy[i], xy[j]) >= COINCIDE_IOU for j in range(i))
+        if k:
+            d = min(k * step, (xy[i, 2] - xy[i, 0]) / 3, (xy[i, 3] - xy[i, 1]) / 3)
+            out[i] += [d, d, -d, -d]
+    return out
+
+
+_RENDERER = None
+
+
+def _text_px(text: str, fontsize: float) -> tuple[float, float]:
+    """Width, height in output pixels of ``text`` at ``fontsize`` points, padding included
+    (measured with the Agg renderer that draws it)."""
+    global _RENDERER
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    if _RENDERER is None:
+        _RENDERER = RendererAgg(8, 8, DPI)
+    w, h, _ = _RENDERER.get_text_width_height_descent(text, FontProperties(size=fontsize), ismath=False)
+    pad = 2 * LABEL_PAD * DPI / 72
+    return w + pad, max(h, fontsize * DPI / 72) + pad
+
+
+class _Labels:
+    """Labels of one image, placed without overlap inside ``[0, W) x [0, H)`` (data units;
+    ``scale`` = output pixels per data unit)."""
+
+    def __init__(self, ax, width: float, height: float, scale: float, fontsize: float):
+        self.ax, self.W, self.H, self.scale, self.fs = ax, width, height, scale, fontsize
+        self.items: list[tuple] = []
+        self.placed: list[tuple[tuple, str, int]] = []      # (rect, text, class id)
+        self.dropped = 0
+
+    def add(self, priority: float, box, text: str, class_id: int, truth: bool = False) -> None:
+        """Queue a label; truth labels are class-coloured text on black or white, prediction labels
+        black or white text on the class colour (so the two read apart at a glance)."""
+        self.items.append((priority, len(self.items), tuple(box), text, class_id, truth))
+
+    def _fits(self, r) -> bool:
+        return not any(r[0] < q[2] and q[0] < r[2] and r[1] < q[3] and q[1] < r[3] for q, *_ in self.placed)
+
+    def draw(self) -> int:
+        """Place every label (lowest priority value first), then a ``+N labels`` note in the
+        bottom-right corner when some found no place (labels under the note give way to it, the
+        last placed first); return N."""
+        for _, _, (x0, y0, x1, y1), text, cid, truth in sorted(self.items):
+            wpx, hpx = _text_px(text, self.fs)
+            tw, th = wpx / self.scale, hpx / self.scale
+            spot = None
+            if tw <= self.W and th <= self.H:
+                m = (TRUTH_LW * DPI / 72 / 2 + 0.5) / self.scale     # clear of the box's own line
+                for lx, ly in ((x0 - m, y0 - m - th), (x1 + m - tw, y0 - m - th), (x0 - m, y1 + m),
+                               (x1 + m - tw, y1 + m), (x0 + m, y0 + m), (x1 - m - tw, y0 + m),
+                               (x0 + m, y1 - m - th), (x1 - m - tw, y1 - m - th)):
+                    lx, ly = min(max(lx, 0.0), self.W - tw), min(max(ly, 0.0), self.H - th)
+                    if self._fits((lx, ly, lx + tw, ly + th)):
+                        spot = (lx, ly, lx + tw, ly + th)
+                        break
+            if spot is None:
+                self.dropped += 1
+            else:
+                self.placed.append((spot, text, cid, truth))
+        note = None
+        while self.dropped:
+            note_text = f"+{self.dropped} label{'s' if self.dropped > 1 else ''}"
+            wpx, hpx = _text_px(note_text, self.fs)
+            tw, th = min(wpx / self.scale, self.W), min(hpx / self.scale, self.H)
+            corners = [(self.W - tw, self.H - th), (0.0, self.H - th), (0.0, 0.0), (self.W - tw, 0.0)]
+            rects = [(x, y, x + tw, y + th) for x, y in corners]
+            hits = [[k for k, (q, *_) in enumerate(self.placed)
+                     if r[0] < q[2] and q[0] < r[2] and r[1] < q[3] and q[1] < r[3]] for r in rects]
+            best = min(range(4), key=lambda c: len(hits[c]))
+            note = rects[best]
+            if not hits[best]:
+                break
+            del self.placed[hits[best][-1]]       # the lowest-priority label under the note gives way
+            self.dropped += 1
+        pad = LABEL_PAD * DPI / 72 / self.scale
+        for (lx, ly, _, _), text, cid, truth in self.placed:   # clip_on: trims sub-pixel overhang only
+            # truth: class-coloured text on black (light colours) or white (dark ones); predictions:
+            # black or white text on the class colour
+            fg, bg = (class_color(cid), _text_color(cid)) if truth else (_text_color(cid), class_color(cid))
+            self.ax.text(lx + pad, ly + pad, text, color=fg, fontsize=self.fs, va="top", ha="left", clip_on=True,
+                         bbox=dict(facecolor=bg, edgecolor="none", pad=LABEL_PAD, alpha=0.85 if truth else 1.0))
+        if note is not None:
+            self.ax.text(note[0] + pad, note[1] + pad, note_text, color="white", fontsize=self.fs, va="top",
+                         ha="left", clip_on=True,
+                         bbox=dict(facecolor="black", edgecolor="none", pad=LABEL_PAD, alpha=0.85))
+        return self.dropped
+
+
+def _draw(ax, boxes: pd.DataFrame, frame: Frame, linestyle, lw: float, kind: str | None = None,
+          class_names: dict[int, str] | None = None, labels: _Labels | None = None, scale: float = 1.0) -> None:
+    """Outline ``boxes``; ``kind`` "truth" insets coincident boxes, "pred" draws the dashes over a
+    black line; with ``labels``, each box's label is queued there (truth: class; pred: class conf)."""
     if boxes is None or boxes.empty:
         return
     xy = to_frame(boxes[["x_min", "y_min", "x_max", "y_max"]].to_numpy(), frame)
+    if kind == "truth":
+        xy = _inset_coincident(xy, INSET_PX / scale)
     names = names_dict(class_names)
     for (x0, y0, x1, y1), cid, cname, score in zip(xy, boxes["class_id"].astype(int), boxes["class_name"],
                                                    boxes["score"]):
+        if kind == "pred":   # the black line shows in the dash gaps, over a truth box of the same colour
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="black",
+                                   linewidth=lw, linestyle="-", antialiased=False))
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=class_color(cid),
                                linewidth=lw, linestyle=linestyle, antialiased=False))
-        if label:
-            text = f"{_short(str(names.get(cid, cname)))} {score:.2f}"
-            above = y0 > fontsize * 2.2        # room for the label above the box?
-            est = len(text) * fontsize * 0.62 * DPI / 72          # text width in px, roughly
-            right = x0 + est > ax.get_xlim()[1] and x1 - est >= 0  # would overflow on the right
-            ax.text(x1 if right else x0, y0 - lw if above else y0 + lw, text, color=_text_color(cid),
-                    fontsize=fontsize, va="bottom" if above else "top", ha="right" if right else "left",
-                    clip_on=True,
-                    bbox=dict(facecolor=class_color(cid), edgecolor="none", pad=1.0, alpha=0.85))
+        if labels is not None:
+            name = _short(str(names.get(cid, cname)))
+            if kind == "pred":
+                labels.add(2.0 - float(score), (x0, y0, x1, y1), f"{name} {score:.2f}", cid)
+            else:
+                labels.add(0.0, (x0, y0, x1, y1), name, cid, truth=True)
 
 
 def draw_on_axes(ax, img: np.ndarray, frame: Frame, truth=None, pred=None, raters=None,
                  title: str | None = None, class_names: dict[int, str] | None = None,
-                 exact: bool = True, fontsize: float = FONT) -> tuple[set[int], list[str]]:
+                 exact: bool = True, fontsize: float = FONT, px: float | None = None) -> tuple[set[int], list[str]]:
     """Draw one image (uint8 ``(h, w)``) and its boxes on ``ax`` (data units = displayed pixels).
 
     ``truth``/``pred``/``raters``: box tables in ORIGINAL pixels, already restricted to this
     image (``raters``: raw per-radiologist boxes, column ``rater``). ``exact``: the axes has the
     image's shape, draw unresampled (single overlays); otherwise keep the aspect and smooth
-    (gallery tiles). Returns (class ids drawn, radiologist ids in their style order)."""
+    (gallery tiles, ``px`` output pixels on the longest side). Returns (class ids drawn,
+    radiologist ids in their style order)."""
     rgb = np.repeat(np.asarray(img, dtype=np.uint8)[..., None], 3, axis=2)
     ax.imshow(rgb, interpolation="nearest" if exact else "antialiased",
               aspect="auto" if exact else "equal", extent=(0, img.shape[1], img.shape[0], 0))
     ax.set_xlim(0, img.shape[1])
     ax.set_ylim(img.shape[0], 0)
     ax.set_axis_off()
+    scale = 1.0 if exact or not px else px / max(img.shape)
+    labels = _Labels(ax, img.shape[1], img.shape[0], scale, fontsize)
     used: set[int] = set()
     rater_ids: list[str] = []
     if raters is not None and not raters.empty:
         for i, (rid, grp) in enumerate(raters.groupby("rater", sort=True)):
-            _draw(ax, grp, frame, RATER_STYLES[i % len(RATER_STYLES)], RATER_LW, False)
+            _draw(ax, grp, frame, RATER_STYLES[i % len(RATER_STYLES)], RATER_LW, scale=scale)
             rater_ids.append(str(rid))
         used |= set(raters["class_id"].astype(int))
     if truth is not None and not truth.empty:
-        _draw(ax, truth, frame, "-", TRUTH_LW, False)
+        _draw(ax, truth, frame, "-", TRUTH_LW, "truth", class_names, labels, scale)
         used |= set(truth["class_id"].astype(int))
     if pred is not None and not pred.empty:
-        _draw(ax, pred, frame, PRED_DASH, PRED_LW, True, class_names, fontsize)
+        _draw(ax, pred, frame, PRED_DASH, PRED_LW, "pred", class_names, labels, scale)
         used |= set(pred["class_id"].astype(int))
+    labels.draw()
     if title:
         ax.set_title(title, fontsize=fontsize, pad=3)
     return used, rater_ids
@@ -308,7 +418,7 @@ def render_gallery(image_ids: list[str], source, out, images=None, truth=None, p
         cap = (captions or {}).get(iid) or (f"{iid[:12]}  truth {0 if t is None else len(t)}"
                                              + ("" if p is None else f", pred {len(p)}"))
         u, _ = draw_on_axes(ax, img, frame, t, p, None, title=cap, class_names=names, exact=False,
-                            fontsize=7)
+                            fontsize=7, px=tile)
         used |= u
     lax = fig.add_axes(((fig_w - LEGEND_PX) / fig_w, 0, LEGEND_PX / fig_w, 1 - title_px / fig_h))
     lax.set_axis_off()

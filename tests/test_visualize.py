@@ -32,14 +32,52 @@ def write_png(folder, image_id, img):
 
 
 # ----------------------------------------------------------------------------- colours
-def test_class_colours_fixed_distinct_and_not_grey():
-    assert V.class_color(0) == "#e6194b" and V.class_rgb(0) == (230, 25, 75)
-    assert V.class_rgb(3) == (67, 99, 216)
+def _lab(rgb) -> np.ndarray:
+    """sRGB (0-255) -> CIELAB (D65), by the CIE formulas (hand-written: no colour library here)."""
+    c = np.asarray(rgb, float) / 255
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+                  [0.0193339, 0.1191920, 0.9503041]])
+    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def test_lab_formula_on_known_values():
+    assert np.allclose(_lab([255, 255, 255]), [100, 0, 0], atol=0.05)
+    assert np.allclose(_lab([255, 0, 0]), [53.24, 80.09, 67.20], atol=0.05)      # sRGB red, published
+    assert np.allclose(_lab([0, 0, 255]), [32.30, 79.19, -107.86], atol=0.05)
+
+
+def test_one_palette_of_15_distinguishable_colours():
+    from data_prep.palette import PALETTE, class_color
+
     cols = [V.class_rgb(c) for c in range(15)]
-    assert len(set(cols)) == 15
-    assert V.class_rgb(15) == V.class_rgb(0)                       # cycles
-    for c in range(14):                                            # findings never look grey
-        assert max(cols[c]) - min(cols[c]) >= 40, (c, cols[c])
+    assert V.class_color(0) == "#e6194b" and V.class_rgb(3) == (67, 99, 216)
+    assert len(set(cols)) == 15 and V.class_rgb(15) == V.class_rgb(0)            # cycles
+    assert V.class_color is class_color and list(PALETTE) == [V.class_color(c) for c in range(15)]
+    lab = _lab(cols)
+    d = np.linalg.norm(lab[:, None] - lab[None], axis=-1) + np.eye(15) * 1e9
+    assert d.min() > 30, d.min()                           # the old pastel trio was 25.6 apart, ILD/Opacity 29
+    chroma = np.hypot(lab[:, 1], lab[:, 2])
+    assert chroma[:14].min() > 28, chroma                  # findings are coloured, none grey-looking
+    assert chroma[14] < 5                                  # 14 (No finding) is the one grey
+    old_trio = [9, 11, 13]                                 # Other lesion / Pleural thickening / Pulmonary fibrosis
+    assert min(d[a, b] for a in old_trio for b in old_trio if a != b) > 40
+
+
+def test_report_plots_use_the_same_palette():
+    from data_prep.report_plots import _class_colors
+
+    boxes = make_boxes(["a", "b"], [13, 5], ["Pulmonary fibrosis", "ILD"], [[0, 0, 1, 1]] * 2)
+    cols = _class_colors(boxes, ["Pulmonary fibrosis", "ILD", "unlisted"])
+    assert cols["Pulmonary fibrosis"] == V.class_color(13) and cols["ILD"] == V.class_color(5)
+    assert cols["unlisted"] not in (V.class_color(13), V.class_color(5))
+
+
+def test_text_colour_by_background_lightness():
+    assert V.text_color(V.class_rgb(3)) == "white" and V.text_color(V.class_rgb(2)) == "black"   # blue / yellow
+    assert V.text_color((0.1, 0.1, 0.4)) == "white" and V.text_color((1.0, 1.0, 0.6)) == "black"  # 0-1 floats
 
 
 # ----------------------------------------------------------------------------- placement + edges
@@ -107,6 +145,71 @@ def test_canvas_grows_for_a_tall_legend(tmp_path):
     assert o.shape[0] > 60 and (o[60:, :80] == 255).all()           # white below the image
     assert (o[:60, 0] == GREY).all()
     assert all(is_colour(o[:, 80:], c).sum() > 10 for c in range(6))
+
+
+# ----------------------------------------------------------------------------- boxes that do not hide
+def _one(tmp_path, truth=None, pred=None, name="o"):
+    write_png(tmp_path / "src", "q", np.full((200, 300), GREY, np.uint8))
+    images = pd.DataFrame({"image_id": ["q"], "height": [200], "width": [300]})
+    return rgb(V.render_image("q", tmp_path / "src", tmp_path / f"{name}.png", images, truth, pred))
+
+
+def test_coincident_truth_boxes_of_different_classes_all_visible_and_labelled(tmp_path):
+    box = [100, 60, 200, 160]
+    truth = make_boxes("q", [9, 11, 13], ["Other lesion", "Pleural thickening", "Pulmonary fibrosis"], [box] * 3)
+    o = _one(tmp_path, truth)[:200, :300]
+    for c in (9, 11, 13):                       # each outline has its own ring (inset), none hidden
+        ring = is_colour(o[60:161, 100:201], c)
+        assert ring.sum() > 250, (c, ring.sum())
+    # the rings are nested: class 9 on the box edge, 11 and 13 further in along the middle row
+    row = o[110, 95:150]
+    first = {c: int(np.argmax(is_colour(row, c))) for c in (9, 11, 13)}
+    assert first[9] < first[11] < first[13], first
+    # truth boxes are labelled (class-coloured text on a dark label) just above the box
+    above = o[47:59, 102:160]
+    assert is_colour(above, 9, tol=40).sum() > 30 and (above.astype(int).sum(-1) < 150).mean() > 0.4
+
+
+def test_prediction_on_its_truth_box_stays_visible(tmp_path):
+    box = [100, 60, 200, 160]
+    truth = make_boxes("q", 4, "Consolidation", [box])
+    alone = _one(tmp_path, truth, name="alone")
+    both = _one(tmp_path, truth, make_boxes("q", 4, "Consolidation", [box], score=0.87), name="both")
+    band_alone, band_both = alone[70:150, 95:106], both[70:150, 95:106]   # the left edge's line
+    assert is_colour(alone[70:150, 100], 4).all()                  # solid truth
+    assert not (band_alone.astype(int).sum(-1) < 60).any()
+    black = (band_both.astype(int).sum(-1) < 60).any(1).mean()    # rows where the dash gaps show black
+    assert 0.2 < black < 0.7 and is_colour(band_both, 4).any(1).all(), black
+
+
+def test_labels_never_overlap_never_leave_the_image_and_count_the_dropped():
+    import matplotlib.pyplot as plt
+
+    h, w = 120, 160
+    fig = plt.figure(figsize=(w / V.DPI, h / V.DPI), dpi=V.DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    n = 14                               # crowded, at the right edge (where "ening 0.58" was clipped)
+    pred = make_boxes("q", list(range(n)), [f"Pleural thickening {i}" for i in range(n)],
+                      [[130 + i % 3, 5 + i, 160, 40 + i] for i in range(n)],
+                      score=[0.3 + 0.05 * i for i in range(n)])
+    frame = V.Frame(1.0, 1.0, 0.0, 0.0, h, w)
+    V.draw_on_axes(ax, np.full((h, w), GREY, np.uint8), frame, None, pred)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    boxes = [(t.get_text(), t.get_bbox_patch().get_window_extent(r)) for t in ax.texts]
+    plt.close(fig)
+    notes = [t for t, _ in boxes if t.startswith("+")]
+    labels = [(t, b) for t, b in boxes if not t.startswith("+")]
+    assert len(notes) == 1 and int(notes[0].split()[0][1:]) == n - len(labels) > 0
+    for _, b in boxes:                                  # inside the image, never clipped
+        assert b.x0 >= -1 and b.y0 >= -1 and b.x1 <= w + 1 and b.y1 <= h + 1, b
+    for i in range(len(boxes)):
+        for j in range(i):
+            a, b = boxes[i][1], boxes[j][1]
+            assert a.x1 <= b.x0 + 0.5 or b.x1 <= a.x0 + 0.5 or a.y1 <= b.y0 + 0.5 or b.y1 <= a.y0 + 0.5, \
+                (boxes[i][0], boxes[j][0])
+    kept = sorted(float(t.split()[-1]) for t, _ in labels)      # the highest confidences keep their label
+    assert kept == sorted(pred["score"].round(2))[-len(kept):]
 
 
 # ----------------------------------------------------------------------------- DICOM vs PNG
