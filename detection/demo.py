@@ -18,7 +18,9 @@ the pixels are phantoms drawn at those boxes. Steps, each timed and each a stage
                held-out image, predictions, radiologists, a confidence slider) and the HTML report.
 
 The shipped weights (``weights/``) were trained on other phantoms (weights/README.md), so fold 0
-and the test split are unseen by them.
+and the test split are unseen by them. Everything goes into ``<out>/<dataset>/`` (one folder per
+dataset; finished steps there are re-used); the closing summary lists every entry of
+:data:`OUTPUTS` written.
 """
 from __future__ import annotations
 

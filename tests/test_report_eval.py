@@ -154,3 +154,22 @@ def test_report_renders_in_headless_chromium(rep, tmp_path):
     assert 0.03 < non_white.mean() < 0.9 and im.std() > 20           # text, table, plots painted
     blue = (np.abs(im[:, :, ::-1].astype(int) - (0x1f, 0x4e, 0x9c)) <= 12).all(-1)
     assert blue[:200].sum() > 200                                    # the headline number, top of page
+
+
+def test_rsna_report_says_rsna_score_not_ap(tmp_path):
+    from detection.report import _ap_bars, _table_html, score_names
+
+    assert score_names("rsna") == ("RSNA score", "RSNA score") and score_names("vinbigdata") == ("AP", "mAP")
+    res = {"metric": "rsna", "mAP": 0.904,
+           "table": [{"class_id": 0, "class_name": "Lung Opacity", "n_truth": 5, "n_pred": 6, "ap": 0.904}]}
+    t = _table_html(res)
+    assert "<th>RSNA score</th>" in t and "AP" not in t
+    assert "<th>AP</th>" in _table_html(dict(res, metric="vinbigdata"))
+    # the value of a long (dark red) bar is written inside it in white: light pixels inside the bar
+    im = cv2.imread(str(_ap_bars(res, tmp_path / "b.png")))[:, :, ::-1].astype(int)
+    red = (np.abs(im - np.array(V.class_rgb(0))) <= 3).all(-1)
+    rows = np.flatnonzero(red.sum(1) > 100)
+    band = im[rows[len(rows) // 2] - 3: rows[len(rows) // 2] + 4]
+    cols = np.flatnonzero(red[rows[len(rows) // 2]])
+    inside = band[:, cols[0]:cols[-1]]
+    assert (inside.min(-1) > 200).sum() > 15                     # white text on the bar
