@@ -5,7 +5,7 @@
 15 colours chosen to stay apart from each other AND from the grey of an X-ray: saturated hues
 at different lightness (no pastels, which read as near-white on a radiograph and as each other:
 the earlier pink / lavender / mint trio), hue families split by lightness where they must share
-(teal 11 vs aquamarine 10, brown 9 vs olive 12). Index 14 ("No finding" in VinBigData, never
+(teal 11 vs aquamarine 10, brown 9 vs olive 12). Index 14 (VinBigData's normal class, never
 drawn as a box) is the one grey. Beyond 15 classes the palette cycles."""
 from __future__ import annotations
 
