@@ -304,7 +304,10 @@ def draw_on_axes(ax, img: np.ndarray, frame: Frame, truth=None, pred=None, rater
     used: set[int] = set()
     rater_ids: list[str] = []
     if raters is not None and not raters.empty:
-        for i, (rid, grp) in enumerate(raters.groupby("rater", sort=True)):
+        from data_prep.report import natural_key
+
+        groups = sorted(raters.groupby("rater", sort=False), key=lambda g: natural_key(g[0]))   # R2 before R10
+        for i, (rid, grp) in enumerate(groups):
             _draw(ax, grp, frame, RATER_STYLES[i % len(RATER_STYLES)], RATER_LW, scale=scale)
             rater_ids.append(str(rid))
         used |= set(raters["class_id"].astype(int))

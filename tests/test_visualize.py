@@ -393,3 +393,14 @@ def test_cli_show_dicom_sizes_from_headers_and_worst_gallery_ranks_predicted(vin
     assert "ranked among fold 0 of folds.csv" in caplog.text
     assert rgb(tmp_path / "g" / "gallery_worst.png").shape[1] == 1 * (320 + 8) + 8 + V.LEGEND_PX
     assert main(base + ["--fold", "0"]) == 2                            # --fold without --folds
+
+
+def test_radiologists_in_natural_order():
+    import matplotlib.pyplot as plt
+
+    raters = make_boxes("q", 1, "c", [[1, 1, 9, 9]] * 3, rater=["R10", "R8", "R9"])
+    fig = plt.figure(figsize=(1, 1), dpi=V.DPI)
+    _, ids = V.draw_on_axes(fig.add_axes((0, 0, 1, 1)), np.full((20, 20), GREY, np.uint8),
+                            V.Frame(1.0, 1.0, 0.0, 0.0, 20, 20), raters=raters)
+    plt.close(fig)
+    assert ids == ["R8", "R9", "R10"]
