@@ -157,7 +157,7 @@ def test_report_renders_in_headless_chromium(rep, tmp_path):
 
 
 def test_rsna_report_says_rsna_score_not_ap(tmp_path):
-    from detection.report import _ap_bars, _table_html, score_names
+    from detection.report_eval import _ap_bars, _table_html, score_names
 
     assert score_names("rsna") == ("RSNA score", "RSNA score") and score_names("vinbigdata") == ("AP", "mAP")
     res = {"metric": "rsna", "mAP": 0.904,
