@@ -185,7 +185,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, keys: Iterable[str] = 
         d = defaults[key]
         text = (help or {}).get(key) or _help(key)
         # --help says the default, unless this stage's own help (its own default) replaces the key's
-        shown = "" if d is None or d == "" or key in (help or {}) else f" (default: {str(d).replace('%', '%%')})"
+        shown = "" if d is None or d == "" or "default" in text else f" (default: {str(d).replace('%', '%%')})"
         kw: dict[str, Any] = dict(dest=key, default=None, help=f"{text}{shown} [config key `{key}`]")
         if isinstance(d, bool):
             kw["action"] = "store_true"

@@ -210,7 +210,8 @@ def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-rater", help="JSON from `cxrdet evaluate --per-rater --json`: the model against each radiologist")
     p.add_argument("--n-worst", type=int, default=12, help="images in the worst-images gallery")
     p.add_argument("--n-overlays", type=int, default=6, help="full-size overlays of the worst images")
-    p.add_argument("--title", default="cxrdet evaluation")
+    p.add_argument("--title", default="cxrdet evaluation",
+                   help="heading of the HTML report and its page title (default: %(default)r)")
     p.add_argument("--explorer", help="folder of a `cxrdet explore` page to link (default: explore/ beside the report)")
     p.add_argument("--out", required=True, help="report .html path")
     add_config_arguments(p, ["dataset", "metric", "iou_thr", "fold", "show_conf"],

@@ -150,3 +150,16 @@ def test_check_output(tmp_path):
 
 def test_user_message_of_plain_oserror_without_file():
     assert user_message(OSError("socket closed")) == ("socket closed", 2)
+
+
+@pytest.mark.parametrize("cmd, flag, says", [
+    ("show", "--n", "(default: 16)"), ("show", "--show-conf", "(default: 0.3)"), ("show", "--iou", "(default: 0.4)"),
+    ("report-eval", "--metric", "RSNA score"), ("report-eval", "--title", "(default: 'cxrdet evaluation')"),
+    ("synth", "--seed", "(default: 0)"), ("demo", "--out", "(default: demo_out)"),
+])
+def test_help_states_defaults(cmd, flag, says, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([cmd, "--help"])
+    text = " ".join(capsys.readouterr().out.split())          # argparse wraps lines
+    i = text.index(f" {flag} ")
+    assert says in text[i:i + 400], text[i:i + 400]
