@@ -61,6 +61,8 @@ OUTPUTS = {
     "metrics_fold0.json": "metric on held-out fold 0",
     "metrics_test.json": "metric on the test split",
     "rater_baseline.json": "each radiologist scored against the others (VinBigData)",
+    "probs_test.csv": "the multi-label classifier's class probabilities on the test split (VinBigData)",
+    "metrics_cls_test.json": "the classifier's per-class AUC on the test split (VinBigData)",
     "tune_folds.csv": "the 3 sub-folds of fold 0 tune's nested estimate leaves out",
     "tuned.yaml": "tuned post-processing keys (predict/postprocess --config tuned.yaml)",
     "tuned.json": "tune's before / after / nested scores and parameters",
