@@ -1,26 +1,38 @@
-"""Benchmark: ``cxrdet convert`` vs the widely copied Kaggle DICOM -> PNG notebook recipe.
+"""Benchmark: ``cxrdet convert`` vs the Kaggle DICOM -> PNG recipe, and how it scales with workers.
 
-Writes ~28 synthetic VinBigData-like DICOMs (16-bit containers, 2,400-2,800 px, half MONOCHROME1,
-a quarter JPEG 2000 lossless, chest-like smooth anatomy + noise so that compression is realistic)
-into a temp dir, then, in one run:
+Writes >= 200 synthetic VinBigData-like DICOMs (16-bit containers, 2,400-2,800 px, half
+MONOCHROME1, a quarter JPEG 2000 lossless, chest-like smooth anatomy + noise so that compression is
+realistic; ``--unique`` distinct phantoms, copied to ``--n`` files so that writing the set takes
+seconds, not minutes) into a temp dir, then, in one run:
 
-1. the Kaggle recipe, serially (``dcmread``, ``apply_voi_lut(ds.pixel_array, ds)``,
-   ``np.amax(data) - data`` for MONOCHROME1, float min-max, ``(data * 255).astype(uint8)``,
-   PIL ``thumbnail((512, 512), LANCZOS)``, PIL PNG save);
-2. ``convert_folder(..., size=512, keep_ratio=True, workers=2)`` (the recipe's thumbnail keeps
-   the aspect ratio too);
-3. on the JPEG 2000 subset: reduced-resolution decode vs full decode (speed, and the mean
-   absolute difference in gray levels of the 512 px results, which must be <= 2);
-4. a per-stage timing of both pipelines on one uncompressed and one JPEG 2000 image.
+1. the Kaggle recipe, serially, on the first ``--kaggle-n`` files (``dcmread``,
+   ``apply_voi_lut(ds.pixel_array, ds)``, ``np.amax(data) - data`` for MONOCHROME1, float
+   min-max, ``(data * 255).astype(uint8)``, PIL ``thumbnail((512, 512), LANCZOS)``, PIL PNG save);
+2. ``convert_folder(..., size=512, keep_ratio=True)`` on all files with 1 worker (in process),
+   2 workers (process pool), a 2-worker Dask LocalCluster already running (``scheduler=tcp://...``)
+   and ``scheduler="local"`` (the cluster's start-up included);
+3. the per-stage bound: read + decode + LUT + resize + encode(+write), timed stage by stage on
+   every distinct file (median of 3), summed over the set and divided by the cores;
+4. on the JPEG 2000 files: reduced-resolution decode vs full decode (speed, and the mean absolute
+   difference in gray levels of the 512 px results, which must be <= 2);
+5. a per-stage timing of both pipelines on one uncompressed and one JPEG 2000 image.
 
-Usage: ``python bench/convert.py [--n 28] [--workers 2] [--keep DIR]``. Prints a table; exits 1 if
-the speed-up is below 3.5x or the JPEG 2000 difference above 2 gray levels.
+Wall-clock ratios need an otherwise idle machine: the load average (``uptime``) is printed with
+the figures, and the CPU seconds per image of each run (this process + its reaped children), which
+the load does not inflate much.
+
+Usage: ``python bench/convert.py [--n 200] [--workers 2] [--keep DIR]``. Exits 1 if a target is
+missed: speed-up vs the recipe >= 3.5x, 2 workers >= 1.7x one worker, Dask >= 0.85x the pool,
+2 workers within 1.5x of the per-stage bound, JPEG 2000 difference <= 2 gray levels.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -38,9 +50,12 @@ from pydicom.uid import (DigitalXRayImageStorageForPresentation, ExplicitVRLittl
                          JPEG2000Lossless, generate_uid)
 
 from data_prep import dicom as dcm  # noqa: E402
-from data_prep.convert import PNG_COMPRESSION, convert_folder  # noqa: E402
+from data_prep.convert import PNG_COMPRESSION, _write_png, convert_folder  # noqa: E402
 
 TARGET_SPEEDUP = 3.5
+TARGET_SCALING = 1.7     # 2 workers / 1 worker
+TARGET_DASK = 0.85       # Dask LocalCluster / process pool (within 15 %)
+TARGET_BOUND = 1.5       # 2 workers' time / per-stage bound
 MAX_J2K_DIFF = 2.0
 
 
@@ -97,13 +112,24 @@ def write_phantom(path: Path, i: int, rng: np.random.Generator, mono1: bool, j2k
     ds.save_as(path, enforce_file_format=True)
 
 
-def make_dataset(root: Path, n: int, seed: int = 0) -> list[Path]:
+def n_distinct(n: int, unique: int | None) -> int:
+    return n if unique is None else max(4, min(n, unique - unique % 4))
+
+
+def make_dataset(root: Path, n: int, seed: int = 0, unique: int | None = None) -> list[Path]:
+    """``n`` files ``img000.dicom``...; the first ``unique`` (default all) are distinct phantoms,
+    file i >= unique is a byte copy of file ``i % unique`` (same kind: ``unique`` is a multiple of 4
+    so the mix of MONOCHROME1 / JPEG 2000 / bit depths stays the same)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
+    unique = n_distinct(n, unique)
     paths = []
     for i in range(n):
         p = root / f"img{i:03d}.dicom"
-        write_phantom(p, i, rng, mono1=i % 2 == 1, j2k=i % 4 == 0)
+        if i < unique:
+            write_phantom(p, i, rng, mono1=i % 2 == 1, j2k=i % 4 == 0)
+        else:
+            shutil.copyfile(paths[i % unique], p)
         paths.append(p)
     return paths
 
@@ -179,59 +205,146 @@ def stage_times(path: Path) -> dict[str, float]:
     return t
 
 
+PIPELINE_STAGES = ("read", "decode", "LUT", "resize", "encode+write")
+
+
+def pipeline_stages(path: Path, out: Path, size: int = 512, keep_ratio: bool = True) -> dict[str, float]:
+    """Seconds per stage of ``convert_one`` on one file, the same calls as
+    :func:`data_prep.dicom.read_dicom` + the PNG write, timed one by one (LUT = modality/VOI table
+    to uint16 + the 8-bit min-max)."""
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ds = dcm.open_dicom(path)
+    header = dcm.header_fields(ds)
+    t1 = time.perf_counter()
+    hw = dcm.output_size(header["height"], header["width"], size, keep_ratio)
+    arr = dcm.decode_j2k_reduced(ds, hw)
+    if arr is None:
+        arr = dcm.decode(ds)
+    t2 = time.perf_counter()
+    img = dcm.to_uint16(arr, ds)
+    t3 = time.perf_counter()
+    small = dcm.resize(img, hw)
+    t4 = time.perf_counter()
+    shrunk = header["height"] >= 2 * hw[0] or header["width"] >= 2 * hw[1]
+    small = dcm.minmax_uint8(small, block=dcm.RANGE_BLOCK if shrunk else 1)
+    t5 = time.perf_counter()
+    _write_png(small, out)
+    t6 = time.perf_counter()
+    t.update({"read": t1 - t0, "decode": t2 - t1, "LUT": (t3 - t2) + (t5 - t4), "resize": t4 - t3,
+              "encode+write": t6 - t5})
+    return t
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its reaped children (pool / cluster workers once closed)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def timed_convert(label: str, src: Path, dst: Path, **kw) -> tuple[str, float, float, int]:
+    """(label, wall seconds, CPU seconds, images) of one fresh ``convert_folder`` run."""
+    shutil.rmtree(dst, ignore_errors=True)
+    c0, t0 = _cpu(), time.perf_counter()
+    res = convert_folder(src, dst, size=512, keep_ratio=True, progress=False, **kw)
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    assert res.n_converted > 0 and not res.errors, res.summary()
+    return label, wall, cpu, res.n_converted
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=28, help="number of synthetic DICOMs")
+    ap.add_argument("--n", type=int, default=200, help="number of synthetic DICOMs (>= 200 for the scaling figures)")
+    ap.add_argument("--unique", type=int, default=24, help="distinct phantoms among them (the rest are copies)")
+    ap.add_argument("--kaggle-n", type=int, default=28, help="files the (slow) Kaggle recipe converts")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", default=None, help="keep the work folder here instead of a temp dir")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    cores = len(os.sched_getaffinity(0))
+    print(f"machine: {cores} cores; {_load()}")
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_convert_"))
     try:
         t0 = time.perf_counter()
-        paths = make_dataset(work / "dicom", args.n)
-        j2k = [p for p in paths if pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        paths = make_dataset(work / "dicom", args.n, unique=args.unique)
+        k_unique = n_distinct(len(paths), args.unique)
+        unique = paths[:k_unique]
+        owner = {p: paths[i % k_unique] for i, p in enumerate(paths)}
+        j2k = [p for p in unique if pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID
                == JPEG2000Lossless]
+        n_j2k = sum(owner[p] in j2k for p in paths)
         mb = sum(p.stat().st_size for p in paths) / 2 ** 20
-        print(f"synthetic set: {len(paths)} DICOMs ({len(j2k)} JPEG 2000 lossless), {mb:.0f} MiB, "
-              f"written in {time.perf_counter() - t0:.1f} s")
-
-        t0 = time.perf_counter()
-        kaggle_convert(paths, work / "kaggle")
-        t_kaggle = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        res = convert_folder(work / "dicom", work / "ours", size=512, keep_ratio=True,
-                             workers=args.workers, progress=False)
-        t_ours = time.perf_counter() - t0
-        assert res.n_converted == len(paths) and not res.errors, res.summary()
-
-        t0 = time.perf_counter()
-        convert_folder(work / "dicom", work / "ours_serial", size=512, keep_ratio=True, workers=1,
-                       progress=False)
-        t_serial = time.perf_counter() - t0
-
+        print(f"synthetic set: {len(paths)} DICOMs ({len(unique)} distinct, {n_j2k} JPEG 2000 lossless), "
+              f"{mb:.0f} MiB, written in {time.perf_counter() - t0:.1f} s")
         n = len(paths)
-        speedup = t_kaggle / t_ours
-        print(f"\n{'pipeline':<44}{'seconds':>9}{'images/s':>10}")
-        print(f"{'Kaggle recipe (serial, PIL LANCZOS, PNG)':<44}{t_kaggle:>9.2f}{n / t_kaggle:>10.2f}")
-        print(f"{f'cxrdet convert ({args.workers} workers)':<44}{t_ours:>9.2f}{n / t_ours:>10.2f}")
-        print(f"{'cxrdet convert (1 worker, same machine)':<44}{t_serial:>9.2f}{n / t_serial:>10.2f}")
-        print(f"speed-up: {speedup:.2f}x (target >= {TARGET_SPEEDUP}x); per image on one core "
-              f"{t_kaggle / t_serial:.2f}x, from the 2nd worker {t_serial / t_ours:.2f}x")
+
+        # 1. the Kaggle recipe on a prefix (same mix: a multiple of 4 files)
+        kn = max(4, min(n, args.kaggle_n - args.kaggle_n % 4))
+        t0 = time.perf_counter()
+        kaggle_convert(paths[:kn], work / "kaggle")
+        rate_kaggle = kn / (time.perf_counter() - t0)
+
+        # 2. ours: 1 worker, the pool, a running LocalCluster, scheduler=local (with start-up)
+        from distributed import Client, LocalCluster
+
+        runs = [timed_convert("cxrdet convert, 1 worker (in process)", work / "dicom", work / "o1", workers=1),
+                timed_convert(f"cxrdet convert, {args.workers} workers (process pool)", work / "dicom",
+                              work / "o2", workers=args.workers)]
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=None, silence_logs=logging.ERROR) as lc, Client(lc) as client:
+            client.wait_for_workers(args.workers, timeout=120)
+            client.run(lambda: __import__("data_prep.convert"))       # workers import like forked ones
+            runs.append(timed_convert(f"Dask LocalCluster, {args.workers} workers (running)", work / "dicom",
+                                      work / "o3", scheduler=lc.scheduler_address))
+        runs.append(timed_convert(f"Dask scheduler=local, {args.workers} workers (+ start-up)", work / "dicom",
+                                  work / "o4", workers=args.workers, scheduler="local"))
+        for d in ("o2", "o3", "o4"):   # every scheduler wrote the same bytes
+            for p in paths[:8]:
+                assert (work / d / f"{p.stem}.png").read_bytes() == (work / "o1" / f"{p.stem}.png").read_bytes()
+
+        # 3. the per-stage bound
+        per_file = {}
+        for u in unique:
+            reps = [pipeline_stages(u, work / "stage.png") for _ in range(3)]
+            per_file[u] = {k: statistics.median(r[k] for r in reps) for k in PIPELINE_STAGES}
+        totals = {k: sum(per_file[owner[p]][k] for p in paths) for k in PIPELINE_STAGES}
+        serial = sum(totals.values())
+        bound = serial / cores
+        print(f"\n{'run':<52}{'seconds':>9}{'images/s':>10}{'CPU s/img':>11}")
+        print(f"{f'Kaggle recipe (serial, first {kn} files)':<52}{kn / rate_kaggle:>9.2f}{rate_kaggle:>10.2f}")
+        for label, wall, cpu, k in runs:
+            print(f"{label:<52}{wall:>9.2f}{k / wall:>10.2f}{cpu / k:>11.3f}")
+        print(f"{f'per-stage bound (sum of stages / {cores} cores)':<52}{bound:>9.2f}{n / bound:>10.2f}"
+              f"{serial / n:>11.3f}")
+        print("  stages, ms per image: " + ", ".join(f"{k} {1000 * v / n:.1f}" for k, v in totals.items()))
+
+        t1, t2, t_dask, t_local = (r[1] for r in runs)
+        speedup = rate_kaggle and (n / t2) / rate_kaggle
+        scaling, dask_ratio, bound_ratio = t1 / t2, t2 / t_dask, t2 / bound
+        print(f"\nspeed-up vs the Kaggle recipe: {speedup:.2f}x (target >= {TARGET_SPEEDUP}x)")
+        print(f"{args.workers} workers / 1 worker: {scaling:.2f}x (target >= {TARGET_SCALING}x)")
+        print(f"Dask (running cluster) / process pool: {dask_ratio:.2f}x (target >= {TARGET_DASK}x); "
+              f"with the cluster's start-up (scheduler=local): {t2 / t_local:.2f}x")
+        print(f"{args.workers} workers' time / per-stage bound: {bound_ratio:.2f}x (target <= {TARGET_BOUND}x)")
+        print(_load())
 
         # agreement with the recipe (different resampling filters, so not identical)
         diffs = []
-        for p in paths:
+        for p in paths[:kn]:
             a = cv2.imread(str(work / "kaggle" / f"{p.stem}.png"), cv2.IMREAD_GRAYSCALE)
-            b = cv2.imread(str(work / "ours" / f"{p.stem}.png"), cv2.IMREAD_GRAYSCALE)
+            b = cv2.imread(str(work / "o2" / f"{p.stem}.png"), cv2.IMREAD_GRAYSCALE)
             if a.shape == b.shape:
                 diffs.append(np.abs(a.astype(int) - b).mean())
         print(f"mean |ours - recipe| over {len(diffs)} same-size PNGs: {np.mean(diffs):.2f} gray levels")
 
-        # JPEG 2000: reduced vs full decode
+        # 4. JPEG 2000: reduced vs full decode, on the distinct files
         t_fast = t_full = 0.0
         j2k_diffs = []
         for p in j2k:
@@ -244,18 +357,20 @@ def main(argv: list[str] | None = None) -> int:
             j2k_diffs.append(np.abs(fast.astype(int) - full).mean())
         j2k_diff = max(j2k_diffs) if j2k_diffs else 0.0
         if j2k:
-            print(f"\nJPEG 2000 subset ({len(j2k)} files, serial read_dicom to 512 px):")
+            print(f"\nJPEG 2000 ({len(j2k)} distinct files, serial read_dicom to 512 px):")
             print(f"  full decode    {len(j2k) / t_full:6.2f} images/s")
             print(f"  reduced decode {len(j2k) / t_fast:6.2f} images/s  ({t_full / t_fast:.1f}x)")
             print(f"  mean |reduced - full| per image: max {j2k_diff:.2f}, mean {np.mean(j2k_diffs):.2f} "
                   f"gray levels (limit {MAX_J2K_DIFF})")
 
+        # 5. both pipelines stage by stage
         print("\nper-stage ms (one uncompressed, one JPEG 2000 file):")
-        plain = next(p for p in paths if p not in j2k)
+        plain = next(p for p in unique if p not in j2k)
         for label, p in (("uncompressed", plain), ("JPEG 2000", j2k[0] if j2k else plain)):
             for k, v in stage_times(p).items():
                 print(f"  {label:<13}{k:<36}{v:8.1f}")
-        ok = speedup >= TARGET_SPEEDUP and j2k_diff <= MAX_J2K_DIFF
+        ok = (speedup >= TARGET_SPEEDUP and scaling >= TARGET_SCALING and dask_ratio >= TARGET_DASK
+              and bound_ratio <= TARGET_BOUND and j2k_diff <= MAX_J2K_DIFF)
         return 0 if ok else 1
     finally:
         if not args.keep:

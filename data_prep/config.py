@@ -36,7 +36,7 @@ DEFAULT = CONFIG_DIR / "default.yaml"
 # flag -> config key: every flag that sets a setting, declared once for every stage
 ALIASES: dict[str, str] = {
     "--dataset": "dataset",
-    "--size": "size", "--keep-ratio": "keep_ratio", "--workers": "workers",
+    "--size": "size", "--keep-ratio": "keep_ratio", "--workers": "workers", "--scheduler": "scheduler",
     "--method": "fusion", "--fusion-iou": "fusion_iou", "--skip": "fusion_skip", "--conf-type": "fusion_conf_type",
     "--seed": "seed",
     "--fold": "fold", "--model": "model", "--epochs": "epochs", "--imgsz": "imgsz", "--batch": "batch",

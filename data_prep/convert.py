@@ -18,6 +18,12 @@
   complete meta.csv. ``overwrite`` converts everything again.
 * Bad files (not DICOM, zero bytes, truncated, no pixel data, undecodable) do not stop the batch:
   they are listed in ``DST/errors.csv`` (``path,error``) and the CLI exits with status 1.
+* Where it runs (``scheduler``, :mod:`data_prep.cluster`): null = a local process pool of
+  ``workers`` processes; ``local`` = a Dask LocalCluster of ``workers`` processes; ``tcp://host:port``
+  = an existing Dask cluster whose workers see SRC and DST under the same absolute paths. Each file
+  is one task (:func:`convert_one`): the worker reads the DICOM, writes the PNG itself and returns
+  only the meta row or the error, so the outputs and the resume are the same on every scheduler.
+  Workers run OpenCV single-threaded (one image per process is the parallelism).
 """
 from __future__ import annotations
 
@@ -141,6 +147,19 @@ def _write_png(img, path: Path) -> None:
             tmp.unlink()
 
 
+def _worker_init() -> None:
+    """In a spawned (Dask) worker process: one OpenCV thread (processes are the parallelism;
+    OpenCV's own pool of one thread per core in every worker oversubscribes the cores). Never in a
+    forked child: see :func:`_run`."""
+    global _THREADS_SET
+    if not _THREADS_SET:
+        cv2.setNumThreads(1)
+        _THREADS_SET = True
+
+
+_THREADS_SET = False
+
+
 def convert_one(task: tuple) -> tuple[str, dict | None, str | None]:
     """``(dicom path, png path, size, keep_ratio[, VoiOptions])`` -> ``(dicom path, meta row,
     None)`` or ``(dicom path, None, error message)``; never raises (run in worker processes)."""
@@ -204,13 +223,18 @@ def _is_done(row: dict | None, png: Path, size: int | None, keep_ratio: bool,
 # ----------------------------------------------------------------------------- batch
 def convert_folder(src: str | os.PathLike, dst: str | os.PathLike, size: int | None = 512,
                    keep_ratio: bool = False, workers: int = 2, overwrite: bool = False,
-                   progress: bool = True, options: VoiOptions | None = None) -> ConvertResult:
+                   progress: bool = True, options: VoiOptions | None = None,
+                   scheduler: str | None = None) -> ConvertResult:
     """Convert every DICOM under ``src`` into ``dst`` (see the module docstring for the files).
 
     Resumable: images already done (PNG present, meta row with the expected PNG size) are skipped
-    unless ``overwrite``. ``workers`` > 1 uses a process pool (imap_unordered, chunks).
+    unless ``overwrite``. ``scheduler`` None: ``workers`` > 1 uses a process pool (imap_unordered);
+    ``local`` / ``tcp://host:port``: a Dask cluster (:mod:`data_prep.cluster`).
     ``options``: VOI and stretch (:class:`data_prep.voi.VoiOptions`; default: config defaults).
     Returns a :class:`ConvertResult`; bad files are in ``result.errors`` and ``dst/errors.csv``."""
+    from data_prep.cluster import check_scheduler
+
+    scheduler = check_scheduler(scheduler)
     src, dst = Path(src), Path(dst)
     options = options or VoiOptions()
     check_size(size)
@@ -219,11 +243,11 @@ def convert_folder(src: str | os.PathLike, dst: str | os.PathLike, size: int | N
     if not paths:
         raise ValueError(f"convert: no DICOM files (.dcm, .dicom, or DICM marker) under {src}")
     with folder_lock(dst, f"cxrdet convert {src}"):
-        return _convert_locked(src, dst, paths, size, keep_ratio, workers, overwrite, progress, options)
+        return _convert_locked(src, dst, paths, size, keep_ratio, workers, overwrite, progress, options, scheduler)
 
 
 def _convert_locked(src: Path, dst: Path, paths: list[Path], size, keep_ratio, workers, overwrite,
-                    progress, options: VoiOptions) -> ConvertResult:
+                    progress, options: VoiOptions, scheduler: str | None = None) -> ConvertResult:
     for pattern in ("*.png.*.tmp", f"{META}.*.tmp", f"{ERRORS}.*.tmp"):   # left by a killed run
         for stale in dst.glob(pattern):
             stale.unlink(missing_ok=True)
@@ -252,7 +276,7 @@ def _convert_locked(src: Path, dst: Path, paths: list[Path], size, keep_ratio, w
     new_rows: list[dict] = []
     with open(dst / PARTIAL, "a") as partial, tqdm(total=len(tasks), desc="convert", unit="img",
                                                    disable=not progress or not tasks) as bar:
-        for path, row, err in _run(tasks, workers):
+        for path, row, err in _run(tasks, workers, scheduler):
             if err is not None:
                 result.errors.append((path, err))
             else:
@@ -277,24 +301,61 @@ def _convert_locked(src: Path, dst: Path, paths: list[Path], size, keep_ratio, w
     return result
 
 
-def _run(tasks: list, workers: int):
+def _run(tasks: list, workers: int, scheduler: str | None = None):
+    if not tasks:
+        return
+    if scheduler is not None:
+        yield from _run_dask(tasks, workers, scheduler)
+        return
     if workers <= 1 or len(tasks) <= 1:
         yield from map(convert_one, tasks)
         return
-    chunk = max(1, min(8, len(tasks) // (workers * 4)))
-    with Pool(min(workers, len(tasks))) as pool:
-        yield from pool.imap_unordered(convert_one, tasks, chunksize=chunk)
+    # Small chunks: an image costs ~50-150 ms, a pool hand-off ~0.1 ms; big chunks leave one worker
+    # idle at the end (JPEG 2000 files cost ~2x an uncompressed one).
+    chunk = max(1, min(4, len(tasks) // (workers * 16)))
+    # One OpenCV thread in every worker. It must be set HERE, before the fork: cv2.setNumThreads in
+    # a forked child waits forever on the parent's thread pool (seen: pthread_cond_destroy).
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with Pool(min(workers, len(tasks))) as pool:
+            yield from pool.imap_unordered(convert_one, tasks, chunksize=chunk)
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _convert_remote(task: tuple) -> tuple[str, dict | None, str | None]:
+    """:func:`convert_one` on a Dask worker (one OpenCV thread, like the pool's workers)."""
+    _worker_init()
+    return convert_one(task)
+
+
+def _run_dask(tasks: list, workers: int, scheduler: str):
+    """One task per file on a Dask cluster; paths travel absolute (the workers' working folder is
+    not ours) and come back as given, so errors.csv names files as the local path does."""
+    from data_prep.cluster import dask_client, run_unordered
+
+    given = {}
+    remote = []
+    for src, png, *rest in tasks:
+        a = os.path.abspath(src)
+        given[a] = src
+        remote.append((a, os.path.abspath(png), *rest))
+    with dask_client(scheduler, workers) as client:
+        for path, row, err in run_unordered(client, _convert_remote, remote):
+            orig = given.get(path, path)
+            yield orig, row, (err.replace(path, orig) if err is not None else None)
 
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_convert(parser) -> None:
     from data_prep.config import add_config_arguments
 
-    """``cxrdet convert SRC DST [--size N] [--keep-ratio] [--workers N] [--overwrite]``."""
+    """``cxrdet convert SRC DST [--size N] [--keep-ratio] [--workers N] [--scheduler S] [--overwrite]``."""
     parser.add_argument("src", help="folder of DICOMs (searched recursively)")
     parser.add_argument("dst", help="output folder for <image_id>.png, meta.csv, errors.csv")
     parser.add_argument("--overwrite", action="store_true", help="convert again images already done")
-    add_config_arguments(parser, ["size", "keep_ratio", "workers"])
+    add_config_arguments(parser, ["size", "keep_ratio", "workers", "scheduler"])
 
 
 def run_convert(args) -> int:
@@ -303,6 +364,6 @@ def run_convert(args) -> int:
 
     cfg = stage_config(args)
     res = convert_folder(args.src, args.dst, size=cfg["size"], keep_ratio=cfg["keep_ratio"], workers=cfg["workers"],
-                         overwrite=args.overwrite, options=VoiOptions.from_config(cfg))
+                         overwrite=args.overwrite, options=VoiOptions.from_config(cfg), scheduler=cfg["scheduler"])
     print(f"cxrdet convert: {res.summary()}")
     return 1 if res.errors else 0

@@ -175,8 +175,8 @@ def _convert(run: _Run, src: Path) -> None:
             from data_prep.convert import convert_folder
 
             res = convert_folder(src, images_dir, size=cfg["size"], keep_ratio=cfg["keep_ratio"],
-                                 options=VoiOptions.from_config(cfg),
-                                 workers=cfg["workers"], overwrite=False)
+                                 options=VoiOptions.from_config(cfg), workers=cfg["workers"],
+                                 overwrite=False, scheduler=cfg.get("scheduler"))
             log.info("prep convert: %s", res.summary())
             meta = read_table(images_dir / "meta.csv")
             write_csv(meta, out / "meta.csv")
@@ -450,7 +450,8 @@ def add_arguments_prep(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset folder (competition layout, or PNGs + labels)")
     parser.add_argument("--out", required=True, help="output folder (re-running reuses finished steps)")
     parser.epilog = "key=value pairs override the config, e.g. fusion_iou=0.5 folds=3 size=256."
-    add_config_arguments(parser, ["size", "keep_ratio", "workers", "fusion", "fusion_iou", "seed"], positional=True)
+    add_config_arguments(parser, ["size", "keep_ratio", "workers", "scheduler", "fusion", "fusion_iou", "seed"],
+                         positional=True)
 
 
 def run_prep(args: argparse.Namespace) -> int:

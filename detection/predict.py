@@ -1,7 +1,8 @@
 """Prediction in ORIGINAL pixels from PNGs or DICOMs: batches, TTA, WBF ensembles, then postprocess.
 
 ``cxrdet predict --weights W.pt [W2.pt ...] --source DIR [--meta META] [--tta] [--conf 0.001]
-[--classifier C.pt --low 0.08 --high 0.95] [--imgsz 512] [--onnx] --out preds.csv [key=value ...]``
+[--classifier C.pt --low 0.08 --high 0.95] [--imgsz 512] [--onnx] [--scheduler local|tcp://host:port]
+--out preds.csv [key=value ...]``
 
 A box's way through this module::
 
@@ -19,8 +20,14 @@ the source folder or its parent (prep's layout) is used; without any, the PNG is
 original (logged). DICOM folders take sizes from the header.
 
 The WBF and the post-processing steps are :mod:`detection.postprocess`'s functions (one code
-path with ``cxrdet postprocess``). 2-class filter, with ``p = p(abnormal)`` from an ultralytics
-classify model whose classes are ``abnormal``/``normal`` (``cxrdet train-cls``):
+path with ``cxrdet postprocess``). On a Dask cluster (``--scheduler``, :mod:`data_prep.cluster`):
+the local path's batches become tasks; each worker process loads the models once
+(:func:`_worker_models`) and returns only box rows, p(abnormal), original sizes and error lines;
+the post-processing runs here. CPU workers can take ``--onnx`` (exported once by the client); GPU
+workers: one worker process per GPU (see the README).
+
+2-class filter, with ``p = p(abnormal)`` from an ultralytics classify model whose classes are
+``abnormal``/``normal`` (``cxrdet train-cls``):
 
 * ``p < low``: the image is called normal: its boxes are dropped and one row of the dataset's
   normal class N ("No finding") ``N 1.0 0 0 1 1`` is written;
@@ -39,7 +46,8 @@ import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass, fields
+import threading
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -210,12 +218,7 @@ def load_model(weights: str | os.PathLike, imgsz: int, batch: int, task: str = "
     if p.suffix != ".onnx":
         p = Path(resolve_model(str(weights), what))
     if onnx and p.suffix == ".pt":
-        from detection.export_onnx import export_onnx
-
-        cached = p.with_name(f"{p.stem}_{imgsz}.onnx")
-        if not cached.is_file() or cached.stat().st_mtime < p.stat().st_mtime:
-            export_onnx(p, imgsz=imgsz, out=cached)
-        p = cached
+        p = _onnx_cached(p, imgsz)
     model = open_yolo(p, task, what)
     if p.suffix == ".onnx":
         sb, ss = _onnx_input(str(p))
@@ -224,6 +227,16 @@ def load_model(weights: str | os.PathLike, imgsz: int, batch: int, task: str = "
             imgsz = ss
         batch = sb or batch
     return Loaded(model, str(p), int(imgsz), int(batch))
+
+
+def _onnx_cached(pt: Path, imgsz: int) -> Path:
+    """``<stem>_<imgsz>.onnx`` beside ``pt``, exported when absent or older than ``pt``."""
+    from detection.export_onnx import export_onnx
+
+    cached = pt.with_name(f"{pt.stem}_{imgsz}.onnx")
+    if not cached.is_file() or cached.stat().st_mtime < pt.stat().st_mtime:
+        export_onnx(pt, imgsz=imgsz, out=cached)
+    return cached
 
 
 def _names(m: Loaded) -> dict[int, str]:
@@ -298,6 +311,8 @@ class PredictSettings:
     normal: tuple[int, str] | None = _DEFAULT_NORMAL
     voi: object = None  # data_prep.voi.VoiOptions for DICOMs (None: the config defaults)
     post: dict | None = None  # post-processing keys (detection.postprocess), e.g. the merged config
+    scheduler: str | None = None  # null | local | tcp://host:port (data_prep.cluster)
+    workers: int = 2  # LocalCluster processes for scheduler=local
 
     # the keyword names predict() took before the settings object (kept for one release)
     _OLD = {"low": "cls_low", "high": "cls_high", "normal_class": "normal", "voi_options": "voi"}
@@ -308,9 +323,10 @@ class PredictSettings:
         class from its dataset's description; ``changes`` override fields."""
         from data_prep.voi import VoiOptions
 
-        names = [f.name for f in fields(cls) if f.name not in ("normal", "voi", "post")]
+        names = [f.name for f in fields(cls) if f.name not in ("normal", "voi", "post", "scheduler")]
         kw = {k: type(getattr(cls, k))(cfg[k]) for k in names if k in cfg}
-        return cls(**kw, normal=describe(cfg).normal, voi=VoiOptions.from_config(cfg), post=dict(cfg)).replace(**changes)
+        return cls(**kw, normal=describe(cfg).normal, voi=VoiOptions.from_config(cfg), post=dict(cfg),
+                   scheduler=cfg.get("scheduler")).replace(**changes)
 
     def replace(self, **changes) -> "PredictSettings":
         """A copy with ``changes`` (field names, or the old keyword names ``low``/``high``/``normal_class``)."""
@@ -319,6 +335,89 @@ class PredictSettings:
         if unknown:
             raise TypeError(f"predict: unknown setting(s) {unknown}; expected {[f.name for f in fields(self)]}")
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Everything a batch needs besides its rows: small and picklable (it travels to Dask workers)."""
+    weights: tuple[str, ...]
+    classifiers: tuple[str, ...]     # several: the mean p(abnormal)
+    imgsz: int
+    batch: int
+    cls_imgsz: int
+    onnx: bool
+    device: str
+    tta: bool
+    conf: float
+    nms_iou: float
+    max_det: int
+    ens_iou: float
+    ens_skip: float
+    size: int | None
+    keep_ratio: bool
+    voi: object = None      # data_prep.voi.VoiOptions for DICOM sources (None: its defaults)
+    ens_conf_type: str = "avg"
+    ens_weights: tuple[float, ...] | None = None   # one per model (postprocess key ens_weights)
+
+
+def _load_models(spec: _Spec) -> tuple[list[Loaded], dict[int, str], list[Loaded]]:
+    models = [load_model(w, spec.imgsz, spec.batch, "detect", spec.onnx) for w in spec.weights]
+    names = _names(models[0])
+    for m in models[1:]:
+        if _names(m) != names:
+            raise ValueError(f"ensemble: {m.path} classes {_names(m)} differ from {models[0].path} classes {names}")
+    return models, names, _load_classifiers(spec)[0]
+
+
+def _load_classifiers(spec: _Spec) -> tuple[list, list[str] | None]:
+    """The classifiers of ``spec`` (ultralytics :class:`Loaded` or multi-label runners) and the
+    multi-label labels (None for normal/abnormal ones); mixing the two kinds is refused."""
+    clfs = [_multilabel_runner(c, spec.onnx, spec.device)
+            or load_model(c, spec.cls_imgsz, spec.batch, "classify", spec.onnx) for c in spec.classifiers]
+    ml = [c for c in clfs if not isinstance(c, Loaded)]
+    if ml and (len(ml) != len(clfs) or any(c.labels != ml[0].labels for c in ml)):
+        raise ValueError(f"classifiers {list(spec.classifiers)}: expected all normal/abnormal (ultralytics) or all "
+                         "multi-label with the same labels, to average them")
+    return clfs, (list(ml[0].labels) if ml else None)
+
+
+def _predict_rows(models: list[Loaded], names: dict[int, str], clfs: list[Loaded], rows: pd.DataFrame,
+                  spec: _Spec) -> tuple[list[pd.DataFrame], dict[str, float], list[str], dict[str, tuple]]:
+    """One batch of source rows -> (box tables, {image_id: p(abnormal)}, error lines,
+    {image_id: original (height, width)}). A failing image never stops the batch: it is listed."""
+    loaded, errs, tables, p_abn, sizes, paths = [], [], [], {}, {}, {}
+    for r in rows.itertuples():
+        paths[r.image_id] = r.path
+        try:
+            loaded.append((r.image_id, *load_image(r, spec.size, spec.keep_ratio, spec.voi)))
+        except Exception as e:  # one bad image never stops the batch; listed at the end
+            errs.append(_reason(r.path, e))
+    if not loaded:
+        return tables, p_abn, errs, sizes
+    flips = (False, True) if spec.tta else (False,)
+    vw = None if spec.ens_weights is None else [w for w in spec.ens_weights for _ in flips]
+
+    def fuse(views, hw):
+        return fuse_views(views, hw, spec.ens_iou, spec.ens_skip, spec.ens_conf_type, vw)
+
+    args = (models, clfs, spec.tta, spec.conf, spec.nms_iou, spec.max_det, spec.device, fuse)
+    try:
+        got = _predict_chunk(loaded, *args)
+    except Exception:  # find the image(s) at fault: one by one
+        got = []
+        for one in loaded:
+            try:
+                got += _predict_chunk([one], *args)
+            except Exception as e:
+                errs.append(_reason(paths[one[0]], e, "prediction failed"))
+    for iid, hw, v, p in got:
+        sizes[iid] = hw
+        if len(v.xyxy):
+            tables.append(make_boxes(iid, v.labels, [names.get(int(c), str(c)) for c in v.labels],
+                                     v.xyxy, score=v.scores))
+        if p is not None:
+            p_abn[iid] = p
+    return tables, p_abn, errs, sizes
 
 
 def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: str | os.PathLike,
@@ -341,13 +440,19 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     ``classifier`` may also be multi-label checkpoints / their ONNX (``train-cls
     cls_task=multilabel``): the probabilities table is then ``image_id`` + labels + ``abnormal``
     (p(abnormal) drives the 2-class filter, the label columns ``cls_fusion: multiply``); the table
-    is returned as ``attrs["cls_probs"]``."""
+    is returned as ``attrs["cls_probs"]``.
+
+    ``settings.scheduler`` ``local``/``tcp://host:port``: the batches run on a Dask cluster
+    (``settings.workers`` LocalCluster processes, see :func:`_predict_dask`); the same table."""
     if isinstance(settings, dict):
         settings = PredictSettings.from_config(settings)
     s = (settings or PredictSettings()).replace(**changes)
     tta, conf, nms_iou, max_det, imgsz, batch = s.tta, s.conf, s.nms_iou, s.max_det, s.imgsz, s.batch
     device, ens_iou, ens_skip, cls_imgsz, low, high = s.device, s.ens_iou, s.ens_skip, s.cls_imgsz, s.cls_low, s.cls_high
     normal_class, size, keep_ratio, voi_options, post = s.normal, s.size, s.keep_ratio, s.voi, s.post
+    from data_prep.cluster import check_scheduler
+
+    scheduler, workers = check_scheduler(s.scheduler), s.workers
     pc = post_mod.post_config({**(post or {}), "ens_iou": ens_iou, "ens_skip": ens_skip, "cls_low": low,
                                "cls_high": high})
     wlist = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
@@ -356,62 +461,37 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     if pc["ens_weights"] is not None and len(pc["ens_weights"]) != len(wlist):
         raise ValueError(f"ens_weights {pc['ens_weights']}: {len(pc['ens_weights'])} weight(s) for "
                          f"{len(wlist)} model(s)")
-    models = [load_model(w, imgsz, batch, "detect", onnx) for w in wlist]
-    names = _names(models[0])
-    for m in models[1:]:
-        if _names(m) != names:
-            raise ValueError(f"ensemble: {m.path} classes {_names(m)} differ from {models[0].path} classes {names}")
     clist = [] if not classifier else [classifier] if isinstance(classifier, (str, os.PathLike)) else list(classifier)
-    clfs = [_multilabel_runner(c, onnx, device) or load_model(c, cls_imgsz, batch, "classify", onnx) for c in clist]
-    ml = [c for c in clfs if not isinstance(c, Loaded)]
-    if ml and (len(ml) != len(clfs) or any(c.labels != ml[0].labels for c in ml)):
-        raise ValueError(f"classifiers {[str(c) for c in clist]}: expected all normal/abnormal (ultralytics) or all "
-                         "multi-label with the same labels, to average them")
+    spec = _Spec(tuple(str(w) for w in wlist), tuple(str(c) for c in clist), int(imgsz), int(batch),
+                 int(cls_imgsz), bool(onnx), str(device), bool(tta), float(conf), float(nms_iou), int(max_det),
+                 float(pc["ens_iou"]), float(pc["ens_skip"]), None if size is None else int(size), bool(keep_ratio),
+                 voi_options, str(pc["ens_conf_type"]),
+                 None if pc["ens_weights"] is None else tuple(pc["ens_weights"]))
+    if scheduler is None:
+        models, names, clfs = _load_models(spec)
+        ml = [c for c in clfs if not isinstance(c, Loaded)]
+        labels = list(ml[0].labels) if ml else None
+        chunk = min([batch] + [m.batch for m in models])
     rows = list_source(source, meta)
-    chunk = min([batch] + [m.batch for m in models])
     errs: list[str] = [] if errors is None else errors
     tables, p_abn, sizes = [], {}, {}
     t0 = time.perf_counter()
-    with tqdm(total=len(rows), desc="predict", unit="img") as bar:
-        for s in range(0, len(rows), chunk):
-            loaded = []
-            paths = {}
-            for r in rows.iloc[s:s + chunk].itertuples():
-                paths[r.image_id] = r.path
-                try:
-                    loaded.append((r.image_id, *load_image(r, size, keep_ratio, voi_options)))
-                except Exception as e:  # one bad image never stops the batch; listed at the end
-                    errs.append(_reason(r.path, e))
-            bar.update(len(rows.iloc[s:s + chunk]))
-            if not loaded:
-                continue
-            flips = (False, True) if tta else (False,)
-            vw = None if pc["ens_weights"] is None else [w for w in pc["ens_weights"] for _ in flips]
-
-            def fuse(views, hw):
-                return fuse_views(views, hw, pc["ens_iou"], pc["ens_skip"], pc["ens_conf_type"], vw)
-
-            try:
-                got = _predict_chunk(loaded, models, clfs, tta, conf, nms_iou, max_det, device, fuse)
-            except Exception:  # find the image(s) at fault: one by one
-                got = []
-                for one in loaded:
-                    try:
-                        got += _predict_chunk([one], models, clfs, tta, conf, nms_iou, max_det, device, fuse)
-                    except Exception as e:
-                        errs.append(_reason(paths[one[0]], e, "prediction failed"))
-            for iid, hw, v, p in got:
-                sizes[iid] = hw
-                if len(v.xyxy):
-                    tables.append(make_boxes(iid, v.labels, [names.get(int(c), str(c)) for c in v.labels],
-                                             v.xyxy, score=v.scores))
-                if p is not None:
-                    p_abn[iid] = p
+    if scheduler is not None:
+        labels = _predict_dask(spec, rows, scheduler, workers, tables, p_abn, errs, sizes)
+    else:
+        with tqdm(total=len(rows), desc="predict", unit="img") as bar:
+            for start in range(0, len(rows), chunk):
+                t, p, e, z = _predict_rows(models, names, clfs, rows.iloc[start:start + chunk], spec)
+                tables += t
+                p_abn.update(p)
+                errs += e
+                sizes.update(z)
+                bar.update(len(rows.iloc[start:start + chunk]))
     out = pd.concat(tables, ignore_index=True) if tables else empty_boxes()
-    probs = pd.DataFrame({"image_id": list(p_abn), "abnormal": list(p_abn.values())}) if clfs else None
-    if ml:  # multi-label: image_id + its labels + abnormal (averaged over the classifiers)
-        probs = pd.DataFrame([{"image_id": i, **dict(zip(ml[0].labels, map(float, p)))} for i, p in p_abn.items()],
-                             columns=["image_id", *ml[0].labels])
+    probs = pd.DataFrame({"image_id": list(p_abn), "abnormal": list(p_abn.values())}) if clist else None
+    if labels:  # multi-label: image_id + its labels + abnormal (averaged over the classifiers)
+        probs = pd.DataFrame([{"image_id": i, **dict(zip(labels, map(float, p)))} for i, p in p_abn.items()],
+                             columns=["image_id", *labels])
     hw = pd.DataFrame(list(sizes.values()), index=list(sizes), columns=["height", "width"]) if sizes else None
     out = post_mod.apply(out, probs, pc, normal_class, hw)
     if probs is not None:
@@ -447,6 +527,92 @@ def _multilabel_runner(classifier, onnx: bool, device: str):
     return load_runner(p, onnx, device)
 
 
+# ----------------------------------------------------------------------------- on a Dask cluster
+_WORKER_MODELS: dict[_Spec, tuple] = {}
+_WORKER_LOCK = threading.Lock()
+_WORKER_LOADS = [0]     # model loads in this process (worker_loads(): tests, and a check for users)
+
+
+def worker_loads() -> int:
+    """How many times this process loaded models for Dask tasks (``client.run(worker_loads)``)."""
+    return _WORKER_LOADS[0]
+
+
+def _worker_models(spec: _Spec) -> tuple:
+    """The models of ``spec`` in this worker process, loaded on its first batch and kept (keyed by
+    the weights paths and sizes, so a new run with other weights replaces them)."""
+    key = replace(spec, device="", tta=False, conf=0.0, nms_iou=0.0, max_det=0, ens_iou=0.0, ens_skip=0.0,
+                  size=0, keep_ratio=False, voi=None, ens_conf_type="", ens_weights=None)
+    with _WORKER_LOCK:
+        if key not in _WORKER_MODELS:
+            _WORKER_MODELS.clear()
+            _WORKER_MODELS[key] = _load_models(spec)
+            _WORKER_LOADS[0] += 1
+        return _WORKER_MODELS[key]
+
+
+def _predict_task(task: tuple[int, _Spec, list[dict]]) -> tuple:
+    """One batch on a Dask worker: -> (batch start, n images, box table or None, p(abnormal), error
+    lines, original sizes). Only these rows travel back; images are read and predicted on the worker."""
+    start, spec, records = task
+    rows = pd.DataFrame.from_records(records)
+    tables, p_abn, errs, sizes = _predict_rows(*_worker_models(spec), rows, spec)
+    return start, len(records), (pd.concat(tables, ignore_index=True) if tables else None), p_abn, errs, sizes
+
+
+def _predict_dask(spec: _Spec, rows: pd.DataFrame, scheduler: str, workers: int,
+                  tables: list, p_abn: dict, errs: list, sizes: dict) -> list[str] | None:
+    """Send batches of ``rows`` (the local path's batches, so ultralytics letterboxes them the
+    same) to the cluster; each worker loads the models once (:func:`_worker_models`). Weights and
+    image paths travel absolute; ``onnx`` exports happen here, once, before any task. The
+    classifiers are opened here first (refusing a mix of kinds before any task, as the local path
+    does) -> their multi-label labels, or None."""
+    from data_prep.cluster import dask_client, run_unordered
+    from detection.classifier import is_multilabel, load_checkpoint
+    from detection.train import resolve_model
+
+    labels = _load_classifiers(spec)[1] if spec.classifiers else None   # exports multi-label ONNX once
+
+    def absolute(w: str | None, what: str, imgsz: int) -> str | None:
+        if not w:
+            return None
+        p = Path(w) if Path(w).suffix == ".onnx" else Path(resolve_model(w, what))
+        if what == "classifier" and is_multilabel(p):
+            if spec.onnx:    # the ONNX detection.classify.load_runner exported above
+                p = p.with_name(f"{p.stem}_{int(load_checkpoint(p)['imgsz'])}.onnx")
+        elif spec.onnx and p.suffix == ".pt":
+            p = _onnx_cached(p, imgsz)            # exported once, here, not by every worker
+        if not p.is_file():
+            raise FileNotFoundError(f"{what} {w}: no such file")
+        return str(p.resolve())
+
+    ws = tuple(absolute(w, "weights", spec.imgsz) for w in spec.weights)
+    clfs = tuple(absolute(c, "classifier", spec.cls_imgsz) for c in spec.classifiers)
+    chunk = min([spec.batch] + [_onnx_input(w)[0] or spec.batch for w in ws if w.endswith(".onnx")])
+    spec = replace(spec, weights=ws, classifiers=clfs, onnx=False)
+    orig = rows["path"].tolist()
+    rows = rows.assign(path=[os.path.abspath(p) for p in orig])
+    back = dict(zip(rows["path"], orig))
+    tasks = ((s, spec, rows.iloc[s:s + chunk].to_dict("records")) for s in range(0, len(rows), chunk))
+    done: dict[int, tuple] = {}
+    with dask_client(scheduler, workers) as client, \
+            tqdm(total=len(rows), desc="predict (dask)", unit="img") as bar:
+        for start, n, table, p, e, z in run_unordered(client, _predict_task, tasks,
+                                                      in_flight=2 * max(1, len(client.nthreads()))):
+            done[start] = (table, p, e, z)
+            bar.update(n)
+    for start in sorted(done):     # batch order: the same table and error order as the local path
+        table, p, e, z = done[start]
+        if table is not None:
+            tables.append(table)
+        p_abn.update(p)
+        sizes.update(z)
+        for line in e:
+            path = line.split(": ", 1)[0]
+            errs.append(line.replace(path, back.get(path, path), 1))
+    return labels
+
+
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_predict(p: argparse.ArgumentParser) -> None:
     from data_prep.config import add_config_arguments
@@ -461,7 +627,7 @@ def add_arguments_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cls-probs-out", default=None, help="also write the classifier's probabilities table here "
                    "(image_id + labels + abnormal; reusable as postprocess --cls-probs)")
     p.add_argument("--onnx", action="store_true", help="export .pt weights to ONNX (cached beside them) and run those")
-    add_config_arguments(p, ["tta", "conf", "imgsz", "cls_low", "cls_high", "batch", "device"])
+    add_config_arguments(p, ["tta", "conf", "imgsz", "cls_low", "cls_high", "batch", "device", "scheduler"])
 
 
 def run_predict(args: argparse.Namespace) -> int:
