@@ -26,8 +26,6 @@ from data_prep.cluster import check_scheduler
 from data_prep.convert import ERRORS, META, convert_folder
 from detection.cli import main
 
-from test_dicom import make_ds, ramp, save, tfile  # noqa: E402  (tests/ is on sys.path under pytest)
-
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +45,7 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def dicoms(tmp_path_factory) -> Path:
+def dicoms(tmp_path_factory, tfile, make_ds, save, ramp) -> Path:
     """Three good DICOMs (one without extension, one in a subfolder) + three bad files."""
     src = tmp_path_factory.mktemp("dicoms")
     (src / "sub").mkdir()
