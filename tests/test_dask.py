@@ -181,6 +181,32 @@ def test_predict_on_cluster_equals_local_model_loaded_once_per_worker(pngs, mode
     assert cluster.run(P.worker_loads) == loads
 
 
+def test_predict_multilabel_classifier_on_cluster_equals_local(pngs, model, cluster, tmp_path):
+    """A multi-label classifier (timm checkpoint): the cluster gives the local probabilities table
+    (attrs["cls_probs"]) and the same fused boxes."""
+    from detection.classifier import ABNORMAL, FORMAT, build_model
+
+    labels = ["Aortic enlargement", "Atelectasis", ABNORMAL]
+    torch.manual_seed(0)
+    m = build_model("test_resnet", len(labels))
+    torch.save({"format": FORMAT, "arch": "test_resnet", "labels": labels, "imgsz": 32, "in_chans": 1, "mean": 0.5,
+                "std": 0.25, "state_dict": m.state_dict(), "epoch": 0, "val_auc": 0.5, "per_label_auc": {}},
+               tmp_path / "ml.pt")
+    kw = dict(PREDICT_KW, classifier=tmp_path / "ml.pt", low=0.0, high=1.0,
+              post={"cls_fusion": "multiply", "alpha": 1.0})
+    e_local, e_dask = [], []
+    a = P.predict(model, pngs, errors=e_local, **kw)
+    b = P.predict(model, pngs, errors=e_dask, scheduler=cluster.scheduler_info()["address"], **kw)
+    pa, pb = a.attrs["cls_probs"], b.attrs["cls_probs"]
+    assert list(pa.columns) == list(pb.columns) == ["image_id", *labels]
+    assert pa.image_id.tolist() == pb.image_id.tolist() == [f"p{i}" for i in range(5)]
+    np.testing.assert_allclose(pb[labels].to_numpy(), pa[labels].to_numpy(), atol=1e-6)
+    assert len(a) == len(b) > 5 and a.class_id.tolist() == b.class_id.tolist()
+    np.testing.assert_allclose(b.score, a.score, atol=1e-4)
+    np.testing.assert_allclose(b[XY], a[XY], atol=1e-4)
+    assert e_dask == e_local and len(e_local) == 1
+
+
 @pytest.mark.slow   # an ONNX export (~10 s CPU): in `make test-slow`
 def test_predict_onnx_on_cluster_equals_local_onnx(pngs, model, cluster, tmp_path):
     w = tmp_path / "m.pt"
