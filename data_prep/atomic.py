@@ -1,23 +1,31 @@
-"""Write-then-rename: nothing a stage writes is ever seen half-written.
+"""Write-then-rename: nothing a stage writes is ever seen half-written. The one module that renames.
 
 :func:`atomic_path` yields a temporary name beside the target (same folder, so the final
 ``os.replace`` is atomic on POSIX); the file is renamed into place only when the block succeeds and
-removed when it fails. :func:`write_csv` and :func:`write_text` are the two common uses.
+removed when it fails. :func:`write_csv`, :func:`write_text`, :func:`write_bytes` and
+:func:`copy_file` are its common uses; :func:`atomic_folder` does the same for a whole folder
+(built beside its final place, swapped in when complete), :func:`move` puts a finished file in
+place (a rename, or a copy then rename across file systems) and :func:`symlink` replaces a link.
+No other module calls ``os.replace``/``os.rename``/``Path.rename`` (a test checks).
 
-Temporary names are ``.<name>.<pid>.<random>.tmp``: a run killed mid-write leaves one behind, and
-the next write of the same target removes those whose process is gone (:func:`clean_stale`).
+Temporary names (files and folders) are ``.<name>.<pid>.<random>.tmp`` (:data:`TEMP_PATTERN`): a
+run killed mid-write leaves one behind; the next write of the same target removes those whose
+process is gone (:func:`clean_stale`), and a stage that writes many files into one folder (convert)
+clears the whole folder once at its start instead (:func:`clean_folder`, which also removes the
+``<name>.<pid>.tmp`` temps of earlier versions' PNG and meta writers).
 
 Also here, because they guard what is written: :func:`safe_name` (an image id -> a file name that
 cannot leave its folder), :func:`check_not_input` (no stage writes over its inputs) and
 :func:`folder_lock` (one writer per output folder; the holder is named, dead holders' locks are
-taken over). :func:`copy_file` puts a copy in place like :func:`write_text`; the process umask is
-read once, at import.
+taken over). The process umask is read once, at import, never set again.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -29,11 +37,15 @@ import pandas as pd
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside ``path`` (parents created); renamed to ``path`` on success."""
+def atomic_path(path: str | os.PathLike, clean: bool = True) -> Iterator[Path]:
+    """A temporary path beside ``path`` (parents created); renamed to ``path`` on success.
+
+    ``clean``: first remove the temps of ``path`` left by dead processes (:func:`clean_stale`, one
+    listing of the folder); off for a stage that called :func:`clean_folder` once at its start."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(path)
+    if clean:
+        clean_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -42,6 +54,56 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """An empty temporary folder beside ``path``; on success it takes the place of ``path`` (the old
+    folder, if any, is moved aside and then removed), on failure it is removed and ``path`` is
+    left as it was. Between the two renames ``path`` is briefly absent, never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        yield tmp
+        old = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def move(src: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Put the finished file ``src`` in place of ``path``: one rename on the same file system; else
+    a copy to a temporary name beside ``path``, renamed, then ``src`` removed."""
+    src, path = Path(src), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, path)
+    except OSError as e:
+        import errno
+
+        if e.errno != errno.EXDEV:
+            raise
+        copy_file(src, path)
+        src.unlink()
+    return path
+
+
+def symlink(target: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Make ``path`` a symbolic link to ``target``, replacing what is there in one rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)   # a no-op after the rename (the name is gone)
+    return path
 
 
 def pid_alive(pid: int) -> bool:
@@ -57,26 +119,59 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+TEMP_PATTERN = r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$"
+"""The temporary names of this module: ``.<name>.<pid>.<random>.tmp`` (``name``: the target's)."""
+_TMP = re.compile(TEMP_PATTERN)
+_OLD_TMP = re.compile(r"^[^.].*\.\d+\.tmp$")   # ``<name>.<pid>.tmp``: earlier versions' PNG/meta writers
 
 
 def clean_stale(path: str | os.PathLike) -> int:
-    """Remove the temporary files of ``path`` left by dead processes (``.<name>.<pid>.*.tmp``, and
-    the pid-less ``.<name>.*.tmp`` of older versions); return how many were removed."""
+    """Remove the temporary files (or folders) of ``path`` left by dead processes
+    (``.<name>.<pid>.*.tmp``, and the pid-less ``.<name>.*.tmp`` of older versions); return how
+    many were removed."""
     path = Path(path)
-    n = 0
     try:
         found = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
     except OSError:
         return 0
+    return sum(_remove_stale(t, path.name) for t in found)
+
+
+def clean_folder(folder: str | os.PathLike) -> int:
+    """:func:`clean_stale` for every target in ``folder`` at once (one listing): the temps of dead
+    processes, the pid-less ones of older versions and the ``<name>.<pid>.tmp`` of earlier
+    versions' writers (never made by this version, so stale whatever their pid). Returns how many
+    were removed."""
+    try:
+        found = [t for t in Path(folder).iterdir() if t.name.endswith(".tmp")]
+    except OSError:
+        return 0
+    n = 0
     for t in found:
-        m = _TMP.match(t.name)
-        if m and m["name"] == path.name and pid_alive(int(m["pid"])):
-            continue
-        if m is None or m["name"] == path.name:
-            t.unlink(missing_ok=True)
+        if t.name.startswith("."):
+            n += _remove_stale(t, None)
+        elif _OLD_TMP.match(t.name):
+            _remove(t)
             n += 1
     return n
+
+
+def _remove_stale(t: Path, name: str | None) -> int:
+    """Remove temp ``t`` (of target ``name``, or of any target) unless a live process owns it."""
+    m = _TMP.match(t.name)
+    if m and (name is None or m["name"] == name) and pid_alive(int(m["pid"])):
+        return 0
+    if m is None or name is None or m["name"] == name:
+        _remove(t)
+        return 1
+    return 0
+
+
+def _remove(t: Path) -> None:
+    if t.is_dir() and not t.is_symlink():
+        shutil.rmtree(t, ignore_errors=True)
+    else:
+        t.unlink(missing_ok=True)
 
 
 def glob_escape(name: str) -> str:
@@ -195,10 +290,15 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def write_bytes(path: str | os.PathLike, data: bytes, clean: bool = True) -> Path:
+    """``Path(path).write_bytes(data)`` through :func:`atomic_path` (``clean``: see there)."""
+    with atomic_path(path, clean=clean) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
 def copy_file(src: str | os.PathLike, path: str | os.PathLike) -> Path:
     """``shutil.copyfile(src, path)`` through :func:`atomic_path`."""
-    import shutil
-
     with atomic_path(path) as tmp:
         shutil.copyfile(src, tmp)
     return Path(path)

@@ -10,8 +10,10 @@
   (``center|width[|FUNCTION]``), ``voi_fallback`` (why the first choice was not used; empty when
   it was) and ``voi_options`` (the config's ``voi``/``window_index``/``stretch``, see
   :class:`data_prep.voi.VoiOptions`; a resume redoes images made with other options).
-* Crash safety: a PNG is encoded in memory, written to ``<id>.png.<pid>.tmp`` and renamed; once it
-  is in place its meta row is appended to ``DST/meta.partial.jsonl``. meta.csv is rewritten
+* Crash safety: a PNG is encoded in memory and written by :func:`data_prep.atomic.write_bytes`
+  (a hidden temp beside it, then renamed); once it is in place its meta row is appended to
+  ``DST/meta.partial.jsonl``; a run starts by removing the temps a killed one left
+  (:func:`data_prep.atomic.clean_folder`). meta.csv is rewritten
   (temp + rename) at the end from the old meta.csv + the partial rows, then the partial file is
   removed. A killed run therefore leaves only whole PNGs, and the next run skips every image
   whose PNG exists with a meta row of the expected PNG size, converts the rest and ends with a
@@ -38,7 +40,7 @@ import cv2
 import pandas as pd
 from tqdm import tqdm
 
-from data_prep.atomic import clean_stale, folder_lock, write_csv
+from data_prep.atomic import clean_folder, folder_lock, write_bytes, write_csv
 from data_prep.dicom import APPLIED_FIELDS, HEADER_FIELDS, output_size, read_dicom
 from data_prep.errors import InputError, check_output, reading
 from data_prep.voi import VoiOptions
@@ -137,14 +139,7 @@ def _write_png(img, path: Path) -> None:
     ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes(path, buf.tobytes(), clean=False)   # the folder's stale temps went at the start
 
 
 def _worker_init() -> None:
@@ -248,11 +243,7 @@ def convert_folder(src: str | os.PathLike, dst: str | os.PathLike, size: int | N
 
 def _convert_locked(src: Path, dst: Path, paths: list[Path], size, keep_ratio, workers, overwrite,
                     progress, options: VoiOptions, scheduler: str | None = None) -> ConvertResult:
-    for pattern in ("*.png.*.tmp", f"{META}.*.tmp", f"{ERRORS}.*.tmp"):   # left by a killed run
-        for stale in dst.glob(pattern):
-            stale.unlink(missing_ok=True)
-    for name in (META, ERRORS):   # the hidden temps of data_prep.atomic
-        clean_stale(dst / name)
+    clean_folder(dst)   # temps left by a killed run (PNGs, meta.csv, errors.csv)
 
     known = {} if overwrite else _read_meta(dst)
     result = ConvertResult(dst=dst)

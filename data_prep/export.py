@@ -38,8 +38,8 @@ image_id (the original image's name, not a file to open); each image also carrie
 1-based and stable across folds (the rank of the image_id in sorted order), annotation ids are
 1-based, ``category_id`` = ``class_id`` (0-based, as in the box table).
 
-Every file is written to a temporary name and renamed; the ``labels``, ``yolo`` and ``coco``
-folders are built beside their final place and swapped in whole, so a re-export never leaves
+The ``labels``, ``yolo`` and ``coco`` folders are built beside their final place and swapped in
+whole (:func:`data_prep.atomic.atomic_folder`), so a re-export never leaves half-written or
 stale files (labels of dropped images, folds beyond a new k).
 """
 from __future__ import annotations
@@ -47,7 +47,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,7 @@ import pandas as pd
 import yaml
 
 from data_prep import boxes as bx
+from data_prep.atomic import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +65,6 @@ def _names(class_names) -> dict[int, str]:
     if isinstance(class_names, dict):
         return {int(k): str(v) for k, v in sorted(class_names.items())}
     return {i: str(n) for i, n in enumerate(class_names)}
-
-
-def _swap_dir(tmp: Path, final: Path) -> None:
-    """Put the finished folder ``tmp`` in place of ``final`` (old one moved aside, then removed)."""
-    old = final.with_name(f".{final.name}.old.{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def _fresh_dir(final: Path) -> Path:
-    tmp = final.with_name(f".{final.name}.tmp.{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
 
 
 def label_path_for(png: str | os.PathLike) -> str:
@@ -176,32 +158,30 @@ def write_yolo(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
         log.warning("export: %d zero-area boxes (after clipping to the image) left out of the YOLO labels", n_dropped)
     per_image = lines.dropna().groupby(boxes["image_id"][lines.notna()]).agg("\n".join)
 
-    labels_tmp = _fresh_dir(out / "labels")
-    for image_id in images["image_id"]:
-        text = per_image.get(image_id, "")
-        (labels_tmp / f"{image_id}.txt").write_text(text + "\n" if text else "")
-    _swap_dir(labels_tmp, out / "labels")
+    with atomic_folder(out / "labels") as labels_tmp:
+        for image_id in images["image_id"]:
+            text = per_image.get(image_id, "")
+            (labels_tmp / f"{image_id}.txt").write_text(text + "\n" if text else "")
     cache = out / "labels.cache"      # ultralytics' label cache keys on file sizes only: drop it
     if cache.exists():
         cache.unlink()
 
     has_box = set(boxes["image_id"][lines.notna()])
-    yolo_tmp = _fresh_dir(out / "yolo")
-    ks = sorted(images["fold"].unique())
-    for k in ks:
-        train, val = _split(images, k, has_box, include_normal)
-        d = yolo_tmp / f"fold{k}"
-        d.mkdir()
-        (d / "train.txt").write_text("".join(p + "\n" for p in train["path"]))
-        (d / "val.txt").write_text("".join(p + "\n" for p in val["path"]))
-        data = {"path": str(out / "yolo" / f"fold{k}"), "train": "train.txt", "val": "val.txt",
-                "nc": len(names), "names": names}
-        if channels == 1:
-            data["channels"] = 1
-        (d / "data.yaml").write_text(
-            f"# cxrdet fold {k} of {len(ks)}: train = other folds ({len(train)} images), val = fold {k} "
-            f"({len(val)} images)\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    _swap_dir(yolo_tmp, out / "yolo")
+    with atomic_folder(out / "yolo") as yolo_tmp:
+        ks = sorted(images["fold"].unique())
+        for k in ks:
+            train, val = _split(images, k, has_box, include_normal)
+            d = yolo_tmp / f"fold{k}"
+            d.mkdir()
+            (d / "train.txt").write_text("".join(p + "\n" for p in train["path"]))
+            (d / "val.txt").write_text("".join(p + "\n" for p in val["path"]))
+            data = {"path": str(out / "yolo" / f"fold{k}"), "train": "train.txt", "val": "val.txt",
+                    "nc": len(names), "names": names}
+            if channels == 1:
+                data["channels"] = 1
+            (d / "data.yaml").write_text(
+                f"# cxrdet fold {k} of {len(ks)}: train = other folds ({len(train)} images), val = fold {k} "
+                f"({len(val)} images)\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     log.info("export: YOLO labels for %d images (%d boxes), %d folds in %s", len(images),
              len(boxes) - n_dropped, len(ks), out / "yolo")
     return {"labels": out / "labels", "data_yaml": [out / "yolo" / f"fold{k}" / "data.yaml" for k in ks],
@@ -247,15 +227,14 @@ def write_coco(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
     images, boxes, names = _prepare(images, boxes, folds, class_names)
     image_ids = {iid: n for n, iid in enumerate(images["image_id"], start=1)}
     has_box = set(boxes["image_id"])
-    tmp = _fresh_dir(out / "coco")
-    written = []
-    ks = sorted(images["fold"].unique())
-    for k in ks:
-        train, val = _split(images, k, has_box, include_normal)
-        for split, sub in (("train", train), ("val", val)):
-            d = coco_dict(sub, boxes, names, image_ids, description=f"cxrdet fold {k} {split}")
-            (tmp / f"fold{k}_{split}.json").write_text(json.dumps(d))
-            written.append(out / "coco" / f"fold{k}_{split}.json")
-    _swap_dir(tmp, out / "coco")
+    with atomic_folder(out / "coco") as tmp:
+        written = []
+        ks = sorted(images["fold"].unique())
+        for k in ks:
+            train, val = _split(images, k, has_box, include_normal)
+            for split, sub in (("train", train), ("val", val)):
+                d = coco_dict(sub, boxes, names, image_ids, description=f"cxrdet fold {k} {split}")
+                (tmp / f"fold{k}_{split}.json").write_text(json.dumps(d))
+                written.append(out / "coco" / f"fold{k}_{split}.json")
     log.info("export: COCO json for %d folds in %s", len(ks), out / "coco")
     return written

@@ -20,7 +20,7 @@ dataset's own file (the labels a multi-label classifier learns and ``cxrdet eval
 
 Label columns are in the dataset's own order (the description in ``data_prep/datasets``).
 :func:`read_label_table` reads a label table back (cells 0, 1 or empty) with row-named errors;
-probabilities tables are read by :func:`detection.postprocess.read_probs`.
+probabilities tables are read by :func:`data_prep.tables.read_probs`.
 """
 from __future__ import annotations
 

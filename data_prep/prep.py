@@ -40,7 +40,7 @@ import pandas as pd
 from data_prep.config import load_config
 from data_prep.datasets import DATASETS, describe
 from data_prep.tables import read_table  # noqa: F401 (re-exported: prep's tables are read with it)
-from data_prep.atomic import write_csv, write_text
+from data_prep.atomic import symlink, write_csv, write_text
 from data_prep.voi import VoiOptions
 
 log = logging.getLogger(__name__)
@@ -211,10 +211,7 @@ def _link_pngs(pngs: list[Path], images_dir: Path, meta_path: Path) -> dict:
         if link.is_symlink() and Path(os.readlink(link)) == target:
             pass
         else:
-            tmp = images_dir / f".{p.name}.{os.getpid()}.lnk"
-            tmp.unlink(missing_ok=True)
-            os.symlink(target, tmp)
-            os.replace(tmp, link)
+            symlink(target, link)
         rows.append((p.stem, h, w, h, w))
     if errors:
         log.warning("prep convert: %d unreadable PNG(s), e.g. %s", len(errors), errors[0])

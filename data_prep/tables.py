@@ -33,13 +33,15 @@ import pandas as pd
 
 from data_prep.atomic import write_csv
 from data_prep.boxes import as_box_table, as_image_table
-from data_prep.datasets.common import Dataset, read_meta  # noqa: F401 (read_meta: the meta reader)
-from data_prep.errors import reading
+from data_prep.datasets.common import Dataset, read_meta
+from data_prep.errors import InputError, reading
 
 log = logging.getLogger(__name__)
 
 STR_COLUMNS = {"image_id": str, "patient_id": str, "path": str, "rater": str, "class_name": str, "raters": str}
 BOX_FILE_COLUMNS = ["image_id", "class_id", "x_min", "y_min", "x_max", "y_max"]
+PRED_COLUMNS = BOX_FILE_COLUMNS + ["score"]
+_CONF_NAMES = ("confidence", "conf", "prob", "probability", "p")  # what a confidence column may be called
 FUSION_IOU = 0.4  # the competitions' truth: the radiologists' boxes fused by WBF at IoU 0.4
 
 
@@ -69,6 +71,10 @@ def read_boxes(path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected a box table "
                          f"({','.join(BOX_FILE_COLUMNS)}[,class_name,score,rater])")
+    return _box_table(df)
+
+
+def _box_table(df: pd.DataFrame) -> pd.DataFrame:
     if "class_name" not in df:
         df["class_name"] = df["class_id"].astype(str)
     for c in ("n_raters", "fold"):
@@ -77,12 +83,38 @@ def read_boxes(path) -> pd.DataFrame:
     return as_box_table(df)
 
 
-def read_predictions(path) -> pd.DataFrame:
-    """A prediction box table CSV (``score`` required) -> box table."""
-    if "score" not in columns(path):
-        raise ValueError(f"{path}: no column 'score'; expected a prediction box table "
-                         f"({','.join(BOX_FILE_COLUMNS)},score)")
-    return read_boxes(path)
+def read_predictions(path, class_names=None) -> pd.DataFrame:
+    """A prediction box table CSV -> box table, checked cell by cell: a missing column, a cell that
+    is not a finite number or a ``class_id`` that is not an integer (``3.0`` is) is one
+    :class:`~data_prep.errors.InputError` naming the file, line, column and value.
+    ``class_names`` ({id: name} or a list in id order): the names when the file has no
+    ``class_name`` (else the id as text)."""
+    cols = columns(path, "prediction box table")
+    missing = [c for c in PRED_COLUMNS if c not in cols]
+    if missing:
+        hint = ""
+        if "score" in missing:
+            conf = [c for c in cols if c.strip().lower() in _CONF_NAMES]
+            hint = " (no column 'score' for the confidence" + (
+                f"; is {conf[0]!r} the confidence? rename it to score)" if conf else ")")
+        raise InputError(path, f"missing column(s) {missing}{hint}; expected a prediction box table with "
+                               f"columns {PRED_COLUMNS} [+ class_name] (found {cols})")
+    df = read_table(path, "prediction box table")
+    for c in PRED_COLUMNS[1:]:
+        v = pd.to_numeric(df[c], errors="coerce")
+        bad = ~np.isfinite(v.to_numpy("float64", na_value=np.nan))
+        if c == "class_id":
+            bad = bad | (v.fillna(0) != np.round(v.fillna(0))).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            want = "an integer class id" if c == "class_id" else "a finite number"
+            raise InputError(f"{path} line {i + 2}", f"{c} {str(df[c].iloc[i])!r} is not {want}; expected {want} "
+                                                     f"({int(bad.sum())} such row(s))")
+        df[c] = v.astype("int64") if c == "class_id" else v.astype("float64")
+    if "class_name" not in df and class_names is not None:
+        names = dict(class_names) if isinstance(class_names, dict) else dict(enumerate(class_names))
+        df["class_name"] = [names.get(c, str(c)) for c in df["class_id"]]
+    return _box_table(df)
 
 
 def write_boxes(boxes: pd.DataFrame, path) -> Path:
@@ -104,6 +136,21 @@ def write_images(images: pd.DataFrame, path) -> Path:
     return write_csv(images, path)
 
 
+def read_sizes(meta) -> pd.DataFrame:
+    """Image sizes from an image table / DataFrame or a CSV path, as ``image_id, height, width``.
+
+    Accepts ``image_id,dim0,dim1`` (the VinBigData meta files: dim0 = rows = height) or
+    ``image_id,height,width`` (convert's meta.csv, the image table); ``patientId`` is taken as
+    the image id. Validated by :func:`data_prep.datasets.common.read_meta` (int64 sizes, one row
+    per image_id)."""
+    name = "image table" if isinstance(meta, pd.DataFrame) else str(meta)
+    if not isinstance(meta, pd.DataFrame):
+        with reading(meta, "meta table (image_id,height,width or image_id,dim0,dim1)"):
+            meta = pd.read_csv(meta, dtype={"image_id": str, "patientId": str})
+    df = read_meta(meta.rename(columns={"patientId": "image_id"}), name)
+    return df[["image_id", "height", "width"]].reset_index(drop=True)
+
+
 def read_folds(path) -> pd.DataFrame:
     """folds.csv -> ``image_id`` (str), ``fold`` (int64) (+ the other columns)."""
     df = read_table(path, "folds table (image_id,fold)")
@@ -118,14 +165,26 @@ def write_folds(folds: pd.DataFrame, path) -> Path:
     return write_csv(folds, path)
 
 
-def fold_images(folds, fold: int) -> list[str]:
-    """Image ids of fold ``fold`` of a folds table or folds.csv path (``ValueError`` if empty)."""
-    df = folds if isinstance(folds, pd.DataFrame) else read_folds(folds)
-    ids = df.loc[df["fold"] == int(fold), "image_id"].astype(str).tolist()
-    if not ids:
-        raise ValueError(f"{folds if not isinstance(folds, pd.DataFrame) else 'folds'}: fold {fold} has no image; "
-                         f"folds present {sorted(df['fold'].unique().tolist())}")
-    return ids
+def fold_rows(folds, fold=None) -> pd.DataFrame:
+    """``image_id, fold`` rows of a folds table or folds.csv path, restricted to ``fold`` (an int
+    or a list of ints) when given; a fold without images raises ``ValueError`` naming the folds
+    present."""
+    df = (folds if isinstance(folds, pd.DataFrame) else read_folds(folds))[["image_id", "fold"]]
+    if fold is None:
+        return df.reset_index(drop=True)
+    want = [int(fold)] if np.isscalar(fold) else [int(f) for f in fold]
+    present = sorted(df["fold"].unique().tolist())
+    for f in want:
+        if f not in present:
+            raise ValueError(f"{folds if not isinstance(folds, pd.DataFrame) else 'folds'}: fold {f} has no image; "
+                             f"folds present {present}")
+    return df[df["fold"].isin(want)].reset_index(drop=True)
+
+
+def fold_images(folds, fold) -> list[str]:
+    """Image ids of fold ``fold`` (an int or a list) of a folds table or folds.csv path
+    (``ValueError`` if a fold is empty)."""
+    return fold_rows(folds, fold)["image_id"].astype(str).tolist()
 
 
 # ----------------------------------------------------------------------------- probabilities
@@ -133,25 +192,26 @@ def read_probs(path, labels: list[str] | None = None) -> pd.DataFrame:
     """A probability table CSV -> ``image_id`` (str) + float64 columns, each in [0, 1].
 
     ``labels``: the columns that must be there (e.g. the dataset's class names + ``abnormal``).
-    Raises ``ValueError`` naming the file, line and column of a duplicated id or a bad value."""
-    with reading(path, "probability table"):
+    Raises :class:`~data_prep.errors.InputError` naming the file, line and column of a duplicated
+    id or a bad value."""
+    with reading(path, "probability table (image_id + one column per label)"):
         df = pd.read_csv(path, dtype={"image_id": str}, keep_default_na=False, na_values=[""])
     if "image_id" not in df:
-        raise ValueError(f"{path}: no column 'image_id'; expected image_id + one column per label")
+        raise InputError(path, "no column 'image_id'; expected image_id + one column per label (abnormal, ...)")
     missing = [c for c in labels or [] if c not in df]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected image_id,{','.join(labels)}")
+        raise InputError(path, f"missing column(s) {missing}; expected image_id,{','.join(labels)}")
     dup = df["image_id"].duplicated().to_numpy()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
-        raise ValueError(f"{path} line {i + 2}: image_id {df['image_id'].iloc[i]!r} is listed twice; "
+        raise InputError(f"{path} line {i + 2}", f"image_id {df['image_id'].iloc[i]!r} is listed twice; "
                          "expected one row per image")
-    for c in df.columns[1:]:
+    for c in df.columns.drop("image_id"):
         v = pd.to_numeric(df[c], errors="coerce").to_numpy("float64")
         bad = ~((v >= 0) & (v <= 1))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{path} line {i + 2}: {c} {str(df[c].iloc[i])!r}; expected a probability in [0, 1]")
+            raise InputError(f"{path} line {i + 2}", f"{c} {str(df[c].iloc[i])!r}; expected a probability in [0, 1]")
         df[c] = v
     df["image_id"] = df["image_id"].astype(str)
     return df.reset_index(drop=True)
@@ -212,25 +272,29 @@ def read_truth(path, dataset: Dataset, meta=None, fusion_iou: float = FUSION_IOU
     return images, boxes, use
 
 
-def select_images(images: pd.DataFrame, truth: pd.DataFrame, pred: pd.DataFrame, folds=None,
-                  fold: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The evaluated images: every image of ``images``, restricted to ``fold`` of ``folds`` (a
-    folds table or folds.csv) when given; ``truth``/``pred`` box tables limited to them."""
-    if (folds is None) != (fold is None):
-        raise ValueError("--folds and --fold go together")
+def select_images(images: pd.DataFrame, truth: pd.DataFrame, pred: pd.DataFrame, folds=None, fold=None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The evaluated images: every image of ``images`` (normals included), restricted to the images
+    of ``folds`` (a folds table or folds.csv; to ``fold``, an int or a list, when given too), with
+    their ``fold`` column (int64); ``truth``/``pred`` box tables limited to them."""
+    if fold is not None and folds is None:
+        raise ValueError("--fold needs --folds (folds.csv)")
     ids = images["image_id"].astype(str).tolist()
-    if fold is not None:
-        keep = set(fold_images(folds, fold))
-        missing = keep - set(ids)
+    fold_of = None
+    if folds is not None:
+        fdf = fold_rows(folds, fold)
+        fold_of = dict(zip(fdf["image_id"].astype(str), fdf["fold"]))
+        missing = set(fold_of) - set(ids)
         if missing:
-            log.warning("fold %d: %d image(s) of %s are not in the truth; left out", fold, len(missing),
+            log.warning("%d image(s) of %s are not in the truth; left out", len(missing),
                         folds if not isinstance(folds, pd.DataFrame) else "the folds table")
-        ids = [i for i in ids if i in keep]
-        log.info("fold %d: %d images", fold, len(ids))
+        ids = [i for i in ids if i in fold_of]
+        log.info("fold(s) %s: %d images", sorted(set(fdf["fold"])), len(ids))
     keep = set(ids)
     images = images[images["image_id"].astype(str).isin(keep)].reset_index(drop=True)
-    truth = truth[truth["image_id"].isin(keep)]
+    if fold_of is not None:
+        images["fold"] = images["image_id"].astype(str).map(fold_of).astype("int64")
     n_out = int((~pred["image_id"].isin(keep)).sum())
     if n_out:
         log.info("%d predicted box(es) on images outside the evaluated set ignored", n_out)
-    return images, truth, pred[pred["image_id"].isin(keep)]
+    return images, truth[truth["image_id"].isin(keep)], pred[pred["image_id"].isin(keep)]

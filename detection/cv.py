@@ -325,7 +325,8 @@ def predict_test(cfg: dict, weights: list[Path], classifiers: list[Path], test: 
     """Every fold model on ``test`` fused by WBF -> out/test_pred.csv (+ out/submission.csv)."""
     from data_prep.prep import files_stamp
     from detection.predict import predict
-    from detection.submission import FORMATS, read_prediction_table, submit
+    from data_prep.tables import read_predictions
+    from detection.submission import FORMATS, submit
 
     files = sorted(p for p in test.rglob("*") if p.is_file() and not p.name.startswith("."))
     fp = json.loads(json.dumps({"weights": [[str(w), file_stamp(w)] for w in weights],
@@ -349,7 +350,8 @@ def predict_test(cfg: dict, weights: list[Path], classifiers: list[Path], test: 
         fmt = cfg["dataset"]
         if fmt not in FORMATS:
             raise ValueError(f"dataset {fmt!r} has no Kaggle submission format (known: {sorted(FORMATS)})")
-        res["submission"] = str(submit(read_prediction_table(dst, fmt), sample, fmt, out / "submission.csv"))
+        pred = read_predictions(dst, describe(fmt).class_names())
+        res["submission"] = str(submit(pred, sample, fmt, out / "submission.csv"))
     return res
 
 

@@ -24,21 +24,17 @@ without findings.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import re
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from data_prep.atomic import atomic_path, write_text
-from data_prep import tables
 from data_prep.config import add_config_arguments, stage_config
 from data_prep.datasets import DEFAULT_DATASET, Dataset, describe
 from data_prep.errors import check_output
-from data_prep.tables import FUSION_IOU, read_truth
+from data_prep.tables import FUSION_IOU, read_truth, select_images
 from detection import metrics as M
+from detection.evaluate_out import (format_folds, format_image_level, format_table, plot_pr,  # noqa: F401
+                                     to_jsonable, write_json)
 from detection.raters import rater_baseline  # noqa: F401 (lives with the other radiologist scores)
 
 log = logging.getLogger(__name__)
@@ -87,21 +83,6 @@ def evaluate(truth_boxes: pd.DataFrame, pred_boxes: pd.DataFrame, images, metric
     return res
 
 
-def to_jsonable(res: dict) -> dict:
-    """The JSON part of a result: drops PR arrays and DataFrames, NaN -> null."""
-    def clean(v):
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, (np.integer,)):
-            return int(v)
-        if isinstance(v, (float, np.floating)):
-            return None if not np.isfinite(v) else float(v)
-        return v
-    return clean({k: v for k, v in res.items() if k not in ("pr", "per_image")})
-
-
 # ----------------------------------------------------------------------------- reading files
 def read_inputs(truth_path, pred_path, dataset: Dataset | str, meta=None, folds=None, fold=None
                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Dataset]:
@@ -110,55 +91,17 @@ def read_inputs(truth_path, pred_path, dataset: Dataset | str, meta=None, folds=
     Returns ``(images, truth, pred, dataset)``: ``images`` is the image table of the evaluated
     images (every image of the truth file, normals included, restricted to the images of ``folds``
     (to ``fold``, an int or a list, when given), with their ``fold`` column); ``truth``/``pred``
-    are box tables limited to those images; ``dataset`` is the description used (the configured
-    one, unless the truth file is another dataset's labels)."""
+    are box tables limited to those images (:func:`data_prep.tables.select_images`); ``dataset``
+    is the description used (the configured one, unless the truth file is another dataset's labels)."""
     from detection.submission import read_predictions
 
     if fold is not None and folds is None:
         raise ValueError("--fold needs --folds (folds.csv)")
     images, truth, ds = read_truth(truth_path, describe(dataset), meta)
     pred = read_predictions(pred_path, ds)
-    ids = images["image_id"].astype(str).tolist()
-    fold_of = None
-    if folds is not None:
-        fdf = read_folds(folds, fold)
-        fold_of = dict(zip(fdf["image_id"], fdf["fold"]))
-        missing = set(fold_of) - set(ids)
-        if missing:
-            log.warning("%d image(s) of %s are not in the truth; left out", len(missing), folds)
-        ids = [i for i in ids if i in fold_of]
-        log.info("fold(s) %s: %d images", sorted(set(fdf["fold"])), len(ids))
-    keep = set(ids)
-    images = images[images["image_id"].astype(str).isin(keep)].reset_index(drop=True)
-    truth = truth[truth["image_id"].isin(keep)]
-    n_out = int((~pred["image_id"].isin(keep)).sum())
-    if n_out:
-        log.info("%d predicted box(es) on images outside the evaluated set ignored", n_out)
-    kept = pred[pred["image_id"].isin(keep)]
-    if fold_of is not None:
-        images["fold"] = images["image_id"].astype(str).map(fold_of).astype("int64")
-    _warn_coverage(pred, ids, pred_path, fold if fold is not None else folds)
+    images, truth, kept = select_images(images, truth, pred, folds, fold)
+    _warn_coverage(pred, images["image_id"].astype(str).tolist(), pred_path, fold if fold is not None else folds)
     return images, truth, kept, ds
-
-
-def read_folds(folds, fold=None) -> pd.DataFrame:
-    """``image_id, fold`` rows of a folds.csv (:func:`data_prep.tables.read_folds`), restricted to
-    ``fold`` (an int or a list of ints) when given; a fold without images raises ``ValueError``
-    naming the folds present."""
-    df = tables.read_folds(folds)[["image_id", "fold"]]
-    if fold is None:
-        return df
-    want = [int(fold)] if np.isscalar(fold) else [int(f) for f in fold]
-    present = sorted(df["fold"].unique().tolist())
-    for f in want:
-        if f not in present:
-            raise ValueError(f"{folds}: fold {f} has no image; folds present {present}")
-    return df[df["fold"].isin(want)].reset_index(drop=True)
-
-
-def fold_images(folds, fold) -> list[str]:
-    """Image ids of fold ``fold`` (an int or a list) in a folds.csv (image_id,fold)."""
-    return read_folds(folds, fold)["image_id"].tolist()
 
 
 def _warn_coverage(pred: pd.DataFrame, ids: list[str], pred_path, fold) -> None:
@@ -209,71 +152,6 @@ def evaluate_files(truth_path, pred_path, meta=None, folds=None, fold=None, metr
             r = evaluate(truth, pred, part["image_id"].astype(str).tolist(), metric, iou_thr, dataset=ds)
             res["folds"].append({"fold": int(k), "n_images": int(len(part)), "score": r["mAP"]})
     return res
-
-
-# ----------------------------------------------------------------------------- outputs
-def format_table(res: dict) -> str:
-    """The per-class table and the summary line, as printed by the CLI."""
-    lines = [f"{'id':>3}  {'class':<22} {'truth':>7} {'pred':>8}  {'AP':>7}"]
-    for r in res["table"]:
-        ap = "   -   " if r["ap"] is None else f"{r['ap']:.4f}"
-        lines.append(f"{r['class_id']:>3}  {r['class_name'][:22]:<22} {r['n_truth']:>7} {r['n_pred']:>8}  {ap:>7}")
-    what = {"vinbigdata": f"mAP@{res.get('iou_thr', 0.4):g} (VOC all-point)",
-            "coco": f"AP@{res.get('iou_thr', 0.4):g} (COCO 101-point)",
-            "rsna": "RSNA score (mean TP/(TP+FP+FN), IoU 0.40:0.75)"}[res["metric"]]
-    lines.append(f"{what} over {res['n_images']} images: {res['mAP']:.4f}")
-    return "\n".join(lines)
-
-
-def format_folds(res: dict) -> str:
-    """The per-fold table (``res["folds"]``) and the pooled score below it."""
-    lines = [f"{'fold':>6} {'images':>7} {'score':>8}"]
-    for r in res["folds"]:
-        lines.append(f"{r['fold']:>6} {r['n_images']:>7} {r['score']:>8.4f}")
-    lines.append(f"{'pooled':>6} {res['n_images']:>7} {res['mAP']:>8.4f}")
-    return "\n".join(lines)
-
-
-def format_image_level(il: dict) -> str:
-    f = lambda v: "   -  " if v is None else f"{v:.4f}"  # noqa: E731
-    lines = [f"{'image-level':<24} {'n_pos':>6} {'AUC':>7} {'bestF1':>7} {'@thr':>7}"]
-    for name, d in list(il["per_class"].items()) + [("abnormal vs normal", il["abnormal"])]:
-        lines.append(f"{name[:24]:<24} {d['n_pos']:>6} {f(d['auc']):>7} {f(d['f1']):>7} {f(d['threshold']):>7}")
-    return "\n".join(lines)
-
-
-def write_json(res: dict, path) -> Path:
-    path = Path(path)
-    write_text(path, json.dumps(to_jsonable(res), indent=2) + "\n")
-    return path
-
-
-def plot_pr(res: dict, out_dir) -> list[Path]:
-    """One PNG per class with a PR curve: ``pr_<id>_<name>.png`` (raw curve + precision envelope)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ids = {r["class_name"]: r["class_id"] for r in res["table"]}
-    written = []
-    for name, pr in res.get("pr", {}).items():
-        fig, ax = plt.subplots(figsize=(4.5, 4), dpi=100)
-        rec, prec = np.concatenate([[0], pr["recall"]]), np.concatenate([[1], pr["precision"]])
-        env = np.maximum.accumulate(prec[::-1])[::-1]
-        ax.plot(rec, prec, lw=1, alpha=0.6, label="precision")
-        ax.step(rec, env, where="post", lw=1.5, label="envelope")
-        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
-               title=f"{name[:30]}  AP {res['per_class'].get(name) or 0:.3f}")
-        ax.legend(loc="lower left", fontsize=8)
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
-        p = out_dir / f"pr_{ids.get(name, 0):02d}_{slug}.png"
-        fig.tight_layout()
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        written.append(p)
-    return written
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -29,7 +29,7 @@ import pandas as pd
 
 from data_prep.atomic import atomic_path, write_text
 from data_prep.labels import ABNORMAL, label_columns, read_label_table
-from detection.postprocess import read_probs
+from data_prep.tables import read_probs
 
 log = logging.getLogger(__name__)
 

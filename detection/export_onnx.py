@@ -37,15 +37,10 @@ def export_onnx(weights: str | os.PathLike, imgsz: int = 512, out: str | os.Path
     if out is None:
         return made
     dst = Path(out)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     if made.resolve() != dst.resolve():
-        try:
-            os.replace(made, dst)
-        except OSError:  # across file systems: copy to a temp name beside dst, then rename
-            from data_prep.atomic import copy_file
+        from data_prep.atomic import move
 
-            copy_file(made, dst)
-            made.unlink()
+        move(made, dst)   # a rename; across file systems a copy to a temp beside dst, then a rename
     log.info("exported %s -> %s (imgsz %d)", src, dst, imgsz)
     return dst
 

@@ -49,6 +49,7 @@ import pandas as pd
 
 from data_prep.boxes import BOX_COLUMNS, COORDS, denormalize_xyxy, empty_boxes, make_boxes, normalize_xyxy
 from data_prep.datasets import DEFAULT_DATASET, describe
+from data_prep.tables import read_probs
 
 _DEFAULT_NORMAL = describe(DEFAULT_DATASET).normal  # (class_id, name) of the default dataset's normal class
 
@@ -186,35 +187,6 @@ def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, 
 
 
 # ----------------------------------------------------------------------------- probabilities
-def read_probs(path) -> pd.DataFrame:
-    """A probabilities table: ``image_id`` + one float column per label in [0, 1]."""
-    from data_prep.errors import reading
-
-    with reading(path, "probabilities table (image_id + one column per label)"):
-        df = pd.read_csv(path, dtype={"image_id": str})
-    return check_probs(df, str(path))
-
-
-def check_probs(df: pd.DataFrame, source: str = "probabilities") -> pd.DataFrame:
-    """Validate a probabilities table (rows counted as in the file: header = row 1)."""
-    from data_prep.errors import InputError
-
-    if "image_id" not in df:
-        raise InputError(source, "no image_id column; expected image_id + one column per label (abnormal, ...)")
-    dup = df["image_id"].duplicated()
-    if dup.any():
-        raise InputError(f"{source} row {int(np.flatnonzero(dup)[0]) + 2}", f"image_id {df['image_id'][dup].iloc[0]!r} "
-                         "appears twice; expected one row per image")
-    for c in df.columns.drop("image_id"):
-        v = pd.to_numeric(df[c], errors="coerce")
-        bad = v.isna() | (v < 0) | (v > 1)
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputError(f"{source} row {i + 2}",
-                             f"column {c!r} = {df[c].iloc[i]!r}; expected a probability in [0, 1]")
-    return df.astype({c: "float64" for c in df.columns.drop("image_id")}).assign(image_id=df["image_id"].astype(str))
-
-
 # ----------------------------------------------------------------------------- the steps on arrays
 @dataclass
 class Arrays:

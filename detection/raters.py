@@ -181,7 +181,8 @@ def rater_baseline(labels, meta, min_images: int = 500, iou_thr: float = 0.4,
 def run_per_rater(args, cfg: dict, metric: str, iou: float) -> int:
     """``cxrdet evaluate --per-rater`` (called by :func:`detection.evaluate.run_evaluate`)."""
     from data_prep.datasets import load
-    from detection.evaluate import fold_images, write_json
+    from data_prep.tables import fold_images
+    from detection.evaluate_out import write_json
     from detection.submission import read_predictions
 
     if not args.pred:

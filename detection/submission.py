@@ -26,16 +26,17 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from data_prep.atomic import check_not_input, write_csv
+from data_prep.atomic import atomic_path, check_not_input, move, write_csv
 from data_prep.errors import CSV_FIELD_LIMIT, InputError, check_output, reading
 from data_prep.boxes import BOX_COLUMNS, as_box_table, make_boxes, empty_boxes, validate_boxes, xywh_to_xyxy, xyxy_to_xywh
 from data_prep.datasets import Dataset, describe, normal_ids
+from data_prep.tables import columns, read_predictions as read_box_predictions, read_sizes
+from detection.submission_numbers import STR, fixed, join, snap_outward
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ NORMAL_STRING = f"{NORMAL_ID} 1 0 0 1 1"
 RSNA_SIZE = _RSNA.image_size
 RSNA_CLASS = _RSNA.classes[0]
 MAX_PRINTED = 20
-_STR = np.dtypes.StringDType()  # variable-width numpy strings: fast vectorised formatting
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -69,8 +69,6 @@ def read_predictions(path, dataset: Dataset | str) -> pd.DataFrame:
     """Predictions file -> box table: a submission CSV (``<id column>,PredictionString``, in the
     format of ``dataset``, or of the dataset whose id column the header names) or a prediction
     box table CSV (:func:`data_prep.tables.read_predictions`)."""
-    from data_prep.tables import columns, read_predictions as read_box_predictions
-
     cols = columns(path, "prediction table")
     if "PredictionString" in cols:
         ds = describe(dataset)
@@ -91,23 +89,6 @@ def read_predictions(path, dataset: Dataset | str) -> pd.DataFrame:
     return pred
 
 
-def read_sizes(meta) -> pd.DataFrame:
-    """Image sizes from an image table / DataFrame or a CSV path, as ``image_id, height, width``.
-
-    Accepts ``image_id,dim0,dim1`` (the VinBigData meta files: dim0 = rows = height) or
-    ``image_id,height,width`` (convert's meta.csv, the image table); ``patientId`` is taken as
-    the image id. Validated by :func:`data_prep.datasets.common.read_meta` (int64 sizes, one row
-    per image_id)."""
-    from data_prep.datasets.common import read_meta
-
-    name = "image table" if isinstance(meta, pd.DataFrame) else str(meta)
-    if not isinstance(meta, pd.DataFrame):
-        with reading(meta, "meta table (image_id,height,width or image_id,dim0,dim1)"):
-            meta = pd.read_csv(meta, dtype={"image_id": str, "patientId": str})
-    df = read_meta(meta.rename(columns={"patientId": "image_id"}), name)
-    return df[["image_id", "height", "width"]].reset_index(drop=True)
-
-
 def _sample_ids(sample) -> list[str]:
     """The image ids of a sample submission (path or DataFrame): its first column, in order."""
     if isinstance(sample, pd.DataFrame):
@@ -118,54 +99,6 @@ def _sample_ids(sample) -> list[str]:
     if df.shape[1] < 1:
         raise ValueError(f"sample submission {sample}: no columns")
     return df.iloc[:, 0].astype(str).tolist()
-
-
-def _num(values: np.ndarray, decimals: int) -> np.ndarray:
-    """``(N,)`` floats -> ``(N,)`` fixed-point strings rounded to ``decimals``, trailing zeros and a
-    bare '.' dropped (12.30 -> '12.3', 5.0 -> '5'), never exponent notation. Vectorised (np.strings)."""
-    q = 10 ** decimals
-    values = np.asarray(values, dtype="float64")
-    if values.size == 0:
-        return np.array([], dtype=_STR)
-    k = np.rint(values * q).astype("int64")
-    sign = np.where(k < 0, "-", "")
-    k = np.abs(k)
-    ip = np.strings.add(sign.astype(_STR), (k // q).astype(_STR))
-    if decimals == 0:
-        return ip
-    fp = np.strings.rstrip(np.strings.zfill((k % q).astype(_STR), decimals), "0")
-    return np.where(fp == "", ip, np.strings.add(np.strings.add(ip, "."), fp))
-
-
-def _join(*cols: np.ndarray) -> np.ndarray:
-    """Element-wise ``" ".join`` of equal-length string arrays."""
-    out = cols[0]
-    for c in cols[1:]:
-        out = np.strings.add(np.strings.add(out, " "), c)
-    return out
-
-
-def _snap(xyxy: np.ndarray, hw: np.ndarray | None, decimals: int) -> np.ndarray:
-    """Floor mins / ceil maxes onto the ``10**-decimals`` grid, keep at least one grid step of
-    size, clip to the image ``(N, 2)`` height/width when given (NaN = unknown). ``(N, 4)`` float64."""
-    q = 10.0 ** decimals
-    eps = 1e-6
-    b = np.empty_like(xyxy)
-    b[:, :2] = np.floor(xyxy[:, :2] * q + eps) / q
-    b[:, 2:] = np.ceil(xyxy[:, 2:] * q - eps) / q
-    step = 1.0 / q
-    lo = np.zeros((len(b), 2))
-    hi = np.full((len(b), 2), np.inf)
-    if hw is not None:
-        hi = np.where(np.isnan(hw[:, ::-1]), np.inf, np.floor(hw[:, ::-1] * q + eps) / q)  # (w, h)
-    for k in (0, 1):  # x then y
-        mn, mx = b[:, k], b[:, k + 2]
-        mn, mx = np.clip(mn, lo[:, k], hi[:, k]), np.clip(mx, lo[:, k], hi[:, k])
-        thin = mx - mn < step - eps  # a zero-size (or clipped flat) box: widen to one grid step
-        mx = np.where(thin, np.minimum(mn + step, hi[:, k]), mx)
-        mn = np.where(thin, np.maximum(mx - step, lo[:, k]), mn)
-        b[:, k], b[:, k + 2] = mn, mx
-    return np.round(b, decimals) + 0.0
 
 
 # ----------------------------------------------------------------------------- write
@@ -226,16 +159,16 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
         if n_unknown:
             log.warning("%d predicted box(es) on images of unknown size: clipped at 0 only", n_unknown)
 
-    xyxy = _snap(pred[["x_min", "y_min", "x_max", "y_max"]].to_numpy("float64"), hw, decimals)
-    conf = _num(pred["score"].to_numpy(), conf_decimals)
+    xyxy = snap_outward(pred[["x_min", "y_min", "x_max", "y_max"]].to_numpy("float64"), hw, decimals)
+    conf = fixed(pred["score"].to_numpy(), conf_decimals)
     if format == "vinbigdata":
         normal = pred["class_id"].to_numpy() == ds.normal_id
         xyxy[normal] = [0.0, 0.0, 1.0, 1.0]
-        parts = _join(pred["class_id"].to_numpy().astype(_STR), conf, *(_num(xyxy[:, k], decimals) for k in range(4)))
+        parts = join(pred["class_id"].to_numpy().astype(STR), conf, *(fixed(xyxy[:, k], decimals) for k in range(4)))
         empty = f"{ds.normal_id} 1 0 0 1 1"
     else:
         xywh = xyxy_to_xywh(xyxy)
-        parts = _join(conf, *(_num(xywh[:, k], decimals) for k in range(4)))
+        parts = join(conf, *(fixed(xywh[:, k], decimals) for k in range(4)))
         empty = ""
     strings: dict[str, str] = {}
     if len(pred):
@@ -509,24 +442,20 @@ def run_validate_submission(args) -> int:
 
 
 def submit(pred_boxes: pd.DataFrame, sample_csv, format: str, out, images=None, decimals: int = 1) -> Path:
-    """:func:`write_submission` to a staged name, :func:`validate_submission`, then rename to ``out``.
+    """:func:`write_submission` to a staged name beside ``out`` (:func:`data_prep.atomic.atomic_path`),
+    :func:`validate_submission`, then rename to ``out``.
 
     An invalid file is kept as ``<out>.invalid`` and ``ValueError`` names its first problems;
     ``out`` itself is only ever a validated submission, and the staged file never stays behind."""
     out = Path(out)
-    staged = out.with_name(f".{out.name}.unvalidated")
-    try:
+    with atomic_path(out) as staged:
         write_submission(pred_boxes, sample_csv, format, staged, images=images, decimals=decimals,
                          announce=False)
         problems = validate_submission(staged, sample_csv, format, images=images)
         if problems:
-            bad = out.with_name(out.name + ".invalid")
-            os.replace(staged, bad)
+            bad = move(staged, out.with_name(out.name + ".invalid"))
             raise ValueError(f"the written submission is invalid ({len(problems)} problem(s), kept as {bad}): "
                              + "; ".join(problems[:5]))
-        os.replace(staged, out)
-    finally:
-        staged.unlink(missing_ok=True)
     log.info("wrote %s: %d images, %d boxes", out, len(submission_ids(out)), len(pred_boxes))
     return out
 
@@ -544,48 +473,11 @@ def add_arguments_submit(parser) -> None:
     add_config_arguments(parser, ["dataset", "decimals"])
 
 
-PRED_COLUMNS = ["image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"]
-_CONF_NAMES = ("confidence", "conf", "prob", "probability", "p")
-
-
-def read_prediction_table(path, format: str) -> pd.DataFrame:
-    """A prediction box table CSV, checked column by column: every missing column and every cell
-    that is not what it should be is an :class:`InputError` naming the file, line and column.
-    ``class_name`` may be absent (taken from the format's class list); ``class_id`` may be
-    written as a float when it holds an integer (``3.0``)."""
-    with reading(path, "prediction box table"):
-        pred = pd.read_csv(path, dtype={"image_id": str, "class_name": str, "rater": str}, keep_default_na=False,
-                           na_values={c: [""] for c in PRED_COLUMNS[1:]})
-    missing = [c for c in PRED_COLUMNS if c not in pred.columns]
-    if missing:
-        hint = ""
-        conf = [c for c in pred.columns if str(c).strip().lower() in _CONF_NAMES]
-        if "score" in missing and conf:
-            hint = f" (is {conf[0]!r} the confidence? rename it to score)"
-        raise InputError(path, f"missing column(s) {missing}{hint}; expected a prediction box table with "
-                               f"columns {PRED_COLUMNS} [+ class_name] (found {list(pred.columns)})")
-    for c in PRED_COLUMNS[1:]:
-        v = pd.to_numeric(pred[c], errors="coerce")
-        bad = v.isna().to_numpy() | ~np.isfinite(v.to_numpy("float64", na_value=np.nan))
-        if c == "class_id":
-            bad = bad | (v.fillna(0) != np.round(v.fillna(0))).to_numpy()
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            want = "an integer class id" if c == "class_id" else "a finite number"
-            raise InputError(f"{path} line {i + 2}", f"{c} {str(pred[c].iloc[i])!r} is not {want}; expected {want} "
-                                                     f"({int(bad.sum())} such row(s))")
-        pred[c] = v.astype("int64") if c == "class_id" else v.astype("float64")
-    if "class_name" not in pred:
-        names = describe(format).class_names()
-        pred["class_name"] = [names.get(c, str(c)) for c in pred["class_id"]]
-    return pred
-
-
 def run_submit(args) -> int:
     args.format, cfg = _format_of(args)
     out = check_output(args.out, arg="--out")
     check_not_input(out, [args.pred, args.sample, args.meta])
-    pred = read_prediction_table(args.pred, args.format)
+    pred = read_box_predictions(args.pred, describe(args.format).class_names())
     submit(pred, args.sample, args.format, out, images=args.meta, decimals=int(cfg["decimals"]))
     print(f"{out}: {len(submission_ids(out))} images, {len(pred)} predicted rows, valid {args.format} submission")
     return 0

@@ -175,7 +175,7 @@ class Problem:
 def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg: dict | None = None) -> Problem:
     """Read truth, predictions, probabilities and folds once (``cxrdet evaluate``'s readers)."""
     from data_prep.datasets import DEFAULT_DATASET, describe
-    from data_prep.tables import read_folds, read_truth
+    from data_prep.tables import read_folds, read_probs, read_truth
     from detection.submission import read_predictions
 
     if metric not in ("vinbigdata", "rsna", "coco"):
@@ -193,7 +193,7 @@ def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg
     names = ds.names if ds.normal is not None else None
     normal_id = ds.normal_id
     tables = [read_predictions(p, ds) for p in (pred if isinstance(pred, (list, tuple)) else [pred])]
-    probs = PP.read_probs(cls_probs) if cls_probs is not None else None
+    probs = read_probs(cls_probs) if cls_probs is not None else None
     sizes = PP.image_sizes(meta)
     t = tboxes
     drop = None

@@ -591,7 +591,7 @@ def run_show(args) -> int:
         images = pd.DataFrame({"image_id": on_disk})
     ranked = None                       # which images a gallery is drawn from, said in its title
     if fold is not None:
-        from detection.evaluate import fold_images
+        from data_prep.tables import fold_images
 
         keep = set(fold_images(args.folds, fold))
         images = images[images["image_id"].astype(str).isin(keep)]

@@ -317,7 +317,7 @@ def test_cli_postprocess_with_config_file_and_overrides(tmp_path):
 
 def test_bad_probabilities_message_names_row_column_and_value(tmp_path):
     pd.DataFrame({"image_id": ["a", "b"], "abnormal": [0.2, "x"]}).to_csv(tmp_path / "p.csv", index=False)
-    with pytest.raises(ValueError, match=r"p.csv row 3: column 'abnormal' = 'x'"):
+    with pytest.raises(ValueError, match=r"p.csv line 3: abnormal 'x'; expected a probability in \[0, 1\]"):
         PP.read_probs(tmp_path / "p.csv")
 
 

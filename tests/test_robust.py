@@ -18,8 +18,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 import detection.predict as P
 from data_prep.atomic import LOCK, atomic_path, folder_lock, safe_name, write_csv
@@ -42,25 +40,6 @@ def one_error(capsys, stage: str) -> str:
     return lines[0]
 
 
-def write_dicom(path: Path, arr: np.ndarray, **elems) -> Path:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = uid = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, uid
-    ds.Modality, ds.PatientAge, ds.PixelSpacing = "DX", "045Y", [0.1, 0.1]
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for k, v in elems.items():
-        setattr(ds, k, v)
-    ds.PixelData = arr.astype("<u2").tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def patch_bytes(path: Path, old: bytes, new: bytes) -> None:
     b = path.read_bytes()
     assert b.count(old) == 1, old
@@ -73,10 +52,14 @@ def bright_square(h=64, w=80, seed=0) -> np.ndarray:
     return a
 
 
-def dicom_folder(root: Path, ids=("d0", "d1", "d2")) -> Path:
-    for k, i in enumerate(ids):
-        write_dicom(root / f"{i}.dcm", bright_square(seed=k))
-    return root
+@pytest.fixture
+def dicom_folder(write_dicom):
+    """``dicom_folder(root, ids=("d0", "d1", "d2")) -> root``: one bright-square DICOM per id."""
+    def make(root: Path, ids=("d0", "d1", "d2")) -> Path:
+        for k, i in enumerate(ids):
+            write_dicom(root / f"{i}.dcm", bright_square(seed=k))
+        return root
+    return make
 
 
 def sample_csv(path: Path, ids) -> Path:
@@ -90,7 +73,7 @@ def unknown_vr(path: Path, tag: bytes, vr: bytes) -> None:
 
 
 # ============================================================================= 1. nothing lost
-def test_predict_goes_on_past_an_unparsable_dicom_header(tmp_path, fake_models, capsys):
+def test_predict_goes_on_past_an_unparsable_dicom_header(tmp_path, fake_models, capsys, dicom_folder):
     src = dicom_folder(tmp_path / "dcm")
     unknown_vr(src / "d1.dcm", b"\x28\x00\x10\x00", b"US")   # Rows: pydicom NotImplementedError
     out = tmp_path / "p.csv"
@@ -103,7 +86,8 @@ def test_predict_goes_on_past_an_unparsable_dicom_header(tmp_path, fake_models, 
     assert sorted(pd.read_csv(out)["image_id"]) == ["d0", "d2"]
 
 
-def test_predict_goes_on_past_any_exception_of_one_image(bright_box_detector, tmp_path, fake_models, monkeypatch):
+def test_predict_goes_on_past_any_exception_of_one_image(bright_box_detector, tmp_path, fake_models, monkeypatch,
+                                                         dicom_folder, write_dicom):
     src = dicom_folder(tmp_path / "dcm", ("d0", "d1", "d2", "d3"))
     real = P.load_image
 
@@ -177,7 +161,7 @@ def _convert_cli(src, dst, size=48):
             "--workers", "1"]
 
 
-def test_convert_lock_names_the_holder_and_stale_locks_are_taken_over(tmp_path, capsys):
+def test_convert_lock_names_the_holder_and_stale_locks_are_taken_over(tmp_path, capsys, dicom_folder):
     src = dicom_folder(tmp_path / "dcm", ("d0", "d1"))
     dst = tmp_path / "png"
     with folder_lock(dst, "another convert"):
@@ -194,7 +178,7 @@ def test_convert_lock_names_the_holder_and_stale_locks_are_taken_over(tmp_path, 
     assert sorted(pd.read_csv(dst / "meta.csv")["image_id"]) == ["d0", "d1"]
 
 
-def test_two_concurrent_converts_into_one_folder_lose_no_meta_row(tmp_path):
+def test_two_concurrent_converts_into_one_folder_lose_no_meta_row(tmp_path, dicom_folder):
     a = dicom_folder(tmp_path / "a", [f"a{i}" for i in range(6)])
     b = dicom_folder(tmp_path / "b", [f"b{i}" for i in range(6)])
     dst = tmp_path / "png"
@@ -376,7 +360,7 @@ def test_non_utf8_inputs(vin_files, capsys, encoding, hint):
 
 
 # ============================================================================= 3. oddities speak
-def test_constant_image_and_garbage_header_fields_convert_with_a_warning(tmp_path, caplog):
+def test_constant_image_and_garbage_header_fields_convert_with_a_warning(tmp_path, caplog, write_dicom):
     src = tmp_path / "dcm"
     write_dicom(src / "flat.dcm", np.full((40, 50), 700))
     write_dicom(src / "age.dcm", bright_square())
@@ -396,7 +380,7 @@ def test_constant_image_and_garbage_header_fields_convert_with_a_warning(tmp_pat
 
 
 @pytest.mark.parametrize("size", ["100000", "8", "0", "-5"])
-def test_size_out_of_range_is_rejected_up_front(tmp_path, capsys, size):
+def test_size_out_of_range_is_rejected_up_front(tmp_path, capsys, size, dicom_folder):
     src = dicom_folder(tmp_path / "dcm", ("d0",))
     assert main(["convert", str(src), str(tmp_path / "png"), "--size", size]) == 2
     assert f"--size: {size} is not a PNG side in pixels; expected an integer from 32 to 8192" in \
@@ -445,7 +429,7 @@ def test_validate_without_meta_says_bounds_unchecked(vin_files, capsys):
     assert "not checked" not in capsys.readouterr().out
 
 
-def test_stale_hidden_temps_are_cleaned_on_the_next_run(tmp_path):
+def test_stale_hidden_temps_are_cleaned_on_the_next_run(tmp_path, dicom_folder):
     src = dicom_folder(tmp_path / "dcm", ("d0",))
     dst = tmp_path / "png"
     dst.mkdir()
@@ -492,7 +476,7 @@ def test_table_cells_that_are_not_numbers_and_json_that_is_not_json(vin_files, c
                              "a,3,Cardiomegaly,10,10,50,50,0.5\na,3,Cardiomegaly,ten,10,50,50,0.5\n")
     assert main(["evaluate", "--metric", "vinbigdata", "--truth", v["labels"], "--meta", v["meta"],
                  "--pred", str(d / "p.csv")]) == 2
-    assert "box table row 1: x_min 'ten' is not a number; expected a number (1 such row(s))" in \
+    assert "p.csv line 3: x_min 'ten' is not a finite number; expected a finite number (1 such row(s))" in \
         one_error(capsys, "evaluate")
     (tmp_path / "b.json").write_text('{"mAP": 0.3,')
     with pytest.raises(InputError, match=r"b.json: not valid JSON \(Expecting property name .* line 1"):
