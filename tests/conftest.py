@@ -156,6 +156,16 @@ def _save_dicom(ds: Dataset, path) -> str:
     return str(path)
 
 
+def _write_dicom(path: Path, arr: np.ndarray, **elems) -> Path:
+    """A 16-bit file, 12 bits stored, MONOCHROME2, PatientAge 045Y, PixelSpacing 0.1 (``elems``
+    override or add elements); its folder is made."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_dicom(_make_ds(np.asarray(arr).astype("<u2"), bits=12,
+                         **{"PatientAge": "045Y", "PixelSpacing": [0.1, 0.1], **elems}), path)
+    return path
+
+
 def _ramp(h: int = 40, w: int = 1000, top: int = 1000) -> np.ndarray:
     """Columns 0..top-ish, every row the same: uint16 (h, w)."""
     return np.tile(np.linspace(0, top, w).round().astype(np.uint16), (h, 1))
@@ -195,6 +205,12 @@ def make_ds():
 def save():
     """``save(ds, path) -> str``: write a DICOM file (File Meta enforced)."""
     return _save_dicom
+
+
+@pytest.fixture(scope="session")
+def write_dicom():
+    """``write_dicom(path, arr, **elements) -> path``: a 12-bit DX file with age and pixel spacing."""
+    return _write_dicom
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,9 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from data_prep import dicom as dcm
 from data_prep.dicom import DicomReadError, read_dicom
@@ -76,44 +75,39 @@ def ref_render(stored: np.ndarray, spec: dict, stretch: str = "minmax") -> np.nd
 
 
 # ----------------------------------------------------------------------------- hand-built files
-def build(raw: np.ndarray, bits: int, signed: bool = False, mono1: bool = False, windows=(),
-          function: str | None = None, slope=None, intercept=None, luts=(), mlut=None) -> Dataset:
-    """An uncompressed dataset: ``raw`` (uint16/int16 words as written), windows ``[(c, w)]``,
-    VOI LUTs made by :func:`lut`, Modality LUT ``(first, entries, bits)``."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = uid = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SecondaryCaptureImageStorage, uid, "DX"
-    ds.Rows, ds.Columns = raw.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1" if mono1 else "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
-    ds.PixelRepresentation = int(signed)
-    if windows:
-        ds.WindowCenter = [c for c, _ in windows] if len(windows) > 1 else windows[0][0]
-        ds.WindowWidth = [w for _, w in windows] if len(windows) > 1 else windows[0][1]
-    if function:
-        ds.VOILUTFunction = function
-    if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    items = []
-    for descriptor, vr, data in luts:
-        item = Dataset()
-        item.add_new(0x00283002, "US", descriptor)
-        item.add_new(0x00283006, vr, data)
-        items.append(item)
-    if items:
-        ds.VOILUTSequence = Sequence(items)
-    if mlut is not None:
-        item = Dataset()
-        item.add_new(0x00283002, "US", [len(mlut[1]), mlut[0], mlut[2]])
-        item.ModalityLUTType = "US"
-        item.add_new(0x00283006, "US", list(mlut[1]))
-        ds.ModalityLUTSequence = Sequence([item])
-    ds.PixelData = raw.astype("<u2" if not signed else "<i2").tobytes()
-    return ds
+@pytest.fixture(scope="session")
+def build(make_ds):
+    """``build(raw, bits, signed=False, mono1=False, windows=(), function=None, slope=None,
+    intercept=None, luts=(), mlut=None)``: the conftest dataset (:func:`make_ds`) of ``raw``
+    (uint16/int16 words as written), windows ``[(c, w)]``, VOI LUTs made by :func:`lut`, Modality
+    LUT ``(first, entries, bits)``."""
+    def make(raw: np.ndarray, bits: int, signed: bool = False, mono1: bool = False, windows=(),
+             function: str | None = None, slope=None, intercept=None, luts=(), mlut=None) -> Dataset:
+        ds = make_ds(raw.astype("<u2" if not signed else "<i2"), "MONOCHROME1" if mono1 else "MONOCHROME2", bits,
+                     PixelRepresentation=int(signed))
+        if windows:
+            ds.WindowCenter = [c for c, _ in windows] if len(windows) > 1 else windows[0][0]
+            ds.WindowWidth = [w for _, w in windows] if len(windows) > 1 else windows[0][1]
+        if function:
+            ds.VOILUTFunction = function
+        if slope is not None:
+            ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        items = []
+        for descriptor, vr, data in luts:
+            item = Dataset()
+            item.add_new(0x00283002, "US", descriptor)
+            item.add_new(0x00283006, vr, data)
+            items.append(item)
+        if items:
+            ds.VOILUTSequence = Sequence(items)
+        if mlut is not None:
+            item = Dataset()
+            item.add_new(0x00283002, "US", [len(mlut[1]), mlut[0], mlut[2]])
+            item.ModalityLUTType = "US"
+            item.add_new(0x00283006, "US", list(mlut[1]))
+            ds.ModalityLUTSequence = Sequence([item])
+        return ds
+    return make
 
 
 def lut(first: int, bits: int, entries, layout: str = "US") -> tuple:
@@ -220,7 +214,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_hand_built_files_match_the_standard(name, tmp_path, caplog):
+def test_hand_built_files_match_the_standard(name, tmp_path, caplog, build):
     raw, kwargs, spec, opts, kind, fallback = CASES[name]
     path = tmp_path / f"{name}.dcm"
     build(raw, **kwargs).save_as(path, enforce_file_format=True)
@@ -240,13 +234,8 @@ def test_hand_built_files_match_the_standard(name, tmp_path, caplog):
 
 
 # ----------------------------------------------------------------------------- the issue's examples
-def save(ds, path) -> str:
-    ds.save_as(path, enforce_file_format=True)
-    return str(path)
-
-
 @pytest.mark.parametrize("stretch", ["minmax", "window"])
-def test_negative_rescale_slope_with_window_is_not_inverted(stretch, tmp_path):
+def test_negative_rescale_slope_with_window_is_not_inverted(stretch, tmp_path, build, save):
     """BitsStored 12, slope -1, intercept 4095, window 2048/2400: stored [0, 1000, 3000, 4095]
     are 4095, 3095, 1095, 0 after the rescale; C.11.2.1.2.1 gives 255, 238.84, 26.25, 0."""
     raw = np.array([[0, 1000, 3000, 4095]])
@@ -259,7 +248,7 @@ def test_negative_rescale_slope_with_window_is_not_inverted(stretch, tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["one entry per word", "two entries per word"])
-def test_8bit_voi_lut_with_4096_entries(layout, tmp_path):
+def test_8bit_voi_lut_with_4096_entries(layout, tmp_path, build, save):
     """A 4096-entry 8-bit LUT v -> v // 16 maps [0, 255, 256, 4095] to [0, 15, 16, 255] (C.11.2.1.1),
     whether its entries fill 16-bit words or are packed two per word."""
     ds = build(np.array([[0, 255, 256, 4095]]), 12,
@@ -268,7 +257,7 @@ def test_8bit_voi_lut_with_4096_entries(layout, tmp_path):
     assert img.tolist() == [[0, 15, 16, 255]] and header["voi"] == "lut"
 
 
-def test_window_width_0_falls_back_with_a_warning(tmp_path, caplog):
+def test_window_width_0_falls_back_with_a_warning(tmp_path, caplog, build, save):
     ds = build(R12, 12, windows=[(2048, 0), (1000, 500)])
     path = save(ds, tmp_path / "w0.dcm")
     with caplog.at_level(logging.WARNING, logger="data_prep.dicom"):
@@ -280,7 +269,7 @@ def test_window_width_0_falls_back_with_a_warning(tmp_path, caplog):
 
 
 # ----------------------------------------------------------------------------- MONOCHROME1 (issue 20)
-def test_monochrome1_is_inverted_after_a_clipping_window(tmp_path):
+def test_monochrome1_is_inverted_after_a_clipping_window(tmp_path, build, save):
     """Stored 0..4095 in MONOCHROME1 with window 1000/400 (LINEAR edges 799.5 and 1198.5):
     values below the window are WHITE (window -> 0, inverted -> 255), values above BLACK. Inverting
     the stored values before the window would window stored 2896..3295 instead."""
@@ -390,7 +379,7 @@ def test_lookup_table_and_pixelwise_chain_equal_the_reference(name):
 
 
 # ----------------------------------------------------------------------------- the 8-bit range on a block grid
-def test_range_of_a_non_square_shrink_uses_row_major_blocks(tmp_path):
+def test_range_of_a_non_square_shrink_uses_row_major_blocks(tmp_path, build, save):
     """A 32 x 64 image of stored values v = 0, 1000, 1000, 1000, 2500, 2500, 2500, 4000 (top to
     bottom, each on 4 rows), read at keep-ratio 32 -> 16 x 32 (a 2x shrink). The 16-bit rows are
     u = v / 4000 * 65535 = 0, 16384, 40959, 65535; the 8-bit range is taken on 4 x 4 blocks of the
@@ -422,7 +411,7 @@ def test_config_keys_default_to_todays_output():
         VoiOptions(stretch="max")
 
 
-def test_convert_records_the_voi_and_redoes_images_made_with_other_options(tmp_path, caplog):
+def test_convert_records_the_voi_and_redoes_images_made_with_other_options(tmp_path, caplog, build, save):
     import pandas as pd
 
     from data_prep.convert import convert_folder
@@ -456,7 +445,7 @@ def test_convert_records_the_voi_and_redoes_images_made_with_other_options(tmp_p
     assert (dst / "both.png").read_bytes() != before
 
 
-def test_predict_and_show_read_dicoms_with_the_options(tmp_path):
+def test_predict_and_show_read_dicoms_with_the_options(tmp_path, build, save):
     from types import SimpleNamespace
 
     from detection.predict import load_image

@@ -63,34 +63,17 @@ def mutate(data: bytes, rng: np.random.Generator, hot: int | None = None) -> byt
     return bytes(b)
 
 
-def _seed_dicoms(tmp: Path) -> list[bytes]:
+def _seed_dicoms(tmp: Path, make_ds, save) -> list[bytes]:
     """Small valid DICOMs: two made here (16-bit MONOCHROME1 with a window, 8-bit with a rescale)
     and pydicom's own small files (explicit/implicit VR, big endian, RLE, JPEG 2000, JPEG-LS)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
     out = []
     for k, (dtype, photo, extra) in enumerate([
             ("<u2", "MONOCHROME1", {"WindowCenter": "800", "WindowWidth": "1200", "PatientAge": "045Y",
                                     "PixelSpacing": [0.2, 0.2]}),
             ("u1", "MONOCHROME2", {"RescaleSlope": "2", "RescaleIntercept": "-10", "ViewPosition": "PA"})]):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = uid = generate_uid()
-        ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SecondaryCaptureImageStorage, uid, "DX"
         arr = np.random.default_rng(k).integers(0, 4000 if dtype == "<u2" else 255, (24, 20)).astype(dtype)
-        ds.Rows, ds.Columns = arr.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photo
-        ds.BitsAllocated = arr.dtype.itemsize * 8
-        ds.BitsStored = 12 if dtype == "<u2" else 8
-        ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, 0
-        for key, v in extra.items():
-            setattr(ds, key, v)
-        ds.PixelData = arr.tobytes()
         p = tmp / f"seed{k}.dcm"
-        ds.save_as(p, enforce_file_format=True)
+        save(make_ds(arr, photo, 12 if dtype == "<u2" else 8, **extra), p)
         out.append(p.read_bytes())
     for name in ("MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm",
                  "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"):
@@ -100,8 +83,8 @@ def _seed_dicoms(tmp: Path) -> list[bytes]:
     return out
 
 
-def test_mutated_dicoms_give_an_image_or_a_dicom_read_error(tmp_path):
-    seeds = _seed_dicoms(tmp_path)
+def test_mutated_dicoms_give_an_image_or_a_dicom_read_error(tmp_path, make_ds, save):
+    seeds = _seed_dicoms(tmp_path, make_ds, save)
     assert len(seeds) >= 2
     rng = np.random.default_rng(2026)
     outcomes = {"image": 0, "DicomReadError": 0}

@@ -2,36 +2,11 @@
 # Re-trains weights/vinbig_phantom_multilabel.pt (weights/README.md) from scratch, fully offline, on CPU.
 # Usage: bash weights/train_multilabel_phantom.sh [WORKDIR] [N_IMAGES]   (needs ../shared/data/vinbigdata)
 # CX / PY may point at another cxrdet / python (default: the project's .venv).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-WORK=${1:-runs/multilabel_phantom}
-N=${2:-800}
-SHARED=${SHARED:-../shared/data/vinbigdata}
-PY=${PY:-.venv/bin/python}
-CX=${CX:-.venv/bin/cxrdet}
-export YOLO_OFFLINE=1
-mkdir -p "$WORK"
+source "$(dirname "$0")/phantom_common.sh"
+phantom_setup runs/multilabel_phantom 800 ../shared/data/vinbigdata "$@"
 # 1. real labels minus the demo's embedded images (data_prep/data/: the demo never sees these
 #    phantoms), 75 % abnormal, a seed of its own (2027) so the set differs from the detector's
-$PY - "$SHARED" "$WORK" "$N" <<'PY'
-import sys, numpy as np, pandas as pd
-from pathlib import Path
-shared, work, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-if (work / "labels.csv").is_file():
-    sys.exit(0)
-df = pd.read_csv(shared / "train.csv.gz")
-meta = pd.read_csv(shared / "train_meta.csv.gz")
-demo = set(pd.read_csv("data_prep/data/vinbigdata_subset_train.csv")["image_id"])
-df = df[~df["image_id"].isin(demo)]
-normal = df.groupby("image_id")["class_id"].apply(lambda s: (s == 14).all())
-rng = np.random.default_rng(2027)
-n_ab = int(round(0.75 * n))
-ids = list(rng.choice(sorted(normal.index[~normal]), n_ab, replace=False)) + \
-      list(rng.choice(sorted(normal.index[normal]), n - n_ab, replace=False))
-df[df["image_id"].isin(ids)].to_csv(work / "labels.csv", index=False)
-meta[meta["image_id"].isin(ids)].to_csv(work / "meta.csv", index=False)
-print(f"{len(ids)} images ({n_ab} abnormal) -> {work}/labels.csv")
-PY
+vinbig_subset 2027 0.75 keep
 # 2. phantoms at those real boxes (all go to train; the held-out set is fold 0 of prep's folds)
 [ -f "$WORK/data/train.csv" ] || nice $CX synth vinbigdata "$WORK/data" --labels "$WORK/labels.csv" \
     --meta "$WORK/meta.csv" --n "$N" --n-test 0 --size 1024 --seed 12

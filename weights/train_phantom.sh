@@ -1,32 +1,10 @@
 #!/usr/bin/env bash
 # Re-trains the shipped weights (weights/README.md) from scratch, fully offline.
 # Usage: bash weights/train_phantom.sh [WORKDIR] [N_IMAGES]   (needs ../shared/data/vinbigdata)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-WORK=${1:-runs/phantom}
-N=${2:-640}
-SHARED=${SHARED:-../shared/data/vinbigdata}
-CX=.venv/bin/cxrdet
-export YOLO_OFFLINE=1
-mkdir -p "$WORK"
+source "$(dirname "$0")/phantom_common.sh"
+phantom_setup runs/phantom 640 ../shared/data/vinbigdata "$@"
 # 1. real labels minus the demo's embedded images, 70% abnormal
-.venv/bin/python - "$SHARED" "$WORK" "$N" <<'PY'
-import sys, numpy as np, pandas as pd
-from pathlib import Path
-shared, work, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-df = pd.read_csv(shared / "train.csv.gz")
-meta = pd.read_csv(shared / "train_meta.csv.gz")
-demo = set(pd.read_csv("data_prep/data/vinbigdata_subset_train.csv")["image_id"])
-df = df[~df["image_id"].isin(demo)]
-normal = df.groupby("image_id")["class_id"].apply(lambda s: (s == 14).all())
-rng = np.random.default_rng(2026)
-n_ab = int(round(0.7 * n))
-ids = list(rng.choice(sorted(normal.index[~normal]), n_ab, replace=False)) + \
-      list(rng.choice(sorted(normal.index[normal]), n - n_ab, replace=False))
-df[df["image_id"].isin(ids)].to_csv(work / "labels.csv", index=False)
-meta[meta["image_id"].isin(ids)].to_csv(work / "meta.csv", index=False)
-print(f"{len(ids)} images ({n_ab} abnormal) -> {work}/labels.csv")
-PY
+vinbig_subset 2026 0.7
 # 2. phantoms at those real boxes (all images go to train; the held-out set is fold 0)
 [ -f "$WORK/data/train.csv" ] || $CX synth vinbigdata "$WORK/data" --labels "$WORK/labels.csv" --meta "$WORK/meta.csv" --n "$N" --n-test 0 --size 1024 --seed 11
 # 3. PNGs, fused boxes, folds, YOLO dataset

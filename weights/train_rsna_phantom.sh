@@ -1,16 +1,10 @@
 #!/usr/bin/env bash
 # Re-trains the shipped RSNA phantom detector (weights/README.md) from scratch, fully offline.
 # Usage: bash weights/train_rsna_phantom.sh [WORKDIR] [N_PATIENTS]   (needs ../shared/data/rsna)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-WORK=${1:-runs/rsna_phantom}
-N=${2:-400}
-SHARED=${SHARED:-../shared/data/rsna}
-CX=.venv/bin/cxrdet
-export YOLO_OFFLINE=1
-mkdir -p "$WORK"
+source "$(dirname "$0")/phantom_common.sh"
+phantom_setup runs/rsna_phantom 400 ../shared/data/rsna "$@"
 # 1. real labels minus the demo's embedded patients, 60% positive
-.venv/bin/python - "$SHARED" "$WORK" "$N" <<'PY'
+$PY - "$SHARED" "$WORK" "$N" <<'PY'
 import sys, numpy as np, pandas as pd
 from pathlib import Path
 shared, work, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
