@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cxrdet-installed
 DATASET ?= vinbigdata
 export YOLO_OFFLINE := 1
 
-.PHONY: setup test test-slow demo browser bench clean mutation
+.PHONY: setup test test-slow test-all demo browser bench clean mutation
 
 # Idempotent: re-runs pip only when pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -23,9 +23,13 @@ setup: $(STAMP)
 test: setup
 	$(PY) -m pytest -q -m "not slow" --timeout=900
 
-# Longer training tests, if any are marked `slow` (pytest exits 5 when none is collected).
+# The tests marked `slow` (whole cv runs, Dask clusters with models in every worker, the demo, the
+# headless-Chromium pages): each takes 10-100 s. CI runs them after the default suite (.ci/run).
 test-slow: setup
-	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+	$(PY) -m pytest -q -m slow --timeout=1800 || [ $$? -eq 5 ]
+
+# Both, as CI runs them.
+test-all: test test-slow
 
 demo: setup
 	$(VENV)/bin/cxrdet demo $(DATASET)

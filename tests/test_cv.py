@@ -45,6 +45,7 @@ def cv_run(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- outputs of one run
+@pytest.mark.slow   # shares one 3-fold cv run (~40 s alone)
 def test_every_prepared_image_predicted_once_by_its_own_fold(cv_run):
     folds, oof, cv = cv_run["folds"], cv_run["oof"], cv_run["cv"]
     assert cv["oof"]["n_images"] == len(folds) == 18 and cv["missing"] == []
@@ -69,6 +70,7 @@ def test_every_prepared_image_predicted_once_by_its_own_fold(cv_run):
     assert (boxes.y_max <= boxes.image_id.map(im.height) + 1e-6).all()
 
 
+@pytest.mark.slow   # shares one 3-fold cv run (~40 s alone)
 def test_cv_json_layout(cv_run):
     cv, prep = cv_run["cv"], cv_run["prep"]
     assert set(cv) >= {"metric", "oof", "folds", "baseline"} and cv["metric"] == "vinbigdata"
@@ -83,6 +85,7 @@ def test_cv_json_layout(cv_run):
 
 
 
+@pytest.mark.slow   # shares one 3-fold cv run (~40 s alone)
 def test_baseline_is_the_radiologists_on_the_same_images(cv_run, tmp_path):
     base, data, prep = cv_run["cv"]["baseline"], cv_run["root"] / "vin", cv_run["prep"]
     assert base["n_images"] == 18 and base["min_images"] == 3 and base["raters"]
@@ -97,6 +100,7 @@ def test_baseline_is_the_radiologists_on_the_same_images(cv_run, tmp_path):
     assert read and base["mAP"] == pytest.approx(sum(read) / len(read))
 
 
+@pytest.mark.slow   # shares one 3-fold cv run (~40 s alone)
 def test_score_equals_cxrdet_evaluate_on_oof(cv_run, capsys, tmp_path):
     prep, out, cv = cv_run["prep"], cv_run["out"], cv_run["cv"]
     j = tmp_path / "m.json"
@@ -130,6 +134,7 @@ def test_score_equals_cxrdet_evaluate_on_oof(cv_run, capsys, tmp_path):
     assert [f["score"] for f in m3["folds"]] == [cv["folds"][0]["score"], cv["folds"][2]["score"]]
 
 
+@pytest.mark.slow   # shares one 3-fold cv run (~40 s alone)
 def test_fold_ensemble_submission_is_valid(cv_run):
     from detection.submission import validate_submission
 
@@ -151,6 +156,7 @@ def _stamps(out: Path) -> dict:
                                              out / "submission.csv")}
 
 
+@pytest.mark.slow   # shares one 3-fold cv run (~40 s alone)
 def test_second_run_reuses_every_fold_and_rewrites_identical_files(cv_run, capsys):
     out, root = cv_run["out"], cv_run["root"]
     before = _stamps(out)
@@ -187,6 +193,7 @@ def _run_with_train_txt(cv_run, text: str, capsys, keep_stamp: bool) -> tuple[in
         os.utime(train_txt, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+@pytest.mark.slow   # shares one 3-fold cv run (~40 s alone)
 def test_a_leaked_training_list_stops_the_run_naming_the_image(cv_run, capsys):
     prep, out, folds = cv_run["prep"], cv_run["out"], cv_run["folds"]
     held = folds.image_id[folds.fold == 0].iloc[2]
@@ -242,6 +249,7 @@ def test_bad_fold_selection_is_one_line(make_prep, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- a killed run
+@pytest.mark.slow   # trains twice (~25 s alone)
 def test_killed_training_resumes_and_never_leaves_a_half_written_oof(make_prep, tiny_cfg, tmp_path):
     from detection.cv import cross_validate
 

@@ -150,6 +150,7 @@ def test_convert_relative_paths_name_files_as_given(dicoms, tmp_path, cluster, m
     assert all(p.startswith(f"{rel}/") for p in errs["path"]) and not errs["error"].str.contains(str(dicoms)).any()
 
 
+@pytest.mark.slow   # starts its own LocalCluster through the CLI
 def test_cli_convert_with_a_local_cluster(dicoms, tmp_path, capsys):
     """``--scheduler local`` starts (and stops) its own LocalCluster: same files, exit status 1."""
     assert main(["convert", str(dicoms), str(tmp_path / "local"), "--size", "48", "--workers", "1"]) == 1
@@ -161,6 +162,7 @@ def test_cli_convert_with_a_local_cluster(dicoms, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- predict
+@pytest.mark.slow   # loads torch models in every worker
 def test_predict_on_cluster_equals_local_model_loaded_once_per_worker(pngs, model, cluster):
     addr = cluster.scheduler_info()["address"]
     e_local, e_dask = [], []
@@ -181,6 +183,7 @@ def test_predict_on_cluster_equals_local_model_loaded_once_per_worker(pngs, mode
     assert cluster.run(P.worker_loads) == loads
 
 
+@pytest.mark.slow   # loads torch models in every worker
 def test_predict_multilabel_classifier_on_cluster_equals_local(pngs, model, cluster, tmp_path):
     """A multi-label classifier (timm checkpoint): the cluster gives the local probabilities table
     (attrs["cls_probs"]) and the same fused boxes."""
@@ -274,6 +277,7 @@ def cli_cluster(tmp_path):
             f.close()
 
 
+@pytest.mark.slow   # starts `dask scheduler` + `dask worker` processes
 def test_dask_scheduler_and_worker_commands_give_the_local_outputs(cli_cluster, dicoms, pngs, model, tmp_path,
                                                                    capsys):
     rc_local = main(["convert", str(dicoms), str(tmp_path / "local"), "--size", "64", "--workers", "1"])

@@ -16,6 +16,7 @@ def _shipped(dataset: str) -> bool:
 
 
 @pytest.mark.parametrize("dataset", ["vinbigdata", "rsna"])
+@pytest.mark.slow   # the whole demo: synth, prep, train, predict, tune, report
 def test_demo_end_to_end_small(tmp_path, dataset):
     if not _shipped(dataset):
         pytest.fail(f"shipped weights for {dataset} are missing from weights/ (see weights/README.md)")

@@ -221,6 +221,7 @@ def _displayed(drv, sel):
 
 
 @pytest.mark.browser
+@pytest.mark.slow   # drives headless Chromium
 def test_page_in_headless_chromium(ex, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys

@@ -130,6 +130,7 @@ def _chromium(args: list[str], profile) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (`make browser` installs it; CI does)")
+@pytest.mark.slow   # drives headless Chromium
 def test_report_renders_in_headless_chromium(rep, tmp_path):
     page = tmp_path / "report_check.html"
     page.write_text(rep["html"].replace("</body>", CHECK_JS + "</body>"), encoding="utf-8")
