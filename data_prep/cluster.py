@@ -4,7 +4,8 @@ Config key ``scheduler`` (flag ``--scheduler``):
 
 * ``null`` (default): this machine, a local process pool of ``workers`` processes;
 * ``local``: a Dask ``LocalCluster`` of ``workers`` single-threaded worker processes, bound to
-  127.0.0.1, without a dashboard (the same machine, through Dask: a check of the cluster path);
+  127.0.0.1, without a dashboard (the same machine, through Dask: a check of the cluster path),
+  with Dask's diagnostics that cost CPU time slowed down (:data:`LOCAL_CONFIG`);
 * ``tcp://host:port``: an existing Dask cluster (``dask scheduler`` + ``dask worker``, dask-jobqueue,
   ...). Its workers must import the same cxrdet and see the input and output folders under the
   same paths as this client (a shared file system): tasks carry absolute paths and return only
@@ -28,6 +29,19 @@ LOCAL = "local"
 CONNECT_TIMEOUT = "30s"      # waiting for an existing scheduler to answer
 _ADDRESS = re.compile(r"tcp://[^\s/:]+:\d{1,5}")
 
+# Dask settings of the LocalCluster (scheduler=local). The defaults serve the dashboard, which is
+# not started here, and on 2 cores they cost the images' CPU time: bench/convert.py measured the
+# cluster's processes at ~205 ms of CPU per image against ~125 ms in the process pool, ~50 ms of it
+# in the workers' other threads while a task runs; with these settings, see bench/convert.py.
+# A cluster started by hand takes the same keys from its environment (README, More than one machine).
+LOCAL_CONFIG = {
+    "distributed.worker.profile.enabled": False,           # a stack sample of the task every 10 ms
+    "distributed.admin.tick.interval": "1s",                # event-loop check, every 20 ms per process
+    "distributed.worker.memory.monitor-interval": "1s",     # RSS poll for spill/pause/kill, 100 ms
+    "distributed.admin.system-monitor.interval": "5s",      # CPU/memory/network/disk poll, 500 ms
+}
+LOCAL_SCHEDULER = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+
 
 def check_scheduler(value: Any) -> str | None:
     """``None``/``"null"``/``""`` -> None; ``"local"``; ``"tcp://host:port"``; anything else is a
@@ -45,7 +59,10 @@ def check_scheduler(value: Any) -> str | None:
 def dask_client(scheduler: str, workers: int = 2):
     """A ``distributed.Client`` for ``scheduler`` (``local`` or ``tcp://host:port``), closed (with
     its LocalCluster) on exit. LocalCluster workers are processes with one thread each, on
-    127.0.0.1, no dashboard; Dask's nanny gives them ``OMP_NUM_THREADS=1`` (and MKL/OpenBLAS)."""
+    127.0.0.1, no dashboard; Dask's nanny gives them ``OMP_NUM_THREADS=1`` (and MKL/OpenBLAS).
+    The scheduler serves its HTTP routes (health, metrics) even without a dashboard, by default on
+    port 8787 (dask/distributed#7207): here on a free port of 127.0.0.1 instead."""
+    import dask
     from distributed import Client, LocalCluster
 
     scheduler = check_scheduler(scheduler)
@@ -53,8 +70,10 @@ def dask_client(scheduler: str, workers: int = 2):
         raise ValueError("dask_client: scheduler is null (the local process pool needs no client)")
     if scheduler == LOCAL:
         n = max(1, int(workers))
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+        with dask.config.set(LOCAL_CONFIG), \
+                LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address=None, scheduler_kwargs=LOCAL_SCHEDULER,
+                             silence_logs=logging.WARNING) as cluster, \
                 Client(cluster) as client:
             log.info("Dask LocalCluster: %d worker process(es) at %s", n, cluster.scheduler_address)
             yield client
@@ -78,6 +97,19 @@ def n_threads(client) -> int:
         return max(1, sum(client.nthreads().values()))
     except Exception:  # noqa: BLE001 - a sizing hint only
         return 1
+
+
+def batch_size(n_items: int, threads: int, most: int = 4) -> int:
+    """Items per task for ``n_items`` short tasks on ``threads`` worker threads: up to ``most``
+    (fewer tasks: less of the scheduler's and the network's cost per task), but at least ~16
+    tasks per thread, so that the progress bar advances and no thread waits long at the end."""
+    return max(1, min(most, n_items // (max(1, threads) * 16)))
+
+
+def batches(items: list, size: int) -> list[list]:
+    """``items`` cut into consecutive lists of ``size`` (the last one shorter)."""
+    size = max(1, int(size))
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def run_unordered(client, fn: Callable, items: Iterable, in_flight: int | None = None) -> Iterator:

@@ -301,9 +301,10 @@ def _run(tasks: list, workers: int, scheduler: str | None = None):
     if workers <= 1 or len(tasks) <= 1:
         yield from map(convert_one, tasks)
         return
+    from data_prep.cluster import batch_size
     # Small chunks: an image costs ~50-150 ms, a pool hand-off ~0.1 ms; big chunks leave one worker
     # idle at the end (JPEG 2000 files cost ~2x an uncompressed one).
-    chunk = max(1, min(4, len(tasks) // (workers * 16)))
+    chunk = batch_size(len(tasks), workers)
     # One OpenCV thread in every worker. It must be set HERE, before the fork: cv2.setNumThreads in
     # a forked child waits forever on the parent's thread pool (seen: pthread_cond_destroy).
     threads = cv2.getNumThreads()
@@ -315,16 +316,18 @@ def _run(tasks: list, workers: int, scheduler: str | None = None):
         cv2.setNumThreads(threads)
 
 
-def _convert_remote(task: tuple) -> tuple[str, dict | None, str | None]:
-    """:func:`convert_one` on a Dask worker (one OpenCV thread, like the pool's workers)."""
+def _convert_remote(tasks: list[tuple]) -> list[tuple[str, dict | None, str | None]]:
+    """:func:`convert_one` on a Dask worker for a batch of files (one OpenCV thread, like the
+    pool's workers); each file gets its own row or error."""
     _worker_init()
-    return convert_one(task)
+    return [convert_one(t) for t in tasks]
 
 
 def _run_dask(tasks: list, workers: int, scheduler: str):
-    """One task per file on a Dask cluster; paths travel absolute (the workers' working folder is
-    not ours) and come back as given, so errors.csv names files as the local path does."""
-    from data_prep.cluster import dask_client, run_unordered
+    """Batches of files (:func:`data_prep.cluster.batch_size`) on a Dask cluster; paths travel
+    absolute (the workers' working folder is not ours) and come back as given, so errors.csv
+    names files as the local path does."""
+    from data_prep.cluster import batch_size, batches, dask_client, n_threads, run_unordered
 
     given = {}
     remote = []
@@ -333,9 +336,11 @@ def _run_dask(tasks: list, workers: int, scheduler: str):
         given[a] = src
         remote.append((a, os.path.abspath(png), *rest))
     with dask_client(scheduler, workers) as client:
-        for path, row, err in run_unordered(client, _convert_remote, remote):
-            orig = given.get(path, path)
-            yield orig, row, (err.replace(path, orig) if err is not None else None)
+        size = batch_size(len(remote), n_threads(client))
+        for results in run_unordered(client, _convert_remote, batches(remote, size)):
+            for path, row, err in results:
+                orig = given.get(path, path)
+                yield orig, row, (err.replace(path, orig) if err is not None else None)
 
 
 # ----------------------------------------------------------------------------- CLI

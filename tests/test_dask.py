@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import detection.predict as P
-from data_prep.cluster import check_scheduler
+from data_prep.cluster import LOCAL_CONFIG, batch_size, batches, check_scheduler, dask_client
 from data_prep.convert import ERRORS, META, convert_folder
 from detection.cli import main
 
@@ -159,6 +159,71 @@ def test_cli_convert_with_a_local_cluster(dicoms, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("converted 3, skipped 0 (already done), errors 3") == 2
     _same_convert_outputs(tmp_path / "local", tmp_path / "dask")
+
+
+def test_convert_batches_keep_a_row_or_an_error_per_file(dicoms, tmp_path, cluster, monkeypatch):
+    """Three files per task: a bad file inside a batch gets its own error row and the rest of its
+    batch is written, as on the local path."""
+    import data_prep.cluster as C
+
+    asked, sent = [], []
+    monkeypatch.setattr(C, "batch_size", lambda n, threads, most=4: asked.append((n, threads)) or 3)
+    real = C.run_unordered
+
+    def spy(client, fn, items, in_flight=None):
+        items = list(items)
+        sent.append([[Path(t[0]).name for t in batch] for batch in items])
+        yield from real(client, fn, items, in_flight)
+
+    monkeypatch.setattr(C, "run_unordered", spy)
+    local = convert_folder(dicoms, tmp_path / "local", size=64, workers=1, progress=False)
+    dask = convert_folder(dicoms, tmp_path / "dask", size=64, scheduler=cluster.scheduler_info()["address"],
+                          progress=False)
+    assert asked == [(6, 2)]
+    assert sent == [[["ct.dcm", "nopix.dcm", "truncated.dcm"], ["zero.dcm", "cr", "mr.dicom"]]]   # good + bad in each
+    assert (dask.n_converted, len(dask.errors)) == (local.n_converted, len(local.errors)) == (3, 3)
+    assert sorted(dask.errors) == sorted(local.errors)
+    _same_convert_outputs(tmp_path / "local", tmp_path / "dask")
+
+
+def test_batch_sizes_and_cuts():
+    assert batch_size(200, 2) == 4          # 200 // 32 = 6, at most 4
+    assert batch_size(64, 2) == 2 and batch_size(63, 2) == 1 and batch_size(6, 2) == 1
+    assert batch_size(0, 2) == 1 and batch_size(100, 0) == 4 and batch_size(10_000, 8, most=16) == 16
+    assert batches(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert batches([], 3) == [] and batches([1, 2], 0) == [[1], [2]]
+
+
+def test_local_cluster_listens_on_loopback_only_and_leaves_8787_alone():
+    """scheduler=local: every listening socket of the client and its workers is on 127.0.0.1, the
+    scheduler's HTTP routes do not try port 8787 (taken here), and the workers run with
+    LOCAL_CONFIG (no stack sampling)."""
+    import socket
+    import warnings
+
+    import dask
+    import psutil
+
+    blocker = socket.socket()
+    try:
+        blocker.bind(("127.0.0.1", 8787))
+        blocker.listen()
+    except OSError:                 # already taken by someone else: just as good
+        pass
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with dask_client("local", 1) as client:
+                procs = [psutil.Process(), *psutil.Process().children(recursive=True)]
+                listening = [c.laddr for p in procs for c in p.net_connections("inet")
+                             if c.status == psutil.CONN_LISTEN and c.laddr.port != 8787]
+                settings = client.run(lambda: {k: dask.config.get(k) for k in LOCAL_CONFIG})
+        assert len(listening) >= 3     # scheduler (comm + HTTP), nanny, worker
+        assert {a.ip for a in listening} == {"127.0.0.1"}
+        assert not [str(w.message) for w in caught if "8787" in str(w.message)]
+        assert list(settings.values()) == [LOCAL_CONFIG]
+    finally:
+        blocker.close()
 
 
 # ----------------------------------------------------------------------------- predict
