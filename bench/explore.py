@@ -31,7 +31,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bar in the printed fig
 
 from data_prep.boxes import make_boxes  # noqa: E402
 from data_prep.datasets import describe  # noqa: E402
-from detection.explore import build_explorer  # noqa: E402
+from detection.explore import ExploreSettings, build_explorer  # noqa: E402
 
 N_IMAGES, N_TRUTH, N_PRED = 3000, 30_000, 70_000
 N_CLASSES = len(describe("vinbigdata").classes)
@@ -116,8 +116,9 @@ def main() -> int:
         t0 = time.perf_counter()
         src, images, truth, pred = make_data(root)
         t1 = time.perf_counter()
-        res = build_explorer(images, truth, [("pred.csv", pred)], src, root / "explore", metric="vinbigdata",
-                             normal_class=None, title="bench: 3,000 images, 100,000 boxes")
+        res = build_explorer(images, truth, [("pred.csv", pred)], src, root / "explore",
+                             ExploreSettings(metric="vinbigdata", normal_class=None,
+                                             title="bench: 3,000 images, 100,000 boxes"))
         t2 = time.perf_counter()
         size = (root / "explore" / "data.js").stat().st_size / 1e6
         per = pd.concat([truth, pred])["image_id"].value_counts()

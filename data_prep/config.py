@@ -9,22 +9,26 @@
   :func:`add_config_arguments` and reads the merged dict with :func:`stage_config`;
 * ``key=value`` pairs on the command line (values parsed as YAML), highest.
 
+A stage function takes the merged dict, or a small frozen settings dataclass made from it
+(:class:`StageSettings`: ``ReportSettings.from_config(cfg, title=...)``), not a long parameter list.
+
 Unknown keys are rejected with the closest valid one and the list of valid keys; a value whose
 type does not match the default's type is rejected too (ints are accepted where a float is
 expected, numbers where a string is expected become strings, e.g. ``device=0``; a ``null``
-default accepts anything). The merged dict also holds ``_config`` (the ``--config`` path or
+default accepts anything; ``raters`` is a list of ids, ``"R8,R10"`` or ``all``). The merged dict also holds ``_config`` (the ``--config`` path or
 None) and ``_sources`` (``{key: layer}`` for every key a layer above the defaults set; layers are
 named ``dataset config``, the ``--config`` path, ``flag`` and ``key=value``).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import yaml
 
@@ -38,6 +42,7 @@ ALIASES: dict[str, str] = {
     "--dataset": "dataset",
     "--size": "size", "--keep-ratio": "keep_ratio", "--workers": "workers", "--scheduler": "scheduler",
     "--method": "fusion", "--fusion-iou": "fusion_iou", "--skip": "fusion_skip", "--conf-type": "fusion_conf_type",
+    "--raters": "raters", "--vote": "vote",
     "--seed": "seed",
     "--fold": "fold", "--model": "model", "--epochs": "epochs", "--imgsz": "imgsz", "--batch": "batch",
     "--device": "device",
@@ -48,7 +53,35 @@ ALIASES: dict[str, str] = {
 _FLAG_OF = {}
 for _f, _k in ALIASES.items():
     _FLAG_OF.setdefault(_k, []).append(_f)
-_NORMALISE = {"device": lambda v: str(v).replace(" ", "")}
+
+
+def _raters(value: Any) -> list[str] | str | None:
+    """``raters``: ``[R8, R10]``, ``"R8,R10"`` -> ``["R8", "R10"]``; ``all`` stays ``"all"``; empty -> None."""
+    if isinstance(value, str):
+        value = "all" if value.strip() == "all" else value.split(",")
+    if value == "all":
+        return value
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{value!r}; expected a list of radiologist ids (e.g. [R8, R10] or R8,R10) or all")
+    out = [str(r).strip() for r in value if str(r).strip()]
+    return out or None
+
+
+class _OptionalValue(argparse.Action):
+    """A flag whose value may be left out (``--raters`` = ``const``): a ``key=value`` token right
+    after it is not its value but an override, handed on to :func:`stage_config`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if isinstance(values, str) and "=" in values:
+            namespace._overrides_after_flags = [*getattr(namespace, "_overrides_after_flags", []), values]
+            values = self.const
+        setattr(namespace, self.dest, values)
+
+
+_NORMALISE = {"device": lambda v: str(v).replace(" ", ""), "raters": _raters}
+# argparse settings of a flag beyond what the key's default type gives: --raters alone = every radiologist
+_ARGPARSE = {"raters": {"nargs": "?", "const": "all", "metavar": "R8,R10", "action": _OptionalValue},
+             "vote": {"choices": ("any", "majority")}}
 
 
 def resolve_config_path(name: str | os.PathLike) -> Path:
@@ -94,7 +127,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
     """``value`` checked against the default's type (see the module docstring) and normalised."""
     if key in _NORMALISE and value is not None:
-        return _NORMALISE[key](value)
+        try:
+            return _NORMALISE[key](value)
+        except ValueError as e:
+            raise ValueError(f"{where}: key {key!r} = {e}") from None
     if default is None or value is None:
         return value
     if isinstance(default, bool) or isinstance(value, bool):
@@ -193,6 +229,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, keys: Iterable[str] = 
             kw["type"] = type(d)
         elif isinstance(d, list):
             kw["nargs"] = "+"
+        kw.update(_ARGPARSE.get(key, {}))
         parser.add_argument(*_FLAG_OF[key], **kw)
     parser.set_defaults(_config_keys=tuple(keys))
     parser.epilog = (parser.epilog + " " if parser.epilog else "") + \
@@ -203,7 +240,7 @@ def deprecated_flag(parser: argparse.ArgumentParser, flag: str, key: str, type_=
     """A flag this stage gave another meaning than :data:`ALIASES` does: still accepted, for one
     release, as ``key`` (with a warning naming the flag to use)."""
     dest = f"_deprecated_{key}"
-    parser.add_argument(flag, dest=dest, type=type_, default=None,
+    parser.add_argument(flag, dest=dest, type=type_, default=None, metavar=key.upper(),
                         help=f"deprecated here: sets `{key}`; use {_FLAG_OF[key][0]}")
     deps = dict(parser.get_default("_deprecated") or {})
     deps[dest] = (flag, key)
@@ -222,7 +259,8 @@ def stage_config(args: argparse.Namespace) -> dict:
         if getattr(args, dest, None) is not None:
             log.warning("%s is deprecated here (it sets `%s`); use %s", flag, key, _FLAG_OF[key][0])
             flags.setdefault(key, getattr(args, dest))
-    return load_config(getattr(args, "config", None), getattr(args, "overrides", None) or [], flags)
+    overrides = [*getattr(args, "_overrides_after_flags", []), *(getattr(args, "overrides", None) or [])]
+    return load_config(getattr(args, "config", None), overrides, flags)
 
 
 def from_command_line(cfg: dict, key: str) -> bool:
@@ -238,3 +276,41 @@ def held_out_fold(cfg: dict, folds) -> int | None:
             raise ValueError("--folds and --fold go together")
         return None
     return int(cfg["fold"])
+
+
+# ----------------------------------------------------------------------------- stages' settings objects
+class StageSettings:
+    """Base of a stage's small frozen settings dataclass (``@dataclass(frozen=True)``), what its
+    stage function takes instead of a long parameter list.
+
+    :meth:`from_config` reads the fields named like a config key from the merged config (typed
+    by the field's default), :meth:`derived` adds what the class makes of the config (the
+    dataset's normal class, DICOM rendering options, ...), ``changes`` override fields last.
+    ``OLD``: keyword names the stage function took before its settings object, kept for one
+    release (``{"conf": "show_conf"}``)."""
+
+    OLD: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def from_config(cls, cfg: dict, **changes):
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name in cfg:
+                v, d = cfg[f.name], f.default
+                kw[f.name] = type(d)(v) if isinstance(d, (bool, int, float, str)) and v is not None else v
+        kw.update(cls.derived(cfg))
+        return cls(**kw).replace(**changes)
+
+    @classmethod
+    def derived(cls, cfg: dict) -> dict:
+        """Fields the class makes of the merged config beyond its keys (none here)."""
+        return {}
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (field names, or the old keyword names of :attr:`OLD`)."""
+        changes = {self.OLD.get(k, k): v for k, v in changes.items()}
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown setting(s) {unknown}; expected {names}")
+        return dataclasses.replace(self, **changes)

@@ -470,17 +470,16 @@ def add_arguments_fuse(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--labels", required=True, help="annotation file (train.csv, ...)")
     parser.add_argument("--meta", default=None, help="image sizes: image_id,dim0,dim1 or convert's meta.csv")
-    parser.add_argument("--raters", default=None,
-                        help="comma-separated radiologists (R8,R10): fuse only their labels; images none of them "
-                             "read are left out (default: config raters; rater_weights={R8: 2} weights them)")
     parser.add_argument("--out", required=True, help="output CSV in train.csv form + n_raters")
-    add_config_arguments(parser, ["dataset", "fusion", "fusion_iou", "fusion_skip", "fusion_conf_type"])
+    add_config_arguments(parser, ["dataset", "fusion", "fusion_iou", "fusion_skip", "fusion_conf_type", "raters"],
+                         help={"raters": "radiologists whose labels are fused: R8,R10 (images none of them read are "
+                                         "left out), or no value = all (rater_weights={R8: 2} weights them)"})
     deprecated_flag(parser, "--iou", "fusion_iou", float)
 
 
 def parse_raters(value) -> list[str] | None:
-    """``"R8,R10"`` or ``[R8, R10]`` (config ``raters``) -> ``["R8", "R10"]``; None/empty -> None."""
-    if value is None or value == "" or value == []:
+    """``"R8,R10"`` or ``[R8, R10]`` (config ``raters``) -> ``["R8", "R10"]``; None/empty/all -> None."""
+    if value is None or value == "" or value == [] or value == "all":
         return None
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
@@ -505,7 +504,7 @@ def run_fuse(args: argparse.Namespace) -> int:
     check_output(args.out, arg="--out")
     check_not_input(args.out, [args.labels, meta])
     images, boxes = load(cfg["dataset"], args.labels, meta=meta)
-    raters = parse_raters(args.raters if args.raters is not None else cfg["raters"])
+    raters = parse_raters(cfg["raters"])
     images, boxes, info = select_raters(images, boxes, raters, cfg["rater_weights"])
     fused = fuse(boxes, images, method=cfg["fusion"], iou_thr=cfg["fusion_iou"], skip_box_thr=cfg["fusion_skip"],
                  conf_type=cfg["fusion_conf_type"], weights=cfg["rater_weights"])

@@ -215,20 +215,18 @@ def add_arguments_labels(p: argparse.ArgumentParser) -> None:
                    "rsna stage_2_train_labels.csv")
     p.add_argument("--meta", default=None, help="vinbigdata: image sizes (optional, checks boxes); "
                    "rsna: stage_2_detailed_class_info.csv (adds the detailed classes)")
-    p.add_argument("--vote", default=None, choices=VOTES, help="vinbigdata: a finding if any / a majority of "
-                   "the radiologists marked it (config vote; default any)")
     p.add_argument("--out", required=True, help="image_labels.csv to write")
     from data_prep.config import add_config_arguments
 
-    add_config_arguments(p)
+    add_config_arguments(p, ["vote"], help={"vote": "vinbigdata: a finding if any / a majority of the radiologists "
+                                                    "marked it (default: any)"})
 
 
 def run_labels(args: argparse.Namespace) -> int:
     from data_prep.config import stage_config
 
     cfg = stage_config(args)
-    vote = args.vote or cfg["vote"]
-    table = image_labels(args.dataset, args.labels, args.meta, vote)
+    table = image_labels(args.dataset, args.labels, args.meta, cfg["vote"])
     write_csv(table, args.out)
     cols = label_columns(table)
     pos = ", ".join(f"{c} {int(pd.to_numeric(table[c]).sum())}" for c in cols)

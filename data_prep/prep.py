@@ -262,7 +262,8 @@ def _load(run: _Run) -> None:
     fp = {"dataset": cfg["dataset"], "labels": [str(labels), file_stamp(labels)],
           "meta": [str(meta), file_stamp(meta)] if meta else None, "png_meta": file_stamp(out / "meta.csv"),
           "extra": {k: [str(v), file_stamp(v)] for k, v in extra.items()}}
-    if cfg["raters"]:
+    from data_prep.fusion import parse_raters
+    if parse_raters(cfg["raters"]):   # all = every radiologist = none named
         fp["raters"] = cfg["raters"]
     from data_prep import extra as extra_sets
     for name, src in extra_sets.sources(cfg).items():
@@ -447,8 +448,10 @@ def add_arguments_prep(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset folder (competition layout, or PNGs + labels)")
     parser.add_argument("--out", required=True, help="output folder (re-running reuses finished steps)")
     parser.epilog = "key=value pairs override the config, e.g. fusion_iou=0.5 folds=3 size=256."
-    add_config_arguments(parser, ["size", "keep_ratio", "workers", "scheduler", "fusion", "fusion_iou", "seed"],
-                         positional=True)
+    add_config_arguments(parser, ["size", "keep_ratio", "workers", "scheduler", "fusion", "fusion_iou", "seed",
+                                  "raters"], positional=True,
+                         help={"raters": "prep only these radiologists' labels: R8,R10 (images none of them read "
+                                         "are left out), or no value = all"})
 
 
 def run_prep(args: argparse.Namespace) -> int:

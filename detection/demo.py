@@ -93,9 +93,9 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     from data_prep.datasets import describe
     from data_prep.tables import read_folds, read_images, read_truth
     from detection.evaluate import evaluate, rater_baseline, write_json
-    from detection.explore import build_explorer
+    from detection.explore import ExploreSettings, build_explorer
     from detection.predict import PredictSettings, predict
-    from detection.report_eval import build_report
+    from detection.report_eval import ReportSettings, build_report
     from detection.submission import validate_submission, write_submission
     from detection.train import train_detector
     from detection.visualize import pick_gallery, render_gallery, render_image
@@ -228,13 +228,14 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         raw = None
         if ds.has_raters:  # the radiologists' own boxes, one explorer layer each
             raw = ds.load(data / cfg["labels"], pdir / "meta.csv", on_missing_meta="drop")[1]
-        ex = build_explorer(fold0, t0, [("pred_fold0.csv", pred0)], pdir / "images", out / "explore", raw, metric,
-                            0.4, ds.normal_id, names, 0.3, f"cxrdet demo ({dataset} phantoms): held-out fold 0",
-                            truth_name=truth_file.name)
+        title = f"cxrdet demo ({dataset} phantoms): held-out fold 0"
+        ex = build_explorer(fold0, t0, [("pred_fold0.csv", pred0)], pdir / "images", out / "explore",
+                            ExploreSettings(metric=metric, iou_thr=0.4, show_conf=0.3, normal_class=ds.normal_id,
+                                            class_names=names, title=title, truth_name=truth_file.name), raters=raw)
         res["explorer"] = str(ex["index"])
         rep = build_report(tb[tb["image_id"].isin(set(fold0["image_id"]))], pred0, fold0, pdir / "images",
-                           out / "report.html", metric, 0.4, ds.normal_id, names, baseline,
-                           title=f"cxrdet demo ({dataset} phantoms): held-out fold 0")
+                           out / "report.html", ReportSettings(metric=metric, iou_thr=0.4, normal_class=ds.normal_id,
+                                                               class_names=names, title=title), baseline=baseline)
         res["report"], res["pictures"] = str(rep), str(pics)
 
     res["timings"] = timings

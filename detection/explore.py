@@ -40,6 +40,7 @@ import json
 import logging
 import re
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ import pandas as pd
 
 from data_prep.atomic import atomic_path, write_text
 from data_prep.boxes import COORDS, Frame, to_frame
+from data_prep.config import StageSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,43 @@ MAX_SIDE = 1024
 TEMPLATE = Path(__file__).with_name("explore.html")
 BOX_FIELDS = ["layer", "class_id", "x_min", "y_min", "x_max", "y_max", "score", "tp", "match", "iou"]
 FORMAT = "cxrdet-explore/1"
+
+
+@dataclass(frozen=True)
+class ExploreSettings(StageSettings):
+    """What :func:`build_explorer` and :func:`explore_data` are tuned by; ``metric``, ``iou_thr``,
+    ``show_conf`` (the slider's start) and ``workers`` (processes decoding images) are the config
+    keys; ``normal_class``, ``class_names`` come from the config's dataset, ``voi`` (how DICOMs
+    are rendered, :class:`data_prep.voi.VoiOptions`; None = the defaults) from its DICOM keys;
+    ``title``, ``max_side`` (longest side of the shown images, <= 1024 px) and ``truth_name``
+    (the truth layer's source) are ``cxrdet explore``'s own arguments."""
+    metric: str = "vinbigdata"
+    iou_thr: float = 0.4
+    show_conf: float = 0.3
+    normal_class: int | None = None
+    class_names: object = None   # list by class id or {id: name}; None = from the tables
+    title: str = "cxrdet explorer"
+    max_side: int = MAX_SIDE
+    workers: int = 1
+    truth_name: str = "truth"
+    voi: object = None
+
+    OLD = {"conf": "show_conf", "voi_options": "voi"}   # the keywords before the settings object
+
+    @classmethod
+    def derived(cls, cfg: dict) -> dict:
+        from data_prep.datasets import describe
+        from data_prep.voi import VoiOptions
+
+        ds = describe(cfg)
+        return {"normal_class": ds.normal_id, "class_names": ds.names if ds.normal is not None else None,
+                "voi": VoiOptions.from_config(cfg)}
+
+
+def _settings(settings, changes: dict) -> ExploreSettings:
+    if isinstance(settings, dict):
+        settings = ExploreSettings.from_config(settings)
+    return (settings or ExploreSettings()).replace(**changes)
 
 
 # ----------------------------------------------------------------------------- images
@@ -225,11 +264,14 @@ def _layer_names(paths: list[str]) -> list[str]:
 
 def explore_data(images: pd.DataFrame, infos: dict[str, dict], truth: pd.DataFrame,
                  preds: list[tuple[str, pd.DataFrame]], raters: pd.DataFrame | None = None,
-                 metric: str = "vinbigdata", iou_thr: float = 0.4, normal_class: int | None = None,
-                 class_names=None, conf: float = 0.3, title: str = "cxrdet explorer",
-                 truth_name: str = "truth") -> dict:
+                 settings: ExploreSettings | dict | None = None, **changes) -> dict:
     """The page's data (module docstring) for the images of ``images`` that have an entry in
-    ``infos`` (from :func:`write_images`). Box tables are in ORIGINAL pixels."""
+    ``infos`` (from :func:`write_images`). Box tables are in ORIGINAL pixels; ``raters``: raw
+    per-radiologist boxes (column rater); ``settings``: an :class:`ExploreSettings`, a merged
+    config dict or None (the defaults); keyword ``changes`` override single fields."""
+    s = _settings(settings, changes)
+    metric, iou_thr, normal_class, class_names = s.metric, s.iou_thr, s.normal_class, s.class_names
+    conf, title, truth_name = s.show_conf, s.title, s.truth_name
     from detection import metrics as M
     from detection.visualize import class_color, names_dict
 
@@ -323,14 +365,15 @@ def _dump(data: dict) -> str:
 
 
 def build_explorer(images: pd.DataFrame, truth: pd.DataFrame, preds: list[tuple[str, pd.DataFrame]], source,
-                   out, raters: pd.DataFrame | None = None, metric: str = "vinbigdata", iou_thr: float = 0.4,
-                   normal_class: int | None = None, class_names=None, conf: float = 0.3,
-                   title: str = "cxrdet explorer", max_side: int = MAX_SIDE, workers: int = 1,
-                   truth_name: str = "truth", voi_options=None) -> dict:
+                   out, settings: ExploreSettings | dict | None = None, *, raters: pd.DataFrame | None = None,
+                   **changes) -> dict:
     """Write the explorer into the folder ``out`` (module docstring); return {"index", "n_images",
     "n_boxes", "errors"}. ``images``: the image table of the images to show (original sizes);
-    ``preds``: [(layer name, box table)]; ``raters``: raw per-radiologist boxes (column rater);
-    ``voi_options``: how DICOMs are rendered (:class:`data_prep.voi.VoiOptions`)."""
+    ``preds``: [(layer name, box table)]; ``raters``: raw per-radiologist boxes (column rater),
+    one layer per radiologist; ``settings``: an :class:`ExploreSettings`, a merged config dict
+    or None (the defaults); keyword ``changes`` override single fields (``title="..."``)."""
+    s = _settings(settings, changes)
+    max_side, workers, voi_options = s.max_side, s.workers, s.voi
     if not 1 <= max_side <= MAX_SIDE:
         raise ValueError(f"max_side {max_side}; expected 1..{MAX_SIDE} px")
     from data_prep.atomic import check_not_input
@@ -343,8 +386,7 @@ def build_explorer(images: pd.DataFrame, truth: pd.DataFrame, preds: list[tuple[
     if not infos:
         raise ValueError(f"explore: none of the {len(images)} image(s) could be shown from {source}"
                          + (f" ({errors[0]})" if errors else ""))
-    data = explore_data(images, infos, truth, preds, raters, metric, iou_thr, normal_class, class_names, conf,
-                        title, truth_name)
+    data = explore_data(images, infos, truth, preds, raters, s)
     text = _dump(data)
     write_text(out / "data.json", text + "\n")
     write_text(out / "data.js", "window.CXRDET_EXPLORE = " + text + ";\n")
@@ -363,25 +405,28 @@ def add_arguments_explore(p: argparse.ArgumentParser) -> None:
                    help="submission CSV or box table CSV; repeat for several prediction layers")
     p.add_argument("--source", required=True, help="folder of the images (<id>.png or <id>.dicom/.dcm)")
     p.add_argument("--meta", help="original image sizes (meta.csv or image_id,dim0,dim1)")
-    p.add_argument("--raters", help="raw VinBigData train.csv (rad_id): one layer per radiologist")
+    p.add_argument("--rater-labels", metavar="CSV",
+                   help="raw per-radiologist labels (VinBigData train.csv, with rad_id): one layer per radiologist "
+                        "(all of them, or those of --raters)")
     p.add_argument("--folds", help="folds.csv (image_id,fold)")
     p.add_argument("--max-side", type=int, default=MAX_SIDE, help=f"longest side of the shown images (<= {MAX_SIDE})")
     p.add_argument("--title", default="cxrdet explorer")
     p.add_argument("--out", required=True, help="output folder (index.html, data.json, data.js, images/)")
-    add_config_arguments(p, ["dataset", "metric", "iou_thr", "fold", "show_conf", "workers"],
+    add_config_arguments(p, ["dataset", "metric", "iou_thr", "fold", "show_conf", "workers", "raters"],
                          help={"fold": "with --folds: show only this fold's images",
+                               "raters": "radiologists drawn as their own layers: R8,R10, or no value = all; from "
+                                         "--rater-labels, else from --truth (then a raw labels file)",
                                "metric": "matching rule for TP/FP/FN and cost (default: the dataset's metric)",
                                "show_conf": "the confidence slider's start", "workers": "processes decoding images"})
     deprecated_flag(p, "--conf", "show_conf", float)
 
 
-def load_explore_inputs(truth_path, pred_paths, meta=None, folds=None, fold=None, raters_path=None,
-                        dataset="vinbigdata"):
-    """(images, truth, [(name, pred)], raters, dataset description, class names), truth/preds
-    restricted to the shown images (the truth file's, within ``fold`` of ``folds`` when given);
-    ``dataset``: a name or description (:func:`data_prep.datasets.describe`)."""
+def load_explore_inputs(truth_path, pred_paths, meta=None, folds=None, fold=None, dataset="vinbigdata"):
+    """(images, truth, [(name, pred)], dataset description), truth/preds restricted to the shown
+    images (the truth file's, within ``fold`` of ``folds`` when given); ``dataset``: a name or
+    description (:func:`data_prep.datasets.describe`)."""
     from data_prep.datasets import describe
-    from data_prep.tables import columns, fold_images, read_truth
+    from data_prep.tables import fold_images, read_truth
     from detection.submission import read_predictions
 
     if (folds is None) != (fold is None):
@@ -394,30 +439,23 @@ def load_explore_inputs(truth_path, pred_paths, meta=None, folds=None, fold=None
     ids = set(images["image_id"].astype(str))
     truth = truth[truth["image_id"].astype(str).isin(ids)]
     preds = [(n, read_predictions(p, ds)) for n, p in zip(_layer_names(pred_paths), pred_paths)]
-    raters = None
-    if raters_path:
-        cols = set(columns(raters_path))
-        if not ds.has_raters or not set(ds.label_columns) <= cols or "n_raters" in cols:
-            raise ValueError(f"--raters {raters_path}: columns {sorted(cols)}; expected a raw {ds.title} labels file "
-                             "(one row per radiologist, with rad_id, without n_raters)")
-        raters = ds.load(raters_path, meta, on_missing_meta="drop")[1]
-    return images, truth, preds, raters, ds, (ds.names if ds.normal is not None else None)
+    return images, truth, preds, ds
 
 
 def run_explore(args) -> int:
     from data_prep.config import from_command_line, held_out_fold, stage_config
-    from data_prep.datasets import describe
-    from data_prep.voi import VoiOptions
+    from detection.raters import rater_layer
 
     cfg = stage_config(args)
-    voi = VoiOptions.from_config(cfg)
-    images, truth, preds, raters, ds, names = load_explore_inputs(
-        args.truth, args.pred, args.meta, args.folds, held_out_fold(cfg, args.folds), args.raters, describe(cfg))
+    images, truth, preds, ds = load_explore_inputs(args.truth, args.pred, args.meta, args.folds,
+                                                   held_out_fold(cfg, args.folds), cfg)
+    raters = rater_layer(cfg, args.rater_labels, args.truth, ds, args.meta, on_missing_meta="drop")
     # the configured metric, unless the truth turned out to be another dataset's labels (then its own)
     metric = cfg["metric"] if ds.name == cfg["dataset"] or from_command_line(cfg, "metric") else ds.metric
-    res = build_explorer(images, truth, preds, args.source, args.out, raters, metric, float(cfg["iou_thr"]),
-                         ds.normal_id, names, float(cfg["show_conf"]), args.title, args.max_side,
-                         int(cfg["workers"]), Path(args.truth).name, voi)
+    settings = ExploreSettings.from_config(cfg, metric=metric, normal_class=ds.normal_id,
+                                           class_names=ds.names if ds.normal is not None else None, title=args.title,
+                                           max_side=args.max_side, truth_name=Path(args.truth).name)
+    res = build_explorer(images, truth, preds, args.source, args.out, settings, raters=raters)
     print(res["index"])
     print(f"{res['n_images']} images, {res['n_boxes']} boxes" +
           (f"; {len(res['errors'])} image(s) failed (see the log)" if res["errors"] else ""))

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from data_prep.config import StageSettings
 from data_prep.datasets import DEFAULT_DATASET
 
 log = logging.getLogger(__name__)
@@ -51,19 +53,36 @@ def _rater_key(r: str):
     return (len(r), r)
 
 
-def per_rater(images: pd.DataFrame, boxes: pd.DataFrame, pred: pd.DataFrame, dataset: str = "vinbigdata",
-              metric: str = "vinbigdata", iou_thr: float = 0.4, min_images: int = 500,
-              keep=None, labels=None, meta=None, baseline: bool = True) -> dict:
+@dataclass(frozen=True)
+class PerRaterSettings(StageSettings):
+    """What :func:`per_rater` is tuned by: ``dataset``, ``metric``, ``iou_thr`` are the config
+    keys; ``min_images`` (``--min-images``): a radiologist who read fewer of the evaluated images
+    is listed, not scored; ``baseline``: also score each radiologist against the others' fusion."""
+    dataset: str = DEFAULT_DATASET
+    metric: str = "vinbigdata"
+    iou_thr: float = 0.4
+    min_images: int = 500
+    baseline: bool = True
+
+
+def per_rater(images: pd.DataFrame, boxes: pd.DataFrame, pred: pd.DataFrame,
+              settings: PerRaterSettings | dict | None = None, *, keep=None, labels=None, meta=None,
+              **changes) -> dict:
     """Score ``pred`` against each radiologist (module docstring).
 
     ``images``/``boxes``: the dataset loader's per-radiologist tables (``images.raters``,
-    ``boxes.rater``); ``pred``: predictions box table; ``keep``: image ids to evaluate (a fold),
-    None = all. ``labels``/``meta``: the raw labels (path or DataFrame) and sizes the baseline
-    re-reads (needed when ``baseline``). Returns ``{"per_rater": {rater: {"mAP", "n_images",
-    "per_class", "baseline", "n_truth"}}, "unscored": {rater: n_images}, ...}``, radiologists in
-    id order (R2 before R10)."""
+    ``boxes.rater``); ``pred``: predictions box table; ``settings``: a :class:`PerRaterSettings`,
+    a merged config dict or None (the defaults), keyword ``changes`` override single fields;
+    ``keep``: image ids to evaluate (a fold), None = all. ``labels``/``meta``: the raw labels
+    (path or DataFrame) and sizes the baseline re-reads (needed with ``baseline``). Returns
+    ``{"per_rater": {rater: {"mAP", "n_images", "per_class", "baseline", "n_truth"}},
+    "unscored": {rater: n_images}, ...}``, radiologists in id order (R2 before R10)."""
     from detection.evaluate import evaluate
 
+    if isinstance(settings, dict):
+        settings = PerRaterSettings.from_config(settings)
+    s = (settings or PerRaterSettings()).replace(**changes)
+    dataset, metric, iou_thr, min_images, baseline = s.dataset, s.metric, s.iou_thr, s.min_images, s.baseline
     normal, names = _dataset_normal(dataset)
     if keep is not None:
         keep = set(map(str, keep))
@@ -198,8 +217,9 @@ def run_per_rater(args, cfg: dict, metric: str, iou: float) -> int:
                          "raw per-radiologist labels (train.csv), not a fused file")
     images, boxes = load(cfg["dataset"], raw, meta=args.meta)
     keep = fold_images(args.folds, args.fold) if args.folds else None
-    res = per_rater(images, boxes, read_predictions(args.pred, cfg["dataset"]), cfg["dataset"], metric, iou, args.min_images,
-                    keep=keep, labels=raw, meta=args.meta)
+    settings = PerRaterSettings.from_config(cfg, metric=metric, iou_thr=iou, min_images=args.min_images)
+    res = per_rater(images, boxes, read_predictions(args.pred, cfg["dataset"]), settings, keep=keep, labels=raw,
+                    meta=args.meta)
     res.update({"truth": str(args.truth), "pred": str(args.pred), "fold": args.fold,
                 "seconds": round(time.perf_counter() - t, 2)})
     print(format_per_rater(res))
@@ -209,6 +229,52 @@ def run_per_rater(args, cfg: dict, metric: str, iou: float) -> int:
     if args.json:
         log.info("wrote %s", write_json(res, args.json))
     return 0
+
+
+# ----------------------------------------------------------------------------- the pictures' radiologist layers
+def rater_boxes(labels, dataset, meta=None, raters=None, arg: str = "--rater-labels",
+                on_missing_meta: str = "error") -> pd.DataFrame:
+    """The raw per-radiologist boxes of the labels file ``labels`` (one row per radiologist, the
+    dataset's own columns, no ``n_raters``; ``arg`` names it in errors), of the radiologists
+    ``raters`` (config ``raters``: a list or ``"R8,R10"``; None or ``all``: every one)."""
+    from data_prep.datasets import describe
+    from data_prep.fusion import parse_raters, select_raters
+    from data_prep.tables import columns
+
+    chosen = parse_raters(raters)
+    odd = [r for r in chosen or [] if r.lower().endswith(".csv") or "/" in r]
+    if odd:
+        raise ValueError(f"--raters {','.join(odd)}: expected radiologist ids (R8,R10); the raw labels file is "
+                         "given as --rater-labels")
+    ds = describe(dataset)
+    cols = set(columns(labels))
+    if not ds.has_raters or not set(ds.label_columns) <= cols or "n_raters" in cols:
+        raise ValueError(f"{arg} {labels}: not a raw {ds.title} labels file (columns {sorted(cols)}); expected one "
+                         f"row per radiologist with {','.join(ds.label_columns)} and no n_raters")
+    images, boxes = ds.load(labels, meta, on_missing_meta=on_missing_meta)
+    if chosen:
+        try:
+            images, boxes, _ = select_raters(images, boxes, chosen)
+        except ValueError as e:
+            raise ValueError(f"--raters {','.join(chosen)} with {arg} {labels}: {e}") from None
+    return boxes
+
+
+def rater_layer(cfg: dict, rater_labels, truth, dataset, meta=None, on_missing_meta: str = "error"):
+    """The radiologists' own boxes ``cxrdet show`` and ``cxrdet explore`` draw (one set per
+    radiologist), or None. Drawn when ``rater_labels`` (``--rater-labels``) is given or
+    ``raters`` is set on the command line (``--raters``, ``raters=...``); read from
+    ``rater_labels``, else from the ``truth`` file (then a raw labels file); the radiologists of
+    the config's ``raters`` (None or ``all``: every one)."""
+    from data_prep.config import from_command_line
+
+    if not rater_labels and not (from_command_line(cfg, "raters") and cfg["raters"] is not None):
+        return None
+    if not rater_labels and not truth:
+        raise ValueError("--raters needs --rater-labels (or --truth): the raw per-radiologist labels "
+                         "(VinBigData train.csv)")
+    path, arg = (rater_labels, "--rater-labels") if rater_labels else (truth, "--truth")
+    return rater_boxes(path, dataset, meta, cfg["raters"], arg, on_missing_meta)
 
 
 # ----------------------------------------------------------------------------- the HTML report's section

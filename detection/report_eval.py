@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from data_prep.atomic import safe_name, write_text  # noqa: E402
+from data_prep.config import StageSettings  # noqa: E402
 from data_prep.datasets import DEFAULT_DATASET, describe  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -118,22 +120,50 @@ def _explorer_link(out: Path, explorer) -> str:
             "with truth, predictions and radiologists; confidence slider, per-class toggles, TP/FP/FN per image.</p>")
 
 
+@dataclass(frozen=True)
+class ReportSettings(StageSettings):
+    """What :func:`build_report` is tuned by; ``metric``, ``iou_thr``, ``show_conf`` are the config
+    keys; ``normal_class`` (id or None) and ``class_names`` come from the config's dataset;
+    ``n_worst``, ``n_overlays``, ``title`` are ``cxrdet report-eval``'s own arguments.
+    Pictures show predictions scored >= ``show_conf``; the worst-images gallery holds up to
+    ``n_worst`` images with a cost > 0 (the image cost of ``cxrdet show --gallery worst``), the
+    first ``n_overlays`` of them also as full-size overlays."""
+    metric: str = "vinbigdata"
+    iou_thr: float = 0.4
+    show_conf: float = 0.3
+    normal_class: int | None = describe(DEFAULT_DATASET).normal_id
+    class_names: object = None   # list by class id or {id: name}; None = from the tables
+    n_worst: int = 12
+    n_overlays: int = 6
+    title: str = "cxrdet evaluation"
+
+    OLD = {"conf": "show_conf"}   # build_report's keyword before the settings object
+
+    @classmethod
+    def derived(cls, cfg: dict) -> dict:
+        ds = describe(cfg)
+        return {"normal_class": ds.normal_id, "class_names": ds.names}
+
+
 def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, source, out,
-                 metric: str = "vinbigdata", iou_thr: float = 0.4,
-                 normal_class: int | None = describe(DEFAULT_DATASET).normal_id,
-                 class_names=None, baseline: dict | None = None, n_worst: int = 12, n_overlays: int = 6,
-                 conf: float = 0.3, title: str = "cxrdet evaluation", explorer=None, raters: dict | None = None) -> Path:
+                 settings: ReportSettings | dict | None = None, *, baseline: dict | None = None, explorer=None,
+                 raters: dict | None = None, **changes) -> Path:
     """Score ``pred`` against ``truth`` on ``images`` and write the HTML report to ``out``.
 
     ``truth``/``pred``: box tables (ORIGINAL pixels); ``images``: image table (image_id, height,
     width) of the evaluated images; ``source``: the folder with their PNGs or DICOMs;
-    ``baseline``: the JSON dict of ``cxrdet evaluate --rater-baseline --json``. Pictures show
-    predictions scored >= ``conf``; the worst-images gallery holds up to ``n_worst`` images with
-    a cost > 0 (see :func:`detection.metrics.image_costs`), the first ``n_overlays`` of them
-    also as full-size overlays. ``explorer``: the folder of a ``cxrdet explore`` page to link to
-    (default: ``explore/`` beside the report, linked when its index.html exists). ``raters``:
-    keyword arguments of :func:`detection.raters.raters_html` (``labels``, ``meta``, ``dataset``,
-    ``per_rater_json``) for the radiologists' section. Returns the report's path (written atomically)."""
+    ``settings``: a :class:`ReportSettings`, or a merged config dict, or None (the defaults);
+    keyword ``changes`` override single fields (``title="..."``).
+    ``baseline``: the JSON dict of ``cxrdet evaluate --rater-baseline --json``. ``explorer``: the
+    folder of a ``cxrdet explore`` page to link to (default: ``explore/`` beside the report,
+    linked when its index.html exists). ``raters``: keyword arguments of
+    :func:`detection.raters.raters_html` (``labels``, ``meta``, ``dataset``, ``per_rater_json``)
+    for the radiologists' section. Returns the report's path (written atomically)."""
+    if isinstance(settings, dict):
+        settings = ReportSettings.from_config(settings)
+    s = (settings or ReportSettings()).replace(**changes)
+    metric, iou_thr, normal_class, class_names, conf = s.metric, s.iou_thr, s.normal_class, s.class_names, s.show_conf
+    n_worst, n_overlays, title = s.n_worst, s.n_overlays, s.title
     from detection.evaluate import evaluate, plot_pr
     from detection.metrics import image_costs
     from detection.visualize import render_gallery, render_image, source_ids
@@ -235,16 +265,15 @@ def run_report_eval(args) -> int:
 
         with reading(args.baseline, "rater-baseline JSON written by `cxrdet evaluate --rater-baseline --json`"):
             baseline = json.loads(Path(args.baseline).read_text(encoding="utf-8"))
-    path = build_report(truth, pred, images, args.source, args.out, cfg["metric"], float(cfg["iou_thr"]),
-                        ds.normal_id, ds.names, baseline, args.n_worst, args.n_overlays, float(cfg["show_conf"]),
-                        args.title, args.explorer, _raters_args(args))
+    settings = ReportSettings.from_config(cfg, normal_class=ds.normal_id, class_names=ds.names, n_worst=args.n_worst,
+                                          n_overlays=args.n_overlays, title=args.title)
+    path = build_report(truth, pred, images, args.source, args.out, settings, baseline=baseline,
+                        explorer=args.explorer, raters=_raters_args(args, cfg))
     print(path)
     return 0
 
 
-def _raters_args(args) -> dict | None:
+def _raters_args(args, cfg: dict) -> dict | None:
     if not (args.rater_labels or args.per_rater):
         return None
-    from data_prep.config import stage_config
-    dataset = stage_config(args)["dataset"]
-    return {"labels": args.rater_labels, "meta": args.meta, "dataset": dataset, "per_rater_json": args.per_rater}
+    return {"labels": args.rater_labels, "meta": args.meta, "dataset": cfg["dataset"], "per_rater_json": args.per_rater}

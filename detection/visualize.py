@@ -501,39 +501,31 @@ def add_arguments_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", help="folds.csv (image_id,fold): with --fold, show / rank only that fold's images")
     p.add_argument("--truth", help="truth: competition labels (train.csv / fused.csv / RSNA labels) or a box table")
     p.add_argument("--pred", help="predictions: a box table CSV or a submission CSV")
-    p.add_argument("--raters", action="store_true",
-                   help="draw each radiologist's raw boxes beside the fused truth (--truth: a raw train.csv)")
+    p.add_argument("--rater-labels", metavar="CSV",
+                   help="raw per-radiologist labels (VinBigData train.csv, with rad_id): each radiologist's own boxes "
+                        "beside the truth (all of them, or those of --raters)")
     p.add_argument("--out", required=True, help="output folder")
-    add_config_arguments(p, ["dataset", "show_conf", "iou_thr", "seed", "fold"],
-                         help={"iou_thr": "IoU of a match for the worst/best gallery", "seed": "seed of the random gallery"})
+    add_config_arguments(p, ["dataset", "show_conf", "iou_thr", "seed", "fold", "raters"],
+                         help={"iou_thr": "IoU of a match for the worst/best gallery", "seed": "seed of the random gallery",
+                               "raters": "draw these radiologists' own boxes beside the truth: R8,R10, or no value = "
+                                         "all; from --rater-labels, else from --truth (then a raw train.csv)"})
     deprecated_flag(p, "--conf", "show_conf", float)
 
 
-def load_tables(truth_path=None, pred_path=None, meta=None, want_raters: bool = False,
-                dataset: Dataset | str = DEFAULT_DATASET):
-    """(images, truth, raw rater boxes, predictions, class names) from the files a user has.
+def load_tables(truth_path=None, pred_path=None, meta=None, dataset: Dataset | str = DEFAULT_DATASET):
+    """(images, truth, predictions, class names, dataset description) from the files a user has.
 
     Truth is read by :func:`data_prep.tables.read_truth` for ``dataset`` (its labels file, a
     fused.csv or a box table; a raw per-radiologist file is fused there: WBF, needs ``meta``),
     predictions by :func:`detection.submission.read_predictions` (box table or submission).
-    ``raw`` holds the per-radiologist boxes when ``want_raters`` (the truth file must be the
-    dataset's raw labels, one row per radiologist). ``images`` is None without truth and meta."""
-    from data_prep.tables import columns, read_meta, read_truth
+    ``images`` is None without truth and meta."""
+    from data_prep.tables import read_meta, read_truth
     from detection.submission import read_predictions
 
     ds = describe(dataset)
-    images = truth = raw = pred = None
-    if want_raters and not truth_path:
-        raise ValueError("--raters needs --truth: the raw per-radiologist labels (VinBigData train.csv)")
+    images = truth = pred = None
     if truth_path:
         images, truth, ds = read_truth(truth_path, ds, meta)
-        if want_raters:
-            cols = set(columns(truth_path))
-            if not ds.has_raters or not set(ds.label_columns) <= cols or "n_raters" in cols:
-                raise ValueError(f"--raters: {truth_path} is not a raw {ds.title} labels file "
-                                 f"(columns {sorted(cols)}); expected one row per radiologist with "
-                                 f"{','.join(ds.label_columns)} and no n_raters")
-            raw = ds.load(truth_path, meta)[1]
     elif meta is not None:
         images = read_meta(meta, _meta_name(meta))
     if meta is not None and images is not None and not _sizes_known(images):
@@ -545,7 +537,7 @@ def load_tables(truth_path=None, pred_path=None, meta=None, want_raters: bool = 
     for t in (truth, pred):
         if t is not None and len(t):
             names.update(dict(zip(t["class_id"].astype(int), t["class_name"].astype(str))))
-    return images, truth, raw, pred, names
+    return images, truth, pred, names, ds
 
 
 def _meta_name(meta) -> str:
@@ -577,15 +569,16 @@ def run_show(args) -> int:
     if not args.image and not args.gallery:
         raise ValueError("nothing to show: give --image ID (repeatable) and/or --gallery KIND")
     from data_prep.voi import VoiOptions
+    from detection.raters import rater_layer
 
     cfg = stage_config(args)
     voi = VoiOptions.from_config(cfg)
     ds = describe(cfg)
     conf, iou, seed = float(cfg["show_conf"]), float(cfg["iou_thr"]), int(cfg["seed"])
     fold = held_out_fold(cfg, args.folds)        # like evaluate: --fold needs --folds
-    meta = source_meta(args.source, args.meta) if (args.truth or args.raters) else args.meta
-    images, truth, raw, pred, names = load_tables(args.truth, args.pred, meta, want_raters=args.raters,
-                                                  dataset=ds)
+    meta = source_meta(args.source, args.meta) if (args.truth or args.rater_labels) else args.meta
+    images, truth, pred, names, truth_ds = load_tables(args.truth, args.pred, meta, dataset=ds)
+    raw = rater_layer(cfg, args.rater_labels, args.truth, truth_ds, meta)
     on_disk = source_ids(args.source)
     if images is None:
         images = pd.DataFrame({"image_id": on_disk})
@@ -632,8 +625,7 @@ def run_show(args) -> int:
             if dst.exists() and dst.resolve() == find_image(args.source, iid).resolve():
                 raise ValueError(f"--out {out}: {dst} is the source image of {iid!r}; expected an output "
                                  "folder apart from --source")
-            written.append(render_image(iid, args.source, dst, images, truth, pred,
-                                        raw if args.raters else None, names, voi_options=voi))
+            written.append(render_image(iid, args.source, dst, images, truth, pred, raw, names, voi_options=voi))
         except (FileNotFoundError, ValueError) as e:
             failed.append(f"{iid}: {e}")
     for w in written:

@@ -151,3 +151,116 @@ def test_deprecated_stage_meaning_still_works_with_a_warning(caplog):
     assert C.held_out_fold(_cfg("report-eval", rep + ["--fold", "2"]), "folds.csv") == 2
     assert C.held_out_fold(_cfg("report-eval", rep), "folds.csv") == 0
     assert C.held_out_fold(_cfg("report-eval", rep), None) is None
+
+
+def _required(p: argparse.ArgumentParser) -> list[str]:
+    """Placeholder values for a parser's required arguments (a positional config: vinbigdata)."""
+    argv = []
+    for a in p._actions:
+        if not a.option_strings and a.dest not in ("help",):
+            argv.append("vinbigdata")
+        elif a.required:
+            argv += [a.option_strings[0], "x"]
+    return argv
+
+
+def _stage_parsers() -> dict[str, argparse.ArgumentParser]:
+    out = {}
+    for cmd in sorted(COMMANDS):
+        try:
+            out[cmd] = _parser(cmd)
+        except pytest.skip.Exception:
+            continue
+    return out
+
+
+# input files named like a dataset-layout key (a path here, a file name inside --data there; --folds: the
+# folds.csv, `folds`: how many): arguments of the stage, never a layer of the merge
+INPUT_FILES = {"--folds", "--labels", "--meta", "--sample"}
+# a stage whose flag takes more than the key's type, said in its --help
+WIDER = {("evaluate", "--fold"): "a fold, or several (0,2) scored one by one"}
+
+
+def test_each_flag_means_one_key_across_all_stages():
+    """Over the parsers of every stage in detection/cli.py COMMANDS: an option string has one dest
+    wherever it is declared (a deprecated stage meaning aside: it warns and names the flag to use);
+    a flag that sets a config key is that key's alias in data_prep.config.ALIASES, and takes its
+    value the same way in every stage."""
+    dests: dict[str, set] = {}
+    forms: dict[str, set] = {}
+    keys = set(yaml.safe_load(C.DEFAULT.read_text()))
+    for cmd, p in _stage_parsers().items():
+        deprecated = p.get_default("_deprecated") or {}
+        for a in p._actions:
+            if a.dest.startswith("_deprecated_"):
+                flag, key = deprecated[a.dest]
+                assert a.option_strings == [flag] and key in C.ALIASES.values(), (cmd, flag)
+                assert C.ALIASES.get(flag) != key, f"cxrdet {cmd} {flag}: deprecated for its own key"
+                continue
+            for flag in a.option_strings:
+                dests.setdefault(flag, set()).add(a.dest)
+                if a.dest in keys and flag not in INPUT_FILES:
+                    assert C.ALIASES.get(flag) == a.dest, f"cxrdet {cmd} {flag} sets `{a.dest}` by hand, not by ALIASES"
+                    if (cmd, flag) not in WIDER:
+                        forms.setdefault(flag, set()).add((type(a).__name__, a.nargs, a.const, a.type))
+    assert {f: d for f, d in dests.items() if len(d) > 1} == {}
+    assert {f: v for f, v in forms.items() if len(v) > 1} == {}
+    assert {"--raters", "--iou", "--conf"} <= set(dests)
+    assert dests["--raters"] == {"raters"}
+
+
+RATERS_STAGES = ("explore", "fuse", "prep", "show")
+
+
+def test_raters_flag_is_the_raters_key_in_every_stage_that_has_it():
+    has = sorted(cmd for cmd, p in _stage_parsers().items() if "--raters" in p._option_string_actions)
+    assert tuple(has) == RATERS_STAGES
+    for cmd in RATERS_STAGES:
+        base = _required(_parser(cmd))
+        assert _cfg(cmd, base)["raters"] is None, cmd
+        assert _cfg(cmd, base + ["--raters"])["raters"] == "all", cmd                # no value: every radiologist
+        cfg = _cfg(cmd, base + ["--raters", "R8,R10"])
+        assert cfg["raters"] == ["R8", "R10"] and cfg["_sources"]["raters"] == "flag", cmd
+        cfg = _cfg(cmd, base + ["--raters", "seed=7"])                               # key=value right after it
+        assert (cfg["raters"], cfg["seed"]) == ("all", 7), cmd
+        assert _cfg(cmd, base + ["raters=[R8, NIH]"])["raters"] == ["R8", "NIH"], cmd
+        assert _cfg(cmd, base + ["--raters", "R8", "raters=R9"])["raters"] == ["R9"], cmd
+
+
+def test_raters_values():
+    assert C.load_config(overrides=["raters=R8, R10"])["raters"] == ["R8", "R10"]
+    assert C.load_config(overrides=["raters=all"])["raters"] == "all"
+    assert C.load_config(overrides=["raters=[]"])["raters"] is None
+    assert C.load_config(flags={"raters": ("R1", " R2 ")})["raters"] == ["R1", "R2"]
+    with pytest.raises(ValueError, match=r"key=value: key 'raters' = 5; expected a list of radiologist ids"):
+        C.load_config(overrides=["raters=5"])
+    with pytest.raises(ValueError, match=r"key 'raters' = \{'R8': 2\}; expected"):
+        C.load_config(flags={"raters": {"R8": 2}})
+
+
+# ----------------------------------------------------------------------------- settings objects
+def test_settings_objects_from_the_merged_config():
+    from data_prep.voi import VoiOptions
+    from detection.explore import ExploreSettings
+    from detection.raters import PerRaterSettings
+    from detection.report_eval import ReportSettings
+
+    cfg = C.load_config("rsna", ["iou_thr=0.5", "show_conf=0.2", "workers=3", "voi=none"])
+    e = ExploreSettings.from_config(cfg, title="t")
+    assert (e.metric, e.iou_thr, e.show_conf, e.workers, e.title) == ("rsna", 0.5, 0.2, 3, "t")
+    assert (e.normal_class, e.class_names, e.max_side) == (None, None, 1024)          # RSNA: no normal class
+    assert e.voi == VoiOptions.from_config(cfg) and e.voi.voi == "none"
+    r = ReportSettings.from_config(C.load_config("vinbigdata", ["iou_thr=1"]), n_worst=3)
+    assert isinstance(r.iou_thr, float) and r.iou_thr == 1.0 and r.n_worst == 3 and r.metric == "vinbigdata"
+    from data_prep.datasets import describe
+    vin = describe("vinbigdata")
+    assert (r.normal_class, list(r.class_names)) == (vin.normal_id, list(vin.names))
+    p = PerRaterSettings.from_config(cfg, min_images=2)
+    assert (p.dataset, p.metric, p.iou_thr, p.min_images, p.baseline) == ("rsna", "rsna", 0.5, 2, True)
+    # the defaults are the stage functions' former keyword defaults; former keyword names still work
+    assert ExploreSettings().replace(conf=0.7, voi_options="v") == ExploreSettings(show_conf=0.7, voi="v")
+    assert ReportSettings().replace(conf=0.1) == ReportSettings(show_conf=0.1)
+    with pytest.raises(TypeError, match=r"ReportSettings: unknown setting\(s\) \['nope'\]"):
+        ReportSettings().replace(nope=1)
+    with pytest.raises(Exception):
+        r.metric = "coco"                                                           # frozen

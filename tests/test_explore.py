@@ -42,7 +42,7 @@ def ex(tmp_path_factory):
     pred.assign(score=0.6).to_csv(d / "other.csv", index=False)
     t.to_csv(d / "truth.csv", index=False)
     argv = ["explore", "--truth", str(d / "truth.csv"), "--meta", str(d / "png" / "meta.csv"), "--pred",
-            str(d / "pred.csv"), "--pred", str(d / "other.csv"), "--raters", str(d / "vin" / "train.csv"),
+            str(d / "pred.csv"), "--pred", str(d / "other.csv"), "--rater-labels", str(d / "vin" / "train.csv"),
             "--source", str(d / "png"), "--out", str(d / "out")]
     assert main(argv) == 0
     data = json.loads((d / "out" / "data.json").read_text())
@@ -91,6 +91,27 @@ def test_output_files_and_json_layout(ex):
     assert sum(c for _, c in starts) == len(data["boxes"])
 
 
+def test_raters_selects_the_radiologist_layers(ex, tmp_path):
+    """--raters R10 (config key raters) keeps R10's layer only, with the same boxes as in the full
+    explorer; --raters alone with the raw labels as --truth: a layer per radiologist again."""
+    argv = [a if a != str(ex["out"]) else str(tmp_path / "r10") for a in ex["argv"]]
+    assert main([*argv, "--raters", "R10"]) == 0
+    data = json.loads((tmp_path / "r10" / "data.json").read_text())
+    assert [(lay["kind"], lay["name"]) for lay in data["layers"]] == [
+        ("truth", "truth"), ("pred", "pred.csv"), ("pred", "other.csv"), ("rater", "R10")]
+    full = ex["data"]
+    r10 = [lay["name"] for lay in full["layers"]].index("R10")
+    for im in data["images"]:
+        mine = [{**b, "layer": 0} for b in boxes_of(data, im["id"], "rater")]
+        assert mine == [{**b, "layer": 0} for b in boxes_of(full, im["id"], layer=r10)]
+    raw = str(ex["dir"] / "vin" / "train.csv")
+    i = argv.index("--rater-labels")
+    argv = [a if a != str(tmp_path / "r10") else str(tmp_path / "all") for a in argv[:i] + argv[i + 2:]]
+    assert main([*argv[:argv.index("--truth") + 1], raw, *argv[argv.index("--truth") + 2:], "--raters"]) == 0
+    data = json.loads((tmp_path / "all" / "data.json").read_text())
+    assert [lay["name"] for lay in data["layers"] if lay["kind"] == "rater"] == ["R8", "R9", "R10"]
+
+
 def test_boxes_in_the_displayed_frame_and_iou(ex):
     """A truth box in original px lands at x * 160 / width in the 160 px PNG frame; the prediction
     shifted 3 px right has IoU (w - 3) / (w + 3) with it."""
@@ -134,7 +155,7 @@ def test_rsna_bits_give_the_rsna_image_score(ex, tmp_path):
     """--metric rsna: bit k = TP at IoU > 0.40 + 0.05 k; the mean over bits of TP/(TP+FP+FN) is the
     image's score of detection.metrics.rsna_score on the predictions >= the confidence."""
     argv = [a if a != str(ex["out"]) else str(tmp_path / "rs") for a in ex["argv"]]
-    assert main(argv[:argv.index("--raters")] + argv[argv.index("--source"):] + ["--metric", "rsna"]) == 0
+    assert main(argv[:argv.index("--rater-labels")] + argv[argv.index("--source"):] + ["--metric", "rsna"]) == 0
     data = json.loads((tmp_path / "rs" / "data.json").read_text())
     assert len(data["iou_thresholds"]) == 8 and data["layers"][-1]["kind"] == "pred"
     ids = [i["id"] for i in data["images"]]
@@ -190,9 +211,13 @@ def test_bad_inputs_are_one_line_errors(ex, tmp_path, capsys):
     assert main(base + ["--max-side", "4096"]) == 2
     err = capsys.readouterr().err
     assert "max_side 4096" in err and "Traceback" not in err
-    assert main([*base[:base.index("--raters") + 1], str(ex["dir"] / "truth.csv"),
-                 *base[base.index("--raters") + 2:]]) == 2
-    assert "expected a raw VinBigData labels file" in capsys.readouterr().err
+    i = base.index("--rater-labels")
+    assert main([*base[:i + 1], str(ex["dir"] / "truth.csv"), *base[i + 2:]]) == 2
+    assert "--rater-labels " in (err := capsys.readouterr().err) and "not a raw VinBigData labels file" in err
+    assert main([*base[:i], "--raters", *base[i + 1:]]) == 2      # the labels file given to the selection flag
+    assert "the raw labels file is given as --rater-labels" in capsys.readouterr().err
+    assert main([*base[:i], *base[i + 2:], "--raters"]) == 2      # no raw labels: truth.csv is fused
+    assert "--truth " in (err := capsys.readouterr().err) and "not a raw VinBigData labels file" in err
     src = str(ex["dir"] / "png")
     assert main([a if a != str(tmp_path / "bad") else src for a in base]) == 2       # --out = --source
     assert "is the input" in capsys.readouterr().err and not (ex["dir"] / "png" / "index.html").exists()

@@ -15,7 +15,7 @@ import pytest
 from data_prep.datasets import vinbigdata
 from detection.cli import main
 from detection.evaluate import rater_baseline
-from detection.raters import per_rater
+from detection.raters import PerRaterSettings, per_rater
 
 N = vinbigdata.NORMAL_ID
 C0, C1 = vinbigdata.CLASSES[0], vinbigdata.CLASSES[1]
@@ -52,10 +52,10 @@ def files(tmp_path):
     return tmp_path
 
 
-def _run(files, *extra):
+def _run(files, min_images: int, keep=None):
     return per_rater(*vinbigdata.load(files / "train.csv", files / "meta.csv"),
-                     pd.read_csv(files / "pred.csv", dtype={"image_id": str}), *extra[:0],
-                     labels=files / "train.csv", meta=files / "meta.csv", **(extra[0] if extra else {}))
+                     pd.read_csv(files / "pred.csv", dtype={"image_id": str}), PerRaterSettings(min_images=min_images),
+                     keep=keep, labels=files / "train.csv", meta=files / "meta.csv")
 
 
 def test_hand_computed_per_rater_maps(files):
@@ -66,7 +66,7 @@ def test_hand_computed_per_rater_maps(files):
     averaged); mAP 0.75.
     R3 (a: normal, b: C0, c: C1): C0 a 0.9 FP then b 0.8 TP -> 0.5; C1 -> 1; normal a 0.2 TP
     first -> 1; mAP 2.5/3. The prediction on d (read by R4 only) counts for nobody else."""
-    res = _run(files, {"min_images": 3})
+    res = _run(files, 3)
     pr = res["per_rater"]
     assert list(pr) == ["R1", "R2", "R3"] and res["unscored"] == {"R4": 1}
     assert pr["R1"]["mAP"] == pytest.approx(2 / 3) and pr["R2"]["mAP"] == pytest.approx(0.75)
@@ -85,10 +85,10 @@ def test_fold_restricts_images_and_min_images(files):
     """Fold 0 (a, b): R1 truth a C0, b normal: C0 a TP, b FP -> 1; normal b, pred a 0.2 FP -> 0:
     mAP 0.5. R2: C0 a, b both TP -> 1, no normal truth: 1.0. R3: C0 a FP, b TP -> 0.5; normal
     a TP -> 1: 0.75. With min_images 3 nobody has 3 images of fold 0: all listed, none scored."""
-    res = _run(files, {"min_images": 2, "keep": ["a", "b"]})
+    res = _run(files, 2, keep=["a", "b"])
     assert {r: d["mAP"] for r, d in res["per_rater"].items()} == pytest.approx({"R1": 0.5, "R2": 1.0, "R3": 0.75})
     assert res["unscored"] == {} and res["n_images"] == 2
-    res = _run(files, {"min_images": 3, "keep": ["a", "b"]})
+    res = _run(files, 3, keep=["a", "b"])
     assert res["per_rater"] == {} and res["unscored"] == {"R1": 2, "R2": 2, "R3": 2}
 
 

@@ -19,7 +19,7 @@ from data_prep.boxes import make_boxes
 from detection import visualize as V
 from detection.cli import main
 from detection.evaluate import evaluate, read_inputs
-from detection.report_eval import build_report
+from detection.report_eval import ReportSettings, build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
@@ -116,7 +116,7 @@ def test_report_without_costly_images(rep, tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.full((100, 100), 90, np.uint8))
     truth = make_boxes("a", 0, "Aortic enlargement", [[10, 10, 50, 50]])
     pred = truth.assign(score=0.9)
-    out = build_report(truth, pred, images, tmp_path, tmp_path / "r" / "ok.html", title="perfect <run>")
+    out = build_report(truth, pred, images, tmp_path, tmp_path / "r" / "ok.html", ReportSettings(title="perfect <run>"))
     html = out.read_text()
     assert "<h1>perfect &lt;run&gt;</h1>" in html and "mAP@0.4 1.0000" in html
     assert "No image costs anything" in html and "<h2>Overlays</h2>" not in html

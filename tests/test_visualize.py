@@ -359,10 +359,37 @@ def test_cli_show_errors(vin, tmp_path, capsys):
     assert main(["show", *src]) == 2
     assert "nothing to show" in capsys.readouterr().err
     assert main(["show", *src, "--image", "x", "--raters"]) == 2
-    assert "--raters needs --truth" in capsys.readouterr().err
+    assert "--raters needs --rater-labels (or --truth)" in capsys.readouterr().err
     assert main(["show", *src, "--image", "x", "--raters", "--truth", str(vin["truth_csv"]),
                  "--meta", str(vin["meta"])]) == 2
     assert "not a raw VinBigData labels file" in capsys.readouterr().err
+
+
+def test_cli_show_raters_selects_radiologists(vin, tmp_path, capsys):
+    """--raters (config key raters) picks whose raw boxes are drawn, from --rater-labels or a raw --truth:
+    the first release's bare --raters (all, from --truth) = --rater-labels train.csv; --raters R8 =
+    a labels file holding R8's rows only; a radiologist who read nothing is a one-line error."""
+    raw = pd.read_csv(vin["train"], dtype={"image_id": str, "rad_id": str})
+    iid = raw[(raw["rad_id"] == "R8") & (raw["class_id"] < 14)]["image_id"].value_counts().index[0]
+    assert raw.loc[(raw["image_id"] == iid) & (raw["class_id"] < 14), "rad_id"].nunique() > 1
+    raw[raw["rad_id"] == "R8"].to_csv(tmp_path / "r8.csv", index=False)
+    base = ["show", "--source", str(vin["png"]), "--meta", str(vin["meta"]), "--image", iid]
+
+    def draw(name, *argv):
+        assert main([*base, *argv, "--out", str(tmp_path / name)]) == 0
+        return (tmp_path / name / f"{iid}.png").read_bytes()
+
+    old = draw("old", "--truth", str(vin["train"]), "--raters")
+    assert old == draw("labels", "--truth", str(vin["train"]), "--rater-labels", str(vin["train"]))
+    assert old != draw("none", "--truth", str(vin["train"]))
+    fused = ["--truth", str(vin["truth_csv"])]
+    r8 = draw("r8", *fused, "--rater-labels", str(vin["train"]), "--raters", "R8")
+    assert r8 == draw("r8_file", *fused, "--rater-labels", str(tmp_path / "r8.csv"))
+    assert r8 != draw("all", *fused, "--rater-labels", str(vin["train"]))
+    assert r8 == draw("r8_key", *fused, "--rater-labels", str(vin["train"]), "raters=[R8]")
+    assert main([*base, *fused, "--rater-labels", str(vin["train"]), "--raters", "R99", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--raters R99 with --rater-labels" in err and "read no image" in err and "'R8'" in err
 
 
 def test_cli_show_dicom_sizes_from_headers_and_worst_gallery_ranks_predicted(vin, tmp_path, caplog):
