@@ -401,8 +401,8 @@ def add_arguments_explore(p: argparse.ArgumentParser) -> None:
     from data_prep.config import add_config_arguments, deprecated_flag
 
     p.add_argument("--truth", required=True, help="train.csv / fused.csv / RSNA labels / box table CSV")
-    p.add_argument("--pred", action="append", required=True, metavar="P",
-                   help="submission CSV or box table CSV; repeat for several prediction layers")
+    p.add_argument("--pred", action="extend", nargs="+", required=True, metavar="P",
+                   help="submission CSV(s) or box table CSV(s): one prediction layer each (--pred A B or --pred A --pred B)")
     p.add_argument("--source", required=True, help="folder of the images (<id>.png or <id>.dicom/.dcm)")
     p.add_argument("--meta", help="original image sizes (meta.csv or image_id,dim0,dim1)")
     p.add_argument("--rater-labels", metavar="CSV",

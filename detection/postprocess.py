@@ -366,7 +366,8 @@ def postprocess(tables: Sequence[pd.DataFrame], probs: pd.DataFrame | None = Non
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_postprocess(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pred", nargs="+", required=True, help="prediction box table(s) or submissions; several = WBF")
+    p.add_argument("--pred", action="extend", nargs="+", required=True,
+                   help="prediction box table(s) or submissions; several = WBF (--pred A B or --pred A --pred B)")
     p.add_argument("--cls-probs", default=None,
                    help="probabilities table: image_id + one column per label (abnormal, ...)")
     p.add_argument("--meta", default=None, help="original image sizes (WBF normalisation, clipping scaled boxes)")

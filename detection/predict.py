@@ -617,7 +617,8 @@ def _predict_dask(spec: _Spec, rows: pd.DataFrame, scheduler: str, workers: int,
 def add_arguments_predict(p: argparse.ArgumentParser) -> None:
     from data_prep.config import add_config_arguments
 
-    p.add_argument("--weights", nargs="+", required=True, help="one or more local .pt/.onnx (several = WBF ensemble)")
+    p.add_argument("--weights", action="extend", nargs="+", required=True,
+                   help="one or more local .pt/.onnx (several = WBF ensemble; --weights A B or --weights A --weights B)")
     p.add_argument("--source", required=True, help="folder of PNGs or DICOMs, or a .txt list of PNG paths")
     p.add_argument("--meta", default=None, help="original sizes for PNGs (convert's meta.csv or image_id,dim0,dim1)")
     p.add_argument("--out", required=True, help="prediction box table CSV (original pixels)")

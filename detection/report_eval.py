@@ -237,7 +237,7 @@ def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", help="JSON from `cxrdet evaluate --rater-baseline --json`")
     p.add_argument("--rater-labels", help="raw per-radiologist labels (train.csv): adds the radiologists' pairwise "
                    "agreement matrix and box-size ratios (needs --meta)")
-    p.add_argument("--per-rater", help="JSON from `cxrdet evaluate --per-rater --json`: the model against each radiologist")
+    p.add_argument("--per-rater-json", help="JSON from `cxrdet evaluate --per-rater --json`: the model against each radiologist")
     p.add_argument("--n-worst", type=int, default=12, help="images in the worst-images gallery")
     p.add_argument("--n-overlays", type=int, default=6, help="full-size overlays of the worst images")
     p.add_argument("--title", default="cxrdet evaluation",
@@ -274,6 +274,6 @@ def run_report_eval(args) -> int:
 
 
 def _raters_args(args, cfg: dict) -> dict | None:
-    if not (args.rater_labels or args.per_rater):
+    if not (args.rater_labels or args.per_rater_json):
         return None
-    return {"labels": args.rater_labels, "meta": args.meta, "dataset": cfg["dataset"], "per_rater_json": args.per_rater}
+    return {"labels": args.rater_labels, "meta": args.meta, "dataset": cfg["dataset"], "per_rater_json": args.per_rater_json}

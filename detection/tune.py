@@ -340,7 +340,8 @@ def add_arguments_tune(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--truth", required=True, help="train.csv / fused.csv / stage_2_train_labels.csv / box table CSV")
     p.add_argument("--meta", default=None, help="image sizes (needed to fuse a raw train.csv; WBF normalisation)")
-    p.add_argument("--pred", nargs="+", required=True, help="out-of-fold prediction table(s); several = WBF ensemble")
+    p.add_argument("--pred", action="extend", nargs="+", required=True,
+                   help="out-of-fold prediction table(s); several = WBF ensemble (--pred A B or --pred A --pred B)")
     p.add_argument("--cls-probs", default=None, help="probabilities table (image_id + one column per label, abnormal)")
     p.add_argument("--folds", required=True, help="folds.csv (image_id,fold): the nested estimate leaves one out")
     p.add_argument("--space", default=None, help="search space YAML (key: [choices] | {low, high}); default per metric")

@@ -201,10 +201,14 @@ def test_each_flag_means_one_key_across_all_stages():
                 dests.setdefault(flag, set()).add(a.dest)
                 if a.dest in keys and flag not in INPUT_FILES:
                     assert C.ALIASES.get(flag) == a.dest, f"cxrdet {cmd} {flag} sets `{a.dest}` by hand, not by ALIASES"
-                    if (cmd, flag) not in WIDER:
-                        forms.setdefault(flag, set()).add((type(a).__name__, a.nargs, a.const, a.type))
+                if (cmd, flag) not in WIDER:      # every flag (a key's alias or not) takes its value one way
+                    forms.setdefault(flag, set()).add((type(a).__name__, a.nargs, a.const, a.type))
     assert {f: d for f, d in dests.items() if len(d) > 1} == {}
-    assert {f: v for f, v in forms.items() if len(v) > 1} == {}
+    # one value, or (in a stage that takes several) any number, in one go or repeated: `--pred A B` = `--pred A --pred B`
+    one_or_many = {("_StoreAction", None, None, None), ("_ExtendAction", "+", None, None)}
+    assert {f: v for f, v in forms.items() if len(v) > 1 and v != one_or_many} == {}
+    drops = {f for f, v in forms.items() if ("_StoreAction", "+", None, None) in v}
+    assert drops == set(), f"{sorted(drops)}: a repeated flag would drop the earlier values; use action='extend'"
     assert {"--raters", "--iou", "--conf"} <= set(dests)
     assert dests["--raters"] == {"raters"}
 
@@ -264,3 +268,16 @@ def test_settings_objects_from_the_merged_config():
         ReportSettings().replace(nope=1)
     with pytest.raises(Exception):
         r.metric = "coco"                                                           # frozen
+
+
+def test_a_repeated_multi_value_flag_keeps_every_value():
+    """`--pred A --pred B` is `--pred A B` wherever a stage takes several (no silent drop of A)."""
+    for cmd, flag in (("postprocess", "--pred"), ("tune", "--pred"), ("explore", "--pred"), ("predict", "--weights")):
+        p = _parser(cmd)
+        base = [a for a in _required(p)]
+        i = base.index(flag)
+        base = base[:i] + base[i + 2:]
+        a = p.parse_args(base + [flag, "A", "B"])
+        b = p.parse_args(base + [flag, "A", flag, "B"])
+        dest = p._option_string_actions[flag].dest
+        assert getattr(a, dest) == getattr(b, dest) == ["A", "B"], (cmd, flag)

@@ -184,7 +184,7 @@ def test_html_report_shows_per_rater_and_matrix(files, tmp_path, monkeypatch):
     out = tmp_path / "r.html"
     assert main(["report-eval", "--truth", str(files / "train.csv"), "--meta", str(files / "meta.csv"),
                  "--pred", str(files / "pred.csv"), "--source", str(png), "--rater-labels", str(files / "train.csv"),
-                 "--per-rater", str(pj), "--out", str(out)]) == 0
+                 "--per-rater-json", str(pj), "--out", str(out)]) == 0
     h = out.read_text()
     assert "<h2>Radiologists</h2>" in h and "<td>R2</td><td>3</td><td>0.7500</td>" in h and "R4 (1)" in h
     imgs = dict(re.findall(r'<img class="[^"]*" alt="([^"]*)" src="data:image/png;base64,([^"]+)"', h))
