@@ -9,8 +9,10 @@ seconds, not minutes) into a temp dir, then, in one run:
    ``apply_voi_lut(ds.pixel_array, ds)``, ``np.amax(data) - data`` for MONOCHROME1, float
    min-max, ``(data * 255).astype(uint8)``, PIL ``thumbnail((512, 512), LANCZOS)``, PIL PNG save);
 2. ``convert_folder(..., size=512, keep_ratio=True)`` on all files with 1 worker (in process),
-   2 workers (process pool), a 2-worker Dask LocalCluster already running (``scheduler=tcp://...``)
-   and ``scheduler="local"`` (the cluster's start-up included);
+   2 workers (process pool, forked from this process: its workers start with every decoder
+   imported), a 2-worker Dask LocalCluster already running (``scheduler=tcp://...``; its workers
+   convert 4 files each before the timing, to start as warm as the pool's) and
+   ``scheduler="local"`` (the cluster's start-up and cold workers included);
 3. the per-stage bound: read + decode + LUT + resize + encode(+write), timed stage by stage on
    every distinct file (median of 3), summed over the set and divided by the cores;
 4. on the JPEG 2000 files: reduced-resolution decode vs full decode (speed, and the mean absolute
@@ -256,6 +258,16 @@ def _load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def warm_worker(paths: list[str], out: str) -> None:
+    """On a cluster worker, before the timing: convert a few files (every kind of the set), so that
+    its decoders are imported and initialised like those of the pool's workers, which fork from this
+    process after the 1-worker run. (scheduler=local, timed from its start, includes all that.)"""
+    from data_prep.convert import _convert_remote
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    _convert_remote([(p, str(Path(out) / f"{os.getpid()}_{Path(p).stem}.png"), 512, True) for p in paths])
+
+
 def timed_convert(label: str, src: Path, dst: Path, **kw) -> tuple[str, float, float, int]:
     """(label, wall seconds, CPU seconds, images) of one fresh ``convert_folder`` run."""
     shutil.rmtree(dst, ignore_errors=True)
@@ -309,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                               work / "o2", workers=args.workers)]
         with dask_client("local", args.workers) as client:        # the cluster scheduler=local starts
             client.wait_for_workers(args.workers, timeout=120)
-            client.run(lambda: __import__("data_prep.convert"))       # workers import like forked ones
-            runs.append(timed_convert(f"Dask LocalCluster, {args.workers} workers (running)", work / "dicom",
+            client.run(warm_worker, [str(p) for p in unique[:4]], str(work / "warm"))
+            runs.append(timed_convert(f"Dask LocalCluster, {args.workers} workers (running, warm)", work / "dicom",
                                       work / "o3", scheduler=client.scheduler.address))
         runs.append(timed_convert(f"Dask scheduler=local, {args.workers} workers (+ start-up)", work / "dicom",
                                   work / "o4", workers=args.workers, scheduler="local"))

@@ -39,6 +39,10 @@ LOCAL_CONFIG = {
     "distributed.admin.tick.interval": "1s",                # event-loop check, every 20 ms per process
     "distributed.worker.memory.monitor-interval": "1s",     # RSS poll for spill/pause/kill, 100 ms
     "distributed.admin.system-monitor.interval": "5s",      # CPU/memory/network/disk poll, 500 ms
+    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536: glibc then hands every freed
+    # image buffer back to the system and faults it in again (measured: +45 % page faults, +10 ms
+    # system CPU per image); the workers keep no data between tasks, so glibc's default is kept.
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
 }
 LOCAL_SCHEDULER = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
 

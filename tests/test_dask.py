@@ -194,16 +194,18 @@ def test_batch_sizes_and_cuts():
     assert batches([], 3) == [] and batches([1, 2], 0) == [[1], [2]]
 
 
-def test_local_cluster_listens_on_loopback_only_and_leaves_8787_alone():
+@pytest.mark.slow   # starts its own LocalCluster
+def test_local_cluster_listens_on_loopback_only_and_leaves_8787_alone(monkeypatch):
     """scheduler=local: every listening socket of the client and its workers is on 127.0.0.1, the
     scheduler's HTTP routes do not try port 8787 (taken here), and the workers run with
-    LOCAL_CONFIG (no stack sampling)."""
+    LOCAL_CONFIG (no stack sampling; one OpenMP thread but glibc's own trim threshold)."""
     import socket
     import warnings
 
     import dask
     import psutil
 
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)   # left here by an earlier LocalCluster's nanny
     blocker = socket.socket()
     try:
         blocker.bind(("127.0.0.1", 8787))
@@ -218,10 +220,12 @@ def test_local_cluster_listens_on_loopback_only_and_leaves_8787_alone():
                 listening = [c.laddr for p in procs for c in p.net_connections("inet")
                              if c.status == psutil.CONN_LISTEN and c.laddr.port != 8787]
                 settings = client.run(lambda: {k: dask.config.get(k) for k in LOCAL_CONFIG})
+                env = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
         assert len(listening) >= 3     # scheduler (comm + HTTP), nanny, worker
         assert {a.ip for a in listening} == {"127.0.0.1"}
         assert not [str(w.message) for w in caught if "8787" in str(w.message)]
         assert list(settings.values()) == [LOCAL_CONFIG]
+        assert list(env.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
     finally:
         blocker.close()
 
