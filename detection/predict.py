@@ -20,11 +20,11 @@ the source folder or its parent (prep's layout) is used; without any, the PNG is
 original (logged). DICOM folders take sizes from the header.
 
 The WBF and the post-processing steps are :mod:`detection.postprocess`'s functions (one code
-path with ``cxrdet postprocess``). On a Dask cluster (``--scheduler``, :mod:`data_prep.cluster`):
-the local path's batches become tasks; each worker process loads the models once
-(:func:`_worker_models`) and returns only box rows, p(abnormal), original sizes and error lines;
-the post-processing runs here. CPU workers can take ``--onnx`` (exported once by the client); GPU
-workers: one worker process per GPU (see the README).
+path with ``cxrdet postprocess``); the models are loaded by :mod:`detection.predict_models`. On a
+Dask cluster (``--scheduler``, :mod:`detection.predict_cluster`): the local path's batches become
+tasks; each worker process loads the models once and returns only box rows, p(abnormal), original
+sizes and error lines; the post-processing runs here. CPU workers can take ``--onnx`` (exported
+once by the client); GPU workers: one worker process per GPU (see the README).
 
 2-class filter, with ``p = p(abnormal)`` from an ultralytics classify model whose classes are
 ``abnormal``/``normal`` (``cxrdet train-cls``):
@@ -46,8 +46,7 @@ import dataclasses
 import logging
 import os
 import time
-import threading
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -61,6 +60,7 @@ from data_prep.datasets import DEFAULT_DATASET, describe
 from data_prep.datasets.common import read_meta as common_read_meta
 from detection import postprocess as post_mod
 from detection.postprocess import View, fuse_views, two_class_filter  # noqa: F401  (predict's steps live there)
+from detection.predict_models import Loaded, _multilabel_runner, _names, classifier_probs, load_model
 
 log = logging.getLogger(__name__)
 
@@ -183,82 +183,6 @@ def view_from_result(result, frame: Frame, hw: tuple[int, int], flipped: bool = 
         xyxy = unflip_x(xyxy, frame.frame_w)
     return View(to_original(xyxy, frame, hw), b.conf.cpu().numpy().astype("float64").reshape(-1),
                 b.cls.cpu().numpy().astype("int64").reshape(-1))
-
-
-# ----------------------------------------------------------------------------- models
-def _onnx_input(path: str) -> tuple[int | None, int | None]:
-    """(static batch or None, static square imgsz or None) of an ONNX model's first input."""
-    import onnxruntime as ort
-
-    shape = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()[0].shape
-    batch = shape[0] if isinstance(shape[0], int) else None
-    size = shape[2] if isinstance(shape[2], int) else None
-    return batch, size
-
-
-@dataclass
-class Loaded:
-    """An ultralytics model plus the batch/imgsz it must be called with."""
-    model: object
-    path: str
-    imgsz: int
-    batch: int
-
-
-def load_model(weights: str | os.PathLike, imgsz: int, batch: int, task: str = "detect",
-               onnx: bool = False) -> Loaded:
-    """``YOLO(weights)`` for a local ``.pt`` or ``.onnx``; ``onnx=True`` exports a ``.pt`` first
-    (cached beside it as ``<stem>_<imgsz>.onnx``). An ONNX with a static input keeps its own imgsz
-    and batch (a different ``imgsz`` is logged and ignored)."""
-    from detection.runtime import open_yolo
-    from detection.train import resolve_model
-
-    what = "classifier" if task == "classify" else "weights"
-    p = Path(weights)
-    if p.suffix != ".onnx":
-        p = Path(resolve_model(str(weights), what))
-    if onnx and p.suffix == ".pt":
-        p = _onnx_cached(p, imgsz)
-    model = open_yolo(p, task, what)
-    if p.suffix == ".onnx":
-        sb, ss = _onnx_input(str(p))
-        if ss is not None and ss != imgsz:
-            log.warning("%s was exported at imgsz=%d; predicting at %d, not %d", p, ss, ss, imgsz)
-            imgsz = ss
-        batch = sb or batch
-    return Loaded(model, str(p), int(imgsz), int(batch))
-
-
-def _onnx_cached(pt: Path, imgsz: int) -> Path:
-    """``<stem>_<imgsz>.onnx`` beside ``pt``, exported when absent or older than ``pt``."""
-    from detection.export_onnx import export_onnx
-
-    cached = pt.with_name(f"{pt.stem}_{imgsz}.onnx")
-    if not cached.is_file() or cached.stat().st_mtime < pt.stat().st_mtime:
-        export_onnx(pt, imgsz=imgsz, out=cached)
-    return cached
-
-
-def _names(m: Loaded) -> dict[int, str]:
-    return {int(k): str(v) for k, v in m.model.names.items()}
-
-
-def classifier_probs(clf: Loaded, imgs: list[np.ndarray], device: str = "cpu") -> np.ndarray:
-    """p(abnormal) for each image, ``(N,)`` float64, from a classify model with an ``abnormal`` class;
-    for a multi-label runner (:mod:`detection.classify`), ``(N, L)``: every label, ``abnormal`` included."""
-    if not isinstance(clf, Loaded):
-        from detection.classify import classify_images
-
-        return np.asarray(classify_images(clf, imgs), "float64")
-    names = _names(clf)
-    idx = [k for k, v in names.items() if v == "abnormal"]
-    if not idx:
-        raise ValueError(f"classifier {clf.path}: classes {names} have no 'abnormal'; train it with `cxrdet train-cls`")
-    out = []
-    for s in range(0, len(imgs), clf.batch):
-        res = clf.model.predict(imgs[s:s + clf.batch], imgsz=clf.imgsz, device=device, verbose=False)
-        out += [float(r.probs.data.cpu().numpy()[idx[0]]) for r in res]
-    return np.asarray(out, "float64")
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -443,7 +367,7 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     is returned as ``attrs["cls_probs"]``.
 
     ``settings.scheduler`` ``local``/``tcp://host:port``: the batches run on a Dask cluster
-    (``settings.workers`` LocalCluster processes, see :func:`_predict_dask`); the same table."""
+    (``settings.workers`` LocalCluster processes, see :func:`detection.predict_cluster._predict_dask`); the same table."""
     if isinstance(settings, dict):
         settings = PredictSettings.from_config(settings)
     s = (settings or PredictSettings()).replace(**changes)
@@ -477,6 +401,8 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     tables, p_abn, sizes = [], {}, {}
     t0 = time.perf_counter()
     if scheduler is not None:
+        from detection.predict_cluster import _predict_dask
+
         labels = _predict_dask(spec, rows, scheduler, workers, tables, p_abn, errs, sizes)
     else:
         with tqdm(total=len(rows), desc="predict", unit="img") as bar:
@@ -503,114 +429,6 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
         log.warning("%d image(s) failed and were skipped (listed below; the others are in the table):\n  %s",
                     len(errs), "\n  ".join(errs))
     return out
-
-
-def _multilabel_runner(classifier, onnx: bool, device: str):
-    """A runner (:mod:`detection.classify`) when ``classifier`` is a multi-label checkpoint or its
-    ONNX, else None (an ultralytics normal/abnormal classifier)."""
-    from detection.classifier import is_multilabel
-
-    p = Path(classifier)
-    if p.suffix == ".onnx":
-        import onnxruntime as ort
-
-        try:
-            sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-        except Exception:  # not a readable ONNX: ultralytics' loader gives the error
-            return None
-        if "cxrdet" not in sess.get_modelmeta().custom_metadata_map:
-            return None
-    elif not is_multilabel(p):
-        return None
-    from detection.classify import load_runner
-
-    return load_runner(p, onnx, device)
-
-
-# ----------------------------------------------------------------------------- on a Dask cluster
-_WORKER_MODELS: dict[_Spec, tuple] = {}
-_WORKER_LOCK = threading.Lock()
-_WORKER_LOADS = [0]     # model loads in this process (worker_loads(): tests, and a check for users)
-
-
-def worker_loads() -> int:
-    """How many times this process loaded models for Dask tasks (``client.run(worker_loads)``)."""
-    return _WORKER_LOADS[0]
-
-
-def _worker_models(spec: _Spec) -> tuple:
-    """The models of ``spec`` in this worker process, loaded on its first batch and kept (keyed by
-    the weights paths and sizes, so a new run with other weights replaces them)."""
-    key = replace(spec, device="", tta=False, conf=0.0, nms_iou=0.0, max_det=0, ens_iou=0.0, ens_skip=0.0,
-                  size=0, keep_ratio=False, voi=None, ens_conf_type="", ens_weights=None)
-    with _WORKER_LOCK:
-        if key not in _WORKER_MODELS:
-            _WORKER_MODELS.clear()
-            _WORKER_MODELS[key] = _load_models(spec)
-            _WORKER_LOADS[0] += 1
-        return _WORKER_MODELS[key]
-
-
-def _predict_task(task: tuple[int, _Spec, list[dict]]) -> tuple:
-    """One batch on a Dask worker: -> (batch start, n images, box table or None, p(abnormal), error
-    lines, original sizes). Only these rows travel back; images are read and predicted on the worker."""
-    start, spec, records = task
-    rows = pd.DataFrame.from_records(records)
-    tables, p_abn, errs, sizes = _predict_rows(*_worker_models(spec), rows, spec)
-    return start, len(records), (pd.concat(tables, ignore_index=True) if tables else None), p_abn, errs, sizes
-
-
-def _predict_dask(spec: _Spec, rows: pd.DataFrame, scheduler: str, workers: int,
-                  tables: list, p_abn: dict, errs: list, sizes: dict) -> list[str] | None:
-    """Send batches of ``rows`` (the local path's batches, so ultralytics letterboxes them the
-    same) to the cluster; each worker loads the models once (:func:`_worker_models`). Weights and
-    image paths travel absolute; ``onnx`` exports happen here, once, before any task. The
-    classifiers are opened here first (refusing a mix of kinds before any task, as the local path
-    does) -> their multi-label labels, or None."""
-    from data_prep.cluster import dask_client, run_unordered
-    from detection.classifier import is_multilabel, load_checkpoint
-    from detection.train import resolve_model
-
-    labels = _load_classifiers(spec)[1] if spec.classifiers else None   # exports multi-label ONNX once
-
-    def absolute(w: str | None, what: str, imgsz: int) -> str | None:
-        if not w:
-            return None
-        p = Path(w) if Path(w).suffix == ".onnx" else Path(resolve_model(w, what))
-        if what == "classifier" and is_multilabel(p):
-            if spec.onnx:    # the ONNX detection.classify.load_runner exported above
-                p = p.with_name(f"{p.stem}_{int(load_checkpoint(p)['imgsz'])}.onnx")
-        elif spec.onnx and p.suffix == ".pt":
-            p = _onnx_cached(p, imgsz)            # exported once, here, not by every worker
-        if not p.is_file():
-            raise FileNotFoundError(f"{what} {w}: no such file")
-        return str(p.resolve())
-
-    ws = tuple(absolute(w, "weights", spec.imgsz) for w in spec.weights)
-    clfs = tuple(absolute(c, "classifier", spec.cls_imgsz) for c in spec.classifiers)
-    chunk = min([spec.batch] + [_onnx_input(w)[0] or spec.batch for w in ws if w.endswith(".onnx")])
-    spec = replace(spec, weights=ws, classifiers=clfs, onnx=False)
-    orig = rows["path"].tolist()
-    rows = rows.assign(path=[os.path.abspath(p) for p in orig])
-    back = dict(zip(rows["path"], orig))
-    tasks = ((s, spec, rows.iloc[s:s + chunk].to_dict("records")) for s in range(0, len(rows), chunk))
-    done: dict[int, tuple] = {}
-    with dask_client(scheduler, workers) as client, \
-            tqdm(total=len(rows), desc="predict (dask)", unit="img") as bar:
-        for start, n, table, p, e, z in run_unordered(client, _predict_task, tasks,
-                                                      in_flight=2 * max(1, len(client.nthreads()))):
-            done[start] = (table, p, e, z)
-            bar.update(n)
-    for start in sorted(done):     # batch order: the same table and error order as the local path
-        table, p, e, z = done[start]
-        if table is not None:
-            tables.append(table)
-        p_abn.update(p)
-        sizes.update(z)
-        for line in e:
-            path = line.split(": ", 1)[0]
-            errs.append(line.replace(path, back.get(path, path), 1))
-    return labels
 
 
 # ----------------------------------------------------------------------------- CLI

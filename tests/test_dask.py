@@ -23,6 +23,7 @@ import torch
 
 import detection.predict as P
 from data_prep.cluster import LOCAL_CONFIG, batch_size, batches, check_scheduler, dask_client
+from detection.predict_cluster import worker_loads
 from data_prep.convert import ERRORS, META, convert_folder
 from detection.cli import main
 
@@ -236,7 +237,7 @@ def test_predict_on_cluster_equals_local_model_loaded_once_per_worker(pngs, mode
     addr = cluster.scheduler_info()["address"]
     e_local, e_dask = [], []
     a = P.predict(model, pngs, errors=e_local, **PREDICT_KW)
-    before = sum(cluster.run(P.worker_loads).values())
+    before = sum(cluster.run(worker_loads).values())
     b = P.predict(model, pngs, errors=e_dask, scheduler=addr, **PREDICT_KW)
     assert len(a) == len(b) >= 5 and a.image_id.nunique() == 5
     assert a.image_id.tolist() == b.image_id.tolist() and a.class_id.tolist() == b.class_id.tolist()
@@ -246,10 +247,10 @@ def test_predict_on_cluster_equals_local_model_loaded_once_per_worker(pngs, mode
 
     # 3 batches of 2 on 2 workers: each worker loaded the model at most once; a second run of the
     # same weights loads nothing
-    loads = cluster.run(P.worker_loads)
+    loads = cluster.run(worker_loads)
     assert 1 <= sum(loads.values()) - before <= 2
     P.predict(model, pngs, scheduler=addr, **PREDICT_KW)
-    assert cluster.run(P.worker_loads) == loads
+    assert cluster.run(worker_loads) == loads
 
 
 @pytest.mark.slow   # loads torch models in every worker

@@ -1,0 +1,114 @@
+"""The models :mod:`detection.predict` runs: ultralytics detect/classify weights (``.pt`` or
+``.onnx``; a ``.pt`` exported to ONNX once and cached beside it), multi-label classifier runners
+(:mod:`detection.classify`), and a classifier's probabilities for a list of images.
+
+Loading and calling models only; which images, views, fusion and post-processing are
+:mod:`detection.predict`'s."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("detection.predict")   # the stage's logger: its lines read as predict's
+
+
+def _onnx_input(path: str) -> tuple[int | None, int | None]:
+    """(static batch or None, static square imgsz or None) of an ONNX model's first input."""
+    import onnxruntime as ort
+
+    shape = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+    batch = shape[0] if isinstance(shape[0], int) else None
+    size = shape[2] if isinstance(shape[2], int) else None
+    return batch, size
+
+
+@dataclass
+class Loaded:
+    """An ultralytics model plus the batch/imgsz it must be called with."""
+    model: object
+    path: str
+    imgsz: int
+    batch: int
+
+
+def load_model(weights: str | os.PathLike, imgsz: int, batch: int, task: str = "detect",
+               onnx: bool = False) -> Loaded:
+    """``YOLO(weights)`` for a local ``.pt`` or ``.onnx``; ``onnx=True`` exports a ``.pt`` first
+    (cached beside it as ``<stem>_<imgsz>.onnx``). An ONNX with a static input keeps its own imgsz
+    and batch (a different ``imgsz`` is logged and ignored)."""
+    from detection.runtime import open_yolo
+    from detection.train import resolve_model
+
+    what = "classifier" if task == "classify" else "weights"
+    p = Path(weights)
+    if p.suffix != ".onnx":
+        p = Path(resolve_model(str(weights), what))
+    if onnx and p.suffix == ".pt":
+        p = _onnx_cached(p, imgsz)
+    model = open_yolo(p, task, what)
+    if p.suffix == ".onnx":
+        sb, ss = _onnx_input(str(p))
+        if ss is not None and ss != imgsz:
+            log.warning("%s was exported at imgsz=%d; predicting at %d, not %d", p, ss, ss, imgsz)
+            imgsz = ss
+        batch = sb or batch
+    return Loaded(model, str(p), int(imgsz), int(batch))
+
+
+def _onnx_cached(pt: Path, imgsz: int) -> Path:
+    """``<stem>_<imgsz>.onnx`` beside ``pt``, exported when absent or older than ``pt``."""
+    from detection.export_onnx import export_onnx
+
+    cached = pt.with_name(f"{pt.stem}_{imgsz}.onnx")
+    if not cached.is_file() or cached.stat().st_mtime < pt.stat().st_mtime:
+        export_onnx(pt, imgsz=imgsz, out=cached)
+    return cached
+
+
+def _names(m: Loaded) -> dict[int, str]:
+    return {int(k): str(v) for k, v in m.model.names.items()}
+
+
+def classifier_probs(clf: Loaded, imgs: list[np.ndarray], device: str = "cpu") -> np.ndarray:
+    """p(abnormal) for each image, ``(N,)`` float64, from a classify model with an ``abnormal`` class;
+    for a multi-label runner (:mod:`detection.classify`), ``(N, L)``: every label, ``abnormal`` included."""
+    if not isinstance(clf, Loaded):
+        from detection.classify import classify_images
+
+        return np.asarray(classify_images(clf, imgs), "float64")
+    names = _names(clf)
+    idx = [k for k, v in names.items() if v == "abnormal"]
+    if not idx:
+        raise ValueError(f"classifier {clf.path}: classes {names} have no 'abnormal'; train it with `cxrdet train-cls`")
+    out = []
+    for s in range(0, len(imgs), clf.batch):
+        res = clf.model.predict(imgs[s:s + clf.batch], imgsz=clf.imgsz, device=device, verbose=False)
+        out += [float(r.probs.data.cpu().numpy()[idx[0]]) for r in res]
+    return np.asarray(out, "float64")
+
+
+
+def _multilabel_runner(classifier, onnx: bool, device: str):
+    """A runner (:mod:`detection.classify`) when ``classifier`` is a multi-label checkpoint or its
+    ONNX, else None (an ultralytics normal/abnormal classifier)."""
+    from detection.classifier import is_multilabel
+
+    p = Path(classifier)
+    if p.suffix == ".onnx":
+        import onnxruntime as ort
+
+        try:
+            sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        except Exception:  # not a readable ONNX: ultralytics' loader gives the error
+            return None
+        if "cxrdet" not in sess.get_modelmeta().custom_metadata_map:
+            return None
+    elif not is_multilabel(p):
+        return None
+    from detection.classify import load_runner
+
+    return load_runner(p, onnx, device)
