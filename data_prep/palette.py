@@ -1,5 +1,5 @@
 """The project's one qualitative palette: a fixed colour per class id, shared by the box overlays
-(detection/visualize.py), the HTML explorer (through visualize) and the dataset report's plots
+(detection/draw.py), the HTML explorer (detection/explore.py) and the dataset report's plots
 (data_prep/report_plots.py), so a class has the same colour in every picture.
 
 15 colours chosen to stay apart from each other AND from the grey of an X-ray: saturated hues

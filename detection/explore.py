@@ -15,7 +15,7 @@ reads ``data.js``, and ``data.json`` holds the identical JSON for anyone's scrip
 ``data.json`` keys: ``format`` ("cxrdet-explore/1"), ``title``, ``metric`` (vinbigdata | coco |
 rsna), ``iou_thresholds`` (the metric's IoU thresholds: one, or RSNA's eight), ``conf`` (the
 slider's start), ``normal_class`` (or null), ``classes`` [{id, name, color}] (colours of
-:func:`detection.visualize.class_color`), ``layers`` [{kind: truth|pred|rater, name, source}],
+:func:`data_prep.palette.class_color`), ``layers`` [{kind: truth|pred|rater, name, source}],
 ``box_fields``, ``boxes`` (one list per box, fields in ``box_fields`` order, boxes of an image
 contiguous), ``images`` [{id, file, width, height, orig_width, orig_height, box_start,
 box_count, p_normal}]. A box: ``layer`` (index into ``layers``), ``class_id``, ``x_min, y_min,
@@ -273,7 +273,8 @@ def explore_data(images: pd.DataFrame, infos: dict[str, dict], truth: pd.DataFra
     metric, iou_thr, normal_class, class_names = s.metric, s.iou_thr, s.normal_class, s.class_names
     conf, title, truth_name = s.show_conf, s.title, s.truth_name
     from detection import metrics as M
-    from detection.visualize import class_color, names_dict
+    from data_prep.palette import class_color
+    from detection.draw import names_dict
 
     ids = [i for i in images["image_id"].astype(str) if i in infos]
     pos = pd.Index(ids)

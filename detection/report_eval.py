@@ -56,7 +56,7 @@ def score_names(metric: str) -> tuple[str, str]:
 def _ap_bars(res: dict, out: Path) -> Path:
     """Per-class score bars in the class colours (the overlays' palette); each value written
     inside its bar (in black or white by the bar's lightness) when the bar is long, else after it."""
-    from detection.visualize import class_color, class_rgb, text_color
+    from data_prep.palette import class_color, class_rgb, text_color
 
     per, overall = score_names(res.get("metric", ""))
     rows = [r for r in res["table"] if r["ap"] is not None]
