@@ -9,16 +9,9 @@ image by image, with those lists (``bench/fuse.py`` and ``tests/test_fusion.py``
 Inputs scored below ``skip_box_thr`` and zero-area boxes are left out, as ensemble-boxes does
 (counted in ``fused.attrs["dropped"]``).
 
-WBF speed (bit-identical, tested): calling ensemble-boxes once per image costs ~10 s on the
-real train.csv, almost all of it per-call and per-box Python overhead, and the library does not
-return which boxes formed each fused box. So :func:`_fuse_wbf` runs ensemble-boxes 1.0.9's WBF
-algorithm on every (image, class) group at once, step j taking the j-th box (in the library's
-own ``prefilter_boxes`` order) of every group together, with the library's exact arithmetic
-(float64 IoU, float32 ``get_weighted_box`` accumulation, its score rescaling per
-``conf_type``). ``tests/test_fusion.py`` compares it bit for bit with
-``ensemble_boxes.weighted_boxes_fusion`` (real rows, random cases, every conf_type) and
-``bench/fuse.py`` on the full real file; a different installed ensemble-boxes version is
-logged as a warning. ``nms``/``soft_nms``/``nmw`` call ensemble-boxes directly, per image.
+WBF runs :mod:`data_prep.wbf`'s kernel (every group at once, bit-identical to ensemble-boxes
+1.0.9's ``weighted_boxes_fusion``; tested); ``nms``/``soft_nms``/``nmw`` call ensemble-boxes
+directly, per image.
 
 ``n_raters`` (int64): the number of distinct radiologists a fused box stands for.
 * ``wbf``: distinct models among the members of its cluster (exact).
@@ -42,6 +35,7 @@ from ensemble_boxes import nms, non_maximum_weighted, soft_nms
 from data_prep.atomic import write_csv
 from data_prep.boxes import BOX_COLUMNS, COORDS, as_box_table, denormalize_xyxy, empty_boxes, make_boxes, normalize_xyxy
 from data_prep.boxes import iou as box_iou
+from data_prep.wbf import NCOLS, _check_version, _fuse_wbf, _model_weights
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +45,6 @@ COMPETITION_COLUMNS = ["image_id", "class_name", "class_id", "rad_id", "x_min", 
 
 
 # ----------------------------------------------------------------------------- preparation
-NCOLS = ["nx1", "ny1", "nx2", "ny2"]
-
-
 def _prepare(boxes: pd.DataFrame, images: pd.DataFrame, skip_box_thr: float, weights: dict | None = None):
     """Sorted, normalised inputs: ``(b, dropped, models)``. ``b`` is the box table (canonical
     columns) sorted by (image in first-appearance order ``_img``, class_id, model ``t``, input
@@ -113,154 +104,6 @@ def _prepare(boxes: pd.DataFrame, images: pd.DataFrame, skip_box_thr: float, wei
     return b, dropped, m.reset_index(drop=True)
 
 
-def _model_weights(b: pd.DataFrame, models: pd.DataFrame) -> np.ndarray:
-    """``(G, T)`` float64: per (image, class) group, its image's model weights by model index
-    ``t`` (0 beyond the image's ``M`` models)."""
-    T = int(models["M"].max())
-    per_image = np.zeros((int(b["_img"].max()) + 1, T))
-    code = b.drop_duplicates("_img").set_index("image_id")["_img"]
-    mi = code.reindex(models["image_id"]).fillna(-1).to_numpy().astype("int64")
-    ok = mi >= 0
-    per_image[mi[ok], models["t"].to_numpy()[ok]] = models["wt"].to_numpy()[ok]
-    starts = np.flatnonzero(np.r_[True, np.diff(b["g"].to_numpy()) != 0])
-    return per_image[b["_img"].to_numpy()[starts]]
-
-
-# ----------------------------------------------------------------------------- WBF
-def _processing_order(s: np.ndarray, starts: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """Per group, the order ensemble-boxes' ``prefilter_boxes`` gives its boxes:
-    ``scores.argsort()[::-1]`` on the group (numpy's argsort, ties included). Returns global
-    row indices, groups contiguous. A group of equal scores depends only on its size (cached)."""
-    out = np.empty(len(s), dtype="int64")
-    lo = np.minimum.reduceat(s, starts) if len(s) else s
-    hi = np.maximum.reduceat(s, starts) if len(s) else s
-    cache: dict[int, np.ndarray] = {}
-    for k in np.unique(size):
-        cache[int(k)] = np.ones(int(k)).argsort()[::-1]
-    for gi in range(len(starts)):
-        a, k = int(starts[gi]), int(size[gi])
-        perm = cache[k] if lo[gi] == hi[gi] else s[a:a + k].argsort()[::-1]
-        out[a:a + k] = a + perm
-    return out
-
-
-def _fuse_wbf(b: pd.DataFrame, iou_thr: float, conf_type: str, mw: np.ndarray):
-    """Weighted boxes fusion of every (image, class) group at once, bit-identical to
-    ``ensemble_boxes.weighted_boxes_fusion`` 1.0.9 (``weights`` = the raters' weights,
-    ``allows_overflow=False``).
-
-    ``mw``: ``(G, T)`` model weights per group (:func:`_model_weights`). Boxes are taken in
-    ensemble-boxes' order (by descending score * weight), step ``j`` handling the j-th box of
-    every group together: match it to the group's current fused box of highest IoU (first on
-    ties; a match needs IoU > ``iou_thr``) or open a new cluster. A cluster of >= 2 boxes holds
-    ensemble-boxes' float32 arithmetic (``get_weighted_box``): coordinates accumulated in float32
-    as score * weight * box, divided by the summed score * weight; a one-box cluster keeps the
-    float64 box. The confidence is then rescaled by the weights as the library does (sum of all
-    model weights, of the cluster's, of its distinct models', of the absent models', the largest
-    weight; sums in model order, as numpy's for fewer than 8 models). Returns ``(group (K,),
-    nxyxy (K, 4), score (K,), n_raters (K,))``."""
-    g = b["g"].to_numpy()
-    nb = b[NCOLS].to_numpy()
-    wt = b["wt"].to_numpy(dtype="float64")
-    s = b["score"].to_numpy(dtype="float64") * wt  # ensemble-boxes' float(score) * weights[t]
-    t = b["t"].to_numpy()
-    G = int(g[-1]) + 1
-    starts = np.searchsorted(g, np.arange(G))
-    size = np.diff(np.append(starts, len(g)))
-    M = b["M"].to_numpy()[starts].astype("float64")
-    order = _processing_order(s, starts, size)
-    # groups of similar size together (sizes within 2x) so the padded state stays <= 2x the boxes
-    bucket = np.frexp(size.astype("float64"))[1]
-    parts = []
-    for k in np.unique(bucket):
-        sel = np.flatnonzero(bucket == k)
-        gi, xyxy, score, nm = _wbf_steps(nb, s, wt, t, order, starts[sel], size[sel], M[sel], mw[sel],
-                                         iou_thr, conf_type)
-        parts.append((sel[gi], xyxy, score, nm))
-    log.debug("fuse wbf: %d groups, up to %d boxes per group", G, int(size.max()))
-    return tuple(np.concatenate(x) for x in zip(*parts))
-
-
-def _wbf_steps(nb, s, wt, t, order, starts, size, M, mw, iou_thr, conf_type):
-    """:func:`_fuse_wbf` on the groups starting at rows ``starts`` (sizes ``size``, models
-    ``M``, model weights ``mw`` (G, T)); returns (local group index, nxyxy, score, n_raters)
-    per fused box."""
-    G, K = len(starts), int(size.max())
-    T = mw.shape[1]
-    C = np.zeros((G, K, 4))                        # current fused boxes (what a new box is matched to)
-    acc = np.zeros((G, K, 4), dtype=np.float32)    # float32 sum of score * weight * box
-    conf = np.zeros((G, K))                        # summed score * weight
-    vmax = np.zeros((G, K))                        # max score * weight (conf_type max)
-    first = np.zeros((G, K))                       # score * weight of the cluster's first box
-    wsum = np.zeros((G, K))                        # summed weight of the members
-    wfirst = np.zeros((G, K))                      # weight of the cluster's first box
-    cnt = np.zeros((G, K), dtype="int64")
-    models = np.zeros((G, K, T), dtype=bool)
-    ncl = np.zeros(G, dtype="int64")
-    for j in range(K):
-        a = np.flatnonzero(size > j)
-        p = order[starts[a] + j]
-        B, sj, tj, wj = nb[p], s[p], t[p], wt[p]
-        k_act = int(ncl[a].max()) if len(a) else 0
-        if k_act:
-            c = C[a, :k_act]
-            iou = box_iou(c, B[:, None, :])     # zero-area boxes were left out: the union is > 0
-            iou[np.arange(k_act)[None, :] >= ncl[a][:, None]] = -2.0
-            best = np.argmax(iou, 1)
-            best_iou = iou[np.arange(len(a)), best]
-            match = ~(best_iou <= iou_thr)
-        else:
-            best = np.zeros(len(a), dtype="int64")
-            match = np.zeros(len(a), dtype=bool)
-        # new clusters
-        na, k = a[~match], ncl[a[~match]]
-        C[na, k] = B[~match]
-        acc[na, k] = (sj[~match, None] * B[~match]).astype(np.float32)
-        conf[na, k] = sj[~match]
-        vmax[na, k] = sj[~match]
-        first[na, k] = sj[~match]
-        wsum[na, k] = wj[~match]
-        wfirst[na, k] = wj[~match]
-        cnt[na, k] = 1
-        models[na, k, tj[~match]] = True
-        ncl[na] += 1
-        # matched clusters: ensemble-boxes' get_weighted_box on the grown member list
-        ma, k = a[match], best[match]
-        acc[ma, k] = (acc[ma, k].astype(np.float64) + sj[match, None] * B[match]).astype(np.float32)
-        conf[ma, k] = conf[ma, k] + sj[match]
-        vmax[ma, k] = np.maximum(vmax[ma, k], sj[match])
-        wsum[ma, k] = wsum[ma, k] + wj[match]
-        cnt[ma, k] += 1
-        models[ma, k, tj[match]] = True
-        with np.errstate(invalid="ignore", divide="ignore"):  # all-zero scores: NaN, as ensemble-boxes
-            C[ma, k] = (acc[ma, k].astype(np.float64) / conf[ma, k][:, None]).astype(np.float32)
-
-    valid = np.arange(K)[None, :] < ncl[:, None]
-    gi, ki = np.nonzero(valid)
-    n = cnt[gi, ki]
-    multi = n > 1
-    if conf_type == "max":
-        v = np.where(multi, vmax[gi, ki].astype(np.float32).astype(np.float64), first[gi, ki])
-    else:
-        v = np.where(multi, (conf[gi, ki] / n).astype(np.float32).astype(np.float64), first[gi, ki])
-    # the weighted box's weight field: float32 sum for >= 2 members, the box's own weight for one
-    wcol = np.where(multi, wsum[gi, ki].astype(np.float32).astype(np.float64), wfirst[gi, ki])
-    present = models[gi, ki]
-    nm = present.sum(1)
-    Mg = M[gi]
-    w_all = mw[gi].sum(1)                          # weights.sum()
-    if conf_type == "box_and_model_avg":
-        score = v * n / wcol
-        score = score * np.where(present, mw[gi], 0.0).sum(1) / w_all
-    elif conf_type == "absent_model_aware_avg":
-        score = v * n / (wcol + np.where(present, 0.0, mw[gi]).sum(1))
-    elif conf_type == "max":
-        score = v / mw[gi].max(1)
-    else:
-        score = v * np.minimum(Mg, n) / w_all
-    return gi, C[gi, ki], score, nm.astype("int64")
-
-
 # ----------------------------------------------------------------------------- NMS family
 def _fuse_other(b: pd.DataFrame, method: str, iou_thr: float, skip_box_thr: float, mw_img=None):
     """nms / soft_nms / nmw through ensemble-boxes, one call per image (models = raters;
@@ -308,24 +151,6 @@ def _n_raters_by_overlap(fb, fl, nb, lab, t, iou_thr) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- public
-TESTED_ENSEMBLE_BOXES = "1.0.9"
-_version_checked = False
-
-
-def _check_version() -> None:
-    global _version_checked
-    if not _version_checked:
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            v = version("ensemble-boxes")
-        except PackageNotFoundError:
-            v = "unknown"
-        if v != TESTED_ENSEMBLE_BOXES:
-            log.warning("ensemble-boxes %s installed; fuse's WBF is tested bit-identical against %s "
-                        "(run tests/test_fusion.py)", v, TESTED_ENSEMBLE_BOXES)
-        _version_checked = True
-
-
 def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr: float = 0.4,
          skip_box_thr: float = 0.0, conf_type: str = "avg", weights: dict | None = None) -> pd.DataFrame:
     """Fuse a per-rater box table into one box set per image and class.
