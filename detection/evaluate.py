@@ -32,6 +32,7 @@ from data_prep.config import add_config_arguments, stage_config
 from data_prep.datasets import DEFAULT_DATASET, Dataset, describe
 from data_prep.errors import check_output
 from data_prep.tables import FUSION_IOU, read_truth, select_images
+from detection import image_metrics as IM
 from detection import metrics as M
 from detection.evaluate_out import (format_folds, format_image_level, format_table, plot_pr,  # noqa: F401
                                      to_jsonable, write_json)
@@ -79,7 +80,7 @@ def evaluate(truth_boxes: pd.DataFrame, pred_boxes: pd.DataFrame, images, metric
             class_names, dict) else enumerate(class_names)) if k != normal_class}
         res = M.rsna_score(truth_boxes, pred_boxes, ids, class_names=names)
     if image_level:
-        res["image_level"] = M.image_level(truth_boxes, pred_boxes, ids, normal_class, class_names)
+        res["image_level"] = IM.image_level(truth_boxes, pred_boxes, ids, normal_class, class_names)
     return res
 
 

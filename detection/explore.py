@@ -26,7 +26,7 @@ in ``boxes`` of the truth box matched at the first threshold, -1 if none), ``iou
 and raters: IoU with the best truth box of the same class, 0 if none).
 
 Matching is computed ONCE on all predictions (:mod:`detection.metrics`, findings only, as in
-:func:`detection.metrics.image_costs`). Every rule here takes predictions in descending score
+:func:`detection.image_metrics.image_costs`). Every rule here takes predictions in descending score
 order, so the matches of the predictions scored >= t are exactly the matches of the full set
 restricted to them: the page gets TP/FP/FN and the cost at any slider position from these bits.
 ``p_normal``: per prediction layer, the image's highest normal-class score (VinBigData's 2-class

@@ -165,7 +165,7 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
     metric, iou_thr, normal_class, class_names, conf = s.metric, s.iou_thr, s.normal_class, s.class_names, s.show_conf
     n_worst, n_overlays, title = s.n_worst, s.n_overlays, s.title
     from detection.evaluate import evaluate, plot_pr
-    from detection.metrics import image_costs
+    from detection.image_metrics import image_costs
     from detection.visualize import render_gallery, render_image, source_ids
 
     out = Path(out)

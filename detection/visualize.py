@@ -211,7 +211,7 @@ def pick_gallery(kind: str, images: pd.DataFrame, truth: pd.DataFrame | None, pr
     """Choose the gallery's image ids (from ``images``) and a caption for each.
 
     ``worst`` / ``best``: images ranked by what they cost the metric
-    (:func:`detection.metrics.image_costs` on predictions scored >= ``conf``: a missed truth box
+    (:func:`detection.image_metrics.image_costs` on predictions scored >= ``conf``: a missed truth box
     costs 1, a false positive its confidence); worst = highest cost first, best = zero-cost
     images with the most true positives first. ``random``: a seeded sample. ``class=<name>``
     (or ``class=<id>``): images whose truth (or, without truth, predictions) hold that class,
@@ -220,7 +220,7 @@ def pick_gallery(kind: str, images: pd.DataFrame, truth: pd.DataFrame | None, pr
     if kind in ("worst", "best"):
         if truth is None or pred is None:
             raise ValueError(f"gallery {kind!r} needs both --truth and --pred")
-        from detection.metrics import image_costs
+        from detection.image_metrics import image_costs
 
         costs = image_costs(truth, pred, ids, iou_thr=iou_thr, conf_thr=conf, normal_class=normal_class)
         if kind == "worst":

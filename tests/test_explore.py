@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from detection.cli import main
-from detection.metrics import image_costs, rsna_score
+from detection.image_metrics import image_costs
+from detection.metrics import rsna_score
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -136,7 +137,7 @@ def test_boxes_in_the_displayed_frame_and_iou(ex):
 @pytest.mark.parametrize("conf", [0.0, 0.3, 0.5, 0.6, 0.92])
 def test_tp_fp_fn_from_the_bits_equal_image_costs_at_every_confidence(ex, conf):
     """The page's rule (TP = shown predictions with bit 0, FP = the other shown ones, FN = truth - TP,
-    cost = FN + sum of FP scores) against detection.metrics.image_costs re-run at that confidence."""
+    cost = FN + sum of FP scores) against detection.image_metrics.image_costs re-run at that confidence."""
     data = ex["data"]
     ids = [i["id"] for i in data["images"]]
     ref = image_costs(ex["truth"], ex["pred"], ids, iou_thr=0.4, conf_thr=conf).set_index("image_id")

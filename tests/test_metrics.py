@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from data_prep.boxes import COORDS, empty_boxes, make_boxes, xyxy_to_xywh
+from detection import image_metrics as IM
 from detection import metrics as M
 
 
@@ -298,7 +299,7 @@ def test_image_level_auc_f1():
     t = boxes([("A", 0, 0, 0, 10, 10), ("B", 0, 0, 0, 10, 10)])
     p = boxes([("A", 0, 0, 0, 5, 5, 0.9), ("B", 0, 0, 0, 5, 5, 0.3), ("C", 0, 0, 0, 5, 5, 0.5),
                ("B", 14, 0, 0, 1, 1, 0.2), ("C", 14, 0, 0, 1, 1, 0.9)])
-    r = M.image_level(t, p, ["A", "B", "C", "D"])
+    r = IM.image_level(t, p, ["A", "B", "C", "D"])
     c0 = r["per_class"]["c0"]
     assert c0["auc"] == pytest.approx(0.75)  # pairs (pos, neg): .9>.5, .9>0, .3<.5, .3>0
     assert c0["f1"] == pytest.approx(0.8) and c0["threshold"] == pytest.approx(0.3)
@@ -309,7 +310,7 @@ def test_image_level_auc_f1():
 
 
 def test_auc_undefined_with_one_label():
-    r = M.auc_f1(np.zeros(3, bool), np.array([0.1, 0.2, 0.3]))
+    r = IM.auc_f1(np.zeros(3, bool), np.array([0.1, 0.2, 0.3]))
     assert r["auc"] is None and r["f1"] is None
 
 
@@ -317,7 +318,7 @@ def test_image_costs():
     t = boxes([("A", 0, 0, 0, 10, 10), ("A", 0, 20, 20, 30, 30), ("B", 1, 0, 0, 10, 10)])
     p = boxes([("A", 0, 0, 0, 10, 10, 0.9), ("A", 0, 50, 50, 60, 60, 0.8), ("A", 0, 60, 60, 70, 70, 0.1),
                ("B", 1, 0, 0, 10, 10, 0.95), ("C", 2, 0, 0, 5, 5, 0.4), ("C", 14, 0, 0, 1, 1, 0.9)])
-    df = M.image_costs(t, p, ["A", "B", "C"], conf_thr=0.25)
+    df = IM.image_costs(t, p, ["A", "B", "C"], conf_thr=0.25)
     assert list(df.columns) == ["image_id", "n_tp", "n_fp", "n_fn", "cost"]
     assert df["image_id"].tolist() == ["A", "C", "B"]
     a = df.set_index("image_id")
