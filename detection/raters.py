@@ -25,6 +25,7 @@ import pandas as pd
 
 from data_prep.config import StageSettings
 from data_prep.datasets import DEFAULT_DATASET
+from data_prep.raters import rater_order
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,6 @@ def _readers(images: pd.DataFrame) -> pd.DataFrame:
     r = images[["image_id", "raters"]].assign(rater=images["raters"].fillna("").astype(str).str.split("|"))
     r = r.explode("rater")
     return r.loc[r["rater"] != "", ["image_id", "rater"]].drop_duplicates(ignore_index=True)
-
-
-def _rater_key(r: str):
-    return (len(r), r)
 
 
 @dataclass(frozen=True)
@@ -90,8 +87,8 @@ def per_rater(images: pd.DataFrame, boxes: pd.DataFrame, pred: pd.DataFrame,
     ids = set(images["image_id"].astype(str))
     read = _readers(images)
     counts = read["rater"].value_counts()
-    scored = sorted([r for r in counts.index if counts[r] >= min_images], key=_rater_key)
-    unscored = {r: int(counts[r]) for r in sorted(counts.index, key=_rater_key) if counts[r] < min_images}
+    scored = rater_order(r for r in counts.index if counts[r] >= min_images)
+    unscored = {r: int(counts[r]) for r in rater_order(counts.index) if counts[r] < min_images}
     pred = pred[pred["image_id"].isin(ids)]
     boxes = boxes[boxes["image_id"].isin(ids)]
     base = {}
