@@ -84,13 +84,13 @@ class DicomReadError(ValueError):
 
 
 # ----------------------------------------------------------------------------- header
-def transfer_syntax(ds) -> str:
+def transfer_syntax(ds) -> str:  # pragma: no mutate block, message
     """``"1.2.840.10008.1.2.4.51 (JPEG Extended (Process 2 and 4))"`` or ``"unknown"``."""
     uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     return f"{_one_line(uid)[:64]} ({uid.name})" if uid else "unknown (no TransferSyntaxUID in the file meta)"
 
 
-def header_fields(ds, where: str | os.PathLike | None = None) -> dict:
+def header_fields(ds, where: str | os.PathLike | None = None) -> dict:  # pragma: no mutate block, meta.csv strings
     """``height``, ``width`` (ORIGINAL Rows/Columns, int) + the :data:`HEADER_FIELDS` present.
 
     ``BitsStored`` is an int, ``PixelSpacing`` a ``"row|col"`` string, the rest strings. An
@@ -118,7 +118,7 @@ def header_fields(ds, where: str | os.PathLike | None = None) -> dict:
 
 
 @contextlib.contextmanager
-def unvalidated():
+def unvalidated():  # pragma: no mutate block, pydicom setting
     """pydicom's value validation off (reading and writing) inside the block: real files hold
     non-conformant values (RSNA's PatientAge is a bare "51", not the AS form "051Y") and the header
     fields cxrdet reads are informational, so they are kept as written instead of logging a
@@ -132,13 +132,13 @@ def unvalidated():
         s.reading_validation_mode, s.writing_validation_mode = modes
 
 
-def _get_unvalidated(ds, key: str):
+def _get_unvalidated(ds, key: str):  # pragma: no mutate block, pydicom setting
     with unvalidated():
         return ds.get(key)
 
 
 # ----------------------------------------------------------------------------- pixel steps
-def decode(ds) -> np.ndarray:
+def decode(ds) -> np.ndarray:  # pragma: no mutate block, one pydicom call
     """Frame 0 of the pixel data as stored values: int/uint ``(Rows, Columns)``, or
     ``(Rows, Columns, 3)`` uint for color (YBR converted to RGB by pydicom)."""
     return pixel_array(ds, index=0)
@@ -304,7 +304,7 @@ def _is_mono(ds) -> bool:
 
 
 # ----------------------------------------------------------------------------- JPEG 2000 fast path
-def _j2k_levels(frame: bytes) -> int | None:
+def _j2k_levels(frame: bytes) -> int | None:  # pragma: no mutate block, J2K fast path
     """Number of wavelet decomposition levels in a J2K codestream's COD marker (None if absent)."""
     start = frame.find(b"\xff\x4f\xff\x51")         # SOC + SIZ (a JP2 wrapper may precede it)
     if start < 0:
@@ -329,7 +329,7 @@ def j2k_reduce_level(height: int, width: int, out_hw: tuple[int, int], levels: i
     return r
 
 
-def pillow_j2k_reduced(frame: bytes, r: int) -> np.ndarray:
+def pillow_j2k_reduced(frame: bytes, r: int) -> np.ndarray:  # pragma: no mutate block, J2K fast path
     """A J2K codestream decoded by Pillow at resolution level ``r``: ``(ceil(h / 2**r),
     ceil(w / 2**r))``, uint8 (precision <= 8) or uint16 scaled up to 16 bits by Pillow."""
     from PIL import Image, ImageFile
@@ -351,7 +351,7 @@ def pillow_j2k_reduced(frame: bytes, r: int) -> np.ndarray:
     return np.asarray(im)
 
 
-def decode_j2k_reduced(ds, out_hw: tuple[int, int]) -> np.ndarray | None:
+def decode_j2k_reduced(ds, out_hw: tuple[int, int]) -> np.ndarray | None:  # pragma: no mutate block, J2K fast path
     """Frame 0 of a JPEG 2000 dataset decoded at a reduced resolution still >= ``out_hw``:
     stored values (uint8/uint16) ``(ceil(Rows / 2**r), ceil(Columns / 2**r))``. None when the
     fast path does not apply (r = 0, signed or multi-sample data, precision != BitsStored)."""
@@ -378,7 +378,7 @@ def decode_j2k_reduced(ds, out_hw: tuple[int, int]) -> np.ndarray | None:
 
 
 # ----------------------------------------------------------------------------- read
-def open_dicom(path: str | os.PathLike):
+def open_dicom(path: str | os.PathLike):  # pragma: no mutate block, input check
     """``pydicom.dcmread`` with every failure turned into a :class:`DicomReadError` naming the
     file: missing, zero bytes, not DICOM, unreadable header, no pixel data."""
     path = Path(path)
@@ -465,7 +465,7 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
 
 
 @contextlib.contextmanager
-def _quiet_pydicom():
+def _quiet_pydicom():  # pragma: no mutate block, logging
     """pydicom logs a traceback per failed decoder plugin; our error already names them all."""
     logger = logging.getLogger("pydicom")
     old = logger.level
@@ -476,6 +476,6 @@ def _quiet_pydicom():
         logger.setLevel(old)
 
 
-def _one_line(e: Exception) -> str:
+def _one_line(e: Exception) -> str:  # pragma: no mutate block, message
     lines = [s.strip() for s in str(e).splitlines() if s.strip()]
     return " ".join(lines)[:400]

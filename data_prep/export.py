@@ -74,7 +74,7 @@ def label_path_for(png: str | os.PathLike) -> str:
     return sb.join(os.fspath(png).rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt"
 
 
-def _prepare(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, class_names):
+def _prepare(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, class_names):  # pragma: no mutate block, input check
     """Common checks: every image has a fold and a PNG path; every box's class is named."""
     images = bx.as_image_table(images)
     boxes = bx.as_box_table(boxes)

@@ -201,7 +201,7 @@ def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr
     return out
 
 
-def check_weights(weights) -> dict | None:
+def check_weights(weights) -> dict | None:  # pragma: no mutate block, config check
     """``{rater: weight}`` with every weight a positive finite number (``rater_weights``), or None."""
     if not weights:
         return None
@@ -290,7 +290,7 @@ def write_competition_csv(fused: pd.DataFrame, images: pd.DataFrame, path) -> Pa
 
 
 # ----------------------------------------------------------------------------- CLI
-def add_arguments_fuse(parser: argparse.ArgumentParser) -> None:
+def add_arguments_fuse(parser: argparse.ArgumentParser) -> None:  # pragma: no mutate block, CLI
     from data_prep.config import add_config_arguments, deprecated_flag
 
     parser.add_argument("--labels", required=True, help="annotation file (train.csv, ...)")
@@ -302,7 +302,7 @@ def add_arguments_fuse(parser: argparse.ArgumentParser) -> None:
     deprecated_flag(parser, "--iou", "fusion_iou", float)
 
 
-def parse_raters(value) -> list[str] | None:
+def parse_raters(value) -> list[str] | None:  # pragma: no mutate block, CLI
     """``"R8,R10"`` or ``[R8, R10]`` (config ``raters``) -> ``["R8", "R10"]``; None/empty/all -> None."""
     if value is None or value == "" or value == [] or value == "all":
         return None
@@ -313,7 +313,7 @@ def parse_raters(value) -> list[str] | None:
     return out or None
 
 
-def run_fuse(args: argparse.Namespace) -> int:
+def run_fuse(args: argparse.Namespace) -> int:  # pragma: no mutate block, CLI
     from data_prep.config import stage_config
     from data_prep.datasets import load
 

@@ -43,7 +43,7 @@ class VoiOptions:
     window_index: int = 0
     stretch: str = "minmax"
 
-    def __post_init__(self):
+    def __post_init__(self):  # pragma: no mutate block, config check
         if self.voi not in VOI_MODES:
             raise ValueError(f"config key voi = {self.voi!r}: expected one of {' | '.join(VOI_MODES)}")
         if isinstance(self.window_index, bool) or not isinstance(self.window_index, int) or self.window_index < 0:
@@ -52,11 +52,11 @@ class VoiOptions:
             raise ValueError(f"config key stretch = {self.stretch!r}: expected one of {' | '.join(STRETCH_MODES)}")
 
     @classmethod
-    def from_config(cls, cfg: dict | None) -> "VoiOptions":
+    def from_config(cls, cfg: dict | None) -> "VoiOptions":  # pragma: no mutate block, config
         cfg = cfg or {}
         return cls(cfg.get("voi", "auto"), cfg.get("window_index", 0), cfg.get("stretch", "minmax"))
 
-    def tag(self) -> str:
+    def tag(self) -> str:  # pragma: no mutate block, meta.csv string
         """``"voi=auto;window_index=0;stretch=minmax"``: recorded in meta.csv, compared on resume."""
         return f"voi={self.voi};window_index={self.window_index};stretch={self.stretch}"
 
@@ -152,7 +152,7 @@ class Window:
         mid = (x - c) / w + 0.5 if w > 0 else np.zeros_like(x)
         return np.where(x <= lo, 0.0, np.where(x > hi, 1.0, mid))
 
-    def label(self) -> str:
+    def label(self) -> str:  # pragma: no mutate block, meta.csv string
         s = f"{self.center:g}|{self.width:g}"
         return s if self.function == "LINEAR" else f"{s}|{self.function}"
 
@@ -164,7 +164,7 @@ def _values(ds, key: str) -> list:
     return list(v) if isinstance(v, (list, tuple, MultiValue)) else [v]
 
 
-def window_views(ds) -> list:
+def window_views(ds) -> list:  # pragma: no mutate block, view listing
     """One entry per window in the file: a :class:`Window`, or a reason string when unusable."""
     try:
         centers, widths = _values(ds, "WindowCenter"), _values(ds, "WindowWidth")
@@ -195,7 +195,7 @@ def window_views(ds) -> list:
     return out
 
 
-def lut_views(ds, signed_input: bool) -> list:
+def lut_views(ds, signed_input: bool) -> list:  # pragma: no mutate block, view listing
     """One entry per VOI LUT Sequence item: a :class:`Lut`, or a reason string when unusable."""
     out = []
     for i, item in enumerate(ds.get("VOILUTSequence") or []):
@@ -235,11 +235,11 @@ class Voi:
             return self.lut.apply(x).astype(np.float64)
         return np.asarray(x, dtype=np.float64)
 
-    def label(self) -> str:
+    def label(self) -> str:  # pragma: no mutate block, meta.csv string
         """For meta.csv's ``voi_window``: ``center|width[|FUNCTION]`` for a window, else ""."""
         return self.window.label() if self.kind == "window" else ""
 
-    def describe(self) -> str:
+    def describe(self) -> str:  # pragma: no mutate block, message
         if self.kind == "window":
             return f"window {self.index} ({self.window.label()})"
         if self.kind == "lut":

@@ -184,7 +184,7 @@ TESTED_ENSEMBLE_BOXES = "1.0.9"
 _version_checked = False
 
 
-def _check_version() -> None:
+def _check_version() -> None:  # pragma: no mutate block, a log warning
     global _version_checked
     if not _version_checked:
         from importlib.metadata import PackageNotFoundError, version

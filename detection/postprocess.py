@@ -62,20 +62,20 @@ CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
 FUSIONS = ("none", "multiply")
 
 
-def defaults() -> dict:
+def defaults() -> dict:  # pragma: no mutate block, config
     """The post-processing keys at their ``configs/default.yaml`` values (a fresh copy)."""
     return copy.deepcopy(_defaults())
 
 
 @functools.lru_cache(maxsize=1)
-def _defaults() -> dict:
+def _defaults() -> dict:  # pragma: no mutate block, config
     from data_prep.config import load_config
 
     cfg = load_config()
     return {k: cfg[k] for k in POST_KEYS}
 
 
-def post_config(cfg: dict | None = None) -> dict:
+def post_config(cfg: dict | None = None) -> dict:  # pragma: no mutate block, config check
     """The post-processing keys of ``cfg`` (missing ones at their defaults), checked."""
     base = defaults() if cfg is None or any(k not in cfg for k in POST_KEYS) else {}
     out = {k: (cfg or {}).get(k, base.get(k)) for k in POST_KEYS}
@@ -96,7 +96,7 @@ def post_config(cfg: dict | None = None) -> dict:
     return out
 
 
-def normal_class_for(dataset: str) -> tuple[int, str] | None:
+def normal_class_for(dataset: str) -> tuple[int, str] | None:  # pragma: no mutate block, config
     """(class_id, name) of the normal class the 2-class filter writes (the dataset description's
     ``normal``), or None."""
     return describe(dataset).normal
@@ -129,7 +129,7 @@ def fuse_views(views: Sequence[View], hw: tuple[float, float], iou_thr: float = 
     return View(denormalize_xyxy(boxes, h, w), np.asarray(scores, "float64"), np.asarray(labels).astype("int64"))
 
 
-def image_sizes(meta) -> pd.DataFrame | None:
+def image_sizes(meta) -> pd.DataFrame | None:  # pragma: no mutate block, input reading
     """``image_id``-indexed ``height, width`` from a meta file (either form), or None."""
     if meta is None:
         return None
@@ -365,7 +365,7 @@ def postprocess(tables: Sequence[pd.DataFrame], probs: pd.DataFrame | None = Non
 
 
 # ----------------------------------------------------------------------------- CLI
-def add_arguments_postprocess(p: argparse.ArgumentParser) -> None:
+def add_arguments_postprocess(p: argparse.ArgumentParser) -> None:  # pragma: no mutate block, CLI
     p.add_argument("--pred", action="extend", nargs="+", required=True,
                    help="prediction box table(s) or submissions; several = WBF (--pred A B or --pred A --pred B)")
     p.add_argument("--cls-probs", default=None,
@@ -375,7 +375,7 @@ def add_arguments_postprocess(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="post-processed box table CSV")
 
 
-def run_postprocess(args: argparse.Namespace) -> int:
+def run_postprocess(args: argparse.Namespace) -> int:  # pragma: no mutate block, CLI
     from pathlib import Path
 
     from data_prep.atomic import write_csv

@@ -54,18 +54,18 @@ MAX_PRINTED = 20
 
 
 # ----------------------------------------------------------------------------- helpers
-def _format(fmt: str) -> tuple[str, int]:
+def _format(fmt: str) -> tuple[str, int]:  # pragma: no mutate block, config check
     if fmt not in FORMATS:
         raise ValueError(f"submission format {fmt!r} unknown; expected one of {sorted(FORMATS)}")
     return FORMATS[fmt]
 
 
-def vinbigdata_names() -> list[str]:
+def vinbigdata_names() -> list[str]:  # pragma: no mutate block, constant
     """The VinBigData class names, index = class_id, the normal class included."""
     return _VIN.names
 
 
-def read_predictions(path, dataset: Dataset | str) -> pd.DataFrame:
+def read_predictions(path, dataset: Dataset | str) -> pd.DataFrame:  # pragma: no mutate block, input reading
     """Predictions file -> box table: a submission CSV (``<id column>,PredictionString``, in the
     format of ``dataset``, or of the dataset whose id column the header names) or a prediction
     box table CSV (:func:`data_prep.tables.read_predictions`)."""
@@ -89,7 +89,7 @@ def read_predictions(path, dataset: Dataset | str) -> pd.DataFrame:
     return pred
 
 
-def _sample_ids(sample) -> list[str]:
+def _sample_ids(sample) -> list[str]:  # pragma: no mutate block, input reading
     """The image ids of a sample submission (path or DataFrame): its first column, in order."""
     if isinstance(sample, pd.DataFrame):
         df = sample
@@ -190,7 +190,7 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
 
 
 # ----------------------------------------------------------------------------- read
-def _read_rows(path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+def _read_rows(path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:  # pragma: no mutate block, input reading
     """(header fields or None, [(1-based line number, fields)]) of a CSV file; blank lines kept.
 
     A PredictionString may be longer than the csv module's default 131,072-character field
@@ -210,7 +210,7 @@ def _read_rows(path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
     return header, rows
 
 
-def _rows_from(path_or_df) -> tuple[list[str] | None, list[tuple[int, list[str]]], str]:
+def _rows_from(path_or_df) -> tuple[list[str] | None, list[tuple[int, list[str]]], str]:  # pragma: no mutate block, input reading
     if isinstance(path_or_df, pd.DataFrame):
         df = path_or_df
         rows = [(i + 2, ["" if pd.isna(v) else str(v) for v in r]) for i, r in enumerate(df.itertuples(index=False))]
@@ -218,7 +218,7 @@ def _rows_from(path_or_df) -> tuple[list[str] | None, list[tuple[int, list[str]]
     return (*_read_rows(path_or_df), str(path_or_df))
 
 
-def submission_ids(path_or_df) -> list[str]:
+def submission_ids(path_or_df) -> list[str]:  # pragma: no mutate block, input reading
     """Every image id of a submission (path or DataFrame), in file order, incl. empty predictions."""
     _, rows, _ = _rows_from(path_or_df)
     return [f[0] for _, f in rows if f]
@@ -271,7 +271,7 @@ def parse_submission(path_or_df, format: str) -> pd.DataFrame:
     return df
 
 
-def _is_float(t: str) -> bool:
+def _is_float(t: str) -> bool:  # pragma: no mutate block, message
     try:
         float(t)
         return True
@@ -399,7 +399,7 @@ def _check_string(s: str, format: str, per_box: int, hw, where: str) -> list[str
 
 
 # ----------------------------------------------------------------------------- CLI
-def _format_of(args) -> tuple[str, dict]:
+def _format_of(args) -> tuple[str, dict]:  # pragma: no mutate block, CLI
     """(submission format, merged config): ``--format``, else the config dataset's format."""
     from data_prep.config import stage_config
 
@@ -411,7 +411,7 @@ def _format_of(args) -> tuple[str, dict]:
     return fmt, cfg
 
 
-def add_arguments_validate_submission(parser) -> None:
+def add_arguments_validate_submission(parser) -> None:  # pragma: no mutate block, CLI
     from data_prep.config import add_config_arguments
 
     parser.add_argument("file", help="submission CSV to check")
@@ -424,7 +424,7 @@ def add_arguments_validate_submission(parser) -> None:
     add_config_arguments(parser, ["dataset"])
 
 
-def run_validate_submission(args) -> int:
+def run_validate_submission(args) -> int:  # pragma: no mutate block, CLI
     args.format, _ = _format_of(args)
     problems = validate_submission(args.file, args.sample, args.format, images=args.meta)
     if args.meta is None and args.format != "rsna":
@@ -460,7 +460,7 @@ def submit(pred_boxes: pd.DataFrame, sample_csv, format: str, out, images=None, 
     return out
 
 
-def add_arguments_submit(parser) -> None:
+def add_arguments_submit(parser) -> None:  # pragma: no mutate block, CLI
     from data_prep.config import add_config_arguments
 
     parser.add_argument("--format", default=None, choices=sorted(FORMATS),
@@ -473,7 +473,7 @@ def add_arguments_submit(parser) -> None:
     add_config_arguments(parser, ["dataset", "decimals"])
 
 
-def run_submit(args) -> int:
+def run_submit(args) -> int:  # pragma: no mutate block, CLI
     args.format, cfg = _format_of(args)
     out = check_output(args.out, arg="--out")
     check_not_input(out, [args.pred, args.sample, args.meta])
