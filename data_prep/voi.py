@@ -81,7 +81,7 @@ def _little_endian(ds) -> bool:
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if tsyntax is not None and tsyntax.is_transfer_syntax:
         return bool(tsyntax.is_little_endian)
-    enc = getattr(ds, "original_encoding", (None, None))
+    enc = ds.original_encoding              # (implicit VR, little endian) as read; (None, None) if built
     return enc[1] is not False
 
 

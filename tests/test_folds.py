@@ -154,3 +154,74 @@ def test_patient_label_is_the_union_of_its_images(tables, folds):
     b = pd.DataFrame({"image_id": ["a"], "class_id": [3]})
     f = make_folds(two, b, k=3, seed=0).set_index("image_id")["fold"]
     assert f["n"] == f["a"]
+
+
+def reference_folds(images, boxes, k, seed):
+    """make_folds' documented algorithm written out here: an image's group is its patient_id (missing
+    or "": the image itself); a group's labels are the union of its images' classes, plus "normal"
+    when one of its images has no box; groups in sorted order, label columns sorted classes then
+    normal; iterstrat's MultilabelStratifiedKFold(k, shuffle=True, random_state=seed) splits them."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    ids = sorted(str(i) for i in images["image_id"])
+    pat = dict(zip(images["image_id"].astype(str), images["patient_id"]))
+    group = {i: pat[i] if isinstance(pat[i], str) and pat[i] != "" else i for i in ids}
+    classes = sorted(set(int(c) for c in boxes["class_id"]))
+    of_image = {i: set() for i in ids}
+    for i, c in zip(boxes["image_id"].astype(str), boxes["class_id"]):
+        of_image[i].add(int(c))
+    groups = sorted(set(group.values()))
+    y = np.zeros((len(groups), len(classes) + 1), bool)
+    for i in ids:
+        g = groups.index(group[i])
+        for c in of_image[i]:
+            y[g, classes.index(c)] = True
+        y[g, -1] |= not of_image[i]
+    y = y[:, y.any(axis=0)]
+    if y.shape[1] < 2:
+        y = np.concatenate([y, np.zeros((len(y), 2 - y.shape[1]), bool)], axis=1)
+    fold = {}
+    mskf = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for f, (_, test) in enumerate(mskf.split(np.zeros((len(groups), 1)), y)):
+        fold.update({groups[t]: f for t in test})
+    return pd.DataFrame({"image_id": ids, "fold": [fold[group[i]] for i in ids]})
+
+
+def test_folds_equal_the_documented_algorithm_and_the_defaults(tables, folds):
+    images, boxes = tables
+    pd.testing.assert_frame_equal(folds, reference_folds(images, boxes, 5, 42), check_dtype=False)
+    assert folds["fold"].dtype == np.int64
+    pd.testing.assert_frame_equal(make_folds(images, boxes), folds)   # defaults: k = 5, seed = 42
+
+
+def test_images_without_a_patient_are_their_own_group():
+    # a, b, c: patient missing; d, e: patient ""; f, g: one patient -> 6 groups, exactly k = 6 folds
+    images = pd.DataFrame({"image_id": list("gfedcba"), "patient_id": ["P", "P", "", "", np.nan, None, np.nan]})
+    boxes = pd.DataFrame({"image_id": ["a", "f"], "class_id": [1, 2]})
+    f = make_folds(images, boxes, k=6, seed=3)
+    pd.testing.assert_frame_equal(f, reference_folds(images, boxes, 6, 3), check_dtype=False)
+    m = f.set_index("image_id")["fold"]
+    assert m["f"] == m["g"] and len(set(m[list("abcdef")])) == 6      # one group per fold
+
+
+def test_integer_ids_and_a_repeated_index():
+    # ids read as integers, and an image table concatenated from two files (its index repeats)
+    part = pd.DataFrame({"image_id": [3, 1, 2], "patient_id": ["", "q", "q"]})
+    images = pd.concat([part, part.assign(image_id=[13, 11, 12], patient_id=["r", "", "r"])])
+    boxes = pd.DataFrame({"image_id": [1, 11], "class_id": [0, 0]})
+    f = make_folds(images, boxes, k=2, seed=0)
+    assert f["image_id"].tolist() == ["1", "11", "12", "13", "2", "3"]     # strings, sorted as strings
+    pd.testing.assert_frame_equal(f, reference_folds(images.astype({"image_id": str}), boxes, 2, 0), check_dtype=False)
+    m = f.set_index("image_id")["fold"]
+    assert m["1"] == m["2"] and m["12"] == m["13"]
+
+
+def test_fold_summary_by_hand_whatever_the_folds_row_order():
+    images = pd.DataFrame({"image_id": list("abcd")})
+    boxes = pd.DataFrame({"image_id": ["a", "b", "c", "a"], "class_id": [0, 0, 1, 0]})
+    folds = pd.DataFrame({"image_id": list("dcba"), "fold": [1, 0, 1, 0]})   # a, c: fold 0; b, d: fold 1
+    s = fold_summary(folds, images, boxes, class_names={0: "x", 1: "y"})
+    assert list(s.columns) == ["n_images", "x", "y", "normal"] and list(s.index) == [0, 1, "all"]
+    assert s["n_images"].tolist() == [2, 2, 4]
+    np.testing.assert_allclose(s[["x", "y", "normal"]].to_numpy(float), [[0.5, 0.5, 0.0], [0.5, 0.0, 0.5],
+                                                                         [0.5, 0.25, 0.25]])

@@ -294,3 +294,16 @@ def test_cli_submit_fails_loudly(tmp_path, capsys):
     rc = main(["submit", "--format", "rsna", "--pred", str(tmp_path / "pred.csv"), "--sample", str(sample),
                "--out", str(out)])
     assert rc == 2 and "not in the sample submission" in capsys.readouterr().err
+
+
+def test_submit_decimals_and_one_announcement(tmp_path, caplog):
+    from detection.submission import submit
+
+    caplog.set_level("INFO")
+    sample = _sample(tmp_path / "s.csv", ["a"])
+    pred = make_boxes("a", 3, "Cardiomegaly", [[10.123, 20.987, 30.5, 40.25]], score=0.5)
+    out = submit(pred, sample, "vinbigdata", tmp_path / "one.csv")                  # default: 1 decimal
+    assert out.read_text().splitlines()[1] == "a,3 0.5 10.1 20.9 30.5 40.3"
+    assert [r.getMessage() for r in caplog.records if "wrote" in r.getMessage()] == [f"wrote {out}: 1 images, 1 boxes"]
+    two = submit(pred, sample, "vinbigdata", tmp_path / "two.csv", decimals=2)
+    assert two.read_text().splitlines()[1] == "a,3 0.5 10.12 20.98 30.5 40.25"
