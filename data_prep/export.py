@@ -194,7 +194,7 @@ def coco_dict(images: pd.DataFrame, boxes: pd.DataFrame, names: dict[int, str], 
     """A COCO detection dict for ``images`` (with ``path``, optional ``png_height``/``png_width``)
     and their ``boxes`` (original px). ``image_ids`` maps image_id -> COCO int id."""
     img_list = []
-    for r in images.itertuples(index=False):
+    for r in images.itertuples():                 # fields by name (the Index field is not used)
         rec = {"id": image_ids[r.image_id], "file_name": r.image_id, "height": int(r.height),
                "width": int(r.width), "png_file": os.path.abspath(r.path)}
         for c in ("png_height", "png_width"):

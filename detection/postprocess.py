@@ -237,7 +237,7 @@ def _rank_in_group(group: np.ndarray, score: np.ndarray) -> np.ndarray:
     """Rank (0 = best) of each row within its group by descending score; ties keep row order."""
     o = np.lexsort((np.arange(len(group)), -score, group))
     g = group[o]
-    first = np.concatenate([[0], np.flatnonzero(g[1:] != g[:-1]) + 1]) if len(g) else np.zeros(0, "int64")
+    first = np.concatenate([[0], np.flatnonzero(g[1:] != g[:-1]) + 1])  # [0] for no rows: repeat() counts 0
     rank = np.empty(len(group), "int64")
     rank[o] = np.arange(len(g)) - np.repeat(first, np.diff(np.concatenate([first, [len(g)]])))
     return rank

@@ -205,3 +205,42 @@ def test_box_clipped_to_zero_area_is_dropped_and_counted(tmp_path):
     assert (tmp_path / "labels" / "b.txt").read_text() == "1 0.300000 0.300000 0.400000 0.400000\n"
     lab = read_labels(tmp_path / "labels" / "b.txt")
     assert (lab[:, 3] > 0).all() and (lab[:, 4] > 0).all()
+
+
+def test_coco_json_by_hand(tmp_path):
+    """The whole fold-0 COCO files of a small case, written out by hand: ids 1-based and stable,
+    boxes clipped to the image, bbox and area rounded to 3 decimals, png sizes only where known,
+    normal images in train by default, info/licenses/categories as COCO loaders expect."""
+    (tmp_path / "images").mkdir()
+    images = pd.DataFrame({"image_id": ["b", "a", "n"], "height": [100, 50, 80], "width": [200, 60, 80],
+                           "path": [str(tmp_path / "images" / f"{i}.png") for i in "ban"],
+                           "png_height": [64.0, np.nan, 64.0], "png_width": [128.0, np.nan, 64.0]})
+    boxes = bx.make_boxes(["a", "b", "a"], [1, 0, 0], ["y", "x", "x"],
+                          [[1.23456, 2.5, 10.0, 20.0], [150.0, 90.0, 250.0, 120.0], [0.0, 0.0, 5.5, 3.3333]])
+    folds = pd.DataFrame({"image_id": ["a", "b", "n"], "fold": [0, 1, 1]})
+    write_coco(images, boxes, folds, tmp_path, ["x", "y"])
+    val0 = json.loads((tmp_path / "coco" / "fold0_val.json").read_text())
+    train0 = json.loads((tmp_path / "coco" / "fold0_train.json").read_text())
+    cats = [{"id": 0, "name": "x", "supercategory": "finding"}, {"id": 1, "name": "y", "supercategory": "finding"}]
+    png = str(tmp_path / "images")
+    assert val0 == {
+        "info": {"description": "cxrdet fold 0 val", "version": "1.0"}, "licenses": [],
+        "images": [{"id": 1, "file_name": "a", "height": 50, "width": 60, "png_file": f"{png}/a.png"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1.235, 2.5, 8.765, 17.5], "area": 153.395,
+             "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 0, "bbox": [0.0, 0.0, 5.5, 3.333], "area": 18.333,
+             "iscrowd": 0}],
+        "categories": cats}
+    assert train0 == {
+        "info": {"description": "cxrdet fold 0 train", "version": "1.0"}, "licenses": [],
+        "images": [{"id": 2, "file_name": "b", "height": 100, "width": 200, "png_file": f"{png}/b.png",
+                    "png_height": 64, "png_width": 128},
+                   {"id": 3, "file_name": "n", "height": 80, "width": 80, "png_file": f"{png}/n.png",
+                    "png_height": 64, "png_width": 64}],
+        "annotations": [{"id": 1, "image_id": 2, "category_id": 0, "bbox": [150.0, 90.0, 50.0, 10.0],
+                         "area": 500.0, "iscrowd": 0}],
+        "categories": cats}
+    write_coco(images, boxes, folds, tmp_path, ["x", "y"], include_normal=False)
+    train0 = json.loads((tmp_path / "coco" / "fold0_train.json").read_text())
+    assert [im["file_name"] for im in train0["images"]] == ["b"]

@@ -376,3 +376,20 @@ def test_cli_fuse_raters_and_weights(tmp_path):
     df = pd.read_csv(out)
     assert df["image_id"].tolist() == ["a"] and df["n_raters"].tolist() == [2]   # b (R9 only) left out
     np.testing.assert_allclose(df.loc[0, ["x_min", "y_min", "x_max", "y_max"]].astype(float), [11, 11, 51, 51], atol=1e-4)
+
+
+def test_competition_csv_text_by_hand(tmp_path):
+    """The train.csv-form file as text: finding rows in the fused table's order with n_raters as
+    integers, then one "No finding" row per image without boxes (n_raters = its listed readers,
+    empty when unknown); a box table without n_raters counts 1 rater per box."""
+    images = _images([("a", 100, 100, "R1|R2"), ("n", 50, 50, "R1|R2|R3"), ("m", 50, 50, "")])
+    fused = _boxes([("a", 3, "", 10, 10.5, 50, 60.25, 0.75)]).assign(n_raters=2)
+    path = write_competition_csv(fused, images, tmp_path / "f.csv")
+    assert path.read_text().splitlines() == [
+        ",".join(COMPETITION_COLUMNS),
+        "a,c3,3,,10.0,10.5,50.0,60.25,2",
+        "n,No finding,14,,,,,,3",
+        "m,No finding,14,,,,,,",
+    ]
+    write_competition_csv(fused.drop(columns="n_raters"), images.iloc[:1], tmp_path / "g.csv")
+    assert (tmp_path / "g.csv").read_text().splitlines()[1:] == ["a,c3,3,,10.0,10.5,50.0,60.25,1"]

@@ -324,3 +324,14 @@ def test_image_costs():
     a = df.set_index("image_id")
     assert a.loc["A", ["n_tp", "n_fp", "n_fn"]].tolist() == [1, 1, 1] and a.loc["A", "cost"] == pytest.approx(1.8)
     assert a.loc["C", "cost"] == pytest.approx(0.4) and a.loc["B", "cost"] == 0
+
+
+def test_normal_class_truth_named_by_its_dataset_or_normal():
+    # the normal class' truth boxes (one per image without findings) carry the registered dataset's
+    # name for that class ("No finding" for VinBigData's 14), else "normal"
+    t = boxes([("A", 0, 0, 0, 10, 10)])
+    for cls, name in ((14, "No finding"), (99, "normal")):
+        enc = M.encode(t, boxes([]), ["A", "B"], normal_class=cls)
+        assert enc.names == {0: "c0", cls: name}
+        assert enc.t_cls.tolist() == [0, cls] and enc.t_img.tolist() == [0, 1]
+        np.testing.assert_array_equal(enc.t_box[1], [0, 0, 1, 1])
