@@ -56,6 +56,9 @@ mutation: setup
 	@echo "mutation started: $$(date -u +%FT%TZ) load $$(cut -d' ' -f1-3 /proc/loadavg)" > mutation.log; \
 	  t0=$$(date +%s); \
 	  nice -n 10 $(VENV)/bin/mutmut run --max-children 2 >> mutation.log 2>&1 || { tail -20 mutation.log; exit 1; }; \
+	  times > mutation.times; \
+	  echo "mutation cpu (user sys of mutmut and its workers): $$(tail -1 mutation.times)" >> mutation.log; \
+	  rm -f mutation.times; \
 	  echo "mutation finished: $$(date -u +%FT%TZ) load $$(cut -d' ' -f1-3 /proc/loadavg)" >> mutation.log; \
 	  echo "mutation wall_s: $$(( $$(date +%s) - t0 ))" >> mutation.log
 	$(PY) tools/mutation_score.py -v

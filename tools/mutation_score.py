@@ -49,6 +49,12 @@ def run_facts(log: Path = LOG) -> list[str]:
     if m:
         s = int(m[-1])
         facts.append(f"wall time of the last run: {s // 60} min {s % 60} s")
+    m = re.findall(r"^mutation cpu .*: (\d+)m([\d.]+)s (\d+)m([\d.]+)s$", text, flags=re.M)  # bash `times`
+    if m:
+        u_m, u_s, s_m, s_s = m[-1]
+        cpu = 60 * (int(u_m) + int(s_m)) + float(u_s) + float(s_s)
+        facts.append(f"CPU time of the last run: {cpu / 60:.1f} min (user + sys, mutmut and its workers): "
+                     f"about {cpu / 120:.0f} min of wall time on 2 idle cores")
     m = re.findall(r"([\d.]+) mutations/second", text)
     if m:
         facts.append(f"mutants run per second: {m[-1]}")
