@@ -171,7 +171,7 @@ def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, 
             hw = (max(float(allb[:, 3].max()), 1.0), max(float(allb[:, 2].max()), 1.0))
         v = fuse_views(views, hw, iou_thr, skip_box_thr, conf_type, weights)
         out_i.append(np.full(len(v.xyxy), i))
-        out_b.append(v.xyxy.reshape(-1, 4))
+        out_b.append(v.xyxy)                      # (N, 4) from every branch of fuse_views
         out_s.append(v.scores)
         out_l.append(v.labels)
     lab = np.concatenate(out_l).astype("int64") if out_l else np.zeros(0, "int64")

@@ -335,3 +335,52 @@ def test_normal_class_truth_named_by_its_dataset_or_normal():
         assert enc.names == {0: "c0", cls: name}
         assert enc.t_cls.tolist() == [0, cls] and enc.t_img.tolist() == [0, 1]
         np.testing.assert_array_equal(enc.t_box[1], [0, 0, 1, 1])
+
+
+def _ref_rsna_by_class(t, p, imgs, thresholds):
+    """The rsna rule with several classes, written out: per image and threshold, predictions (by
+    descending score, stable) match truths of their own class only; TP / (truths + predictions - TP)
+    over all classes; images with neither are skipped. Returns (mean, {threshold: mean over images})."""
+    per_img = []
+    for im in imgs:
+        ti, pi = t[t["image_id"] == im], p[p["image_id"] == im]
+        if not len(ti) and not len(pi):
+            continue
+        row = []
+        for thr in thresholds:
+            tp = 0
+            for c in set(ti["class_id"]) | set(pi["class_id"]):
+                tc, pc = ti[ti["class_id"] == c], pi[pi["class_id"] == c]
+                pc = pc.iloc[np.argsort(-pc["score"].to_numpy(), kind="stable")]
+                tp += sum(_ref_match([tuple(b) for b in tc[COORDS].to_numpy()], [tuple(b) for b in pc[COORDS].to_numpy()],
+                                     thr, True))
+            row.append(tp / (len(ti) + len(pi) - tp))
+        per_img.append(row)
+    a = np.array(per_img)
+    return float(a.mean()), dict(zip(thresholds, a.mean(0)))
+
+
+def test_rsna_with_several_classes_and_own_thresholds_equals_reference():
+    rng = np.random.default_rng(11)
+    t, p, imgs = random_case(rng, n_cls=4, n_p=90)
+    p = p[p["image_id"].isin(imgs)].reset_index(drop=True)
+    names = {0: "zero", 1: "one", 2: "two", 3: "three"}
+    for thresholds in (M.RSNA_THRESHOLDS, (0.3, 0.5)):
+        r = M.rsna_score(t, p, imgs, thresholds=thresholds, class_names=names)
+        mean, per_t = _ref_rsna_by_class(t, p, imgs, thresholds)
+        assert r["metric"] == "rsna" and r["thresholds"] == [float(x) for x in thresholds]
+        assert r["mAP"] == pytest.approx(mean, abs=1e-12)
+        assert r["per_threshold"] == {f"{x:.2f}": pytest.approx(v, abs=1e-12) for x, v in per_t.items()}
+        for c, name in names.items():
+            tc = t[t["class_id"] == c]
+            want = _ref_rsna_by_class(tc, p[p["class_id"] == c], imgs, thresholds)[0] if len(tc) else None
+            assert r["per_class"][name] == (pytest.approx(want, abs=1e-12) if want is not None else None)
+    enc = M.encode(t, p, imgs)
+    np.testing.assert_array_equal(M.match_rsna(enc), M.match_rsna(enc, tm=np.ones(len(enc.t_cls), bool),
+                                                                 pm=np.ones(len(enc.p_cls), bool)))
+
+
+def test_rsna_with_nothing_to_score():
+    r = M.rsna_score(boxes([]), boxes([]), ["A", "B"])
+    assert np.isnan(r["mAP"]) and r["n_scored"] == 0
+    assert len(r["per_threshold"]) == 8 and all(np.isnan(v) for v in r["per_threshold"].values())

@@ -336,3 +336,22 @@ def test_cli_predict_takes_tuned_yaml_as_config(tmp_path, many_box_models):
     assert got.groupby("image_id").size().max() == 1 and len(got) == raw["image_id"].nunique()
     np.testing.assert_allclose(got[COORDS + ["score"]].to_numpy(float), exp[COORDS + ["score"]].to_numpy(float),
                                rtol=0, atol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:.*in box:UserWarning")
+def test_ensemble_defaults_sizes_in_any_order_and_empty_tables():
+    """ensemble()'s defaults are ensemble-boxes' WBF at iou 0.55, skip 0.0001, conf_type avg; the
+    sizes table is looked up by image id (any row order); tables without rows give an empty table."""
+    sizes = pd.DataFrame({"height": [300.0, 500.0], "width": [400.0, 250.0]}, index=["a", "b"])
+    t1 = _boxes([("b", 0, 10, 10, 100, 200, 0.9), ("a", 1, 20, 20, 120, 90, 0.3), ("a", 1, 200, 100, 390, 290, 0.02)])
+    t2 = _boxes([("a", 1, 30, 24, 118, 96, 0.6), ("b", 0, 14, 8, 104, 190, 0.5), ("b", 2, 1, 1, 9, 9, 0.00005)])
+    got = PP.ensemble([t1, t2], sizes.iloc[::-1])
+    exp = _direct_wbf([t1, t2], sizes, 0.55, 0.0001, "avg", None)
+    got = got.sort_values(["image_id", "class_id", "score"]).reset_index(drop=True)
+    exp = exp.sort_values(["image_id", "class_id", "score"]).reset_index(drop=True)
+    assert got["image_id"].tolist() == exp["image_id"].tolist() == ["a", "a", "b"]   # b's 0.00005 box skipped
+    assert got["class_id"].tolist() == exp["class_id"].tolist() and got["class_name"].tolist() == ["c1", "c1", "c0"]
+    np.testing.assert_allclose(got[COORDS + ["score"]].to_numpy(float), exp[COORDS + ["score"]].to_numpy(float),
+                               rtol=0, atol=1e-9)
+    empty = PP.ensemble([t1.iloc[:0], t2.iloc[:0]], sizes)
+    assert len(empty) == 0 and list(empty.columns[:9]) == list(t1.columns[:9])
