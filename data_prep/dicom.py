@@ -299,7 +299,7 @@ def to_uint8(arr: np.ndarray, ds, hw: tuple[int, int] | None = None, via_table: 
     return minmax_uint8(small, block=RANGE_BLOCK if shrunk else 1)
 
 
-def _is_mono(ds) -> bool:
+def _is_mono(ds) -> bool:  # pragma: no mutate block, J2K fast path (its only caller)
     return str(ds.get("PhotometricInterpretation", "MONOCHROME2")) in ("MONOCHROME1", "MONOCHROME2")
 
 

@@ -160,7 +160,7 @@ def write_yolo(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
 
     with atomic_folder(out / "labels") as labels_tmp:
         for image_id in images["image_id"]:
-            text = per_image.get(image_id, "")
+            text = per_image.get(image_id)               # None: a background image, an empty file
             (labels_tmp / f"{image_id}.txt").write_text(text + "\n" if text else "")
     cache = out / "labels.cache"      # ultralytics' label cache keys on file sizes only: drop it
     if cache.exists():

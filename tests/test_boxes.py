@@ -151,3 +151,12 @@ def test_conversions_compute_in_float64_whatever_the_input_dtype(dtype):
                                                      (y[:, 0] + y[:, 2] / 2) * w, (y[:, 1] + y[:, 3] / 2) * h], 1))
     else:
         np.testing.assert_array_equal(got, want)
+
+
+def test_from_frame_clips_to_the_image_on_both_ends():
+    # a letterboxed 1000 x 2000 image: 128 px of padding on top; boxes reaching into the padding or
+    # past the right edge come back clipped to [0, w] x [0, h], unclipped without clip_hw
+    lb = bx.frame_for(1000, 2000, 512, keep_ratio=True, letterbox=True)
+    png = [[-10.0, 100.0, 520.0, 300.0]]
+    np.testing.assert_allclose(bx.from_frame(png, lb), [[-39.0625, -109.375, 2031.25, 671.875]])
+    np.testing.assert_allclose(bx.from_frame(png, lb, clip_hw=(1000, 2000)), [[0.0, 0.0, 2000.0, 671.875]])

@@ -256,3 +256,18 @@ def test_ow_lut_data_read_in_the_file_byte_order(where, little):
     assert lut.first == 10 and lut.bits == 16
     np.testing.assert_array_equal(lut.entries, entries.astype(np.int64))
     np.testing.assert_array_equal(lut.apply(np.array([9, 10, 12, 14, 99])), [0, 0, 258, 4660, 4660])
+
+
+def test_j2k_reduce_level_equals_its_definition_on_non_square_sizes():
+    """The largest r <= levels with ceil(h / 2**r) >= out_h and ceil(w / 2**r) >= out_w, by trying
+    every r (each side checked against its own output side)."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(50, 5000, 2))
+        out = (int(rng.integers(16, 600)), int(rng.integers(16, 600)))
+        levels = int(rng.integers(0, 7))
+        want = max(r for r in range(levels + 1)
+                   if r == 0 or (math.ceil(h / 2 ** r) >= out[0] and math.ceil(w / 2 ** r) >= out[1]))
+        assert dcm.j2k_reduce_level(h, w, out, levels) == want, (h, w, out, levels)
+    assert dcm.j2k_reduce_level(1000, 3000, (100, 700), 5) == 2     # the width limits: 3000 / 4 = 750
+    assert dcm.j2k_reduce_level(3000, 1000, (700, 100), 5) == 2     # the height limits

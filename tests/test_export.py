@@ -244,3 +244,31 @@ def test_coco_json_by_hand(tmp_path):
     write_coco(images, boxes, folds, tmp_path, ["x", "y"], include_normal=False)
     train0 = json.loads((tmp_path / "coco" / "fold0_train.json").read_text())
     assert [im["file_name"] for im in train0["images"]] == ["b"]
+
+
+def test_label_paths_equal_ultralytics_for_tricky_names(ultralytics_offline):
+    from ultralytics.data.utils import img2label_paths
+
+    paths = ["/d/images/x/images/a.b.png", "/d/images.v2/images/c.png", "/d/images/images/e.tar.png"]
+    assert [label_path_for(p) for p in paths] == img2label_paths(paths) == [
+        "/d/images/x/labels/a.b.txt", "/d/images.v2/labels/c.txt", "/d/images/labels/e.tar.txt"]
+
+
+def test_yolo_files_by_hand_clipping_order_and_names(tmp_path, monkeypatch):
+    """Relative PNG paths become absolute in the lists; a box outside the image is clipped at 0 and
+    at the image size before normalising; data.yaml keeps its key order and non-ASCII names as text."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    images = pd.DataFrame({"image_id": ["a", "b"], "height": [100, 100], "width": [200, 200],
+                           "path": ["images/a.png", "images/b.png"]})
+    boxes = bx.make_boxes(["a", "a"], [0, 1], ["Épanchement", "x"], [[-20, -10, 100, 50], [0.5, 99.5, 250, 130]])
+    folds = pd.DataFrame({"image_id": ["a", "b"], "fold": [0, 1]})
+    res = write_yolo(images, boxes, folds, ".", ["Épanchement", "x"])
+    assert res["labels"] == tmp_path / "labels" and res["n_labels"] == 2 and res["n_dropped"] == 0
+    # box 1 -> x 0..100, y 0..50; box 2 -> y 99.5..100 clipped: 0.5 px high, kept; x 0.5..200
+    assert (tmp_path / "labels" / "a.txt").read_text() == (
+        "0 0.250000 0.250000 0.500000 0.500000\n1 0.501250 0.997500 0.997500 0.005000\n")
+    assert (tmp_path / "yolo" / "fold1" / "train.txt").read_text() == f"{tmp_path}/images/a.png\n"
+    text = (tmp_path / "yolo" / "fold0" / "data.yaml").read_text()
+    assert [ln.split(":")[0] for ln in text.splitlines()[1:6]] == ["path", "train", "val", "nc", "names"]
+    assert "0: Épanchement" in text and yaml.safe_load(text)["names"] == {0: "Épanchement", 1: "x"}
