@@ -260,7 +260,7 @@ def _prepared(a: Arrays, normal_id: int | None) -> dict:
         cj = np.full(max(max(a.names, default=-1), int(a.cls.max(initial=-1))) + 1, -1)
         for k, name in a.names.items():
             cj[k] = col.get(name, -1)
-        j = cj[a.cls] if len(a.cls) else np.zeros(0, "int64")
+        j = cj[a.cls]
         p = np.full(len(a.cls), np.nan)
         p[j >= 0] = a.probs[a.img[j >= 0], j[j >= 0]]
         pre["fuse"] = np.flatnonzero(find & ~np.isnan(p))

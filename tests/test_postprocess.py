@@ -355,3 +355,31 @@ def test_ensemble_defaults_sizes_in_any_order_and_empty_tables():
                                rtol=0, atol=1e-9)
     empty = PP.ensemble([t1.iloc[:0], t2.iloc[:0]], sizes)
     assert len(empty) == 0 and list(empty.columns[:9]) == list(t1.columns[:9])
+
+
+def test_scaled_boxes_clip_x_to_the_width_and_y_to_the_height():
+    # a tall image (400 high, 100 wide): y may go past 100, x may not
+    t = _boxes([("a", 0, 60, 300, 90, 350, 0.9)])
+    sizes = pd.DataFrame({"height": [400.0], "width": [100.0]}, index=["a"])
+    out = PP.apply(t, None, _cfg(box_scale=2.0), NF, sizes)
+    np.testing.assert_allclose(out[COORDS].to_numpy(float), [[45, 275, 100, 375]])
+    wide = PP.apply(t.assign(y_min=10.0, y_max=40.0), None, _cfg(box_scale=2.0), NF, sizes.rename(
+        columns={"height": "width", "width": "height"}))  # 100 high, 400 wide: y clipped at 100, x free
+    np.testing.assert_allclose(wide[COORDS].to_numpy(float), [[45, 0, 105, 55]])
+
+
+def test_steps_on_the_same_arrays_twice_and_for_two_normal_classes():
+    """tune runs the steps many times on one Arrays (a per-Arrays cache): every call, and a call
+    for another normal class, equals a call on fresh arrays."""
+    t = _boxes([("a", 0, 1, 2, 30, 40, 0.8), ("a", 14, 0, 0, 1, 1, 0.3), ("b", 1, 5, 5, 9, 9, 0.5)])
+    probs = pd.DataFrame({"image_id": ["a", "b"], "c0": [0.25, 0.5], "abnormal": [0.5, 0.01]})
+    cfg = PP.post_config(_cfg(cls_fusion="multiply", alpha=1.0))
+    a = PP.to_arrays(t, probs)
+    for normal_id in (14, None, 14):
+        got = PP.apply_arrays(a, cfg, normal_id)
+        want = PP.apply_arrays(PP.to_arrays(t, probs), cfg, normal_id)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    # fusion asked for but no probabilities table: scores unchanged
+    rows, _, score, _, _ = PP.apply_arrays(PP.to_arrays(t), cfg, 14)
+    np.testing.assert_array_equal(score, t["score"].to_numpy()[rows])
