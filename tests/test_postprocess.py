@@ -383,3 +383,24 @@ def test_steps_on_the_same_arrays_twice_and_for_two_normal_classes():
     # fusion asked for but no probabilities table: scores unchanged
     rows, _, score, _, _ = PP.apply_arrays(PP.to_arrays(t), cfg, 14)
     np.testing.assert_array_equal(score, t["score"].to_numpy()[rows])
+
+
+def test_size_threshold_and_top_k_steps_compose_by_hand():
+    # boxes away from the origin (size = max - min, not max + min), thin in x or in y
+    t = _boxes([("a", 0, 100, 10, 103, 30, 0.9), ("a", 0, 10, 100, 30, 103, 0.8), ("a", 0, 50, 60, 60, 70, 0.7),
+                ("a", 1, 50, 60, 50.4, 70, 0.6)])
+    out = PP.apply(t, None, _cfg(min_box_size=4.0), NF)
+    assert out["score"].tolist() == [0.7]                      # 3 px wide, 3 px high, 0.4 px wide: dropped
+    out = PP.apply(t, None, _cfg(min_box_size=0.5), NF)
+    assert out["score"].tolist() == [0.9, 0.8, 0.7]            # a size limit below 1 px still applies
+    # a box dropped by its size stays dropped whatever its score; class_thr by class id or by name
+    out = PP.apply(t, None, _cfg(min_box_size=4.0, score_thr=0.65), NF)
+    assert out["score"].tolist() == [0.7]
+    out = PP.apply(t, None, _cfg(class_thr={"1": 0.65}), NF)
+    assert out["score"].tolist() == [0.9, 0.8, 0.7]
+    out = PP.apply(t, None, _cfg(class_thr={"c0": 0.85}), NF)
+    assert out["score"].tolist() == [0.9, 0.6]
+    # top-k per (image, class): four images, two classes -> each (image, class) keeps its best box
+    rows = [(i, c, 0, 0, 10, 10, s) for i in "abcd" for c in (0, 1) for s in (0.5, 0.4)]
+    out = PP.apply(_boxes(rows), None, _cfg(top_k_per_class=1), NF)
+    assert sorted(zip(out["image_id"], out["class_id"], out["score"])) == [(i, c, 0.5) for i in "abcd" for c in (0, 1)]
