@@ -1,0 +1,112 @@
+"""detection.image_metrics: image-level AUC / F1 from detections, against scikit-learn and a best-F1
+sweep written here (every threshold tried, counts by hand), and the per-image scores by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from data_prep.boxes import empty_boxes, make_boxes
+from detection.image_metrics import auc_f1, image_level, image_scores
+
+
+def boxes(rows):
+    """rows: (image_id, class_id, score)."""
+    if not rows:
+        return empty_boxes()
+    return make_boxes([r[0] for r in rows], [r[1] for r in rows], [f"c{r[1]}" for r in rows],
+                      [[0, 0, 5, 5]] * len(rows), [r[2] for r in rows])
+
+
+def best_f1(y, s):
+    """(best F1, its threshold) over the thresholds "predict positive when score >= t", t in the
+    distinct scores; the first (lowest) threshold wins a tie. Counted sample by sample."""
+    best = (-1.0, None)
+    for t in sorted(set(s.tolist())):
+        tp = sum(1 for yi, si in zip(y, s) if si >= t and yi)
+        fp = sum(1 for yi, si in zip(y, s) if si >= t and not yi)
+        fn = sum(1 for yi, si in zip(y, s) if si < t and yi)
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        if f1 > best[0] + 1e-12:
+            best = (f1, t)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_auc_f1_equals_sklearn_and_a_threshold_sweep(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 40))
+    y = rng.random(n) < [0.1, 0.3, 0.5, 0.7, 0.9, 0.2][seed]
+    y[0], y[1] = True, False
+    s = np.round(rng.random(n), 1)  # one decimal: ties between scores
+    if seed % 2:
+        s = np.where(y, s * 0.3, s)  # a poor classifier: the best F1 has precision + recall < 1
+    r = auc_f1(y, s)
+    assert r["n"] == n and r["n_pos"] == int(y.sum())
+    assert r["auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    f1, t = best_f1(y, s)
+    assert r["f1"] == pytest.approx(f1, abs=1e-12) and r["threshold"] == t
+
+
+def test_auc_f1_edges():
+    # one positive: AUC defined (0.5 = ranked in the middle of the two negatives)
+    r = auc_f1(np.array([False, True, False]), np.array([0.2, 0.5, 0.8]))
+    assert r["auc"] == pytest.approx(0.5) and r["f1"] == pytest.approx(2 / 3) and r["threshold"] == 0.5
+    # every image positive: no AUC, F1 still (threshold at the lowest score: all predicted positive)
+    r = auc_f1(np.ones(3, bool), np.array([0.2, 0.5, 0.8]))
+    assert r["auc"] is None and r["f1"] == 1.0 and r["threshold"] == 0.2
+    # the best threshold is the highest score (precision 1 there)
+    r = auc_f1(np.array([False, True]), np.array([0.1, 0.9]))
+    assert r["auc"] == 1.0 and r["f1"] == 1.0 and r["threshold"] == 0.9
+    # the top-scored image is negative: precision = recall = 0 there counts as F1 0, not NaN
+    r = auc_f1(np.array([True, False, False]), np.array([0.3, 0.9, 0.1]))
+    assert r["f1"] == pytest.approx(2 / 3) and r["threshold"] == 0.3
+    r = auc_f1(np.array([False, True]), np.array([0.9, 0.1]))
+    assert r["auc"] == 0.0 and r["f1"] == pytest.approx(2 / 3) and r["threshold"] == 0.1
+    # best F1 where precision + recall < 1: 1 TP, 2 FP, 1 FN at t = 0.7 (p 1/3, r 1/2): F1 0.4
+    y = np.array([0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], bool)
+    r = auc_f1(y, np.linspace(0.9, 0.4, 11).round(2))
+    assert r["f1"] == pytest.approx(0.4) and r["threshold"] == 0.8
+
+
+def test_image_scores_take_the_highest_score_and_ignore_unknown_images_and_classes():
+    b = boxes([("a", 1, 0.3), ("a", 1, 0.7), ("b", 2, 0.4), ("zz", 1, 0.99), ("b", 5, 0.95), ("a", 2, 0.2)])
+    out = image_scores(b, ["a", "b", "c"], [1, 2])
+    np.testing.assert_array_equal(out, [[0.7, 0.2], [0.0, 0.4], [0.0, 0.0]])
+    assert image_scores(empty_boxes(), ["a"], [1]).tolist() == [[0.0]]
+
+
+def test_image_level_classes_normal_rows_and_no_findings():
+    truth = boxes([("a", 0, 1.0), ("b", 14, 1.0)])  # b: an explicit "No finding" row, a normal image
+    pred = boxes([("a", 0, 0.9), ("b", 0, 0.2), ("b", 3, 0.6), ("b", 14, 0.7), ("c", 14, 0.1)])
+    r = image_level(truth, pred, ["a", "b", "c"], normal_class=14)
+    # class 3 is only predicted: it is still a class, with no positive image
+    assert sorted(r["per_class"]) == ["c0", "c3"]
+    assert r["per_class"]["c0"]["auc"] == 1.0 and r["per_class"]["c3"]["n_pos"] == 0
+    # abnormal: only a has a finding; scores a 0.9 (no normal row), b 1 - 0.7, c 1 - 0.1
+    ab = r["abnormal"]
+    assert ab["n_pos"] == 1 and ab["auc"] == pytest.approx(0.75) and ab["threshold"] == 0.9  # a ties c
+    # without a normal class, class 14 is a finding like the others
+    r = image_level(truth, pred, ["a", "b", "c"], normal_class=None)
+    assert sorted(r["per_class"]) == ["c0", "c14", "c3"]
+    assert r["per_class"]["c14"]["n_pos"] == 1 and r["per_class"]["c14"]["auc"] == 1.0
+    assert r["abnormal"]["n_pos"] == 2 and r["abnormal"]["auc"] == pytest.approx(1.0)
+    # only normal rows: no finding class, abnormal from the normal scores alone
+    r = image_level(boxes([("b", 14, 1.0)]), boxes([("b", 14, 0.8), ("c", 14, 0.3)]), ["b", "c"], normal_class=14)
+    assert r["per_class"] == {} and r["abnormal"]["n_pos"] == 0 and r["abnormal"]["auc"] is None
+
+
+def test_image_costs_defaults_and_images_without_errors():
+    from detection.image_metrics import image_costs
+
+    t = make_boxes(["A", "B"], [0, 0], ["c0", "c0"], [[0, 0, 10, 10], [0, 0, 10, 10]])
+    # A: IoU 0.45 with its truth (TP at the default 0.4, FP at 0.5); a 0.25 box kept (>=), a 0.2 one dropped
+    p = make_boxes(["A", "A", "A"], [0, 0, 0], ["c0"] * 3, [[0, 0, 10, 4.5], [50, 50, 60, 60], [70, 70, 80, 80]],
+                   [0.9, 0.25, 0.2])
+    df = image_costs(t, p, ["A", "B", "C"]).set_index("image_id")
+    assert df.loc["A", ["n_tp", "n_fp", "n_fn"]].tolist() == [1, 1, 0] and df.loc["A", "cost"] == pytest.approx(0.25)
+    assert df.loc["B", ["n_tp", "n_fp", "n_fn"]].tolist() == [0, 0, 1] and df.loc["B", "cost"] == 1.0
+    assert df.loc["C", ["n_tp", "n_fp", "n_fn", "cost"]].tolist() == [0, 0, 0, 0.0]   # last image: nothing
+    strict = image_costs(t, p, ["A", "B", "C"], iou_thr=0.5).set_index("image_id")
+    assert strict.loc["A", ["n_tp", "n_fp", "n_fn"]].tolist() == [0, 2, 1]
+    assert strict.loc["A", "cost"] == pytest.approx(1 + 0.9 + 0.25)
