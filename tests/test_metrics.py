@@ -384,3 +384,30 @@ def test_rsna_with_nothing_to_score():
     r = M.rsna_score(boxes([]), boxes([]), ["A", "B"])
     assert np.isnan(r["mAP"]) and r["n_scored"] == 0
     assert len(r["per_threshold"]) == 8 and all(np.isnan(v) for v in r["per_threshold"].values())
+
+
+def test_coco_cut_at_100_per_image_and_class_thresholds_0_and_1_and_keys():
+    """Against pycocotools: 101 predictions of one class on one image (the 101st, lowest scored, is
+    the only one on the second truth: cut), IoU thresholds 1.0 (exact copies match) and 0.0, a class
+    without truth sorted before one with truth; plus the result's keys and the tuner's entry point."""
+    t = boxes([("A", 1, 0, 0, 10, 10), ("A", 1, 50, 50, 60, 60), ("B", 1, 0, 0, 10, 10)])
+    rows = [("A", 1, 20 + k * 0.1, 20, 30, 30, 0.9 - k * 0.001) for k in range(98)] + [("A", 1, 50, 50, 60, 60, 0.1)]
+    rows += [("A", 1, 0, 0, 10, 10, 0.95), ("B", 1, 0, 0, 10, 10, 0.5), ("B", 0, 0, 0, 4, 4, 0.99),
+             ("B", 1, 10, 0, 20, 10, 0.97), ("A", 1, 0, 10, 10, 20, 0.96)]   # touching, not overlapping
+    p = boxes(rows)
+    imgs = ["A", "B"]
+    for thr in (0.4, 1.0, 0.0):
+        ref, ref_per = _pycocotools(t, p, imgs, [0, 1], iou_thr=thr)
+        r = M.coco_map(t, p, imgs, iou_thr=thr) if thr != 0.4 else M.coco_map(t, p, imgs)
+        assert r["mAP"] == pytest.approx(ref, abs=1e-12), thr
+        assert r["per_class"]["c0"] is None and r["per_class"]["c1"] == pytest.approx(ref_per[1], abs=1e-12)
+    r = M.coco_map(t, p, imgs)
+    assert (r["metric"], r["iou_thr"], r["max_dets"]) == ("coco", 0.4, 100)
+    assert sorted(r["pr"]["c1"]) == ["precision", "q", "recall", "score"] and len(r["pr"]["c1"]["q"]) == 101
+    enc = M.encode(t, p, imgs)
+    assert M.score_encoded(enc, "coco") == r["mAP"]
+    assert M.score_encoded(enc, "vinbigdata") == M.vinbigdata_from(enc)["mAP"]
+    assert M.score_encoded(enc, "rsna") == M.rsna_from(enc)["mAP"]
+    assert M.score_encoded(enc, "vinbigdata", 0.0) == M.vinbigdata_from(enc, 0.0)["mAP"] != M.score_encoded(enc, "vinbigdata")
+    with pytest.raises(ValueError, match="metric 'x'"):
+        M.score_encoded(enc, "x")
