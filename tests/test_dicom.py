@@ -271,3 +271,39 @@ def test_j2k_reduce_level_equals_its_definition_on_non_square_sizes():
         assert dcm.j2k_reduce_level(h, w, out, levels) == want, (h, w, out, levels)
     assert dcm.j2k_reduce_level(1000, 3000, (100, 700), 5) == 2     # the width limits: 3000 / 4 = 750
     assert dcm.j2k_reduce_level(3000, 1000, (700, 100), 5) == 2     # the height limits
+
+
+def _lut_item(desc, data, vr="US"):
+    item = Dataset()
+    item.LUTDescriptor = desc
+    if data is not None:
+        item.add_new(0x00283006, vr, data)
+    return item
+
+
+def test_read_lut_descriptor_rules():
+    """C.11.1.1 / C.11.2.1.1 LUT descriptors: 0 entries means 65536; the first mapped value is read
+    as signed (>= 32768 -> minus 65536) only for signed input; 8..16 bits per entry; 8-bit entries
+    may come packed two per word (low byte first); float input is rounded before the lookup."""
+    from data_prep.voi import read_lut
+
+    ds = Dataset()
+    full = read_lut(_lut_item([0, 0, 16], list(range(65536))), ds)
+    assert len(full.entries) == 65536 and full.entries[-1] == 65535
+    assert read_lut(_lut_item([2, 40000, 16], [7, 9]), ds).first == 40000
+    assert read_lut(_lut_item([2, 40000, 16], [7, 9]), ds, signed_input=True).first == 40000 - 65536
+    assert read_lut(_lut_item([2, 32768, 16], [7, 9]), ds, signed_input=True).first == -32768
+    assert read_lut(_lut_item([2, 32767, 16], [7, 9]), ds, signed_input=True).first == 32767
+    assert read_lut(_lut_item([1, 0, 16], 5), ds).entries.tolist() == [5]          # one entry, one value
+    packed = read_lut(_lut_item([3, 0, 8], [0x0201, 0x0003]), ds)
+    assert packed.entries.tolist() == [1, 2, 3]
+    odd = read_lut(_lut_item([2, 0, 16], bytes([1, 0, 2, 0, 9]), "OW"), ds)        # a stray last byte
+    assert odd.entries.tolist() == [1, 2]
+    lut = read_lut(_lut_item([3, 10, 16], [100, 200, 300]), ds)
+    np.testing.assert_array_equal(lut.apply(np.array([10.4, 10.6, 11.5, 9.0, 99.0])), [100, 200, 300, 100, 300])
+    for desc, data, why in (([2, 0, 17], [1, 2], "bits per entry 17"), ([2, 0, 7], [1, 2], "bits per entry 7"),
+                            ([4, 0, 16], [1, 2], "2 16-bit words"), ([5, 0, 8], [1, 2], "2 16-bit words"),
+                            ([4, 0], [1, 2], "expected 3 values"), (4, [1, 2], "expected 3 values"),
+                            ([2, 0, 16], None, "missing")):
+        with pytest.raises(ValueError, match=why):
+            read_lut(_lut_item(desc, data), ds)

@@ -393,3 +393,23 @@ def test_competition_csv_text_by_hand(tmp_path):
     ]
     write_competition_csv(fused.drop(columns="n_raters"), images.iloc[:1], tmp_path / "g.csv")
     assert (tmp_path / "g.csv").read_text().splitlines()[1:] == ["a,c3,3,,10.0,10.5,50.0,60.25,1"]
+
+
+def test_select_raters_natural_order_weights_check_and_tables_without_raters():
+    from data_prep.fusion import select_raters
+
+    images = _images([("a", 100, 100, "R2|R10"), ("b", 100, 100, "R9"), ("c", 100, 100, None)])
+    boxes = _boxes([("a", 0, "R10", 10, 10, 50, 50), ("a", 0, "R2", 12, 12, 50, 50), ("b", 1, "R9", 1, 1, 9, 9)])
+    im, bx, info = select_raters(images, boxes, ["R10", "R2"])
+    assert info == {"raters": ["R2", "R10"], "images_kept": 1, "images_left_out": 2, "boxes_kept": 2,
+                    "boxes_left_out": 1}
+    assert list(im.columns) == list(images.columns) and list(im.index) == [0] and list(bx.index) == [0, 1]
+    # radiologists listed in natural order; an image with no readers adds none
+    with pytest.raises(ValueError, match=r"among \['R2', 'R9', 'R10'\]"):
+        select_raters(images, boxes, ["R1"])
+    with pytest.raises(ValueError, match=r"\['R99'\] read no image"):
+        select_raters(images, boxes, None, weights={"R99": 2})
+    # no raters column: nothing to choose from, the tables come back as they are
+    plain = images.drop(columns="raters")
+    same_im, same_bx, info = select_raters(plain, boxes, None)
+    assert same_im is plain and same_bx is boxes and info == {}
