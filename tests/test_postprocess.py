@@ -404,3 +404,23 @@ def test_size_threshold_and_top_k_steps_compose_by_hand():
     rows = [(i, c, 0, 0, 10, 10, s) for i in "abcd" for c in (0, 1) for s in (0.5, 0.4)]
     out = PP.apply(_boxes(rows), None, _cfg(top_k_per_class=1), NF)
     assert sorted(zip(out["image_id"], out["class_id"], out["score"])) == [(i, c, 0.5) for i in "abcd" for c in (0, 1)]
+
+
+@pytest.mark.filterwarnings("ignore:.*in box:UserWarning")
+def test_fuse_views_and_two_class_filter_defaults():
+    from ensemble_boxes import weighted_boxes_fusion
+
+    a = PP.View(np.array([[10.0, 20, 50, 60], [100, 100, 150, 180]]), np.array([0.9, 0.00005]), np.array([0, 2]))
+    b = PP.View(np.array([[12.0, 18, 52, 61]]), np.array([0.6]), np.array([0]))
+    got = PP.fuse_views([a, b], (200, 300))             # defaults: WBF iou 0.55, skip 0.0001, avg
+    wh = np.array([300, 200, 300, 200])
+    eb, es, el = weighted_boxes_fusion([a.xyxy / wh, b.xyxy / wh], [a.scores, b.scores], [a.labels, b.labels],
+                                       iou_thr=0.55, skip_box_thr=0.0001, conf_type="avg")
+    np.testing.assert_allclose(got.xyxy, eb * wh, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.scores, es, rtol=0, atol=1e-12)
+    assert got.labels.tolist() == [0] and got.scores.dtype == np.float64 and got.labels.dtype == np.int64
+    # the 2-class filter's defaults: low 0.08, high 0.95
+    t = _boxes([("a", 0, 1, 1, 9, 9, 0.9), ("b", 0, 1, 1, 9, 9, 0.9), ("c", 0, 1, 1, 9, 9, 0.9)])
+    out = PP.two_class_filter(t, {"a": 0.079, "b": 0.94, "c": 0.95}, normal_class=NF)
+    got = sorted(zip(out["image_id"], out["class_id"], out["score"].round(6)))
+    assert got == [("a", 14, 1.0), ("b", 0, 0.9), ("b", 14, 0.06), ("c", 0, 0.9)]
