@@ -52,9 +52,11 @@ bench: setup
 # and 0.25-0.4 CPU seconds per mutant (measured over the first 2,400), so roughly 30-40 minutes on this
 # machine's 2 cores when nothing else runs; 2-3 times that beside other jobs (load ~8). mutation.log keeps
 # the wall and CPU time of the last run. It resumes where a killed run stopped and keeps verdicts until a
-# function's code changes; `rm -rf mutants` starts afresh, and `make mutation-recheck` re-runs the
+# function's code changes (tools/mutation_sync.py first replaces the copies of changed sources, which
+# mutmut itself would keep); `rm -rf mutants` starts afresh, and `make mutation-recheck` re-runs the
 # surviving mutants (after adding tests). Prints the score per module.
 mutation: setup
+	$(PY) tools/mutation_sync.py
 	@echo "mutation started: $$(date -u +%FT%TZ) load $$(cut -d' ' -f1-3 /proc/loadavg)" > mutation.log; \
 	  t0=$$(date +%s); \
 	  nice -n 10 $(VENV)/bin/mutmut run --max-children 2 >> mutation.log 2>&1 || { tail -20 mutation.log; exit 1; }; \
@@ -66,6 +68,7 @@ mutation: setup
 	$(PY) tools/mutation_score.py -v
 
 mutation-recheck: setup
+	$(PY) tools/mutation_sync.py
 	names="$$($(PY) tools/mutation_score.py --names)"; test -z "$$names" || \
 	  nice -n 10 $(VENV)/bin/mutmut run --max-children 2 $$names > mutation-recheck.log 2>&1 || { tail -20 mutation-recheck.log; exit 1; }
 	$(PY) tools/mutation_score.py -v
