@@ -63,7 +63,7 @@ def make_folds(images: pd.DataFrame, boxes: pd.DataFrame, k: int = 5, seed: int 
     if dup.any():
         raise ValueError(f"folds: image table row {images.index[dup.to_numpy()][0]}: image_id "
                          f"{images.loc[dup, 'image_id'].iloc[0]!r} appears twice; expected one row per image")
-    images = images.sort_values("image_id", ignore_index=True)   # ids unique (checked): no tie to break
+    images = images.sort_values("image_id")      # ids unique (checked): no tie; rows are used by position
     if group_col in images:
         groups = images[group_col].fillna("").astype(str)
         groups = groups.where(groups != "", images["image_id"])
@@ -72,7 +72,7 @@ def make_folds(images: pd.DataFrame, boxes: pd.DataFrame, k: int = 5, seed: int 
     hot, cols = label_matrix(images, boxes)
 
     # patient-level labels: union over the patient's images
-    by_group = hot.groupby(groups.to_numpy(), sort=True).any()
+    by_group = hot.groupby(groups.to_numpy()).any()             # groups sorted (groupby's default)
     n_groups = len(by_group)
     if n_groups < k:
         raise ValueError(f"folds: {n_groups} {'patients' if group_col in images else 'images'} "

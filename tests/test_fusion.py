@@ -391,6 +391,9 @@ def test_competition_csv_text_by_hand(tmp_path):
         "n,No finding,14,,,,,,3",
         "m,No finding,14,,,,,,",
     ]
+    unread = _images([("u", 50, 50, "R1")]).assign(raters=[None])           # readers unknown: n_raters empty
+    assert write_competition_csv(fused.iloc[:0], unread, tmp_path / "u.csv").read_text().splitlines()[1:] == [
+        "u,No finding,14,,,,,,"]
     write_competition_csv(fused.drop(columns="n_raters"), images.iloc[:1], tmp_path / "g.csv")
     assert (tmp_path / "g.csv").read_text().splitlines()[1:] == ["a,c3,3,,10.0,10.5,50.0,60.25,1"]
 
@@ -404,6 +407,7 @@ def test_select_raters_natural_order_weights_check_and_tables_without_raters():
     assert info == {"raters": ["R2", "R10"], "images_kept": 1, "images_left_out": 2, "boxes_kept": 2,
                     "boxes_left_out": 1}
     assert list(im.columns) == list(images.columns) and list(im.index) == [0] and list(bx.index) == [0, 1]
+    assert list(bx.columns) == list(boxes.columns)
     # radiologists listed in natural order; an image with no readers adds none
     with pytest.raises(ValueError, match=r"among \['R2', 'R9', 'R10'\]"):
         select_raters(images, boxes, ["R1"])

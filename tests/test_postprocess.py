@@ -424,3 +424,13 @@ def test_fuse_views_and_two_class_filter_defaults():
     out = PP.two_class_filter(t, {"a": 0.079, "b": 0.94, "c": 0.95}, normal_class=NF)
     got = sorted(zip(out["image_id"], out["class_id"], out["score"].round(6)))
     assert got == [("a", 14, 1.0), ("b", 0, 0.9), ("b", 14, 0.06), ("c", 0, 0.9)]
+
+
+def test_apply_to_an_empty_table_and_ties_in_input_order():
+    out = PP.apply(_boxes([("a", 0, 1, 1, 5, 5, 0.5)]).iloc[:0], None, _cfg(), NF)
+    assert len(out) == 0 and list(out.columns[:9]) == ["image_id", "class_id", "class_name", "x_min", "y_min",
+                                                        "x_max", "y_max", "score", "rater"]
+    t = _boxes([("b", 1, 0, 0, 9, 9, 0.5), ("a", 2, 0, 0, 9, 9, 0.5), ("a", 0, 0, 0, 9, 9, 0.5), ("a", 1, 1, 1, 9, 9, 0.7)])
+    out = PP.apply(t, None, _cfg(), NF)
+    assert list(zip(out["image_id"], out["class_id"])) == [("a", 1), ("a", 2), ("a", 0), ("b", 1)]
+    assert list(out.index) == [0, 1, 2, 3]
