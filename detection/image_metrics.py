@@ -83,11 +83,10 @@ def image_level(truth: pd.DataFrame, pred: pd.DataFrame, images, normal_class: i
     if class_names is not None:
         names.update(dict(class_names.items() if isinstance(class_names, dict) else enumerate(class_names)))
     finding = sorted(c for c in set(names) | set(truth["class_id"].astype(int)) if c != normal_class)
-    t_find = truth[truth["class_id"] != normal_class] if normal_class is not None else truth
-    p_find = pred[pred["class_id"] != normal_class] if normal_class is not None else pred
-    y = image_scores(t_find, images, finding) > 0  # truth score 1.0 -> label
-    s = image_scores(p_find, images, finding)
-    per = {names.get(c, str(c)): auc_f1(y[:, k], s[:, k]) for k, c in enumerate(finding)}
+    # image_scores keeps the classes of `finding` only: normal rows drop out by themselves
+    y = image_scores(truth, images, finding) > 0  # truth score 1.0 -> label
+    s = image_scores(pred, images, finding)
+    per = {names[c]: auc_f1(y[:, k], s[:, k]) for k, c in enumerate(finding)}   # every class is named
     abn = s.max(1) if len(finding) else np.zeros(len(images))
     if normal_class is not None:
         pn = pred[pred["class_id"] == normal_class]

@@ -192,6 +192,14 @@ def test_ensemble_keeps_the_fold_column():
     out = PP.postprocess([t, t], None, _cfg(), NF)
     assert dict(zip(out.image_id, out.fold)) == {"a": 0, "b": 3}
     np.testing.assert_allclose(out[COORDS].to_numpy(float), t[COORDS].to_numpy(float), atol=1e-9)
+    # columns of the first table only, constant per image (NaN counts as a value); others left out
+    t1 = t.assign(fold=[0, np.nan], site=["x", "y"], box_id=[1, 2])
+    t1 = pd.concat([t1, t1.iloc[:1].assign(x_min=300.0, x_max=330.0, box_id=3)], ignore_index=True)
+    t2 = t.assign(other=[7, 8])
+    out = PP.postprocess([t1, t2], None, _cfg(), NF)
+    assert "other" not in out and "box_id" not in out                     # not in table 1 / not constant
+    assert out.groupby("image_id")["site"].first().to_dict() == {"a": "x", "b": "y"}
+    assert out.set_index("image_id")["fold"].groupby(level=0).first().fillna(-1).to_dict() == {"a": 0, "b": -1}
 
 
 # ----------------------------------------------------------------------------- predict = inference + postprocess
