@@ -307,3 +307,28 @@ def test_read_lut_descriptor_rules():
                             ([2, 0, 16], None, "missing")):
         with pytest.raises(ValueError, match=why):
             read_lut(_lut_item(desc, data), ds)
+
+
+@pytest.mark.parametrize("attrs, first", [
+    ({}, 64512),                                                              # unsigned values: as written
+    ({"PixelRepresentation": 1}, -1024),                                      # signed stored values
+    ({"RescaleIntercept": "-1024", "RescaleSlope": "1"}, -1024),               # a negative intercept
+    ({"RescaleIntercept": "0", "RescaleSlope": "-1"}, -1024),                  # a negative slope
+    ({"RescaleIntercept": "0", "RescaleSlope": "1"}, 64512),
+    ({"RescaleIntercept": "", "RescaleSlope": ""}, 64512),                     # empty values: the defaults
+    ({"RescaleIntercept": "5", "RescaleSlope": "1", "PixelRepresentation": 0}, 64512),
+])
+def test_voi_lut_first_value_signed_when_the_modality_output_can_be_negative(attrs, first):
+    """C.11.2.1.1: a VOI LUT's first mapped value of 32768 or more is a negative number when the
+    modality output can be negative (signed pixels, or a negative rescale intercept or slope)."""
+    from pydicom.sequence import Sequence as Seq
+
+    from data_prep.voi import choose_voi
+
+    ds = Dataset()
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    ds.VOILUTSequence = Seq([_lut_item([4, 64512, 16], [1, 2, 3, 4])])
+    voi = choose_voi(ds)
+    assert voi.kind == "lut" and voi.lut.first == first
