@@ -332,3 +332,26 @@ def test_voi_lut_first_value_signed_when_the_modality_output_can_be_negative(att
     ds.VOILUTSequence = Seq([_lut_item([4, 64512, 16], [1, 2, 3, 4])])
     voi = choose_voi(ds)
     assert voi.kind == "lut" and voi.lut.first == first
+
+
+def test_fixed_window_16_to_8_bits_rounds_half_up_and_minmax_block_range():
+    # stretch "window": x * 255 / 65535 rounded half up, on every 16-bit value (computed here in float)
+    x = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    want = np.floor(x.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)
+    from data_prep.voi import Voi, Window
+    voi = Voi("window", Window(32767.5, 65536.0, "LINEAR_EXACT"))
+    ds = Dataset()
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    got = dcm.to_uint8(x, ds, voi=voi, stretch="window")
+    np.testing.assert_array_equal(got, want)
+    # min-max over 4 x 4 block means (numpy here) when asked; the default is the plain min-max
+    rng = np.random.default_rng(2)
+    img = rng.integers(1000, 2000, (8, 12)).astype(np.float32)
+    img[0, 0], img[7, 11] = 0, 5000                                    # single-pixel extremes
+    means = img.reshape(2, 4, 3, 4).mean(axis=(1, 3))
+    lo, hi = float(means.min()), float(means.max())
+    want = np.clip((img.astype(np.float64) - lo) * (255 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(dcm.minmax_uint8(img, block=4), want)
+    plain = np.clip((img.astype(np.float64) - 0) * (255 / 5000) + 0.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(dcm.minmax_uint8(img), plain)
+    np.testing.assert_array_equal(dcm.minmax_uint8(img[:7], block=4), dcm.minmax_uint8(img[:7]))  # < 2 blocks
