@@ -355,3 +355,22 @@ def test_fixed_window_16_to_8_bits_rounds_half_up_and_minmax_block_range():
     plain = np.clip((img.astype(np.float64) - 0) * (255 / 5000) + 0.5, 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(dcm.minmax_uint8(img), plain)
     np.testing.assert_array_equal(dcm.minmax_uint8(img[:7], block=4), dcm.minmax_uint8(img[:7]))  # < 2 blocks
+
+
+def test_palette_color_goes_through_its_lookup_tables_then_luma():
+    """PALETTE COLOR: each stored index picks (R, G, B) from the three palette tables (written here),
+    then gray = 0.299 R + 0.587 G + 0.114 B (float32); a missing interpretation means MONOCHROME2."""
+    ds = Dataset()
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.BitsAllocated, ds.SamplesPerPixel, ds.PixelRepresentation = 8, 1, 0
+    tables = {"Red": [0, 100, 200, 65535], "Green": [65535, 0, 300, 400], "Blue": [10, 20, 30, 40]}
+    for c, vals in tables.items():
+        setattr(ds, f"{c}PaletteColorLookupTableDescriptor", [4, 0, 16])
+        setattr(ds, f"{c}PaletteColorLookupTableData", np.array(vals, "<u2").tobytes())
+    arr = np.array([[0, 1], [2, 3]], np.uint8)
+    r, g, b = (np.array(tables[c], np.float64) for c in ("Red", "Green", "Blue"))
+    gray = dcm.to_gray(arr, ds)
+    assert gray.dtype == np.float32
+    np.testing.assert_allclose(gray, (0.299 * r + 0.587 * g + 0.114 * b)[arr], rtol=1e-6)
+    plain = Dataset()
+    assert dcm.to_gray(arr, plain) is arr
