@@ -23,8 +23,10 @@
 * Where it runs (``scheduler``, :mod:`data_prep.cluster`): null = a local process pool of
   ``workers`` processes; ``local`` = a Dask LocalCluster of ``workers`` processes; ``tcp://host:port``
   = an existing Dask cluster whose workers see SRC and DST under the same absolute paths. Each file
-  is one task (:func:`convert_one`): the worker reads the DICOM, writes the PNG itself and returns
-  only the meta row or the error, so the outputs and the resume are the same on every scheduler.
+  is converted by :func:`convert_one` (on a cluster, a few files per task:
+  :func:`data_prep.cluster.batch_size`): the worker reads the DICOM, writes the PNG itself and
+  returns only the meta row or the error, so the outputs and the resume are the same on every
+  scheduler.
   Workers run OpenCV single-threaded (one image per process is the parallelism).
 """
 from __future__ import annotations
@@ -345,9 +347,9 @@ def _run_dask(tasks: list, workers: int, scheduler: str):
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_convert(parser) -> None:
+    """``cxrdet convert SRC DST [--size N] [--keep-ratio] [--workers N] [--scheduler S] [--overwrite]``."""
     from data_prep.config import add_config_arguments
 
-    """``cxrdet convert SRC DST [--size N] [--keep-ratio] [--workers N] [--scheduler S] [--overwrite]``."""
     parser.add_argument("src", help="folder of DICOMs (searched recursively)")
     parser.add_argument("dst", help="output folder for <image_id>.png, meta.csv, errors.csv")
     parser.add_argument("--overwrite", action="store_true", help="convert again images already done")

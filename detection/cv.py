@@ -277,7 +277,8 @@ def _baseline(cfg: dict, manifest: dict, images: pd.DataFrame, ids: list[str], p
     cached = _read_json(parts / "baseline.json")
     if cached and cached.get("fingerprint") == fp:
         return cached["baseline"]
-    from detection.evaluate import rater_baseline, to_jsonable
+    from detection.evaluate_out import to_jsonable
+    from detection.raters import rater_baseline
 
     keep = set(ids)
     raw = pd.read_csv(labels, dtype={"image_id": str, "class_name": str, "rad_id": str})
@@ -369,7 +370,8 @@ def cross_validate(cfg: dict, prep, folds: str | list[int] | None = None, with_c
 
 def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, test, sample, force: bool,
                     callbacks: dict | None) -> dict:
-    from detection.evaluate import evaluate_files, to_jsonable
+    from detection.evaluate import evaluate_files
+    from detection.evaluate_out import to_jsonable
 
     fold_table, images, manifest = _prep_tables(prep)
     present = sorted(set(fold_table["fold"].astype(int)))

@@ -92,7 +92,9 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     from data_prep.synth import synth_rsna, synth_vinbigdata
     from data_prep.datasets import describe
     from data_prep.tables import read_folds, read_images, read_truth
-    from detection.evaluate import evaluate, rater_baseline, write_json
+    from detection.evaluate import evaluate
+    from detection.evaluate_out import write_json
+    from detection.raters import rater_baseline
     from detection.explore import ExploreSettings, build_explorer
     from detection.predict import PredictSettings, predict
     from detection.report_eval import ReportSettings, build_report
@@ -276,7 +278,7 @@ def _f(v) -> str:
 
 
 def _table(r: dict) -> str:
-    from detection.evaluate import format_table
+    from detection.evaluate_out import format_table
 
     return format_table(r)
 

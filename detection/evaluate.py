@@ -34,9 +34,8 @@ from data_prep.errors import check_output
 from data_prep.tables import FUSION_IOU, read_truth, select_images
 from detection import image_metrics as IM
 from detection import metrics as M
-from detection.evaluate_out import (format_folds, format_image_level, format_table, plot_pr,  # noqa: F401
-                                     to_jsonable, write_json)
-from detection.raters import rater_baseline  # noqa: F401 (lives with the other radiologist scores)
+from detection.evaluate_out import format_folds, format_image_level, format_table, plot_pr, write_json
+from detection.raters import rater_baseline
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from data_prep.config import StageSettings
 from data_prep.datasets import DEFAULT_DATASET
-from data_prep.raters import rater_order
+from data_prep.raters import rater_order, readers
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,7 @@ def _readers(images: pd.DataFrame) -> pd.DataFrame:
     if "raters" not in images.columns:
         raise ValueError("per-rater scoring needs per-radiologist labels (a raw train.csv with rad_id); "
                          "these labels have no radiologists")
-    r = images[["image_id", "raters"]].assign(rater=images["raters"].fillna("").astype(str).str.split("|"))
-    r = r.explode("rater")
-    return r.loc[r["rater"] != "", ["image_id", "rater"]].drop_duplicates(ignore_index=True)
+    return readers(images)
 
 
 @dataclass(frozen=True)

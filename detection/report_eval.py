@@ -164,7 +164,8 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
     s = (settings or ReportSettings()).replace(**changes)
     metric, iou_thr, normal_class, class_names, conf = s.metric, s.iou_thr, s.normal_class, s.class_names, s.show_conf
     n_worst, n_overlays, title = s.n_worst, s.n_overlays, s.title
-    from detection.evaluate import evaluate, plot_pr
+    from detection.evaluate import evaluate
+    from detection.evaluate_out import plot_pr
     from detection.image_metrics import image_costs
     from detection.visualize import render_gallery, render_image, source_ids
 

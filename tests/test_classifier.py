@@ -19,7 +19,7 @@ from detection.classify import classify, export_onnx, load_runner, probs_table
 from detection.cli import main as cli
 from detection.evaluate_cls import best_f1, bootstrap_auc_ci, evaluate_cls
 from detection.postprocess import apply as post_apply
-from detection.postprocess import read_probs
+from data_prep.tables import read_probs
 
 N = 24
 

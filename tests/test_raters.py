@@ -14,7 +14,7 @@ import pytest
 
 from data_prep.datasets import vinbigdata
 from detection.cli import main
-from detection.evaluate import rater_baseline
+from detection.raters import rater_baseline
 from detection.raters import PerRaterSettings, per_rater
 
 N = vinbigdata.NORMAL_ID
