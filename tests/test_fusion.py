@@ -417,3 +417,55 @@ def test_select_raters_natural_order_weights_check_and_tables_without_raters():
     plain = images.drop(columns="raters")
     same_im, same_bx, info = select_raters(plain, boxes, None)
     assert same_im is plain and same_bx is boxes and info == {}
+
+
+# ----------------------------------------------------------------------------- edges: empty tables, thresholds 0 and 1
+@pytest.mark.parametrize("method", ["wbf", "nms", "soft_nms", "nmw", "none"])
+def test_empty_box_table_gives_an_empty_box_table_every_method(method, tmp_path):
+    """No boxes in: a box table with the canonical columns + n_raters (int64), nothing dropped,
+    and it writes a train.csv whose every image is one "No finding" row."""
+    from data_prep.boxes import BOX_COLUMNS
+    images = _images([("a", 100, 100, "R1|R2"), ("b", 50, 80, "")])
+    empty = _boxes([("a", 0, "R1", 10, 10, 50, 50)]).iloc[:0]
+    out = fuse(empty, images, method)
+    assert list(out.columns) == BOX_COLUMNS + ["n_raters"] and len(out) == 0
+    assert out["n_raters"].dtype == "int64" and out["score"].dtype == "float64"
+    assert out.attrs["dropped"] == {"below_skip_box_thr": 0, "zero_area": 0}
+    with pytest.raises(ValueError, match="iou_thr 1.5"):                      # checks still run on no boxes
+        fuse(empty, images, method, iou_thr=1.5)
+    csv = pd.read_csv(write_competition_csv(out, images, tmp_path / "f.csv"), keep_default_na=False)
+    assert csv["image_id"].tolist() == ["a", "b"] and csv["class_id"].tolist() == [14, 14]
+    assert csv["n_raters"].astype(str).tolist() == ["2", ""]
+
+
+@pytest.mark.parametrize("method", ["wbf", "nms", "soft_nms", "nmw"])
+def test_iou_thresholds_zero_and_one_are_accepted_and_match_ensemble_boxes(method):
+    """iou_thr 0: any overlap (IoU > 0) fuses, touching boxes (IoU exactly 0) do not; iou_thr 1:
+    not even two identical boxes fuse (IoU 1 is not > 1). Both bounds are valid settings and give
+    what ensemble-boxes gives; just outside them is refused."""
+    images = _images([("a", 100, 100, "R1|R2|R3")])
+    boxes = _boxes([("a", 0, "R1", 10, 10, 40, 40), ("a", 0, "R2", 39, 39, 70, 70),   # overlap 1 x 1 px
+                    ("a", 0, "R3", 70, 70, 90, 90),                                  # touches R2's corner
+                    ("a", 1, "R1", 20, 20, 60, 60, 0.9), ("a", 1, "R2", 20, 20, 60, 60, 0.8)])  # identical
+    zero = fuse(boxes, images, method, iou_thr=0.0)
+    one = fuse(boxes, images, method, iou_thr=1.0)
+    if method != "soft_nms":   # soft-NMS keeps every box (rescored), whatever the threshold
+        assert zero.groupby("class_id").size().to_dict() == {0: 2, 1: 1}
+        assert one.groupby("class_id").size().to_dict() == {0: 3, 1: 2}
+    assert_same(zero, reference(boxes, images, method, iou_thr=0.0))
+    assert_same(one, reference(boxes, images, method, iou_thr=1.0))
+    for bad in (-0.01, 1.01):
+        with pytest.raises(ValueError, match=f"iou_thr {bad}; expected a number in \\[0, 1\\]"):
+            fuse(boxes, images, method, iou_thr=bad)
+
+
+def test_n_raters_of_kept_boxes_at_iou_zero_and_one():
+    """nms: a kept box counts the raters whose box overlaps it with IoU > iou_thr. At 0 the
+    1-px overlap counts (2 raters), the touching box does not; at 1 only the box itself (1)."""
+    images = _images([("a", 100, 100, "R1|R2|R3")])
+    boxes = _boxes([("a", 0, "R1", 10, 10, 40, 40, 0.9), ("a", 0, "R2", 39, 39, 70, 70, 0.8),
+                    ("a", 0, "R3", 70, 70, 90, 90, 0.7)])
+    zero = fuse(boxes, images, "nms", iou_thr=0.0)
+    assert zero["score"].tolist() == [0.9, 0.7] and zero["n_raters"].tolist() == [2, 1]
+    one = fuse(boxes, images, "nms", iou_thr=1.0)
+    assert one["score"].tolist() == [0.9, 0.8, 0.7] and one["n_raters"].tolist() == [1, 1, 1]

@@ -411,3 +411,33 @@ def test_coco_cut_at_100_per_image_and_class_thresholds_0_and_1_and_keys():
     assert M.score_encoded(enc, "vinbigdata", 0.0) == M.vinbigdata_from(enc, 0.0)["mAP"] != M.score_encoded(enc, "vinbigdata")
     with pytest.raises(ValueError, match="metric 'x'"):
         M.score_encoded(enc, "x")
+
+
+# ----------------------------------------------------------------------------- the summary table's rows
+@pytest.mark.parametrize("metric", ["vinbigdata", "coco", "rsna"])
+def test_summary_table_lists_every_named_class_with_counts(metric):
+    """class_names naming a class with neither truth nor prediction (3), one with predictions
+    only (1) and one with truth only (2): every named class has a table row with its own counts;
+    AP is None without truth, 0 with truth and no prediction; the headline averages classes
+    with truth only (class 0 AP 1 by hand, class 2 AP 0 -> 0.5)."""
+    t = boxes([("A", 0, 0, 0, 10, 10), ("B", 0, 0, 0, 10, 10), ("B", 2, 5, 5, 9, 9)])
+    p = boxes([("A", 0, 0, 0, 10, 10, 0.9), ("B", 0, 0, 0, 10, 10, 0.8), ("A", 1, 0, 0, 4, 4, 0.7),
+               ("A", 1, 1, 1, 4, 4, 0.6), ("B", 1, 1, 1, 4, 4, 0.5)])
+    names = {0: "zero", 1: "one", 2: "two", 3: "three"}
+    if metric == "rsna":
+        r = M.rsna_score(t, p, ["A", "B", "C"], class_names=names)
+    else:
+        fn = M.vinbigdata_map if metric == "vinbigdata" else M.coco_map
+        r = fn(t, p, ["A", "B", "C"], normal_class=None, class_names=names)
+    rows = [(x["class_id"], x["class_name"], x["n_truth"], x["n_pred"]) for x in r["table"]]
+    assert rows == [(0, "zero", 2, 2), (1, "one", 0, 3), (2, "two", 1, 0), (3, "three", 0, 0)]
+    ap = {x["class_id"]: x["ap"] for x in r["table"]}
+    assert ap[1] is None and ap[3] is None and ap[2] == 0.0
+    assert r["per_class"]["three"] is None and r["n_images"] == 3
+    if metric == "rsna":
+        # class 0 alone: A and B score 1, C skipped -> 1; all classes: A 1/(1+2+0) (the two class-1
+        # predictions are FPs) ... per image: A TP 1 FP 2 -> 1/3, B TP 1 FP 1 FN 1 -> 1/3, C skipped
+        assert ap[0] == 1.0 and r["mAP"] == pytest.approx(1 / 3, abs=1e-12)
+    else:
+        assert ap[0] == pytest.approx(1.0, abs=1e-12) and r["mAP"] == pytest.approx(0.5, abs=1e-12)
+        assert set(r["pr"]) == {"zero", "two"}     # PR curves only for classes with truth
