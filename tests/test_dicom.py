@@ -374,3 +374,23 @@ def test_palette_color_goes_through_its_lookup_tables_then_luma():
     np.testing.assert_allclose(gray, (0.299 * r + 0.587 * g + 0.114 * b)[arr], rtol=1e-6)
     plain = Dataset()
     assert dcm.to_gray(arr, plain) is arr
+
+
+def test_invert_monochrome1_step_by_itself():
+    """The step alone (C.11.2: the presentation inverts the VOI output): 1 - x after a window
+    (the file's window when no VOI is passed), top - x after a VOI LUT of n bits, -x with no
+    VOI; MONOCHROME2 and a file without Photometric Interpretation are left as they are."""
+    from data_prep.voi import Lut, Voi, Window
+
+    x = np.array([[0.0, 0.25], [0.5, 1.0]])
+    ds = Dataset()
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.WindowCenter, ds.WindowWidth = 100, 50
+    np.testing.assert_array_equal(dcm.invert_monochrome1(x, ds), 1.0 - x)
+    np.testing.assert_array_equal(dcm.invert_monochrome1(x, ds, Voi()), -x)
+    lut = Voi("lut", lut=Lut(0, np.arange(4), 10))
+    np.testing.assert_array_equal(dcm.invert_monochrome1(x, ds, lut), 1023.0 - x)
+    np.testing.assert_array_equal(dcm.invert_monochrome1(x, ds, Voi("window", Window(1, 2))), 1.0 - x)
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    assert dcm.invert_monochrome1(x, ds) is x
+    assert dcm.invert_monochrome1(x, Dataset()) is x

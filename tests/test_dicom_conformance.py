@@ -195,6 +195,13 @@ CASES = {
                             dict(voi=("lut", (500, CURVE, 12))), {}, "lut", False),
     "lut_and_window_voi_window": (R12, dict(bits=12, windows=[(1000, 800)], luts=[lut(500, 12, CURVE)]),
                                   dict(voi=("window", (1000, 800, "LINEAR"))), dict(voi="window"), "window", False),
+    "mono1_lut_and_window_voi_window_stretch_window": (   # inverted from the WINDOW's top, not the LUT's
+        R12, dict(bits=12, mono1=True, windows=[(1000, 800)], luts=[lut(500, 12, CURVE)]),
+        dict(mono1=True, voi=("window", (1000, 800, "LINEAR"))), dict(voi="window", stretch="window"),
+        "window", False),
+    "mono1_lut_and_window_auto_stretch_window": (         # inverted from the LUT's top 4095
+        R12, dict(bits=12, mono1=True, windows=[(1000, 800)], luts=[lut(500, 12, CURVE)]),
+        dict(mono1=True, voi=("lut", (500, CURVE, 12))), dict(stretch="window"), "lut", False),
     "lut_and_window_voi_none": (R12, dict(bits=12, windows=[(1000, 800)], luts=[lut(500, 12, CURVE)]),
                                 {}, dict(voi="none"), "none", False),
     "signed_12bit_voi_lut_first_mapped_negative": (   # first value mapped -1000, read as US 64536
@@ -462,3 +469,34 @@ def test_predict_and_show_read_dicoms_with_the_options(tmp_path, build, save):
         assert np.array_equal(load_display("both", src, None, opts)[0], shown)
     assert not np.array_equal(load_image(row, 64, False, VoiOptions())[0],
                               load_image(row, 64, False, VoiOptions(voi="window"))[0])
+
+
+def test_the_chain_runs_once_per_stored_value_not_per_pixel(monkeypatch):
+    """What makes convert fast: to_uint16 evaluates the modality/VOI chain once per stored value
+    of the image's range (arange(0, max + 1) for unsigned data, arange(min, max + 1) for signed)
+    and looks the pixels up; data with a range wider than 2**20 values, float data and
+    via_table=False run it on the pixels. The pixels are the same either way."""
+    seen = []
+    chain = dcm.lut_chain
+    monkeypatch.setattr(dcm, "lut_chain", lambda v, ds, voi: seen.append(np.asarray(v).copy()) or chain(v, ds, voi))
+    ds = Dataset()
+    ds.PhotometricInterpretation, ds.RescaleSlope, ds.RescaleIntercept = "MONOCHROME2", 2, -1000
+    ds.WindowCenter, ds.WindowWidth = 2000, 3000
+    rng = np.random.default_rng(3)
+    unsigned = rng.integers(100, 4001, (64, 48)).astype(np.uint16)
+    unsigned[0, 0], unsigned[0, 1] = 100, 4000
+    signed = unsigned.astype(np.int16) - 2000
+    wide = unsigned.astype(np.int32) * 600                       # range 60,000 .. 2,400,000 > 2**20
+    for arr, table in ((unsigned, np.arange(0, 4001)), (signed, np.arange(-1900, 2001)), (wide, None),
+                       (unsigned.astype(np.float32), None)):
+        seen.clear()
+        fast = dcm.to_uint16(arr, ds)
+        (got,) = seen
+        if table is None:
+            assert got.shape == arr.shape
+        else:
+            np.testing.assert_array_equal(got, table)
+        seen.clear()
+        slow = dcm.to_uint16(arr, ds, via_table=False)
+        assert seen[0].shape == arr.shape
+        np.testing.assert_array_equal(fast, slow)

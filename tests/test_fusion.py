@@ -394,8 +394,10 @@ def test_competition_csv_text_by_hand(tmp_path):
     unread = _images([("u", 50, 50, "R1")]).assign(raters=[None])           # readers unknown: n_raters empty
     assert write_competition_csv(fused.iloc[:0], unread, tmp_path / "u.csv").read_text().splitlines()[1:] == [
         "u,No finding,14,,,,,,"]
-    write_competition_csv(fused.drop(columns="n_raters"), images.iloc[:1], tmp_path / "g.csv")
-    assert (tmp_path / "g.csv").read_text().splitlines()[1:] == ["a,c3,3,,10.0,10.5,50.0,60.25,1"]
+    two = pd.concat([fused, _boxes([("a", 5, "", 1, 2, 3, 4, 0.5)])], ignore_index=True).drop(columns="n_raters")
+    write_competition_csv(two, images.iloc[:1], tmp_path / "g.csv")
+    assert (tmp_path / "g.csv").read_text().splitlines()[1:] == ["a,c3,3,,10.0,10.5,50.0,60.25,1",
+                                                                 "a,c5,5,,1.0,2.0,3.0,4.0,1"]
 
 
 def test_select_raters_natural_order_weights_check_and_tables_without_raters():
