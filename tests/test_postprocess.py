@@ -442,3 +442,104 @@ def test_apply_to_an_empty_table_and_ties_in_input_order():
     out = PP.apply(t, None, _cfg(), NF)
     assert list(zip(out["image_id"], out["class_id"])) == [("a", 1), ("a", 2), ("a", 0), ("b", 1)]
     assert list(out.index) == [0, 1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- edges (issue 20 survivors)
+@pytest.mark.filterwarnings("ignore:.*in box:UserWarning")
+def test_ensemble_looks_sizes_up_by_image_id_whatever_the_row_order():
+    """The sizes table is indexed by image id: rows in another order than the tables' images (and
+    extra rows) change nothing; each image is normalised by its own size (ensemble-boxes clips at 1)."""
+    t1 = _boxes([("b", 0, 10, 10, 100, 200, 0.9), ("a", 1, 20, 20, 120, 90, 0.3), ("a", 1, 200, 100, 390, 290, 0.4)])
+    t2 = _boxes([("a", 1, 30, 24, 118, 96, 0.6), ("b", 0, 14, 8, 104, 190, 0.5), ("a", 1, 210, 110, 380, 280, 0.2)])
+    sizes = pd.DataFrame({"height": [900.0, 300.0, 500.0], "width": [900.0, 400.0, 250.0]}, index=["z", "a", "b"])
+    got = PP.ensemble([t1, t2], sizes)      # tables list b first; sizes list z, a, b
+    exp = _direct_wbf([t1, t2], sizes, 0.55, 0.0001, "avg", None)
+    got = got.sort_values(["image_id", "score"], kind="stable").reset_index(drop=True)
+    exp = exp.sort_values(["image_id", "score"], kind="stable").reset_index(drop=True)
+    assert got["image_id"].tolist() == exp["image_id"].tolist() == ["a", "a", "b"]
+    np.testing.assert_allclose(got[COORDS + ["score"]].to_numpy(float), exp[COORDS + ["score"]].to_numpy(float),
+                               rtol=0, atol=1e-9)
+    assert got[COORDS].to_numpy().max() > 250  # a's box past b's width survives (normalised by a's width)
+
+
+def test_ensemble_drops_a_column_with_a_value_and_a_nan_on_one_image():
+    t = _boxes([("a", 0, 1, 2, 30, 40, 0.6), ("a", 1, 5, 5, 9, 9, 0.3), ("b", 1, 5, 5, 9, 9, 0.3)])
+    out = PP.postprocess([t.assign(fold=[1.0, np.nan, 2.0], site=["x", "x", np.nan]), t], None, _cfg(), NF)
+    assert "fold" not in out                                  # a: 1 and NaN are two values
+    assert out.groupby("image_id")["site"].first().fillna("?").to_dict() == {"a": "x", "b": "?"}
+
+
+def test_to_arrays_fields():
+    t = _boxes([("b", 3, 1, 2, 30, 40, 0.6), ("a", 14, 0, 0, 1, 1, 0.3)])
+    sizes = pd.DataFrame({"height": [100, 7], "width": [200, 9]}, index=["a", "q"])
+    a = PP.to_arrays(t, None, sizes, images=["c"])
+    assert a.images.tolist() == ["a", "b", "c"] and a.img.tolist() == [1, 0] and a.cls.tolist() == [3, 14]
+    np.testing.assert_array_equal(a.hw, [[100, 200], [np.nan, np.nan], [np.nan, np.nan]])
+    assert a.probs.shape == (3, 0) and a.labels == [] and a.names == {3: "c3", 14: "No finding"}
+    assert a.box.tolist() == [[1, 2, 30, 40], [0, 0, 1, 1]] and a.score.tolist() == [0.6, 0.3]
+    probs = pd.DataFrame({"image_id": ["d", "a"], "abnormal": [0.25, 0.5], "c3": [1.0, 0.0]})
+    a = PP.to_arrays(t, probs)
+    assert a.images.tolist() == ["a", "b", "d"] and a.labels == ["abnormal", "c3"]
+    np.testing.assert_array_equal(a.probs, [[0.5, 0.0], [np.nan, np.nan], [0.25, 1.0]])
+
+
+def test_apply_arrays_returns_typed_empty_normal_rows_and_the_cache_is_per_normal_class():
+    t = _boxes([("a", 0, 1, 2, 30, 40, 0.8), ("a", 14, 0, 0, 1, 1, 0.3), ("b", 1, 5, 5, 9, 9, 0.5)])
+    a = PP.to_arrays(t)
+    cfg = PP.post_config(_cfg(score_thr=0.4))
+    rows, box, score, n_img, n_score = PP.apply_arrays(a, cfg, 14)
+    assert rows.tolist() == [0, 1, 2] and n_img.dtype == np.int64 and n_img.shape == n_score.shape == (0,)
+    assert a.images[np.concatenate([a.img[rows], n_img])].tolist() == ["a", "a", "b"]  # what tune does
+    # the same arrays with no normal class: class 14 is an ordinary class, below score_thr
+    assert PP.apply_arrays(a, cfg, None)[0].tolist() == [0, 2]
+    assert PP.apply_arrays(a, cfg, 14)[0].tolist() == [0, 1, 2]
+    # with the filter: normal rows per image position, ascending
+    probs = pd.DataFrame({"image_id": ["b", "a", "c"], "abnormal": [0.5, 0.01, 0.99]})
+    rows, _, _, n_img, n_score = PP.apply_arrays(PP.to_arrays(t, probs), cfg, 14)
+    assert rows.tolist() == [2] and n_img.tolist() == [0, 1] and n_score.tolist() == [1.0, 0.5]
+
+
+def test_empty_table_with_a_probabilities_table():
+    probs = pd.DataFrame({"image_id": ["a", "b", "c"], "abnormal": [0.01, 0.5, 0.99], "c0": [0.5, 0.5, 0.5]})
+    empty = _boxes([("a", 0, 1, 1, 5, 5, 0.5)]).iloc[:0]
+    out = PP.apply(empty, probs, _cfg(cls_fusion="multiply", score_thr=0.1), NF)
+    assert list(zip(out["image_id"], out["class_id"], out["score"])) == [("a", 14, 1.0), ("b", 14, 0.5)]
+    assert len(PP.apply(empty, probs, _cfg(cls_fusion="multiply"), None)) == 0
+
+
+def test_two_class_filter_keeps_the_earlier_drops():
+    # p(abnormal) in the band keeps boxes, but only those the size, threshold and top-k steps kept
+    t = _boxes([("a", 0, 0, 0, 10, 10, 0.9), ("a", 0, 0, 0, 10, 10, 0.8), ("a", 1, 0, 0, 10, 10, 0.2),
+                ("a", 2, 0, 0, 2, 2, 0.7), ("b", 0, 0, 0, 10, 10, 0.6)])
+    probs = pd.DataFrame({"image_id": ["a", "b"], "abnormal": [0.5, 0.99]})
+    out = PP.apply(t, probs, _cfg(score_thr=0.3, min_box_size=3.0, top_k_per_class=1), NF)
+    assert list(zip(out["image_id"], out["class_id"], out["score"])) == [("a", 0, 0.9), ("a", 14, 0.5),
+                                                                           ("b", 0, 0.6)]
+
+
+def test_two_class_filter_passes_its_band_and_normal_class():
+    t = _boxes([("a", 0, 1, 1, 9, 9, 0.9), ("b", 0, 1, 1, 9, 9, 0.9), ("c", 0, 1, 1, 9, 9, 0.9)])
+    p = {"a": 0.15, "b": 0.5, "c": 0.7}          # all three in the default band (0.08, 0.95)
+    out = PP.two_class_filter(t, p, low=0.2, high=0.6, normal_class=(5, "Healthy"))
+    assert sorted(zip(out["image_id"], out["class_id"], out["class_name"], out["score"].round(6))) == [
+        ("a", 5, "Healthy", 1.0), ("b", 0, "c0", 0.9), ("b", 5, "Healthy", 0.5), ("c", 0, "c0", 0.9)]
+    out = PP.two_class_filter(t, p, low=0.2, high=0.6, normal_class=None)   # RSNA: no normal rows
+    assert sorted(zip(out["image_id"], out["class_id"])) == [("b", 0), ("c", 0)]
+
+
+def test_postprocess_clips_scaled_boxes_to_the_sizes():
+    t = _boxes([("a", 0, 60, 300, 90, 350, 0.9)])
+    sizes = pd.DataFrame({"height": [400.0], "width": [100.0]}, index=["a"])
+    out = PP.postprocess([t], None, _cfg(box_scale=2.0), NF, sizes)
+    np.testing.assert_allclose(out[COORDS].to_numpy(float), [[45, 275, 100, 375]])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_top_k_cut_exactly_at_k_with_per_class_thresholds(k):
+    # three boxes per image; class_thr on c1 drops its 0.35 box first, the cut keeps exactly k of the rest
+    t = _boxes([("a", 0, 0, 0, 9, 9, 0.5), ("a", 1, 0, 0, 9, 9, 0.35), ("a", 0, 0, 0, 8, 8, 0.3),
+                ("a", 1, 0, 0, 7, 7, 0.45)])
+    out = PP.apply(t, None, _cfg(top_k=k, class_thr={"c1": 0.4}), NF)
+    assert out["score"].tolist() == [0.5, 0.45, 0.3][:k]
+    out = PP.apply(t, None, _cfg(top_k=k, class_thr={"c1": 0.35}), NF)  # a box exactly at its class threshold stays
+    assert out["score"].tolist() == [0.5, 0.45, 0.35, 0.3][:k]
