@@ -307,3 +307,107 @@ def test_submit_decimals_and_one_announcement(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records if "wrote" in r.getMessage()] == [f"wrote {out}: 1 images, 1 boxes"]
     two = submit(pred, sample, "vinbigdata", tmp_path / "two.csv", decimals=2)
     assert two.read_text().splitlines()[1] == "a,3 0.5 10.12 20.98 30.5 40.25"
+
+
+# ----------------------------------------------------------------------------- edges (issue 20 survivors)
+@pytest.mark.parametrize("decimals, a_string, b_string", [
+    (2, "7 0.75 0 0 3.34 0.01 3 0.5 10.12 20 30 40.01 5 0.25 199.99 50 200 60", "0 1 0 5 5000.04 60"),
+    (0, "7 0.75 0 0 4 1 3 0.5 10 20 30 41 5 0.25 199 50 200 60", "0 1 0 5 5001 60"),
+])
+def test_vinbigdata_snapping_by_hand(tmp_path, caplog, decimals, a_string, b_string):
+    """Mins floored, maxes ceiled to 10**-decimals (on-grid values unchanged), negative coordinates
+    clipped at 0, a box past the image edge clipped to zero size then widened to one grid step
+    inside the image; an image of unknown size clipped at 0 only; an image without rows -> 14 1 0 0 1 1."""
+    caplog.set_level("INFO")
+    sample = _sample(tmp_path / "s.csv", ["a", "b", "c", "d"])
+    images = pd.DataFrame({"image_id": ["a", "c", "d"], "height": [100, 50, 50], "width": [200, 50, 50]})
+    pred = make_boxes(["a", "a", "a", "b", "c"], [3, 5, 7, 0, 14], "x",
+                      [[10.127, 20, 30, 40.001], [250, 50, 260, 60], [-5.5, -0.004, 3.333, 0.001],
+                       [-3, 5, 5000.04, 60], [5, 5, 9, 9]], score=[0.5, 0.25, 0.75, 1.0, 0.3])
+    out = write_submission(pred, sample, "vinbigdata", tmp_path / "o.csv", images=images, decimals=decimals)
+    assert out.read_text().splitlines() == ["image_id,PredictionString", f"a,{a_string}", f"b,{b_string}",
+                                            "c,14 0.3 0 0 1 1", "d,14 1 0 0 1 1"]
+    said = [r.getMessage() for r in caplog.records]
+    assert "1 predicted box(es) on images of unknown size: clipped at 0 only" in said
+    assert f"wrote {out}: 4 images, 5 boxes, 1 without prediction" in said   # announced by default
+
+
+def test_rsna_clips_to_the_given_image_sizes_and_says_normal_rows_write_nothing(tmp_path, caplog):
+    from detection.submission import submit
+
+    caplog.set_level("INFO")
+    sample = _sample(tmp_path / "s.csv", ["p", "q"], "rsna")
+    images = pd.DataFrame({"patientId": ["p", "q"], "height": [2048, 2048], "width": [1536, 1536]})
+    pred = make_boxes(["p", "q"], [0, 14], ["Lung Opacity", "No finding"],
+                      [[1000.5, 1500, 1600, 2000], [0, 0, 1, 1]], score=[0.8, 0.9])
+    lines = ["patientId,PredictionString", "p,0.8 1000.5 1500 535.5 500", "q,"]
+    out = write_submission(pred, sample, "rsna", tmp_path / "o.csv", images=images)
+    assert out.read_text().splitlines() == lines          # clipped to width 1536, not 1024
+    assert "rsna submission: 1 'normal' row(s) (class [14]) write no box" in [r.getMessage() for r in caplog.records]
+    assert submit(pred, sample, "rsna", tmp_path / "v.csv", images=images).read_text().splitlines() == lines
+    assert validate_submission(tmp_path / "v.csv", sample, "rsna") != []  # past 1024 without the sizes
+
+
+def test_write_and_parse_messages_name_the_table_class_and_allowed_range(tmp_path):
+    sample = _sample(tmp_path / "s.csv", ["a"])
+    with pytest.raises(ValueError, match=r"^prediction box table row 0: x_max 1.0 < x_min 5.0"):
+        write_submission(make_boxes("a", 0, "x", [[5, 0, 1, 2]]), sample, "vinbigdata", tmp_path / "o.csv")
+    with pytest.raises(ValueError, match=r"class_id 15 \(image_id 'a'\) not allowed in a vinbigdata submission; "
+                                         r"expected 0\.\.14$"):
+        write_submission(make_boxes("a", 15, "x", [[0, 0, 2, 2]]), sample, "vinbigdata", tmp_path / "o.csv")
+    with pytest.raises(ValueError, match=r"class_id 3 \(image_id 'a'\) not allowed in a rsna submission; "
+                                         r"expected 0 \(Lung Opacity\) or 14 \(normal\)$"):
+        write_submission(make_boxes("a", 3, "x", [[0, 0, 2, 2]]), sample, "rsna", tmp_path / "o.csv")
+    # no predictions at all, even a table without columns: every image gets the normal row
+    out = write_submission(pd.DataFrame(), sample, "vinbigdata", tmp_path / "e.csv")
+    assert out.read_text().splitlines() == ["image_id,PredictionString", "a,14 1 0 0 1 1"]
+    for cls in ("15", "-1", "2.5"):
+        f = tmp_path / "p.csv"
+        f.write_text(f"image_id,PredictionString\nq,14 1 0 0 1 1 {cls} 0.5 1 2 3 4\n")
+        with pytest.raises(ValueError, match=rf"image 'q' has class {cls}; expected an integer in 0\.\.14$"):
+            parse_submission(f, "vinbigdata")
+
+
+def test_validator_edges(tmp_path):
+    sample = _sample(tmp_path / "s.csv", ["a", "b", "c"])
+    (tmp_path / "meta.csv").write_text("image_id,dim0,dim1\na,100,200\nb,1,1\nc,100,200\n")
+    meta = tmp_path / "meta.csv"
+
+    def check(**over):
+        return validate_submission(_file(tmp_path, _rows(**over)), sample, "vinbigdata", images=meta)
+
+    # within the 1e-6 tolerance, exactly at its edge: valid
+    assert check(a="3 0.5 -0.000001 -0.000001 200.000001 100.000001") == []
+    # every bad token is reported, not only the first
+    assert [p.split(": ")[1] for p in check(a="3 0.5 x 20 y 40")] == ["token 3 'x' is not a number",
+                                                                       "token 5 'y' is not a number"]
+    assert [p.split(": ")[1][:8] for p in check(a="3 nan 10 20 inf 40")] == ["token 2 ", "token 5 "]
+    # a class-14 box that is not 0 0 1 1 is one fault (then read as 0 0 1 1, inside a 1 x 1 image)
+    assert len(check(b="14 1 0 0 5 5")) == 1
+    # a line holding only "" is a blank line
+    f = tmp_path / "q.csv"
+    f.write_text("image_id,PredictionString\n" + "\n".join(_rows()[:1] + ['""'] + _rows()[1:]) + "\n")
+    assert validate_submission(f, sample, "vinbigdata", images=meta) == ["line 3: blank line"]
+    # rsna: zero width / height, a box ending below the image
+    sample = _sample(tmp_path / "r.csv", ["q"], "rsna")
+    for row, fault in [("q,0.5 1 2 0 4", "width 0 <= 0"), ("q,0.5 1 2 3 0", "height 0 <= 0"),
+                       ("q,0.5 1 1000 3 30", "(xyxy) ends outside the image of height x width 1024 x 1024")]:
+        problems = validate_submission(_file(tmp_path, [row], "patientId,PredictionString"), sample, "rsna")
+        assert len(problems) == 1 and fault in problems[0], (row, problems)
+
+
+def test_fixed_and_snap_outward_by_hand():
+    from detection.submission_numbers import STR, fixed, snap_outward
+
+    assert fixed(np.array([-1.5, -0.04, -3, 12.30, 5.0, 0.06]), 1).tolist() == ["-1.5", "0", "-3", "12.3", "5", "0.1"]
+    assert fixed(np.array([-2.4, 2.6]), 0).tolist() == ["-2", "3"]
+    assert fixed(np.array([0.0012, -0.25]), 3).tolist() == ["0.001", "-0.25"]
+    empty = fixed(np.array([]), 3)
+    assert empty.shape == (0,) and empty.dtype == STR
+    # float32 values are written by their exact value: float32(2.675) = 2.67499995... -> 2.67
+    assert fixed(np.array([2.675], "float32"), 2).tolist() == ["2.67"]
+    # height or width unknown (NaN) on its own: only the known side clips
+    box = np.array([[10.05, 20.05, 300.01, 70.01]] * 3)
+    got = snap_outward(box, np.array([[50.0, np.nan], [np.nan, 40.0], [np.nan, np.nan]]), 1)
+    np.testing.assert_array_equal(got, [[10, 20, 300.1, 50], [10, 20, 40, 70.1], [10, 20, 300.1, 70.1]])
+    np.testing.assert_array_equal(snap_outward(box[:1], None, 1), [[10, 20, 300.1, 70.1]])
