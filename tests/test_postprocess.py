@@ -543,3 +543,24 @@ def test_top_k_cut_exactly_at_k_with_per_class_thresholds(k):
     assert out["score"].tolist() == [0.5, 0.45, 0.3][:k]
     out = PP.apply(t, None, _cfg(top_k=k, class_thr={"c1": 0.35}), NF)  # a box exactly at its class threshold stays
     assert out["score"].tolist() == [0.5, 0.45, 0.35, 0.3][:k]
+
+
+@pytest.mark.filterwarnings("ignore:.*in box:UserWarning")
+def test_ensemble_gives_wbf_each_images_boxes_in_table_order():
+    """Equal scores: ensemble-boxes' clusters depend on the order of the boxes, so each image's boxes
+    go to WBF in table order (images interleaved, 60 rows per table), as in a direct call."""
+    r = np.random.default_rng(1)
+    sizes = pd.DataFrame({"height": [100.0] * 3, "width": [100.0] * 3}, index=["a", "b", "c"])
+    tables = []
+    for _ in range(2):
+        rows = []
+        for j in range(60):
+            x, y = r.uniform(0, 60, 2)
+            rows.append(("abc"[j % 3], int(r.integers(0, 2)), x, y, x + r.uniform(10, 40), y + r.uniform(10, 40),
+                         float(r.choice([0.3, 0.5]))))
+        tables.append(_boxes(rows))
+    got = PP.ensemble(tables, sizes)
+    exp = _direct_wbf(tables, sizes, 0.55, 0.0001, "avg", None)
+    assert got["image_id"].tolist() == exp["image_id"].tolist() and got["class_id"].tolist() == exp["class_id"].tolist()
+    np.testing.assert_allclose(got[COORDS + ["score"]].to_numpy(float), exp[COORDS + ["score"]].to_numpy(float),
+                               rtol=0, atol=1e-9)
