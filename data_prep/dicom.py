@@ -147,8 +147,7 @@ def decode(ds) -> np.ndarray:  # pragma: no mutate block, one pydicom call
 def to_gray(arr: np.ndarray, ds) -> np.ndarray:
     """Color -> gray: PALETTE COLOR through its color LUT, then RGB -> luma (float32 ``(H, W)``).
     Monochrome arrays are returned unchanged."""
-    pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if pi == "PALETTE COLOR":
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
     if arr.ndim == 3:
         rgb = arr.astype(np.float32)
@@ -174,7 +173,7 @@ def invert_monochrome1(arr: np.ndarray, ds, voi: Voi | None = None) -> np.ndarra
     presentation): ``top - arr`` with ``top`` the VOI output's top (1 for a window, 2**bits - 1
     for a LUT), ``-arr`` without a VOI (the min-max stretch follows). Float64 out; other
     interpretations unchanged."""
-    if str(ds.get("PhotometricInterpretation", "")) != "MONOCHROME1":
+    if ds.get("PhotometricInterpretation") != "MONOCHROME1":
         return arr
     top = (voi or choose_voi(ds)).top
     a = np.asarray(arr, dtype=np.float64)

@@ -125,7 +125,7 @@ def modality(values: np.ndarray, ds) -> np.ndarray:
     (when both are present), else the values unchanged; float64 out."""
     seq = ds.get("ModalityLUTSequence")
     if seq:
-        lut = read_lut(seq[0], ds, signed_input=int(ds.get("PixelRepresentation", 0) or 0) == 1)
+        lut = read_lut(seq[0], ds, signed_input=int(ds.get("PixelRepresentation") or 0) == 1)
         return lut.apply(values).astype(np.float64)
     out = np.asarray(values, dtype=np.float64)
     if "RescaleSlope" in ds and "RescaleIntercept" in ds:
@@ -248,10 +248,10 @@ class Voi:
 
 
 def _signed_modality_output(ds) -> bool:
-    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+    if int(ds.get("PixelRepresentation") or 0) == 1:
         return True
     try:
-        return float(ds.get("RescaleIntercept", 0) or 0) < 0 or float(ds.get("RescaleSlope", 1) or 1) < 0
+        return float(ds.get("RescaleIntercept") or 0) < 0 or float(ds.get("RescaleSlope") or 1) < 0
     except (TypeError, ValueError):
         return False
 

@@ -394,3 +394,43 @@ def test_invert_monochrome1_step_by_itself():
     ds.PhotometricInterpretation = "MONOCHROME2"
     assert dcm.invert_monochrome1(x, ds) is x
     assert dcm.invert_monochrome1(x, Dataset()) is x
+
+
+def test_j2k_read_small_never_runs_the_full_decode(make_ds, save, tmp_path, monkeypatch):
+    """A JPEG 2000 file read at 4x smaller takes the reduced decode only (the full decode would
+    raise here) and is close to the full decode + area resize; with
+    fast_j2k=False (or no size) the reduced decode is never tried."""
+    h, w = 512, 520
+    y, x = np.mgrid[0:h, 0:w]
+    arr = (500 + 3000 * np.exp(-((x - 300) ** 2 + (y - 200) ** 2) / 40000.0)).astype(np.uint16)
+    ds = make_ds(arr, bits=12)
+    ds.compress(JPEG2000Lossless)
+    path = save(ds, tmp_path / "j2k.dcm")
+    full, _ = read_dicom(path, size=128, fast_j2k=False)
+
+    def no_full_decode(ds):
+        raise AssertionError("full decode")
+    monkeypatch.setattr(dcm, "decode", no_full_decode)
+    fast, header = read_dicom(path, size=128)
+    assert fast.shape == (128, 128) and (header["height"], header["width"]) == (h, w)
+    diff = np.abs(fast.astype(int) - full)
+    assert diff.mean() <= 1.5 and diff.max() <= 3          # a wavelet low band, not an area average
+    monkeypatch.undo()
+
+    tried = []
+    monkeypatch.setattr(dcm, "decode_j2k_reduced", lambda ds, hw: tried.append(hw))
+    assert np.array_equal(read_dicom(path, size=128, fast_j2k=False)[0], full)
+    assert read_dicom(path)[0].shape == (h, w)
+    assert tried == []
+
+
+def test_an_unreadable_header_field_is_left_out_with_a_warning_naming_the_file(make_ds, save, tmp_path, caplog):
+    ds = make_ds(np.arange(12, dtype=np.uint16).reshape(3, 4), bits=12, PixelSpacing=[0.1, 0.1])
+    path = save(ds, tmp_path / "garbage.dcm")
+    data = open(path, "rb").read()
+    assert data.count(b"0.1\\0.1") == 1
+    open(path, "wb").write(data.replace(b"0.1\\0.1", b"ab\\cd  "))       # PixelSpacing: not numbers
+    with caplog.at_level("WARNING", logger="data_prep.dicom"):
+        img, header = read_dicom(path)
+    assert img.shape == (3, 4) and "PixelSpacing" not in header
+    assert any(str(path) in r.getMessage() and "PixelSpacing" in r.getMessage() for r in caplog.records)

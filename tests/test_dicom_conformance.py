@@ -19,7 +19,7 @@ from pydicom.sequence import Sequence
 
 from data_prep import dicom as dcm
 from data_prep.dicom import DicomReadError, read_dicom
-from data_prep.voi import VoiOptions
+from data_prep.voi import VoiOptions, choose_voi
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -142,6 +142,9 @@ CASES = {
                             dict(voi=("window", (2048, 1000, "LINEAR_EXACT"))), {}, "window", False),
     "window_sigmoid": (R12, dict(bits=12, windows=[(2048, 800)], function="SIGMOID"),
                        dict(voi=("window", (2048, 800, "SIGMOID"))), {}, "window", False),
+    "window_sigmoid_stretch_window": (R12, dict(bits=12, windows=[(2048, 800)], function="SIGMOID"),
+                                      dict(voi=("window", (2048, 800, "SIGMOID"))), dict(stretch="window"),
+                                      "window", False),
     "window_width_1": (R12, dict(bits=12, windows=[(2048, 1)]),
                        dict(voi=("window", (2048, 1, "LINEAR"))), {}, "window", False),
     "rescale_window_in_rescaled_units": (
@@ -500,3 +503,137 @@ def test_the_chain_runs_once_per_stored_value_not_per_pixel(monkeypatch):
         slow = dcm.to_uint16(arr, ds, via_table=False)
         assert seen[0].shape == arr.shape
         np.testing.assert_array_equal(fast, slow)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_pixelwise_chain_matches_the_standard(name, build):
+    """The same cases through the pixel-by-pixel chain (via_table=False, what float data and
+    stored ranges over 2**20 values take), with the VOI the options choose: 16-bit output
+    within 1 level of the reference times 65535 / 255."""
+    raw, kwargs, spec, opts, kind, fallback = CASES[name]
+    ds = build(raw, **kwargs)
+    options = VoiOptions(**opts)
+    stored = ref_stored(raw, kwargs["bits"], kwargs.get("signed", False))
+    voi = choose_voi(ds, options)
+    got = dcm.to_uint16(pixel_array(ds, index=0), ds, via_table=False, voi=voi, stretch=options.stretch)
+    want = ref_render(stored, spec, options.stretch) * (65535 / 255)
+    assert got.dtype == np.uint16 and voi.kind == kind
+    assert np.abs(got - want).max() <= 1, name
+
+
+def test_a_non_monotone_voi_lut_on_signed_values_through_the_table(tmp_path, build, save):
+    """Signed stored values -50..50 through a VOI LUT that first steps down (5 -> 0), then climbs
+    by 1 to 99: not monotone, so the min-max takes the extremes over the values present (0 and
+    99), not the LUT's ends (5 and 99); every pixel matches the reference."""
+    entries = [5] + list(range(0, 100))
+    stored = np.tile(np.arange(-50, 51), (2, 1))
+    ds = build(stored, 12, signed=True, luts=[lut(65536 - 50, 12, entries)])
+    img, header = read_dicom(save(ds, tmp_path / "bump.dcm"))
+    want = ref_render(stored, dict(voi=("lut", (-50, entries, 12))))
+    assert header["voi"] == "lut"
+    assert np.abs(img - want).max() <= 0.5 + 1e-9
+    assert img[0, 1] == 0 and img[0, 100] == 255 and img[0, 0] == round(5 / 99 * 255)
+
+
+def test_the_table_bounds_are_2_to_the_20_values(monkeypatch):
+    """Unsigned data index the table from 0 while the largest value is below 2**20, else from
+    their minimum; any integer data whose range (max - min) is below 2**20 use a table from the
+    minimum, wider ranges go pixel by pixel; read through to_uint8 the table is used by default.
+    The pixels equal the pixelwise chain in every case."""
+    seen = []
+    chain = dcm.lut_chain
+    monkeypatch.setattr(dcm, "lut_chain", lambda v, ds, voi: seen.append(np.asarray(v).copy()) or chain(v, ds, voi))
+    ds = Dataset()
+    ds.PhotometricInterpretation, ds.RescaleSlope, ds.RescaleIntercept = "MONOCHROME2", 1, 0
+    m = 1 << 20
+    cases = [(np.array([[m - 1, 5, 9]], np.uint32), (0, m - 1)),
+             (np.array([[m, m - 3, m - 1]], np.uint32), (m - 3, m)),
+             (np.array([[m + 5, m + 50, m + 7]], np.int32), (m + 5, m + 50)),
+             (np.array([[-3, m - 4, 7]], np.int32), (-3, m - 4)),
+             (np.array([[0, m, 7]], np.int32), None)]
+    for arr, table in cases:
+        seen.clear()
+        fast = dcm.to_uint16(arr, ds)
+        (got,) = seen
+        if table is None:
+            assert got.shape == arr.shape, arr
+        else:
+            assert (got[0], got[-1], len(got)) == (table[0], table[1], table[1] - table[0] + 1), arr
+        seen.clear()
+        np.testing.assert_array_equal(fast, dcm.to_uint16(arr, ds, via_table=False))
+    seen.clear()
+    small = np.array([[100, 4000], [2000, 3000]], np.uint16)
+    dcm.to_uint8(small, ds)
+    (got,) = seen
+    np.testing.assert_array_equal(got, np.arange(0, 4001))
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_8bit_range_on_blocks_when_exactly_one_side_is_halved(axis):
+    """A 16 x 8 image (or 8 x 16) to 8 x 8: only one side shrinks, exactly 2x, which counts as
+    shrunk: the 8-bit range is the min-max of the 4 x 4 block means of the 8 x 8 output
+    (numpy here), so the one bright output pixel clips to 255 instead of setting the top. An
+    original under 2x the output on both sides: plain min-max."""
+    ramp8 = (1000 + 100 * np.arange(8))[None, :].repeat(8, 0)                 # the 8 x 8 output, stored
+    ramp8[1, 3] = 4000                                                         # one bright output pixel
+    full = np.repeat(ramp8, 2, axis=0)                                         # every output row twice
+    if axis == 1:
+        ramp8, full = ramp8.T.copy(), np.repeat(ramp8.T, 2, axis=1)
+    full = full.astype(np.uint16)
+    ds = Dataset()
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    u16 = np.floor((ramp8 - 1000) * (65535 / 3000) + 0.5)                      # the 16-bit output
+    means = u16.reshape(2, 4, 2, 4).mean(axis=(1, 3))
+    lo, hi = means.min(), means.max()
+    want = np.clip(np.floor((u16 - lo) * (255 / (hi - lo)) + 0.5), 0, 255)
+    got = dcm.to_uint8(full, ds, (8, 8))
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)
+    assert got.max() == 255 and (got == 255).sum() > 1
+    plain = dcm.to_uint8(full, ds, (8, 8), full_hw=(15, 15))                   # less than 2x: plain min-max
+    np.testing.assert_array_equal(plain, np.floor(u16 * (255 / 65535) + 0.5))
+
+
+def test_resize_area_to_shrink_linear_otherwise():
+    """Both sides smaller or equal: area average (3 x 1 or 1 x 3 means, numpy here); a side that
+    grows: bilinear with pixel centres at (i + 0.5) * scale - 0.5, clamped at the border (numpy
+    here), also when the other side shrinks."""
+    rng = np.random.default_rng(4)
+    a = rng.random((6, 12)).astype(np.float32)
+    np.testing.assert_allclose(dcm.resize(a, (6, 4)), a.reshape(6, 4, 3).mean(axis=2), atol=1e-6)
+    np.testing.assert_allclose(dcm.resize(a.T, (4, 6)), a.T.reshape(4, 3, 6).mean(axis=1), atol=1e-6)
+    b = rng.random((12, 3)).astype(np.float32)
+    np.testing.assert_allclose(dcm.resize(b, (4, 3)), b.reshape(4, 3, 3).mean(axis=1), atol=1e-6)
+
+    def bilinear(x, h, w):
+        def axis(n_in, n_out):
+            s = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+            i0 = np.floor(s).astype(int)
+            i1 = np.minimum(i0 + 1, n_in - 1)
+            return i0, i1, s - i0
+        y0, y1, fy = axis(x.shape[0], h)
+        x0, x1, fx = axis(x.shape[1], w)
+        top = x[y0][:, x0] * (1 - fx) + x[y0][:, x1] * fx
+        bot = x[y1][:, x0] * (1 - fx) + x[y1][:, x1] * fx
+        return top * (1 - fy[:, None]) + bot * fy[:, None]
+    for src, hw in ((a, (12, 24)), (a, (12, 4)), (a, (3, 24))):
+        np.testing.assert_allclose(dcm.resize(src, hw), bilinear(src.astype(np.float64), *hw), atol=1e-5)
+    assert dcm.resize(a, (6, 12)) is a
+
+
+def test_a_constant_image_is_uint8_zeros_and_every_output_is_uint8(tmp_path, build, save, caplog):
+    """Every pixel the same: zeros, uint8, with either stretch; the 16-bit step gives uint16 zeros
+    (table and pixelwise); a windowed image with stretch "window" is uint8 too."""
+    flat = np.full((6, 10), 700)
+    path = save(build(flat, 12), tmp_path / "flat.dcm")
+    for options in (VoiOptions(), VoiOptions(stretch="window")):
+        img, _ = read_dicom(path, options=options)
+        assert img.dtype == np.uint8 and img.shape == (6, 10) and not img.any()
+    ds = build(flat, 12)
+    for via_table in (True, False):
+        u16 = dcm.to_uint16(flat.astype(np.uint16), ds, via_table=via_table)
+        assert u16.dtype == np.uint16 and not u16.any()
+    img, _ = read_dicom(save(build(R12, 12, windows=[(2048, 1000)]), tmp_path / "w.dcm"),
+                        options=VoiOptions(stretch="window"))
+    assert img.dtype == np.uint8 and img.min() == 0 and img.max() == 255
+    assert dcm.output_size(100, 50, 40) == (40, 40)                  # square unless keep_ratio
