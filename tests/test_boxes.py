@@ -160,3 +160,14 @@ def test_from_frame_clips_to_the_image_on_both_ends():
     png = [[-10.0, 100.0, 520.0, 300.0]]
     np.testing.assert_allclose(bx.from_frame(png, lb), [[-39.0625, -109.375, 2031.25, 671.875]])
     np.testing.assert_allclose(bx.from_frame(png, lb, clip_hw=(1000, 2000)), [[0.0, 0.0, 2000.0, 671.875]])
+
+
+def test_keep_ratio_size_keeps_at_least_one_pixel_and_normalize_can_skip_the_clip():
+    """A side that rounds to 0 px (1000 x 10 at 50: 0.5 px) stays 1 px; 1.5 px rounds to 2.
+    normalize_xyxy divides by (w, h, w, h) and clips to [0, 1] unless clip=False."""
+    assert bx.keep_ratio_size(1000, 10, 50) == (50, 1)
+    assert bx.keep_ratio_size(10, 1000, 50) == (1, 50)
+    assert bx.keep_ratio_size(1000, 30, 50) == (50, 2)
+    b = [[-10, 20, 110, 40]]
+    np.testing.assert_allclose(bx.normalize_xyxy(b, 50, 100, clip=False), [[-0.1, 0.4, 1.1, 0.8]])
+    np.testing.assert_allclose(bx.normalize_xyxy(b, 50, 100), [[0.0, 0.4, 1.0, 0.8]])

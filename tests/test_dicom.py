@@ -317,6 +317,7 @@ def test_read_lut_descriptor_rules():
     ({"RescaleIntercept": "0", "RescaleSlope": "1"}, 64512),
     ({"RescaleIntercept": "", "RescaleSlope": ""}, 64512),                     # empty values: the defaults
     ({"RescaleIntercept": "5", "RescaleSlope": "1", "PixelRepresentation": 0}, 64512),
+    ({"RescaleIntercept": "0", "RescaleSlope": "0.5"}, 64512),                # a positive slope below 1
 ])
 def test_voi_lut_first_value_signed_when_the_modality_output_can_be_negative(attrs, first):
     """C.11.2.1.1: a VOI LUT's first mapped value of 32768 or more is a negative number when the
@@ -434,3 +435,110 @@ def test_an_unreadable_header_field_is_left_out_with_a_warning_naming_the_file(m
         img, header = read_dicom(path)
     assert img.shape == (3, 4) and "PixelSpacing" not in header
     assert any(str(path) in r.getMessage() and "PixelSpacing" in r.getMessage() for r in caplog.records)
+
+
+# ----------------------------------------------------------------------------- the steps one by one
+def test_each_lut_step_gives_float64_with_the_standard_values():
+    """C.11.1 / C.11.2 step by step on uint16 / float32 input: every step returns float64.
+    Modality: no rescale (or only a slope) leaves the values; a Modality LUT in OW words is read
+    in the file's byte order and its first value mapped (65436) is -100 for signed pixels only.
+    VOI: the file's window when none is passed (LINEAR: c - 0.5, w - 1), a VOI LUT, none.
+    Windows of width 1 (LINEAR) and 0.5 (LINEAR_EXACT) by hand."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from data_prep.voi import Lut, Voi, Window, modality
+
+    u = np.array([[0, 1000], [2000, 4095]], np.uint16)
+    ds = Dataset()
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    out = modality(u, ds)
+    assert out.dtype == np.float64 and out.tolist() == [[0, 1000], [2000, 4095]]
+    ds.RescaleSlope = 2                                                  # a slope without an intercept
+    assert modality(u, ds).tolist() == [[0, 1000], [2000, 4095]]
+    ds.RescaleIntercept = -5
+    assert modality(u, ds).tolist() == [[-5, 1995], [3995, 8185]]
+
+    item = Dataset()
+    item.LUTDescriptor = [4, 65436, 16]
+    item.add_new(0x00283006, "OW", np.array([10, 20, 30, 40], "<u2").tobytes())
+    mds = Dataset()
+    mds.file_meta = FileMetaDataset()
+    mds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    mds.ModalityLUTSequence = Sequence([item])
+    signed = np.array([-101, -100, -98, -97, 0], np.int16)
+    unsigned = np.array([65435, 65436, 65438, 65439, 0], np.uint16)
+    want_signed, want_unsigned = [10, 10, 30, 40, 40], [10, 10, 30, 40, 10]
+    for pr, arr, want in ((1, signed, want_signed), (0, unsigned, want_unsigned), (None, unsigned, want_unsigned)):
+        if pr is None:
+            del mds.PixelRepresentation
+        else:
+            mds.PixelRepresentation = pr
+        out = modality(arr, mds)
+        assert out.dtype == np.float64 and out.tolist() == want, pr
+
+    ds.WindowCenter, ds.WindowWidth = 1000.5, 2001                       # 0 .. 2000 -> 0 .. 1
+    got = dcm.voi_lut(u.astype(np.float64), ds)
+    np.testing.assert_allclose(got, [[0, 0.5], [1, 1]])
+    for voi in (Voi(), Voi("lut", lut=Lut(0, np.arange(4096) // 2, 11))):
+        out = dcm.voi_lut(u, ds, voi)
+        assert out.dtype == np.float64
+        np.testing.assert_array_equal(out, u if voi.kind == "none" else u // 2)
+    f32 = np.array([0.0, 999.5, 1000.5, 2000.0], np.float32)
+    for window in (Window(1000.5, 2001), Window(1000.5, 2001, "SIGMOID"), Window(2048, 1)):
+        assert window.apply(f32).dtype == np.float64
+    assert Window(1000.5, 2001, "SIGMOID").apply(np.array([1000.5])).tolist() == [0.5]
+    # LINEAR width 1: a step at c - 0.5; LINEAR width 1.5 / LINEAR_EXACT width 0.5: a ramp of 0.5
+    np.testing.assert_array_equal(Window(10, 1).apply(np.array([8.0, 9.5, 9.6, 12.0])), [0, 0, 1, 1])
+    np.testing.assert_allclose(Window(10, 0.5, "LINEAR_EXACT").apply(np.array([9.75, 9.8, 10.0, 10.25, 10.3])),
+                               [0, 0.1, 0.5, 1, 1])
+    np.testing.assert_allclose(Window(10, 1.5).apply(np.array([9.25, 9.3, 9.5, 9.75, 9.8])), [0, 0.1, 0.5, 1, 1])
+    mono1 = Dataset()
+    mono1.PhotometricInterpretation = "MONOCHROME1"
+    inv = dcm.invert_monochrome1(np.array([0.25, 0.1], np.float32), mono1, Voi("window", Window(1, 2)))
+    assert inv.dtype == np.float64 and inv.tolist() == [0.75, 1 - float(np.float32(0.1))]
+
+
+def test_choose_voi_rules_and_what_it_records():
+    """No Photometric Interpretation means monochrome (the file's window applies); color images
+    get no VOI; empty Window Center/Width mean no window (nothing invalid); the notes name the
+    missing kind, a window_index equal to the number of windows, and every skipped view in file
+    order separated by "; "; the chosen view is the only one recorded."""
+    from data_prep.voi import Lut, Voi, VoiOptions, choose_voi
+
+    ds = Dataset()
+    ds.WindowCenter, ds.WindowWidth = 100, 50
+    assert choose_voi(ds).kind == "window"
+    ds.PhotometricInterpretation = "RGB"
+    assert choose_voi(ds) == Voi()
+    empty = Dataset()
+    empty.PhotometricInterpretation = "MONOCHROME2"
+    empty.WindowCenter, empty.WindowWidth = "", ""
+    assert choose_voi(empty) == Voi()                                  # kind none, no fallback, not invalid
+
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    voi = choose_voi(ds, VoiOptions(voi="lut"))
+    assert (voi.kind, voi.fallback, voi.lut) == ("window", "no VOI LUT in the file", None)
+    voi = choose_voi(ds, VoiOptions(window_index=1))
+    assert (voi.kind, voi.index, voi.fallback) == ("window", 0, "window_index 1: the file has 1 window(s)")
+    item = Dataset()
+    item.LUTDescriptor = [2, 0, 12]
+    item.add_new(0x00283006, "US", [7, 9])
+    ds.VOILUTSequence = Sequence([item])
+    voi = choose_voi(ds)
+    assert voi.kind == "lut" and voi.window is None and isinstance(voi.lut, Lut)
+    voi = choose_voi(ds, VoiOptions(voi="window", window_index=1))
+    assert (voi.kind, voi.index, voi.lut) == ("window", 0, None)
+    assert voi.fallback == "window_index 1: the file has 1 window(s)"
+
+    bad = Dataset()
+    bad.PhotometricInterpretation = "MONOCHROME2"
+    bad.WindowCenter, bad.WindowWidth = [100, 200], [0, 0.5]
+    voi = choose_voi(bad)
+    notes = voi.fallback.split("; ")
+    assert voi.kind == "none" and voi.invalid and len(notes) == 2
+    assert notes[0].startswith("window 0: Window Width 0 <") and notes[1].startswith("window 1: Window Width 0.5 <")
+    bad.WindowCenter, bad.WindowWidth = [100, 200, 300], [0, 0.5, 40]
+    voi = choose_voi(bad)
+    assert (voi.kind, voi.index, voi.window.center, voi.invalid) == ("window", 2, 300, True)
+    assert voi.fallback.split("; ") == notes

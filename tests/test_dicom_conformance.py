@@ -592,6 +592,10 @@ def test_8bit_range_on_blocks_when_exactly_one_side_is_halved(axis):
     assert got.max() == 255 and (got == 255).sum() > 1
     plain = dcm.to_uint8(full, ds, (8, 8), full_hw=(15, 15))                   # less than 2x: plain min-max
     np.testing.assert_array_equal(plain, np.floor(u16 * (255 / 65535) + 0.5))
+    # minmax_uint8 with 2 x 2 blocks (numpy means here) on the 16-bit output
+    m2 = u16.reshape(4, 2, 4, 2).mean(axis=(1, 3))
+    want2 = np.clip(np.floor((u16 - m2.min()) * (255 / (m2.max() - m2.min())) + 0.5), 0, 255)
+    np.testing.assert_array_equal(dcm.minmax_uint8(u16.astype(np.uint16), block=2), want2)
 
 
 def test_resize_area_to_shrink_linear_otherwise():

@@ -272,3 +272,37 @@ def test_yolo_files_by_hand_clipping_order_and_names(tmp_path, monkeypatch):
     text = (tmp_path / "yolo" / "fold0" / "data.yaml").read_text()
     assert [ln.split(":")[0] for ln in text.splitlines()[1:6]] == ["path", "train", "val", "nc", "names"]
     assert "0: Épanchement" in text and yaml.safe_load(text)["names"] == {0: "Épanchement", 1: "x"}
+
+
+def test_yolo_lines_and_coco_dict_keep_the_table_order(tmp_path):
+    """yolo_lines is indexed like the box table and gives None for a box of zero height or width;
+    coco_dict lists annotations by image_id and, within an image, in box-table order (40 boxes,
+    two images interleaved), bbox rounded to 3 decimals; images without png_height/png_width
+    columns get no png sizes; the description defaults to ""."""
+    from data_prep.export import coco_dict, yolo_lines
+
+    images = pd.DataFrame({"image_id": ["b", "a"], "height": [100, 200], "width": [50, 80],
+                           "path": [str(tmp_path / "b.png"), str(tmp_path / "a.png")]})
+    xyxy = [[10, 20, 30, 20], [0, 0, 50, 100], [8, 20.12345, 40, 60], [5, 1, 5, 9]]
+    boxes = bx.make_boxes(["b", "a", "b", "a"], [1, 0, 2, 0], [NAMES[1], NAMES[0], NAMES[2], NAMES[0]], xyxy)
+    boxes.index = [10, 11, 12, 13]
+    lines = yolo_lines(boxes, images)
+    assert lines.index.tolist() == [10, 11, 12, 13] and lines.dtype == object
+    assert lines[10] is None and lines[13] is None
+    assert lines[11] == "0 0.312500 0.250000 0.625000 0.500000"
+    d = coco_dict(images, boxes, dict(enumerate(NAMES)), {"a": 1, "b": 2})
+    assert d["info"]["description"] == ""
+    assert all(set(r) == {"id", "file_name", "height", "width", "png_file"} for r in d["images"])
+    assert [a["bbox"][1] for a in d["annotations"]] == [0.0, 1.0, 20.0, 20.123]
+
+    many = bx.make_boxes(["b", "a"] * 20, [0] * 40, [NAMES[0]] * 40, [[i, 1, i + 5, 9] for i in range(40)])
+    anns = coco_dict(images, many, dict(enumerate(NAMES)), {"a": 1, "b": 2})["annotations"]
+    assert [a["bbox"][0] for a in anns] == list(range(1, 40, 2)) + list(range(0, 40, 2))
+    assert [a["id"] for a in anns] == list(range(1, 41))
+
+
+def test_the_first_png_outside_the_export_folder_is_named(tmp_path):
+    images, boxes, folds = make_dataset(tmp_path)
+    elsewhere = images.assign(path=images["path"].str.replace("/images/", "/pngs/"))
+    with pytest.raises(ValueError, match=r"^export: image 'a': PNG .*pngs.a\.png would have its labels"):
+        write_yolo(elsewhere, boxes, folds, tmp_path, NAMES)

@@ -225,3 +225,20 @@ def test_fold_summary_by_hand_whatever_the_folds_row_order():
     assert s["n_images"].tolist() == [2, 2, 4]
     np.testing.assert_allclose(s[["x", "y", "normal"]].to_numpy(float), [[0.5, 0.5, 0.0], [0.5, 0.0, 0.5],
                                                                          [0.5, 0.25, 0.25]])
+
+
+def test_label_matrix_columns_are_the_integer_class_ids_and_the_index_is_image_id():
+    """One bool column per class_id present (ints, also when the table holds them as strings),
+    then "normal"; rows in the image table's order, index named image_id; fold_summary's columns
+    (written to CSV by users) read 0, 2, normal."""
+    images = pd.DataFrame({"image_id": ["x", "y", "z"]})
+    boxes = pd.DataFrame({"image_id": ["y", "x", "y"], "class_id": [2, 0, 0]})
+    hot, cols = label_matrix(images, boxes)
+    assert hot.index.name == "image_id" and hot.index.tolist() == ["x", "y", "z"]
+    assert [str(c) for c in cols] == ["0", "2", "normal"]
+    assert hot.to_numpy().tolist() == [[True, False, False], [True, True, False], [False, False, True]]
+    folds = pd.DataFrame({"image_id": ["x", "y", "z"], "fold": [0, 1, 1]})
+    s = fold_summary(folds, images, boxes)
+    assert [str(c) for c in s.columns] == ["n_images", "0", "2", "normal"]
+    hot_str, _ = label_matrix(images, boxes.assign(class_id=boxes["class_id"].astype(str)))
+    assert [str(c) for c in hot_str.columns] == ["0", "2", "normal"]
