@@ -641,3 +641,18 @@ def test_a_constant_image_is_uint8_zeros_and_every_output_is_uint8(tmp_path, bui
                         options=VoiOptions(stretch="window"))
     assert img.dtype == np.uint8 and img.min() == 0 and img.max() == 255
     assert dcm.output_size(100, 50, 40) == (40, 40)                  # square unless keep_ratio
+
+
+@pytest.mark.parametrize("mono1", [False, True])
+def test_voi_lut_entries_above_its_bits_clip_with_stretch_window(mono1, tmp_path, build, save):
+    """A VOI LUT whose descriptor says 8 bits but whose entries climb to 1023 (entry = stored // 4):
+    with stretch "window" the output range is 0..255, so entries above 255 are white (black for
+    MONOCHROME1, whose 255 - entry is then below 0), through the table and pixel by pixel."""
+    entries = [i // 4 for i in range(4096)]
+    ds = build(R12, 12, mono1=mono1, luts=[lut(0, 8, entries)])
+    img, header = read_dicom(save(ds, tmp_path / "over.dcm"), options=VoiOptions(stretch="window"))
+    y = np.minimum(R12 // 4, 255)
+    want = 255 - y if mono1 else y
+    assert header["voi"] == "lut" and img.tolist() == want.tolist()
+    u16 = dcm.to_uint16(pixel_array(ds, index=0), ds, via_table=False, voi=choose_voi(ds), stretch="window")
+    assert u16.tolist() == (want * 257).tolist()
