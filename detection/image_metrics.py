@@ -60,7 +60,8 @@ def auc_f1(y: np.ndarray, s: np.ndarray) -> dict:
         out["auc"] = float(roc_auc_score(y, s))
     if y.any():
         p, r, t = precision_recall_curve(y, s)
-        f1 = np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1), 0.0)[:-1]  # last point has no threshold
+        # F1 = 2pr / (p + r), 0 where p + r = 0 (p * r is 0 there); the last point has no threshold
+        f1 = (2 * p * r / np.where(p + r > 0, p + r, 1))[:-1]
         k = int(np.argmax(f1))
         out["f1"], out["threshold"] = float(f1[k]), float(t[k])
     return out

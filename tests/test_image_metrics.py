@@ -110,3 +110,28 @@ def test_image_costs_defaults_and_images_without_errors():
     strict = image_costs(t, p, ["A", "B", "C"], iou_thr=0.5).set_index("image_id")
     assert strict.loc["A", ["n_tp", "n_fp", "n_fn"]].tolist() == [0, 2, 1]
     assert strict.loc["A", "cost"] == pytest.approx(1 + 0.9 + 0.25)
+
+
+def test_auc_f1_takes_any_truthy_label_and_always_has_its_keys():
+    # labels as box counts per image: 0 = negative, any count = positive
+    counts = np.array([0, 2, 1, 0, 3])
+    s = np.array([0.1, 0.8, 0.3, 0.4, 0.9])
+    r = auc_f1(counts, s)
+    assert r["n_pos"] == 3 and r["auc"] == pytest.approx(roc_auc_score(counts > 0, s), abs=1e-12)
+    assert (r["f1"], r["threshold"]) == pytest.approx(best_f1(counts > 0, s), abs=1e-12)
+    r = auc_f1(np.zeros(3, bool), np.array([0.1, 0.2, 0.3]))
+    assert r == {"n": 3, "n_pos": 0, "auc": None, "f1": None, "threshold": None}
+
+
+def test_image_costs_dtypes_and_ties_in_image_order():
+    from detection.image_metrics import image_costs
+
+    # 40 images: every third has a missed truth (cost 1), the others nothing (cost 0); ties keep
+    # the images' order, whatever the number of images
+    imgs = [f"im{k:02d}" for k in range(40)][::-1]
+    miss = imgs[::3]
+    t = make_boxes(miss, [0] * len(miss), ["c0"] * len(miss), [[0, 0, 10, 10]] * len(miss))
+    df = image_costs(t, empty_boxes(), imgs)
+    assert df.dtypes.astype(str).tolist()[1:] == ["int64", "int64", "int64", "float64"]
+    assert df["image_id"].tolist() == miss + [im for im in imgs if im not in miss]
+    assert df["cost"].tolist() == [1.0] * len(miss) + [0.0] * (40 - len(miss))
