@@ -581,8 +581,8 @@ def test_vinbigdata_equals_reference_at_other_thresholds(thr):
                ("A", 0, 200, 200, 210, 210, 0.95), ("A", 0, 300, 300, 310, 310, 0.6), ("B", 0, 0, 0, 10, 9, 0.5)])
     r = M.vinbigdata_map(t, p, ["A", "B"], iou_thr=thr, normal_class=None)
     assert r["mAP"] == pytest.approx(_ref_vinbigdata(t, p, ["A", "B"], thr), abs=1e-12)
-    # by hand at 0: ranks FP? no: the 0.95 box takes a free truth of A (IoU 0): TP TP TP FP(A full) ...
-    if thr == 0.0:   # 0.95 TP, 0.9 TP, 0.8 TP, 0.7 FP (A's 3 truths taken), 0.6 FP, 0.5 TP; npos 7
+    if thr == 0.0:   # by hand: 0.95 TP (takes a truth at IoU 0), 0.9 TP, 0.8 TP, 0.7 FP (A's 3 truths
+        # taken), 0.6 FP, 0.5 TP; npos 7
         assert r["mAP"] == pytest.approx(3 / 7 + 1 / 7 * 4 / 6, abs=1e-12)
     rng = np.random.default_rng(200)
     for i in range(3):
@@ -699,3 +699,15 @@ def test_summary_of_an_encoded_that_does_not_name_every_class():
             got = [(x["class_id"], x["class_name"], x["n_truth"], x["n_pred"], x["ap"]) for x in r["table"]]
             assert got == [(c, n, a, b, pytest.approx(v) if v is not None else None) for c, n, a, b, v in want]
             assert "0" in r["pr"] and set(r["per_class"]) == {w[1] for w in want}
+
+
+def test_encoded_arrays_have_the_documented_dtypes():
+    t = boxes([("A", 0, 0, 0, 10, 10)])
+    p = boxes([("A", 0, 0, 0, 10, 10, 0.9), ("Z", 1, 0, 0, 5, 5, 0.5), ("B", 1, 0, 0, 5, 5, 0.4)])
+    for tt, pp in ((t, p), (boxes([]), boxes([]))):
+        enc = M.encode(tt, pp, ["A", "B"], normal_class=14)
+        assert [a.dtype.name for a in (enc.t_img, enc.t_cls, enc.p_img, enc.p_cls, enc.p_row)] == ["int64"] * 5
+        assert [a.dtype.name for a in (enc.t_box, enc.p_box, enc.p_score)] == ["float64"] * 3
+        assert enc.t_box.shape[1:] == enc.p_box.shape[1:] == (4,)
+    enc = M.encode(t, p, ["A", "B"], normal_class=14)
+    assert enc.p_row.tolist() == [0, 2] and enc.t_cls.tolist() == [0, 14] and enc.p_score.tolist() == [0.9, 0.4]
