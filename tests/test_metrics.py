@@ -642,6 +642,8 @@ def test_coco_defaults_and_the_tuner_entry_point_pass_their_arguments():
     enc = M.encode(t, p, ["A"])
     keep, pt = M.match_coco(enc)
     assert keep.tolist() == list(range(100)) and (pt == -1).all()
+    one = M.encode(t, boxes([("A", 0, 0, 0, 10, 8, 0.5)]), ["A"])   # IoU 0.8: a TP at the default 0.4
+    assert [a.tolist() for a in M.match_coco(one)] == [[0], [0]]
     assert M.coco_from(enc)["mAP"] == M.coco_map(t, p, ["A"])["mAP"] == _pycocotools(t, p, ["A"], [0])[0] == 0.0
     assert M.coco_map(t, p, ["A"], max_dets=101)["mAP"] == pytest.approx(1 / 101, abs=1e-12)   # the TP last: precision 1/101 everywhere
     # the tuner's score at its own IoU threshold: IoU 0.8 is a TP at 0.4, an FP at 0.9
@@ -687,12 +689,12 @@ def test_score_order_breaks_ties_by_input_row():
 
 def test_summary_of_an_encoded_that_does_not_name_every_class():
     """An Encoded built by hand may name no class: table rows and PR curves then go by the id,
-    counts stay right for a class with predictions only (1) and one with truth only (2)."""
+    counts stay right for a class with predictions only, then with truth only (class 1 in turn)."""
     import dataclasses
-    t = boxes([("A", 0, 0, 0, 10, 10), ("A", 2, 0, 0, 10, 10)])
+    t = boxes([("A", 0, 0, 0, 10, 10), ("A", 1, 0, 0, 10, 10)])
     p = boxes([("A", 0, 0, 0, 10, 10, 0.9), ("A", 1, 0, 0, 10, 10, 0.8)])
     for tt, pp, want in ((t.iloc[:1], p, [(0, "0", 1, 1, 1.0), (1, "1", 0, 1, None)]),
-                         (t, p.iloc[:1], [(0, "0", 1, 1, 1.0), (2, "2", 1, 0, 0.0)])):
+                         (t, p.iloc[:1], [(0, "0", 1, 1, 1.0), (1, "1", 1, 0, 0.0)])):
         enc = dataclasses.replace(M.encode(tt, pp, ["A"]), names={})
         for fn in (M.vinbigdata_from, M.coco_from):
             r = fn(enc)
