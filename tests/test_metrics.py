@@ -713,3 +713,16 @@ def test_encoded_arrays_have_the_documented_dtypes():
         assert enc.t_box.shape[1:] == enc.p_box.shape[1:] == (4,)
     enc = M.encode(t, p, ["A", "B"], normal_class=14)
     assert enc.p_row.tolist() == [0, 2] and enc.t_cls.tolist() == [0, 14] and enc.p_score.tolist() == [0.9, 0.4]
+
+
+def test_nothing_to_score_gives_nan_without_warnings():
+    import warnings
+    t, p = boxes([]), boxes([("A", 0, 0, 0, 10, 10, 0.5)])   # a prediction, no truth anywhere
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no "Mean of empty slice" in the user's log
+        assert np.isnan(M.vinbigdata_map(t, p, ["A"], normal_class=None)["mAP"])
+        assert np.isnan(M.coco_map(t, p, ["A"])["mAP"])
+        r = M.rsna_score(t, boxes([]), ["A", "B"])
+        assert np.isnan(r["mAP"]) and all(np.isnan(v) for v in r["per_threshold"].values())
+        assert r["per_image"]["score"].isna().all() and r["n_scored"] == 0
+        assert M.rsna_score(t, p, ["A"])["mAP"] == 0.0
