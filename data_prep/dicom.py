@@ -237,8 +237,7 @@ def fixed_range(voi: Voi, stretch: str) -> tuple[float, float] | None:
 
 
 def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = None,
-              # not mutated: only stretch == "window" is ever tested, any other default string is min-max
-              stretch: str = "minmax") -> np.ndarray:  # pragma: no mutate
+              stretch: str = "minmax") -> np.ndarray:
     """Stored values ``(H, W)`` (or color) -> uint16 ``(H, W)``: to_gray, :func:`lut_chain`, then
     a linear map to ``[0, 65535]``: of the values present (``stretch="minmax"``), or of the VOI
     output range (``"window"``, :func:`fixed_range`). ``voi`` defaults to
@@ -282,8 +281,7 @@ RANGE_BLOCK = 4      # output pixels per side averaged when a downscaled image's
 
 def to_uint8(arr: np.ndarray, ds, hw: tuple[int, int] | None = None, via_table: bool = True,
              full_hw: tuple[int, int] | None = None, voi: Voi | None = None,
-             # not mutated: only stretch == "window" is ever tested, any other default string is min-max
-             stretch: str = "minmax") -> np.ndarray:  # pragma: no mutate
+             stretch: str = "minmax") -> np.ndarray:
     """Stored values -> the output uint8 image ``hw`` (default: same size): :func:`to_uint16`,
     :func:`resize`, then 16 -> 8 bits: :func:`minmax_uint8` (``stretch="minmax"``; when the
     ORIGINAL image ``full_hw`` (default: the shape of ``arr``) is at least 2x the output on a

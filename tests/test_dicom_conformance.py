@@ -535,6 +535,22 @@ def test_a_non_monotone_voi_lut_on_signed_values_through_the_table(tmp_path, bui
     assert img[0, 1] == 0 and img[0, 100] == 255 and img[0, 0] == round(5 / 99 * 255)
 
 
+def test_non_monotone_lut_extremes_come_from_the_values_present_only(tmp_path, build, save):
+    """Stored values 0 (three pixels) and 40 (one pixel) through a VOI LUT that peaks at 20 and
+    dips at 30, values no pixel has: the min-max runs over the LUT outputs of 0 and 40 only
+    (10 -> 0, 30 -> 255), whatever the table holds in between or how often a value occurs."""
+    entries = [10] * 20 + [4095] + [10] * 9 + [0] + [10] * 9 + [30]      # 41 entries for 0..40
+    stored = np.array([[0, 0, 40, 0]])
+    ds = build(stored, 12, luts=[lut(0, 12, entries)])
+    img, header = read_dicom(save(ds, tmp_path / "spike.dcm"))
+    assert header["voi"] == "lut"
+    np.testing.assert_array_equal(img, [[0, 0, 255, 0]])
+    want = ref_render(stored, dict(voi=("lut", (0, entries, 12))))
+    np.testing.assert_array_equal(img, np.floor(want + 0.5).astype(np.uint8))
+    # the 16-bit step alone (the 8-bit min-max after it would hide a wider 16-bit range)
+    np.testing.assert_array_equal(dcm.to_uint16(stored.astype(np.uint16), ds), [[0, 0, 65535, 0]])
+
+
 def test_the_table_bounds_are_2_to_the_20_values(monkeypatch):
     """Unsigned data index the table from 0 while the largest value is below 2**20, else from
     their minimum; any integer data whose range (max - min) is below 2**20 use a table from the
