@@ -3,9 +3,11 @@
 mutmut copies the packages to ``mutants/`` only when a copy is missing, so after the sources change a
 resumed run would test against the old copies of the modules it does not mutate, and it measures line
 coverage on the old (mutated) copy of a changed module, which then gets mutants on the wrong lines.
-Removing those copies makes mutmut copy the current file again; a changed module in the scope is then
-mutated afresh (verdicts of its unchanged functions are kept, mutmut matches them by a hash of each
-function), and nothing else is touched. Prints what it removed."""
+Removing those copies makes mutmut copy the current file again. For a changed module in the scope its
+verdicts (``.meta``) go too, so all its mutants are run again: mutmut keeps a verdict by mutant NAME when
+its hash of the function did not change, and a change to a function's signature line (seen: a comment
+removed there) renumbered the mutants under unchanged hashes, so old verdicts landed on other mutants.
+Nothing else is touched. Prints what it removed."""
 from __future__ import annotations
 
 import filecmp
@@ -31,6 +33,9 @@ def main() -> int:
                      else not filecmp.cmp(src, copy, shallow=False))
             if stale:
                 copy.unlink()
+                if in_scope:
+                    for extra in (copy.with_name(copy.name + ".meta"), copy.with_name(copy.name + ".spans")):
+                        extra.unlink(missing_ok=True)
                 removed.append(str(src))
     if removed:
         print(f"mutation: {len(removed)} changed source file(s) copied afresh: {', '.join(removed)}")
