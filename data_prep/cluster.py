@@ -74,13 +74,21 @@ def dask_client(scheduler: str, workers: int = 2):
         raise ValueError("dask_client: scheduler is null (the local process pool needs no client)")
     if scheduler == LOCAL:
         n = max(1, int(workers))
-        with dask.config.set(LOCAL_CONFIG), \
-                LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address=None, scheduler_kwargs=LOCAL_SCHEDULER,
-                             silence_logs=logging.WARNING) as cluster, \
-                Client(cluster) as client:
-            log.info("Dask LocalCluster: %d worker process(es) at %s", n, cluster.scheduler_address)
-            yield client
+        # our own cluster's start-up and shutdown chatter (connections, nannies, retiring workers) is
+        # INFO of this process's distributed loggers; keep their warnings only while it runs
+        quiet = logging.getLogger("distributed")
+        level = quiet.level
+        quiet.setLevel(max(logging.WARNING, level))
+        try:
+            with dask.config.set(LOCAL_CONFIG), \
+                    LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                 dashboard_address=None, scheduler_kwargs=LOCAL_SCHEDULER,
+                                 silence_logs=logging.WARNING) as cluster, \
+                    Client(cluster) as client:
+                log.info("Dask LocalCluster: %d worker process(es) at %s", n, cluster.scheduler_address)
+                yield client
+        finally:
+            quiet.setLevel(level)
         return
     try:
         client = Client(scheduler, timeout=CONNECT_TIMEOUT)

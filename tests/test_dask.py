@@ -152,11 +152,16 @@ def test_convert_relative_paths_name_files_as_given(dicoms, tmp_path, cluster, m
 
 
 @pytest.mark.slow   # starts its own LocalCluster through the CLI
-def test_cli_convert_with_a_local_cluster(dicoms, tmp_path, capsys):
-    """``--scheduler local`` starts (and stops) its own LocalCluster: same files, exit status 1."""
+def test_cli_convert_with_a_local_cluster(dicoms, tmp_path, capsys, caplog):
+    """``--scheduler local`` starts (and stops) its own LocalCluster: same files, exit status 1;
+    Dask's INFO chatter of that cluster (connections, nannies, shutdown) is not shown."""
+    import logging
     assert main(["convert", str(dicoms), str(tmp_path / "local"), "--size", "48", "--workers", "1"]) == 1
-    assert main(["convert", str(dicoms), str(tmp_path / "dask"), "--size", "48", "--workers", "1",
-                 "--scheduler", "local"]) == 1
+    with caplog.at_level(logging.INFO):
+        assert main(["convert", str(dicoms), str(tmp_path / "dask"), "--size", "48", "--workers", "1",
+                     "--scheduler", "local"]) == 1
+    chatter = [r.getMessage() for r in caplog.records if r.name.startswith("distributed") and r.levelno < logging.WARNING]
+    assert chatter == [] and any("Dask LocalCluster: 1 worker" in r.getMessage() for r in caplog.records)
     out = capsys.readouterr().out
     assert out.count("converted 3, skipped 0 (already done), errors 3") == 2
     _same_convert_outputs(tmp_path / "local", tmp_path / "dask")
