@@ -15,7 +15,8 @@ Predictions (``--pred``): a submission (``image_id|patientId,PredictionString``,
 :func:`detection.submission.parse_submission`) or our box table CSV.
 
 The evaluated image set is every image of the truth (normal ones included), restricted to the
-images of ``--folds`` when given (to ``--fold K`` or ``--fold 0,2`` of it when that is given too;
+images of ``--folds`` when given (to ``--fold K`` or ``--fold 0,2`` of it when that is given too,
+or the config key ``fold=K`` on the command line; a ``fold`` in a config file does not restrict it;
 truth and predictions alike). With ``--folds`` the score is also printed per fold, beside the
 pooled score over all those images (out-of-fold predictions: ``cxrdet cv``'s oof.csv). A dataset
 with a normal class (VinBigData's "no finding") adds a normal truth ``0 0 1 1`` for images
@@ -28,7 +29,7 @@ import logging
 
 import pandas as pd
 
-from data_prep.config import add_config_arguments, stage_config
+from data_prep.config import add_config_arguments, from_command_line, held_out_fold, stage_config
 from data_prep.datasets import DEFAULT_DATASET, Dataset, describe
 from data_prep.errors import check_output
 from data_prep.tables import FUSION_IOU, read_truth, select_images
@@ -212,9 +213,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         check_output(args.json, arg="--json")
     if args.plots:
         check_output(args.plots, folder=True, arg="--plots")
-    res = evaluate_files(args.truth, args.pred, args.meta, args.folds, args.fold, metric, iou, args.image_level,
+    fold = args.fold
+    if fold is None and from_command_line(cfg, "fold"):   # `fold=1` on the command line: as --fold 1
+        fold = held_out_fold(cfg, args.folds)
+    res = evaluate_files(args.truth, args.pred, args.meta, args.folds, fold, metric, iou, args.image_level,
                          dataset=describe(cfg))
-    res.update({"truth": str(args.truth), "pred": str(args.pred), "fold": args.fold})
+    res.update({"truth": str(args.truth), "pred": str(args.pred), "fold": fold})
     print(format_table(res))
     if len(res.get("folds", ())) > 1:
         print(format_folds(res))

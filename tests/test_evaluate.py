@@ -68,6 +68,15 @@ def test_cli_fold_restricts_truth_and_pred(vin, capsys):
     assert res["n_images"] == 2 and res["fold"] == 1
     assert res["per_class"]["Aortic enlargement"] is None
     assert res["mAP"] == pytest.approx(0.5)
+    # the config key on the command line means the same (it was silently pooled over every fold)
+    out2 = vin["dir"] / "fold1_key.json"
+    assert main(["evaluate", "--metric", "vinbigdata", "--truth", vin["truth"], "--meta", vin["meta"],
+                 "--pred", vin["pred"], "--folds", vin["folds"], "fold=1", "--json", str(out2)]) == 0
+    key = json.loads(out2.read_text())
+    assert (key["n_images"], key["fold"], key["mAP"]) == (2, 1, res["mAP"])
+    assert main(["evaluate", "--metric", "vinbigdata", "--truth", vin["truth"], "--meta", vin["meta"],
+                 "--pred", vin["pred"], "fold=1"]) == 2
+    assert "--folds and --fold go together" in capsys.readouterr().err
 
 
 def test_box_table_truth_and_pred_give_same_numbers(vin, tmp_path):
