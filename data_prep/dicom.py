@@ -31,7 +31,7 @@ The LUT steps (modality, VOI, MONOCHROME1, 16-bit stretch) are pointwise functio
 value, so for integer images :func:`to_uint16` applies them once to the range of stored values
 (``arange(min, max + 1)``, at most 65,536 entries for 16-bit data) and then maps the image through
 that uint16 table: the result equals applying them pixel by pixel in float64 (tested, and both
-against the standard's formulas written independently in tests/test_dicom_conformance.py) at a
+against the standard's formulas written independently in tests/ref_dicom.py) at a
 fraction of the cost.
 
 JPEG 2000 fast path: when the output is at least 2x smaller than the image in both dimensions,

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from ref_metrics import boxes as xyxy_boxes
+
 from data_prep.boxes import empty_boxes, make_boxes
+from detection import image_metrics as IM
 from detection.image_metrics import auc_f1, image_level, image_scores
 
 
@@ -135,3 +138,35 @@ def test_image_costs_dtypes_and_ties_in_image_order():
     assert df.dtypes.astype(str).tolist()[1:] == ["int64", "int64", "int64", "float64"]
     assert df["image_id"].tolist() == miss + [im for im in imgs if im not in miss]
     assert df["cost"].tolist() == [1.0] * len(miss) + [0.0] * (40 - len(miss))
+
+
+# ----------------------------------------------------------------------------- by hand, from box tables
+def test_image_level_auc_f1():
+    t = xyxy_boxes([("A", 0, 0, 0, 10, 10), ("B", 0, 0, 0, 10, 10)])
+    p = xyxy_boxes([("A", 0, 0, 0, 5, 5, 0.9), ("B", 0, 0, 0, 5, 5, 0.3), ("C", 0, 0, 0, 5, 5, 0.5),
+               ("B", 14, 0, 0, 1, 1, 0.2), ("C", 14, 0, 0, 1, 1, 0.9)])
+    r = IM.image_level(t, p, ["A", "B", "C", "D"])
+    c0 = r["per_class"]["c0"]
+    assert c0["auc"] == pytest.approx(0.75)  # pairs (pos, neg): .9>.5, .9>0, .3<.5, .3>0
+    assert c0["f1"] == pytest.approx(0.8) and c0["threshold"] == pytest.approx(0.3)
+    assert c0["n_pos"] == 2
+    # abnormal: A 0.9 (max finding), B 1-0.2, C 1-0.9 (its 14 row wins over its 0.5 box), D 0
+    ab = r["abnormal"]
+    assert ab["auc"] == 1.0 and ab["f1"] == 1.0 and ab["threshold"] == pytest.approx(0.8)
+
+
+def test_auc_undefined_with_one_label():
+    r = IM.auc_f1(np.zeros(3, bool), np.array([0.1, 0.2, 0.3]))
+    assert r["auc"] is None and r["f1"] is None
+
+
+def test_image_costs():
+    t = xyxy_boxes([("A", 0, 0, 0, 10, 10), ("A", 0, 20, 20, 30, 30), ("B", 1, 0, 0, 10, 10)])
+    p = xyxy_boxes([("A", 0, 0, 0, 10, 10, 0.9), ("A", 0, 50, 50, 60, 60, 0.8), ("A", 0, 60, 60, 70, 70, 0.1),
+               ("B", 1, 0, 0, 10, 10, 0.95), ("C", 2, 0, 0, 5, 5, 0.4), ("C", 14, 0, 0, 1, 1, 0.9)])
+    df = IM.image_costs(t, p, ["A", "B", "C"], conf_thr=0.25)
+    assert list(df.columns) == ["image_id", "n_tp", "n_fp", "n_fn", "cost"]
+    assert df["image_id"].tolist() == ["A", "C", "B"]
+    a = df.set_index("image_id")
+    assert a.loc["A", ["n_tp", "n_fp", "n_fn"]].tolist() == [1, 1, 1] and a.loc["A", "cost"] == pytest.approx(1.8)
+    assert a.loc["C", "cost"] == pytest.approx(0.4) and a.loc["B", "cost"] == 0

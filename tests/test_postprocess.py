@@ -1,18 +1,12 @@
 """detection/postprocess.py: each step on hand-made tables, WBF against ensemble-boxes called
-directly, predict's output with default keys frozen before the steps moved here, and the CLI."""
+directly, and the CLI (predict running these steps: test_predict_postprocess.py)."""
 from __future__ import annotations
 
-import hashlib
-from types import SimpleNamespace
-
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import detection.postprocess as PP
-import detection.predict as P
 from data_prep.boxes import COORDS, make_boxes
 
 NF = (14, "No finding")
@@ -202,98 +196,6 @@ def test_ensemble_keeps_the_fold_column():
     assert out.set_index("image_id")["fold"].groupby(level=0).first().fillna(-1).to_dict() == {"a": 0, "b": -1}
 
 
-# ----------------------------------------------------------------------------- predict = inference + postprocess
-def _res(xyxy, conf, cls):
-    boxes = SimpleNamespace(xyxy=torch.tensor(np.asarray(xyxy, "float32").reshape(-1, 4)),
-                            conf=torch.tensor(np.asarray(conf, "float32").reshape(-1)),
-                            cls=torch.tensor(np.asarray(cls, "float32").reshape(-1)))
-    return SimpleNamespace(boxes=boxes)
-
-
-def _rng(im, salt):
-    h = hashlib.sha256(np.ascontiguousarray(im).tobytes() + salt.encode()).digest()
-    return np.random.default_rng(int.from_bytes(h[:8], "little"))
-
-
-class ManyBoxDetector:
-    """Fake detector: 0-6 boxes of 3 classes drawn from a hash of the image (and the weights name)."""
-    names = {0: "Aortic enlargement", 1: "Atelectasis", 2: "Calcification"}
-
-    def __init__(self, salt):
-        self.salt = salt
-
-    def predict(self, imgs, **kw):
-        out = []
-        for im in imgs:
-            r = _rng(im, self.salt)
-            h, w = im.shape[:2]
-            n = int(r.integers(0, 7))
-            c = r.uniform([0, 0], [w, h], (n, 2))
-            s = r.uniform(4, 40, (n, 2))
-            xyxy = np.clip(np.concatenate([c - s, c + s], 1), 0, [w, h, w, h])
-            out.append(_res(xyxy, np.round(r.uniform(0.01, 0.99, n), 3), r.integers(0, 3, n)))
-        return out
-
-
-class BandClassifier:
-    """Fake classifier: p(abnormal) from a hash of the image, on and around the filter's edges."""
-    names = {0: "abnormal", 1: "normal"}
-
-    def predict(self, imgs, **kw):
-        res = []
-        for im in imgs:
-            pa = float(_rng(im, "cls").choice([0.02, 0.08, 0.3, 0.7, 0.95, 0.99]))
-            res.append(SimpleNamespace(probs=SimpleNamespace(data=torch.tensor([pa, 1 - pa], dtype=torch.float32))))
-        return res
-
-
-@pytest.fixture
-def many_box_models(monkeypatch, tmp_path):
-    def load(weights, imgsz, batch, task="detect", onnx=False):
-        w = str(weights)
-        return P.Loaded(BandClassifier() if w.endswith(".cls") else ManyBoxDetector(w), w, imgsz, batch)
-
-    monkeypatch.setattr(P, "load_model", load)
-    root = tmp_path / "png"
-    root.mkdir()
-    r = np.random.default_rng(3)
-    meta = []
-    for i in range(12):
-        cv2.imwrite(str(root / f"im{i:02d}.png"), r.integers(0, 256, (64, 64), dtype=np.uint8))
-        meta.append({"image_id": f"im{i:02d}", "height": 320, "width": 240, "png_height": 64, "png_width": 64})
-    pd.DataFrame(meta).to_csv(root / "meta.csv", index=False)
-    return root
-
-
-GOLDEN = {  # frozen with predict.py as it was before the steps moved to postprocess.py
-    "single": (["a.pt"], {}),
-    "ensemble": (["a.pt", "b.pt"], {"tta": True, "classifier": "c.cls"}),
-    "filter": (["a.pt"], {"classifier": "c.cls", "low": 0.1, "high": 0.9, "ens_iou": 0.4}),
-}
-
-
-@pytest.mark.parametrize("case", sorted(GOLDEN))
-def test_predict_with_default_keys_is_unchanged(case, many_box_models, test_data):
-    weights, kw = GOLDEN[case]
-    got = P.predict(weights if len(weights) > 1 else weights[0], many_box_models, **kw)
-    exp = pd.read_csv(test_data / f"predict_golden_{case}.csv", dtype={"image_id": str, "rater": str},
-                      keep_default_na=False)
-    assert len(got) > 10
-    pd.testing.assert_frame_equal(got, exp, check_exact=True, check_dtype=False)
-    # the same keys spelled out as the config's defaults change nothing either
-    again = P.predict(weights if len(weights) > 1 else weights[0], many_box_models, post=PP.defaults(), **kw)
-    pd.testing.assert_frame_equal(again, got, check_exact=True)
-
-
-def test_predict_runs_the_postprocess_keys(many_box_models):
-    raw = P.predict("a.pt", many_box_models)
-    got = P.predict("a.pt", many_box_models, post=_cfg(box_scale=0.875, top_k=2, score_thr=0.2))
-    exp = PP.apply(raw, None, _cfg(box_scale=0.875, top_k=2, score_thr=0.2), NF,
-                   pd.DataFrame({"height": 320.0, "width": 240.0}, index=sorted(set(raw.image_id))))
-    pd.testing.assert_frame_equal(got, exp, check_exact=True)
-    assert len(got) < len(raw) and got.groupby("image_id").size().max() <= 2
-
-
 # ----------------------------------------------------------------------------- CLI
 def test_cli_postprocess_with_config_file_and_overrides(tmp_path):
     from detection.cli import main
@@ -327,23 +229,6 @@ def test_bad_probabilities_message_names_row_column_and_value(tmp_path):
     pd.DataFrame({"image_id": ["a", "b"], "abnormal": [0.2, "x"]}).to_csv(tmp_path / "p.csv", index=False)
     with pytest.raises(ValueError, match=r"p.csv line 3: abnormal 'x'; expected a probability in \[0, 1\]"):
         PP.read_probs(tmp_path / "p.csv")
-
-
-def test_cli_predict_takes_tuned_yaml_as_config(tmp_path, many_box_models):
-    from detection.cli import main
-
-    (tmp_path / "tuned.yaml").write_text("box_scale: 0.875\ntop_k: 1\n")
-    assert main(["predict", "--weights", "a.pt", "--source", str(many_box_models), "--out",
-                 str(tmp_path / "raw.csv")]) == 0
-    assert main(["predict", "--weights", "a.pt", "--source", str(many_box_models), "--config",
-                 str(tmp_path / "tuned.yaml"), "--out", str(tmp_path / "tuned.csv")]) == 0
-    raw = pd.read_csv(tmp_path / "raw.csv", dtype={"image_id": str, "rater": str}, keep_default_na=False)
-    got = pd.read_csv(tmp_path / "tuned.csv", dtype={"image_id": str, "rater": str}, keep_default_na=False)
-    exp = PP.apply(raw, None, _cfg(box_scale=0.875, top_k=1), NF,
-                   pd.DataFrame({"height": 320.0, "width": 240.0}, index=sorted(set(raw.image_id))))
-    assert got.groupby("image_id").size().max() == 1 and len(got) == raw["image_id"].nunique()
-    np.testing.assert_allclose(got[COORDS + ["score"]].to_numpy(float), exp[COORDS + ["score"]].to_numpy(float),
-                               rtol=0, atol=1e-9)
 
 
 @pytest.mark.filterwarnings("ignore:.*in box:UserWarning")
