@@ -55,8 +55,9 @@ for _f, _k in ALIASES.items():
     _FLAG_OF.setdefault(_k, []).append(_f)
 
 
-def _raters(value: Any) -> list[str] | str | None:
-    """``raters``: ``[R8, R10]``, ``"R8,R10"`` -> ``["R8", "R10"]``; ``all`` stays ``"all"``; empty -> None."""
+def normalise_raters(value: Any) -> list[str] | str | None:
+    """``raters``: ``[R8, R10]``, ``"R8,R10"`` -> ``["R8", "R10"]``; ``all`` stays ``"all"``; empty -> None
+    (what the merged config holds; :func:`data_prep.fusion.parse_raters` reads it)."""
     if isinstance(value, str):
         value = "all" if value.strip() == "all" else value.split(",")
     if value == "all":
@@ -78,7 +79,7 @@ class _OptionalValue(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-_NORMALISE = {"device": lambda v: str(v).replace(" ", ""), "raters": _raters}
+_NORMALISE = {"device": lambda v: str(v).replace(" ", ""), "raters": normalise_raters}
 # argparse settings of a flag beyond what the key's default type gives: --raters alone = every radiologist
 _ARGPARSE = {"raters": {"nargs": "?", "const": "all", "metavar": "R8,R10", "action": _OptionalValue},
              "vote": {"choices": ("any", "majority")}}

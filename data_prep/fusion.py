@@ -315,14 +315,13 @@ def add_arguments_fuse(parser: argparse.ArgumentParser) -> None:  # pragma: no m
 
 
 def parse_raters(value) -> list[str] | None:  # pragma: no mutate block, CLI
-    """``"R8,R10"`` or ``[R8, R10]`` (config ``raters``) -> ``["R8", "R10"]``; None/empty/all -> None."""
-    if value is None or value == "" or value == [] or value == "all":
-        return None
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)):
-        raise ValueError(f"raters {value!r}; expected a list of radiologist ids, e.g. [R8, R10]")
-    out = [str(r).strip() for r in items if str(r).strip()]
-    return out or None
+    """The radiologists the config key ``raters`` names: ``[R8, R10]`` or ``"R8,R10"`` ->
+    ``["R8", "R10"]`` (:func:`data_prep.config.normalise_raters`, as the merged config holds it);
+    None, empty or ``all`` (every radiologist) -> None."""
+    from data_prep.config import normalise_raters
+
+    chosen = None if value is None else normalise_raters(value)
+    return None if chosen == "all" else chosen
 
 
 def run_fuse(args: argparse.Namespace) -> int:  # pragma: no mutate block, CLI
