@@ -48,9 +48,9 @@ bench: setup
 # Mutation testing (mutmut 3; scope and reasons in pyproject's [tool.mutmut]); not part of CI or `make test`.
 # Covers the functions that compute numbers, pixels and written files in boxes, fusion, dicom/voi, folds,
 # export, metrics, submission and postprocess: about 6,200 mutants. Time: a fresh run measured 16 minutes
-# wall, 30 CPU-minutes, on this machine's 2 cores with nothing else running (set-up: copy and mutate the sources, one
-# coverage and one timing run of the selected tests, then ~0.25 CPU seconds per mutant); 2-3 times that
-# beside other jobs. mutation.log keeps the wall and CPU time of the last run. It resumes where a killed run
+# wall, 30 CPU-minutes, on this machine's 2 cores with nothing else running (set-up: copy and mutate the
+# sources, one coverage and one timing run of the selected tests, then ~0.25 CPU seconds per mutant);
+# 2-3 times that beside other jobs. mutation.log keeps the wall and CPU time of the last run. It resumes where a killed run
 # stopped; after a source change tools/mutation_sync.py drops the changed files' copies (which mutmut
 # itself would keep) and, for a module in the scope, its verdicts, so that module runs again in full.
 # `rm -rf mutants` starts afresh, and `make mutation-recheck` re-runs the surviving mutants (after adding
