@@ -303,6 +303,14 @@ class StageSettings:
         return cls(**kw).replace(**changes)
 
     @classmethod
+    def of(cls, settings=None, **changes):
+        """``settings`` as this class: an instance, a merged config dict (:meth:`from_config`) or
+        None (the defaults), with ``changes`` applied: what a stage function taking settings does first."""
+        if isinstance(settings, dict):
+            settings = cls.from_config(settings)
+        return (settings or cls()).replace(**changes)
+
+    @classmethod
     def derived(cls, cfg: dict) -> dict:
         """Fields the class makes of the merged config beyond its keys (none here)."""
         return {}

@@ -89,12 +89,6 @@ class ExploreSettings(StageSettings):
                 "voi": VoiOptions.from_config(cfg)}
 
 
-def _settings(settings, changes: dict) -> ExploreSettings:
-    if isinstance(settings, dict):
-        settings = ExploreSettings.from_config(settings)
-    return (settings or ExploreSettings()).replace(**changes)
-
-
 # ----------------------------------------------------------------------------- images
 def _safe(image_id: str) -> str:
     s = re.sub(r"[^A-Za-z0-9._-]", "_", image_id)[:80]
@@ -269,7 +263,7 @@ def explore_data(images: pd.DataFrame, infos: dict[str, dict], truth: pd.DataFra
     ``infos`` (from :func:`write_images`). Box tables are in ORIGINAL pixels; ``raters``: raw
     per-radiologist boxes (column rater); ``settings``: an :class:`ExploreSettings`, a merged
     config dict or None (the defaults); keyword ``changes`` override single fields."""
-    s = _settings(settings, changes)
+    s = ExploreSettings.of(settings, **changes)
     metric, iou_thr, normal_class, class_names = s.metric, s.iou_thr, s.normal_class, s.class_names
     conf, title, truth_name = s.show_conf, s.title, s.truth_name
     from detection import metrics as M
@@ -373,7 +367,7 @@ def build_explorer(images: pd.DataFrame, truth: pd.DataFrame, preds: list[tuple[
     ``preds``: [(layer name, box table)]; ``raters``: raw per-radiologist boxes (column rater),
     one layer per radiologist; ``settings``: an :class:`ExploreSettings`, a merged config dict
     or None (the defaults); keyword ``changes`` override single fields (``title="..."``)."""
-    s = _settings(settings, changes)
+    s = ExploreSettings.of(settings, **changes)
     max_side, workers, voi_options = s.max_side, s.workers, s.voi
     if not 1 <= max_side <= MAX_SIDE:
         raise ValueError(f"max_side {max_side}; expected 1..{MAX_SIDE} px")

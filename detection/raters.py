@@ -74,9 +74,7 @@ def per_rater(images: pd.DataFrame, boxes: pd.DataFrame, pred: pd.DataFrame,
     "unscored": {rater: n_images}, ...}``, radiologists in id order (R2 before R10)."""
     from detection.evaluate import evaluate
 
-    if isinstance(settings, dict):
-        settings = PerRaterSettings.from_config(settings)
-    s = (settings or PerRaterSettings()).replace(**changes)
+    s = PerRaterSettings.of(settings, **changes)
     dataset, metric, iou_thr, min_images, baseline = s.dataset, s.metric, s.iou_thr, s.min_images, s.baseline
     normal, names = _dataset_normal(dataset)
     if keep is not None:

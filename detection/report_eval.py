@@ -159,9 +159,7 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
     linked when its index.html exists). ``raters``: keyword arguments of
     :func:`detection.raters.raters_html` (``labels``, ``meta``, ``dataset``, ``per_rater_json``)
     for the radiologists' section. Returns the report's path (written atomically)."""
-    if isinstance(settings, dict):
-        settings = ReportSettings.from_config(settings)
-    s = (settings or ReportSettings()).replace(**changes)
+    s = ReportSettings.of(settings, **changes)
     metric, iou_thr, normal_class, class_names, conf = s.metric, s.iou_thr, s.normal_class, s.class_names, s.show_conf
     n_worst, n_overlays, title = s.n_worst, s.n_overlays, s.title
     from detection.evaluate import evaluate
