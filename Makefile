@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cxrdet-installed
 DATASET ?= vinbigdata
 export YOLO_OFFLINE := 1
 
-.PHONY: setup test test-slow test-all demo browser bench clean mutation mutation-recheck
+.PHONY: setup test test-slow test-all demo browser dicom3tools orthanc bench clean mutation mutation-recheck
 
 # Idempotent: re-runs pip only when pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -40,6 +40,21 @@ browser:
 	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver >/dev/null; fi; }
+
+# Debian's dicom3tools: dciodvfy, the DICOM validator tests/test_export_sr.py runs on the SRs and GSPS
+# that `cxrdet export-sr` writes (the test skips with a reason without it; needs root or sudo).
+dicom3tools:
+	@command -v dciodvfy >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dicom3tools >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq dicom3tools >/dev/null; fi; }
+
+# Debian's Orthanc PACS + its DICOMweb plugin for the PACS round trip of tests/test_pacs.py (which starts
+# its own Orthanc on 127.0.0.1; on a systemd machine the package also starts its own service on port 8042).
+orthanc:
+	@{ command -v Orthanc || test -x /usr/sbin/Orthanc; } >/dev/null 2>&1 && \
+	  test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; fi; }
 
 bench: setup
 	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py && $(PY) bench/explore.py \

@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("detection.visualize", "draw truth and predicted boxes over X-rays; galleries"),
     "report-eval": ("detection.report_eval", "self-contained HTML evaluation report"),
     "explore": ("detection.explore", "interactive HTML explorer (opens from disk): truth, predictions, radiologists"),
+    "export-sr": ("detection.export_sr", "predictions as DICOM: TID 1500 Structured Reports (+ GSPS) per image, to a folder or a PACS (DICOMweb)"),
     "demo": ("detection.demo", "run the whole pipeline on the embedded phantom dataset"),
 }
 

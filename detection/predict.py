@@ -437,7 +437,11 @@ def add_arguments_predict(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--weights", action="extend", nargs="+", required=True,
                    help="one or more local .pt/.onnx (several = WBF ensemble; --weights A B or --weights A --weights B)")
-    p.add_argument("--source", required=True, help="folder of PNGs or DICOMs, or a .txt list of PNG paths")
+    p.add_argument("--source", required=True, help="folder of PNGs or DICOMs, a .txt list of PNG paths, or dicomweb:URL "
+                   "(a DICOMweb server's images, fetched into a temporary folder; credentials from the environment "
+                   "variable CXRDET_DICOMWEB_AUTH; image_id = SOP Instance UID)")
+    p.add_argument("--study", action="extend", nargs="+", default=None,
+                   help="with --source dicomweb:URL: only these Study Instance UIDs (default: every study)")
     p.add_argument("--meta", default=None, help="original sizes for PNGs (convert's meta.csv or image_id,dim0,dim1)")
     p.add_argument("--out", required=True, help="prediction box table CSV (original pixels)")
     p.add_argument("--classifier", default=None, help="normal/abnormal classify weights (the 2-class filter), or a "
@@ -461,8 +465,11 @@ def run_predict(args: argparse.Namespace) -> int:
     check_size(cfg["size"], "size")
     check_output(args.out, arg="--out")
     check_not_input(args.out, [args.source, args.meta, *args.weights, args.classifier])
-    out = predict(args.weights, args.source, args.meta, PredictSettings.from_config(cfg),
-                  classifier=args.classifier, onnx=args.onnx, errors=errors)
+    from detection.dicomweb import local_source
+
+    with local_source(args.source, args.study) as source:  # dicomweb:URL -> a temporary folder of its images
+        out = predict(args.weights, source, args.meta, PredictSettings.from_config(cfg),
+                      classifier=args.classifier, onnx=args.onnx, errors=errors)
     if args.cls_probs_out:
         if "cls_probs" not in out.attrs:
             raise ValueError("--cls-probs-out needs --classifier")

@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 
 N_SHOWN = 5  # row names quoted per repair kind in the log line
 
+# Coded findings (DICOM SR export). Codes are taken from DICOM PS3.16 (the context groups of chest CAD
+# findings, CID 6101-6106, and others; pydicom ships them in pydicom.sr._concepts_dict, which a test
+# checks every SCT/DCM code against) or from a terminology source named beside the code. A class with
+# no verified SNOMED CT / DICOM concept gets a code of the local scheme below (PS3.16 8.2: private coding
+# scheme designators start with "99"); its values are the ``LOCAL_SCHEME`` rows of each dataset's ``codes``.
+LOCAL_SCHEME = "99CXRDET"
+LOCAL_SCHEME_NAME = "cxrdet local finding codes"
+NO_ABNORMALITY = ("DCM", "111286", "No abnormality")   # PS3.16 CID 6030/6031: the normal verdict of an image
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -40,6 +49,9 @@ class Dataset:
     ``image_size``: every original image is this square size (None: read from meta/DICOM).
     ``competition_csv``: prep writes ``fused.csv`` in the competition's train.csv layout.
     ``extra_files``: loader keyword -> file names prep looks for inside ``--data``.
+    ``codes``: the coded concept of each finding class, ``(class name, scheme, code value, code meaning)``
+    (SNOMED CT ``SCT`` or DICOM ``DCM`` where PS3.16 or a terminology source has one, else the local
+    scheme :data:`LOCAL_SCHEME`; see :meth:`code`), used where findings leave the project as DICOM SR.
     ``load``: the loader, ``load(labels, meta=None, ...) -> (images, boxes)``."""
     name: str
     title: str
@@ -55,6 +67,7 @@ class Dataset:
     image_size: int | None = None
     competition_csv: bool = False
     extra_files: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    codes: tuple[tuple[str, str, str, str], ...] = ()
     load: Callable = field(default=None, repr=False, compare=False)
 
     @property
@@ -81,6 +94,19 @@ class Dataset:
     def class_names(self) -> dict[int, str]:
         """``{class_id: name}``, the normal class included."""
         return dict(enumerate(self.names))
+
+    def code(self, class_id: int) -> tuple[str, str, str]:
+        """``(scheme, code value, code meaning)`` of a class: the normal class is :data:`NO_ABNORMALITY`;
+        a finding its entry in ``codes`` (matched by class NAME, so a config's replaced class list never
+        borrows another class's code), else a :data:`LOCAL_SCHEME` code ``<DATASET>_<id>`` named by the class."""
+        class_id = int(class_id)
+        if self.normal is not None and class_id == self.normal_id:
+            return NO_ABNORMALITY
+        name = self.names[class_id]
+        for n, scheme, value, meaning in self.codes:
+            if n == name:
+                return scheme, value, meaning
+        return LOCAL_SCHEME, f"{self.name.upper()[:10]}_{class_id}", name
 
     def is_finding(self, class_id) -> "np.ndarray":
         """Boolean mask: which of ``class_id`` (array-like) are findings, i.e. not the normal class."""

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep.boxes import as_image_table, make_boxes, validate_boxes, xywh_to_xyxy
-from data_prep.datasets.common import N_SHOWN, Dataset, Repairs, Source, clip_to_images, numeric
+from data_prep.datasets.common import LOCAL_SCHEME, N_SHOWN, Dataset, Repairs, Source, clip_to_images, numeric
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,18 @@ IMAGE_LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass
                 "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
 IMAGE_NORMAL = "No Finding"
 SIZE = 1024
+# Each finding as a coded concept (DICOM SR export), as in vinbigdata.CODES; "Effusion" is NIH's pleural
+# effusion; Pneumonia's SNOMED CT code as UMLS maps it (C0032285); Atelectasis has no verified concept here.
+CODES = (
+    ("Atelectasis", LOCAL_SCHEME, "ATELECTASIS", "Atelectasis"),
+    ("Cardiomegaly", "SCT", "8186001", "Cardiomegaly"),
+    ("Effusion", "SCT", "60046008", "Pleural effusion"),        # CID 645, 8134
+    ("Infiltrate", "DCM", "112121", "Infiltrate"),              # CID 6102
+    ("Mass", "SCT", "4147007", "Mass"),                         # CID 6102
+    ("Nodule", "SCT", "27925004", "Nodule"),                    # CID 6102
+    ("Pneumonia", "SCT", "233604007", "Pneumonia"),
+    ("Pneumothorax", "SCT", "36118008", "Pneumothorax"),        # CID 6102
+)
 NO_FINDING_LABEL = "No Finding"  # Data_Entry's image-level label of an image without findings
 BOX_FIELDS = ["image", "label", "x", "y", "w", "h"]
 XYWH = ["x", "y", "w", "h"]
@@ -215,4 +227,4 @@ def as_vinbigdata_rater(images: pd.DataFrame, boxes: pd.DataFrame) -> tuple[pd.D
 DATASET = Dataset(
     name="nih", title="NIH ChestX-ray14", classes=tuple(CLASSES), normal=None, submission=None, metric="coco",
     id_column="Image Index", label_columns=("Image Index", "Finding Label"), boxed_only=True, size_meta=False,
-    image_size=SIZE, load=load)
+    image_size=SIZE, codes=CODES, load=load)

@@ -49,6 +49,7 @@ CLASSES = ["Lung Opacity"]
 DETAILED_CLASSES = (CLASSES[0], "Normal", "No Lung Opacity / Not Normal")
 DETAILED_NORMAL = "Normal"  # the normal one of DETAILED_CLASSES
 SIZE = 1024
+CODES = (("Lung Opacity", "DCM", "112001", "Opacity"),)   # DICOM SR export; PS3.16 CID 6102 (chest CAD findings)
 LABEL_COLUMNS = ["patientId", "x", "y", "width", "height", "Target"]
 XYWH = ["x", "y", "width", "height"]
 
@@ -147,4 +148,4 @@ def _join_headers(images: pd.DataFrame, headers, counts: dict) -> pd.DataFrame:
 DATASET = Dataset(
     name="rsna", title="RSNA Pneumonia", classes=tuple(CLASSES), normal=None, submission="rsna", metric="rsna",
     id_column="patientId", label_columns=tuple(LABEL_COLUMNS), image_size=SIZE,
-    extra_files=(("detailed", ("stage_2_detailed_class_info.csv",)),), load=load)
+    extra_files=(("detailed", ("stage_2_detailed_class_info.csv",)),), codes=CODES, load=load)

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep.boxes import as_image_table, make_boxes, validate_boxes
-from data_prep.datasets.common import Dataset, Repairs, Source, attach_sizes, clip_to_images, numeric
+from data_prep.datasets.common import LOCAL_SCHEME, Dataset, Repairs, Source, attach_sizes, clip_to_images, numeric
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,26 @@ NORMAL_NAME = "No finding"
 LABEL_COLUMNS = ["image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max"]
 COORDS = ["x_min", "y_min", "x_max", "y_max"]
 REPAIR_KINDS = ["outside_clipped", "no_finding_box_ignored", "no_meta_dropped"]
+# Each finding as a coded concept (DICOM SR export): (class name, scheme, value, meaning). SCT/DCM codes are
+# PS3.16's (CID in the comment); Cardiomegaly's SNOMED CT code as in FHIR value sets (PS3.16's CID 12248 row
+# is inconsistent: the same code is also named "Enlarged septal foramen of heart" there); the classes with
+# no verified concept (or a concept narrower/wider than the class) use the local scheme 99CXRDET.
+CODES = (
+    ("Aortic enlargement", LOCAL_SCHEME, "AORTIC_ENLARGE", "Aortic enlargement"),
+    ("Atelectasis", LOCAL_SCHEME, "ATELECTASIS", "Atelectasis"),
+    ("Calcification", "DCM", "112063", "Abnormal calcifications"),          # CID 6101
+    ("Cardiomegaly", "SCT", "8186001", "Cardiomegaly"),
+    ("Consolidation", LOCAL_SCHEME, "CONSOLIDATION", "Consolidation"),
+    ("ILD", "DCM", "112004", "Abnormal interstitial pattern"),               # CID 6102
+    ("Infiltration", "DCM", "112121", "Infiltrate"),                         # CID 6102
+    ("Lung Opacity", "DCM", "112001", "Opacity"),                            # CID 6102
+    ("Nodule/Mass", LOCAL_SCHEME, "NODULE_MASS", "Nodule/Mass"),             # SCT has nodule OR mass, not both
+    ("Other lesion", "SCT", "52988006", "Lesion"),                           # CID 7151
+    ("Pleural effusion", "SCT", "60046008", "Pleural effusion"),            # CID 645, 8134
+    ("Pleural thickening", LOCAL_SCHEME, "PLEURAL_THICKEN", "Pleural thickening"),
+    ("Pneumothorax", "SCT", "36118008", "Pneumothorax"),                     # CID 6102
+    ("Pulmonary fibrosis", "SCT", "112674009", "Fibrosis"),                  # CID 6335
+)
 
 
 def load(labels, meta=None, images_dir=None, on_missing_meta: str = "error"
@@ -156,4 +176,4 @@ def _image_table(df: pd.DataFrame, images_dir) -> pd.DataFrame:
 DATASET = Dataset(
     name="vinbigdata", title="VinBigData", classes=tuple(CLASSES), normal=(NORMAL_ID, NORMAL_NAME),
     submission="vinbigdata", metric="vinbigdata", id_column="image_id", label_columns=tuple(LABEL_COLUMNS),
-    has_raters=True, competition_csv=True, load=load)
+    has_raters=True, competition_csv=True, codes=CODES, load=load)
