@@ -232,12 +232,13 @@ def mean_auc(aucs: dict[str, float]) -> float:
 def _device(cfg: dict):
     import torch
 
-    d = str(cfg.get("device") if cfg.get("device") is not None else "cpu").split(",")[0].strip()
-    if d in ("cpu", ""):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError(f"device={cfg['device']!r}: no CUDA device here; use device=cpu")
-    if "," in str(cfg["device"]):
+    from detection.devices import resolve_device
+
+    chosen = resolve_device(cfg.get("device"))
+    d = chosen.removeprefix("cuda:").split(",")[0].strip()
+    if d in ("cpu", "mps"):
+        return torch.device(d)
+    if "," in chosen:
         log.warning("multi-label training uses one GPU: cuda:%s", d)
     return torch.device(f"cuda:{d}" if d.isdigit() else d)
 

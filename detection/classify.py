@@ -182,11 +182,12 @@ def add_arguments_classify(p: argparse.ArgumentParser) -> None:
 
 def run_classify(args: argparse.Namespace) -> int:
     from data_prep.config import load_config
+    from detection.devices import resolve_device
 
     cfg = load_config(args.config, args.overrides or [])
     errors: list[str] = []
     t = classify(args.weights, args.source, args.meta, batch=int(cfg["batch"]) if cfg["batch"] > 0 else 16,
-                 onnx=args.onnx, device=str(cfg["device"]), size=int(cfg["size"]),
+                 onnx=args.onnx, device=resolve_device(cfg["device"]), size=int(cfg["size"]),
                  keep_ratio=bool(cfg["keep_ratio"]), errors=errors)
     write_csv(t, args.out)
     print(f"{args.out}: {len(t)} image(s), {len(t.columns) - 1} probabilities each; {len(errors)} unreadable")

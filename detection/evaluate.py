@@ -31,7 +31,7 @@ import pandas as pd
 
 from data_prep.config import add_config_arguments, from_command_line, held_out_fold, stage_config
 from data_prep.datasets import DEFAULT_DATASET, Dataset, describe
-from data_prep.errors import check_output
+from data_prep.errors import InputError, check_output
 from data_prep.tables import FUSION_IOU, read_truth, select_images
 from detection import image_metrics as IM
 from detection import metrics as M
@@ -101,11 +101,41 @@ def read_inputs(truth_path, pred_path, dataset: Dataset | str, meta=None, folds=
     images, truth, ds = read_truth(truth_path, describe(dataset), meta)
     pred = read_predictions(pred_path, ds)
     images, truth, kept = select_images(images, truth, pred, folds, fold)
-    _warn_coverage(pred, images["image_id"].astype(str).tolist(), pred_path, fold if fold is not None else folds)
+    warn_coverage(pred, images["image_id"].astype(str).tolist(), pred_path, fold if fold is not None else folds)
     return images, truth, kept, ds
 
 
-def _warn_coverage(pred: pd.DataFrame, ids: list[str], pred_path, fold) -> None:
+def metric_for(ds: Dataset, configured: Dataset | str, metric: str | None) -> str:
+    """The metric to score a truth read as ``ds`` with: ``metric`` when given (None: not asked for),
+    else the dataset's own. A truth file of another dataset than ``configured`` (RSNA labels read
+    with the default vinbigdata) is scored with its own dataset's metric (logged); asked for
+    another metric, it is refused: the number would answer no question."""
+    name = configured if isinstance(configured, str) else configured.name
+    if ds.name == name:
+        return metric or ds.metric
+    if metric is not None and metric != ds.metric:
+        raise InputError(f"metric={metric}", f"the truth is {ds.title} labels (scored with the {ds.metric} metric), "
+                         f"not {name}; expected dataset={ds.name} (metric {ds.metric}) or {name}'s labels")
+    log.info("truth read as %s: scored with its metric, %s", ds.name, ds.metric)
+    return ds.metric
+
+
+def asked_for(cfg: dict, key: str) -> bool:
+    """True when the user set ``key`` (a flag, key=value or their --config file), not a default or
+    the dataset's config."""
+    src = cfg.get("_sources", {}).get(key)
+    return src in ("flag", "key=value") or (src is not None and src == cfg.get("_config"))
+
+
+def predicted_folds(images: pd.DataFrame, pred: pd.DataFrame) -> tuple[list[int], list[int]]:
+    """(folds of ``images`` with at least one predicted image, folds without any) for an image
+    table with a ``fold`` column (a submission's listed empty images count as predicted)."""
+    seen = set(pred["image_id"].astype(str)) | set(map(str, pred.attrs.get("image_ids", [])))
+    has = images.assign(p=images["image_id"].astype(str).isin(seen)).groupby("fold")["p"].any()
+    return [int(k) for k in has.index[has]], [int(k) for k in has.index[~has]]
+
+
+def warn_coverage(pred: pd.DataFrame, ids: list[str], pred_path, fold) -> None:
     """Warn when the predictions name none, or only part, of the evaluated images."""
     covered = set(pred["image_id"]) & set(ids)
     listed = set(pred.attrs.get("image_ids", [])) & set(ids)   # a submission also lists its empty images
@@ -138,13 +168,15 @@ def load_truth(path, meta=None, fusion_iou: float = FUSION_IOU, dataset=DEFAULT_
     return images, boxes, ds.name
 
 
-def evaluate_files(truth_path, pred_path, meta=None, folds=None, fold=None, metric: str = "vinbigdata",
+def evaluate_files(truth_path, pred_path, meta=None, folds=None, fold=None, metric: str | None = "vinbigdata",
                    iou_thr: float = 0.4, image_level: bool = False, dataset: Dataset | str = DEFAULT_DATASET) -> dict:
     """:func:`read_inputs` + :func:`evaluate`: what ``cxrdet evaluate`` prints and writes.
+    ``metric`` None: the truth's dataset's own (:func:`metric_for`).
 
     With ``folds``, ``res["folds"]`` lists ``{"fold", "n_images", "score"}`` per fold (the same
     metric on each fold's images alone) beside the pooled score ``res["mAP"]``."""
     images, truth, pred, ds = read_inputs(truth_path, pred_path, dataset, meta, folds, fold)
+    metric = metric_for(ds, describe(dataset), metric)
     ids = images["image_id"].astype(str).tolist()
     res = evaluate(truth, pred, ids, metric, iou_thr, image_level=image_level, dataset=ds)
     if "fold" in images:
@@ -216,8 +248,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     fold = args.fold
     if fold is None and from_command_line(cfg, "fold"):   # `fold=1` on the command line: as --fold 1
         fold = held_out_fold(cfg, args.folds)
-    res = evaluate_files(args.truth, args.pred, args.meta, args.folds, fold, metric, iou, args.image_level,
-                         dataset=describe(cfg))
+    res = evaluate_files(args.truth, args.pred, args.meta, args.folds, fold, metric if asked_for(cfg, "metric") else None, iou,
+                         args.image_level, dataset=describe(cfg))
     res.update({"truth": str(args.truth), "pred": str(args.pred), "fold": fold})
     print(format_table(res))
     if len(res.get("folds", ())) > 1:

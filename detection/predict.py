@@ -222,9 +222,9 @@ class PredictSettings:
     conf: float = 0.001
     nms_iou: float = 0.5
     max_det: int = 300
-    imgsz: int = 512
+    imgsz: int | None = None  # None: each checkpoint's training size (logged)
     batch: int = 16
-    device: str = "cpu"
+    device: str = "auto"
     ens_iou: float = 0.55
     ens_skip: float = 0.0001
     cls_imgsz: int = 256
@@ -247,8 +247,10 @@ class PredictSettings:
         class from its dataset's description; ``changes`` override fields."""
         from data_prep.voi import VoiOptions
 
-        names = [f.name for f in fields(cls) if f.name not in ("normal", "voi", "post", "scheduler")]
+        names = [f.name for f in fields(cls) if f.name not in ("normal", "voi", "post", "scheduler", "imgsz")]
         kw = {k: type(getattr(cls, k))(cfg[k]) for k in names if k in cfg}
+        if cfg.get("_sources", {}).get("imgsz") not in (None, "dataset config"):  # asked for: else the checkpoint's
+            kw["imgsz"] = int(cfg["imgsz"])
         return cls(**kw, normal=describe(cfg).normal, voi=VoiOptions.from_config(cfg), post=dict(cfg),
                    scheduler=cfg.get("scheduler")).replace(**changes)
 
@@ -266,7 +268,7 @@ class _Spec:
     """Everything a batch needs besides its rows: small and picklable (it travels to Dask workers)."""
     weights: tuple[str, ...]
     classifiers: tuple[str, ...]     # several: the mean p(abnormal)
-    imgsz: int
+    imgsz: int | None                # None: each checkpoint's training size
     batch: int
     cls_imgsz: int
     onnx: bool
@@ -344,12 +346,58 @@ def _predict_rows(models: list[Loaded], names: dict[int, str], clfs: list[Loaded
     return tables, p_abn, errs, sizes
 
 
-def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: str | os.PathLike,
-            meta: str | os.PathLike | None = None, settings: PredictSettings | dict | None = None, *,
-            classifier: str | os.PathLike | Sequence[str | os.PathLike] | None = None, onnx: bool = False,
-            errors: list[str] | None = None, **changes) -> pd.DataFrame:
+def predict_loaded(models: list[Loaded], rows: pd.DataFrame, settings: PredictSettings | None = None,
+                   errors: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, tuple]]:
+    """Inference only with detectors already in memory (:class:`Loaded`; ``.model.predict`` like
+    ``YOLO.predict``, e.g. :class:`detection.epoch_score.InMemoryDetector`) on source rows
+    (:func:`list_source`) -> (raw box table in original pixels, {image_id: (height, width)}).
+    TTA views and several models are fused by WBF (``ens_*``); nothing else happens to the boxes."""
+    from detection.devices import resolve_device
+
+    s = settings or PredictSettings()
+    pc = post_mod.post_config(s.post)
+    spec = _Spec(tuple(m.path for m in models), (), s.imgsz, int(s.batch), int(s.cls_imgsz), False,
+                 resolve_device(s.device), bool(s.tta), float(s.conf), float(s.nms_iou), int(s.max_det),
+                 float(s.ens_iou), float(s.ens_skip), None if s.size is None else int(s.size), bool(s.keep_ratio),
+                 s.voi, str(pc["ens_conf_type"]))
+    names = _names(models[0])
+    tables, sizes, errs = [], {}, [] if errors is None else errors
+    step = max(1, min([int(s.batch)] + [m.batch for m in models]))
+    for start in range(0, len(rows), step):
+        t, _, e, z = _predict_rows(models, names, [], rows.iloc[start:start + step], spec)
+        tables += t
+        errs += e
+        sizes.update(z)
+    return (pd.concat(tables, ignore_index=True) if tables else empty_boxes()), sizes
+
+
+@dataclass
+class Inference:
+    """What inference leaves (:func:`infer`): ``raw`` box table (what ``--raw`` writes), ``probs``
+    (the classifiers' probabilities table or None; ``--probs``), ``sizes`` (image_id-indexed
+    original height, width), and the post-processing keys and normal class to apply."""
+    raw: pd.DataFrame
+    probs: pd.DataFrame | None
+    sizes: pd.DataFrame | None
+    post: dict
+    normal: tuple[int, str] | None
+
+    def postprocessed(self) -> pd.DataFrame:
+        """The raw table through :func:`detection.postprocess.apply` (``attrs["cls_probs"]``: the probabilities)."""
+        out = post_mod.apply(self.raw, self.probs, self.post, self.normal, self.sizes)
+        if self.probs is not None:
+            out.attrs["cls_probs"] = self.probs
+        return out
+
+
+def infer(weights: str | os.PathLike | Sequence[str | os.PathLike], source: str | os.PathLike,
+          meta: str | os.PathLike | None = None, settings: PredictSettings | dict | None = None, *,
+          classifier: str | os.PathLike | Sequence[str | os.PathLike] | None = None, onnx: bool = False,
+          errors: list[str] | None = None, **changes) -> "Inference":
     """Predict every image of ``source`` (PNG or DICOM folder, or a ``.txt`` list of PNG paths)
-    -> box table in ORIGINAL pixels.
+    -> :class:`Inference`: the raw box table in ORIGINAL pixels (inference only: every box at or
+    above ``conf`` of each model, TTA views and several models fused by WBF with the ``ens_*``
+    keys; nothing else), the classifiers' probabilities and the image sizes.
 
     ``settings``: a :class:`PredictSettings`, or a merged config dict (its keys), or None (the
     defaults); keyword ``changes`` override single fields (``tta=True``, ``conf=0.1``, ...).
@@ -360,7 +408,8 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     in ``errors`` (if given) and the log. ``settings.post``: the post-processing keys
     (:mod:`detection.postprocess`; missing = defaults, which change nothing but the 2-class
     filter); ``ens_iou``, ``ens_skip``, ``cls_low``, ``cls_high`` win over it.
-    Inference ends here: the boxes then go through :func:`detection.postprocess.apply`.
+    Inference ends here: :meth:`Inference.postprocessed` (what :func:`predict` returns) runs
+    :func:`detection.postprocess.apply`, the one post-processing code path.
     ``classifier`` may also be multi-label checkpoints / their ONNX (``train-cls
     cls_task=multilabel``): the probabilities table is then ``image_id`` + labels + ``abnormal``
     (p(abnormal) drives the 2-class filter, the label columns ``cls_fusion: multiply``); the table
@@ -375,7 +424,9 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
     device, ens_iou, ens_skip, cls_imgsz, low, high = s.device, s.ens_iou, s.ens_skip, s.cls_imgsz, s.cls_low, s.cls_high
     normal_class, size, keep_ratio, voi_options, post = s.normal, s.size, s.keep_ratio, s.voi, s.post
     from data_prep.cluster import check_scheduler
+    from detection.devices import resolve_device
 
+    device = resolve_device(device)
     scheduler, workers = check_scheduler(s.scheduler), s.workers
     pc = post_mod.post_config({**(post or {}), "ens_iou": ens_iou, "ens_skip": ens_skip, "cls_low": low,
                                "cls_high": high})
@@ -386,7 +437,8 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
         raise ValueError(f"ens_weights {pc['ens_weights']}: {len(pc['ens_weights'])} weight(s) for "
                          f"{len(wlist)} model(s)")
     clist = [] if not classifier else [classifier] if isinstance(classifier, (str, os.PathLike)) else list(classifier)
-    spec = _Spec(tuple(str(w) for w in wlist), tuple(str(c) for c in clist), int(imgsz), int(batch),
+    spec = _Spec(tuple(str(w) for w in wlist), tuple(str(c) for c in clist), None if imgsz is None else int(imgsz),
+                 int(batch),
                  int(cls_imgsz), bool(onnx), str(device), bool(tta), float(conf), float(nms_iou), int(max_det),
                  float(pc["ens_iou"]), float(pc["ens_skip"]), None if size is None else int(size), bool(keep_ratio),
                  voi_options, str(pc["ens_conf_type"]),
@@ -413,22 +465,31 @@ def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: st
                 errs += e
                 sizes.update(z)
                 bar.update(len(rows.iloc[start:start + chunk]))
-    out = pd.concat(tables, ignore_index=True) if tables else empty_boxes()
+    raw = pd.concat(tables, ignore_index=True) if tables else empty_boxes()
     probs = pd.DataFrame({"image_id": list(p_abn), "abnormal": list(p_abn.values())}) if clist else None
     if labels:  # multi-label: image_id + its labels + abnormal (averaged over the classifiers)
         probs = pd.DataFrame([{"image_id": i, **dict(zip(labels, map(float, p)))} for i, p in p_abn.items()],
                              columns=["image_id", *labels])
+        probs = probs[["image_id", "abnormal", *[c for c in labels if c != "abnormal"]]] if "abnormal" in labels else probs
     hw = pd.DataFrame(list(sizes.values()), index=list(sizes), columns=["height", "width"]) if sizes else None
-    out = post_mod.apply(out, probs, pc, normal_class, hw)
-    if probs is not None:
-        out.attrs["cls_probs"] = probs
     n = len(rows) - len(errs)
     dt = time.perf_counter() - t0
-    log.info("predicted %d image(s) in %.1f s (%.1f img/s): %d box(es)", n, dt, n / max(dt, 1e-9), len(out))
+    log.info("predicted %d image(s) in %.1f s (%.1f img/s): %d raw box(es)", n, dt, n / max(dt, 1e-9), len(raw))
     if errs:
         log.warning("%d image(s) failed and were skipped (listed below; the others are in the table):\n  %s",
                     len(errs), "\n  ".join(errs))
-    return out
+    return Inference(raw, probs, hw, pc, normal_class)
+
+
+def predict(weights: str | os.PathLike | Sequence[str | os.PathLike], source: str | os.PathLike,
+            meta: str | os.PathLike | None = None, settings: PredictSettings | dict | None = None, *,
+            classifier: str | os.PathLike | Sequence[str | os.PathLike] | None = None, onnx: bool = False,
+            errors: list[str] | None = None, **changes) -> pd.DataFrame:
+    """:func:`infer` then :func:`detection.postprocess.apply` with the settings' post-processing
+    keys: the post-processed box table (the probabilities are its ``attrs["cls_probs"]``).
+    Arguments as :func:`infer`; use :func:`infer` for the raw table."""
+    inf = infer(weights, source, meta, settings, classifier=classifier, onnx=onnx, errors=errors, **changes)
+    return inf.postprocessed()
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -447,8 +508,12 @@ def add_arguments_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", default=None, help="normal/abnormal classify weights (the 2-class filter), or a "
                    "multi-label checkpoint (train-cls cls_task=multilabel): its abnormal column drives the filter, "
                    "its label columns cls_fusion")
-    p.add_argument("--cls-probs-out", default=None, help="also write the classifier's probabilities table here "
-                   "(image_id + labels + abnormal; reusable as postprocess --cls-probs)")
+    p.add_argument("--raw", default=None, help="also write the raw box table here: inference only (every box at or "
+                   "above conf of each model, TTA views and several weights fused by WBF with the ens_* keys; no "
+                   "filter, threshold, scaling or top-k); `cxrdet postprocess --pred RAW --cls-probs PROBS` gives --out")
+    p.add_argument("--probs", default=None, help="also write the classifiers' probabilities table here (image_id, "
+                   "abnormal, one column per class of a multi-label classifier; postprocess --cls-probs reads it)")
+    p.add_argument("--cls-probs-out", default=None, help=argparse.SUPPRESS)  # replaced by --probs
     p.add_argument("--onnx", action="store_true", help="export .pt weights to ONNX (cached beside them) and run those")
     add_config_arguments(p, ["tta", "conf", "imgsz", "cls_low", "cls_high", "batch", "device", "scheduler"])
 
@@ -460,22 +525,33 @@ def run_predict(args: argparse.Namespace) -> int:
     from data_prep.errors import check_output
     from data_prep.tables import write_boxes
 
+    from data_prep.errors import InputError
+    from data_prep.tables import write_probs
+
+    if args.cls_probs_out:
+        raise InputError("--cls-probs-out", "replaced by --probs PATH (the same probabilities table)")
+    if args.probs and not args.classifier:
+        raise InputError("--probs", "needs --classifier (the probabilities are the classifiers')")
     cfg = stage_config(args)
     errors: list[str] = []
     check_size(cfg["size"], "size")
-    check_output(args.out, arg="--out")
-    check_not_input(args.out, [args.source, args.meta, *args.weights, args.classifier])
+    outs = [(args.out, "--out"), (args.raw, "--raw"), (args.probs, "--probs")]
+    for path, arg in (o for o in outs if o[0]):
+        check_output(path, arg=arg)
+        check_not_input(path, [args.source, args.meta, *args.weights, args.classifier])
+    named = [Path(o[0]).resolve() for o in outs if o[0]]
+    if len(set(named)) < len(named):
+        raise InputError("--out/--raw/--probs", "two of them are the same file; expected three different paths")
     from detection.dicomweb import local_source
 
     with local_source(args.source, args.study) as source:  # dicomweb:URL -> a temporary folder of its images
-        out = predict(args.weights, source, args.meta, PredictSettings.from_config(cfg),
-                      classifier=args.classifier, onnx=args.onnx, errors=errors)
-    if args.cls_probs_out:
-        if "cls_probs" not in out.attrs:
-            raise ValueError("--cls-probs-out needs --classifier")
-        from data_prep.atomic import write_csv
-
-        write_csv(out.attrs["cls_probs"], args.cls_probs_out)
+        inf = infer(args.weights, source, args.meta, PredictSettings.from_config(cfg),
+                    classifier=args.classifier, onnx=args.onnx, errors=errors)
+    if args.raw:
+        print(f"{write_boxes(inf.raw, args.raw)}: {len(inf.raw)} raw box(es) (inference only)")
+    if args.probs:
+        print(f"{write_probs(inf.probs, args.probs)}: probabilities of {len(inf.probs)} image(s)")
+    out = inf.postprocessed()
     dst = write_boxes(out, args.out)
     print(f"{dst}: {len(out)} box(es) on {out['image_id'].nunique()} image(s); {len(errors)} failed")
     for e in errors:

@@ -64,7 +64,7 @@ def _predict_dask(spec: _Spec, rows: pd.DataFrame, scheduler: str, workers: int,
 
     labels = _load_classifiers(spec)[1] if spec.classifiers else None   # exports multi-label ONNX once
 
-    def absolute(w: str | None, what: str, imgsz: int) -> str | None:
+    def absolute(w: str | None, what: str, imgsz: int | None) -> str | None:
         if not w:
             return None
         p = Path(w) if Path(w).suffix == ".onnx" else Path(resolve_model(w, what))
@@ -72,6 +72,11 @@ def _predict_dask(spec: _Spec, rows: pd.DataFrame, scheduler: str, workers: int,
             if spec.onnx:    # the ONNX detection.classify.load_runner exported above
                 p = p.with_name(f"{p.stem}_{int(load_checkpoint(p)['imgsz'])}.onnx")
         elif spec.onnx and p.suffix == ".pt":
+            if imgsz is None:                     # the size it was trained at
+                from detection.predict_models import DEFAULT_IMGSZ, trained_imgsz
+                from detection.runtime import open_yolo
+
+                imgsz = trained_imgsz(open_yolo(p)) or DEFAULT_IMGSZ
             p = _onnx_cached(p, imgsz)            # exported once, here, not by every worker
         if not p.is_file():
             raise FileNotFoundError(f"{what} {w}: no such file")

@@ -35,11 +35,12 @@ class Loaded:
     batch: int
 
 
-def load_model(weights: str | os.PathLike, imgsz: int, batch: int, task: str = "detect",
+def load_model(weights: str | os.PathLike, imgsz: int | None, batch: int, task: str = "detect",
                onnx: bool = False) -> Loaded:
     """``YOLO(weights)`` for a local ``.pt`` or ``.onnx``; ``onnx=True`` exports a ``.pt`` first
-    (cached beside it as ``<stem>_<imgsz>.onnx``). An ONNX with a static input keeps its own imgsz
-    and batch (a different ``imgsz`` is logged and ignored)."""
+    (cached beside it as ``<stem>_<imgsz>.onnx``). ``imgsz`` None: the size the checkpoint was
+    trained at (logged; :data:`DEFAULT_IMGSZ` when it records none). An ONNX with a static input
+    keeps its own imgsz and batch (a different ``imgsz`` is logged and ignored)."""
     from detection.runtime import open_yolo
     from detection.train import resolve_model
 
@@ -47,9 +48,12 @@ def load_model(weights: str | os.PathLike, imgsz: int, batch: int, task: str = "
     p = Path(weights)
     if p.suffix != ".onnx":
         p = Path(resolve_model(str(weights), what))
+    model = open_yolo(p, task, what)
+    if imgsz is None or p.suffix == ".pt":
+        imgsz = _trained_imgsz(model, p, imgsz)
     if onnx and p.suffix == ".pt":
         p = _onnx_cached(p, imgsz)
-    model = open_yolo(p, task, what)
+        model = open_yolo(p, task, what)
     if p.suffix == ".onnx":
         sb, ss = _onnx_input(str(p))
         if ss is not None and ss != imgsz:
@@ -57,6 +61,29 @@ def load_model(weights: str | os.PathLike, imgsz: int, batch: int, task: str = "
             imgsz = ss
         batch = sb or batch
     return Loaded(model, str(p), int(imgsz), int(batch))
+
+
+DEFAULT_IMGSZ = 512  # configs/default.yaml's imgsz: for weights that record no training size
+
+
+def trained_imgsz(model) -> int | None:
+    """The ``imgsz`` an ultralytics model (``YOLO``) was trained at, as its checkpoint records it."""
+    v = (getattr(model, "overrides", None) or {}).get("imgsz")
+    v = v[0] if isinstance(v, (list, tuple)) and v else v
+    return int(v) if isinstance(v, (int, float)) and v > 0 else None
+
+
+def _trained_imgsz(model, path: Path, asked: int | None) -> int:
+    """``asked``, else the training size; the choice logged (and a mismatch with the training size)."""
+    trained = trained_imgsz(model)
+    if asked is None:
+        size = trained or DEFAULT_IMGSZ
+        log.info("%s: predicting at imgsz %d (%s; imgsz=N to change)", path, size,
+                 "the size it was trained at" if trained else "it records no training size: the default")
+        return size
+    if trained and int(asked) != trained:
+        log.info("%s: predicting at imgsz %d as asked (it was trained at %d)", path, int(asked), trained)
+    return int(asked)
 
 
 def _onnx_cached(pt: Path, imgsz: int) -> Path:

@@ -251,13 +251,24 @@ def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
 def run_report_eval(args) -> int:
     from data_prep.config import held_out_fold, stage_config
     from data_prep.tables import read_truth, select_images
+    from detection.evaluate import asked_for, predicted_folds, warn_coverage
     from detection.submission import read_predictions
 
     cfg = stage_config(args)
     fold = held_out_fold(cfg, args.folds)
+    if not asked_for(cfg, "fold"):
+        fold = None   # no fold asked for: the folds the predictions are for (below), not the default fold 0
     images, truth, ds = read_truth(args.truth, describe(cfg), args.meta)
     pred = read_predictions(args.pred, ds)
-    images, truth, pred = select_images(images, truth, pred, args.folds, fold)
+    every = (images, truth, pred)
+    images, truth, pred = select_images(*every, args.folds, fold)
+    if args.folds and fold is None:  # out-of-fold predictions of some folds: the report is about those
+        keep, empty = predicted_folds(images, pred)
+        if keep and empty:
+            log.warning("%s: no prediction on the images of fold(s) %s of %s: the report covers fold(s) %s "
+                        "(--fold K to choose)", args.pred, empty, args.folds, keep)
+            images, truth, pred = select_images(*every, args.folds, keep)
+    warn_coverage(pred, images["image_id"].astype(str).tolist(), args.pred, fold if fold is not None else args.folds)
     baseline = None
     if args.baseline:
         from data_prep.errors import reading

@@ -426,12 +426,22 @@ def add_arguments_validate_submission(parser) -> None:  # pragma: no mutate bloc
 
 def run_validate_submission(args) -> int:  # pragma: no mutate block, CLI
     args.format, _ = _format_of(args)
+    ids = submission_ids(args.file)
+    if args.meta is not None:  # sizes for none of the images would check nothing and still say "valid"
+        known = [i for i in ids if i in set(_sample_ids(args.sample))]   # unknown ids are problems of their own
+        n = len(set(known) & set(read_sizes(args.meta)["image_id"].astype(str)))
+        if known and n == 0:
+            raise InputError(f"--meta {args.meta}", f"holds none of the {len(known)} image(s) of {args.file} (e.g. "
+                             f"{known[0]!r}); expected the sizes of these images (the test set's meta.csv)")
+        if n < len(known):
+            print(f"{args.file}: note: box bounds checked on {n} of {len(known)} images; the other "
+                  f"{len(known) - n} have no size in {args.meta}")
     problems = validate_submission(args.file, args.sample, args.format, images=args.meta)
     if args.meta is None and args.format != "rsna":
         print(f"{args.file}: note: no --meta, so box bounds were not checked against the image sizes "
               "(give the meta table to check them)")
     if not problems:
-        print(f"{args.file}: valid {args.format} submission ({len(submission_ids(args.file))} images)")
+        print(f"{args.file}: valid {args.format} submission ({len(ids)} images)")
         return 0
     for p in problems[:MAX_PRINTED]:
         print(f"{args.file}: {p}")

@@ -14,7 +14,8 @@
   classifier). It is reused (ultralytics ``exist_ok=True``): training the same name again
   overwrites it. ``resume=true`` continues a killed run from ``<project>/<name>/weights/last.pt``
   (ultralytics restores every training argument from that checkpoint).
-* ``device``: ``cpu``, ``0`` or ``0,1``; several GPUs train with ultralytics' own DDP (it re-launches
+* ``device``: ``auto`` (default: the first GPU torch sees, else the CPU; the choice is logged),
+  ``cpu``, ``0`` or ``0,1`` (a GPU torch does not see is a one-line error); several GPUs train with ultralytics' own DDP (it re-launches
   itself under ``torch.distributed.run``; the workers inherit the offline environment from
   :mod:`detection.runtime`, but callbacks passed in Python do not reach them).
 * ``yolo_args`` (a dict in the config) is passed to ``YOLO.train`` as it is, last, so it can override
@@ -73,11 +74,13 @@ def run_dir(cfg: dict, suffix: str = "") -> Path:
 
 
 def _device(cfg: dict) -> str:
-    return str(cfg.get("device") if cfg.get("device") is not None else "cpu")
+    from detection.devices import resolve_device
+
+    return resolve_device(cfg.get("device"))
 
 
 def _train(model_spec: str, cfg: dict, out: Path, train_args: dict,
-           callbacks: dict[str, Callable] | None) -> Path:
+           callbacks: dict[str, Callable] | None, more: dict[str, Callable] | None = None) -> Path:
     """Run ``YOLO(model).train`` (or resume) into ``out``; return ``out/weights/best.pt``."""
     import detection.runtime  # noqa: F401  (offline before ultralytics)
     from ultralytics import YOLO
@@ -96,7 +99,7 @@ def _train(model_spec: str, cfg: dict, out: Path, train_args: dict,
         model = open_yolo(model_spec, what="model") if str(model_spec).endswith(".pt") else YOLO(model_spec)
         kw = {**train_args, "project": str(out.parent), "name": out.name, "exist_ok": True}
         kw.update(cfg.get("yolo_args") or {})
-    for event, fn in (callbacks or {}).items():
+    for event, fn in [*(callbacks or {}).items(), *(more or {}).items()]:  # ultralytics keeps a list per event
         model.add_callback(event, fn)
     model.train(**kw)
     best = Path(getattr(model.trainer, "best", out / "weights" / "best.pt"))
@@ -126,7 +129,21 @@ def train_detector(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = No
                 batch=int(cfg["batch"]), device=_device(cfg), patience=int(cfg["patience"]),
                 seed=int(cfg["seed"]), workers=int(cfg["workers"]))
     log.info("training %s on %s -> %s", spec, data, out)
-    return _train(spec, cfg, out, args, callbacks)
+    scored: dict[str, Callable] = {}
+    if "," in args["device"]:  # DDP workers re-launch themselves: callbacks given here never reach them
+        log.warning("device=%s: several GPUs train in other processes; no per-epoch competition score, "
+                    "best.pt follows ultralytics' fitness", args["device"])
+    else:
+        from detection.epoch_score import FoldScore, yolo_callbacks
+
+        scorer = FoldScore.maybe(cfg, prep_dir, int(cfg["fold"]), out)
+        if scorer is not None:
+            scored = yolo_callbacks(scorer, str(cfg.get("select_by") or "competition"))
+    best = _train(spec, cfg, out, args, callbacks, scored)
+    from detection.epoch_score import closing_line
+
+    log.info("%s", closing_line(best, str(cfg.get("select_by") or "competition")))
+    return best
 
 
 # ----------------------------------------------------------------------------- classifier
@@ -313,9 +330,11 @@ def add_arguments_train(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from detection.epoch_score import closing_line
+
     cfg = stage_config(args)
     best = train_detector(cfg, args.prep, cfg["fold"])
-    print(best)
+    print(closing_line(best, str(cfg.get("select_by") or "competition")))
     return 0
 
 

@@ -192,8 +192,13 @@ def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg
                     len(ids))
     names = ds.names if ds.normal is not None else None
     normal_id = ds.normal_id
-    tables = [read_predictions(p, ds) for p in (pred if isinstance(pred, (list, tuple)) else [pred])]
+    paths = pred if isinstance(pred, (list, tuple)) else [pred]
+    tables = [read_predictions(p, ds) for p in paths]
     probs = read_probs(cls_probs) if cls_probs is not None else None
+    ids = _predicted_folds_only(ids, fold_of, tables, probs, folds)
+    from detection.evaluate import warn_coverage
+
+    warn_coverage(pd.DataFrame({"image_id": sorted(_named(tables))}), ids, " + ".join(map(str, paths)), folds)
     sizes = PP.image_sizes(meta)
     t = tboxes
     drop = None
@@ -208,6 +213,26 @@ def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg
     scorer = Scorer(enc, img_map, metric, float(cfg.get("iou_thr", 0.4)), drop)
     return Problem(tables, probs, sizes, list(union), np.array([fold_of[i] for i in enc.images], "int64"),
                    ds.normal, base, scorer, {})
+
+
+def _named(tables: list) -> set[str]:
+    """Every image a prediction table names (a submission also lists its images without boxes)."""
+    return set().union(*(set(t["image_id"].astype(str)) | set(map(str, t.attrs.get("image_ids", []))) for t in tables))
+
+
+def _predicted_folds_only(ids: list[str], fold_of: dict, tables: list, probs, folds) -> list[str]:
+    """The evaluated images of the folds that have predictions (out-of-fold tables of some folds
+    only: the others would score as predicted empty); the folds left out are named."""
+    seen = _named(tables)
+    if probs is not None:
+        seen |= set(probs["image_id"].astype(str))
+    have = {int(fold_of[i]) for i in ids if i in seen}
+    empty = sorted({int(fold_of[i]) for i in ids} - have)
+    if empty and have:
+        log.warning("%s: fold(s) %s have no prediction: tuned and estimated on fold(s) %s only", folds, empty,
+                    sorted(have))
+        return [i for i in ids if int(fold_of[i]) in have]
+    return ids
 
 
 # ----------------------------------------------------------------------------- search

@@ -128,3 +128,40 @@ def test_cli_predict_takes_tuned_yaml_as_config(tmp_path, many_box_models):
     assert got.groupby("image_id").size().max() == 1 and len(got) == raw["image_id"].nunique()
     np.testing.assert_allclose(got[COORDS + ["score"]].to_numpy(float), exp[COORDS + ["score"]].to_numpy(float),
                                rtol=0, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- inference and post-processing apart
+def test_cli_predict_raw_and_probs_then_postprocess_give_out_exactly(tmp_path, many_box_models):
+    """predict --raw/--probs/--out with two weights, TTA, a classifier and non-default keys; then
+    postprocess on those two files with the same config equals --out, byte for byte."""
+    from detection.cli import main
+
+    src = many_box_models
+    (tmp_path / "c.yaml").write_text("cls_low: 0.1\ncls_high: 0.9\nscore_thr: 0.2\ntop_k: 3\nbox_scale: 0.9\n")
+    raw, probs, out, again = (tmp_path / n for n in ("raw.csv", "probs.csv", "out.csv", "again.csv"))
+    assert main(["predict", "--weights", "a.pt", "b.pt", "--source", str(src), "--classifier", "c.cls", "--tta",
+                 "--config", str(tmp_path / "c.yaml"), "--raw", str(raw), "--probs", str(probs),
+                 "--out", str(out)]) == 0
+    assert main(["postprocess", "--pred", str(raw), "--cls-probs", str(probs), "--meta", str(src / "meta.csv"),
+                 "--config", str(tmp_path / "c.yaml"), "--out", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()
+    r, p, o = (pd.read_csv(f, dtype={"image_id": str}, keep_default_na=False) for f in (raw, probs, out))
+    assert p.columns.tolist() == ["image_id", "abnormal"] and len(p) == 12
+    assert (r["class_id"] != 14).all() and r["score"].min() < 0.2 <= o.loc[o["class_id"] != 14, "score"].min()
+    assert (o["class_id"] == 14).any() and len(r) > len(o[o["class_id"] != 14])
+    assert r.groupby("image_id").size().max() > 3 >= o[o["class_id"] != 14].groupby("image_id").size().max()
+    # raw = inference only: the same file whatever the post-processing keys
+    assert main(["predict", "--weights", "a.pt", "b.pt", "--source", str(src), "--classifier", "c.cls", "--tta",
+                 "--raw", str(tmp_path / "raw2.csv"), "--out", str(tmp_path / "out2.csv")]) == 0
+    assert (tmp_path / "raw2.csv").read_bytes() == raw.read_bytes()
+
+
+def test_cli_predict_old_probs_flag_names_its_replacement(tmp_path, many_box_models, capsys):
+    from detection.cli import main
+
+    rc = main(["predict", "--weights", "a.pt", "--source", str(many_box_models), "--classifier", "c.cls",
+               "--cls-probs-out", str(tmp_path / "p.csv"), "--out", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["cxrdet predict: error: --cls-probs-out: replaced by --probs PATH (the same "
+                               "probabilities table)"]
+    assert not (tmp_path / "o.csv").exists()
