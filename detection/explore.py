@@ -18,7 +18,8 @@ slider's start), ``normal_class`` (or null), ``classes`` [{id, name, color}] (co
 :func:`data_prep.palette.class_color`), ``layers`` [{kind: truth|pred|rater, name, source}],
 ``box_fields``, ``boxes`` (one list per box, fields in ``box_fields`` order, boxes of an image
 contiguous), ``images`` [{id, file, width, height, orig_width, orig_height, box_start,
-box_count, p_normal}]. A box: ``layer`` (index into ``layers``), ``class_id``, ``x_min, y_min,
+box_count, p_normal, sr}] (``sr``: the image's DICOM SR from ``--sr`` (``cxrdet export-sr``'s folder),
+relative to the page, or null). A box: ``layer`` (index into ``layers``), ``class_id``, ``x_min, y_min,
 x_max, y_max`` in the DISPLAYED image's pixels (0.1 px), ``score`` (null for truth/raters),
 ``tp`` (predictions: bit k set = a true positive at ``iou_thresholds[k]`` by the metric's own
 matching; -1 = ignored by the metric, COCO beyond ``max_dets``), ``match`` (predictions: index
@@ -361,12 +362,13 @@ def _dump(data: dict) -> str:
 
 def build_explorer(images: pd.DataFrame, truth: pd.DataFrame, preds: list[tuple[str, pd.DataFrame]], source,
                    out, settings: ExploreSettings | dict | None = None, *, raters: pd.DataFrame | None = None,
-                   **changes) -> dict:
+                   sr: dict[str, str] | None = None, **changes) -> dict:
     """Write the explorer into the folder ``out`` (module docstring); return {"index", "n_images",
     "n_boxes", "errors"}. ``images``: the image table of the images to show (original sizes);
     ``preds``: [(layer name, box table)]; ``raters``: raw per-radiologist boxes (column rater),
-    one layer per radiologist; ``settings``: an :class:`ExploreSettings`, a merged config dict
-    or None (the defaults); keyword ``changes`` override single fields (``title="..."``)."""
+    one layer per radiologist; ``sr``: {image_id: path of its DICOM SR} (linked from the page);
+    ``settings``: an :class:`ExploreSettings`, a merged config dict or None (the defaults); keyword
+    ``changes`` override single fields (``title="..."``)."""
     s = ExploreSettings.of(settings, **changes)
     max_side, workers, voi_options = s.max_side, s.workers, s.voi
     if not 1 <= max_side <= MAX_SIDE:
@@ -382,6 +384,10 @@ def build_explorer(images: pd.DataFrame, truth: pd.DataFrame, preds: list[tuple[
         raise ValueError(f"explore: none of the {len(images)} image(s) could be shown from {source}"
                          + (f" ({errors[0]})" if errors else ""))
     data = explore_data(images, infos, truth, preds, raters, s)
+    from detection.export_sr import relative_link
+
+    for rec in data["images"]:
+        rec["sr"] = relative_link(sr[rec["id"]], out) if sr and rec["id"] in sr else None
     text = _dump(data)
     write_text(out / "data.json", text + "\n")
     write_text(out / "data.js", "window.CXRDET_EXPLORE = " + text + ";\n")
@@ -406,6 +412,7 @@ def add_arguments_explore(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", help="folds.csv (image_id,fold)")
     p.add_argument("--max-side", type=int, default=MAX_SIDE, help=f"longest side of the shown images (<= {MAX_SIDE})")
     p.add_argument("--title", default="cxrdet explorer")
+    p.add_argument("--sr", metavar="SR_DIR", help="a `cxrdet export-sr` folder: each image links to its DICOM SR")
     p.add_argument("--out", required=True, help="output folder (index.html, data.json, data.js, images/)")
     add_config_arguments(p, ["dataset", "metric", "iou_thr", "fold", "show_conf", "workers", "raters"],
                          help={"fold": "with --folds: show only this fold's images",
@@ -450,7 +457,10 @@ def run_explore(args) -> int:
     settings = ExploreSettings.from_config(cfg, metric=metric, normal_class=ds.normal_id,
                                            class_names=ds.names if ds.normal is not None else None, title=args.title,
                                            max_side=args.max_side, truth_name=Path(args.truth).name)
-    res = build_explorer(images, truth, preds, args.source, args.out, settings, raters=raters)
+    from detection.export_sr import read_index
+
+    sr = read_index(args.sr) if args.sr else None
+    res = build_explorer(images, truth, preds, args.source, args.out, settings, raters=raters, sr=sr)
     print(res["index"])
     print(f"{res['n_images']} images, {res['n_boxes']} boxes" +
           (f"; {len(res['errors'])} image(s) failed (see the log)" if res["errors"] else ""))

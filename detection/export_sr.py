@@ -313,7 +313,8 @@ def export_sr(pred: pd.DataFrame, source: str | os.PathLike, out: str | os.PathL
         path, hdr = headers[iid]
         try:
             if int(hdr.Rows) and len(rows):
-                over = (rows["x_max"] > int(hdr.Columns) + 1e-6) | (rows["y_max"] > int(hdr.Rows) + 1e-6)
+                over = ((rows["x_max"] > int(hdr.Columns) + 1e-6) | (rows["y_max"] > int(hdr.Rows) + 1e-6)
+                        | (rows["x_min"] < -1e-6) | (rows["y_min"] < -1e-6))
                 if over.any():
                     raise ValueError(f"box {rows.loc[over, ['x_min', 'y_min', 'x_max', 'y_max']].iloc[0].tolist()} "
                                      f"lies outside the image ({int(hdr.Rows)} x {int(hdr.Columns)}); expected boxes in "
@@ -350,6 +351,14 @@ def read_index(sr_dir: str | os.PathLike) -> dict[str, str]:
         raise FileNotFoundError(f"{sr_dir}: no {INDEX}; expected a folder written by `cxrdet export-sr`")
     df = read_table(path, "export-sr index")
     return {r.image_id: str(Path(sr_dir) / r.sr) for r in df.itertuples() if (Path(sr_dir) / r.sr).is_file()}
+
+
+def relative_link(path, page_dir) -> str:
+    """``path`` as a URL relative to a page in ``page_dir`` (what a ``file://`` page can follow): how the
+    explorer and the HTML report link an image to its SR."""
+    from urllib.parse import quote
+
+    return quote(Path(os.path.relpath(Path(path).resolve(), Path(page_dir).resolve())).as_posix())
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -394,6 +403,13 @@ def run_export_sr(args: argparse.Namespace) -> int:
     if bad.any():
         raise InputError(args.pred, f"class_id {int(pred.loc[bad, 'class_id'].iloc[0])} is not a class of {dataset.name} "
                                     f"({int(bad.sum())} such row(s)); expected 0..{dataset.class_ids[-1]} (--dataset?)")
+    names = dataset.class_names()
+    wrong = (pred["class_name"] != pred["class_id"].map(names)).to_numpy()
+    if wrong.any():  # coding the finding by class_id would then contradict the table's own name
+        i = int(wrong.argmax())
+        raise InputError(f"{args.pred} row {i + 1}", f"class_name {pred['class_name'].iloc[i]!r} is not {dataset.name}'s "
+                                                      f"class {int(pred['class_id'].iloc[i])} ({names[int(pred['class_id'].iloc[i])]!r}); "
+                                                      "expected the dataset's own names (--dataset?)")
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module and file
     with dicomweb.local_source(args.source, args.study) as source:
         res = export_sr(pred, source, args.out, dataset, gsps=args.gsps, no_box_reports=args.no_box_reports)

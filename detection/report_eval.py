@@ -147,7 +147,7 @@ class ReportSettings(StageSettings):
 
 def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, source, out,
                  settings: ReportSettings | dict | None = None, *, baseline: dict | None = None, explorer=None,
-                 raters: dict | None = None, **changes) -> Path:
+                 raters: dict | None = None, sr: dict[str, str] | None = None, **changes) -> Path:
     """Score ``pred`` against ``truth`` on ``images`` and write the HTML report to ``out``.
 
     ``truth``/``pred``: box tables (ORIGINAL pixels); ``images``: image table (image_id, height,
@@ -158,7 +158,8 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
     folder of a ``cxrdet explore`` page to link to (default: ``explore/`` beside the report,
     linked when its index.html exists). ``raters``: keyword arguments of
     :func:`detection.raters.raters_html` (``labels``, ``meta``, ``dataset``, ``per_rater_json``)
-    for the radiologists' section. Returns the report's path (written atomically)."""
+    for the radiologists' section. ``sr``: {image_id: path of its DICOM SR} (``cxrdet export-sr``'s
+    index): each shown image links to its SR. Returns the report's path (written atomically)."""
     s = ReportSettings.of(settings, **changes)
     metric, iou_thr, normal_class, class_names, conf = s.metric, s.iou_thr, s.normal_class, s.class_names, s.show_conf
     n_worst, n_overlays, title = s.n_worst, s.n_overlays, s.title
@@ -194,7 +195,7 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
                  f"<div class='head'>{head} {_fmt(res['mAP'])}</div>",
                  f"<p class='sub'>{res['n_images']} images · {len(pred)} predicted boxes · "
                  f"{len(truth)} truth boxes · metric {html.escape(res['metric'])}{base}</p>",
-                 _explorer_link(out, explorer), "<h2>Per class</h2>", _table_html(res)]
+                 _explorer_link(out, explorer), _sr_summary(sr, ids), "<h2>Per class</h2>", _table_html(res)]
         if any(r["ap"] is not None for r in res["table"]):
             parts.append(_img_tag(_ap_bars(res, tmp / "ap.png"), "wide", f"{score_names(metric)[0]} per class"))
         pr = plot_pr(res, tmp / "pr") if res.get("pr") else []
@@ -212,17 +213,38 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
                                names, caps, title=f"the {len(worst)} image{plural} that cost the most")
             parts += ["<p class='sub'>cost = missed truth boxes + confidence of each false positive "
                       f"(predictions ≥ {conf:g}); truth solid, predictions dashed.</p>",
-                      _img_tag(g, "wide", "worst images gallery"), "<h2>Overlays</h2>"]
+                      _img_tag(g, "wide", "worst images gallery")]
+            if sr:
+                parts.append("<p class='sub'>DICOM SR of each: " + ", ".join(
+                    f"{html.escape(i[:8])} {_sr_link(i, sr, out) or '(none)'}" for i in worst["image_id"]) + "</p>")
+            parts.append("<h2>Overlays</h2>")
             for iid in worst["image_id"].head(n_overlays):
                 p = render_image(iid, source, tmp / f"ov_{safe_name(iid)}.png", images, truth, shown, None, names)
                 parts.append(f"<div class='overlay'>{_img_tag(p, '', iid)}<br><small>{html.escape(caps[iid])}"
-                             "</small></div>")
+                             f"</small> {_sr_link(iid, sr, out)}</div>")
         else:
             parts.append(f"<p class='sub'>No image costs anything at confidence ≥ {conf:g}: no missed truth box "
                          "and no false positive.</p>")
         doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
     return write_text(out, doc)
+
+
+def _sr_link(image_id: str, sr: dict | None, out: Path) -> str:
+    """``<a class='sr'>`` to the image's DICOM SR (relative to the report), or "" when it has none."""
+    if not sr or image_id not in sr:
+        return ""
+    from detection.export_sr import relative_link
+
+    href = html.escape(relative_link(sr[image_id], Path(out).parent))
+    return f"<a class='sr' data-image='{html.escape(image_id)}' href='{href}'>DICOM SR</a>"
+
+
+def _sr_summary(sr: dict | None, ids: list[str]) -> str:
+    if not sr:
+        return ""
+    n = sum(i in sr for i in ids)
+    return f"<p class='sub'>DICOM Structured Reports (cxrdet export-sr): {n} of {len(ids)} images have one.</p>"
 
 
 def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
@@ -242,6 +264,7 @@ def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", default="cxrdet evaluation",
                    help="heading of the HTML report and its page title (default: %(default)r)")
     p.add_argument("--explorer", help="folder of a `cxrdet explore` page to link (default: explore/ beside the report)")
+    p.add_argument("--sr", metavar="SR_DIR", help="a `cxrdet export-sr` folder: each shown image links to its DICOM SR")
     p.add_argument("--out", required=True, help="report .html path")
     add_config_arguments(p, ["dataset", "metric", "iou_thr", "fold", "show_conf"],
                          help={"fold": "with --folds: report only this held-out fold"})
@@ -277,8 +300,13 @@ def run_report_eval(args) -> int:
             baseline = json.loads(Path(args.baseline).read_text(encoding="utf-8"))
     settings = ReportSettings.from_config(cfg, normal_class=ds.normal_id, class_names=ds.names, n_worst=args.n_worst,
                                           n_overlays=args.n_overlays, title=args.title)
+    sr = None
+    if args.sr:
+        from detection.export_sr import read_index
+
+        sr = read_index(args.sr)
     path = build_report(truth, pred, images, args.source, args.out, settings, baseline=baseline,
-                        explorer=args.explorer, raters=_raters_args(args, cfg))
+                        explorer=args.explorer, raters=_raters_args(args, cfg), sr=sr)
     print(path)
     return 0
 

@@ -172,7 +172,8 @@ def test_rsna_classes_and_an_image_missing_from_the_source(tmp_path, phantoms, c
     assert not (out / "not-there.sr.dcm").exists()
 
 
-@pytest.mark.parametrize("case", ["bad_class", "out_in_source", "url_credentials", "study_without_dicomweb", "outside"])
+@pytest.mark.parametrize("case", ["bad_class", "other_names", "out_in_source", "url_credentials", "study_without_dicomweb",
+                                  "outside"])
 def test_bad_input_is_one_line(tmp_path, phantoms, capsys, case):
     src, heads = phantoms
     iid = sorted(heads)[0]
@@ -180,6 +181,8 @@ def test_bad_input_is_one_line(tmp_path, phantoms, capsys, case):
     args = ["export-sr", "--pred", str(tmp_path / "pred.csv"), "--source", str(src), "--out", str(tmp_path / "sr")]
     if case == "bad_class":
         row["class_id"] = 15
+    elif case == "other_names":   # an RSNA table exported as VinBigData: class 0 would be coded Aortic enlargement
+        row.update(class_id=0, class_name="Lung Opacity")
     elif case == "out_in_source":
         args[-1] = str(src / "sr")
     elif case == "url_credentials":
@@ -198,6 +201,7 @@ def test_bad_input_is_one_line(tmp_path, phantoms, capsys, case):
     assert rc == 2 and len(err) == 1 and err[0].startswith("cxrdet export-sr: error:"), cap.err
     assert "hunter2" not in cap.err + cap.out
     assert {"bad_class": "class_id 15 is not a class of vinbigdata", "out_in_source": "is inside --source",
+            "other_names": "class_name 'Lung Opacity' is not vinbigdata's class 0 ('Aortic enlargement')",
             "url_credentials": "holds credentials", "study_without_dicomweb": "--study"}[case] in err[0]
     assert not (src / "sr").exists()
 
