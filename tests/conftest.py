@@ -302,3 +302,29 @@ def bright_box_detector():
 def fake_classifier():
     """The fake classify model class (p(abnormal) 0.97 with bright pixels, else 0.02)."""
     return _FakeClassifier
+
+
+# ----------------------------------------------------------------------------- headless Chromium (selenium)
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def _chrome_driver(tmp_path):
+    """A headless selenium Chrome driver (Debian's chromium + chromium-driver, offline flags, console log
+    kept); skips the test where they are absent."""
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip("chromium / chromium-driver not installed (`make browser` installs both; CI runs it)")
+    from selenium import webdriver  # the dev extra pins it: missing selenium is a broken setup, not a skip
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+              "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
+
+
+@pytest.fixture(scope="session")
+def chrome_driver():
+    """``chrome_driver(tmp_path)``: a headless selenium Chrome driver, or a skip where chromium is absent."""
+    return _chrome_driver

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,7 +16,6 @@ from detection.cli import main
 from detection.image_metrics import image_costs
 from detection.metrics import rsna_score
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -228,31 +226,17 @@ def test_bad_inputs_are_one_line_errors(ex, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- the page, in Chromium
-def _driver(tmp_path):
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.skip("chromium / chromium-driver not installed (`make browser` installs both; CI runs it)")
-    from selenium import webdriver  # the dev extra pins it: missing selenium is a broken setup, not a skip
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-              "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
-
-
 def _displayed(drv, sel):
     return [e for e in drv.find_elements("css selector", sel) if e.is_displayed()]
 
 
 @pytest.mark.browser
 @pytest.mark.slow   # drives headless Chromium
-def test_page_in_headless_chromium(ex, tmp_path):
+def test_page_in_headless_chromium(ex, tmp_path, chrome_driver):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
-    drv = _driver(tmp_path)
+    drv = chrome_driver(tmp_path)
     try:
         drv.get((ex["out"] / "index.html").as_uri())
         assert drv.execute_script("return window.CXRDET_TIMING.ready_ms") > 0

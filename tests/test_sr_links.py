@@ -11,8 +11,6 @@ import pytest
 
 from detection.cli import main
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-
 
 @pytest.fixture(scope="module")
 def srs(tmp_path_factory):
@@ -86,25 +84,16 @@ def test_sr_folder_without_index_is_one_line(srs, tmp_path, capsys):
 
 @pytest.mark.browser
 @pytest.mark.slow   # drives headless Chromium
-def test_explorer_page_shows_the_sr_link_only_for_images_with_one(srs, tmp_path):
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.skip("chromium / chromium-driver not installed (`make browser` installs both; CI runs it)")
-    from selenium import webdriver
+def test_explorer_page_shows_the_sr_link_only_for_images_with_one(srs, tmp_path, chrome_driver):
     from selenium.webdriver.common.keys import Keys
 
+    drv = chrome_driver(tmp_path)   # (skips here without chromium)
     d, ids = srs
     out = tmp_path / "explore"
-    assert main(["explore", "--truth", str(d / "truth.csv"), "--meta", str(d / "meta.csv"), "--pred",
-                 str(d / "pred.csv"), "--source", str(d / "vin" / "train"), "--sr", str(d / "sr"),
-                 "--out", str(out)]) == 0
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-              "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900"):
-        opts.add_argument(a)
-    drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
     try:
+        assert main(["explore", "--truth", str(d / "truth.csv"), "--meta", str(d / "meta.csv"), "--pred",
+                     str(d / "pred.csv"), "--source", str(d / "vin" / "train"), "--sr", str(d / "sr"),
+                     "--out", str(out)]) == 0
         drv.get((out / "index.html").as_uri())
         seen = {}
         for _ in ids:
