@@ -40,7 +40,8 @@ file written on that server (STOW-RS; credentials from ``CXRDET_DICOMWEB_AUTH``,
 :mod:`detection.dicomweb`). UIDs are derived from the source SOP Instance UID and the image's rows, so
 re-exporting the same predictions gives the same instance (a PACS replaces it); changed predictions
 give a new one. A prediction row whose image is not in ``--source`` fails that image (listed at the end,
-exit 1); the others are written.
+exit 1); the others are written. One run at a time per ``SR_DIR`` (``.cxrdet.lock``, as ``convert``); every
+file is written whole (write-then-rename) and ``index.csv`` last, so a killed run is simply run again.
 """
 from __future__ import annotations
 
@@ -381,7 +382,7 @@ def add_arguments_export_sr(p: argparse.ArgumentParser) -> None:
 
 
 def run_export_sr(args: argparse.Namespace) -> int:
-    from data_prep.atomic import check_not_input
+    from data_prep.atomic import check_not_input, folder_lock
     from data_prep.config import stage_config
     from data_prep.datasets import describe
     from data_prep.errors import InputError, check_output
@@ -411,7 +412,7 @@ def run_export_sr(args: argparse.Namespace) -> int:
                                                       f"class {int(pred['class_id'].iloc[i])} ({names[int(pred['class_id'].iloc[i])]!r}); "
                                                       "expected the dataset's own names (--dataset?)")
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module and file
-    with dicomweb.local_source(args.source, args.study) as source:
+    with folder_lock(args.out, "export-sr"), dicomweb.local_source(args.source, args.study) as source:
         res = export_sr(pred, source, args.out, dataset, gsps=args.gsps, no_box_reports=args.no_box_reports)
     if to_url and res.files:
         res.stored = dicomweb.store(to_url, res.files)

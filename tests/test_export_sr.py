@@ -173,7 +173,7 @@ def test_rsna_classes_and_an_image_missing_from_the_source(tmp_path, phantoms, c
 
 
 @pytest.mark.parametrize("case", ["bad_class", "other_names", "out_in_source", "url_credentials", "study_without_dicomweb",
-                                  "outside"])
+                                  "outside", "locked"])
 def test_bad_input_is_one_line(tmp_path, phantoms, capsys, case):
     src, heads = phantoms
     iid = sorted(heads)[0]
@@ -191,6 +191,13 @@ def test_bad_input_is_one_line(tmp_path, phantoms, capsys, case):
         args += ["--study", "1.2.3"]
     elif case == "outside":
         row["x_max"] = int(heads[iid].Columns) + 5
+    elif case == "locked":   # another live run holds the output folder (pid 1 never dies)
+        import json
+        import socket
+
+        (tmp_path / "sr").mkdir()
+        (tmp_path / "sr" / ".cxrdet.lock").write_text(json.dumps({"pid": 1, "host": socket.gethostname(),
+                                                                   "what": "export-sr", "started": "now"}))
     pd.DataFrame([row]).to_csv(tmp_path / "pred.csv", index=False)
     rc = main(args)
     cap = capsys.readouterr()
@@ -202,8 +209,9 @@ def test_bad_input_is_one_line(tmp_path, phantoms, capsys, case):
     assert "hunter2" not in cap.err + cap.out
     assert {"bad_class": "class_id 15 is not a class of vinbigdata", "out_in_source": "is inside --source",
             "other_names": "class_name 'Lung Opacity' is not vinbigdata's class 0 ('Aortic enlargement')",
+            "locked": "in use by another run (export-sr: pid 1",
             "url_credentials": "holds credentials", "study_without_dicomweb": "--study"}[case] in err[0]
-    assert not (src / "sr").exists()
+    assert not (src / "sr").exists() and not list((tmp_path / "sr").glob("*.dcm"))
 
 
 @pytest.mark.parametrize("secret", ["Bearer tok-3e1f", "alice:pw-3e1f", "just-a-token-3e1f"])
