@@ -15,6 +15,7 @@ from data_prep.datasets.common import LOCAL_SCHEME
 from detection.cli import main
 
 DCIODVFY = shutil.which("dciodvfy")
+DSRDUMP = shutil.which("dsrdump")   # DCMTK's SR reader: an implementation independent of highdicom
 COLS = ["x_min", "y_min", "x_max", "y_max"]
 
 
@@ -233,3 +234,48 @@ def test_credentials_come_from_the_environment_and_are_never_shown(monkeypatch, 
     assert header == ("Bearer tok-3e1f" if secret.startswith("Bearer") else requests.auth._basic_auth_str("alice", "pw-3e1f"))
     if secret.startswith("Bearer"):  # the token is not in the client's logged headers, nor in the auth's repr
         assert "Authorization" not in dw._session.headers and "3e1f" not in repr(dw._session.auth)
+
+
+def _dsrdump_rows(path) -> list[dict]:
+    """The measurement groups of an SR as DCMTK's dsrdump prints them (+Pl all coordinates, +Pu UIDs)."""
+    import re
+
+    text = subprocess.run([DSRDUMP, "+Pl", "+Pu", str(path)], capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = []
+    for line in text.splitlines():
+        if 'CONTAINER:(,,"Measurement Group")' in line:
+            rows.append({})
+        elif m := re.search(r'CODE:\(,,"Finding"\)=\(([^,]+),([^,]+),"([^"]*)"\)', line):
+            rows[-1]["code"] = (m[2], m[1], m[3])
+        elif m := re.search(r'NUM:\(,,"Certainty of Finding"\)="([^"]+)"', line):
+            rows[-1]["score"] = float(m[1])
+        elif m := re.search(r'SCOORD:\(,,"Image Region"\)=\(POLYLINE,([^)]+)\)', line):
+            rows[-1]["points"] = np.array([[float(v) for v in p.split("/")] for p in m[1].split(",")])
+        elif m := re.search(r'selected from IMAGE:.*"([0-9.]+)"\)', line):
+            rows[-1]["sop"] = m[1]
+    return rows
+
+
+def test_dcmtk_reads_the_same_boxes_codes_and_scores(tmp_path, phantoms):
+    """DCMTK's dsrdump (not highdicom) finds each box as a closed POLYLINE on the source image, its code
+    and its score."""
+    if DSRDUMP is None:
+        pytest.skip("dsrdump (Debian's dcmtk) is not installed; the highdicom read-back test covers the boxes")
+    from detection.export_sr import export_sr
+
+    src, heads = phantoms
+    iid = sorted(heads)[0]
+    vin = describe("vinbigdata")
+    pred = _pred(heads, [iid], seed=3)
+    export_sr(pred, src, tmp_path, vin)
+    rows = _dsrdump_rows(tmp_path / f"{iid}.sr.dcm")
+    assert len(rows) == len(pred)
+    for r, want in zip(rows, pred.itertuples()):
+        assert r["code"] == vin.code(want.class_id) and abs(r["score"] - want.score) < 1e-5
+        if want.class_id == vin.normal_id:
+            assert "points" not in r
+            continue
+        pts = r["points"]
+        assert pts.shape == (5, 2) and np.array_equal(pts[0], pts[-1]) and r["sop"] == heads[iid].SOPInstanceUID
+        box = [pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()]
+        assert np.abs(np.array(box) - [want.x_min, want.y_min, want.x_max, want.y_max]).max() < 1e-3
