@@ -289,7 +289,7 @@ def test_predict_with_multilabel_classifier(tmp_path, repo_root):
     plain = predict(det, src, low=0.0, high=0.0, imgsz=128, conf=0.0001)
     fused = predict(det, src, classifier=tmp_path / "ml.pt", post={"cls_fusion": "multiply", "alpha": 1.0}, **kw)
     probs = fused.attrs["cls_probs"]
-    assert list(probs.columns) == ["image_id", *labels] and len(probs) == 2
+    assert list(probs.columns) == ["image_id", ABNORMAL, *vinbigdata.CLASSES] and len(probs) == 2  # issue 25: abnormal first
     want = post_apply(plain, probs, {"cls_fusion": "multiply", "alpha": 1.0, "cls_low": 0.0, "cls_high": 1.0},
                       (14, "No finding"))
     pd.testing.assert_frame_equal(fused.reset_index(drop=True), want, check_dtype=False)
