@@ -94,6 +94,18 @@ class FoldScore:
         res = evaluate(self.truth, pred, self.ids, self.metric, self.iou, dataset=self.ds)
         return float(res["mAP"])
 
+    def score_detector(self, model, imgsz: int, device: str) -> float:
+        """The score of a detector in memory (``YOLO.predict``'s signature, any family) on the fold,
+        predicted by :func:`detection.predict.predict_loaded` (the code path of ``cxrdet predict``)."""
+        from detection.predict import Loaded, PredictSettings, predict_loaded
+
+        cfg = self.cfg
+        settings = PredictSettings(conf=float(cfg["conf"]), nms_iou=float(cfg["nms_iou"]), max_det=int(cfg["max_det"]),
+                                   imgsz=int(imgsz), device=device, tta=bool(cfg["tta"]),
+                                   ens_iou=float(cfg["ens_iou"]), ens_skip=float(cfg["ens_skip"]), batch=1)
+        raw, _ = predict_loaded([Loaded(model, getattr(model, "path", "in memory"), int(imgsz), 1)], self.rows, settings)
+        return self.score(raw)
+
     def start(self, first_epoch: int) -> None:
         """Keep the rows of ``competition.csv`` before ``first_epoch`` (1-based; a resumed run)."""
         self.scores = []
@@ -150,11 +162,11 @@ class InMemoryDetector:
 
     def predict(self, imgs, imgsz, conf, iou, max_det, device, verbose=False):
         if self._predictor is None:
-            from ultralytics.models.yolo.detect import DetectionPredictor
+            from detection.models.rtdetr import predictor_class
 
             args = dict(conf=conf, batch=1, save=False, mode="predict", rect=True, imgsz=imgsz, iou=iou,
                         max_det=max_det, device=device, verbose=verbose)
-            self._predictor = DetectionPredictor(overrides=args)
+            self._predictor = predictor_class(self.module)(overrides=args)   # RT-DETR's or YOLO's
             self._predictor.setup_model(self.module, verbose=False)
         return self._predictor(source=imgs)
 
@@ -172,14 +184,8 @@ def yolo_callbacks(scorer: FoldScore, select_by: str = "competition") -> dict:
         raise InputError(f"select_by={select_by}", f"expected one of {', '.join(SELECT_BY)}")
 
     def wrap(trainer) -> None:
-        from detection.predict import Loaded, PredictSettings, predict_loaded
-
         original = trainer.validate
         scorer.start(int(getattr(trainer, "start_epoch", 0)) + 1)
-        cfg = scorer.cfg
-        settings = PredictSettings(conf=float(cfg["conf"]), nms_iou=float(cfg["nms_iou"]), max_det=int(cfg["max_det"]),
-                                   imgsz=int(trainer.args.imgsz), device=_device_of(trainer), tta=bool(cfg["tta"]),
-                                   ens_iou=float(cfg["ens_iou"]), ens_skip=float(cfg["ens_skip"]), batch=1)
 
         def validate():
             before = trainer.best_fitness
@@ -187,9 +193,7 @@ def yolo_callbacks(scorer: FoldScore, select_by: str = "competition") -> dict:
             if metrics is None:
                 return metrics, fitness
             model = trainer.ema.ema if getattr(trainer, "ema", None) else trainer.model
-            det = Loaded(InMemoryDetector(model), f"epoch {trainer.epoch + 1}", settings.imgsz, 1)
-            raw, _ = predict_loaded([det], scorer.rows, settings)
-            s = scorer.score(raw)
+            s = scorer.score_detector(InMemoryDetector(model), int(trainer.args.imgsz), _device_of(trainer))
             scorer.record(trainer.epoch + 1, s)
             if select_by == "fitness":
                 return metrics, fitness

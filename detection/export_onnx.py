@@ -1,4 +1,7 @@
-"""``cxrdet export W.pt [--imgsz 512] [--out X.onnx] [--dynamic]``: YOLO weights -> ONNX.
+"""``cxrdet export W.pt [--imgsz 512] [--out X.onnx] [--dynamic]``: detector weights -> ONNX.
+
+Every family exports: YOLO and RT-DETR through ultralytics (below), a ``tv:`` checkpoint through
+torch's exporter (:func:`detection.models.tv.export_onnx`: one image in, boxes/scores/labels out).
 
 A multi-label classifier checkpoint (``train-cls cls_task=multilabel``) is exported by
 :func:`detection.classify.export_onnx` instead (its own imgsz, dynamic batch).
@@ -25,10 +28,15 @@ def export_onnx(weights: str | os.PathLike, imgsz: int = 512, out: str | os.Path
 
     Default destination: beside the weights as ``<stem>.onnx`` (ultralytics' own choice). With
     ``out`` the file is moved there (atomic rename on one file system)."""
+    from detection.models import tv
     from detection.runtime import open_yolo
     from detection.train import resolve_model
 
     src = Path(resolve_model(str(weights), "weights"))
+    if tv.is_weights(src):   # torchvision's detectors: torch's own exporter (detection.models.tv)
+        if dynamic:
+            log.warning("%s: a tv: ONNX takes one image of a fixed size; --dynamic ignored", src)
+        return tv.export_onnx(src, imgsz, out)
     model = open_yolo(src)
     made = Path(model.export(format="onnx", imgsz=int(imgsz), dynamic=bool(dynamic), batch=int(batch),
                              simplify=True, device="cpu", verbose=False))

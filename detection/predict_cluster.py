@@ -74,9 +74,9 @@ def _predict_dask(spec: _Spec, rows: pd.DataFrame, scheduler: str, workers: int,
         elif spec.onnx and p.suffix == ".pt":
             if imgsz is None:                     # the size it was trained at
                 from detection.predict_models import DEFAULT_IMGSZ, trained_imgsz
-                from detection.runtime import open_yolo
+                from detection.models import open_model
 
-                imgsz = trained_imgsz(open_yolo(p)) or DEFAULT_IMGSZ
+                imgsz = trained_imgsz(open_model(p)) or DEFAULT_IMGSZ
             p = _onnx_cached(p, imgsz)            # exported once, here, not by every worker
         if not p.is_file():
             raise FileNotFoundError(f"{what} {w}: no such file")

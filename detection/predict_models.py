@@ -37,23 +37,24 @@ class Loaded:
 
 def load_model(weights: str | os.PathLike, imgsz: int | None, batch: int, task: str = "detect",
                onnx: bool = False) -> Loaded:
-    """``YOLO(weights)`` for a local ``.pt`` or ``.onnx``; ``onnx=True`` exports a ``.pt`` first
+    """A local ``.pt`` or ``.onnx`` of any family (:func:`detection.models.open_model`: ``YOLO(weights)``,
+    RT-DETR, a ``tv:`` checkpoint); ``onnx=True`` exports a ``.pt`` first
     (cached beside it as ``<stem>_<imgsz>.onnx``). ``imgsz`` None: the size the checkpoint was
     trained at (logged; :data:`DEFAULT_IMGSZ` when it records none). An ONNX with a static input
     keeps its own imgsz and batch (a different ``imgsz`` is logged and ignored)."""
-    from detection.runtime import open_yolo
+    from detection.models import open_model
     from detection.train import resolve_model
 
     what = "classifier" if task == "classify" else "weights"
     p = Path(weights)
     if p.suffix != ".onnx":
         p = Path(resolve_model(str(weights), what))
-    model = open_yolo(p, task, what)
+    model = open_model(p, task, what)
     if imgsz is None or p.suffix == ".pt":
         imgsz = _trained_imgsz(model, p, imgsz)
     if onnx and p.suffix == ".pt":
         p = _onnx_cached(p, imgsz)
-        model = open_yolo(p, task, what)
+        model = open_model(p, task, what)
     if p.suffix == ".onnx":
         sb, ss = _onnx_input(str(p))
         if ss is not None and ss != imgsz:

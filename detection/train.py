@@ -49,6 +49,10 @@ def resolve_model(model: str, what: str = "model") -> str:
     ``.pt`` names are looked up as given, then in ``<repo>/weights/``. Raises ``FileNotFoundError``
     for a ``.pt`` that is not a local file (pretrained weights cannot be downloaded here) and
     ``ValueError`` for any other suffix."""
+    from detection.models import tv
+
+    if tv.is_spec(model):   # a torchvision detection model, built from scratch (detection.models.tv)
+        return tv.check_spec(str(model), what)
     p = Path(str(model)).expanduser()
     if p.suffix in (".yaml", ".yml"):
         return str(p) if p.is_file() else str(model)  # bundled cfg names are resolved by ultralytics
@@ -96,7 +100,10 @@ def _train(model_spec: str, cfg: dict, out: Path, train_args: dict,
         model = open_yolo(last, what="checkpoint")
         kw = {"resume": True}
     else:
-        model = open_yolo(model_spec, what="model") if str(model_spec).endswith(".pt") else YOLO(model_spec)
+        from detection.models import rtdetr
+
+        model = (open_yolo(model_spec, what="model") if str(model_spec).endswith(".pt")
+                 else rtdetr.build(model_spec) if rtdetr.is_rtdetr_yaml(model_spec) else YOLO(model_spec))
         kw = {**train_args, "project": str(out.parent), "name": out.name, "exist_ok": True}
         kw.update(cfg.get("yolo_args") or {})
     for event, fn in [*(callbacks or {}).items(), *(more or {}).items()]:  # ultralytics keeps a list per event
@@ -119,6 +126,12 @@ def train_detector(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = No
     cfg = dict(cfg)
     if fold is not None:
         cfg["fold"] = int(fold)
+    from detection.models import family
+
+    if family(cfg["model"]) == "tv":   # torchvision's detectors train in their own loop, on the COCO export
+        from detection.models.tv_train import train as train_tv
+
+        return train_tv(cfg, prep_dir, int(cfg["fold"]), run_dir(cfg), callbacks)
     data = Path(prep_dir) / "yolo" / f"fold{cfg['fold']}" / "data.yaml"
     if not data.is_file():
         raise FileNotFoundError(f"{data}: no YOLO dataset for fold {cfg['fold']}; run `cxrdet prep` first "
@@ -272,6 +285,10 @@ def train_list(data: str | Path) -> list[Path]:
     list of paths, a folder, or a list of those; relative to its ``path``), or a classification
     folder's ``train/`` subfolder."""
     data = Path(data)
+    if data.suffix == ".json" and data.is_file():   # a COCO export (tv: models): its images' PNG files
+        import json
+
+        return [Path(im["png_file"]) for im in json.loads(data.read_text()).get("images", []) if "png_file" in im]
     if data.is_dir():
         if not (data / "train").is_dir():
             raise FileNotFoundError(f"{data}: classification dataset without a train/ folder")

@@ -106,6 +106,9 @@ def _make_prep(root: Path, n: int = 12, png: int = 128, channels: int = 1, k: in
         if channels == 1:
             data["channels"] = 1
         (d / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    from data_prep.export import write_coco   # prep's own COCO writer (the tv: family trains on it)
+
+    write_coco(it.assign(png_height=png, png_width=png), pd.concat(boxes, ignore_index=True), folds, root, NAMES)
     return root
 
 
