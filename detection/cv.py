@@ -54,7 +54,8 @@ from detection.train import checkpoint_finished, train_list, trained_on
 log = logging.getLogger(__name__)
 
 N_NAMED = 10  # leaked images named in the error message
-_DET_KEYS = ("model", "epochs", "imgsz", "batch", "seed", "patience", "yolo_args")
+_DET_KEYS = ("model", "epochs", "imgsz", "batch", "seed", "patience", "yolo_args", "tv_lr", "tv_args",
+             "backbone_weights")
 _CLS_KEYS = ("cls_model", "cls_epochs", "cls_imgsz", "batch", "seed", "patience", "yolo_args")
 _CONVERT_KEYS = ("size", "keep_ratio", "voi", "window_index", "stretch")  # DICOM -> PNG, as prep did it
 _PRED_KEYS = ("tta", "conf", "nms_iou", "max_det", "imgsz", "cls_imgsz") + _CONVERT_KEYS  # + postprocess.POST_KEYS
@@ -151,6 +152,8 @@ def train_model(kind: str, cfg: dict, prep: Path, record: Path, force: bool = Fa
         data = prep / "yolo" / f"fold{k}" / "data.yaml"
         inputs = {"model": resolve_model(cfg["model"]), "data": str(data.resolve()),
                   "data_stamp": file_stamp(data), "train_stamp": file_stamp(data.parent / "train.txt")}
+        if str(cfg["model"]).startswith("tv:"):   # torchvision's models train on the COCO export
+            inputs["coco_stamp"] = file_stamp(prep / "coco" / f"fold{k}_train.json")
         fp, run, train = _fingerprint(cfg, _DET_KEYS, inputs), run_dir(cfg), train_detector
     else:
         inputs = {"cls_model": resolve_model(cfg["cls_model"], "cls_model"), "folds": file_stamp(prep / "folds.csv"),

@@ -263,3 +263,37 @@ def test_rtdetr_trains_predicts_and_exports(tmp_path, make_prep, tiny_cfg):
     b = infer(str(onnx), prep / "images", device="cpu", imgsz=64).raw
     assert len(a) == len(b)
     _same_boxes(a, b, px=0.5, score=1e-3)
+
+
+@pytest.mark.slow   # starts a LocalCluster whose workers load torch and both models
+def test_mixed_family_ensemble_on_a_local_cluster_equals_the_local_run(tmp_path, tv_pt):
+    from detection.predict import infer
+
+    src = _pngs(tmp_path, n=4)
+    kw = dict(device="cpu", conf=0.05, imgsz=128, post={"ens_weights": [2.0, 1.0]}, tta=True)
+    a = infer([str(YOLO_PT), str(tv_pt)], src, **kw).raw
+    b = infer([str(YOLO_PT), str(tv_pt)], src, scheduler="local", workers=2, **kw).raw
+    assert len(a) == len(b) > 0 and a.image_id.tolist() == b.image_id.tolist()
+    np.testing.assert_allclose(b[["x_min", "y_min", "x_max", "y_max"]].to_numpy(),
+                               a[["x_min", "y_min", "x_max", "y_max"]].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(b["score"].to_numpy(), a["score"].to_numpy(), atol=1e-5)
+
+
+@pytest.mark.slow   # two tv: trainings
+def test_cv_of_a_tv_model_covers_every_image_and_reuses_its_folds(tmp_path, make_prep, tiny_cfg):
+    import json
+
+    from detection.cv import cross_validate
+
+    prep = make_prep(tmp_path / "prep", n=6, png=64)
+    cfg = tiny_cfg(tmp_path, model=f"tv:{TV_FAST}", imgsz=64, batch=4, tv_args=TV_LIMITS)
+    res = cross_validate(cfg, prep, "0,1")
+    oof = pd.read_csv(prep / "cv" / "oof.csv", dtype={"image_id": str})
+    assert set(oof["fold"]) == {0, 1} and res["oof"]["n_images"] == 6
+    cvj = json.loads((prep / "cv" / "cv.json").read_text())
+    assert [Path(f["weights"]).parts[-3] for f in cvj["folds"]] == ["vinbigdata_fold0", "vinbigdata_fold1"]
+    assert [f["n_train"] for f in cvj["folds"]] == [3, 3]   # leak-checked against the COCO list it trained on
+    stamps = [(tmp_path / "runs" / f"vinbigdata_fold{k}" / "weights" / "best.pt").stat().st_mtime_ns for k in (0, 1)]
+    cross_validate(cfg, prep, "0,1")
+    assert stamps == [(tmp_path / "runs" / f"vinbigdata_fold{k}" / "weights" / "best.pt").stat().st_mtime_ns
+                      for k in (0, 1)]

@@ -11,7 +11,6 @@ trainer, validator and ONNX exporter are its RT-DETR ones, and its predictor is
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 _HEAD = "RTDETRDecoder"
@@ -37,23 +36,14 @@ def is_rtdetr_yaml(model: str | os.PathLike) -> bool:
 def is_rtdetr_weights(path: str | os.PathLike) -> bool:
     """Whether a local ``.pt`` (the pickled module's class, read from the archive without
     unpickling) or ``.onnx`` (ultralytics' ``head`` metadata) is an RT-DETR model."""
+    from detection.models.tv import onnx_meta, pickle_mentions
+
     p = Path(path)
     if not p.is_file():
         return False
     if p.suffix == ".onnx":
-        try:
-            import onnx
-
-            meta = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
-        except Exception:  # unreadable: the loader reports it
-            return False
-        return "RTDETR" in meta.get("head", "")
-    try:
-        with zipfile.ZipFile(p) as z:
-            pkl = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
-            return pkl is not None and b"RTDETRDetectionModel" in z.read(pkl)
-    except (zipfile.BadZipFile, OSError):
-        return False
+        return "RTDETR" in onnx_meta(p).get("head", "")
+    return pickle_mentions(p, "RTDETRDetectionModel")
 
 
 def build(model: str | os.PathLike):

@@ -141,16 +141,23 @@ def is_weights(path: str | os.PathLike) -> bool:
     if not p.is_file():
         return False
     if p.suffix == ".onnx":
-        return _onnx_meta(p).get(MARK) == "tv"
+        return onnx_meta(p).get(MARK) == "tv"
+    return pickle_mentions(p, MARK)
+
+
+def pickle_mentions(path: Path, name: str) -> bool:
+    """Whether the pickle inside a ``torch.save`` archive names ``name`` (a key, a class): read as
+    bytes, nothing unpickled. False for a file that is no such archive."""
     try:
-        with zipfile.ZipFile(p) as z:
+        with zipfile.ZipFile(path) as z:
             pkl = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
-            return pkl is not None and MARK.encode() in z.read(pkl)
+            return pkl is not None and name.encode() in z.read(pkl)
     except (zipfile.BadZipFile, OSError):
         return False
 
 
-def _onnx_meta(p: Path) -> dict:
+def onnx_meta(p: Path) -> dict:
+    """An ONNX file's metadata (``metadata_props``) as a dict; {} when it is not a readable ONNX."""
     try:
         import onnx
 
@@ -315,7 +322,7 @@ class OnnxDetector:
         import onnxruntime as ort
 
         p = Path(path)
-        meta = _onnx_meta(p)
+        meta = onnx_meta(p)
         if meta.get(MARK) != "tv":
             raise InputError(f"{what} {p}", "not an ONNX exported from a tv: checkpoint by `cxrdet export`")
         self.sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])

@@ -7,7 +7,8 @@ thinner than one PNG pixel are dropped (counted in the log); images without boxe
 Augmentation: a horizontal flip with probability 0.5 (seeded by ``seed`` and the epoch).
 
 Optimiser: AdamW, ``tv_lr`` (cosine to 0 over ``epochs``), weight decay 1e-4, gradients clipped at
-norm 10; ``batch`` images a step; ``seed`` seeds the weights and the order. After every epoch:
+norm 10; ``batch`` images a step; ``seed`` seeds the weights and the order; on a GPU ``workers``
+processes read the images (none on the CPU, as ultralytics does). After every epoch:
 ``<run>/weights/last.pt`` (with the optimiser, for ``resume=true``), the competition score of the
 validation fold through :class:`detection.epoch_score.FoldScore` (``<run>/competition.csv``, the
 same file and code YOLO uses), and ``best.pt`` at the best epoch by ``select_by``: ``competition``
@@ -77,6 +78,16 @@ def _sample(rec, flip: bool):
     return tv.to_tensor(img), target, int((~ok).sum())
 
 
+class _Batch:
+    """DataLoader ``collate_fn``: a batch of sample indices -> their (image, target, dropped) triples."""
+
+    def __init__(self, samples, flips):
+        self.samples, self.flips = samples, flips
+
+    def __call__(self, idx):
+        return [_sample(self.samples[i], self.flips[i]) for i in idx]
+
+
 def _score(scorer, model, names, imgsz, device, epoch) -> float:
     """The competition score of the fold with the model in memory (the code path of ``cxrdet predict``)."""
     return scorer.score_detector(tv.Detector(model, names, imgsz, f"epoch {epoch}"), imgsz, device)
@@ -89,6 +100,7 @@ def train(cfg: dict, prep_dir: str | os.PathLike, fold: int, out: Path,
     ``callbacks``: ``on_fit_epoch_end(state)`` is called after each epoch's checkpoints with an
     object holding ``epoch`` (0-based), ``epochs``, ``last`` and ``best``."""
     import torch
+    from torch.utils.data import DataLoader
 
     from detection.devices import resolve_device
     from detection.epoch_score import FoldScore, closing_line
@@ -142,6 +154,7 @@ def train(cfg: dict, prep_dir: str | os.PathLike, fold: int, out: Path,
              len(samples), out)
     meta = dict(arch=arch, names=names, imgsz=imgsz, builder_args=args["tv_args"])
     batch = max(1, int(args["batch"]))
+    workers = int(cfg.get("workers") or 0) if device.startswith("cuda") else 0   # on the CPU: none, as ultralytics
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
         lr = float(args["tv_lr"]) * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
@@ -152,8 +165,9 @@ def train(cfg: dict, prep_dir: str | os.PathLike, fold: int, out: Path,
         flips = (torch.rand(len(samples), generator=gen) < 0.5).tolist()
         model.train()
         losses, dropped = [], 0
-        for s in range(0, len(order), batch):
-            got = [_sample(samples[i], flips[i]) for i in order[s:s + batch]]
+        loader = DataLoader(order, batch_size=batch, shuffle=False, num_workers=workers,
+                            collate_fn=_Batch(samples, flips))
+        for got in loader:
             dropped += sum(g[2] for g in got)
             ld = model([g[0].to(device) for g in got], [{k: v.to(device) for k, v in g[1].items()} for g in got])
             loss = sum(ld.values())
