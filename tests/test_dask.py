@@ -276,7 +276,8 @@ def test_predict_multilabel_classifier_on_cluster_equals_local(pngs, model, clus
     a = P.predict(model, pngs, errors=e_local, **kw)
     b = P.predict(model, pngs, errors=e_dask, scheduler=cluster.scheduler_info()["address"], **kw)
     pa, pb = a.attrs["cls_probs"], b.attrs["cls_probs"]
-    assert list(pa.columns) == list(pb.columns) == ["image_id", *labels]
+    # issue 25's contract: image_id, abnormal, then one column per class
+    assert list(pa.columns) == list(pb.columns) == ["image_id", ABNORMAL, *labels[:-1]]
     assert pa.image_id.tolist() == pb.image_id.tolist() == [f"p{i}" for i in range(5)]
     np.testing.assert_allclose(pb[labels].to_numpy(), pa[labels].to_numpy(), atol=1e-6)
     assert len(a) == len(b) > 5 and a.class_id.tolist() == b.class_id.tolist()
