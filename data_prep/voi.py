@@ -91,7 +91,8 @@ def read_lut(item, ds, signed_input: bool = False) -> Lut:
     The descriptor is ``[entries (0 = 65536), first value mapped, bits per entry (8..16)]``. The
     data are 16-bit words (US or OW), one entry per word, or, for 8-bit entries, two entries
     packed per word (low byte first). A first value mapped of 32768 or more is read as signed
-    when the input can be negative and the descriptor was read as unsigned."""
+    when the input can be negative (``signed_input``: Pixel Representation for a Modality LUT,
+    :func:`modality_output_signed` for a VOI LUT) and the descriptor was read as unsigned."""
     desc = item.get("LUTDescriptor")
     if desc is None or "LUTData" not in item:
         raise ValueError("LUT Descriptor or LUT Data missing")
@@ -247,13 +248,41 @@ class Voi:
         return "no VOI (min-max)"
 
 
-def _signed_modality_output(ds) -> bool:
+def _number(ds, key: str, default: float) -> float:
+    v = ds.get(key)
+    return default if v is None or v == "" else float(v)
+
+
+def stored_range(ds) -> tuple[int, int]:
+    """The stored values Bits Stored and Pixel Representation allow: ``(0, 2**bits - 1)`` or
+    ``(-2**(bits - 1), 2**(bits - 1) - 1)`` (Bits Stored absent: Bits Allocated, else 16)."""
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
     if int(ds.get("PixelRepresentation") or 0) == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def modality_output_signed(ds) -> bool:
+    """Whether the Modality LUT stage can output negative values: what C.11.2.1.1 reads a VOI LUT's
+    first value mapped by (US when it cannot, SS when it can).
+
+    * a Modality LUT Sequence: no (its output is unsigned, C.11.1.1.1), whatever the pixels;
+    * Rescale Slope and Intercept: the sign of ``slope * v + intercept`` over the stored value
+      range of :func:`stored_range` (slope -1, intercept 65535 on 16-bit unsigned data: 0..65535,
+      unsigned; intercept -1024: signed);
+    * neither: Pixel Representation (float pixel data: signed)."""
+    if any(k in ds for k in ("FloatPixelData", "DoubleFloatPixelData")):
         return True
-    try:
-        return float(ds.get("RescaleIntercept") or 0) < 0 or float(ds.get("RescaleSlope") or 1) < 0
-    except (TypeError, ValueError):
+    if ds.get("ModalityLUTSequence"):
         return False
+    lo, hi = stored_range(ds)
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        try:
+            slope, intercept = _number(ds, "RescaleSlope", 1.0), _number(ds, "RescaleIntercept", 0.0)
+        except (TypeError, ValueError):
+            return lo < 0
+        return min(slope * lo + intercept, slope * hi + intercept) < 0
+    return lo < 0
 
 
 def choose_voi(ds, options: VoiOptions | None = None) -> Voi:
@@ -268,7 +297,7 @@ def choose_voi(ds, options: VoiOptions | None = None) -> Voi:
         return Voi()
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")) not in ("MONOCHROME1", "MONOCHROME2"):
         return Voi()
-    views = {"window": window_views(ds), "lut": lut_views(ds, _signed_modality_output(ds))}
+    views = {"window": window_views(ds), "lut": lut_views(ds, modality_output_signed(ds))}
     order = ("window", "lut") if options.voi == "window" else ("lut", "window")
     notes: list[str] = []
     invalid = False
