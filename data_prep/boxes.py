@@ -302,3 +302,38 @@ def iou(a, b) -> np.ndarray:
     union = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / np.where(union > 0, union, 1), 0 * inter)
+
+
+# ----------------------------------------------------------------------------- training-box shapes
+def squarify(xyxy, ratio: float | None, height=None, width=None) -> np.ndarray:
+    """Boxes whose longer side exceeds ``ratio`` times the shorter, grown about the centre until
+    longer / shorter = ``ratio`` (the shorter side becomes ``longer / ratio``), then clipped to
+    the image (``height``, ``width`` per row or one for all; None = not clipped). Other boxes are
+    returned as they are (clipping included only for the grown ones). ``ratio`` None = off.
+
+    The 2nd place of VinBigData widened training boxes with an aspect ratio above 2; prediction
+    and truth are never squarified (only training labels: :mod:`data_prep.export`).
+    ``(N, 4)`` float64 xyxy in, ``(N, 4)`` float64 out."""
+    b = _n4(xyxy).astype("float64", copy=True)
+    if ratio is None:
+        return b
+    r = float(ratio)
+    if not r >= 1.0:
+        raise ValueError(f"squarify ratio {ratio!r}; expected a number >= 1 (or null = off)")
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    long_, short = np.maximum(w, h), np.minimum(w, h)
+    grow = long_ > r * short
+    if not grow.any():
+        return b
+    new_short = long_ / r
+    wide = grow & (w >= h)        # wide: grow the height; tall: grow the width
+    tall = grow & (w < h)
+    cy = (b[:, 1] + b[:, 3]) / 2
+    cx = (b[:, 0] + b[:, 2]) / 2
+    b[wide, 1], b[wide, 3] = cy[wide] - new_short[wide] / 2, cy[wide] + new_short[wide] / 2
+    b[tall, 0], b[tall, 2] = cx[tall] - new_short[tall] / 2, cx[tall] + new_short[tall] / 2
+    if height is not None and width is not None:
+        hw = np.broadcast_to(np.asarray(height, "float64"), (len(b),)), np.broadcast_to(np.asarray(width, "float64"), (len(b),))
+        lim = np.stack([hw[1], hw[0], hw[1], hw[0]], 1)
+        b[grow] = np.clip(b[grow], 0.0, lim[grow])
+    return b

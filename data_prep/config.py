@@ -79,7 +79,14 @@ class _OptionalValue(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-_NORMALISE = {"device": lambda v: str(v).replace(" ", ""), "raters": normalise_raters}
+def _ratio(value: Any) -> float:
+    """``squarify``: a number >= 1 (null = off is handled before)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
+        raise ValueError(f"{value!r}; expected a number >= 1 (the longest allowed side ratio) or null (off)")
+    return float(value)
+
+
+_NORMALISE = {"device": lambda v: str(v).replace(" ", ""), "raters": normalise_raters, "squarify": _ratio}
 # argparse settings of a flag beyond what the key's default type gives: --raters alone = every radiologist
 _ARGPARSE = {"raters": {"nargs": "?", "const": "all", "metavar": "R8,R10", "action": _OptionalValue},
              "vote": {"choices": ("any", "majority")}}

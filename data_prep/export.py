@@ -38,7 +38,26 @@ image_id (the original image's name, not a file to open); each image also carrie
 1-based and stable across folds (the rank of the image_id in sorted order), annotation ids are
 1-based, ``category_id`` = ``class_id`` (0-based, as in the box table).
 
-The ``labels``, ``yolo`` and ``coco`` folders are built beside their final place and swapped in
+Training recipes (:func:`training_items`): the TRAINING labels may differ from the truth, which
+stays in ``OUT/labels`` (what the val lists and every score read):
+
+* ``squarify: R`` grows training boxes whose longer side exceeds R x the shorter about the centre
+  to that ratio, clipped to the image (:func:`data_prep.boxes.squarify`);
+* ``train_labels: variants | both`` adds one training item per (image, radiologist who read it)
+  carrying that radiologist's own boxes (a normal reading = a background item)::
+
+    OUT/train_items/images/<item>.png    symlinks to the image's PNG (<item> = <id> for a
+                                         squarified fused item, <id>~<rater> for a variant)
+    OUT/train_items/labels/<item>.txt    the item's (squarified) training labels
+    OUT/train_items/items.csv            item, image_id, rater ("" = fused)
+    OUT/yolo/fold<k>/train_variants.txt + data_variants.yaml   the variant items of the other folds
+    OUT/yolo/fold<k>/train_both.txt + data_both.yaml           fused items then variant items
+    OUT/coco/fold<k>_train_variants.json, fold<k>_train_both.json (one COCO image per item)
+
+  Without squarify the fused training items are the images themselves (OUT/images, OUT/labels).
+  An item belongs to its image's fold: no variant of a held-out image is ever in a training list.
+
+The ``labels``, ``yolo``, ``coco`` and ``train_items`` folders are built beside their final place and swapped in
 whole (:func:`data_prep.atomic.atomic_folder`), so a re-export never leaves half-written or
 stale files (labels of dropped images, folds beyond a new k).
 """
@@ -54,9 +73,14 @@ import pandas as pd
 import yaml
 
 from data_prep import boxes as bx
-from data_prep.atomic import atomic_folder
+from data_prep.atomic import atomic_folder, safe_name
 
 log = logging.getLogger(__name__)
+
+TRAIN_LABELS = ("fused", "variants", "both")
+ITEMS = "train_items"          # OUT/train_items: training items whose labels are not the truth's
+ITEMS_CSV = "items.csv"
+VARIANT_SEP = "~"              # <image_id>~<rater>: a variant item's name
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -114,6 +138,147 @@ def _split(images: pd.DataFrame, k: int, has_box: set, include_normal: bool) -> 
     return train, val
 
 
+# ----------------------------------------------------------------------------- training items
+def _squarified(boxes: pd.DataFrame, images: pd.DataFrame, ratio: float | None) -> pd.DataFrame:
+    """``boxes`` with their coordinates squarified (module docstring); unchanged when ``ratio`` is None."""
+    if ratio is None or not len(boxes):
+        return boxes
+    hw = images.set_index("image_id").loc[boxes["image_id"], ["height", "width"]].to_numpy(dtype="float64")
+    xyxy, _, _ = _clip(boxes, images)
+    out = boxes.copy()
+    out[bx.COORDS] = bx.squarify(xyxy, ratio, hw[:, 0], hw[:, 1])
+    return out
+
+
+def variant_items(images: pd.DataFrame, rater_boxes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One item per (image, radiologist who read it): ``(items, boxes)``.
+
+    items: ``item, image_id, rater`` (sorted by item; readers from the image table's ``raters``
+    and the box table's ``rater``, :func:`data_prep.raters.readers`), boxes: that radiologist's
+    boxes on that image with their ``item``. A radiologist who drew nothing (a normal reading)
+    has an item without boxes. Boxes without a rater id are no one's variant and are left out."""
+    from data_prep.raters import readers
+
+    rater_boxes = bx.as_box_table(rater_boxes)
+    rd = readers(images, rater_boxes)
+    rd = rd[rd["image_id"].isin(set(images["image_id"].astype(str)))]
+    items = rd.assign(item=rd["image_id"] + VARIANT_SEP + rd["rater"].map(safe_name))
+    items = items[["item", "image_id", "rater"]].sort_values("item", kind="stable").reset_index(drop=True)
+    if items["item"].duplicated().any():
+        d = items.loc[items["item"].duplicated(), "item"].iloc[0]
+        raise ValueError(f"export: variant item {d!r} names two (image, radiologist) pairs; expected distinct "
+                         "radiologist ids")
+    b = rater_boxes[rater_boxes["rater"].astype(str) != ""]
+    b = b.merge(items, on=["image_id", "rater"], how="inner")
+    return items, b.reset_index(drop=True)
+
+
+def training_items(images: pd.DataFrame, boxes: pd.DataFrame, rater_boxes: pd.DataFrame | None = None,
+                   squarify: float | None = None) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """The training items of each kind whose labels are not the truth: ``{"fused": ...}`` when
+    ``squarify`` is set, ``{"variants": ...}`` when ``rater_boxes`` is given. Each is an item
+    table (the image table with ``image_id`` = the item's name, plus ``source_id`` = its image and
+    ``rater``) and its box table (``image_id`` = the item's name), boxes squarified. ``images``
+    and ``boxes``: as :func:`write_yolo` takes them (after :func:`_prepare`)."""
+    out = {}
+    if squarify is not None:
+        it = images.assign(source_id=images["image_id"], rater="")
+        out["fused"] = (it, _squarified(boxes, images, squarify))
+    if rater_boxes is not None:
+        items, vb = variant_items(images, rater_boxes)
+        it = images.set_index("image_id").loc[items["image_id"]].reset_index()
+        it = it.assign(source_id=it["image_id"], image_id=items["item"].to_numpy(), rater=items["rater"].to_numpy())
+        vb = _squarified(vb, images, squarify).assign(image_id=lambda t: t["item"])
+        out["variants"] = (it.reset_index(drop=True), vb.drop(columns=["item"]).reset_index(drop=True))
+    return out
+
+
+def _train_lists(images: pd.DataFrame, k: int, has_box: set, include_normal: bool, items: dict) -> dict:
+    """Per training-label kind, fold ``k``'s training items (image or item tables, ``path`` = what a
+    trainer opens): ``fused``, and with variants ``variants`` and ``both``."""
+    train, _ = _split(images, k, has_box, include_normal)
+    lists = {"fused": train}
+    if "fused" in items:
+        it = items["fused"][0]
+        lists["fused"] = it[it["source_id"].isin(set(train["image_id"]))]
+    if "variants" in items:
+        it, vb = items["variants"]
+        keep = it["source_id"].isin(set(images.loc[images["fold"] != k, "image_id"]))
+        if not include_normal:
+            keep &= it["image_id"].isin(set(vb["image_id"]))
+        lists["variants"] = it[keep]
+        lists["both"] = pd.concat([lists["fused"], it[keep]], ignore_index=True)
+    return lists
+
+
+def _yaml_name(kind: str) -> tuple[str, str]:
+    """(train list, data yaml) file names of a training-label kind in ``OUT/yolo/fold<k>``."""
+    return ("train.txt", "data.yaml") if kind == "fused" else (f"train_{kind}.txt", f"data_{kind}.yaml")
+
+
+def data_yaml_name(train_labels: str) -> str:
+    """The data.yaml of ``OUT/yolo/fold<k>`` a training with ``train_labels`` reads."""
+    if train_labels not in TRAIN_LABELS:
+        raise ValueError(f"train_labels {train_labels!r}; expected one of {', '.join(TRAIN_LABELS)}")
+    return _yaml_name(train_labels)[1]
+
+
+def coco_train_name(k: int, train_labels: str) -> str:
+    """The COCO training json of fold ``k`` for ``train_labels`` (in ``OUT/coco``)."""
+    data_yaml_name(train_labels)
+    return f"fold{k}_train.json" if train_labels == "fused" else f"fold{k}_train_{train_labels}.json"
+
+
+def _write_items(out: Path, items: dict) -> dict:
+    """``OUT/train_items`` (module docstring): symlinks, label files, items.csv; the items' paths
+    set to their symlinks. Without items the folder is removed. Returns ``items`` with those paths."""
+    folder = out / ITEMS
+    if not items:
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        return items
+    res = {}
+    with atomic_folder(folder) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "labels").mkdir()
+        rows = []
+        for kind, (it, ib) in items.items():
+            lines = yolo_lines(ib, it)
+            per = lines.dropna().groupby(ib["image_id"][lines.notna()]).agg("\n".join)
+            paths = []
+            for r in it.itertuples():
+                name = f"{r.image_id}{Path(r.path).suffix or '.png'}"
+                os.symlink(os.path.abspath(r.path), tmp / "images" / name)
+                text = per.get(r.image_id)
+                (tmp / "labels" / f"{r.image_id}.txt").write_text(text + "\n" if text else "")
+                paths.append(str(folder / "images" / name))
+                rows.append((r.image_id, r.source_id, r.rater))
+            has = set(ib["image_id"][lines.notna()])
+            res[kind] = (it.assign(path=paths), ib[ib["image_id"].isin(has)] if len(ib) else ib)
+        pd.DataFrame(rows, columns=["item", "image_id", "rater"]).to_csv(tmp / ITEMS_CSV, index=False)
+    return res
+
+
+def item_image_ids(paths, prep_dir: str | os.PathLike | None = None) -> list[str]:
+    """The image each training path shows: a training item's image from ``train_items/items.csv``
+    (beside its ``images`` folder, or in ``prep_dir``), else the file's stem (an image of OUT/images)."""
+    maps: dict[Path, dict] = {}
+    out = []
+    for p in map(Path, paths):
+        root = p.parent.parent
+        if p.parent.name == "images" and root.name == ITEMS:
+            if root not in maps:
+                f = root / ITEMS_CSV
+                maps[root] = (dict(pd.read_csv(f, dtype=str, keep_default_na=False)[["item", "image_id"]].to_numpy())
+                              if f.is_file() else {})
+            out.append(maps[root].get(p.stem, p.stem.split(VARIANT_SEP)[0]))
+        else:
+            out.append(p.stem)
+    return out
+
+
 # ----------------------------------------------------------------------------- YOLO
 def yolo_lines(boxes: pd.DataFrame, images: pd.DataFrame) -> pd.Series:
     """``"class cx cy w h"`` per box (normalised by the ORIGINAL size, boxes clipped to the image,
@@ -128,14 +293,19 @@ def yolo_lines(boxes: pd.DataFrame, images: pd.DataFrame) -> pd.Series:
 
 
 def write_yolo(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, out: str | os.PathLike,
-               class_names, channels: int = 3, include_normal: bool = True) -> dict:
+               class_names, channels: int = 3, include_normal: bool = True, squarify: float | None = None,
+               rater_boxes: pd.DataFrame | None = None) -> dict:
     """Write ``out/labels/<id>.txt`` and ``out/yolo/fold<k>/{train.txt,val.txt,data.yaml}``.
 
     images: image table, ``path`` = PNG path inside ``out/images/``; boxes: box table (original
     px); folds: ``image_id, fold``; class_names: list in class_id order or ``{id: name}``;
     channels: 1 (grayscale, ``channels: 1`` in data.yaml) or 3; include_normal: keep images
-    without boxes in the TRAIN lists as background (val lists always hold the whole fold).
-    Returns ``{"labels": Path, "data_yaml": [Path per fold], "n_labels": int, "n_dropped": int}``.
+    without boxes in the TRAIN lists as background (val lists always hold the whole fold);
+    squarify: the ratio of :func:`data_prep.boxes.squarify` for training labels (None = off);
+    rater_boxes: the per-radiologist box table: also write the variant and both lists (module
+    docstring). The val lists and ``out/labels`` always hold the truth (``boxes``).
+    Returns ``{"labels": Path, "data_yaml": [Path per fold], "n_labels": int, "n_dropped": int,
+    "n_items": {kind: int}}``.
     """
     if channels not in (1, 3):
         raise ValueError(f"export: channels = {channels!r}; expected 1 or 3")
@@ -167,25 +337,29 @@ def write_yolo(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
         cache.unlink()
 
     has_box = set(boxes["image_id"][lines.notna()])
+    items = _write_items(out, training_items(images, boxes, rater_boxes, squarify))
     with atomic_folder(out / "yolo") as yolo_tmp:
         ks = sorted(images["fold"].unique())
         for k in ks:
-            train, val = _split(images, k, has_box, include_normal)
+            _, val = _split(images, k, has_box, include_normal)
             d = yolo_tmp / f"fold{k}"
             d.mkdir()
-            (d / "train.txt").write_text("".join(p + "\n" for p in train["path"]))
             (d / "val.txt").write_text("".join(p + "\n" for p in val["path"]))
-            data = {"path": str(out / "yolo" / f"fold{k}"), "train": "train.txt", "val": "val.txt",
-                    "nc": len(names), "names": names}
-            if channels == 1:
-                data["channels"] = 1
-            (d / "data.yaml").write_text(
-                f"# cxrdet fold {k} of {len(ks)}: train = other folds ({len(train)} images), val = fold {k} "
-                f"({len(val)} images)\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+            for kind, train in _train_lists(images, k, has_box, include_normal, items).items():
+                list_name, yaml_name = _yaml_name(kind)
+                (d / list_name).write_text("".join(p + "\n" for p in train["path"]))
+                data = {"path": str(out / "yolo" / f"fold{k}"), "train": list_name, "val": "val.txt",
+                        "nc": len(names), "names": names}
+                if channels == 1:
+                    data["channels"] = 1
+                what = "images" if kind == "fused" and squarify is None else f"{kind} training items"
+                (d / yaml_name).write_text(
+                    f"# cxrdet fold {k} of {len(ks)}: train = other folds ({len(train)} {what}), val = fold {k} "
+                    f"({len(val)} images)\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     log.info("export: YOLO labels for %d images (%d boxes), %d folds in %s", len(images),
              len(boxes) - n_dropped, len(ks), out / "yolo")
     return {"labels": out / "labels", "data_yaml": [out / "yolo" / f"fold{k}" / "data.yaml" for k in ks],
-            "n_labels": len(images), "n_dropped": n_dropped}
+            "n_labels": len(images), "n_dropped": n_dropped, "n_items": {k: len(v[0]) for k, v in items.items()}}
 
 
 # ----------------------------------------------------------------------------- COCO
@@ -218,23 +392,38 @@ def coco_dict(images: pd.DataFrame, boxes: pd.DataFrame, names: dict[int, str], 
 
 
 def write_coco(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, out: str | os.PathLike,
-               class_names, include_normal: bool = True) -> list[Path]:
-    """Write ``out/coco/fold<k>_train.json`` and ``fold<k>_val.json`` for every fold.
+               class_names, include_normal: bool = True, squarify: float | None = None,
+               rater_boxes: pd.DataFrame | None = None) -> list[Path]:
+    """Write ``out/coco/fold<k>_train.json`` and ``fold<k>_val.json`` for every fold (with
+    ``rater_boxes`` also ``fold<k>_train_variants.json`` and ``fold<k>_train_both.json``).
 
-    Same inputs as :func:`write_yolo`; boxes stay in ORIGINAL pixels (see the module docstring).
-    Returns the written paths (train, val per fold)."""
+    Same inputs as :func:`write_yolo`; boxes stay in ORIGINAL pixels (see the module docstring);
+    training boxes squarified with ``squarify``, the val json always the truth. A training item
+    is a COCO image of its own (``file_name`` = the item's name, ``png_file`` = its image's PNG;
+    ids after the images'). Returns the written paths (train, val per fold, then the others)."""
     out = Path(os.path.abspath(out))
     images, boxes, names = _prepare(images, boxes, folds, class_names)
     image_ids = {iid: n for n, iid in enumerate(images["image_id"], start=1)}
     has_box = set(boxes["image_id"])
+    items = training_items(images, boxes, bx.as_box_table(rater_boxes) if rater_boxes is not None else None, squarify)
+    if "variants" in items:
+        image_ids.update({iid: n for n, iid in enumerate(items["variants"][0]["image_id"], start=len(image_ids) + 1)})
+    item_boxes = pd.concat([boxes if "fused" not in items else items["fused"][1]]
+                           + ([items["variants"][1]] if "variants" in items else []), ignore_index=True)
     with atomic_folder(out / "coco") as tmp:
         written = []
         ks = sorted(images["fold"].unique())
         for k in ks:
-            train, val = _split(images, k, has_box, include_normal)
-            for split, sub in (("train", train), ("val", val)):
-                d = coco_dict(sub, boxes, names, image_ids, description=f"cxrdet fold {k} {split}")
+            lists = _train_lists(images, k, has_box, include_normal, items)
+            _, val = _split(images, k, has_box, include_normal)
+            for split, sub, bb in (("train", lists["fused"], item_boxes), ("val", val, boxes)):
+                d = coco_dict(sub, bb, names, image_ids, description=f"cxrdet fold {k} {split}")
                 (tmp / f"fold{k}_{split}.json").write_text(json.dumps(d))
                 written.append(out / "coco" / f"fold{k}_{split}.json")
+            for kind in ("variants", "both"):
+                if kind in lists:
+                    d = coco_dict(lists[kind], item_boxes, names, image_ids, description=f"cxrdet fold {k} train {kind}")
+                    (tmp / coco_train_name(k, kind)).write_text(json.dumps(d))
+                    written.append(out / "coco" / coco_train_name(k, kind))
     log.info("export: COCO json for %d folds in %s", len(ks), out / "coco")
     return written

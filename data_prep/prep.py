@@ -356,7 +356,11 @@ def _export(run: _Run) -> None:
     fp = {k: cfg[k] for k in ("export", "channels", "include_normal", "classes", "dataset")} | {
         "images": file_stamp(out / "images.csv"), "fused": file_stamp(out / "fused_boxes.csv"),
         "folds": file_stamp(out / "folds.csv")}
+    if cfg.get("squarify") is not None:         # only when set: folders prepared before the key stay valid
+        fp["squarify"] = cfg["squarify"]
     outputs = (["labels", "yolo"] if "yolo" in formats else []) + (["coco"] if "coco" in formats else [])
+    if "yolo" in formats and cfg.get("squarify") is not None:
+        outputs.append("train_items")
 
     def do():
         from data_prep.export import write_coco, write_yolo
@@ -368,12 +372,16 @@ def _export(run: _Run) -> None:
         for fmt in EXPORT_FORMATS:              # a format no longer asked for: its old folder goes
             if fmt not in formats and (out / fmt).exists():
                 shutil.rmtree(out / fmt)
+        if "yolo" not in formats and (out / "train_items").exists():   # the YOLO training items go with it
+            shutil.rmtree(out / "train_items")
         if "yolo" in formats:
             res = write_yolo(images, fused, folds, out, names, channels=cfg["channels"],
-                             include_normal=cfg["include_normal"])
+                             include_normal=cfg["include_normal"], squarify=cfg.get("squarify"))
             info["yolo_dropped_boxes"] = res["n_dropped"]
+            info["train_items"] = res["n_items"]
         if "coco" in formats:
-            write_coco(images, fused, folds, out, names, include_normal=cfg["include_normal"])
+            write_coco(images, fused, folds, out, names, include_normal=cfg["include_normal"],
+                       squarify=cfg.get("squarify"))
         return info
 
     run.step("export", fp, outputs, do)

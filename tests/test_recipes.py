@@ -1,0 +1,155 @@
+"""The winning training recipes as switches (issue 27): squarified training boxes, radiologist
+variants, checkpoint ensembles, per-class gating. Tiny phantoms, hand-computed boxes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_prep import boxes as bx
+from data_prep.config import load_config
+from data_prep.export import write_coco, write_yolo
+
+NAMES = ["Aortic enlargement", "Atelectasis"]
+
+
+# ----------------------------------------------------------------------------- squarify
+def test_squarify_hand_computed():
+    """Image 100 high x 200 wide, R = 2: boxes longer than twice their short side grow about the
+    centre to exactly 2:1, then clip to the image; the others are unchanged."""
+    b = [[10, 10, 12, 30],       # thin (tall): w 2, h 20 -> w 10 about cx 11 -> 6..16
+         [50, 40, 90, 44],       # wide: w 40, h 4 -> h 20 about cy 42 -> 32..52
+         [0, 0, 2, 20],          # tall at the left border: -4..6 clipped to 0..6
+         [100, 98, 160, 100],    # wide at the bottom border: h 30 about cy 99 -> 84..114 clipped to 84..100
+         [20, 20, 30, 30],       # already square
+         [0, 50, 20, 60]]        # exactly 2:1: not above the ratio, unchanged
+    got = bx.squarify(b, 2, 100, 200)
+    want = [[6, 10, 16, 30], [50, 32, 90, 52], [0, 0, 6, 20], [100, 84, 160, 100], [20, 20, 30, 30], [0, 50, 20, 60]]
+    np.testing.assert_allclose(got, want)
+    np.testing.assert_allclose(bx.squarify([[10, 10, 12, 30]], 3), [[11 - 10 / 3, 10, 11 + 10 / 3, 30]])
+    np.testing.assert_allclose(bx.squarify(b, None), np.asarray(b, float))       # off
+    np.testing.assert_allclose(bx.squarify([[0, 0, 2, 20]], 2), [[-4, 0, 6, 20]])  # no size: not clipped
+    with pytest.raises(ValueError, match="squarify ratio 0.5"):
+        bx.squarify(b, 0.5)
+
+
+def test_squarify_config_validated_at_the_merge():
+    assert load_config(None, ["squarify=2"])["squarify"] == 2.0
+    assert load_config(None)["squarify"] is None
+    for bad in ("squarify=0.5", "squarify=wide", "squarify=true"):
+        with pytest.raises(ValueError, match="squarify"):
+            load_config(None, [bad])
+
+
+def _dataset(out: Path):
+    """3 images 100 x 200 (h x w) with PNGs in out/images, 3 folds (one image each); radiologists
+    R1, R2 read a, R1 read b (normal), R2 read c.
+
+    Fused truth: a: a tall box (ratio 10) and a square; c: a wide box at the border."""
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for iid, raters in (("a", "R1|R2"), ("b", "R1"), ("c", "R2")):
+        png = out / "images" / f"{iid}.png"
+        cv2.imwrite(str(png), np.full((32, 64), 100, np.uint8))
+        rows.append((iid, 100, 200, str(png), f"P{iid}", 32, 64, raters))
+    images = pd.DataFrame(rows, columns=["image_id", "height", "width", "path", "patient_id", "png_height",
+                                         "png_width", "raters"])
+    fused = bx.make_boxes(["a", "a", "c"], [0, 1, 1], [NAMES[0], NAMES[1], NAMES[1]],
+                          [[10, 10, 12, 30], [40, 40, 60, 60], [100, 98, 160, 100]])
+    raw = bx.make_boxes(["a", "a", "a", "c"], [0, 0, 1, 1], [NAMES[0], NAMES[0], NAMES[1], NAMES[1]],
+                        [[10, 10, 12, 30], [9, 9, 13, 31], [40, 40, 60, 60], [100, 98, 160, 100]],
+                        rater=["R1", "R2", "R2", "R2"])
+    folds = pd.DataFrame({"image_id": ["a", "b", "c"], "fold": [0, 1, 2]})
+    return images, fused, raw, folds
+
+
+def _yolo(path: Path) -> np.ndarray:
+    return np.loadtxt(path, ndmin=2) if path.stat().st_size else np.zeros((0, 5))
+
+
+def _xyxy(lines: np.ndarray, h=100, w=200) -> np.ndarray:
+    return bx.yolo_to_xyxy(lines[:, 1:], h, w)
+
+
+def test_export_squarifies_training_labels_only(tmp_path):
+    """squarify=2: the training items' labels are squarified, the truth (OUT/labels, val lists,
+    the COCO val json) is the same as without squarify."""
+    images, fused, _, folds = _dataset(tmp_path)
+    plain = tmp_path / "plain"
+    (plain / "images").mkdir(parents=True)
+    for p in (tmp_path / "images").iterdir():
+        (plain / "images" / p.name).symlink_to(p)
+    write_yolo(images.assign(path=[str(plain / "images" / f"{i}.png") for i in images.image_id]), fused, folds,
+               plain, NAMES)
+    write_coco(images, fused, folds, plain, NAMES)
+    res = write_yolo(images, fused, folds, tmp_path, NAMES, squarify=2)
+    write_coco(images, fused, folds, tmp_path, NAMES, squarify=2)
+    assert res["n_items"] == {"fused": 3}
+    items = tmp_path / "train_items"
+    # training labels: hand-computed squarified boxes (original pixels)
+    np.testing.assert_allclose(_xyxy(_yolo(items / "labels" / "a.txt")), [[6, 10, 16, 30], [40, 40, 60, 60]], atol=1e-3)
+    np.testing.assert_allclose(_xyxy(_yolo(items / "labels" / "c.txt")), [[100, 84, 160, 100]], atol=1e-3)
+    assert (items / "labels" / "b.txt").read_text() == ""
+    # the truth is untouched: labels, val lists, COCO val json equal to the plain export
+    for i in "abc":
+        assert (tmp_path / "labels" / f"{i}.txt").read_text() == (plain / "labels" / f"{i}.txt").read_text()
+    np.testing.assert_allclose(_xyxy(_yolo(tmp_path / "labels" / "a.txt")), [[10, 10, 12, 30], [40, 40, 60, 60]],
+                               atol=1e-3)
+    for k in range(3):
+        val = (tmp_path / "yolo" / f"fold{k}" / "val.txt").read_text().split()
+        assert val == [str(tmp_path / "images" / f"{'abc'[k]}.png")]
+        train = (tmp_path / "yolo" / f"fold{k}" / "train.txt").read_text().split()
+        assert train == [str(items / "images" / f"{i}.png") for i in "abc" if i != "abc"[k]]
+        assert all(Path(p).resolve() == (tmp_path / "images" / Path(p).name).resolve() for p in train)
+        assert json.loads((tmp_path / "coco" / f"fold{k}_val.json").read_text()) == \
+            json.loads((plain / "coco" / f"fold{k}_val.json").read_text())
+    tr = json.loads((tmp_path / "coco" / "fold1_train.json").read_text())   # images a and c
+    bbox = sorted(a["bbox"] for a in tr["annotations"])
+    assert bbox == sorted([[6.0, 10.0, 10.0, 20.0], [40.0, 40.0, 20.0, 20.0], [100.0, 84.0, 60.0, 16.0]])
+    # a re-export without squarify removes the training items again
+    write_yolo(images, fused, folds, tmp_path, NAMES)
+    assert not items.exists()
+    assert (tmp_path / "yolo" / "fold0" / "train.txt").read_text().split() == \
+        [str(tmp_path / "images" / f"{i}.png") for i in "bc"]
+
+
+def test_prep_squarify_leaves_truth_and_rescores_nothing(tmp_path):
+    """prep squarify=2 on VinBigData phantoms: fused_boxes.csv, labels/ and the val lists equal a
+    prep without it; only the training lists point at the squarified items; the switch re-runs
+    export alone."""
+    from data_prep.prep import prep, read_table
+    from data_prep.synth import synth_vinbigdata
+
+    data = tmp_path / "data"
+    synth_vinbigdata(data, n=8, n_test=0, size=96, seed=5)
+    args = ["folds=2", "size=64", "workers=1"]
+    a = prep(load_config("vinbigdata", args), data, tmp_path / "a")
+    b = prep(load_config("vinbigdata", args + ["squarify=2"]), data, tmp_path / "b")
+    pd.testing.assert_frame_equal(read_table(tmp_path / "a" / "fused_boxes.csv"),
+                                  read_table(tmp_path / "b" / "fused_boxes.csv"))
+    for p in sorted((tmp_path / "a" / "labels").iterdir()):
+        assert (tmp_path / "b" / "labels" / p.name).read_text() == p.read_text()
+    for k in range(2):
+        va = (tmp_path / "a" / "yolo" / f"fold{k}" / "val.txt").read_text().replace(str(tmp_path / "a"), "")
+        vb = (tmp_path / "b" / "yolo" / f"fold{k}" / "val.txt").read_text().replace(str(tmp_path / "b"), "")
+        assert va == vb
+        tb = (tmp_path / "b" / "yolo" / f"fold{k}" / "train.txt").read_text().split()
+        assert tb and all("/train_items/images/" in p for p in tb)
+    # every training label is its truth squarified (computed here from fused_boxes.csv)
+    fused, images = read_table(tmp_path / "b" / "fused_boxes.csv"), read_table(tmp_path / "b" / "images.csv")
+    hw = images.set_index("image_id")
+    n_grown = 0
+    for iid, g in fused.groupby("image_id"):
+        h, w = hw.loc[iid, ["height", "width"]]
+        want = bx.squarify(np.clip(g[bx.COORDS].to_numpy(float), 0, [w, h, w, h]), 2, h, w)
+        got = _xyxy(_yolo(tmp_path / "b" / "train_items" / "labels" / f"{iid}.txt"), h, w)
+        np.testing.assert_allclose(np.sort(got, 0), np.sort(want, 0), atol=1e-3 * max(h, w))
+        n_grown += int((np.abs(want - g[bx.COORDS].to_numpy(float)) > 1e-6).any(1).sum())
+    assert n_grown > 0, "the phantoms hold no box above 2:1: the test would prove nothing"
+    assert a["summary"]["boxes_fused"] == b["summary"]["boxes_fused"]
+    c = prep(load_config("vinbigdata", args), data, tmp_path / "b")
+    assert c["ran"] == ["export"] and not (tmp_path / "b" / "train_items").exists()
