@@ -34,7 +34,9 @@ import yaml
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(os.environ.get("CXRDET_CONFIGS", Path(__file__).resolve().parents[1] / "configs"))
+from data_prep.resources import config_dir
+
+CONFIG_DIR = config_dir()   # the checkout's configs/, or the installed package's copy (data_prep.resources)
 DEFAULT = CONFIG_DIR / "default.yaml"
 
 # flag -> config key: every flag that sets a setting, declared once for every stage

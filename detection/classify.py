@@ -28,6 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from data_prep.atomic import atomic_path, write_csv
+from data_prep.resources import export_destination
 from detection.classifier import (FORMAT, is_multilabel, load_checkpoint, model_from_checkpoint,
                                   preprocess)
 
@@ -84,7 +85,7 @@ def export_onnx(weights, out=None, opset: int = 17) -> Path:
     ck = load_checkpoint(weights)
     model = model_from_checkpoint(ck)
     s = int(ck["imgsz"])
-    dst = Path(out) if out else Path(weights).with_name(f"{Path(weights).stem}_{s}.onnx")
+    dst = Path(out) if out else export_destination(Path(weights), f"{Path(weights).stem}_{s}.onnx")
 
     class WithSigmoid(torch.nn.Module):
         def __init__(self, m):
@@ -119,7 +120,9 @@ def load_runner(weights, onnx: bool = False, device: str = "cpu"):
         return OnnxRunner(p)
     if onnx:
         s = int(load_checkpoint(p)["imgsz"])
-        cached = p.with_name(f"{p.stem}_{s}.onnx")
+        from data_prep.resources import beside_or_cache
+
+        cached = beside_or_cache(p, f"{p.stem}_{s}.onnx")   # shipped weights: the user cache, not the package
         if not cached.is_file() or cached.stat().st_mtime < p.stat().st_mtime:
             export_onnx(p, cached)
         return OnnxRunner(cached)

@@ -52,7 +52,7 @@ def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: cxrdet STAGE [args] [key=value ...]", "", "stages:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "cxrdet STAGE --help shows a stage's arguments; --debug (or CXRDET_DEBUG=1) shows tracebacks."]
+    lines += ["", "cxrdet STAGE --help shows a stage's arguments; cxrdet --version the version; --debug (or CXRDET_DEBUG=1) shows tracebacks."]
     return "\n".join(lines)
 
 
@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("CXRDET_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
+    if argv[:1] in (["--version"], ["-V"]):
+        from detection import __version__
+
+        print(f"cxrdet {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2

@@ -33,10 +33,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_prep.resources import weights_dir
+
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = REPO / "weights"
+WEIGHTS = weights_dir()   # the checkout's weights/, or the installed package's copy
 MULTILABEL = "vinbig_phantom_multilabel.pt"  # the multi-label classifier scored on the VinBigData test split
 FLAVOURS = {
     # dataset: (config, detectors (several = a WBF ensemble), classifier, metric, n_train, n_test)

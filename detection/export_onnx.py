@@ -26,13 +26,24 @@ def export_onnx(weights: str | os.PathLike, imgsz: int = 512, out: str | os.Path
                 dynamic: bool = False, batch: int = 1) -> Path:
     """Export local ``weights`` (.pt) to ONNX at ``imgsz``; return the ``.onnx`` path.
 
-    Default destination: beside the weights as ``<stem>.onnx`` (ultralytics' own choice). With
-    ``out`` the file is moved there (atomic rename on one file system)."""
+    Default destination: beside the weights as ``<stem>.onnx`` (ultralytics' own choice), or the
+    working directory for the shipped weights (data_prep.resources.export_destination: nothing is
+    written into the package). With ``out`` the file is moved there (atomic rename on one file system)."""
     from detection.models import tv
     from detection.runtime import open_yolo
     from detection.train import resolve_model
 
+    from data_prep.resources import export_destination, is_shipped
+
     src = Path(resolve_model(str(weights), "weights"))
+    if out is None and is_shipped(src):
+        out = export_destination(src, f"{src.stem}.onnx")
+    if is_shipped(src):   # ultralytics writes beside its .pt: export a copy in a temporary folder
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="cxrdet-export-") as tmp:
+            return export_onnx(shutil.copy2(src, Path(tmp) / src.name), imgsz, out, dynamic, batch)
     if tv.is_weights(src):   # torchvision's detectors: torch's own exporter (detection.models.tv)
         if dynamic:
             log.warning("%s: a tv: ONNX takes one image of a fixed size; --dynamic ignored", src)

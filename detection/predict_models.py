@@ -88,10 +88,12 @@ def _trained_imgsz(model, path: Path, asked: int | None) -> int:
 
 
 def _onnx_cached(pt: Path, imgsz: int) -> Path:
-    """``<stem>_<imgsz>.onnx`` beside ``pt``, exported when absent or older than ``pt``."""
+    """``<stem>_<imgsz>.onnx`` beside ``pt`` (in the user cache for shipped weights:
+    data_prep.resources.beside_or_cache), exported when absent or older than ``pt``."""
+    from data_prep.resources import beside_or_cache
     from detection.export_onnx import export_onnx
 
-    cached = pt.with_name(f"{pt.stem}_{imgsz}.onnx")
+    cached = beside_or_cache(pt, f"{pt.stem}_{imgsz}.onnx")
     if not cached.is_file() or cached.stat().st_mtime < pt.stat().st_mtime:
         export_onnx(pt, imgsz=imgsz, out=cached)
     return cached

@@ -36,7 +36,6 @@ from data_prep.atomic import copy_file
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 _SYSTEM_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 
@@ -45,8 +44,9 @@ _done = False
 
 def default_config_dir() -> Path:
     """The ``YOLO_CONFIG_DIR`` this module sets when the user has not set one."""
-    cache = os.environ.get("CXRDET_CACHE")
-    return (Path(cache).expanduser() if cache else REPO / ".cache") / "ultralytics"
+    from data_prep.resources import cache_dir
+
+    return cache_dir() / "ultralytics"
 
 
 def font_source() -> Path:

@@ -38,7 +38,6 @@ from data_prep.config import add_config_arguments, stage_config
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
 CLS_NAMES = ("abnormal", "normal")  # ultralytics sorts class folders: abnormal = 0, normal = 1
 
 
@@ -57,11 +56,14 @@ def resolve_model(model: str, what: str = "model") -> str:
     if p.suffix in (".yaml", ".yml"):
         return str(p) if p.is_file() else str(model)  # bundled cfg names are resolved by ultralytics
     if p.suffix == ".pt":
-        for cand in (p, REPO / "weights" / p.name):
-            if cand.is_file():
+        from data_prep.resources import shipped_weight, weights_dir
+
+        for cand in (p, shipped_weight(str(model))):
+            if cand is not None and cand.is_file():
                 return str(cand)
         raise FileNotFoundError(
-            f"{what} {str(model)!r}: no such local file (looked in the working directory and {REPO / 'weights'}). "
+            f"{what} {str(model)!r}: no such local file (looked in the working directory and the shipped "
+            f"weights, {weights_dir()}). "
             "Pretrained weights cannot be downloaded here (offline by construction); train from scratch "
             f"with a model YAML ({what}=yolo11n.yaml) or give a local .pt (e.g. {what}=weights/<name>.pt)")
     raise ValueError(f"{what} {str(model)!r}: expected a model YAML (.yaml) or local weights (.pt)")
