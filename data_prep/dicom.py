@@ -67,7 +67,9 @@ from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.pixels.utils import get_j2k_parameters
 
 from data_prep.boxes import keep_ratio_size
-from data_prep.voi import Voi, VoiOptions, choose_voi, modality
+from data_prep.dicom_input import (PIXEL_DATA, PixelAttributeError, check_number_of_frames, decode_frame0,
+                                   high_bit_shift, pixel_data_keyword)
+from data_prep.voi import Voi, VoiOptions, choose_voi, flat_cause, modality
 
 log = logging.getLogger(__name__)
 
@@ -393,12 +395,13 @@ def open_dicom(path: str | os.PathLike):  # pragma: no mutate block, input check
     except Exception as e:  # pydicom raises many kinds on a damaged header
         raise DicomReadError(f"{path}: unreadable DICOM header ({type(e).__name__}: {_one_line(e)}); "
                              "the file may be truncated") from e
-    if "PixelData" not in ds:
+    if pixel_data_keyword(ds) is None:
         try:
             sop = _one_line(str(ds.get("SOPClassUID", "unknown")))[:80]
         except Exception:  # a damaged UID element
             sop = "unreadable"
-        raise DicomReadError(f"{path}: no pixel data (7FE0,0010): not an image (SOP class "
+        raise DicomReadError(f"{path}: no pixel data ({', '.join(t[-11:] for t in PIXEL_DATA.values())}): "
+                             f"not an image (SOP class "
                              f"{sop!r}) or a truncated file "
                              f"({path.stat().st_size} bytes); expected an image")
     if "Rows" not in ds or "Columns" not in ds:
@@ -437,8 +440,13 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
         log.warning("%s: %s; using %s", path, voi.fallback, voi.describe())
     header.update(voi=voi.kind, voi_window=voi.label(), voi_fallback=voi.fallback)
     out_hw = output_size(header["height"], header["width"], size, keep_ratio)
+    try:
+        check_number_of_frames(ds, path)
+        shift = high_bit_shift(ds, path)
+    except PixelAttributeError as e:
+        raise DicomReadError(f"{path}: {e}") from e
     arr = None
-    if fast_j2k and size:
+    if fast_j2k and size and not shift:
         try:
             arr = decode_j2k_reduced(ds, out_hw)
         except Exception as e:  # any trouble: the full decode below decides
@@ -447,7 +455,9 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
     if arr is None:
         try:
             with _quiet_pydicom():
-                arr = decode(ds)
+                arr = decode_frame0(ds, path, shift)
+        except PixelAttributeError as e:
+            raise DicomReadError(f"{path}: {e}") from e
         except Exception as e:
             raise DicomReadError(f"{path}: cannot decode pixel data with transfer syntax "
                                  f"{transfer_syntax(ds)}: {type(e).__name__}: {_one_line(e)}") from e
@@ -459,45 +469,13 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
                              f"({_one_line(header.get('PhotometricInterpretation', '?'))[:40]!r}): "
                              f"{_one_line(e)}") from e
     if img.size and img.min() == img.max():
-        cause = flat_cause(arr, ds, voi)
+        cause = flat_cause(to_gray(arr, ds), ds, voi)
         if cause:
             log.warning("%s: constant image although its stored values differ: %s; written as one flat "
                         "gray level", path, cause)
         else:
             log.warning("%s: constant image (every pixel the same value): written as one flat gray level", path)
     return img, header
-
-
-def flat_cause(arr: np.ndarray, ds, voi: Voi) -> str:  # pragma: no mutate block, message
-    """Why an image whose stored values differ came out constant: the step that maps them all to
-    one value (the Modality LUT Sequence or rescale, or the VOI LUT or window, named with what it
-    was given); "" when the stored values are constant themselves or no single step is to blame."""
-    a = to_gray(arr, ds)
-    if not a.size or a.min() == a.max():
-        return ""
-    values = np.unique(a)
-    lo, hi = values[0], values[-1]
-    m = modality_lut(values, ds)
-    if m.min() == m.max():
-        if ds.get("ModalityLUTSequence"):
-            step = "the Modality LUT Sequence"
-        else:
-            step = f"the rescale (slope {ds.get('RescaleSlope')}, intercept {ds.get('RescaleIntercept')})"
-        return f"{step} maps every stored value ({lo:g}..{hi:g}) to {m[0]:g}"
-    y = voi.apply(m)
-    if y.min() != y.max():
-        return ""
-    span = f"every modality output value ({m.min():g}..{m.max():g})"
-    if voi.kind == "lut":
-        lut = voi.lut
-        last = lut.first + len(lut.entries) - 1
-        how = "signed (the modality output can be negative)" if lut.first < 0 else "unsigned"
-        return (f"{voi.describe()} (first value mapped {lut.first}, read as {how} per PS3.3 C.11.2.1.1; "
-                f"{len(lut.entries)} entries, inputs {lut.first}..{last}) maps {span} to one entry, "
-                f"{y[0]:g}")
-    if voi.kind == "window":
-        return f"{voi.describe()} maps {span} to one end of the window ({y[0]:g})"
-    return ""
 
 
 @contextlib.contextmanager

@@ -321,3 +321,35 @@ def choose_voi(ds, options: VoiOptions | None = None) -> Voi:
             return Voi(kind, view if kind == "window" else None, view if kind == "lut" else None,
                        i, "; ".join(notes), invalid)
     return Voi(fallback="; ".join(notes), invalid=invalid)
+
+
+def flat_cause(a: np.ndarray, ds, voi: Voi) -> str:  # pragma: no mutate block, message
+    """Why an image whose stored values differ came out constant: the step that maps them all to
+    one value (the Modality LUT Sequence or rescale, or the VOI LUT or window, named with what it
+    was given). ``a``: the stored values (gray). "" when the stored values are constant
+    themselves or no single step is to blame."""
+    if not a.size or a.min() == a.max():
+        return ""
+    values = np.unique(a)
+    lo, hi = values[0], values[-1]
+    m = modality(values, ds)
+    if m.min() == m.max():
+        if ds.get("ModalityLUTSequence"):
+            step = "the Modality LUT Sequence"
+        else:
+            step = f"the rescale (slope {ds.get('RescaleSlope')}, intercept {ds.get('RescaleIntercept')})"
+        return f"{step} maps every stored value ({lo:g}..{hi:g}) to {m[0]:g}"
+    y = voi.apply(m)
+    if y.min() != y.max():
+        return ""
+    span = f"every modality output value ({m.min():g}..{m.max():g})"
+    if voi.kind == "lut":
+        lut = voi.lut
+        last = lut.first + len(lut.entries) - 1
+        how = "signed (the modality output can be negative)" if lut.first < 0 else "unsigned"
+        return (f"{voi.describe()} (first value mapped {lut.first}, read as {how} per PS3.3 C.11.2.1.1; "
+                f"{len(lut.entries)} entries, inputs {lut.first}..{last}) maps {span} to one entry, "
+                f"{y[0]:g}")
+    if voi.kind == "window":
+        return f"{voi.describe()} maps {span} to one end of the window ({y[0]:g})"
+    return ""
