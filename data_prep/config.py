@@ -88,7 +88,22 @@ def _ratio(value: Any) -> float:
     return float(value)
 
 
-_NORMALISE = {"device": lambda v: str(v).replace(" ", ""), "raters": normalise_raters, "squarify": _ratio}
+def normalise_alpha(value: Any) -> float | dict[str, float]:
+    """``alpha``: one shared exponent (a number >= 0), or ``{class name: exponent}`` (each >= 0)."""
+    def num(v, what):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise ValueError(f"{what}{v!r}; expected a number >= 0")
+        return float(v)
+
+    if isinstance(value, dict):
+        return {str(k): num(v, f"class {k!r}: ") for k, v in value.items()}
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{value!r}; expected a number >= 0 (shared) or a mapping class name -> number (per class)")
+    return num(value, "")
+
+
+_NORMALISE = {"device": lambda v: str(v).replace(" ", ""), "raters": normalise_raters, "squarify": _ratio,
+              "alpha": normalise_alpha}
 # argparse settings of a flag beyond what the key's default type gives: --raters alone = every radiologist
 _ARGPARSE = {"raters": {"nargs": "?", "const": "all", "metavar": "R8,R10", "action": _OptionalValue},
              "vote": {"choices": ("any", "majority")}}

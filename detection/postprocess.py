@@ -13,9 +13,11 @@ what predict would have written with the same keys. Steps, in this order, all ke
    normalised by the image size (``--meta``; without it by the largest coordinate of the image's
    boxes: WBF is invariant to that scaling); ``ens_iou``, ``ens_skip``, ``ens_conf_type``,
    ``ens_weights`` (one per table, null = equal).
-2. **class-probability fusion** (``cls_fusion: multiply``): ``score * p_class ** alpha``, with
-   ``p_class`` the probabilities table's column named like the box's class; boxes of classes
-   without a column, or of images without a row, keep their score.
+2. **class-probability fusion** (``cls_fusion: multiply``): ``score * p_class ** alpha_c``, with
+   ``p_class`` the probabilities table's column named like the box's class (the multi-label
+   classifier's; VinBigData 3rd place's class gating) and ``alpha_c`` = ``alpha`` when it is one
+   number, ``alpha[class name]`` when it is a mapping (classes it does not name: exponent 0, their
+   score kept); boxes of classes without a column, or of images without a row, keep their score.
 3. **box scaling** about the centre: width and height times ``box_scale`` (clipped to the image
    when its size is known).
 4. **minimum box size**: boxes narrower or lower than ``min_box_size`` original pixels dropped.
@@ -91,6 +93,12 @@ def post_config(cfg: dict | None = None) -> dict:  # pragma: no mutate block, co
     for k in ("top_k", "top_k_per_class"):
         if int(out[k]) < 0:
             raise ValueError(f"{k} {out[k]}: expected >= 0 (0 = no limit)")
+    from data_prep.config import normalise_alpha
+
+    try:
+        out["alpha"] = normalise_alpha(out["alpha"])
+    except ValueError as e:
+        raise ValueError(f"alpha = {e}") from None
     if not isinstance(out["class_thr"] or {}, dict):
         raise ValueError(f"class_thr {out['class_thr']!r}: expected a mapping class name -> threshold")
     return out
@@ -271,6 +279,21 @@ def _prepared(a: Arrays, normal_id: int | None) -> dict:
     return pre
 
 
+def class_exponents(a: Arrays, alpha) -> np.ndarray:
+    """``alpha`` (one number, or {class name or id: exponent}) as an exponent per class id (K,);
+    classes a mapping does not name get 0 (score kept)."""
+    n = max(max(a.names, default=-1), int(a.cls.max(initial=-1))) + 1
+    if not isinstance(alpha, dict):
+        return np.full(n, float(alpha))
+    out = np.zeros(n)
+    for k in range(n):
+        name = a.names.get(k, str(k))
+        v = alpha.get(name, alpha.get(str(k)))
+        if v is not None:
+            out[k] = float(v)
+    return out
+
+
 def apply_arrays(a: Arrays, cfg: dict, normal_id: int | None = None):
     """Steps 2-7 on :class:`Arrays` -> ``(rows, box, score, normal_img, normal_score)``.
 
@@ -283,7 +306,7 @@ def apply_arrays(a: Arrays, cfg: dict, normal_id: int | None = None):
     if cfg["cls_fusion"] == "multiply" and len(pre["fuse"]):
         u = pre["fuse"]
         score = score.copy()
-        score[u] = score[u] * np.power(pre["p_cls"], float(cfg["alpha"]))
+        score[u] = score[u] * np.power(pre["p_cls"], class_exponents(a, cfg["alpha"])[a.cls[u]])
     s = float(cfg["box_scale"])
     if s != 1.0:
         f = pre["find_rows"]

@@ -31,7 +31,9 @@ need an input not given are dropped with a warning). Defaults per metric:
 
 * vinbigdata / coco (low-confidence boxes cost nothing): ``box_scale`` 0.85-1.15; with an
   ``abnormal`` probability ``cls_low`` 0-0.3 and ``cls_high`` 0.5-1; with per-class probabilities
-  ``alpha`` 0-2 (``cls_fusion: multiply``); with several tables ``ens_iou`` 0.3-0.6 (step 0.05),
+  ``alpha`` 0-2 (``cls_fusion: multiply``, one shared exponent; ``alpha: {low: 0, high: 2,
+  per_class: true}`` in ``--space`` searches one exponent per class that has a probability
+  column: VinBigData 3rd place's per-class gating, written as ``alpha: {class: exponent}``); with several tables ``ens_iou`` 0.3-0.6 (step 0.05),
   ``ens_skip`` {0, 0.0001, 0.001}, ``ens_conf_type`` {avg, max, box_and_model_avg}.
 * rsna (every false positive costs): ``score_thr`` 0-0.9, ``box_scale`` 0.75-1.05, ``top_k``
   {0, 1, 2, 3, 4}, plus the same probability and ensemble keys.
@@ -87,8 +89,10 @@ def check_space(space: dict, source: str = "space") -> dict:
             if not v:
                 raise ValueError(f"{source}: key {k!r} has no choices")
         elif isinstance(v, dict):
-            if not {"low", "high"} <= set(v) or not set(v) <= {"low", "high", "log", "step"}:
-                raise ValueError(f"{source}: key {k!r} = {v!r}; expected [choices] or {{low, high[, log, step]}}")
+            allowed = {"low", "high", "log", "step"} | ({"per_class"} if k == "alpha" else set())
+            if not {"low", "high"} <= set(v) or not set(v) <= allowed:
+                raise ValueError(f"{source}: key {k!r} = {v!r}; expected [choices] or {{low, high[, log, step]}}"
+                                 + (" (alpha also takes per_class: true)" if k == "alpha" else ""))
             if not v["low"] <= v["high"]:
                 raise ValueError(f"{source}: key {k!r}: low {v['low']} > high {v['high']}")
         else:
@@ -171,6 +175,18 @@ class Problem:
     def score(self, cfg: dict, scorer: Scorer | None = None) -> float:
         return (scorer or self.scorer)(*self.outputs(cfg))
 
+    def gated_classes(self) -> list[str]:
+        """Class names of the predictions that have a probability column (class_id order): what a
+        per-class ``alpha`` is searched for."""
+        if self.probs is None:
+            return []
+        cols = set(self.probs.columns) - {"image_id", "abnormal"}
+        named = pd.concat([t[["class_id", "class_name"]] for t in self.tables]).drop_duplicates("class_name")
+        named = named[named["class_name"].astype(str).isin(cols)]
+        if self.normal is not None:
+            named = named[named["class_id"] != self.normal[0]]
+        return named.sort_values("class_id", kind="stable")["class_name"].astype(str).tolist()
+
 
 def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg: dict | None = None) -> Problem:
     """Read truth, predictions, probabilities and folds once (``cxrdet evaluate``'s readers)."""
@@ -236,7 +252,10 @@ def _predicted_folds_only(ids: list[str], fold_of: dict, tables: list, probs, fo
 
 
 # ----------------------------------------------------------------------------- search
-def _suggest(trial, key: str, spec):
+def _suggest(trial, key: str, spec, classes: list[str] = ()):
+    if isinstance(spec, dict) and spec.get("per_class"):   # one exponent per class: {class name: value}
+        one = {k: v for k, v in spec.items() if k != "per_class"}
+        return {c: _suggest(trial, f"{key}:{c}", one) for c in classes}
     if isinstance(spec, list):
         labels = [json.dumps(c) if isinstance(c, (list, dict)) else c for c in spec]
         v = trial.suggest_categorical(key, labels)
@@ -245,6 +264,10 @@ def _suggest(trial, key: str, spec):
     if isinstance(lo, int) and isinstance(hi, int) and not isinstance(PP.defaults()[key], float):
         return trial.suggest_int(key, lo, hi, step=int(spec.get("step", 1)), log=bool(spec.get("log", False)))
     return trial.suggest_float(key, float(lo), float(hi), step=spec.get("step"), log=bool(spec.get("log", False)))
+
+
+def _per_class(space: dict) -> list[str]:
+    return [k for k, v in space.items() if isinstance(v, dict) and v.get("per_class")]
 
 
 def _cfg_with(base: dict, params: dict) -> dict:
@@ -270,14 +293,19 @@ def search(problem: Problem, space: dict, trials: int = 100, seed: int = 0, scor
     else:
         sampler = optuna.samplers.TPESampler(seed=seed)
     study = optuna.create_study(direction="maximize", sampler=sampler)
+    classes = problem.gated_classes() if _per_class(space) else []
     if not grid or n_grid > trials:  # the first trial is the starting point, where the space holds it
         start = {k: problem.base[k] for k, v in space.items() if (problem.base[k] in v if isinstance(v, list) else
                  isinstance(problem.base[k], (int, float)) and v["low"] <= problem.base[k] <= v["high"])}
+        for k in _per_class(space):   # the shared starting value for every class
+            if k in start:
+                v0 = start.pop(k)
+                start.update({f"{k}:{c}": v0 for c in classes})
         if start:
             study.enqueue_trial(start, skip_if_exists=True)
 
     def objective(trial):
-        params = {k: _suggest(trial, k, v) for k, v in space.items()}
+        params = {k: _suggest(trial, k, v, classes) for k, v in space.items()}
         trial.set_user_attr("params", params)
         s = problem.score(_cfg_with(problem.base, params), scorer)
         return s if np.isfinite(s) else -1.0

@@ -153,3 +153,92 @@ def test_prep_squarify_leaves_truth_and_rescores_nothing(tmp_path):
     assert a["summary"]["boxes_fused"] == b["summary"]["boxes_fused"]
     c = prep(load_config("vinbigdata", args), data, tmp_path / "b")
     assert c["ran"] == ["export"] and not (tmp_path / "b" / "train_items").exists()
+
+
+# ----------------------------------------------------------------------------- class gating
+def _gate_table():
+    from data_prep.boxes import make_boxes
+
+    return make_boxes(["i1", "i1", "i1", "i2"], [0, 1, 2, 0], ["Aortic enlargement", "Atelectasis", "Calcification",
+                                                            "Aortic enlargement"],
+                      [[0, 0, 10, 10], [10, 10, 30, 30], [5, 5, 9, 9], [1, 1, 5, 5]], score=[0.8, 0.5, 0.4, 0.6])
+
+
+@pytest.mark.parametrize("alpha, want", [
+    (0.5, [0.8 * 0.5, 0.5 * 0.8, 0.4, 0.6]),                                      # shared: p ** 0.5
+    ({"Aortic enlargement": 2, "Atelectasis": 0.5}, [0.8 * 0.0625, 0.5 * 0.8, 0.4, 0.6]),
+    ({"Atelectasis": 1}, [0.8, 0.5 * 0.64, 0.4, 0.6]),                            # unnamed class: kept
+    ({"1": 2.0}, [0.8, 0.5 * 0.64 ** 2, 0.4, 0.6]),                               # a class id works too
+])
+def test_class_gating_hand_computed(alpha, want):
+    """score x p_class ** alpha_c: i1's Aortic enlargement p = 0.25, Atelectasis p = 0.64;
+    Calcification has no column and i2 no row: both keep their scores."""
+    from detection.postprocess import apply
+
+    probs = pd.DataFrame({"image_id": ["i1"], "abnormal": [0.9], "Aortic enlargement": [0.25], "Atelectasis": [0.64]})
+    cfg = {"cls_fusion": "multiply", "alpha": alpha, "cls_low": 0.0, "cls_high": 0.0}
+    out = apply(_gate_table(), probs, cfg)
+    got = out.set_index(["image_id", "class_name"])["score"]
+    keys = [("i1", "Aortic enlargement"), ("i1", "Atelectasis"), ("i1", "Calcification"), ("i2", "Aortic enlargement")]
+    np.testing.assert_allclose([got[k] for k in keys], want, rtol=1e-12)
+
+
+def test_alpha_config_per_class_or_shared():
+    assert load_config(None, ["alpha={Atelectasis: 0.5, Cardiomegaly: 2}"])["alpha"] == {"Atelectasis": 0.5,
+                                                                                          "Cardiomegaly": 2.0}
+    assert load_config(None, ["alpha=2"])["alpha"] == 2.0
+    for bad in ("alpha=-1", "alpha=[1, 2]", "alpha={Atelectasis: -1}", "alpha=high"):
+        with pytest.raises(ValueError, match="alpha"):
+            load_config(None, [bad])
+
+
+def test_tune_per_class_alpha_round_trip(tmp_path):
+    """tune with alpha {per_class: true} on OOF probabilities writes one exponent per class with
+    a column; postprocess --config tuned.yaml then evaluate gives tune's `after`."""
+    import yaml
+
+    from data_prep.boxes import make_boxes
+    from detection.cli import main
+
+    r = np.random.default_rng(0)
+    names = ["Aortic enlargement", "Atelectasis", "Calcification"]
+    ids = [f"img{i:02d}" for i in range(24)]
+    t, p, probs = [], [], {"image_id": ids, "abnormal": [], names[0]: [], names[1]: []}
+    for i, iid in enumerate(ids):
+        probs["abnormal"].append(0.9)
+        present = set()
+        for _ in range(int(r.integers(0, 3))):
+            c = int(r.integers(0, 3))
+            x, y = r.uniform(0, 500, 2)
+            b = [x, y, x + 100, y + 120]
+            t.append((iid, c, b))
+            present.add(c)
+            p.append((iid, c, list(np.add(b, r.normal(0, 8, 4))), round(float(r.uniform(0.2, 0.9)), 2)))
+        for _ in range(2):          # false positives the probabilities could gate away
+            c = int(r.integers(0, 3))
+            x, y = r.uniform(0, 600, 2)
+            p.append((iid, c, [x, y, x + 90, y + 90], round(float(r.uniform(0.3, 0.95)), 2)))
+        for c in (0, 1):
+            probs[names[c]].append(float(r.uniform(0.6, 1.0) if c in present else r.uniform(0, 0.4)))
+    make_boxes([x[0] for x in t], [x[1] for x in t], [names[x[1]] for x in t], [x[2] for x in t]).to_csv(
+        tmp_path / "truth.csv", index=False)
+    make_boxes([x[0] for x in p], [x[1] for x in p], [names[x[1]] for x in p], [x[2] for x in p],
+               score=[x[3] for x in p]).to_csv(tmp_path / "oof.csv", index=False)
+    pd.DataFrame({"image_id": ids, "height": 1000, "width": 1000}).to_csv(tmp_path / "meta.csv", index=False)
+    pd.DataFrame({"image_id": ids, "fold": np.arange(24) % 2}).to_csv(tmp_path / "folds.csv", index=False)
+    pd.DataFrame(probs).to_csv(tmp_path / "probs.csv", index=False)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({"alpha": {"low": 0.0, "high": 2.0, "per_class": True}}))
+    common = ["--truth", str(tmp_path / "truth.csv"), "--meta", str(tmp_path / "meta.csv")]
+    assert main(["tune", *common, "--folds", str(tmp_path / "folds.csv"), "--pred", str(tmp_path / "oof.csv"),
+                 "--cls-probs", str(tmp_path / "probs.csv"), "--space", str(tmp_path / "space.yaml"),
+                 "--trials", "10", "--seed", "1", "--no-nested", "--out", str(tmp_path / "tuned.yaml"),
+                 "cls_low=0", "cls_high=0"]) == 0
+    res = json.loads((tmp_path / "tuned.json").read_text())
+    tuned = yaml.safe_load((tmp_path / "tuned.yaml").read_text())
+    assert tuned["cls_fusion"] == "multiply" and sorted(tuned["alpha"]) == names[:2]   # Calcification: no column
+    assert res["after"] > res["before"]      # the phantom probabilities separate true from false boxes
+    assert main(["postprocess", "--pred", str(tmp_path / "oof.csv"), "--cls-probs", str(tmp_path / "probs.csv"),
+                 "--meta", str(tmp_path / "meta.csv"), "--config", str(tmp_path / "tuned.yaml"),
+                 "--out", str(tmp_path / "final.csv")]) == 0
+    assert main(["evaluate", *common, "--pred", str(tmp_path / "final.csv"), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["mAP"] == pytest.approx(res["after"], abs=1e-9)
