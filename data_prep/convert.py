@@ -42,7 +42,7 @@ import cv2
 import pandas as pd
 from tqdm import tqdm
 
-from data_prep.atomic import clean_folder, folder_lock, write_bytes, write_csv
+from data_prep.atomic import clean_folder, folder_lock, symlink, write_bytes, write_csv
 from data_prep.dicom import APPLIED_FIELDS, HEADER_FIELDS, output_size, read_dicom
 from data_prep.errors import InputError, check_output, reading
 from data_prep.voi import VoiOptions
@@ -343,6 +343,37 @@ def _run_dask(tasks: list, workers: int, scheduler: str):
             for path, row, err in results:
                 orig = given.get(path, path)
                 yield orig, row, (err.replace(path, orig) if err is not None else None)
+
+
+# ----------------------------------------------------------------------------- PNG mode
+def link_pngs(pngs: list[Path], images_dir: Path, meta_path: Path) -> dict:
+    """PNG mode (prep of a PNG dataset, extra datasets): symlink each PNG into OUT/images and write meta.csv from the PNG headers
+    (height/width = PNG size: the PNGs are the only size known here; config ``meta`` gives the
+    originals to the loader when the PNGs are resized copies)."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    rows, errors = [], []
+    for p in tqdm(pngs, desc="link PNGs", leave=False):
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch; reported below
+            errors.append([str(p), f"{type(e).__name__}: {e}"])
+            continue
+        link = images_dir / p.name
+        target = p.resolve()
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            pass
+        else:
+            symlink(target, link)
+        rows.append((p.stem, h, w, h, w))
+    if errors:
+        log.warning("prep convert: %d unreadable PNG(s), e.g. %s", len(errors), errors[0])
+    meta = pd.DataFrame(rows, columns=["image_id", "height", "width", "png_height", "png_width"])
+    write_csv(meta, meta_path)
+    return {"mode": "png", "n_sources": len(pngs), "n_linked": len(rows), "n_errors": len(errors),
+            "errors": errors[:20]}
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -69,7 +69,7 @@ def _load(src: dict):
 
 def link(name: str, src: dict, out: Path) -> dict:
     """Link the boxed images' PNGs into ``out/images`` and write ``out/extra_<name>_meta.csv``."""
-    from data_prep.prep import _link_pngs
+    from data_prep.convert import link_pngs
 
     images, _, info = _load(src)
     want = [src["images_dir"] / f"{i}.png" for i in images["image_id"]]
@@ -77,7 +77,7 @@ def link(name: str, src: dict, out: Path) -> dict:
     if missing:
         log.warning("extra %s: %d boxed image(s) have no PNG in %s, left out, e.g. %s", name, len(missing),
                     src["images_dir"], missing[0].name)
-    res = _link_pngs([p for p in want if p.is_file()], out / "images", out / f"extra_{name}_meta.csv")
+    res = link_pngs([p for p in want if p.is_file()], out / "images", out / f"extra_{name}_meta.csv")
     res.update(n_missing=len(missing), mapping=info)
     return res
 
@@ -88,7 +88,7 @@ def merge(cfg: dict, images: pd.DataFrame, boxes: pd.DataFrame, out: Path) -> tu
     srcs = sources(cfg)
     if not srcs:
         return images, boxes, {}
-    from data_prep.prep import read_table
+    from data_prep.tables import read_table
 
     images = images.assign(dataset=cfg["dataset"],
                            patient_id=cfg["dataset"] + "/" + images["patient_id"].astype(str))

@@ -37,7 +37,7 @@ from ensemble_boxes import nms, non_maximum_weighted, soft_nms
 from data_prep.atomic import write_csv
 from data_prep.boxes import BOX_COLUMNS, COORDS, as_box_table, denormalize_xyxy, empty_boxes, make_boxes, normalize_xyxy
 from data_prep.boxes import iou as box_iou
-from data_prep.wbf import NCOLS, _check_version, _fuse_wbf, _model_weights
+from data_prep.wbf import NCOLS, check_version, fuse_wbf_groups, model_weights
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr
         raise ValueError(f"fusion iou_thr {iou_thr}; expected a number in [0, 1]")
     weights = check_weights(weights)
     if method == "wbf":
-        _check_version()
+        check_version()
     if len(boxes) == 0:
         out = empty_boxes()
         out["n_raters"] = pd.Series(dtype="int64")
@@ -193,7 +193,7 @@ def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr
         if not len(b):
             g, nx, sc, nr = np.zeros(0, "int64"), np.zeros((0, 4)), np.zeros(0), np.zeros(0, "int64")
         elif method == "wbf":
-            g, nx, sc, nr = _fuse_wbf(b, iou_thr, conf_type, _model_weights(b, models))
+            g, nx, sc, nr = fuse_wbf_groups(b, iou_thr, conf_type, model_weights(b, models))
         else:
             # not mutated: a dict by image_id, whatever groupby's sort (each list keeps the models' order)
             mw_img = None if not weights else (  # pragma: no mutate

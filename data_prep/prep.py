@@ -40,7 +40,7 @@ import pandas as pd
 from data_prep.config import load_config
 from data_prep.datasets import DATASETS, describe
 from data_prep.tables import read_table  # noqa: F401 (re-exported: prep's tables are read with it)
-from data_prep.atomic import symlink, write_csv, write_text
+from data_prep.atomic import write_csv, write_text
 from data_prep.voi import VoiOptions
 
 log = logging.getLogger(__name__)
@@ -186,39 +186,11 @@ def _convert(run: _Run, src: Path) -> None:
         if not cfg["meta"] and describe(cfg).size_meta:
             log.warning("prep convert: %s holds PNGs and the config has no `meta`: their sizes are taken as "
                         "the original sizes; if they are resized copies, set meta=<image_id,dim0,dim1 file>", src)
-        return _link_pngs(files, images_dir, out / "meta.csv")
+        from data_prep.convert import link_pngs
+
+        return link_pngs(files, images_dir, out / "meta.csv")
 
     run.step("convert", fp, ["images", "meta.csv"], do)
-
-
-def _link_pngs(pngs: list[Path], images_dir: Path, meta_path: Path) -> dict:
-    """PNG mode: symlink each PNG into OUT/images and write meta.csv from the PNG headers
-    (height/width = PNG size: the PNGs are the only size known here; config ``meta`` gives the
-    originals to the loader when the PNGs are resized copies)."""
-    from PIL import Image
-    from tqdm import tqdm
-
-    rows, errors = [], []
-    for p in tqdm(pngs, desc="link PNGs", leave=False):
-        try:
-            with Image.open(p) as im:
-                w, h = im.size
-        except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch; reported below
-            errors.append([str(p), f"{type(e).__name__}: {e}"])
-            continue
-        link = images_dir / p.name
-        target = p.resolve()
-        if link.is_symlink() and Path(os.readlink(link)) == target:
-            pass
-        else:
-            symlink(target, link)
-        rows.append((p.stem, h, w, h, w))
-    if errors:
-        log.warning("prep convert: %d unreadable PNG(s), e.g. %s", len(errors), errors[0])
-    meta = pd.DataFrame(rows, columns=["image_id", "height", "width", "png_height", "png_width"])
-    write_csv(meta, meta_path)
-    return {"mode": "png", "n_sources": len(pngs), "n_linked": len(rows), "n_errors": len(errors),
-            "errors": errors[:20]}
 
 
 def _extra(run: _Run) -> None:

@@ -6,14 +6,14 @@ The kernel :func:`data_prep.fusion.fuse` runs for ``method="wbf"``; the box tabl
 
 Why by hand (bit-identical, tested): calling ensemble-boxes once per image costs ~10 s on the
 real train.csv, almost all of it per-call and per-box Python overhead, and the library does not
-return which boxes formed each fused box. So :func:`_fuse_wbf` runs ensemble-boxes 1.0.9's WBF
+return which boxes formed each fused box. So :func:`fuse_wbf_groups` runs ensemble-boxes 1.0.9's WBF
 algorithm on every (image, class) group at once, step j taking the j-th box (in the library's
 own ``prefilter_boxes`` order, :func:`_processing_order`) of every group together
 (:func:`_wbf_steps`), with the library's exact arithmetic (float64 IoU, float32
 ``get_weighted_box`` accumulation, its score rescaling per ``conf_type``).
 ``tests/test_fusion.py`` compares it bit for bit with ``ensemble_boxes.weighted_boxes_fusion``
 (real rows, random cases, every conf_type) and ``bench/fuse.py`` on the full real file; a
-different installed ensemble-boxes version is logged as a warning (:func:`_check_version`).
+different installed ensemble-boxes version is logged as a warning (:func:`check_version`).
 
 Input: the prepared table of :func:`data_prep.fusion._prepare` (columns ``g`` group, ``t``
 model, ``M`` models of the image, ``wt`` model weight, ``score``, ``_img`` and the normalised
@@ -33,7 +33,7 @@ log = logging.getLogger("data_prep.fusion")   # the fuse stage's logger: its lin
 NCOLS = ["nx1", "ny1", "nx2", "ny2"]          # the normalised box columns of the prepared table
 
 
-def _model_weights(b: pd.DataFrame, models: pd.DataFrame) -> np.ndarray:
+def model_weights(b: pd.DataFrame, models: pd.DataFrame) -> np.ndarray:
     """``(G, T)`` float64: per (image, class) group, its image's model weights by model index
     ``t`` (0 beyond the image's ``M`` models)."""
     T = int(models["M"].max())
@@ -67,12 +67,12 @@ def _processing_order(s: np.ndarray, starts: np.ndarray, size: np.ndarray) -> np
     return out
 
 
-def _fuse_wbf(b: pd.DataFrame, iou_thr: float, conf_type: str, mw: np.ndarray):
+def fuse_wbf_groups(b: pd.DataFrame, iou_thr: float, conf_type: str, mw: np.ndarray):
     """Weighted boxes fusion of every (image, class) group at once, bit-identical to
     ``ensemble_boxes.weighted_boxes_fusion`` 1.0.9 (``weights`` = the raters' weights,
     ``allows_overflow=False``).
 
-    ``mw``: ``(G, T)`` model weights per group (:func:`_model_weights`). Boxes are taken in
+    ``mw``: ``(G, T)`` model weights per group (:func:`model_weights`). Boxes are taken in
     ensemble-boxes' order (by descending score * weight), step ``j`` handling the j-th box of
     every group together: match it to the group's current fused box of highest IoU (first on
     ties; a match needs IoU > ``iou_thr``) or open a new cluster. A cluster of >= 2 boxes holds
@@ -106,7 +106,7 @@ def _fuse_wbf(b: pd.DataFrame, iou_thr: float, conf_type: str, mw: np.ndarray):
 
 
 def _wbf_steps(nb, s, wt, t, order, starts, size, M, mw, iou_thr, conf_type):
-    """:func:`_fuse_wbf` on the groups starting at rows ``starts`` (sizes ``size``, models
+    """:func:`fuse_wbf_groups` on the groups starting at rows ``starts`` (sizes ``size``, models
     ``M``, model weights ``mw`` (G, T)); returns (local group index, nxyxy, score, n_raters)
     per fused box."""
     G, K = len(starts), int(size.max())
@@ -194,7 +194,7 @@ TESTED_ENSEMBLE_BOXES = "1.0.9"
 _version_checked = False
 
 
-def _check_version() -> None:  # pragma: no mutate block, a log warning
+def check_version() -> None:  # pragma: no mutate block, a log warning
     global _version_checked
     if not _version_checked:
         from importlib.metadata import PackageNotFoundError, version

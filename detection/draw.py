@@ -18,7 +18,7 @@ table) and are mapped into the displayed frame with :func:`data_prep.boxes.to_fr
   predictions by confidence) and counted in a ``+N labels`` note in the image's corner;
 * raw radiologist boxes: thin, one dash pattern per radiologist, beside the fused (solid)
   truth box;
-* the legend's entries (:func:`_legend_handles`) and the height they need (:func:`_legend_px`).
+* the legend's entries (:func:`legend_handles`) and the height they need (:func:`legend_px`).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def names_dict(class_names) -> dict[int, str]:
     return {int(k): str(v) for k, v in items}
 
 
-def _short(name: str, n: int = 18) -> str:
+def short_name(name: str, n: int = 18) -> str:
     return name if len(name) <= n else name[:n - 1] + "…"
 
 
@@ -181,7 +181,7 @@ def _draw(ax, boxes: pd.DataFrame, frame: Frame, linestyle, lw: float, kind: str
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=class_color(cid),
                                linewidth=lw, linestyle=linestyle, antialiased=False))
         if labels is not None:
-            name = _short(str(names.get(cid, cname)))
+            name = short_name(str(names.get(cid, cname)))
             if kind == "pred":
                 labels.add(2.0 - float(score), (x0, y0, x1, y1), f"{name} {score:.2f}", cid)
             else:
@@ -228,9 +228,9 @@ def draw_on_axes(ax, img: np.ndarray, frame: Frame, truth=None, pred=None, rater
     return used, rater_ids
 
 
-def _legend_handles(used: set[int], class_names: dict[int, str], raters: list[str] | None,
+def legend_handles(used: set[int], class_names: dict[int, str], raters: list[str] | None,
                     has_pred: bool = True):
-    h = [Line2D([], [], color=class_color(c), lw=4, label=f"{c} {_short(class_names.get(c, ''), 24)}".strip())
+    h = [Line2D([], [], color=class_color(c), lw=4, label=f"{c} {short_name(class_names.get(c, ''), 24)}".strip())
          for c in sorted(used)]
     if not used:
         h.append(Line2D([], [], color="none", label="no boxes"))
@@ -243,7 +243,7 @@ def _legend_handles(used: set[int], class_names: dict[int, str], raters: list[st
     return h
 
 
-def _legend_px(n_entries: int, fontsize: float = FONT) -> int:
+def legend_px(n_entries: int, fontsize: float = FONT) -> int:
     """Height in px a legend of ``n_entries`` lines (plus a two-line title) needs."""
     line = fontsize * DPI / 72 * 1.55
     return int(np.ceil(line * (n_entries + 3) + 16))

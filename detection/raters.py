@@ -72,7 +72,7 @@ def per_rater(images: pd.DataFrame, boxes: pd.DataFrame, pred: pd.DataFrame,
     (path or DataFrame) and sizes the baseline re-reads (needed with ``baseline``). Returns
     ``{"per_rater": {rater: {"mAP", "n_images", "per_class", "baseline", "n_truth"}},
     "unscored": {rater: n_images}, ...}``, radiologists in id order (R2 before R10)."""
-    from detection.evaluate import evaluate
+    from detection.scoring import evaluate
 
     s = PerRaterSettings.of(settings, **changes)
     dataset, metric, iou_thr, min_images, baseline = s.dataset, s.metric, s.iou_thr, s.min_images, s.baseline

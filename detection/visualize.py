@@ -35,7 +35,7 @@ from data_prep.boxes import Frame, frame_between  # noqa: E402
 from data_prep.config import add_config_arguments, deprecated_flag, held_out_fold, stage_config  # noqa: E402
 from data_prep.datasets import DEFAULT_DATASET, Dataset, describe  # noqa: E402
 from data_prep.palette import PALETTE, class_color, class_rgb, text_color  # noqa: E402,F401  (old home, kept for callers)
-from detection.draw import DPI, FONT, _legend_handles, _legend_px, _short, draw_on_axes, names_dict  # noqa: E402
+from detection.draw import DPI, FONT, legend_handles, legend_px, short_name, draw_on_axes, names_dict  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ def render_image(image_id: str, source, out, images=None, truth=None, pred=None,
     fig = plt.figure(figsize=(fig_w / DPI, 1), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1))  # placed below, once the figure height is known
     used, rater_ids = draw_on_axes(ax, img, frame, t, p, r, class_names=names)
-    handles = _legend_handles(used, names, rater_ids, has_pred=pred is not None)
-    fig_h = max(h, _legend_px(len(handles)))
+    handles = legend_handles(used, names, rater_ids, has_pred=pred is not None)
+    fig_h = max(h, legend_px(len(handles)))
     fig.set_size_inches(fig_w / DPI, fig_h / DPI)
     ax.set_position((0, 1 - h / fig_h, w / fig_w, h / fig_h))
     lax = fig.add_axes((w / fig_w, 0, LEGEND_PX / fig_w, 1))
@@ -196,7 +196,7 @@ def render_gallery(image_ids: list[str], source, out, images=None, truth=None, p
         used |= u
     lax = fig.add_axes(((fig_w - LEGEND_PX) / fig_w, 0, LEGEND_PX / fig_w, 1 - title_px / fig_h))
     lax.set_axis_off()
-    lax.legend(handles=_legend_handles(used, names, None, has_pred=pred is not None), loc="upper left",
+    lax.legend(handles=legend_handles(used, names, None, has_pred=pred is not None), loc="upper left",
                fontsize=FONT, frameon=False, handlelength=2.6)
     if title:
         fig.suptitle(title, fontsize=11, y=1 - 8 / fig_h, va="top")
@@ -257,7 +257,7 @@ def pick_gallery(kind: str, images: pd.DataFrame, truth: pd.DataFrame | None, pr
             raise ValueError(f"gallery class={name!r}: no shown image has a box of that class")
         label = names.get(match[0], name)
         return ([str(i) for i in counts.index[:n]],
-                {str(i): f"{str(i)[:8]} {_short(label, 20)} x{c}" for i, c in counts.head(n).items()})
+                {str(i): f"{str(i)[:8]} {short_name(label, 20)} x{c}" for i, c in counts.head(n).items()})
     raise ValueError(f"gallery {kind!r}: expected worst, best, random or class=<name>")
 
 

@@ -131,7 +131,7 @@ def test_legend_swatches_and_names(drawn):
     legend = drawn[:, 300:]
     assert is_colour(legend, 4).sum() > 20 and is_colour(legend, 7).sum() > 20
     assert not is_colour(legend, 0).any()
-    labels = [h.get_label() for h in V._legend_handles({4, 7}, {4: "Consolidation", 7: "Lung Opacity"}, ["R8"])]
+    labels = [h.get_label() for h in V.legend_handles({4, 7}, {4: "Consolidation", 7: "Lung Opacity"}, ["R8"])]
     assert labels == ["4 Consolidation", "7 Lung Opacity", "truth (solid)", "prediction (dashed)",
                       "radiologist R8"]
 

@@ -1,0 +1,160 @@
+"""Issue 28 item 2: the arrows between modules point one way.
+
+The import graph is read from the source (every ``import``/``from ... import``, function-local ones
+included, relative ones resolved), over data_prep/ and detection/:
+
+* data_prep never imports detection;
+* no module imports another module's ``_private`` name;
+* no import circle, except the ones listed in KNOWN_CIRCLES below: the prediction/training knot
+  that issue 28 still has to untie. The list may only shrink: a new circle, or a known one that
+  grows, fails; a known one that disappears fails too, until it is removed from the list.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TOPS = ("data_prep", "detection")
+
+# Still open (issue 28): predict <-> predict_cluster <-> predict_models <-> classify <-> export_onnx,
+# train <-> classifier, train -> epoch_score -> predict.
+KNOWN_CIRCLES = [
+    {"detection.classifier", "detection.classify", "detection.epoch_score", "detection.export_onnx",
+     "detection.models.tv_train", "detection.predict", "detection.predict_cluster", "detection.predict_models",
+     "detection.train"},
+]
+KNOWN_PRIVATE = {  # (importer, module, name): the same knot's private names, to go with it
+    ("detection.predict_cluster", "detection.predict", "_load_classifiers"),
+    ("detection.predict_cluster", "detection.predict", "_load_models"),
+    ("detection.predict_cluster", "detection.predict", "_predict_rows"),
+    ("detection.predict_cluster", "detection.predict", "_Spec"),
+    ("detection.predict_cluster", "detection.predict_models", "_onnx_cached"),
+    ("detection.predict_cluster", "detection.predict_models", "_onnx_input"),
+    ("detection.predict", "detection.predict_models", "_multilabel_runner"),
+    ("detection.predict", "detection.predict_models", "_names"),
+    ("detection.predict", "detection.predict_cluster", "_predict_dask"),
+}
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for top in TOPS:
+        for p in (REPO / top).rglob("*.py"):
+            parts = p.relative_to(REPO).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def import_graph(mods: dict[str, Path]) -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
+    """``(edges, private)``: module -> the project modules it imports; (importer, module, name)
+    for every ``_name`` taken from another module."""
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    private = []
+    for name, path in mods.items():
+        pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[tuple[str, str | None]] = []
+            if isinstance(node, ast.Import):
+                targets = [(a.name, None) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = pkg.split(".")
+                    base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                targets = [(f"{base}.{a.name}", None) if f"{base}.{a.name}" in mods else (base, a.name)
+                           for a in node.names]
+            for target, attr in targets:
+                while target and target not in mods:
+                    target = target.rpartition(".")[0]
+                if not target or target == name:
+                    continue
+                edges[name].add(target)
+                if attr and attr.startswith("_") and not attr.startswith("__"):
+                    private.append((name, target, attr))
+    return edges, private
+
+
+def circles(edges: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
+
+    def visit(root):
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(edges[w]))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = set()
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.add(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(comp)
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return import_graph(modules())
+
+
+def test_the_checker_finds_a_planted_circle_and_private_import(tmp_path, monkeypatch):
+    pkg = tmp_path / "data_prep"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from data_prep.b import _g\n")
+    (pkg / "b.py").write_text("from . import a\n\ndef _g():\n    pass\n")
+    (pkg / "c.py").write_text("import data_prep.a\n")
+    monkeypatch.setattr(__import__(__name__), "REPO", tmp_path)
+    edges, private = import_graph(modules())
+    assert circles(edges) == [{"data_prep.a", "data_prep.b"}]
+    assert private == [("data_prep.a", "data_prep.b", "_g")]
+    assert edges["data_prep.c"] == {"data_prep.a"}
+
+
+def test_data_prep_never_imports_detection(graph):
+    edges, _ = graph
+    bad = sorted((a, b) for a, bs in edges.items() for b in bs if a.startswith("data_prep") and b.startswith("detection"))
+    assert not bad
+
+
+def test_no_private_names_across_modules(graph):
+    _, private = graph
+    assert set(private) - KNOWN_PRIVATE == set(), "new imports of another module's _private name"
+    assert KNOWN_PRIVATE - set(private) == set(), "gone: remove them from KNOWN_PRIVATE"
+
+
+def test_no_import_circle(graph):
+    edges, _ = graph
+    found = circles(edges)
+    new = [c for c in found if c not in KNOWN_CIRCLES]
+    assert not new, f"import circles: {[sorted(c) for c in new]}"
+    gone = [c for c in KNOWN_CIRCLES if c not in found]
+    assert not gone, f"no longer circles (remove them from KNOWN_CIRCLES): {[sorted(c) for c in gone]}"
