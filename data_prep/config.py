@@ -18,6 +18,13 @@ expected, numbers where a string is expected become strings, e.g. ``device=0``; 
 default accepts anything; ``raters`` is a list of ids, ``"R8,R10"`` or ``all``). The merged dict also holds ``_config`` (the ``--config`` path or
 None) and ``_sources`` (``{key: layer}`` for every key a layer above the defaults set; layers are
 named ``dataset config``, the ``--config`` path, ``flag`` and ``key=value``).
+
+Every value is then checked once, here, by its key's rule in :data:`data_prep.keys.RULES` (ranges
+and finiteness of numbers, choices of strings, sizes of lists, known class names in ``class_thr``,
+``cls_low <= cls_high``): a bad one is one line naming the layer, the key, the value and what was
+expected (``key=value: key 'box_scale' = nan; expected a finite number in (0, 10]``). Each layer
+is first bounded in size (a config file of at most 1 MiB, at most 100,000 values after YAML alias
+expansion, 32 levels: an anchor bomb is refused before anything walks it).
 """
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import yaml
+
+from data_prep import keys
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +150,8 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """``["epochs=3", "device=cpu"]`` -> ``{"epochs": 3, "device": "cpu"}`` (values parsed as YAML)."""
     out: dict[str, Any] = {}
     for item in items:
+        if len(item) > keys.MAX_BYTES:
+            raise ValueError(f"argument {item[:40]!r}...: {len(item):,} characters; expected at most {keys.MAX_BYTES:,}")
         if "=" not in item:
             raise ValueError(f"argument {item!r}: expected key=value")
         k, v = item.split("=", 1)
@@ -182,6 +193,13 @@ def _dataset_layer(layers: list[tuple[str, dict]], defaults: dict, config_path: 
     return [("dataset config", _read_yaml(path))]
 
 
+def _layer_name(key: str, sources: dict) -> str:
+    """Where ``key``'s value came from, for a message: the flag itself (``--size``), ``key=value``,
+    the config file, or configs/default.yaml."""
+    where = sources.get(key, str(DEFAULT))
+    return _FLAG_OF[key][0] if where == "flag" and key in _FLAG_OF else where
+
+
 def load_config(config: str | os.PathLike | None = None, overrides: Iterable[str] | dict | None = None,
                 flags: dict | None = None) -> dict:
     """Merge defaults < dataset config < ``config`` (path or name) < ``flags`` ({key: value} set
@@ -194,6 +212,7 @@ def load_config(config: str | os.PathLike | None = None, overrides: Iterable[str
     path = resolve_config_path(config) if config else None
     upper: list[tuple[str, dict]] = []
     if path is not None:
+        keys.check_size(path)
         upper.append((str(path), _read_yaml(path)))
     if flags:
         upper.append(("flag", dict(flags)))
@@ -207,12 +226,16 @@ def load_config(config: str | os.PathLike | None = None, overrides: Iterable[str
                 raise ValueError(f"{where}: unknown key {k!r}{hint}. Valid keys: {', '.join(valid)}")
     cfg = dict(defaults)
     sources: dict[str, str] = {}
-    for where, layer in _dataset_layer(upper, defaults, path) + upper:
+    layers = _dataset_layer(upper, defaults, path) + upper
+    for where, layer in layers:
+        keys.check_tree(layer, where)  # an anchor bomb stops here, before anything walks it
+    for where, layer in layers:
         for k, v in layer.items():
             if k not in defaults:
                 raise ValueError(f"{where}: unknown key {k!r}. Valid keys: {', '.join(valid)}")
             cfg[k] = _coerce(k, v, defaults[k], where)
             sources[k] = where
+    keys.check(cfg, lambda k: _layer_name(k, sources))  # every key's rule (data_prep/keys.py), once
     cfg["_config"] = str(path) if path else None
     cfg["_sources"] = sources
     return cfg

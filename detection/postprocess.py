@@ -81,26 +81,16 @@ def post_config(cfg: dict | None = None) -> dict:  # pragma: no mutate block, co
     """The post-processing keys of ``cfg`` (missing ones at their defaults), checked."""
     base = defaults() if cfg is None or any(k not in cfg for k in POST_KEYS) else {}
     out = {k: (cfg or {}).get(k, base.get(k)) for k in POST_KEYS}
-    if out["ens_conf_type"] not in CONF_TYPES:
-        raise ValueError(f"ens_conf_type {out['ens_conf_type']!r}; expected one of {list(CONF_TYPES)}")
-    if out["cls_fusion"] not in FUSIONS:
-        raise ValueError(f"cls_fusion {out['cls_fusion']!r}; expected one of {list(FUSIONS)}")
-    if not 0.0 <= out["cls_low"] <= out["cls_high"] <= 1.0:
-        raise ValueError(f"2-class filter: expected 0 <= low <= high <= 1, got low={out['cls_low']}, "
-                         f"high={out['cls_high']}")
-    if out["box_scale"] <= 0:
-        raise ValueError(f"box_scale {out['box_scale']}: expected > 0")
-    for k in ("top_k", "top_k_per_class"):
-        if int(out[k]) < 0:
-            raise ValueError(f"{k} {out[k]}: expected >= 0 (0 = no limit)")
+    from data_prep import keys
     from data_prep.config import normalise_alpha
 
     try:
         out["alpha"] = normalise_alpha(out["alpha"])
     except ValueError as e:
         raise ValueError(f"alpha = {e}") from None
-    if not isinstance(out["class_thr"] or {}, dict):
-        raise ValueError(f"class_thr {out['class_thr']!r}: expected a mapping class name -> threshold")
+    # the merge's rules (data_prep/keys.py), for settings handed in without the merge
+    keys.check({**out, "dataset": (cfg or {}).get("dataset"), "classes": (cfg or {}).get("classes")},
+               lambda k: "post-processing settings", {k: keys.RULES[k] for k in POST_KEYS})
     return out
 
 
@@ -153,10 +143,11 @@ def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, 
     Per image, each table is one WBF input (an image missing from a table is an empty input).
     ``sizes``: ``image_id``-indexed height, width; images it lacks are normalised by their boxes'
     largest coordinates. Extra columns constant per image in the first table (``fold``) are kept."""
+    if weights is not None and len(weights) != len(tables):
+        raise ValueError(f"ens_weights {list(weights)}: {len(weights)} weight(s) for {len(tables)} table(s); "
+                         "expected one weight per table, in --pred order")
     if len(tables) == 1:
         return tables[0]
-    if weights is not None and len(weights) != len(tables):
-        raise ValueError(f"ens_weights {list(weights)}: {len(weights)} weight(s) for {len(tables)} tables")
     names: dict[int, str] = {}
     for t in tables:
         names.update(dict(zip(t["class_id"].astype("int64"), t["class_name"].astype(str))))

@@ -27,7 +27,10 @@ Fast: everything is parsed once; a trial runs the steps on arrays
 are cached per (iou, skip, conf_type, weights).
 
 Search space (``--space`` YAML: ``key: [choices]`` or ``key: {low, high[, log, step]}``; keys that
-need an input not given are dropped with a warning). Defaults per metric:
+need an input not given are dropped with a warning). Every choice and bound must be a value the
+config merge accepts for its key (data_prep/keys.py), so tune never proposes, scores or writes a
+key postprocess would reject; a bad space is a one-line error before any trial (:func:`check_space`),
+and tuned.yaml is checked by the same rules before it is written. Defaults per metric:
 
 * vinbigdata / coco (low-confidence boxes cost nothing): ``box_scale`` 0.85-1.15; with an
   ``abnormal`` probability ``cls_low`` 0-0.3 and ``cls_high`` 0.5-1; with per-class probabilities
@@ -79,24 +82,66 @@ def default_space(metric: str, n_tables: int, has_abnormal: bool, has_class_prob
     return space
 
 
-def check_space(space: dict, source: str = "space") -> dict:
-    """Validate a search space: every key a post-processing key, each a list or {low, high}."""
+def check_space(space, source: str = "space", cfg: dict | None = None) -> dict:
+    """Validate a search space before any trial: every key a post-processing key; each a list of
+    choices or ``{low, high[, log, step]}``; every choice and both bounds values the config merge
+    accepts for that key (data_prep/keys.py: a box_scale range from 0 or below, a score_thr above
+    1, a top_k of 2.5 are refused), numbers for a range, ``log`` a boolean with ``low > 0``,
+    ``step`` a number > 0 (an integer for an integer key) and not with ``log``. A bad space is one
+    :class:`~data_prep.errors.InputError` naming ``source``, the key and what was expected."""
+    from data_prep import keys
+    from data_prep.errors import InputError
+
+    form = "[choices] or {low, high[, log, step]}"
+    if not isinstance(space, dict):
+        raise InputError(source, f"a {type(space).__name__}; expected a mapping of post-processing key: {form}")
+    keys.check_tree(space, source)
+    cfg = cfg or {}
+    d = PP.defaults()
     out = {}
     for k, v in space.items():
         if k not in PP.POST_KEYS:
-            raise ValueError(f"{source}: key {k!r} is not a post-processing key; expected one of {list(PP.POST_KEYS)}")
+            raise InputError(source, f"key {k!r} is not a post-processing key; expected one of {list(PP.POST_KEYS)}")
+        where = f"{source}: key {k}"
         if isinstance(v, list):
             if not v:
-                raise ValueError(f"{source}: key {k!r} has no choices")
+                raise InputError(source, f"key {k!r} has no choices; expected a non-empty list")
+            for c in v:
+                keys.check_value(k, c, cfg, where)
         elif isinstance(v, dict):
             allowed = {"low", "high", "log", "step"} | ({"per_class"} if k == "alpha" else set())
             if not {"low", "high"} <= set(v) or not set(v) <= allowed:
-                raise ValueError(f"{source}: key {k!r} = {v!r}; expected [choices] or {{low, high[, log, step]}}"
-                                 + (" (alpha also takes per_class: true)" if k == "alpha" else ""))
+                raise InputError(source, f"key {k!r} = {v!r}; expected {form}"
+                                         + (" (alpha also takes per_class: true)" if k == "alpha" else ""))
+            if not isinstance(v.get("per_class", False), bool):
+                raise InputError(source, f"key {k!r}: per_class {v['per_class']!r}; expected true or false")
+            numeric = isinstance(d[k], (int, float)) and not isinstance(d[k], bool)
+            if not numeric:
+                raise InputError(source, f"key {k!r} = {v!r}: a range of a non-numeric key; expected [choices]")
+            integer = isinstance(d[k], int)
+            for b in ("low", "high"):
+                x = v[b]
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or (integer and not isinstance(x, int)):
+                    raise InputError(source, f"key {k!r}: {b} {x!r} is {type(x).__name__}; expected "
+                                             f"{'an integer' if integer else 'a number'}")
+                keys.check_value(k, x, cfg, f"{where} ({b})")
             if not v["low"] <= v["high"]:
-                raise ValueError(f"{source}: key {k!r}: low {v['low']} > high {v['high']}")
+                raise InputError(source, f"key {k!r}: low {v['low']} > high {v['high']}; expected low <= high")
+            log_ = v.get("log", False)
+            if not isinstance(log_, bool):
+                raise InputError(source, f"key {k!r}: log {log_!r}; expected true or false")
+            if log_ and not v["low"] > 0:
+                raise InputError(source, f"key {k!r}: a log range from {v['low']}; expected low > 0 with log: true")
+            if "step" in v:
+                st = v["step"]
+                if isinstance(st, bool) or not isinstance(st, (int, float)) or not np.isfinite(st) or st <= 0 \
+                        or (integer and not isinstance(st, int)):
+                    raise InputError(source, f"key {k!r}: step {st!r}; expected "
+                                             f"{'an integer' if integer else 'a number'} > 0")
+                if log_:
+                    raise InputError(source, f"key {k!r}: step and log together; expected one of them")
         else:
-            raise ValueError(f"{source}: key {k!r} = {v!r}; expected [choices] or {{low, high[, log, step]}}")
+            raise InputError(source, f"key {k!r} = {v!r}; expected {form}")
         out[k] = v
     return out
 
@@ -360,7 +405,10 @@ def write_outputs(res: dict, out) -> tuple[Path, Path]:
 
     from data_prep.atomic import write_text
 
+    from data_prep import keys
+
     out = Path(out)
+    keys.check(res["config"], lambda k: f"tune result {k}")  # what tune writes passes the merge's rules
     head = (f"# cxrdet tune: post-processing keys tuned for {res['metric']} ({res['trials']} trials); before "
             f"{res['before']:.6f}, after {res['after']:.6f} (in-sample), nested {_fmt(res['nested']['mean'])}\n")
     write_text(out, head + yaml.safe_dump({k: res["config"][k] for k in PP.POST_KEYS}, sort_keys=False))
@@ -387,6 +435,24 @@ def summary(res: dict) -> str:
     return line + f"\nparams: {json.dumps(res['params'])}"
 
 
+def read_space(path, cfg: dict | None = None) -> dict:
+    """A ``--space`` YAML file, read and checked (:func:`check_space`): one-line errors only."""
+    import yaml
+
+    from data_prep import keys
+    from data_prep.errors import InputError, reading
+
+    with reading(path, "search space YAML"):
+        keys.check_size(path)
+        with open(path) as f:
+            try:
+                text = yaml.safe_load(f)
+            except yaml.YAMLError as e:
+                raise InputError(path, f"not valid YAML ({' '.join(str(e).split())[:200]}); expected "
+                                       "key: [choices] or key: {low, high[, log, step]}") from None
+    return check_space({} if text is None else text, str(path), cfg)
+
+
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_tune(p: argparse.ArgumentParser) -> None:
     from data_prep.config import add_config_arguments
@@ -405,8 +471,6 @@ def add_arguments_tune(p: argparse.ArgumentParser) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    import yaml
-
     from data_prep.config import stage_config
     from data_prep.errors import check_output
 
@@ -418,19 +482,18 @@ def run_tune(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {args.out}: would write over the input {p}")
     if args.trials < 1:
         raise ValueError(f"--trials {args.trials}: expected >= 1")
+    space = read_space(args.space, cfg) if args.space else None  # a bad space: an error before any reading
     prob = load_problem(args.truth, args.pred, args.folds, args.metric, args.cls_probs, args.meta, cfg)
     labels = prob.arrays(prob.base).labels
     has_abn = "abnormal" in labels
     has_cls = any(lab in set(prob.arrays(prob.base).names.values()) for lab in labels)
-    if args.space:
-        with open(args.space) as f:
-            space = check_space(yaml.safe_load(f) or {}, args.space)
+    if space is not None:
         need = {"cls_low": has_abn, "cls_high": has_abn, "alpha": has_cls}
         for k in [k for k in space if not need.get(k, True) or (k.startswith("ens_") and len(prob.tables) < 2)]:
             log.warning("%s: key %r needs an input not given (probabilities / several tables); left out", args.space, k)
             space.pop(k)
     else:
-        space = default_space(args.metric, len(prob.tables), has_abn, has_cls)
+        space = check_space(default_space(args.metric, len(prob.tables), has_abn, has_cls), "default space", cfg)
     if not space:
         raise ValueError("nothing to tune: the search space is empty for these inputs")
     seed = int(cfg["seed"] if args.seed is None else args.seed)

@@ -212,7 +212,7 @@ def test_errors_name_the_missing_input(vin_data, tmp_path):
         prep(load_config("vinbigdata", VIN_ARGS + ["labels=nope.csv"]), data, tmp_path / "o1")
     with pytest.raises(FileNotFoundError, match=r"images folder .*/no_dir does not exist"):
         prep(load_config("vinbigdata", VIN_ARGS + ["images_dir=no_dir"]), data, tmp_path / "o2")
-    with pytest.raises(ValueError, match=r"export \['voc'\]"):
+    with pytest.raises(ValueError, match=r"key 'export': item 'voc' is not one of yolo \| coco"):
         prep(load_config("vinbigdata", VIN_ARGS + ["export=[yolo,voc]"]), data, tmp_path / "o3")
     empty = tmp_path / "empty" / "train"
     empty.mkdir(parents=True)

@@ -383,8 +383,8 @@ def test_constant_image_and_garbage_header_fields_convert_with_a_warning(tmp_pat
 def test_size_out_of_range_is_rejected_up_front(tmp_path, capsys, size, dicom_folder):
     src = dicom_folder(tmp_path / "dcm", ("d0",))
     assert main(["convert", str(src), str(tmp_path / "png"), "--size", size]) == 2
-    assert f"--size: {size} is not a PNG side in pixels; expected an integer from 32 to 8192" in \
-        one_error(capsys, "convert")
+    assert f"--size: key 'size' = {int(size)}; expected an integer in [32, 8192]" in \
+        one_error(capsys, "convert")  # the config merge's rule (data_prep/keys.py), before any file is read
     assert not (tmp_path / "png").exists()
     assert main(["convert", str(src), str(tmp_path / "png"), f"size={size}"]) == 2   # via the config too
     one_error(capsys, "convert")
@@ -463,7 +463,7 @@ def test_predict_checks_its_output_and_size_before_loading_anything(tmp_path, ca
     assert main(base + ["--out", str(src / "meta.csv"), "--meta", str(src / "meta.csv")]) == 2
     assert "is the input" in one_error(capsys, "predict")
     assert main(base + ["--out", str(tmp_path / "p.csv"), "size=100000"]) == 2
-    assert "size: 100000 is not a PNG side in pixels" in one_error(capsys, "predict")
+    assert "key=value: key 'size' = 100000; expected an integer in [32, 8192]" in one_error(capsys, "predict")
     assert main(base + ["--out", str(tmp_path / "p.csv")]) == 2   # and then the missing weights, by name
     assert "none.pt" in one_error(capsys, "predict")
 
