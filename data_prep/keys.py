@@ -438,12 +438,10 @@ def check_size(path) -> None:
 OTHER_TYPES = {"alpha": dict}  # keys that take another type than their default's (default.yaml: (float | dict))
 
 
-def check_value(key: str, value: Any, cfg: dict, where: str) -> None:
-    """One value of ``key`` (a tune search-space choice or bound, a value tune writes) checked by
-    the key's rule and type as the merge would; ``cfg`` gives the dataset (class names)."""
-    from data_prep.config import DEFAULT, _read_yaml
-
-    default = _read_yaml(DEFAULT).get(key) if key in RULES else None
+def check_value(key: str, value: Any, cfg: dict, where: str, default: Any = None) -> None:
+    """One value of ``key`` (a tune search-space choice or bound) checked by the key's rule and by
+    the type of its ``default`` (its default.yaml value), as the merge would; ``cfg`` gives the
+    dataset (class names)."""
     if isinstance(default, bool):
         typed = isinstance(value, bool)
     elif isinstance(default, int):

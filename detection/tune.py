@@ -107,7 +107,7 @@ def check_space(space, source: str = "space", cfg: dict | None = None) -> dict:
             if not v:
                 raise InputError(source, f"key {k!r} has no choices; expected a non-empty list")
             for c in v:
-                keys.check_value(k, c, cfg, where)
+                keys.check_value(k, c, cfg, where, d[k])
         elif isinstance(v, dict):
             allowed = {"low", "high", "log", "step"} | ({"per_class"} if k == "alpha" else set())
             if not {"low", "high"} <= set(v) or not set(v) <= allowed:
@@ -124,7 +124,7 @@ def check_space(space, source: str = "space", cfg: dict | None = None) -> dict:
                 if isinstance(x, bool) or not isinstance(x, (int, float)) or (integer and not isinstance(x, int)):
                     raise InputError(source, f"key {k!r}: {b} {x!r} is {type(x).__name__}; expected "
                                              f"{'an integer' if integer else 'a number'}")
-                keys.check_value(k, x, cfg, f"{where} ({b})")
+                keys.check_value(k, x, cfg, f"{where} ({b})", d[k])
             if not v["low"] <= v["high"]:
                 raise InputError(source, f"key {k!r}: low {v['low']} > high {v['high']}; expected low <= high")
             log_ = v.get("log", False)
