@@ -59,7 +59,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pydicom
-from pydicom import config as pydicom_config
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -67,7 +66,7 @@ from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.pixels.utils import get_j2k_parameters
 
 from data_prep.boxes import keep_ratio_size
-from data_prep.dicom_input import (PIXEL_DATA, PixelAttributeError, check_number_of_frames, decode_frame0,
+from data_prep.dicom_input import (PIXEL_DATA, unvalidated, PixelAttributeError, check_number_of_frames, decode_frame0,
                                    high_bit_shift, pixel_data_keyword)
 from data_prep.voi import Voi, VoiOptions, choose_voi, flat_cause, modality
 
@@ -117,21 +116,6 @@ def header_fields(ds, where: str | os.PathLike | None = None) -> dict:  # pragma
             continue
         out[key] = value
     return out
-
-
-@contextlib.contextmanager
-def unvalidated():  # pragma: no mutate block, pydicom setting
-    """pydicom's value validation off (reading and writing) inside the block: real files hold
-    non-conformant values (RSNA's PatientAge is a bare "51", not the AS form "051Y") and the header
-    fields cxrdet reads are informational, so they are kept as written instead of logging a
-    warning per file."""
-    s = pydicom_config.settings
-    modes = s.reading_validation_mode, s.writing_validation_mode
-    s.reading_validation_mode = s.writing_validation_mode = pydicom_config.IGNORE
-    try:
-        yield
-    finally:
-        s.reading_validation_mode, s.writing_validation_mode = modes
 
 
 def _get_unvalidated(ds, key: str):  # pragma: no mutate block, pydicom setting

@@ -25,8 +25,25 @@ import contextlib
 import logging
 
 import numpy as np
+from pydicom import config as pydicom_config
 
 log = logging.getLogger("data_prep.dicom")      # one logger for everything read_dicom warns about
+
+
+@contextlib.contextmanager
+def unvalidated():  # pragma: no mutate block, pydicom setting
+    """pydicom's value validation off (reading and writing) inside the block: real files hold
+    non-conformant values (RSNA's PatientAge is a bare "51", not the AS form "051Y") and the header
+    fields cxrdet reads are informational, so they are kept as written instead of logging a
+    warning per file."""
+    s = pydicom_config.settings
+    modes = s.reading_validation_mode, s.writing_validation_mode
+    s.reading_validation_mode = s.writing_validation_mode = pydicom_config.IGNORE
+    try:
+        yield
+    finally:
+        s.reading_validation_mode, s.writing_validation_mode = modes
+
 
 PIXEL_DATA = {"PixelData": "Pixel Data (7FE0,0010)",
               "FloatPixelData": "Float Pixel Data (7FE0,0008)",
@@ -61,8 +78,6 @@ def check_number_of_frames(ds, where) -> None:
     Table's entries, or 1 for a single fragment), with a warning naming ``where`` (cxrdet reads
     frame 0 of any file). :class:`PixelAttributeError` (naming the attribute) when that number
     cannot be told."""
-    from data_prep.dicom import unvalidated
-
     if "NumberOfFrames" not in ds:
         return
     with unvalidated():
