@@ -40,10 +40,9 @@ from typing import Any, ClassVar, Iterable
 import yaml
 
 from data_prep import keys
+from data_prep.resources import config_dir
 
 log = logging.getLogger(__name__)
-
-from data_prep.resources import config_dir
 
 CONFIG_DIR = config_dir()   # the checkout's configs/, or the installed package's copy (data_prep.resources)
 DEFAULT = CONFIG_DIR / "default.yaml"
