@@ -333,6 +333,7 @@ RULES: dict[str, Any] = {
     "project": PATH,
     "name": Nullable(NAME),
     "resume": Bool(),
+    "trust_weights": Bool(),
     "yolo_args": ANY_DICT,
     "backbone_weights": Nullable(PATH),
     "tv_lr": Num(0.0, 1.0, lo_open=True),

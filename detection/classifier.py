@@ -42,11 +42,15 @@ import numpy as np
 import pandas as pd
 
 from data_prep.atomic import atomic_path, write_csv
+from data_prep.errors import InputError
 from data_prep.labels import ABNORMAL, label_columns, labels_from_boxes, read_label_table
 
 log = logging.getLogger(__name__)
 
 FORMAT = "cxrdet-multilabel"
+KIND = "a multi-label checkpoint written by `cxrdet train-cls cls_task=multilabel`"
+NEEDED = ("arch", "labels", "imgsz", "state_dict")
+RESUME_KEYS = ("epoch", "optimizer", "scheduler", "scaler", "best", "history", "rng")
 MEAN, STD = 0.5, 0.25
 CLS_IMAGES = ("all", "labels_or_normal")
 
@@ -66,10 +70,25 @@ def build_model(arch: str, n_out: int, pretrained: str | None = None, in_chans: 
     if not p.is_file():
         raise FileNotFoundError(f"cls_pretrained {pretrained!r}: no such local file; nothing can be downloaded "
                                 "here: give a local timm state dict or a cxrdet multi-label checkpoint")
-    ck = _try_checkpoint(p)
-    if ck is None:  # a timm / torchvision state dict: timm adapts the stem and drops a mismatched head
-        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": str(p)},
-                                 num_classes=n_out, in_chans=in_chans)
+    from detection import safe_load
+
+    ck = safe_load.load(p, "cls_pretrained", "a timm/torchvision state dict or a cxrdet multi-label checkpoint")
+    if not (isinstance(ck, dict) and ck.get("format") == FORMAT):
+        # a timm / torchvision state dict: timm adapts the stem and drops a mismatched head
+        sd = ck.get("state_dict", ck.get("model", ck)) if isinstance(ck, dict) else ck
+        if not isinstance(sd, dict) or not sd or not all(hasattr(v, "shape") for v in sd.values()):
+            raise InputError(f"cls_pretrained {p}", f"holds a {type(sd).__name__} without tensors; expected a "
+                             "state dict {name: tensor} (timm/torchvision) or a cxrdet multi-label checkpoint")
+        try:
+            return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"state_dict": sd},
+                                     num_classes=n_out, in_chans=in_chans)
+        except (RuntimeError, KeyError, ValueError, AttributeError) as e:
+            raise InputError(f"cls_pretrained {p}", f"does not fit {arch} ({' '.join(str(e).split())[:160]}); "
+                             f"expected the state dict of a {arch}") from e
+    missing = [k for k in ("arch", "state_dict") if k not in ck]
+    if missing:
+        raise InputError(f"cls_pretrained {p}", f"multi-label checkpoint without key(s) {', '.join(missing)}; "
+                         f"expected {KIND}")
     if ck["arch"] != arch:
         raise ValueError(f"cls_pretrained {p}: a {ck['arch']} checkpoint; cls_arch is {arch}")
     model = timm.create_model(arch, pretrained=False, num_classes=n_out, in_chans=in_chans)
@@ -82,11 +101,11 @@ def build_model(arch: str, n_out: int, pretrained: str | None = None, in_chans: 
 
 
 def _try_checkpoint(path: Path) -> dict | None:
-    import torch
+    from detection import safe_load
 
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # an ultralytics / pickled-model file: not ours
+        ck = safe_load.load(path, "weights", KIND)
+    except InputError:  # an ultralytics / pickled-model / damaged file: not ours (its loader says why)
         return None
     return ck if isinstance(ck, dict) and ck.get("format") == FORMAT else None
 
@@ -98,20 +117,39 @@ def is_multilabel(path: str | os.PathLike) -> bool:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a multi-label checkpoint; ``ValueError`` naming the file if it is not one."""
+    """Read a multi-label checkpoint (through :mod:`detection.safe_load`); one
+    :class:`~data_prep.errors.InputError` naming the file if it is refused, damaged, not one, or
+    lacks a key (``arch``, ``labels``, ``imgsz``, ``state_dict``)."""
+    from detection import safe_load
+
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"weights {p}: no such file")
-    ck = _try_checkpoint(p)
-    if ck is None:
-        raise ValueError(f"weights {p}: not a cxrdet multi-label checkpoint (no format={FORMAT!r}); "
+    ck = safe_load.load(p, "weights", KIND)
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise InputError(f"weights {p}", f"not a cxrdet multi-label checkpoint (no format={FORMAT!r}); "
                          "train one with `cxrdet train-cls ... cls_task=multilabel`")
+    missing = [k for k in NEEDED if k not in ck]
+    if missing:
+        raise InputError(f"weights {p}", f"multi-label checkpoint without key(s) {', '.join(missing)}; expected "
+                         f"{KIND} with keys {', '.join(NEEDED)}")
+    bad = ("labels" if not isinstance(ck["labels"], (list, tuple)) or not ck["labels"] else
+           "state_dict" if not isinstance(ck["state_dict"], dict) else
+           "imgsz" if not isinstance(ck["imgsz"], int) or ck["imgsz"] < 1 else None)
+    if bad:
+        raise InputError(f"weights {p}", f"key {bad!r} = {str(ck[bad])[:60]!r} is not usable; expected {KIND}")
+    ck["_path"] = str(p)
     return ck
 
 
 def model_from_checkpoint(ck: dict):
+    """The timm model a multi-label checkpoint holds (eval mode); a state dict that does not fit
+    its ``arch`` is one line naming the file."""
     model = build_model(ck["arch"], len(ck["labels"]), in_chans=int(ck.get("in_chans", 1)))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
+    except (RuntimeError, AttributeError, TypeError) as e:
+        where = f"weights {ck.get('_path', '')}".strip()
+        raise InputError(where, f"its state_dict does not fit a {ck['arch']} with {len(ck['labels'])} output(s) "
+                         f"({' '.join(str(e).split())[:160]}); expected {KIND}") from e
     return model.eval()
 
 
@@ -300,7 +338,11 @@ def train_multilabel(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = 
         if not last.is_file():
             raise FileNotFoundError(f"resume=true: no checkpoint {last} to resume from; "
                                     "run once without resume (same project/name) first")
-        state = torch.load(last, map_location="cpu", weights_only=True)
+        state = load_checkpoint(last)
+        gone = [k for k in RESUME_KEYS if k not in state]
+        if gone:
+            raise InputError(f"checkpoint {last}", f"cannot resume: no {', '.join(gone)}; expected the last.pt a "
+                             "multi-label training writes (train again without resume=true)")
         for k in ("arch", "imgsz", "labels"):  # the run's own settings win over the config
             cfg[{"arch": "cls_arch", "imgsz": "cls_imgsz", "labels": "cls_labels"}[k]] = state[k]
         cfg["cls_labels"] = [c for c in state["labels"] if c != ABNORMAL]
@@ -338,12 +380,16 @@ def train_multilabel(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = 
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     start, best, history = 0, -math.inf, []
     if state:
-        model.load_state_dict(state["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start, best, history = state["epoch"] + 1, state["best"], list(state["history"])
-        torch.set_rng_state(state["rng"])
+        try:
+            model.load_state_dict(state["state_dict"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            start, best, history = int(state["epoch"]) + 1, float(state["best"]), list(state["history"])
+            torch.set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
+            raise InputError(f"checkpoint {last}", f"cannot resume from it ({' '.join(str(e).split())[:160]}); "
+                             "expected the last.pt a multi-label training writes") from e
     meta = {"format": FORMAT, "arch": cfg["cls_arch"], "labels": outputs, "imgsz": imgsz, "in_chans": 1,
             "mean": MEAN, "std": STD, "dataset": cfg["dataset"], "fold": k}
     log.info("multi-label %s on %d train / %d val images (fold %d), outputs %s, %s%s -> %s", cfg["cls_arch"],

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from data_prep.atomic import atomic_path, write_csv
 from data_prep.resources import export_destination
+from detection import safe_load
 from detection.classifier import (FORMAT, is_multilabel, load_checkpoint, model_from_checkpoint,
                                   preprocess)
 
@@ -188,6 +189,7 @@ def run_classify(args: argparse.Namespace) -> int:
     from detection.devices import resolve_device
 
     cfg = load_config(args.config, args.overrides or [])
+    safe_load.configure(cfg)   # trust_weights: what a model file may run on load
     errors: list[str] = []
     t = classify(args.weights, args.source, args.meta, batch=int(cfg["batch"]) if cfg["batch"] > 0 else 16,
                  onnx=args.onnx, device=resolve_device(cfg["device"]), size=int(cfg["size"]),

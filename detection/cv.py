@@ -49,6 +49,7 @@ import pandas as pd
 from data_prep.atomic import write_csv, write_text
 from data_prep.datasets import describe
 from data_prep.prep import MANIFEST, file_stamp, read_table
+from detection import safe_load
 from detection.train import checkpoint_finished, train_list, trained_on
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,8 @@ def train_model(kind: str, cfg: dict, prep: Path, record: Path, force: bool = Fa
     try:
         finished = resume and checkpoint_finished(last)
     except ValueError as e:
+        if safe_load.refused(e):   # a planted file is refused, never trained over as "cut short"
+            raise
         log.warning("cv fold %d: %s; training again from the start", k, e)
         resume = finished = False
     if finished and best.is_file():  # killed after training, before the record
@@ -483,6 +486,7 @@ def run_cv(args: argparse.Namespace) -> int:
     from data_prep.config import stage_config
 
     cfg = stage_config(args)
+    safe_load.configure(cfg)   # trust_weights: what a model file may run on load
     res = cross_validate(cfg, args.prep, args.folds, args.with_cls, args.out, args.test, args.sample, args.force)
     if res["errors"]:
         print(f"{len(res['errors'])} image(s) could not be read (see the log): {res['errors'][:5]}")

@@ -74,16 +74,17 @@ def add_arguments_export(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from data_prep.config import stage_config
+    from detection import safe_load
     from detection.classifier import is_multilabel
 
+    cfg = stage_config(args)
+    safe_load.configure(cfg)   # trust_weights: what a model file may run on load
     if is_multilabel(args.weights):  # a multi-label classifier: its own imgsz, dynamic batch
         from detection.classify import export_onnx as export_classifier
 
         print(export_classifier(args.weights, args.out))
         return 0
-    from data_prep.config import stage_config
-
-    cfg = stage_config(args)
     path = export_onnx(args.weights, imgsz=int(cfg["imgsz"]), out=args.out, dynamic=args.dynamic)
     print(path)
     return 0

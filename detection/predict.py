@@ -60,6 +60,7 @@ from data_prep.datasets import DEFAULT_DATASET, describe
 from data_prep.datasets.common import read_meta as common_read_meta
 from detection import postprocess as post_mod
 from detection.postprocess import View, fuse_views, two_class_filter  # noqa: F401  (predict's steps live there)
+from detection import safe_load
 from detection.predict_models import Loaded, _multilabel_runner, _names, classifier_probs, load_model
 
 log = logging.getLogger(__name__)
@@ -533,6 +534,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.probs and not args.classifier:
         raise InputError("--probs", "needs --classifier (the probabilities are the classifiers')")
     cfg = stage_config(args)
+    safe_load.configure(cfg)   # trust_weights: what a model file may run on load
     errors: list[str] = []
     check_size(cfg["size"], "size")
     outs = [(args.out, "--out"), (args.raw, "--raw"), (args.probs, "--probs")]

@@ -17,6 +17,8 @@ What it does, once per process (idempotent):
   ``train`` (``YOLO_OFFLINE`` and ``plots=False`` do not stop it). The source font is Debian's
   DejaVuSans, or matplotlib's bundled copy (always in the venv).
 * ``settings["sync"] = False`` (no analytics / crash reports).
+* ``ULTRALYTICS_SAFE_LOAD=1`` (:mod:`detection.safe_load`): ultralytics loads every ``.pt``
+  weights-only against its allow-list, unless ``trust_weights=true``.
 
 Everything lives in ``os.environ`` and files, so the processes ultralytics starts itself (DDP
 workers for ``device=0,1``) inherit it without importing this module.
@@ -85,6 +87,9 @@ def setup() -> Path:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(default_config_dir()))
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "0"
+    from detection import safe_load
+
+    safe_load.enforce()   # ULTRALYTICS_SAFE_LOAD=1 unless trust_weights=true: read before ultralytics imports
     Path(os.environ["YOLO_CONFIG_DIR"]).expanduser().mkdir(parents=True, exist_ok=True)
     # The folder ultralytics computes itself (it may fall back to /tmp when ours is not writable).
     install_fonts(Path(os.environ["YOLO_CONFIG_DIR"]).expanduser() / "Ultralytics")
@@ -122,8 +127,36 @@ def open_yolo(path, task: str | None = None, what: str = "weights"):
             ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
         model = YOLO(str(p), task=task)
     except Exception as e:  # ultralytics / torch / onnxruntime each raise their own kinds
+        from detection import safe_load
+
+        refused = safe_load.guard(p, what, kind, e)
+        if refused is not None:
+            raise refused from e
         why = " ".join(str(e).split())[:200] or type(e).__name__
         raise InputError(f"{what} {p}", f"not a usable model ({type(e).__name__}: {why}); expected {kind}") from e
     if task and p.suffix != ".onnx" and getattr(model, "task", task) != task:
         raise InputError(f"{what} {p}", f"is a {model.task!r} model; expected a {task!r} model here")
     return model
+
+
+def ultralytics_checkpoint(path, what: str = "weights", kind: str = "an ultralytics checkpoint (.pt)") -> dict:
+    """An ultralytics ``.pt`` as its checkpoint dict, through ultralytics' restricted loader (a full
+    load only with ``trust_weights=true``: :mod:`detection.safe_load`); one
+    :class:`~data_prep.errors.InputError` naming the file on failure. A plain dict of tensors (a
+    ``tv:`` checkpoint) loads too."""
+    from ultralytics.nn.tasks import torch_safe_load
+
+    from data_prep.errors import InputError
+    from detection import safe_load
+
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        raise InputError(f"{what} {p}", f"{'no such file' if not p.exists() else 'empty file (0 bytes)'}; expected {kind}")
+    safe_load.enforce()
+    try:
+        ck = torch_safe_load(str(p), safe_only=not safe_load.trusted())[0]
+    except Exception as e:  # torch / ultralytics raise TypeError, RuntimeError, UnpicklingError...
+        raise safe_load.error(p, what, kind, e) from e
+    if not isinstance(ck, dict):
+        raise InputError(f"{what} {p}", f"holds a {type(ck).__name__}, not a checkpoint dict; expected {kind}")
+    return ck

@@ -35,6 +35,8 @@ import yaml
 
 from data_prep.atomic import safe_name
 from data_prep.config import add_config_arguments, stage_config
+from data_prep.errors import InputError
+from detection import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -264,10 +266,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 def trained_on(weights: str | Path) -> str:
     """The dataset a model was trained on, as ultralytics recorded it: ``train_args["data"]`` of
     the checkpoint (a data.yaml, or a classification folder), else ``args.yaml`` beside the run."""
-    import detection.runtime  # noqa: F401  (offline before ultralytics classes are unpickled)
-    import torch
+    from detection.runtime import ultralytics_checkpoint
 
-    ck = torch.load(str(weights), map_location="cpu", weights_only=False)
+    ck = ultralytics_checkpoint(weights, "weights")
     data = (ck.get("train_args") or {}).get("data") if isinstance(ck, dict) else None
     if not data:
         args = Path(weights).parents[1] / "args.yaml"
@@ -324,13 +325,14 @@ def train_list(data: str | Path) -> list[Path]:
 def checkpoint_finished(last: Path) -> bool:
     """True when ``last.pt`` holds a finished training: stripped by ultralytics at the end
     (``epoch`` -1), or saved after the last epoch (killed before the strip: nothing to resume)."""
-    import detection.runtime  # noqa: F401
-    import torch
+    from detection.runtime import ultralytics_checkpoint
 
     try:
-        ck = torch.load(str(last), map_location="cpu", weights_only=False)
-    except Exception as e:  # a checkpoint cut short by the kill: nothing to resume from
-        raise ValueError(f"{last}: unreadable checkpoint ({type(e).__name__})") from e
+        ck = ultralytics_checkpoint(last, "checkpoint")
+    except InputError as e:  # a checkpoint cut short by the kill: nothing to resume from
+        if safe_load.refused(e.__cause__ or e):
+            raise   # a planted file is not "cut short": never trained over silently
+        raise ValueError(f"{last}: unreadable checkpoint ({type(e.__cause__ or e).__name__})") from e
     epoch = ck.get("epoch", -1)
     return epoch == -1 or epoch + 1 >= int((ck.get("train_args") or {}).get("epochs", 0))
 
@@ -352,6 +354,7 @@ def run_train(args: argparse.Namespace) -> int:
     from detection.epoch_score import closing_line
 
     cfg = stage_config(args)
+    safe_load.configure(cfg)   # trust_weights: what a model file may run on load
     best = train_detector(cfg, args.prep, cfg["fold"])
     print(closing_line(best, str(cfg.get("select_by") or "competition")))
     return 0
@@ -363,6 +366,7 @@ def add_arguments_train_cls(p: argparse.ArgumentParser) -> None:
 
 def run_train_cls(args: argparse.Namespace) -> int:
     cfg = stage_config(args)
+    safe_load.configure(cfg)   # trust_weights: what a model file may run on load
     if cfg["cls_task"] == "multilabel":
         from detection.classifier import train_multilabel
 

@@ -65,18 +65,11 @@ def check_spec(model: str, what: str = "model") -> str:
 
 
 def load_torch(path: str | os.PathLike, what: str, kind: str):
-    """``torch.load(path, weights_only=True)`` on the CPU; any failure is one line naming the file."""
-    import torch
+    """A ``.pt`` read through :func:`detection.safe_load.load` (``weights_only=True`` unless
+    ``trust_weights=true``); any failure is one line naming the file."""
+    from detection import safe_load
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{what} {p}", f"no such file; expected {kind}")
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for a bad or unsafe file
-        why = " ".join(str(e).split())[:200] or type(e).__name__
-        raise InputError(f"{what} {p}", f"not loadable as plain tensors ({type(e).__name__}: {why}); "
-                         f"expected {kind}") from e
+    return safe_load.load(path, what, kind)
 
 
 # ----------------------------------------------------------------------------- building
