@@ -8,7 +8,9 @@
   width = ORIGINAL Rows/Columns) + the header fields found (:data:`data_prep.dicom.HEADER_FIELDS`)
   + what the pixel chain applied: ``voi`` (window | lut | none), ``voi_window``
   (``center|width[|FUNCTION]``), ``voi_fallback`` (why the first choice was not used; empty when
-  it was) and ``voi_options`` (the config's ``voi``/``window_index``/``stretch``, see
+  it was), ``n_padding`` (pixels that were pixel padding, PS3.3 C.7.5.1.1.2: left out of the
+  range and drawn black, :mod:`data_prep.padding`; 0 when none or ``padding: false``) and
+  ``voi_options`` (the config's ``voi``/``window_index``/``stretch``/``padding``, see
   :class:`data_prep.voi.VoiOptions`; a resume redoes images made with other options).
 * Crash safety: a PNG is encoded in memory and written by :func:`data_prep.atomic.write_bytes`
   (a hidden temp beside it, then renamed); once it is in place its meta row is appended to

@@ -66,15 +66,16 @@ from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.pixels.utils import get_j2k_parameters
 
 from data_prep.boxes import keep_ratio_size
-from data_prep.dicom_input import (PIXEL_DATA, unvalidated, PixelAttributeError, check_number_of_frames, decode_frame0,
-                                   high_bit_shift, pixel_data_keyword)
+from data_prep.dicom_input import (PIXEL_DATA, PixelAttributeError, check_number_of_frames, decode_frame0,
+                                   high_bit_shift, pixel_data_keyword, unvalidated)
+from data_prep.padding import padding_mask, padding_range
 from data_prep.voi import Voi, VoiOptions, choose_voi, flat_cause, modality
 
 log = logging.getLogger(__name__)
 
 HEADER_FIELDS = ("PhotometricInterpretation", "BitsStored", "Modality", "PatientSex", "PatientAge",
                  "ViewPosition", "PixelSpacing")
-APPLIED_FIELDS = ("voi", "voi_window", "voi_fallback")   # what read_dicom applied (see read_dicom)
+APPLIED_FIELDS = ("voi", "voi_window", "voi_fallback", "n_padding")   # what read_dicom applied (see read_dicom)
 J2K_UIDS = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
 _MAX_LUT = 1 << 20          # stored-value ranges wider than this are processed pixel by pixel
 
@@ -172,15 +173,25 @@ def stretch_uint16(arr: np.ndarray, ds=None) -> np.ndarray:
     return _stretch(arr, 65535, np.uint16)
 
 
-def minmax_uint8(arr: np.ndarray, ds=None, block: int = 1) -> np.ndarray:
+def minmax_uint8(arr: np.ndarray, ds=None, block: int = 1, exclude: np.ndarray | None = None) -> np.ndarray:
     """Linear stretch of ``[min, max]`` to ``[0, 255]``, rounded: uint8, same shape. A constant
     image gives zeros. With ``block`` > 1, min and max are those of the image averaged over
-    ``block x block`` cells (cv2 INTER_AREA), and the few noisy pixels beyond them are clipped."""
+    ``block x block`` cells (cv2 INTER_AREA), and the few noisy pixels beyond them are clipped.
+    ``exclude`` (float32, same shape; > 0 where a pixel holds any padding) leaves those pixels (or
+    cells) out of min and max; they still go through the stretch."""
     rng = None
     if block > 1 and min(arr.shape[:2]) >= 2 * block:
         h, w = arr.shape[:2]
-        coarse = cv2.resize(arr, (max(1, w // block), max(1, h // block)), interpolation=cv2.INTER_AREA)
-        rng = float(coarse.min()), float(coarse.max())
+        cells = (max(1, w // block), max(1, h // block))
+        coarse = cv2.resize(arr, cells, interpolation=cv2.INTER_AREA)
+        if exclude is not None:
+            coarse = coarse[cv2.resize(exclude, cells, interpolation=cv2.INTER_AREA) <= 0]
+        if coarse.size:
+            rng = float(coarse.min()), float(coarse.max())
+    elif exclude is not None:
+        kept = arr[exclude <= 0]
+        if kept.size:
+            rng = float(kept.min()), float(kept.max())
     return _stretch(arr, 255, np.uint8, rng)
 
 
@@ -223,7 +234,8 @@ def fixed_range(voi: Voi, stretch: str) -> tuple[float, float] | None:
 
 
 def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = None,
-              stretch: str = "minmax") -> np.ndarray:
+              stretch: str = "minmax", pad: tuple[int, int] | None = None,
+              mask: np.ndarray | None = None) -> np.ndarray:
     """Stored values ``(H, W)`` (or color) -> uint16 ``(H, W)``: to_gray, :func:`lut_chain`, then
     a linear map to ``[0, 65535]``: of the values present (``stretch="minmax"``), or of the VOI
     output range (``"window"``, :func:`fixed_range`). ``voi`` defaults to
@@ -232,7 +244,9 @@ def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = Non
     With ``via_table`` (and an integer image whose value range is at most 2**20 wide) the chain
     runs once on ``arange(min, max + 1)`` and the image is mapped through the resulting uint16
     table; the stretch uses the min and max over the values present, so the output equals the
-    pixelwise chain."""
+    pixelwise chain. ``pad``: the padding stored values (:func:`data_prep.padding.padding_range`;
+    ``mask`` their pixels, computed when None): left out of the range and set to 0 (displayed
+    black)."""
     arr = to_gray(arr, ds)
     voi = voi or choose_voi(ds)
     fixed = fixed_range(voi, stretch)
@@ -245,20 +259,39 @@ def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = Non
         else:
             base, idx = None, None
         if idx is not None:
-            v = lut_chain(np.arange(base, hi + 1, dtype=np.int64), ds, voi)
+            inputs = np.arange(base, hi + 1, dtype=np.int64)
+            v = lut_chain(inputs, ds, voi)
+            padded = None if pad is None else (inputs >= pad[0]) & (inputs <= pad[1])
+            if padded is not None and not padded.any():
+                padded = None
             d = np.diff(v[lo - base:])
             if fixed is not None:
                 vmin, vmax = fixed
-            elif (d >= 0).all() or (d <= 0).all():           # monotone: extremes at lo and hi
+            elif padded is None and ((d >= 0).all() or (d <= 0).all()):   # monotone: extremes at lo and hi
                 ends = v[[lo - base, hi - base]]
                 vmin, vmax = float(ends.min()), float(ends.max())
             else:                                            # extremes over the values present
                 present = np.bincount(idx.ravel(), minlength=len(v)) > 0
+                if padded is not None:
+                    present &= ~padded
+                if not present.any():                        # padding only
+                    return np.zeros(arr.shape, np.uint16)
                 vmin, vmax = float(v[present].min()), float(v[present].max())
             if vmax <= vmin:
                 return np.zeros(arr.shape, np.uint16)
             table = np.clip((v - vmin) * (65535 / (vmax - vmin)) + 0.5, 0, 65535).astype(np.uint16)
+            if padded is not None:
+                table[padded] = 0
             return np.take(table, idx)
+    if pad is not None:
+        mask = padding_mask(arr, pad) if mask is None else mask
+        if mask is not None and mask.any():
+            y = lut_chain(arr, ds, voi)
+            kept = y[~mask]
+            rng = fixed or ((float(kept.min()), float(kept.max())) if kept.size else None)
+            out = _stretch(y, 65535, np.uint16, rng) if kept.size else np.zeros(arr.shape, np.uint16)
+            out[mask] = 0
+            return out
     return _stretch(lut_chain(arr, ds, voi), 65535, np.uint16, fixed)
 
 
@@ -267,21 +300,28 @@ RANGE_BLOCK = 4      # output pixels per side averaged when a downscaled image's
 
 def to_uint8(arr: np.ndarray, ds, hw: tuple[int, int] | None = None, via_table: bool = True,
              full_hw: tuple[int, int] | None = None, voi: Voi | None = None,
-             stretch: str = "minmax") -> np.ndarray:
+             stretch: str = "minmax", pad: tuple[int, int] | None = None,
+             mask: np.ndarray | None = None) -> np.ndarray:
     """Stored values -> the output uint8 image ``hw`` (default: same size): :func:`to_uint16`,
     :func:`resize`, then 16 -> 8 bits: :func:`minmax_uint8` (``stretch="minmax"``; when the
     ORIGINAL image ``full_hw`` (default: the shape of ``arr``) is at least 2x the output on a
     side, the range is measured with ``block=RANGE_BLOCK``, see the module docstring), or a fixed
-    ``round(x * 255 / 65535)`` when the VOI output range was used (``"window"``)."""
+    ``round(x * 255 / 65535)`` when the VOI output range was used (``"window"``). ``pad`` /
+    ``mask``: pixel padding (:mod:`data_prep.padding`), out of both ranges, drawn black."""
     voi = voi or choose_voi(ds)
-    img = to_uint16(arr, ds, via_table=via_table, voi=voi, stretch=stretch)
+    if pad is not None and mask is None:
+        mask = padding_mask(arr, pad)
+    if mask is not None and not mask.any():
+        pad = mask = None
+    img = to_uint16(arr, ds, via_table=via_table, voi=voi, stretch=stretch, pad=pad, mask=mask)
     hw = tuple(hw or img.shape[:2])
     full_hw = full_hw or arr.shape[:2]
     small = resize(img, hw)
     if fixed_range(voi, stretch) is not None:
         return ((small.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     shrunk = full_hw[0] >= 2 * hw[0] or full_hw[1] >= 2 * hw[1]
-    return minmax_uint8(small, block=RANGE_BLOCK if shrunk else 1)
+    exclude = None if mask is None else resize(mask.astype(np.float32), hw)
+    return minmax_uint8(small, block=RANGE_BLOCK if shrunk else 1, exclude=exclude)
 
 
 def _is_mono(ds) -> bool:  # pragma: no mutate block, J2K fast path (its only caller)
@@ -403,7 +443,8 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
     ``height``/``width`` = ORIGINAL Rows/Columns, the :data:`HEADER_FIELDS` present, and what
     was applied (:data:`APPLIED_FIELDS`): ``voi`` (window | lut | none), ``voi_window``
     (``center|width[|FUNCTION]`` or ""), ``voi_fallback`` (why the first choice was not used,
-    or ""); an invalid VOI in the file (Window Width 0, ...) is also logged as a warning naming
+    or ""), ``n_padding`` (pixels of the stored image that were pixel padding, C.7.5.1.1.2, left
+    out of the range and drawn black: :mod:`data_prep.padding`; 0 with ``options.padding`` off); an invalid VOI in the file (Window Width 0, ...) is also logged as a warning naming
     the file. Multi-frame files give frame 0.
     Raises :class:`DicomReadError` naming the file (and the transfer syntax on a decode failure).
     """
@@ -429,8 +470,13 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
         shift = high_bit_shift(ds, path)
     except PixelAttributeError as e:
         raise DicomReadError(f"{path}: {e}") from e
+    try:
+        pad = padding_range(ds) if options.padding else None
+    except (TypeError, ValueError) as e:
+        raise DicomReadError(f"{path}: Pixel Padding Value (0028,0120) / Range Limit (0028,0121) unreadable "
+                             f"({_one_line(e)}); expected integers (stored values)") from e
     arr = None
-    if fast_j2k and size and not shift:
+    if fast_j2k and size and not shift and pad is None:   # padding is exact stored values: full decode
         try:
             arr = decode_j2k_reduced(ds, out_hw)
         except Exception as e:  # any trouble: the full decode below decides
@@ -445,9 +491,11 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
         except Exception as e:
             raise DicomReadError(f"{path}: cannot decode pixel data with transfer syntax "
                                  f"{transfer_syntax(ds)}: {type(e).__name__}: {_one_line(e)}") from e
+    mask = padding_mask(arr, pad)
+    header["n_padding"] = int(np.count_nonzero(mask)) if mask is not None else 0
     try:
         img = to_uint8(arr, ds, out_hw, full_hw=(header["height"], header["width"]), voi=voi,
-                       stretch=options.stretch)
+                       stretch=options.stretch, pad=pad, mask=mask)
     except Exception as e:
         raise DicomReadError(f"{path}: cannot apply modality/VOI LUT "
                              f"({_one_line(header.get('PhotometricInterpretation', '?'))[:40]!r}): "

@@ -38,10 +38,13 @@ class VoiOptions:
     ``window_index``: which of several windows (and of several VOI LUTs) is tried first.
     ``stretch``: ``minmax`` stretches the image's own range after the VOI to 0-255 (the Kaggle
     convention); ``window`` maps the VOI output range (a window's ends, a LUT's 0..2**n-1) to
-    0 and 255, as a DICOM viewer shows it. Without a VOI, ``window`` falls back to min-max."""
+    0 and 255, as a DICOM viewer shows it. Without a VOI, ``window`` falls back to min-max.
+    ``padding``: pixel padding (PS3.3 C.7.5.1.1.2, :mod:`data_prep.padding`) left out of the
+    range and drawn black; False treats padding pixels as image."""
     voi: str = "auto"
     window_index: int = 0
     stretch: str = "minmax"
+    padding: bool = True
 
     def __post_init__(self):  # pragma: no mutate block, config check
         if self.voi not in VOI_MODES:
@@ -50,15 +53,20 @@ class VoiOptions:
             raise ValueError(f"config key window_index = {self.window_index!r}: expected an integer >= 0")
         if self.stretch not in STRETCH_MODES:
             raise ValueError(f"config key stretch = {self.stretch!r}: expected one of {' | '.join(STRETCH_MODES)}")
+        if not isinstance(self.padding, bool):
+            raise ValueError(f"config key padding = {self.padding!r}: expected true or false")
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> "VoiOptions":  # pragma: no mutate block, config
         cfg = cfg or {}
-        return cls(cfg.get("voi", "auto"), cfg.get("window_index", 0), cfg.get("stretch", "minmax"))
+        return cls(cfg.get("voi", "auto"), cfg.get("window_index", 0), cfg.get("stretch", "minmax"),
+                   cfg.get("padding", True))
 
     def tag(self) -> str:  # pragma: no mutate block, meta.csv string
-        """``"voi=auto;window_index=0;stretch=minmax"``: recorded in meta.csv, compared on resume."""
-        return f"voi={self.voi};window_index={self.window_index};stretch={self.stretch}"
+        """``"voi=auto;window_index=0;stretch=minmax;padding=true"``: recorded in meta.csv, compared
+        on resume (images converted before ``padding`` existed have no ``padding=`` and are redone)."""
+        return (f"voi={self.voi};window_index={self.window_index};stretch={self.stretch};"
+                f"padding={str(self.padding).lower()}")
 
 
 # ----------------------------------------------------------------------------- LUTs (C.11.1.1, C.11.2.1.1)

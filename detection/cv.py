@@ -58,7 +58,7 @@ N_NAMED = 10  # leaked images named in the error message
 _DET_KEYS = ("model", "epochs", "imgsz", "batch", "seed", "patience", "yolo_args", "tv_lr", "tv_args",
              "backbone_weights")
 _CLS_KEYS = ("cls_model", "cls_epochs", "cls_imgsz", "batch", "seed", "patience", "yolo_args")
-_CONVERT_KEYS = ("size", "keep_ratio", "voi", "window_index", "stretch")  # DICOM -> PNG, as prep did it
+_CONVERT_KEYS = ("size", "keep_ratio", "voi", "window_index", "stretch", "padding")  # DICOM -> PNG, as prep did it
 _PRED_KEYS = ("tta", "conf", "nms_iou", "max_det", "imgsz", "cls_imgsz") + _CONVERT_KEYS  # + postprocess.POST_KEYS
 
 

@@ -66,7 +66,8 @@ def test_ct_small_matches_hand_computed_minmax(tfile):
     assert np.abs(img.astype(int) - want).max() <= 1
     assert header == {"height": 128, "width": 128, "PhotometricInterpretation": "MONOCHROME2",
                       "BitsStored": 16, "Modality": "CT", "PatientSex": "O", "PatientAge": "000Y",
-                      "PixelSpacing": "0.661468|0.661468", "voi": "none", "voi_window": "", "voi_fallback": ""}
+                      "PixelSpacing": "0.661468|0.661468", "voi": "none", "voi_window": "", "voi_fallback": "",
+                      "n_padding": 0}   # CT_small has Pixel Padding Value -2000, no pixel holds it
 
 
 def test_rgb_becomes_luma(tfile):

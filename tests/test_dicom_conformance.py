@@ -205,7 +205,7 @@ def test_convert_records_the_voi_and_redoes_images_made_with_other_options(tmp_p
     assert "Window Width 0" in meta.loc["w0", "voi_fallback"]
     assert meta.loc["both", ["voi", "voi_window", "voi_fallback"]].tolist() == ["lut", "", ""]
     assert meta.loc["plain", ["voi", "voi_window", "voi_fallback"]].tolist() == ["none", "", ""]
-    assert set(meta["voi_options"]) == {"voi=auto;window_index=0;stretch=minmax"}
+    assert set(meta["voi_options"]) == {"voi=auto;window_index=0;stretch=minmax;padding=true"}
     before = (dst / "both.png").read_bytes()
 
     # the same options resume; other options (CLI key=value) convert again
@@ -214,7 +214,7 @@ def test_convert_records_the_voi_and_redoes_images_made_with_other_options(tmp_p
     meta = pd.read_csv(dst / "meta.csv", keep_default_na=False).set_index("image_id")
     assert meta.loc["both", ["voi", "voi_window"]].tolist() == ["window", "1000|800"]
     assert meta.loc["plain", "voi_fallback"] == "no window in the file"
-    assert set(meta["voi_options"]) == {"voi=window;window_index=0;stretch=window"}
+    assert set(meta["voi_options"]) == {"voi=window;window_index=0;stretch=window;padding=true"}
     assert (dst / "both.png").read_bytes() != before
 
 

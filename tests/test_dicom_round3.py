@@ -249,3 +249,107 @@ def test_malformed_number_of_frames_read_from_the_pixel_data(tmp_path, make_ds, 
         img, _ = read_dicom(path)
     assert np.abs(img - minmax(stored)).max() <= 0.5
     assert "'2A' is not a positive integer (IS); the pixel data hold 2 frame(s)" in caplog.text
+
+
+# ----------------------------------------------------------------------------- item 2: pixel padding (C.7.5.1.1.2)
+def _framed(inner: np.ndarray, border: int, fill) -> np.ndarray:
+    """``inner`` inside a ``border``-pixel frame of ``fill`` (a value, or an array of the framed shape)."""
+    h, w = inner.shape
+    out = np.empty((h + 2 * border, w + 2 * border), np.int64)
+    out[:] = fill
+    out[border:border + h, border:border + w] = inner
+    return out
+
+
+INNER = np.arange(200, 3000, 7)[:384].reshape(16, 24)                # 200..2881
+
+
+def _padded_reference(stored: np.ndarray, is_pad: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """C.7.5.1.1.2 Note 2 by hand: min-max of the displayed values ``y`` over the pixels that are
+    not padding; padding pixels are displayed black (0)."""
+    lo, hi = y[~is_pad].min(), y[~is_pad].max()
+    return np.where(is_pad, 0.0, (y - lo) / (hi - lo) * 255)
+
+
+@pytest.mark.parametrize("case", ["value", "range", "range_reversed_mono1", "signed_window"])
+def test_pixel_padding_left_out_of_the_range_and_drawn_black(case, tmp_path, make_ds, save):
+    """value: Pixel Padding Value 4095 on a 12-bit frame; range: values 0..60 with Range Limit 60
+    (random in the frame); range_reversed_mono1: the limit below the value, MONOCHROME1 (displayed
+    value = -stored, padding still black); signed_window: 16-bit signed, padding -32768, window
+    0/3000. Padding pixels never widen the range: the image spans 0..255 and equals the formula."""
+    from ref_dicom import ref_window
+
+    rng = np.random.default_rng(3)
+    elems, mono1 = {}, False
+    if case == "value":
+        stored = _framed(INNER, 3, 4095)
+        elems = dict(PixelPaddingValue=4095)
+        is_pad = stored == 4095
+    elif case.startswith("range"):
+        stored = _framed(INNER, 3, rng.integers(0, 61, (22, 30)))
+        mono1 = case.endswith("mono1")
+        elems = dict(PixelPaddingValue=60, PixelPaddingRangeLimit=0) if mono1 else \
+            dict(PixelPaddingValue=0, PixelPaddingRangeLimit=60)
+        is_pad = stored <= 60
+    else:
+        stored = _framed(INNER - 1500, 3, -32768)
+        elems = dict(PixelPaddingValue=-32768, WindowCenter=0, WindowWidth=3000)
+        is_pad = stored == -32768
+    signed = case == "signed_window"
+    ds = make_ds(stored.astype("<i2" if signed else "<u2"), "MONOCHROME1" if mono1 else "MONOCHROME2",
+                 16 if signed else 12, PixelRepresentation=int(signed), **elems)
+    path = save(ds, tmp_path / f"{case}.dcm")
+    y = ref_window(stored, 0, 3000) if signed else (-stored if mono1 else stored).astype(np.float64)
+    want = _padded_reference(stored, is_pad, y)
+    img, header = read_dicom(path)
+    assert np.abs(img - want).max() <= 1
+    assert (img[is_pad] == 0).all() and img[~is_pad].max() == 255 and img[~is_pad].min() == 0
+    assert header["n_padding"] == int(is_pad.sum()) > 0
+    off, header = read_dicom(path, options=VoiOptions(padding=False))       # the option: padding is image
+    all_y = y if not signed else ref_window(stored, 0, 3000)
+    assert np.abs(off - (all_y - all_y.min()) / (all_y.max() - all_y.min()) * 255).max() <= 1
+    assert header["n_padding"] == 0
+
+
+def test_padding_left_out_of_the_range_after_a_resize(tmp_path, make_ds, save):
+    """A 256 x 256 phantom (smooth 1000..3000) inside a 32-pixel frame of padding 0, to 64 px: output
+    pixels wholly padding are 0 and the image's own range still reaches 0 and 255 inside; read
+    with padding off, 0 is part of the range and the inside spans only about 2/3 of it."""
+    yy, xx = np.mgrid[0:192, 0:192]
+    inner = (1000 + 2000 * (xx + yy) / (2 * 191)).round().astype(np.int64)
+    stored = _framed(inner, 32, 0)
+    ds = make_ds(stored.astype("<u2"), bits=12, PixelPaddingValue=0)
+    path = save(ds, tmp_path / "frame.dcm")
+    img, header = read_dicom(path, size=64)
+    assert header["n_padding"] == 256 * 256 - 192 * 192
+    assert (img[:8] == 0).all() and (img[:, :8] == 0).all() and (img[-8:] == 0).all()
+    core = img[9:-9, 9:-9]
+    assert core.max() == 255 and core.min() <= 2
+    off, _ = read_dicom(path, size=64, options=VoiOptions(padding=False))
+    assert off[9:-9, 9:-9].min() > 80                  # 1000 of 0..3000: a third of the range lost
+    assert int(off[9:-9, 9:-9].max()) - int(off[9:-9, 9:-9].min()) < 175 < int(core.max()) - int(core.min())
+
+
+def test_convert_records_n_padding_and_the_option_redoes(tmp_path, make_ds, save):
+    import pandas as pd
+
+    from data_prep.config import load_config
+    from data_prep.convert import convert_folder
+    from detection.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    save(make_ds(_framed(INNER, 2, 4095).astype("<u2"), bits=12, PixelPaddingValue=4095), src / "pad.dcm")
+    save(make_ds(INNER.astype("<u2"), bits=12), src / "plain.dcm")
+    dst = tmp_path / "out"
+    assert not convert_folder(src, dst, size=None, workers=1, progress=False).errors
+    meta = pd.read_csv(dst / "meta.csv").set_index("image_id")
+    assert meta.loc["pad", "n_padding"] == 20 * 28 - 16 * 24 and meta.loc["plain", "n_padding"] == 0
+    assert set(meta["voi_options"]) == {"voi=auto;window_index=0;stretch=minmax;padding=true"}
+    assert main(["convert", str(src), str(dst), "padding=false"]) == 0
+    meta = pd.read_csv(dst / "meta.csv").set_index("image_id")
+    assert meta.loc["pad", "n_padding"] == 0
+    assert set(meta["voi_options"]) == {"voi=auto;window_index=0;stretch=minmax;padding=false"}
+    assert VoiOptions.from_config(load_config(None, ["padding=false"])).padding is False
+    with pytest.raises(ValueError, match="padding"):
+        VoiOptions.from_config(load_config(None, ["padding=maybe"]))
