@@ -304,6 +304,7 @@ RULES: dict[str, Any] = {
     "voi": Choice(VOI_MODES),
     "window_index": Int(0, 1000),
     "stretch": Choice(STRETCH_MODES),
+    "padding": Bool(),
     "scheduler": Check(_scheduler, "null, local or tcp://host:port"),
     # fusion
     "fusion": Choice(FUSIONS),

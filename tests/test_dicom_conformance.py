@@ -178,7 +178,7 @@ def test_config_keys_default_to_todays_output():
     assert VoiOptions.from_config(cfg) == VoiOptions()
     assert VoiOptions.from_config(load_config(None, ["voi=window", "window_index=1", "stretch=window"])) == \
         VoiOptions("window", 1, "window")
-    with pytest.raises(ValueError, match=r"voi = 'windows': expected one of auto \| window \| lut \| none"):
+    with pytest.raises(ValueError, match=r"key 'voi' = 'windows'; expected one of auto \| window \| lut \| none"):
         VoiOptions.from_config(load_config(None, ["voi=windows"]))
     with pytest.raises(ValueError, match="stretch = 'max'"):
         VoiOptions(stretch="max")
