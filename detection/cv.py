@@ -17,7 +17,9 @@ For each fold k (default: every fold of ``OUT/folds.csv``):
 
 Then ``DIR/oof.csv`` (every part, original pixels, ``fold`` column) and ``DIR/cv.json``
 (``metric``, ``oof`` {score, per_class, n_images}, ``folds`` [{fold, n_train, n_val, data,
-weights, score}], ``baseline``, ``missing``). The scores come from
+weights, score}], ``baseline``, ``missing``; with ``ckpt_ensemble: K`` also ``ckpt_ensemble``
+{k, score, per_class, oof, folds [{fold, members, score}]}: each fold predicted by its run's K best
+kept epochs (``keep_epochs``) fused by WBF, ``DIR/oof_ckpt.csv``, beside ``oof``'s best epoch). The scores come from
 :func:`detection.evaluate.evaluate_files` on oof.csv against the prepared truth
 (``OUT/fused_boxes.csv`` + ``OUT/images.csv`` + ``OUT/folds.csv``): the very call
 ``cxrdet evaluate`` makes, so both print the same number. ``baseline`` = the radiologists'
@@ -153,6 +155,8 @@ def train_model(kind: str, cfg: dict, prep: Path, record: Path, force: bool = Fa
         data = prep / "yolo" / f"fold{k}" / "data.yaml"
         inputs = {"model": resolve_model(cfg["model"]), "data": str(data.resolve()),
                   "data_stamp": file_stamp(data), "train_stamp": file_stamp(data.parent / "train.txt")}
+        if int(cfg.get("keep_epochs") or 0):      # only when set: runs recorded before the key stay valid
+            inputs["keep_epochs"] = int(cfg["keep_epochs"])
         if str(cfg["model"]).startswith("tv:"):   # torchvision's models train on the COCO export
             inputs["coco_stamp"] = file_stamp(prep / "coco" / f"fold{k}_train.json")
         fp, run, train = _fingerprint(cfg, _DET_KEYS, inputs), run_dir(cfg), train_detector
@@ -253,7 +257,58 @@ def run_fold(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, image
         pred_how = "predicted"
     rec = dict(rec, how=how, cls_how=cls_how, pred_how=pred_how, train_seconds=t_train, predict_seconds=t_pred,
                seconds=time.perf_counter() - t0)
+    if int(cfg.get("ckpt_ensemble") or 0) > 0:
+        rec["ckpt"] = predict_ckpt(cfg, prep, out, k, held, det, clf, force)
     return rec
+
+
+# ----------------------------------------------------------------------------- checkpoint ensembles
+def predict_ckpt(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, det: Path, clf: Path | None,
+                 force: bool = False) -> dict:
+    """``ckpt_ensemble: K``: fold ``k``'s held-out images predicted by the K best kept epochs of
+    its run (:mod:`detection.checkpoints`), fused by WBF: ``DIR/parts/fold<k>_ckpt.csv`` (reused
+    while its members, images and prediction settings are unchanged). Returns ``{members, how}``."""
+    from detection.checkpoints import members
+    from detection.predict import predict
+
+    parts = out / "parts"
+    chosen = members(det.parents[1], int(cfg["ckpt_ensemble"]))
+    held_ids = held["image_id"].astype(str).tolist()
+    fp = json.loads(json.dumps({"members": [[str(m), file_stamp(m)] for m in chosen],
+                                "classifier": [str(clf), file_stamp(clf)] if clf else None, "images": _sha(held_ids),
+                                **predict_settings(cfg), "normal_class": normal_class(cfg)}, default=str))
+    record, part = parts / f"fold{k}_ckpt.json", parts / f"fold{k}_ckpt.csv"
+    rec = None if force else _read_json(record)
+    if rec is not None and rec.get("fingerprint") == fp and part.is_file():
+        return {"members": [str(m) for m in chosen], "how": "reused"}
+    listing = parts / f"fold{k}_images.txt"
+    write_text(listing, "".join(f"{p}\n" for p in held["path"]))
+    kw = predict_kwargs(cfg)
+    kw["post"] = {**cfg, "ens_weights": None}
+    pred = predict([str(m) for m in chosen], listing, prep / "images.csv", classifier=clf, errors=[], **kw)
+    pred["fold"] = int(k)
+    write_csv(pred, part)
+    _write_json({"fold": int(k), "fingerprint": fp, "members": [str(m) for m in chosen]}, record)
+    return {"members": [str(m) for m in chosen], "how": "predicted"}
+
+
+def ckpt_oof(cfg: dict, prep: Path, out: Path, records: list[dict], ks, present) -> dict | None:
+    """The checkpoint ensembles' OOF table ``DIR/oof_ckpt.csv`` and its score (cv.json
+    ``ckpt_ensemble``: k, score, per_class, folds [{fold, members, score}]), scored like ``oof``."""
+    from detection.evaluate import evaluate_files
+
+    if not any("ckpt" in r for r in records):
+        return None
+    parts = [pd.read_csv(out / "parts" / f"fold{r['fold']}_ckpt.csv", dtype={"image_id": str, "class_name": str,
+                                                                             "rater": str}, keep_default_na=False)
+             for r in records]
+    path = write_csv(pd.concat(parts, ignore_index=True), out / "oof_ckpt.csv")
+    res = evaluate_files(prep / "fused_boxes.csv", path, prep / "images.csv", prep / "folds.csv",
+                         ks if ks != present else None, cfg["metric"], float(cfg["iou_thr"]))
+    score = {r["fold"]: r["score"] for r in res["folds"]}
+    return {"k": int(cfg["ckpt_ensemble"]), "score": res["mAP"], "per_class": res["per_class"], "oof": str(path),
+            "folds": [{"fold": r["fold"], "members": r["ckpt"]["members"], "score": score[r["fold"]]}
+                      for r in records]}
 
 
 # ----------------------------------------------------------------------------- the whole run
@@ -428,6 +483,9 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
                     | ({"classifier": r["classifier"]} if with_cls else {}) for r in records],
           "baseline": _baseline(cfg, manifest, images.reset_index(drop=True), predicted + missing, out / "parts"),
           "missing": missing}
+    ck = ckpt_oof(cfg, prep, out, records, ks, present)
+    if ck is not None:   # the checkpoint ensembles' OOF score beside the best epochs' (oof)
+        cv["ckpt_ensemble"] = ck
     cv = to_jsonable(cv)
     _write_json(cv, out / "cv.json")
 
@@ -438,6 +496,9 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
                                 out, force)
 
     _print_table(cv, records, res, prep, out, ks, present, cfg)
+    if ck is not None:
+        print(f"checkpoint ensemble ({ck['k']} best kept epochs per fold, WBF): OOF {cfg['metric']} {ck['score']:.4f} "
+              f"vs {res['mAP']:.4f} with the best epoch ({ck['oof']})")
     if test_res:
         print(f"test: {test_res['test_pred']} ({test_res['how']}, {len(records)} fold model(s) fused by WBF)"
               + (f"; submission {test_res['submission']} (valid)" if "submission" in test_res else ""))

@@ -17,7 +17,9 @@ up: after ultralytics' own validation it predicts the fold with the trainer's EM
 trainer's fitness, so ultralytics writes ``best.pt`` at the epoch with the highest competition score
 (and early stopping follows it). ``select_by: fitness`` keeps ultralytics' own choice. Other
 families (issue 26) call :meth:`FoldScore.score` and :meth:`FoldScore.record` from their own
-per-epoch hook.
+per-epoch hook. ``keep_epochs: K`` keeps the K best epochs' weights by that score
+(:mod:`detection.checkpoints`: ``<run>/weights/kept_epoch<N>.pt``, the checkpoint ensemble of
+``predict --weights RUN_DIR``).
 """
 from __future__ import annotations
 
@@ -71,6 +73,9 @@ class FoldScore:
         self.rows = self.rows[self.rows["image_id"].isin(held)].reset_index(drop=True)
         self.sizes = self.rows.set_index("image_id")[["height", "width"]]
         self.scores: list[dict] = []
+        from detection.checkpoints import check_k
+
+        self.keep = check_k(cfg.get("keep_epochs", 0), "keep_epochs")
 
     @classmethod
     def maybe(cls, cfg: dict, prep_dir, fold: int, run: Path) -> "FoldScore | None":
@@ -120,6 +125,14 @@ class FoldScore:
         write_csv(pd.DataFrame(self.scores, columns=COLUMNS), self.path)
         log.info("epoch %d: %s %.4f on fold %d (%d images) -> %s", epoch, self.metric, score, self.fold,
                  len(self.ids), self.path)
+
+
+    def keep_weights(self, epoch: int, write) -> list[int]:
+        """``keep_epochs``: keep ``epoch``'s weights (``write(tmp path)`` writes them) when it is among
+        the K best scored so far, drop the files of epochs that fell out (:func:`detection.checkpoints.keep`)."""
+        from detection.checkpoints import keep
+
+        return keep(self.path.parent, epoch, self.scores, self.keep, write)
 
 
 def best_epoch(run: Path) -> dict | None:
@@ -203,4 +216,11 @@ def yolo_callbacks(scorer: FoldScore, select_by: str = "competition") -> dict:
 
         trainer.validate = validate
 
-    return {"on_pretrain_routine_end": wrap}
+    def kept(trainer) -> None:   # after ultralytics wrote last.pt (this epoch's EMA): keep_epochs
+        from ultralytics.utils.torch_utils import strip_optimizer
+
+        epoch = trainer.epoch + 1
+        if any(int(r["epoch"]) == epoch for r in scorer.scores):
+            scorer.keep_weights(epoch, lambda tmp: strip_optimizer(trainer.last, s=str(tmp)))
+
+    return {"on_pretrain_routine_end": wrap, **({"on_model_save": kept} if scorer.keep else {})}

@@ -403,7 +403,8 @@ def infer(weights: str | os.PathLike | Sequence[str | os.PathLike], source: str 
     ``settings``: a :class:`PredictSettings`, or a merged config dict (its keys), or None (the
     defaults); keyword ``changes`` override single fields (``tta=True``, ``conf=0.1``, ...).
     ``weights``: one or several local ``.pt``/``.onnx`` (several, or ``tta``, are fused by WBF
-    with ``ens_iou``/``ens_skip``). ``size``/``keep_ratio``/``voi`` convert DICOMs the way prep
+    with ``ens_iou``/``ens_skip``); a training run folder stands for its kept epochs
+    (:mod:`detection.checkpoints`: a checkpoint ensemble, the ``ckpt_ensemble`` best). ``size``/``keep_ratio``/``voi`` convert DICOMs the way prep
     made the PNGs. ``classifier``: one or several classify weights for the 2-class filter (several:
     the mean p(abnormal) is the image's probability). Unreadable images are skipped and described
     in ``errors`` (if given) and the log. ``settings.post``: the post-processing keys
@@ -432,6 +433,9 @@ def infer(weights: str | os.PathLike | Sequence[str | os.PathLike], source: str 
     pc = post_mod.post_config({**(post or {}), "ens_iou": ens_iou, "ens_skip": ens_skip, "cls_low": low,
                                "cls_high": high})
     wlist = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
+    from detection.checkpoints import check_k, expand
+
+    wlist = expand(wlist, check_k((post or {}).get("ckpt_ensemble", 0) or 0, "ckpt_ensemble"))  # RUN_DIR: its kept epochs
     if not wlist:
         raise ValueError("predict: no weights given")
     if pc["ens_weights"] is not None and len(pc["ens_weights"]) != len(wlist):
@@ -498,7 +502,9 @@ def add_arguments_predict(p: argparse.ArgumentParser) -> None:
     from data_prep.config import add_config_arguments
 
     p.add_argument("--weights", action="extend", nargs="+", required=True,
-                   help="one or more local .pt/.onnx (several = WBF ensemble; --weights A B or --weights A --weights B)")
+                   help="one or more local .pt/.onnx (several = WBF ensemble; --weights A B or --weights A --weights B), "
+                        "or a training run folder: its kept epochs (keep_epochs; ckpt_ensemble: K = the K best) "
+                        "fused by WBF, a checkpoint ensemble")
     p.add_argument("--source", required=True, help="folder of PNGs or DICOMs, a .txt list of PNG paths, or dicomweb:URL "
                    "(a DICOMweb server's images, fetched into a temporary folder; credentials from the environment "
                    "variable CXRDET_DICOMWEB_AUTH; image_id = SOP Instance UID)")

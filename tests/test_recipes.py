@@ -242,3 +242,133 @@ def test_tune_per_class_alpha_round_trip(tmp_path):
                  "--out", str(tmp_path / "final.csv")]) == 0
     assert main(["evaluate", *common, "--pred", str(tmp_path / "final.csv"), "--json", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["mAP"] == pytest.approx(res["after"], abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- checkpoint ensembles
+def test_keep_epochs_keeps_the_k_best_and_drops_the_fallen(tmp_path):
+    """Scores 0.2, 0.5, 0.3, 0.5 with K = 2: after each epoch the files are the 2 best so far
+    (ties: the earlier epoch first); members() orders them by competition.csv."""
+    from detection import checkpoints as C
+
+    run, scores, seen = tmp_path / "run", [], []
+    for epoch, s in enumerate([0.2, 0.5, 0.3, 0.5], 1):
+        scores.append({"epoch": epoch, "metric": "vinbigdata", "score": s})
+        C.keep(run, epoch, scores, 2, lambda tmp, e=epoch: Path(tmp).write_text(f"weights of epoch {e}"))
+        seen.append(sorted(C.kept_files(run)))
+    assert seen == [[1], [1, 2], [2, 3], [2, 4]]
+    assert (run / "weights" / "kept_epoch4.pt").read_text() == "weights of epoch 4"
+    pd.DataFrame(scores).to_csv(run / "competition.csv", index=False)
+    assert [p.name for p in C.members(run)] == ["kept_epoch2.pt", "kept_epoch4.pt"]
+    assert [p.name for p in C.members(run, 1)] == ["kept_epoch2.pt"]
+    assert C.keep(run, 5, scores, 0, lambda tmp: pytest.fail("k = 0 writes nothing")) == []
+    assert C.expand([str(tmp_path / "x.pt"), run], 1) == [str(tmp_path / "x.pt"), str(run / "weights" / "kept_epoch2.pt")]
+    with pytest.raises(ValueError, match="no kept epoch weights"):
+        C.members(tmp_path)
+    with pytest.raises(ValueError, match="keep_epochs"):
+        C.check_k(-1, "keep_epochs")
+
+
+def _wbf_reference(tables, sizes, iou, skip, conf_type="avg"):
+    """ensemble-boxes' own WBF of several raw tables, image by image (boxes normalised by the size)."""
+    from ensemble_boxes import weighted_boxes_fusion
+
+    rows = []
+    for iid, (h, w) in sizes.iterrows():
+        bl, sl, ll = [], [], []
+        for t in tables:
+            g = t[t["image_id"] == iid]
+            bl.append((g[bx.COORDS].to_numpy(float) / [w, h, w, h]).clip(0, 1))
+            sl.append(g["score"].to_numpy(float))
+            ll.append(g["class_id"].to_numpy(int))
+        if not any(len(b) for b in bl):
+            continue
+        b, s, lab = weighted_boxes_fusion(bl, sl, ll, iou_thr=iou, skip_box_thr=skip, conf_type=conf_type)
+        for bb, ss, cc in zip(b, s, lab):
+            rows.append((iid, int(cc), *(np.asarray(bb) * [w, h, w, h]), float(ss)))
+    return pd.DataFrame(rows, columns=["image_id", "class_id", *bx.COORDS, "score"])
+
+
+def _same_boxes(got: pd.DataFrame, want: pd.DataFrame):
+    cols = ["image_id", "class_id", *bx.COORDS, "score"]
+    g = got[cols].sort_values(cols, ignore_index=True)
+    w = want[cols].sort_values(cols, ignore_index=True)
+    assert len(g) == len(w) > 0
+    pd.testing.assert_frame_equal(g, w, check_dtype=False, atol=1e-6, rtol=0)
+
+
+def test_predict_run_dir_is_the_wbf_of_its_kept_epochs(make_prep, fake_result, monkeypatch, tmp_path):
+    """predict --weights RUN_DIR = ensemble-boxes' WBF of its kept epochs' predictions (fake models:
+    each epoch's boxes shifted and scored differently); ckpt_ensemble: 2 takes the 2 best."""
+    import detection.predict as P
+    from detection.predict import infer
+
+    class Shifted:
+        names = dict(enumerate(NAMES))
+
+        def __init__(self, d):
+            self.d = d
+
+        def predict(self, imgs, **kw):
+            d = self.d
+            return [fake_result([[10 + d, 12 + d, 50 + d, 60 + d], [70, 70 + 2 * d, 100, 110]],
+                                [0.9 - 0.1 * d, 0.3 + 0.05 * d], [0, 1]) for _ in imgs]
+
+    def load(weights, imgsz, batch, task="detect", onnx=False):
+        return P.Loaded(Shifted(int(Path(weights).stem.replace("kept_epoch", ""))), str(weights), imgsz, batch)
+
+    monkeypatch.setattr(P, "load_model", load)
+    prep = make_prep(tmp_path / "prep", n=4)
+    run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    for e in (1, 3, 4):
+        (run / "weights" / f"kept_epoch{e}.pt").write_text("x")
+    pd.DataFrame({"epoch": [1, 2, 3, 4], "metric": "vinbigdata", "score": [0.4, 0.1, 0.6, 0.5]}).to_csv(
+        run / "competition.csv", index=False)
+    src, meta = prep / "yolo" / "fold0" / "val.txt", prep / "images.csv"
+    cfg = load_config(None, ["ens_iou=0.5", "ens_skip=0.0001"])
+    members = [infer(run / "weights" / f"kept_epoch{e}.pt", src, meta, cfg) for e in (3, 4, 1)]
+    ens = infer(run, src, meta, cfg)
+    sizes = ens.sizes
+    _same_boxes(ens.raw, _wbf_reference([m.raw for m in members], sizes, 0.5, 0.0001))
+    two = infer(run, src, meta, {**cfg, "ckpt_ensemble": 2})
+    _same_boxes(two.raw, _wbf_reference([m.raw for m in members[:2]], sizes, 0.5, 0.0001))
+    assert not np.allclose(two.raw["x_min"].sort_values(), ens.raw["x_min"].sort_values())
+
+
+@pytest.mark.slow   # 3 tiny epochs, then a 2-fold cv of 2 epochs (~60 s)
+def test_keep_epochs_real_training_and_cv_ckpt_ensemble(make_prep, tiny_cfg, tmp_path, monkeypatch):
+    """A real YOLO run with keep_epochs 2 (scores 0.2, 0.5, 0.3 planted after the real scoring)
+    keeps epochs 2 and 3 as loadable weights; predict --weights RUN_DIR equals ensemble-boxes' WBF
+    of those two's predictions; cv with ckpt_ensemble 2 writes that OOF score beside the best epoch's."""
+    from detection import epoch_score as E
+    from detection.cv import cross_validate
+    from detection.evaluate import evaluate_files
+    from detection.predict import infer
+    from detection.train import train_detector
+
+    seen, real = [], E.FoldScore.score
+
+    def fake(self, raw):
+        seen.append(real(self, raw))
+        return [0.2, 0.5, 0.3][(len(seen) - 1) % 3]
+
+    monkeypatch.setattr(E.FoldScore, "score", fake)
+    prep = make_prep(tmp_path / "prep", n=8)
+    cfg = tiny_cfg(tmp_path, name="k", epochs=3, keep_epochs=2, imgsz=64)
+    best = train_detector(cfg, prep, 0)
+    run = best.parents[1]
+    assert sorted(p.name for p in (run / "weights").glob("kept_epoch*.pt")) == ["kept_epoch2.pt", "kept_epoch3.pt"]
+    src, meta = prep / "yolo" / "fold0" / "val.txt", prep / "images.csv"
+    pc = {**cfg, "conf": 0.0001, "ens_iou": 0.55, "ens_skip": 0.0}
+    m = [infer(run / "weights" / f"kept_epoch{e}.pt", src, meta, pc) for e in (2, 3)]
+    ens = infer(run, src, meta, pc)
+    _same_boxes(ens.raw, _wbf_reference([x.raw for x in m], ens.sizes, 0.55, 0.0))
+
+    seen.clear()
+    cvc = tiny_cfg(tmp_path, name="cvk", epochs=2, keep_epochs=2, ckpt_ensemble=2, imgsz=64)
+    res = cross_validate(cvc, prep)
+    ck = json.loads((prep / "cv" / "cv.json").read_text())["ckpt_ensemble"]
+    assert ck["k"] == 2 and [len(f["members"]) for f in ck["folds"]] == [2, 2]
+    again = evaluate_files(prep / "fused_boxes.csv", prep / "cv" / "oof_ckpt.csv", prep / "images.csv",
+                           prep / "folds.csv", None, "vinbigdata", 0.4)
+    assert ck["score"] == pytest.approx(again["mAP"], abs=1e-12) and "score" in res["oof"]

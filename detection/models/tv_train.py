@@ -198,6 +198,8 @@ def train(cfg: dict, prep_dir: str | os.PathLike, fold: int, out: Path,
         if better:
             tv.save(ck, best)
         tv.save({**ck, "optimizer": opt.state_dict()}, last)
+        if scorer is not None and scorer.keep:   # keep_epochs: the K best epochs' weights (detection.checkpoints)
+            scorer.keep_weights(epoch + 1, lambda tmp, ck=ck: tv.save(ck, tmp))
         log.info("epoch %d/%d: loss %.4f, lr %.2e, %.1f s%s", epoch + 1, epochs, mean_loss, lr,
                  time.perf_counter() - t0, f", {dropped} box(es) under 1 px dropped" if dropped else "")
         for fn in [(callbacks or {}).get("on_fit_epoch_end")]:
