@@ -220,7 +220,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         t0 = tb[tb["image_id"].isin(set(fold0["image_id"]))]
         try:
             worst, caps = pick_gallery("worst", fold0, t0, pred0, n=12, conf=0.3, class_names=names,
-                                       normal_class=ds.normal_id)
+                                       metric=ds.metric, normal_class=ds.normal_id)
         except ValueError as e:  # nothing missed and no confident false positive: no gallery to show
             print(f"   no worst-images gallery: {e}")
             worst = []

@@ -27,7 +27,7 @@ in ``boxes`` of the truth box matched at the first threshold, -1 if none), ``iou
 and raters: IoU with the best truth box of the same class, 0 if none).
 
 Matching is computed ONCE on all predictions (:mod:`detection.metrics`, findings only, as in
-:func:`detection.image_metrics.image_costs`). Every rule here takes predictions in descending score
+:func:`detection.image_metrics.pred_matches`, which :func:`~detection.image_metrics.image_costs` uses too). Every rule here takes predictions in descending score
 order, so the matches of the predictions scored >= t are exactly the matches of the full set
 restricted to them: the page gets TP/FP/FN and the cost at any slider position from these bits.
 ``p_normal``: per prediction layer, the image's highest normal-class score (VinBigData's 2-class
@@ -50,6 +50,7 @@ import pandas as pd
 from data_prep.atomic import atomic_path, write_text
 from data_prep.boxes import COORDS, Frame, to_frame
 from data_prep.config import StageSettings
+from detection.image_metrics import pred_matches
 
 log = logging.getLogger(__name__)
 
@@ -216,42 +217,6 @@ def _best_iou(boxes: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _pred_matches(truth: pd.DataFrame, pred: pd.DataFrame, ids, metric: str,
-                  iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
-    """Matches of ``pred`` rows against ``truth`` rows (both limited to ``ids``, findings only)
-    by the metric's rule: (tp bits (Np,) int64, -1 = ignored; matched truth row (Np,) or -1)."""
-    from detection import metrics as M
-
-    enc = M.encode(truth, pred, ids)
-    tp = np.zeros(len(pred), "int64")
-    match = np.full(len(pred), -1, "int64")
-    rows = enc.p_row
-    if metric == "rsna":
-        bits = M.match_rsna(enc)
-        tp[rows] = (bits * (1 << np.arange(bits.shape[1]))).sum(1)
-        pt, _ = M.greedy_match(*_groups(enc), float(M.RSNA_THRESHOLDS[0]), strict=True)
-        match[rows] = pt
-    elif metric == "coco":
-        keep, pt = M.match_coco(enc, iou_thr)
-        tp[rows] = -1
-        tp[rows[keep]] = (pt >= 0).astype("int64")
-        match[rows[keep]] = pt
-    else:
-        pt, _ = M.match_vinbigdata(enc, iou_thr)
-        tp[rows] = (pt >= 0).astype("int64")
-        match[rows] = pt
-    return tp, match
-
-
-def _groups(enc):
-    """greedy_match's arguments for the rsna rule's first threshold (same order as match_rsna)."""
-    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
-    seq = np.lexsort((enc.p_row, -enc.p_score))
-    p_seq = np.empty(len(seq), "int64")
-    p_seq[seq] = np.arange(len(seq))
-    return enc.t_img * n_cls + enc.t_cls, enc.t_box, enc.p_img * n_cls + enc.p_cls, p_seq, enc.p_box
-
-
 def _layer_names(paths: list[str]) -> list[str]:
     stems = [Path(p).name for p in paths]
     return [s if stems.count(s) == 1 else f"{s} ({i + 1})" for i, s in enumerate(stems)]
@@ -298,7 +263,7 @@ def explore_data(images: pd.DataFrame, infos: dict[str, dict], truth: pd.DataFra
             if len(nm):
                 p_normal[k] = nm.groupby("image_id")["score"].max().to_dict()
         pred = findings(pred)
-        tp, match = _pred_matches(truth, pred, ids, metric, iou_thr)
+        tp, match = pred_matches(truth, pred, ids, metric, iou_thr)
         layers.append({"kind": "pred", "name": name, "source": name})
         parts.append(pred.assign(layer=k, tp=tp, match=match, iou=_best_iou(pred, truth)))
     if raters is not None and len(raters):

@@ -30,6 +30,10 @@ from data_prep.config import StageSettings  # noqa: E402
 from data_prep.datasets import DEFAULT_DATASET, describe  # noqa: E402
 
 log = logging.getLogger(__name__)
+COST_TEXT = {  # how detection.image_metrics.image_costs scores an image, in the report's words
+    "boxes": "cost = missed truth boxes + confidence of each false positive",
+    "rsna": "cost = 1 - the image's RSNA score (mean over IoU 0.40-0.75 of TP/(TP+FP+FN))",
+}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222}
@@ -175,7 +179,8 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
     shown = pred[pred["score"] >= conf]
     if normal_class is not None:
         shown = shown[shown["class_id"] != normal_class]
-    costs = image_costs(truth, pred, ids, iou_thr=iou_thr, conf_thr=conf, normal_class=normal_class)
+    costs = image_costs(truth, pred, ids, metric=res["metric"], normal_class=normal_class, iou_thr=iou_thr,
+                        conf_thr=conf)
     costs = costs[costs["cost"] > 0]
     on_disk = set(source_ids(source))
     missing = ~costs["image_id"].isin(on_disk)
@@ -211,7 +216,7 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
             plural = "s" if len(worst) != 1 else ""
             g = render_gallery(list(worst["image_id"]), source, tmp / "worst.png", images, truth, shown,
                                names, caps, title=f"the {len(worst)} image{plural} that cost the most")
-            parts += ["<p class='sub'>cost = missed truth boxes + confidence of each false positive "
+            parts += [f"<p class='sub'>{COST_TEXT['rsna' if res['metric'] == 'rsna' else 'boxes']} "
                       f"(predictions ≥ {conf:g}); truth solid, predictions dashed.</p>",
                       _img_tag(g, "wide", "worst images gallery")]
             if sr:

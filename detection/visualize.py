@@ -206,28 +206,36 @@ def render_gallery(image_ids: list[str], source, out, images=None, truth=None, p
 # ----------------------------------------------------------------------------- galleries
 def pick_gallery(kind: str, images: pd.DataFrame, truth: pd.DataFrame | None, pred: pd.DataFrame | None,
                  n: int = 16, seed: int = 0, iou_thr: float = 0.4, conf: float = 0.3,
-                 class_names: dict[int, str] | None = None,
-                 normal_class: int | None = describe(DEFAULT_DATASET).normal_id) -> tuple[list[str], dict[str, str]]:
+                 class_names: dict[int, str] | None = None, *, metric: str | None = None,
+                 normal_class: int | None = None) -> tuple[list[str], dict[str, str]]:
     """Choose the gallery's image ids (from ``images``) and a caption for each.
 
-    ``worst`` / ``best``: images ranked by what they cost the metric
-    (:func:`detection.image_metrics.image_costs` on predictions scored >= ``conf``: a missed truth box
-    costs 1, a false positive its confidence); worst = highest cost first, best = zero-cost
-    images with the most true positives first. ``random``: a seeded sample. ``class=<name>``
+    ``worst`` / ``best``: images ranked by what they cost ``metric``
+    (:func:`detection.image_metrics.image_costs` on predictions scored >= ``conf``, the explorer's
+    and report-eval's cost too); worst = highest cost first (only images that cost anything: fewer
+    than ``n`` is logged with the reason), best = zero-cost images with the most true positives first. ``random``: a seeded sample. ``class=<name>``
     (or ``class=<id>``): images whose truth (or, without truth, predictions) hold that class,
     most boxes first."""
     ids = images["image_id"].astype(str).tolist()
     if kind in ("worst", "best"):
         if truth is None or pred is None:
             raise ValueError(f"gallery {kind!r} needs both --truth and --pred")
+        if metric is None:
+            raise ValueError(f"gallery {kind!r}: which metric's cost? (metric= the dataset's metric)")
         from detection.image_metrics import image_costs
 
-        costs = image_costs(truth, pred, ids, iou_thr=iou_thr, conf_thr=conf, normal_class=normal_class)
+        costs = image_costs(truth, pred, ids, metric=metric, normal_class=normal_class, iou_thr=iou_thr,
+                            conf_thr=conf)
         if kind == "worst":
+            n_all = len(costs)
             costs = costs[costs["cost"] > 0].sort_values("cost", ascending=False, kind="stable")
             if costs.empty:
                 raise ValueError("gallery 'worst': no image costs anything (no missed truth, no false "
                                  f"positive at conf >= {conf:g})")
+            if len(costs) < n:
+                log.info("gallery 'worst': %d image%s asked, %d shown: the other %d of the %d image%s cost "
+                         "nothing at conf >= %g", n, "s" if n != 1 else "", len(costs), n_all - len(costs), n_all,
+                         "s" if n_all != 1 else "", conf)
         else:
             costs = costs.sort_values(["cost", "n_tp"], ascending=[True, False], kind="stable")
         sel = costs.head(n)
@@ -380,7 +388,7 @@ def run_show(args) -> int:
             log.warning("gallery: %d of %d images are not under %s; left out", int((~have).sum()), len(images),
                         args.source)
         ids, caps = pick_gallery(args.gallery, images[have], truth, pred, n=args.n, seed=seed,
-                                 iou_thr=iou, conf=conf, class_names=names, normal_class=ds.normal_id)
+                                 iou_thr=iou, conf=conf, class_names=names, metric=ds.metric, normal_class=ds.normal_id)
         name = safe_name(args.gallery.replace("=", "_").replace(" ", "_"))
         plural = "s" if len(ids) != 1 else ""
         pool = ranked or f"{int(have.sum())} images"

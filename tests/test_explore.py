@@ -138,7 +138,7 @@ def test_tp_fp_fn_from_the_bits_equal_image_costs_at_every_confidence(ex, conf):
     cost = FN + sum of FP scores) against detection.image_metrics.image_costs re-run at that confidence."""
     data = ex["data"]
     ids = [i["id"] for i in data["images"]]
-    ref = image_costs(ex["truth"], ex["pred"], ids, iou_thr=0.4, conf_thr=conf).set_index("image_id")
+    ref = image_costs(ex["truth"], ex["pred"], ids, metric="vinbigdata", normal_class=14, iou_thr=0.4, conf_thr=conf).set_index("image_id")
     assert (ref["n_fp"] + ref["n_tp"]).sum() > 0
     for iid in ids:
         shown = [b for b in boxes_of(data, iid, "pred", 1) if b["score"] >= conf]
@@ -248,7 +248,7 @@ def test_page_in_headless_chromium(ex, tmp_path, chrome_driver):
         # files; other.csv scores 0.6 everywhere) and TP/FP/FN = image_costs at 0.5
         pred, ids = ex["pred"], [i["id"] for i in ex["data"]["images"]]
         assert (pred["score"] == 0.5).any()
-        ref = image_costs(ex["truth"], pred, ids, conf_thr=0.5).set_index("image_id")
+        ref = image_costs(ex["truth"], pred, ids, metric="vinbigdata", normal_class=14, conf_thr=0.5).set_index("image_id")
         time.sleep(0.5)                      # the list re-sorts by the costs at 0.5 once the slider rests
         for _ in ids:                        # to the top of the list
             ActionChains(drv).send_keys(Keys.ARROW_LEFT).perform()

@@ -106,11 +106,11 @@ def test_image_costs_defaults_and_images_without_errors():
     # A: IoU 0.45 with its truth (TP at the default 0.4, FP at 0.5); a 0.25 box kept (>=), a 0.2 one dropped
     p = make_boxes(["A", "A", "A"], [0, 0, 0], ["c0"] * 3, [[0, 0, 10, 4.5], [50, 50, 60, 60], [70, 70, 80, 80]],
                    [0.9, 0.25, 0.2])
-    df = image_costs(t, p, ["A", "B", "C"]).set_index("image_id")
+    df = image_costs(t, p, ["A", "B", "C"], metric="vinbigdata", normal_class=14).set_index("image_id")
     assert df.loc["A", ["n_tp", "n_fp", "n_fn"]].tolist() == [1, 1, 0] and df.loc["A", "cost"] == pytest.approx(0.25)
     assert df.loc["B", ["n_tp", "n_fp", "n_fn"]].tolist() == [0, 0, 1] and df.loc["B", "cost"] == 1.0
     assert df.loc["C", ["n_tp", "n_fp", "n_fn", "cost"]].tolist() == [0, 0, 0, 0.0]   # last image: nothing
-    strict = image_costs(t, p, ["A", "B", "C"], iou_thr=0.5).set_index("image_id")
+    strict = image_costs(t, p, ["A", "B", "C"], metric="vinbigdata", normal_class=14, iou_thr=0.5).set_index("image_id")
     assert strict.loc["A", ["n_tp", "n_fp", "n_fn"]].tolist() == [0, 2, 1]
     assert strict.loc["A", "cost"] == pytest.approx(1 + 0.9 + 0.25)
 
@@ -134,7 +134,7 @@ def test_image_costs_dtypes_and_ties_in_image_order():
     imgs = [f"im{k:02d}" for k in range(40)][::-1]
     miss = imgs[::3]
     t = make_boxes(miss, [0] * len(miss), ["c0"] * len(miss), [[0, 0, 10, 10]] * len(miss))
-    df = image_costs(t, empty_boxes(), imgs)
+    df = image_costs(t, empty_boxes(), imgs, metric="vinbigdata", normal_class=14)
     assert df.dtypes.astype(str).tolist()[1:] == ["int64", "int64", "int64", "float64"]
     assert df["image_id"].tolist() == miss + [im for im in imgs if im not in miss]
     assert df["cost"].tolist() == [1.0] * len(miss) + [0.0] * (40 - len(miss))
@@ -145,7 +145,7 @@ def test_image_level_auc_f1():
     t = xyxy_boxes([("A", 0, 0, 0, 10, 10), ("B", 0, 0, 0, 10, 10)])
     p = xyxy_boxes([("A", 0, 0, 0, 5, 5, 0.9), ("B", 0, 0, 0, 5, 5, 0.3), ("C", 0, 0, 0, 5, 5, 0.5),
                ("B", 14, 0, 0, 1, 1, 0.2), ("C", 14, 0, 0, 1, 1, 0.9)])
-    r = IM.image_level(t, p, ["A", "B", "C", "D"])
+    r = IM.image_level(t, p, ["A", "B", "C", "D"], normal_class=14)
     c0 = r["per_class"]["c0"]
     assert c0["auc"] == pytest.approx(0.75)  # pairs (pos, neg): .9>.5, .9>0, .3<.5, .3>0
     assert c0["f1"] == pytest.approx(0.8) and c0["threshold"] == pytest.approx(0.3)
@@ -164,9 +164,47 @@ def test_image_costs():
     t = xyxy_boxes([("A", 0, 0, 0, 10, 10), ("A", 0, 20, 20, 30, 30), ("B", 1, 0, 0, 10, 10)])
     p = xyxy_boxes([("A", 0, 0, 0, 10, 10, 0.9), ("A", 0, 50, 50, 60, 60, 0.8), ("A", 0, 60, 60, 70, 70, 0.1),
                ("B", 1, 0, 0, 10, 10, 0.95), ("C", 2, 0, 0, 5, 5, 0.4), ("C", 14, 0, 0, 1, 1, 0.9)])
-    df = IM.image_costs(t, p, ["A", "B", "C"], conf_thr=0.25)
+    df = IM.image_costs(t, p, ["A", "B", "C"], metric="vinbigdata", normal_class=14, conf_thr=0.25)
     assert list(df.columns) == ["image_id", "n_tp", "n_fp", "n_fn", "cost"]
     assert df["image_id"].tolist() == ["A", "C", "B"]
     a = df.set_index("image_id")
     assert a.loc["A", ["n_tp", "n_fp", "n_fn"]].tolist() == [1, 1, 1] and a.loc["A", "cost"] == pytest.approx(1.8)
     assert a.loc["C", "cost"] == pytest.approx(0.4) and a.loc["B", "cost"] == 0
+
+
+# ----------------------------------------------------------------------------- one cost per metric (issue 28)
+def test_rsna_image_cost_is_one_minus_the_image_score_by_hand_and_by_the_metric():
+    """RSNA: cost = 1 - the image's score (mean over the 8 thresholds of TP/(TP+FP+FN)), as the
+    explorer computes it, not missed boxes + FP confidence (the same image cost 2.00 in the gallery)."""
+    from detection import metrics as M
+
+    t = make_boxes(["A", "B", "B"], [0, 0, 0], ["Lung Opacity"] * 3,
+                   [[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]])
+    # A: IoU 0.6 (a TP at 0.40..0.55, strict >) and a false positive; D: a false positive alone
+    p = make_boxes(["A", "A", "D"], [0, 0, 0], ["Lung Opacity"] * 3,
+                   [[0, 0, 10, 6], [30, 30, 40, 40], [0, 0, 5, 5]], [0.9, 0.3, 0.3])
+    ids = ["A", "B", "C", "D"]
+    df = IM.image_costs(t, p, ids, metric="rsna", normal_class=None, conf_thr=0.0).set_index("image_id")
+    # A: 4 thresholds at 1/(1+2-1) = 0.5, 4 at 0 -> score 0.25; B: 2 missed -> score 0; C: nothing -> skipped
+    assert df.loc["A", "cost"] == pytest.approx(0.75)
+    assert df.loc["B", "cost"] == 1.0 and df.loc["C", "cost"] == 0.0 and df.loc["D", "cost"] == 1.0
+    assert df.loc["A", ["n_tp", "n_fp", "n_fn"]].tolist() == [1, 1, 0]
+    ref = M.rsna_score(t, p, ids)["per_image"].set_index("image_id")["score"]
+    for i in ("A", "B", "D"):
+        assert df.loc[i, "cost"] == pytest.approx(1 - ref[i])
+    # at conf 0.5 the 0.3 boxes are gone: A is 1/1 at four thresholds -> score 0.5; D costs nothing
+    hi = IM.image_costs(t, p, ids, metric="rsna", normal_class=None, conf_thr=0.5).set_index("image_id")
+    assert hi.loc["A", "cost"] == pytest.approx(0.5) and hi.loc["D", "cost"] == 0.0
+    assert list(IM.image_costs(t, p, ids, metric="rsna", normal_class=None, conf_thr=0.0)["image_id"]) == list("BDAC")
+
+
+def test_coco_cost_ignores_what_coco_ignores():
+    """coco: the predictions beyond max_dets per image and class are ignored by the metric, so they
+    cost nothing; the rest as vinbigdata (missed truth + FP confidence)."""
+    t = make_boxes(["A"], [0], ["c0"], [[0, 0, 10, 10]])
+    p = make_boxes(["A"] * 102, [0] * 102, ["c0"] * 102, [[0, 0, 10, 10]] + [[50, 50, 60, 60]] * 101,
+                   [0.99] + [0.5] * 100 + [0.4])
+    coco = IM.image_costs(t, p, ["A"], metric="coco", normal_class=None, conf_thr=0.0).set_index("image_id")
+    voc = IM.image_costs(t, p, ["A"], metric="vinbigdata", normal_class=None, conf_thr=0.0).set_index("image_id")
+    assert coco.loc["A", "n_fp"] == 99 and coco.loc["A", "cost"] == pytest.approx(99 * 0.5)
+    assert voc.loc["A", "n_fp"] == 101 and voc.loc["A", "cost"] == pytest.approx(100 * 0.5 + 0.4)

@@ -285,14 +285,14 @@ def costs_case():
 
 def test_pick_worst_best_by_hand_costs(costs_case):
     images, truth, pred = costs_case
-    ids, caps = V.pick_gallery("worst", images, truth, pred, n=16, conf=0.3)
+    ids, caps = V.pick_gallery("worst", images, truth, pred, n=16, conf=0.3, metric="vinbigdata", normal_class=14)
     assert ids == ["b", "d", "c"]                       # a costs nothing: not in the worst gallery
     assert caps["b"] == "b cost 1.80 (fn 1, fp 1, tp 1)"
     assert caps["c"] == "c cost 0.50 (fn 0, fp 1, tp 0)"
-    assert V.pick_gallery("worst", images, truth, pred, n=2, conf=0.3)[0] == ["b", "d"]
-    best, _ = V.pick_gallery("best", images, truth, pred, n=2, conf=0.3)
+    assert V.pick_gallery("worst", images, truth, pred, n=2, conf=0.3, metric="vinbigdata", normal_class=14)[0] == ["b", "d"]
+    best, _ = V.pick_gallery("best", images, truth, pred, n=2, conf=0.3, metric="vinbigdata", normal_class=14)
     assert best == ["a", "c"]                           # zero cost first, then the cheapest
-    assert V.pick_gallery("worst", images, truth, pred, n=4, conf=0.1)[0] == ["b", "c"]   # d's .2 box now a TP
+    assert V.pick_gallery("worst", images, truth, pred, n=4, conf=0.1, metric="vinbigdata", normal_class=14)[0] == ["b", "c"]   # d's .2 box now a TP
     with pytest.raises(ValueError, match="needs both"):
         V.pick_gallery("worst", images, truth, None)
 
