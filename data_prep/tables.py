@@ -192,7 +192,8 @@ def read_probs(path, labels: list[str] | None = None) -> pd.DataFrame:
     """A probability table CSV -> ``image_id`` (str) + float64 columns, each in [0, 1].
 
     ``labels``: the columns that must be there (e.g. the dataset's class names + ``abnormal``).
-    Raises :class:`~data_prep.errors.InputError` naming the file, line and column of a duplicated
+    A ``fold`` column (``cxrdet cv``'s ``oof_probs.csv``: which fold's classifier gave the row) is
+    bookkeeping, not a probability: it is dropped. Raises :class:`~data_prep.errors.InputError` naming the file, line and column of a duplicated
     id or a bad value."""
     with reading(path, "probability table (image_id + one column per label)"):
         df = pd.read_csv(path, dtype={"image_id": str}, keep_default_na=False, na_values=[""])
@@ -206,6 +207,7 @@ def read_probs(path, labels: list[str] | None = None) -> pd.DataFrame:
         i = int(np.flatnonzero(dup)[0])
         raise InputError(f"{path} line {i + 2}", f"image_id {df['image_id'].iloc[i]!r} is listed twice; "
                          "expected one row per image")
+    df = df.drop(columns=[c for c in ("fold",) if c in df])  # cv's bookkeeping column, not a label
     for c in df.columns.drop("image_id"):
         v = pd.to_numeric(df[c], errors="coerce").to_numpy("float64")
         bad = ~((v >= 0) & (v <= 1))

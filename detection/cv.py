@@ -1,5 +1,6 @@
 """``cxrdet cv CONFIG --prep OUT [--folds 0,1,2,3,4] [--with-cls] [--out DIR] [--test DIR --sample SAMPLE]
-[--force] [key=value ...]``: k-fold cross-validation on a prepared dataset (DIR defaults to OUT/cv).
+[--tune [--trials N]] [--force] [key=value ...]``: k-fold cross-validation on a prepared dataset
+(DIR defaults to OUT/cv).
 
 For each fold k (default: every fold of ``OUT/folds.csv``):
 
@@ -11,30 +12,44 @@ For each fold k (default: every fold of ``OUT/folds.csv``):
    checkpoint -> data.yaml -> its ``train`` list, or the classifier's ``train/`` folder) must
    hold no image of fold k and no image of a patient of fold k; a leak stops the run with
    ``ValueError`` naming the images;
-3. **predict** the held-out images (fold k of folds.csv) with :func:`detection.predict.predict`
-   and the config's post-processing (TTA, WBF, thresholds, the 2-class filter):
-   ``DIR/parts/fold<k>.csv`` (box table + ``fold``) and ``DIR/parts/fold<k>.json``.
+3. **predict** the held-out images (fold k of folds.csv) with :func:`detection.predict.infer`:
+   inference only (TTA views fused by WBF, nothing else): ``DIR/parts/fold<k>.csv`` (raw box
+   table + ``fold``), ``DIR/parts/fold<k>_probs.csv`` (its classifier's probabilities + ``fold``)
+   and ``DIR/parts/fold<k>.json``.
 
-Then ``DIR/oof.csv`` (every part, original pixels, ``fold`` column) and ``DIR/cv.json``
-(``metric``, ``oof`` {score, per_class, n_images}, ``folds`` [{fold, n_train, n_val, data,
-weights, score}], ``baseline``, ``missing``; with ``ckpt_ensemble: K`` also ``ckpt_ensemble``
+Then (:func:`write_oof`) ``DIR/oof_raw.csv`` (every raw part, original pixels, ``fold``),
+``DIR/oof_probs.csv`` (with ``--with-cls``: image_id, abnormal [, one column per class], fold)
+and ``DIR/oof.csv`` = :func:`detection.postprocess.postprocess_files` of those two with the
+config's keys (what ``cxrdet postprocess`` writes; + ``fold``), and ``DIR/cv.json`` (``metric``,
+``oof`` {score, per_class, n_images}, ``folds`` [{fold, n_train, n_val, data, weights, score}],
+``baseline``, ``missing``, and for ``cxrdet tune --cv DIR``: ``inputs`` {prep, truth, meta,
+folds}, ``files`` {oof_raw, oof_probs, oof}, ``config`` (dataset, metric, iou_thr, seed and the
+post-processing keys that made oof.csv); with ``ckpt_ensemble: K`` also ``ckpt_ensemble``
 {k, score, per_class, oof, folds [{fold, members, score}]}: each fold predicted by its run's K best
-kept epochs (``keep_epochs``) fused by WBF, ``DIR/oof_ckpt.csv``, beside ``oof``'s best epoch). The scores come from
+kept epochs (``keep_epochs``) fused by WBF, raw in ``DIR/oof_ckpt_raw.csv``, post-processed like
+oof.csv (the same probabilities) into ``DIR/oof_ckpt.csv``, beside ``oof``'s best epoch). The scores come from
 :func:`detection.evaluate.evaluate_files` on oof.csv against the prepared truth
 (``OUT/fused_boxes.csv`` + ``OUT/images.csv`` + ``OUT/folds.csv``): the very call
 ``cxrdet evaluate`` makes, so both print the same number. ``baseline`` = the radiologists'
 scores on the same images (:func:`detection.evaluate.rater_baseline`) where the labels carry
-radiologist ids. With ``--test DIR`` (or the config's ``test_dir`` inside the dataset folder
-that prep read): ``DIR/test_pred.csv`` from every fold model fused by WBF (TTA per config, mean
-p(abnormal) of the fold classifiers) and ``DIR/submission.csv`` validated against ``--sample``
-(or the config's ``sample`` there).
+radiologist ids.
+
+With ``--test DIR`` (or the config's ``test_dir`` inside the dataset folder that prep read),
+inference only (:func:`predict_test`): ``DIR/test_raw.csv`` (every fold model fused by WBF with
+the ``ens_*`` keys, TTA per config), ``DIR/test_probs.csv`` (the mean of the fold classifiers),
+``DIR/test_meta.csv`` (original sizes); then ``DIR/submission.csv`` = submit(postprocess(test_raw,
+test_probs, keys)) validated against ``--sample`` (or the config's ``sample`` there)
+(:func:`write_test_submission`). ``--tune``: after the folds, :func:`detection.tune.tune_cv`
+(``DIR/tuned.yaml`` + ``tuned.json``), and the submission's keys are the tuned ones. So every
+post-processing step runs exactly once between a model and oof.csv or the submission.
 
 Resume: each model's settings are recorded in ``DIR/parts/fold<k>.<det|cls>.json`` before it
 trains. A re-run reuses a finished model whose settings and weights are unchanged, resumes an
-unfinished one from its ``last.pt`` (ultralytics resume), and reuses a fold's prediction part
-when its weights, held-out images and prediction settings are unchanged; ``--force`` retrains
-everything. Every file is written to a temporary name and renamed (data_prep.atomic), parts
-before oof.csv, so a killed run never leaves a half-written file.
+unfinished one from its ``last.pt`` (ultralytics resume), and reuses a fold's raw prediction
+when its weights, held-out images and inference settings are unchanged (a post-processing key
+never re-runs inference); ``--force`` retrains everything. Every file is written to a temporary
+name and renamed (data_prep.atomic), parts before oof_raw.csv before oof.csv, so a killed run never
+leaves a half-written file.
 """
 from __future__ import annotations
 
@@ -51,6 +66,7 @@ import pandas as pd
 from data_prep.atomic import write_csv, write_text
 from data_prep.datasets import describe
 from data_prep.prep import MANIFEST, file_stamp, read_table
+from data_prep.tables import write_probs
 from detection import safe_load
 from detection.train import checkpoint_finished, train_list, trained_on
 
@@ -61,7 +77,8 @@ _DET_KEYS = ("model", "epochs", "imgsz", "batch", "seed", "patience", "yolo_args
              "backbone_weights")
 _CLS_KEYS = ("cls_model", "cls_epochs", "cls_imgsz", "batch", "seed", "patience", "yolo_args")
 _CONVERT_KEYS = ("size", "keep_ratio", "voi", "window_index", "stretch", "padding")  # DICOM -> PNG, as prep did it
-_PRED_KEYS = ("tta", "conf", "nms_iou", "max_det", "imgsz", "cls_imgsz") + _CONVERT_KEYS  # + postprocess.POST_KEYS
+_INFER_KEYS = ("tta", "conf", "nms_iou", "max_det", "imgsz", "cls_imgsz") + _CONVERT_KEYS
+_FUSE_KEYS = ("ens_iou", "ens_skip", "ens_conf_type")  # WBF of TTA views and of several models (inference)
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -101,11 +118,12 @@ def normal_class(cfg: dict) -> tuple[int, str] | None:
     return normal_class_for(cfg["dataset"])
 
 
-def predict_settings(cfg: dict) -> dict:
-    """The config keys a prediction depends on (inference, DICOM conversion, post-processing)."""
-    from detection.postprocess import POST_KEYS
-
-    return json.loads(json.dumps({k: cfg.get(k) for k in _PRED_KEYS + POST_KEYS}, default=str))
+def infer_settings(cfg: dict, n_models: int = 1) -> dict:
+    """The config keys a raw prediction (inference only) depends on: inference, DICOM conversion,
+    and the ``ens_*`` keys where WBF fuses TTA views or ``n_models`` models. No post-processing
+    key: a changed threshold or filter band re-runs post-processing, never inference."""
+    keys = _INFER_KEYS + (_FUSE_KEYS if cfg["tta"] or n_models > 1 else ()) + (("ens_weights",) if n_models > 1 else ())
+    return json.loads(json.dumps({"output": "raw", **{k: cfg.get(k) for k in keys}}, default=str))
 
 
 def predict_kwargs(cfg: dict) -> dict:
@@ -204,9 +222,9 @@ def _fold_cfg(cfg: dict, k: int) -> dict:
 
 def run_fold(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, images: pd.DataFrame,
              with_cls: bool = False, force: bool = False, callbacks: dict | None = None) -> dict:
-    """Train, leak-check and predict fold ``k`` (``held``: its image rows); returns its record."""
-    from detection.predict import predict
-
+    """Train, leak-check and predict fold ``k`` (``held``: its image rows) -> ``parts/fold<k>.csv``
+    (the raw box table: inference only, + ``fold``) and with ``with_cls`` ``parts/fold<k>_probs.csv``
+    (its classifier's probabilities, + ``fold``); returns its record."""
     parts = out / "parts"
     fc = _fold_cfg(cfg, k)
     held_ids = held["image_id"].astype(str).tolist()
@@ -230,25 +248,29 @@ def run_fold(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, image
         if what == "detector":
             n_train, data = len(ids), d
 
-    record_path, part_path = parts / f"fold{k}.json", parts / f"fold{k}.csv"
+    record_path, part_path, probs_path = parts / f"fold{k}.json", parts / f"fold{k}.csv", parts / f"fold{k}_probs.csv"
     fp = {"weights": [str(det), file_stamp(det)], "classifier": [str(clf), file_stamp(clf)] if clf else None,
-          "images": _sha(held_ids), **predict_settings(cfg), "normal_class": normal_class(cfg)}
+          "images": _sha(held_ids), **infer_settings(cfg)}
     fp = json.loads(json.dumps(fp, default=str))
     rec = None if force else _read_json(record_path)
-    if rec is not None and rec.get("fingerprint") == fp and part_path.is_file():
+    if (rec is not None and rec.get("fingerprint") == fp and part_path.is_file()
+            and (clf is None or probs_path.is_file())):
         pred_how, t_pred = "reused", 0.0
     else:
+        from detection.predict import infer
+
         listing = parts / f"fold{k}_images.txt"
         write_text(listing, "".join(f"{p}\n" for p in held["path"]))
         errors: list[str] = []
         tp = time.perf_counter()
         kw = predict_kwargs(cfg)
         kw["post"] = {**cfg, "ens_weights": None}  # one model per fold: ensemble weights are the test set's
-        pred = predict(det, listing, prep / "images.csv", classifier=clf, errors=errors, **kw)
+        inf = infer(det, listing, prep / "images.csv", classifier=clf, errors=errors, **kw)  # inference only
         t_pred = time.perf_counter() - tp
         failed = [i for i, p in zip(held_ids, held["path"]) if any(e.startswith(str(p)) for e in errors)]
-        pred["fold"] = int(k)
-        write_csv(pred, part_path)
+        write_csv(inf.raw.assign(fold=int(k)), part_path)
+        if clf is not None:
+            write_probs(inf.probs.assign(fold=int(k)), probs_path)
         rec = {"fold": int(k), "fingerprint": fp, "n_train": n_train, "n_val": len(held_ids), "data": data,
                "weights": str(det), "classifier": str(clf) if clf else None,
                "images": [i for i in held_ids if i not in set(failed)], "missing": failed,
@@ -266,17 +288,19 @@ def run_fold(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, image
 def predict_ckpt(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, det: Path, clf: Path | None,
                  force: bool = False) -> dict:
     """``ckpt_ensemble: K``: fold ``k``'s held-out images predicted by the K best kept epochs of
-    its run (:mod:`detection.checkpoints`), fused by WBF: ``DIR/parts/fold<k>_ckpt.csv`` (reused
-    while its members, images and prediction settings are unchanged). Returns ``{members, how}``."""
+    its run (:mod:`detection.checkpoints`), fused by WBF, inference only: ``DIR/parts/fold<k>_ckpt.csv``
+    (the raw table + ``fold``; reused while its members, images and inference settings are
+    unchanged). The classifier's probabilities are the fold's own (``parts/fold<k>_probs.csv``).
+    Returns ``{members, how}``."""
     from detection.checkpoints import members
-    from detection.predict import predict
+    from detection.predict import infer
 
     parts = out / "parts"
     chosen = members(det.parents[1], int(cfg["ckpt_ensemble"]))
     held_ids = held["image_id"].astype(str).tolist()
-    fp = json.loads(json.dumps({"members": [[str(m), file_stamp(m)] for m in chosen],
-                                "classifier": [str(clf), file_stamp(clf)] if clf else None, "images": _sha(held_ids),
-                                **predict_settings(cfg), "normal_class": normal_class(cfg)}, default=str))
+    one = {**cfg, "ens_weights": None}   # the kept epochs of one run weigh the same
+    fp = json.loads(json.dumps({"members": [[str(m), file_stamp(m)] for m in chosen], "images": _sha(held_ids),
+                                **infer_settings(one, len(chosen))}, default=str))
     record, part = parts / f"fold{k}_ckpt.json", parts / f"fold{k}_ckpt.csv"
     rec = None if force else _read_json(record)
     if rec is not None and rec.get("fingerprint") == fp and part.is_file():
@@ -284,25 +308,28 @@ def predict_ckpt(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, d
     listing = parts / f"fold{k}_images.txt"
     write_text(listing, "".join(f"{p}\n" for p in held["path"]))
     kw = predict_kwargs(cfg)
-    kw["post"] = {**cfg, "ens_weights": None}
-    pred = predict([str(m) for m in chosen], listing, prep / "images.csv", classifier=clf, errors=[], **kw)
-    pred["fold"] = int(k)
-    write_csv(pred, part)
+    kw["post"] = one
+    inf = infer([str(m) for m in chosen], listing, prep / "images.csv", errors=[], **kw)
+    write_csv(inf.raw.assign(fold=int(k)), part)
     _write_json({"fold": int(k), "fingerprint": fp, "members": [str(m) for m in chosen]}, record)
     return {"members": [str(m) for m in chosen], "how": "predicted"}
 
 
-def ckpt_oof(cfg: dict, prep: Path, out: Path, records: list[dict], ks, present) -> dict | None:
-    """The checkpoint ensembles' OOF table ``DIR/oof_ckpt.csv`` and its score (cv.json
-    ``ckpt_ensemble``: k, score, per_class, folds [{fold, members, score}]), scored like ``oof``."""
+def ckpt_oof(cfg: dict, prep: Path, out: Path, records: list[dict], ks, present, probs: Path | None = None
+             ) -> dict | None:
+    """The checkpoint ensembles' OOF table ``DIR/oof_ckpt.csv`` = postprocess(the raw ckpt parts,
+    ``probs`` (oof_probs.csv), cfg) as oof.csv is made, and its score (cv.json ``ckpt_ensemble``:
+    k, score, per_class, oof, folds [{fold, members, score}]), scored like ``oof``."""
     from detection.evaluate import evaluate_files
+    from detection.postprocess import postprocess_files
 
     if not any("ckpt" in r for r in records):
         return None
-    parts = [pd.read_csv(out / "parts" / f"fold{r['fold']}_ckpt.csv", dtype={"image_id": str, "class_name": str,
-                                                                             "rater": str}, keep_default_na=False)
-             for r in records]
-    path = write_csv(pd.concat(parts, ignore_index=True), out / "oof_ckpt.csv")
+    raw = write_csv(_read_parts([out / "parts" / f"fold{r['fold']}_ckpt.csv" for r in records]),
+                    out / "oof_ckpt_raw.csv")
+    oof = postprocess_files([raw], probs, cfg, prep / "images.csv")
+    fold_of = read_table(prep / "folds.csv").set_index("image_id")["fold"].astype(int)
+    path = write_csv(oof.assign(fold=oof["image_id"].map(fold_of).astype("int64")), out / "oof_ckpt.csv")
     res = evaluate_files(prep / "fused_boxes.csv", path, prep / "images.csv", prep / "folds.csv",
                          ks if ks != present else None, cfg["metric"], float(cfg["iou_thr"]))
     score = {r["fold"]: r["score"] for r in res["folds"]}
@@ -382,57 +409,109 @@ def _test_paths(cfg: dict, manifest: dict, test, sample) -> tuple[Path | None, P
     return test, Path(sample)
 
 
-def predict_test(cfg: dict, weights: list[Path], classifiers: list[Path], test: Path, sample: Path | None,
-                 out: Path, force: bool = False) -> dict:
-    """Every fold model on ``test`` fused by WBF -> out/test_pred.csv (+ out/submission.csv)."""
+def predict_test(cfg: dict, weights: list[Path], classifiers: list[Path], test: Path, out: Path,
+                 force: bool = False) -> dict:
+    """Every fold model on ``test``, inference only: ``out/test_raw.csv`` (the fold models fused by
+    WBF with the ``ens_*`` keys, TTA per config), ``out/test_probs.csv`` (the mean of the fold
+    classifiers, when there are any) and ``out/test_meta.csv`` (original sizes from the images).
+    Reused while the weights, test files and inference keys are unchanged."""
     from data_prep.prep import files_stamp
-    from detection.predict import predict
-    from data_prep.tables import read_predictions
-    from detection.submission import FORMATS, submit
+    from detection.predict import infer
 
     files = sorted(p for p in test.rglob("*") if p.is_file() and not p.name.startswith("."))
     fp = json.loads(json.dumps({"weights": [[str(w), file_stamp(w)] for w in weights],
                                 "classifiers": [[str(c), file_stamp(c)] for c in classifiers],
                                 "test": str(test.resolve()), "files": files_stamp(files),
-                                **predict_settings(cfg), "normal_class": normal_class(cfg)}, default=str))
-    rec_path, dst = out / "parts" / "test.json", out / "test_pred.csv"
+                                **infer_settings(cfg, len(weights))}, default=str))
+    rec_path = out / "parts" / "test.json"
+    paths = {"test_raw": out / "test_raw.csv", "test_probs": out / "test_probs.csv" if classifiers else None,
+             "test_meta": out / "test_meta.csv"}
     rec = None if force else _read_json(rec_path)
     t0 = time.perf_counter()
-    if rec is not None and rec.get("fingerprint") == fp and dst.is_file():
+    if rec is not None and rec.get("fingerprint") == fp and all(p.is_file() for p in paths.values() if p):
         how, errors = "reused", rec.get("errors", [])
     else:
         errors = []
-        pred = predict([str(w) for w in weights], test, None, classifier=[str(c) for c in classifiers] or None,
-                       errors=errors, **predict_kwargs(cfg))
-        write_csv(pred, dst)
+        inf = infer([str(w) for w in weights], test, None, classifier=[str(c) for c in classifiers] or None,
+                    errors=errors, **predict_kwargs(cfg))
+        write_csv(inf.raw, paths["test_raw"])
+        if classifiers:
+            write_probs(inf.probs, paths["test_probs"])
+        sizes = inf.sizes if inf.sizes is not None else pd.DataFrame(columns=["height", "width"])
+        write_csv(sizes.rename_axis("image_id").reset_index(), paths["test_meta"])
         _write_json({"fingerprint": fp, "errors": errors}, rec_path)
         how = "predicted"
-    res = {"test_pred": str(dst), "how": how, "errors": errors, "seconds": time.perf_counter() - t0}
-    if sample is not None:
-        fmt = cfg["dataset"]
-        if fmt not in FORMATS:
-            raise ValueError(f"dataset {fmt!r} has no Kaggle submission format (known: {sorted(FORMATS)})")
-        pred = read_predictions(dst, describe(fmt).class_names())
-        res["submission"] = str(submit(pred, sample, fmt, out / "submission.csv"))
-    return res
+    if not classifiers:  # a table left by an earlier run --with-cls is not this run's
+        (out / "test_probs.csv").unlink(missing_ok=True)
+    return {**{k: v for k, v in paths.items() if v}, "how": how, "errors": errors,
+            "seconds": time.perf_counter() - t0}
+
+
+def write_test_submission(cfg: dict, test_res: dict, sample: Path, out: Path) -> Path:
+    """``out/submission.csv`` = submit(postprocess(test_raw, test_probs, cfg)): the one
+    post-processing of the test predictions (:func:`detection.postprocess.postprocess_files`,
+    what ``cxrdet postprocess --pred test_raw.csv --cls-probs test_probs.csv --meta test_meta.csv``
+    writes), then the competition's format, validated against ``sample``."""
+    from detection.postprocess import postprocess_files
+    from detection.submission import FORMATS, submit
+
+    fmt = cfg["dataset"]
+    if fmt not in FORMATS:
+        raise ValueError(f"dataset {fmt!r} has no Kaggle submission format (known: {sorted(FORMATS)})")
+    meta = test_res["test_meta"] if len(pd.read_csv(test_res["test_meta"])) else None
+    final = postprocess_files([test_res["test_raw"]], test_res.get("test_probs"), cfg, meta)
+    return Path(submit(final, sample, fmt, out / "submission.csv"))
 
 
 def cross_validate(cfg: dict, prep, folds: str | list[int] | None = None, with_cls: bool = False, out=None,
-                   test=None, sample=None, force: bool = False, callbacks: dict | None = None) -> dict:
+                   test=None, sample=None, force: bool = False, callbacks: dict | None = None,
+                   tune_trials: int | None = None) -> dict:
     """Run the cross-validation (module docstring); returns cv.json's content plus ``paths``.
-    One run at a time per output folder (``DIR/.cxrdet.lock``)."""
+    ``tune_trials``: then :func:`detection.tune.tune_cv` with that many trials, and the
+    submission with the tuned keys. One run at a time per output folder (``DIR/.cxrdet.lock``)."""
     from data_prep.atomic import folder_lock
 
     prep = Path(prep).resolve()
     out = Path(out).resolve() if out else prep / "cv"
+    if tune_trials is not None and int(tune_trials) < 1:
+        raise ValueError(f"--trials {tune_trials}: expected >= 1")
     with folder_lock(out, "cxrdet cv"):
-        return _cross_validate(cfg, prep, out, folds, with_cls, test, sample, force, callbacks)
+        return _cross_validate(cfg, prep, out, folds, with_cls, test, sample, force, callbacks, tune_trials)
+
+
+def _read_parts(paths: list[Path], probs: bool = False) -> pd.DataFrame:
+    if probs:
+        return pd.concat([pd.read_csv(p, dtype={"image_id": str}) for p in paths], ignore_index=True)
+    return pd.concat([pd.read_csv(p, dtype={"image_id": str, "class_name": str, "rater": str}, keep_default_na=False)
+                      for p in paths], ignore_index=True)
+
+
+def write_oof(cfg: dict, prep: Path, out: Path, ks: list[int], with_cls: bool) -> dict[str, Path | None]:
+    """The out-of-fold tables from the fold parts: ``oof_raw.csv`` (inference only, ``fold``),
+    ``oof_probs.csv`` (with the classifiers: each image's probabilities from its own fold's
+    classifier, ``fold``) and ``oof.csv`` = postprocess(oof_raw, oof_probs, cfg) read back from
+    those files (:func:`detection.postprocess.postprocess_files`, sizes from images.csv) with each
+    row's ``fold``. Written whole, in that order; returns their paths."""
+    from detection.postprocess import postprocess_files
+
+    parts = out / "parts"
+    raw = write_csv(_read_parts([parts / f"fold{k}.csv" for k in ks]), out / "oof_raw.csv")
+    probs = None
+    if with_cls:
+        probs = write_probs(_read_parts([parts / f"fold{k}_probs.csv" for k in ks], probs=True), out / "oof_probs.csv")
+    else:  # a table left by an earlier run --with-cls is not this run's
+        (out / "oof_probs.csv").unlink(missing_ok=True)
+    oof = postprocess_files([raw], probs, cfg, prep / "images.csv")
+    fold_of = read_table(prep / "folds.csv").set_index("image_id")["fold"].astype(int)
+    oof["fold"] = oof["image_id"].map(fold_of).astype("int64")  # the 2-class filter's rows too
+    return {"oof_raw": raw, "oof_probs": probs, "oof": write_csv(oof, out / "oof.csv")}
 
 
 def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, test, sample, force: bool,
-                    callbacks: dict | None) -> dict:
+                    callbacks: dict | None, tune_trials: int | None = None) -> dict:
     from detection.evaluate import evaluate_files
     from detection.evaluate_out import to_jsonable
+    from detection.postprocess import POST_KEYS, post_config
 
     fold_table, images, manifest = _prep_tables(prep)
     present = sorted(set(fold_table["fold"].astype(int)))
@@ -465,11 +544,8 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
     if set(seen) != want:
         raise ValueError(f"cv: {len(want - set(seen))} held-out image(s) neither predicted nor reported, e.g. "
                          f"{sorted(want - set(seen))[:5]}")
-    parts = [pd.read_csv(out / "parts" / f"fold{r['fold']}.csv", dtype={"image_id": str, "class_name": str,
-                                                                         "rater": str}, keep_default_na=False)
-             for r in records]
-    oof = pd.concat(parts, ignore_index=True)
-    oof_path = write_csv(oof, out / "oof.csv")
+    files = write_oof(cfg, prep, out, [r["fold"] for r in records], with_cls)
+    oof_path = files["oof"]
 
     res = evaluate_files(prep / "fused_boxes.csv", oof_path, prep / "images.csv", prep / "folds.csv",
                          ks if ks != present else None, cfg["metric"], float(cfg["iou_thr"]))
@@ -482,8 +558,16 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
                      "weights": r["weights"], "score": score[r["fold"]]}
                     | ({"classifier": r["classifier"]} if with_cls else {}) for r in records],
           "baseline": _baseline(cfg, manifest, images.reset_index(drop=True), predicted + missing, out / "parts"),
-          "missing": missing}
-    ck = ckpt_oof(cfg, prep, out, records, ks, present)
+          "missing": missing,
+          # what `cxrdet tune --cv DIR` reads: the truth of these images, the raw tables, and the
+          # config that made oof.csv (its post-processing keys are tune's starting point)
+          "inputs": {"prep": str(prep), "truth": str(prep / "fused_boxes.csv"), "meta": str(prep / "images.csv"),
+                     "folds": str(prep / "folds.csv")},
+          "files": {k: (v.name if v else None) for k, v in files.items()},
+          "config": {"dataset": cfg["dataset"], "classes": cfg.get("classes"), "metric": cfg["metric"],
+                     "iou_thr": float(cfg["iou_thr"]), "seed": int(cfg["seed"]),
+                     **{k: v for k, v in post_config(cfg).items() if k in POST_KEYS}}}
+    ck = ckpt_oof(cfg, prep, out, records, ks, present, files["oof_probs"])
     if ck is not None:   # the checkpoint ensembles' OOF score beside the best epochs' (oof)
         cv["ckpt_ensemble"] = ck
     cv = to_jsonable(cv)
@@ -492,23 +576,37 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
     test_res = None
     if test is not None:
         test_res = predict_test(cfg, [Path(r["weights"]) for r in records],
-                                [Path(r["classifier"]) for r in records if r.get("classifier")], test, sample,
-                                out, force)
+                                [Path(r["classifier"]) for r in records if r.get("classifier")], test, out, force)
 
-    _print_table(cv, records, res, prep, out, ks, present, cfg)
+    _print_table(cv, records, res, prep, out, ks, present, cfg, files)
     if ck is not None:
         print(f"checkpoint ensemble ({ck['k']} best kept epochs per fold, WBF): OOF {cfg['metric']} {ck['score']:.4f} "
               f"vs {res['mAP']:.4f} with the best epoch ({ck['oof']})")
-    if test_res:
-        print(f"test: {test_res['test_pred']} ({test_res['how']}, {len(records)} fold model(s) fused by WBF)"
-              + (f"; submission {test_res['submission']} (valid)" if "submission" in test_res else ""))
-    cv["paths"] = {"out": str(out), "oof": str(oof_path), "cv_json": str(out / "cv.json"),
-                   **({k: v for k, v in test_res.items() if k in ("test_pred", "submission")} if test_res else {})}
+    post, tuned = cfg, None
+    if tune_trials is not None:
+        from detection.tune import print_tuned, tune_cv
+
+        tuned = tune_cv(out, trials=int(tune_trials), seed=int(cfg["seed"]))
+        print_tuned(tuned)
+        post = {**cfg, **tuned["config"]}
+    if test_res is not None:
+        test_res["submission"] = write_test_submission(post, test_res, sample, out)
+        print(f"test: {test_res['test_raw']} ({test_res['how']}, {len(records)} fold model(s) fused by WBF, "
+              f"inference only)" + (f", {test_res['test_probs']} (mean of the fold classifiers)"
+                                    if "test_probs" in test_res else "")
+              + f"; submission {test_res['submission']} (valid) = postprocess with "
+              + (f"the tuned keys of {tuned['yaml']}: {json.dumps(tuned['params'])}" if tuned else
+                 "the config's post-processing keys"), flush=True)
+    cv["paths"] = {"out": str(out), "cv_json": str(out / "cv.json"), **{k: str(v) for k, v in files.items() if v},
+                   **({k: str(v) for k, v in test_res.items() if k.startswith("test_") or k == "submission"}
+                      if test_res else {}),
+                   **({"tuned_yaml": str(tuned["yaml"]), "tuned_json": str(tuned["json"])} if tuned else {})}
     cv["errors"] = missing + (test_res["errors"] if test_res else [])
     return cv
 
 
-def _print_table(cv: dict, records: list[dict], res: dict, prep: Path, out: Path, ks, present, cfg) -> None:
+def _print_table(cv: dict, records: list[dict], res: dict, prep: Path, out: Path, ks, present, cfg,
+                 files: dict) -> None:
     lines = [f"{'fold':>6} {'n':>7} {'score':>8} {'time':>9}  models"]
     for r, f in zip(records, cv["folds"]):
         how = r["how"] + (f"/{r['cls_how']}" if r.get("cls_how") else "")
@@ -520,7 +618,11 @@ def _print_table(cv: dict, records: list[dict], res: dict, prep: Path, out: Path
         n = sum(r["n_abnormal"] > 0 for r in cv["baseline"]["raters"])
         lines.append(f"radiologists on the same images (mean of {n} who read a finding): {base:.4f}")
     fold_arg = "" if ks == present else f" --fold {','.join(map(str, ks))}"
-    lines.append(f"wrote {out / 'oof.csv'} and {out / 'cv.json'}; the same score: cxrdet evaluate "
+    probs = f" --cls-probs {files['oof_probs']}" if files.get("oof_probs") else ""
+    lines.append(f"wrote {files['oof_raw']} (inference only)" + (f", {files['oof_probs']}" if probs else "")
+                 + f", {files['oof']} (= cxrdet postprocess --pred {files['oof_raw']}{probs} --meta "
+                 f"{prep / 'images.csv'} with this config)")
+    lines.append(f"and {out / 'cv.json'}; the same score: cxrdet evaluate "
                  f"--metric {cfg['metric']} --iou {cfg['iou_thr']} --truth {prep / 'fused_boxes.csv'} --meta "
                  f"{prep / 'images.csv'} --pred {out / 'oof.csv'} --folds {prep / 'folds.csv'}{fold_arg}")
     print("\n".join(lines), flush=True)
@@ -538,6 +640,9 @@ def add_arguments_cv(p: argparse.ArgumentParser) -> None:
                                                 "model (default: the config's test_dir in the dataset folder)")
     p.add_argument("--sample", default=None, help="sample submission for --test (default: the config's sample)")
     p.add_argument("--force", action="store_true", help="retrain and re-predict every fold")
+    p.add_argument("--tune", action="store_true", help="then `cxrdet tune --cv DIR` (DIR/tuned.yaml, tuned.json) and "
+                   "the submission from test_raw + test_probs with the tuned keys")
+    p.add_argument("--trials", type=int, default=None, help="with --tune: trials per search (default 100)")
     p.epilog = ("key=value overrides any config key, e.g. model=yolo11s.yaml epochs=40 imgsz=640 batch=16 "
                 "device=0 tta=true.")
     add_config_arguments(p, ["model", "epochs", "imgsz", "batch", "device"], positional=True)
@@ -546,9 +651,14 @@ def add_arguments_cv(p: argparse.ArgumentParser) -> None:
 def run_cv(args: argparse.Namespace) -> int:
     from data_prep.config import stage_config
 
+    from data_prep.errors import InputError
+
+    if args.trials is not None and not args.tune:
+        raise InputError("--trials", "only with --tune (the trials of its search)")
     cfg = stage_config(args)
     safe_load.configure(cfg)   # trust_weights: what a model file may run on load
-    res = cross_validate(cfg, args.prep, args.folds, args.with_cls, args.out, args.test, args.sample, args.force)
+    res = cross_validate(cfg, args.prep, args.folds, args.with_cls, args.out, args.test, args.sample, args.force,
+                         tune_trials=(100 if args.trials is None else args.trials) if args.tune else None)
     if res["errors"]:
         print(f"{len(res['errors'])} image(s) could not be read (see the log): {res['errors'][:5]}")
         return 1

@@ -351,12 +351,36 @@ def apply(table: pd.DataFrame, probs: pd.DataFrame | None = None, cfg: dict | No
     out["score"] = score
     parts = [out]
     if len(n_img):
-        parts.append(make_boxes(a.images[n_img], normal_class[0], normal_class[1], [[0, 0, 1, 1]] * len(n_img),
-                                score=n_score))
+        added = make_boxes(a.images[n_img], normal_class[0], normal_class[1], [[0, 0, 1, 1]] * len(n_img),
+                           score=n_score)
+        parts.append(added)
+        out = _carry_columns(table, added, out)
+        parts[0] = out
     parts = [p for p in parts if len(p)]
     res = pd.concat(parts, ignore_index=True) if parts else empty_boxes()
     res = res[BOX_COLUMNS + [c for c in res.columns if c not in BOX_COLUMNS]].reset_index(drop=True)
     return res.sort_values(["image_id", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def _carry_columns(table: pd.DataFrame, added: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
+    """Give the 2-class filter's rows ``added`` the extra columns of ``table`` that are constant per
+    image (``fold`` of cv's oof_raw.csv). A column the table cannot give every added row (an image
+    without a box there, or two values on one image) is dropped from ``out``: no row is left with
+    a blank ``fold``. Returns ``out`` (``added`` is filled in place)."""
+    extra = [c for c in table.columns if c not in BOX_COLUMNS]
+    if not extra:
+        return out
+    ids = table["image_id"].astype(str)
+    want = pd.Series(added["image_id"].astype(str).to_numpy())
+    for c in extra:
+        per = table[c].groupby(ids).agg(["nunique", "first"])
+        if (per["nunique"] <= 1).all() and want.isin(per.index).all() and not table[c].isna().any():
+            added[c] = want.map(per["first"]).to_numpy()
+        else:
+            log.info("postprocess: column %r is not known for every image the 2-class filter writes a row for: "
+                     "left out", c)
+            out = out.drop(columns=c)
+    return out
 
 
 def two_class_filter(boxes: pd.DataFrame, p_abnormal: dict[str, float], low: float = 0.08, high: float = 0.95,
@@ -378,6 +402,21 @@ def postprocess(tables: Sequence[pd.DataFrame], probs: pd.DataFrame | None = Non
     return apply(table, probs, c, normal_class, sizes)
 
 
+def postprocess_files(preds: Sequence, probs=None, cfg: dict | None = None, meta=None) -> pd.DataFrame:
+    """:func:`postprocess` of files: prediction tables (or submissions) ``preds``, a probabilities
+    table ``probs`` (or None), image sizes ``meta`` (or None), the keys and dataset of ``cfg`` (a
+    merged config; None: the defaults). What ``cxrdet postprocess`` writes, and what ``cxrdet cv``
+    writes as ``oof.csv`` and the submission's table: one reading, one code path."""
+    from detection.submission import read_predictions
+
+    c = cfg if cfg is not None else {**defaults(), "dataset": DEFAULT_DATASET}
+    tables = [read_predictions(p, describe(c)) for p in preds]
+    out = postprocess(tables, read_probs(probs) if probs is not None else None, c, normal_class_for(c["dataset"]),
+                      image_sizes(meta))
+    out.attrs["n_in"] = sum(len(t) for t in tables)  # boxes read, for the caller's summary line
+    return out
+
+
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_postprocess(p: argparse.ArgumentParser) -> None:  # pragma: no mutate block, CLI
     p.add_argument("--pred", action="extend", nargs="+", required=True,
@@ -394,8 +433,6 @@ def run_postprocess(args: argparse.Namespace) -> int:  # pragma: no mutate block
 
     from data_prep.atomic import write_csv
     from data_prep.config import stage_config
-    from detection.submission import read_predictions
-
     from data_prep.errors import check_output
 
     cfg = stage_config(args)
@@ -403,10 +440,8 @@ def run_postprocess(args: argparse.Namespace) -> int:  # pragma: no mutate block
     inputs = [Path(p) for p in args.pred] + ([Path(args.cls_probs)] if args.cls_probs else [])
     if any(out.resolve() == p.resolve() for p in inputs if p.exists()):
         raise ValueError(f"--out {out} is one of the inputs; postprocess never writes over its inputs")
-    tables = [read_predictions(p, describe(cfg)) for p in args.pred]
-    probs = read_probs(args.cls_probs) if args.cls_probs else None
-    res = postprocess(tables, probs, cfg, normal_class_for(cfg["dataset"]), image_sizes(args.meta))
+    res = postprocess_files(args.pred, args.cls_probs, cfg, args.meta)
     write_csv(res, out)
-    n_in = sum(len(t) for t in tables)
-    print(f"{out}: {len(res)} box(es) on {res['image_id'].nunique()} image(s) from {n_in} in {len(tables)} table(s)")
+    print(f"{out}: {len(res)} box(es) on {res['image_id'].nunique()} image(s) from {res.attrs['n_in']} in "
+          f"{len(args.pred)} table(s)")
     return 0

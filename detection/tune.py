@@ -1,7 +1,12 @@
 """Search the post-processing keys on out-of-fold predictions, with an honest (nested) estimate.
 
 ``cxrdet tune --truth T [--meta M] --pred OOF.csv [OOF2.csv ...] [--cls-probs C.csv] --folds
-folds.csv --metric M [--space space.yaml] [--trials N] [--seed S] --out tuned.yaml [key=value ...]``
+folds.csv --metric M [--space space.yaml] [--trials N] [--seed S] --out tuned.yaml [key=value ...]``,
+or ``cxrdet tune --cv DIR [--space ...] [--trials N] [key=value ...]``: a ``cxrdet cv`` folder,
+whose ``cv.json`` names the truth, meta and folds, with its raw out-of-fold table
+``oof_raw.csv`` and probabilities ``oof_probs.csv`` (:func:`read_cv`); tuning starts from the
+keys that made its ``oof.csv`` and writes ``DIR/tuned.yaml`` + ``DIR/tuned.json``
+(:func:`tune_cv`; ``cxrdet cv --tune`` calls it).
 
 Maximises the metric of :func:`detection.postprocess.postprocess` over the keys of a search space
 (optuna TPE with a seeded sampler; an exhaustive grid when every key is a list of choices and the
@@ -453,56 +458,136 @@ def read_space(path, cfg: dict | None = None) -> dict:
     return check_space({} if text is None else text, str(path), cfg)
 
 
+# ----------------------------------------------------------------------------- a cv folder
+def choose_space(prob: Problem, metric: str, space: dict | None = None, cfg: dict | None = None,
+                 source: str = "space") -> dict:
+    """The search space: ``space`` (read by :func:`read_space`; keys that need an input not given
+    dropped with a warning naming ``source``) or the default for ``metric`` and the inputs; an
+    empty one is an error."""
+    arr = prob.arrays(prob.base)
+    has_abn = "abnormal" in arr.labels
+    has_cls = any(lab in set(arr.names.values()) for lab in arr.labels)
+    if space is not None:
+        need = {"cls_low": has_abn, "cls_high": has_abn, "alpha": has_cls}
+        for k in [k for k in space if not need.get(k, True) or (k.startswith("ens_") and len(prob.tables) < 2)]:
+            log.warning("%s: key %r needs an input not given (probabilities / several tables); left out", source, k)
+            space.pop(k)
+    else:
+        space = check_space(default_space(metric, len(prob.tables), has_abn, has_cls), "default space", cfg)
+    if not space:
+        raise ValueError("nothing to tune: the search space is empty for these inputs")
+    return space
+
+
+def read_cv(cv_dir) -> dict:
+    """What ``tune --cv DIR`` reads of a ``cxrdet cv`` folder: ``truth``, ``meta``, ``folds``
+    (the prep folder's fused_boxes.csv, images.csv, folds.csv), ``pred`` (``[oof_raw.csv]``),
+    ``probs`` (``oof_probs.csv`` or None) and ``config`` (the dataset, metric and the
+    post-processing keys that made ``oof.csv``), from ``DIR/cv.json``."""
+    cv_dir = Path(cv_dir)
+    path = cv_dir / "cv.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--cv {cv_dir}: no cv.json; expected the output folder of `cxrdet cv`")
+    js = json.loads(path.read_text())
+    if "files" not in js or "inputs" not in js:
+        raise ValueError(f"{path}: no 'inputs'/'files' (written by an older cxrdet cv, before oof_raw.csv); run "
+                         "the same `cxrdet cv` again (finished folds are reused)")
+    files = js["files"]
+    out = {"truth": js["inputs"]["truth"], "meta": js["inputs"]["meta"], "folds": js["inputs"]["folds"],
+           "pred": [cv_dir / files["oof_raw"]], "probs": cv_dir / files["oof_probs"] if files.get("oof_probs") else None,
+           "config": {**PP.defaults(), **js["config"]}}
+    for p in [*out["pred"], out["probs"], out["truth"], out["folds"]]:
+        if p is not None and not Path(p).is_file():
+            raise FileNotFoundError(f"{path} names {p}: no such file; expected the cv's own tables (run the same "
+                                    "`cxrdet cv` again)")
+    return out
+
+
+def tune_cv(cv_dir, trials: int = 100, seed: int | None = None, nested: bool = True, space_path=None,
+            overrides: dict | None = None, out=None) -> dict:
+    """``cxrdet tune --cv DIR``: tune the post-processing keys on the cv's raw out-of-fold tables
+    (``oof_raw.csv``) and probabilities (``oof_probs.csv``) against its truth and folds
+    (:func:`read_cv`), starting from the keys that made ``oof.csv`` (``overrides`` on top);
+    writes ``DIR/tuned.yaml`` + ``DIR/tuned.json`` (or ``out``). Returns :func:`tune`'s dict plus
+    ``yaml``, ``json`` and ``inputs`` (read_cv's)."""
+    cv_dir = Path(cv_dir)
+    inp = read_cv(cv_dir)
+    cfg = {**inp["config"], **(overrides or {})}
+    space = read_space(space_path, cfg) if space_path else None  # a bad space: an error before any reading
+    prob = load_problem(inp["truth"], inp["pred"], inp["folds"], cfg["metric"], inp["probs"], inp["meta"], cfg)
+    space = choose_space(prob, cfg["metric"], space, cfg, str(space_path))
+    res = tune(prob, space, trials, int(cfg.get("seed", 0) if seed is None else seed), nested)
+    res["yaml"], res["json"] = write_outputs(res, Path(out) if out else cv_dir / "tuned.yaml")
+    res["inputs"] = inp
+    return res
+
+
+def print_tuned(res: dict) -> None:
+    """The summary, the files written and the command that applies them."""
+    inp = res["inputs"]
+    print(summary(res))
+    print(f"{res['yaml']}, {res['json']}: {res['trials']} trials ({res['trials_per_s']:.1f}/s), "
+          f"{res['seconds']:.1f} s in all")
+    ds = res["config"].get("dataset") or inp.get("config", {}).get("dataset")
+    extra = f" dataset={ds}" if ds and ds != "vinbigdata" else ""
+    print(f"apply with: cxrdet postprocess --pred {' '.join(map(str, inp['pred']))}"
+          + (f" --cls-probs {inp['probs']}" if inp.get("probs") else "") + (f" --meta {inp['meta']}" if inp.get("meta") else "")
+          + f" --config {res['yaml']} --out final.csv{extra}", flush=True)
+
+
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_tune(p: argparse.ArgumentParser) -> None:
     from data_prep.config import add_config_arguments
 
-    p.add_argument("--truth", required=True, help="train.csv / fused.csv / stage_2_train_labels.csv / box table CSV")
+    p.add_argument("--cv", default=None, help="a `cxrdet cv` output folder: tune on its oof_raw.csv (+ oof_probs.csv) "
+                   "against its truth and folds, from the keys that made its oof.csv; writes DIR/tuned.yaml + "
+                   "tuned.json (no --truth/--pred/--folds/--cls-probs/--meta then)")
+    p.add_argument("--truth", default=None, help="train.csv / fused.csv / stage_2_train_labels.csv / box table CSV")
     p.add_argument("--meta", default=None, help="image sizes (needed to fuse a raw train.csv; WBF normalisation)")
-    p.add_argument("--pred", action="extend", nargs="+", required=True,
+    p.add_argument("--pred", action="extend", nargs="+", default=None,
                    help="out-of-fold prediction table(s); several = WBF ensemble (--pred A B or --pred A --pred B)")
     p.add_argument("--cls-probs", default=None, help="probabilities table (image_id + one column per label, abnormal)")
-    p.add_argument("--folds", required=True, help="folds.csv (image_id,fold): the nested estimate leaves one out")
+    p.add_argument("--folds", default=None, help="folds.csv (image_id,fold): the nested estimate leaves one out")
     p.add_argument("--space", default=None, help="search space YAML (key: [choices] | {low, high}); default per metric")
     p.add_argument("--trials", type=int, default=100, help="trials per search (the grid size if smaller and discrete)")
     p.add_argument("--no-nested", action="store_true", help="skip the leave-one-fold-out estimate")
-    p.add_argument("--out", required=True, help="tuned.yaml (tuned.json is written beside it)")
+    p.add_argument("--out", default=None, help="tuned.yaml (tuned.json is written beside it); with --cv: DIR/tuned.yaml")
     add_config_arguments(p, ["dataset", "metric", "seed"], help={"seed": "sampler seed"})
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from data_prep.config import stage_config
-    from data_prep.errors import check_output
+    from data_prep.config import from_command_line, stage_config
+    from data_prep.errors import InputError, check_output
 
     cfg = stage_config(args)
+    if args.trials < 1:
+        raise InputError("--trials", f"{args.trials}; expected >= 1")
+    if args.cv:
+        given = [f for f, v in (("--truth", args.truth), ("--pred", args.pred), ("--folds", args.folds),
+                                ("--cls-probs", args.cls_probs), ("--meta", args.meta)) if v]
+        if given:
+            raise InputError(" ".join(given), f"not with --cv {args.cv} (its cv.json names the truth, predictions, "
+                             "probabilities and folds); drop them, or drop --cv")
+        out = check_output(args.out or Path(args.cv) / "tuned.yaml", arg="--out")
+        over = {k: cfg[k] for k in (*PP.POST_KEYS, "dataset", "metric", "iou_thr", "seed") if from_command_line(cfg, k)}
+        res = tune_cv(args.cv, args.trials, None, not args.no_nested, args.space, over, out)
+        print_tuned(res)
+        return 0
+    missing = [f for f, v in (("--truth", args.truth), ("--pred", args.pred), ("--folds", args.folds),
+                              ("--out", args.out)) if not v]
+    if missing:
+        raise InputError(" ".join(missing), "required (or --cv DIR: a `cxrdet cv` folder, which names them all)")
     args.metric, args.seed = cfg["metric"], cfg["seed"]
     check_output(args.out, arg="--out")
     for p in [*args.pred, args.truth] + ([args.cls_probs] if args.cls_probs else []):
         if Path(p).resolve() in (Path(args.out).resolve(), Path(args.out).with_suffix(".json").resolve()):
             raise ValueError(f"--out {args.out}: would write over the input {p}")
-    if args.trials < 1:
-        raise ValueError(f"--trials {args.trials}: expected >= 1")
     space = read_space(args.space, cfg) if args.space else None  # a bad space: an error before any reading
     prob = load_problem(args.truth, args.pred, args.folds, args.metric, args.cls_probs, args.meta, cfg)
-    labels = prob.arrays(prob.base).labels
-    has_abn = "abnormal" in labels
-    has_cls = any(lab in set(prob.arrays(prob.base).names.values()) for lab in labels)
-    if space is not None:
-        need = {"cls_low": has_abn, "cls_high": has_abn, "alpha": has_cls}
-        for k in [k for k in space if not need.get(k, True) or (k.startswith("ens_") and len(prob.tables) < 2)]:
-            log.warning("%s: key %r needs an input not given (probabilities / several tables); left out", args.space, k)
-            space.pop(k)
-    else:
-        space = check_space(default_space(args.metric, len(prob.tables), has_abn, has_cls), "default space", cfg)
-    if not space:
-        raise ValueError("nothing to tune: the search space is empty for these inputs")
+    space = choose_space(prob, args.metric, space, cfg, str(args.space))
     seed = int(cfg["seed"] if args.seed is None else args.seed)
     res = tune(prob, space, args.trials, seed, not args.no_nested)
-    yml, js = write_outputs(res, args.out)
-    print(summary(res))
-    print(f"{yml}, {js}: {res['trials']} trials ({res['trials_per_s']:.1f}/s), {res['seconds']:.1f} s in all")
-    extra = "" if prob.normal else f" dataset={cfg['dataset']}  (a dataset without a normal class: none is written)"
-    print(f"apply with: cxrdet postprocess --pred {' '.join(map(str, args.pred))}"
-          + (f" --cls-probs {args.cls_probs}" if args.cls_probs else "") + (f" --meta {args.meta}" if args.meta else "")
-          + f" --config {yml} --out final.csv{extra}")
+    res["yaml"], res["json"] = write_outputs(res, args.out)
+    res["inputs"] = {"pred": args.pred, "probs": args.cls_probs, "meta": args.meta, "config": cfg}
+    print_tuned(res)
     return 0

@@ -276,8 +276,9 @@ def test_a_repeated_multi_value_flag_keeps_every_value():
     for cmd, flag in (("postprocess", "--pred"), ("tune", "--pred"), ("explore", "--pred"), ("predict", "--weights")):
         p = _parser(cmd)
         base = [a for a in _required(p)]
-        i = base.index(flag)
-        base = base[:i] + base[i + 2:]
+        if flag in base:  # tune: --pred is optional (tune --cv DIR reads the cv's tables)
+            i = base.index(flag)
+            base = base[:i] + base[i + 2:]
         a = p.parse_args(base + [flag, "A", "B"])
         b = p.parse_args(base + [flag, "A", flag, "B"])
         dest = p._option_string_actions[flag].dest

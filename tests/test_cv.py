@@ -62,7 +62,12 @@ def test_every_prepared_image_predicted_once_by_its_own_fold(cv_run):
     for k in range(3):
         part = pd.read_csv(cv_run["out"] / "parts" / f"fold{k}.csv", dtype={"image_id": str})
         assert set(part.image_id) <= set(folds.image_id[folds.fold == k])
-    assert len(oof) == sum(len(pd.read_csv(cv_run["out"] / "parts" / f"fold{k}.csv")) for k in range(3))
+    raw = pd.read_csv(cv_run["out"] / "oof_raw.csv", dtype={"image_id": str})
+    assert len(raw) == sum(len(pd.read_csv(cv_run["out"] / "parts" / f"fold{k}.csv")) for k in range(3))
+    assert (raw["fold"] == raw["image_id"].map(fold_of)).all() and 14 not in set(raw.class_id)  # inference only
+    probs = pd.read_csv(cv_run["out"] / "oof_probs.csv", dtype={"image_id": str})
+    assert list(probs.columns) == ["image_id", "abnormal", "fold"] and sorted(probs.image_id) == sorted(folds.image_id)
+    assert (probs["fold"] == probs["image_id"].map(fold_of)).all()
     # original pixels: inside each image
     im = pd.read_csv(cv_run["prep"] / "images.csv", dtype={"image_id": str}).set_index("image_id")
     boxes = oof[oof.class_id != 14]
@@ -143,8 +148,11 @@ def test_fold_ensemble_submission_is_valid(cv_run):
     assert validate_submission(sub, data / "sample_submission.csv", "vinbigdata") == []
     sample = pd.read_csv(data / "sample_submission.csv")
     assert pd.read_csv(sub).image_id.tolist() == sample.image_id.tolist()
-    pred = pd.read_csv(out / "test_pred.csv", dtype={"image_id": str})
-    assert set(pred.image_id) <= set(sample.image_id) and len(pred)
+    pred = pd.read_csv(out / "test_raw.csv", dtype={"image_id": str})
+    assert set(pred.image_id) <= set(sample.image_id) and 14 not in set(pred.class_id)  # 1 epoch: may be empty
+    assert list(pred.columns[:8]) == ["image_id", "class_id", "class_name", "x_min", "y_min", "x_max", "y_max", "score"]
+    probs = pd.read_csv(out / "test_probs.csv", dtype={"image_id": str})
+    assert sorted(probs.image_id) == sorted(sample.image_id)
     rec = json.loads((out / "parts" / "test.json").read_text())["fingerprint"]
     assert [w for w, _ in rec["weights"]] == [f["weights"] for f in cv_run["cv"]["folds"]]
     assert len(rec["classifiers"]) == 3
@@ -152,8 +160,9 @@ def test_fold_ensemble_submission_is_valid(cv_run):
 
 # ----------------------------------------------------------------------------- re-run, leaks
 def _stamps(out: Path) -> dict:
-    return {p.name: p.read_bytes() for p in (out / "oof.csv", out / "cv.json", out / "test_pred.csv",
-                                             out / "submission.csv")}
+    return {p.name: p.read_bytes() for p in (out / "oof.csv", out / "cv.json", out / "test_raw.csv",
+                                             out / "submission.csv", out / "oof_raw.csv", out / "oof_probs.csv",
+                                             out / "test_probs.csv")}
 
 
 @pytest.mark.slow   # shares one 3-fold cv run (~40 s alone)
@@ -171,6 +180,30 @@ def test_second_run_reuses_every_fold_and_rewrites_identical_files(cv_run, capsy
     assert {w: (w.parents[1] / "results.csv").stat().st_mtime_ns for w in weights} == results  # nothing trained
     assert (out / "oof.csv").stat().st_mtime_ns != oof_mtime  # rewritten ...
     assert _stamps(out) == before                              # ... with identical bytes
+
+
+@pytest.mark.slow   # shares one 3-fold cv run (~40 s alone)
+def test_cv_tune_reuses_the_folds_and_after_is_what_evaluate_gives(cv_run, capsys, tmp_path):
+    prep, out, root = cv_run["prep"], cv_run["out"], cv_run["root"]
+    rc = main(["cv", "vinbigdata", "--prep", str(prep), "--with-cls", "--tune", "--trials", "5",
+               *_cli_overrides(root / "runs")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert printed.count("detector reused, classifier reused") == 3
+    res = json.loads((out / "tuned.json").read_text())
+    assert f"the tuned keys of {out / 'tuned.yaml'}: {json.dumps(res['params'])}" in printed
+    assert main(["postprocess", "--pred", str(out / "oof_raw.csv"), "--cls-probs", str(out / "oof_probs.csv"),
+                 "--meta", str(prep / "images.csv"), "--config", str(out / "tuned.yaml"),
+                 "--out", str(tmp_path / "pp.csv")]) == 0
+    j = tmp_path / "e.json"
+    assert main(["evaluate", "--truth", str(prep / "fused_boxes.csv"), "--meta", str(prep / "images.csv"),
+                 "--pred", str(tmp_path / "pp.csv"), "--folds", str(prep / "folds.csv"), "--json", str(j)]) == 0
+    assert abs(json.loads(j.read_text())["mAP"] - res["after"]) <= 1e-9
+    from detection.submission import validate_submission
+
+    assert validate_submission(out / "submission.csv", root / "vin" / "sample_submission.csv", "vinbigdata") == []
+    # back to the config's keys (the module's other tests compare with the untuned run)
+    assert main(["cv", "vinbigdata", "--prep", str(prep), "--with-cls", *_cli_overrides(root / "runs")]) == 0
 
 
 def _run_with_train_txt(cv_run, text: str, capsys, keep_stamp: bool) -> tuple[int, str]:
