@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cxrdet-installed
 DATASET ?= vinbigdata
 export YOLO_OFFLINE := 1
 
-.PHONY: setup test test-slow test-all demo browser dicom3tools orthanc bench clean mutation mutation-recheck
+.PHONY: setup test test-slow test-all demo browser dicom3tools dcmtk orthanc bench clean mutation mutation-recheck
 
 # Idempotent: re-runs pip only when pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -47,6 +47,14 @@ dicom3tools:
 	@command -v dciodvfy >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dicom3tools >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq dicom3tools >/dev/null; fi; }
+
+# Debian's DCMTK: dcm2pnm, the C++ toolkit bench/convert.py compares cxrdet convert with (it skips DCMTK
+# with a note without it), the independent decoder of tests/test_dicom_round3.py's HighBit and NumberOfFrames
+# cases, and dsrdump for the export-sr test (each skips with a reason without it; needs root or sudo).
+dcmtk:
+	@command -v dcm2pnm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dcmtk >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq dcmtk >/dev/null; fi; }
 
 # Debian's Orthanc PACS + its DICOMweb plugin for the PACS round trip of tests/test_pacs.py (which starts
 # its own Orthanc on 127.0.0.1; on a systemd machine the package also starts its own service on port 8042).

@@ -56,7 +56,7 @@ from pydicom.uid import (DigitalXRayImageStorageForPresentation, ExplicitVRLittl
                          JPEG2000Lossless, generate_uid)
 
 from data_prep import dicom as dcm  # noqa: E402
-from data_prep.convert import PNG_COMPRESSION, _write_png, convert_folder  # noqa: E402
+from data_prep.convert import PNG_COMPRESSION, convert_folder, write_png  # noqa: E402
 
 TARGET_SPEEDUP = 3.5
 TARGET_SCALING = 1.7     # 2 workers / 1 worker
@@ -235,7 +235,7 @@ def pipeline_stages(path: Path, out: Path, size: int = 512, keep_ratio: bool = T
     shrunk = header["height"] >= 2 * hw[0] or header["width"] >= 2 * hw[1]
     small = dcm.minmax_uint8(small, block=dcm.RANGE_BLOCK if shrunk else 1)
     t5 = time.perf_counter()
-    _write_png(small, out)
+    write_png(small, out)
     t6 = time.perf_counter()
     t.update({"read": t1 - t0, "decode": t2 - t1, "LUT": (t3 - t2) + (t5 - t4), "resize": t4 - t3,
               "encode+write": t6 - t5})

@@ -33,7 +33,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import pandas as pd
 
 
 @contextmanager
@@ -276,7 +275,7 @@ def _umask() -> int:
     return _UMASK
 
 
-def write_csv(df: pd.DataFrame, path: str | os.PathLike, **to_csv) -> Path:
+def write_csv(df: "pd.DataFrame", path: str | os.PathLike, **to_csv) -> Path:
     """``df.to_csv(path, index=False, **to_csv)`` through :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, **to_csv)

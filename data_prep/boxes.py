@@ -41,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from data_prep.sizes import keep_ratio_size  # noqa: F401 (re-exported: one formula, imported by the pandas-free worker too)
+
 BOX_COLUMNS = ["image_id", "class_id", "class_name", "x_min", "y_min", "x_max", "y_max", "score", "rater"]
 COORDS = ["x_min", "y_min", "x_max", "y_max"]
 IMAGE_COLUMNS = ["image_id", "height", "width", "path", "patient_id"]
@@ -261,12 +263,6 @@ def frame_for(height: int, width: int, size: int, keep_ratio: bool = False, lett
     if not letterbox:
         return frame_between(height, width, fh, fw)
     return Frame(fh / height, fw / width, (size - fh) / 2, (size - fw) / 2, size, size)
-
-
-def keep_ratio_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(height, width) with the longest side ``size`` and the aspect ratio kept (rounded)."""
-    s = size / max(height, width)
-    return max(1, int(round(height * s))), max(1, int(round(width * s)))
 
 
 def to_frame(xyxy, frame: Frame) -> np.ndarray:

@@ -29,7 +29,9 @@
   :func:`data_prep.cluster.batch_size`): the worker reads the DICOM, writes the PNG itself and
   returns only the meta row or the error, so the outputs and the resume are the same on every
   scheduler.
-  Workers run OpenCV single-threaded (one image per process is the parallelism).
+  Workers run OpenCV single-threaded (one image per process is the parallelism). The pool's
+  workers are spawned, not forked, and import :mod:`data_prep.convert_worker` alone (no pandas):
+  each holds at most ~150 MB (bench/convert.py measures it).
 """
 from __future__ import annotations
 
@@ -37,15 +39,15 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from multiprocessing import Pool
+import multiprocessing
 from pathlib import Path
 
-import cv2
 import pandas as pd
 from tqdm import tqdm
 
 from data_prep.atomic import clean_folder, folder_lock, symlink, write_bytes, write_csv
-from data_prep.dicom import APPLIED_FIELDS, HEADER_FIELDS, output_size, read_dicom
+from data_prep.convert_worker import PNG_COMPRESSION, convert_one, worker_init, write_png  # noqa: F401 (re-exported)
+from data_prep.dicom import APPLIED_FIELDS, HEADER_FIELDS, output_size
 from data_prep.errors import InputError, check_output, reading
 from data_prep.voi import VoiOptions
 
@@ -56,7 +58,6 @@ PARTIAL = "meta.partial.jsonl"
 ERRORS = "errors.csv"
 META_COLUMNS = ["image_id", "height", "width", "png_height", "png_width"]
 DICOM_SUFFIXES = (".dcm", ".dicom")
-PNG_COMPRESSION = 1      # cv2 IMWRITE_PNG_COMPRESSION: 1 is ~4x faster than the default 3, files ~10% larger
 SIZE_RANGE = (32, 8192)  # PNG sides accepted; 100000 would allocate tens of GiB per image
 
 
@@ -136,45 +137,6 @@ def header_meta(src: str | os.PathLike, ids=None) -> pd.DataFrame:
     if bad:
         log.warning("%d DICOM header(s) without a readable Rows/Columns, e.g. %s", len(bad), bad[:3])
     return pd.DataFrame(rows, columns=["image_id", "height", "width"])
-
-
-# ----------------------------------------------------------------------------- one image
-def _write_png(img, path: Path) -> None:
-    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    write_bytes(path, buf.tobytes(), clean=False)   # the folder's stale temps went at the start
-
-
-def _worker_init() -> None:
-    """In a spawned (Dask) worker process: one OpenCV thread (processes are the parallelism;
-    OpenCV's own pool of one thread per core in every worker oversubscribes the cores). Never in a
-    forked child: see :func:`_run`."""
-    global _THREADS_SET
-    if not _THREADS_SET:
-        cv2.setNumThreads(1)
-        _THREADS_SET = True
-
-
-_THREADS_SET = False
-
-
-def convert_one(task: tuple) -> tuple[str, dict | None, str | None]:
-    """``(dicom path, png path, size, keep_ratio[, VoiOptions])`` -> ``(dicom path, meta row,
-    None)`` or ``(dicom path, None, error message)``; never raises (run in worker processes)."""
-    src, png, size, keep_ratio = task[:4]
-    options = task[4] if len(task) > 4 else VoiOptions()
-    try:
-        img, header = read_dicom(src, size=size, keep_ratio=keep_ratio, options=options)
-        _write_png(img, Path(png))
-        row = {"image_id": Path(png).stem, "height": header["height"], "width": header["width"],
-               "png_height": int(img.shape[0]), "png_width": int(img.shape[1])}
-        row.update({k: header[k] for k in HEADER_FIELDS + APPLIED_FIELDS if k in header})
-        row["voi_options"] = options.tag()
-        return src, row, None
-    except Exception as e:  # one bad file must not stop the batch; it is reported in errors.csv
-        msg = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        return src, None, msg
 
 
 # ----------------------------------------------------------------------------- meta bookkeeping
@@ -309,21 +271,17 @@ def _run(tasks: list, workers: int, scheduler: str | None = None):
     # Small chunks: an image costs ~50-150 ms, a pool hand-off ~0.1 ms; big chunks leave one worker
     # idle at the end (JPEG 2000 files cost ~2x an uncompressed one).
     chunk = batch_size(len(tasks), workers)
-    # One OpenCV thread in every worker. It must be set HERE, before the fork: cv2.setNumThreads in
-    # a forked child waits forever on the parent's thread pool (seen: pthread_cond_destroy).
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        with Pool(min(workers, len(tasks))) as pool:
-            yield from pool.imap_unordered(convert_one, tasks, chunksize=chunk)
-    finally:
-        cv2.setNumThreads(threads)
+    # Spawned, not forked: a worker imports data_prep.convert_worker alone (numpy, OpenCV, pydicom),
+    # not every module of this process (pandas, tqdm, the CLI), and sets its own OpenCV threads.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(min(workers, len(tasks)), initializer=worker_init) as pool:
+        yield from pool.imap_unordered(convert_one, tasks, chunksize=chunk)
 
 
 def _convert_remote(tasks: list[tuple]) -> list[tuple[str, dict | None, str | None]]:
     """:func:`convert_one` on a Dask worker for a batch of files (one OpenCV thread, like the
     pool's workers); each file gets its own row or error."""
-    _worker_init()
+    worker_init()
     return [convert_one(t) for t in tasks]
 
 

@@ -65,10 +65,10 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, pixel_array
 from pydicom.pixels.utils import get_j2k_parameters
 
-from data_prep.boxes import keep_ratio_size
 from data_prep.dicom_input import (PIXEL_DATA, PixelAttributeError, check_number_of_frames, decode_frame0,
                                    high_bit_shift, pixel_data_keyword, unvalidated)
 from data_prep.padding import padding_mask, padding_range
+from data_prep.sizes import keep_ratio_size
 from data_prep.voi import Voi, VoiOptions, choose_voi, flat_cause, modality
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def _stretch(arr: np.ndarray, top: int, dtype, rng: tuple[float, float] | None =
 
 def output_size(height: int, width: int, size: int | None, keep_ratio: bool = False) -> tuple[int, int]:
     """(height, width) of the output image: ``(size, size)``, or longest side ``size`` with
-    ``keep_ratio`` (:func:`data_prep.boxes.keep_ratio_size`), or unchanged when size is None."""
+    ``keep_ratio`` (:func:`data_prep.sizes.keep_ratio_size`), or unchanged when size is None."""
     if not size:
         return int(height), int(width)
     return keep_ratio_size(height, width, size) if keep_ratio else (int(size), int(size))
