@@ -311,7 +311,7 @@ RULES: dict[str, Any] = {
     "fusion_iou": IOU,
     "fusion_skip": Num(0.0, 1.0, hi_open=True),
     "fusion_conf_type": Choice(CONF_TYPES),
-    "raters": Nullable(AnyOf((Choice(("all",)), ListOf(NAME, min_len=1, unique=True)))),
+    "raters": Nullable(AnyOf((Choice(("all",)), ListOf(Text(), min_len=1)))),  # ids checked by fusion.parse_raters
     "extra": ListOf(Choice(DATASETS), unique=True),  # which ones merge into which: data_prep.extra
     "extra_dirs": MapOf(Choice(DATASETS), PATH),
     "rater_weights": MapOf(AnyOf((NAME, Int())), Num(0.0, 1000.0, lo_open=True)),
