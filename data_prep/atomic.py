@@ -15,7 +15,8 @@ clears the whole folder once at its start instead (:func:`clean_folder`, which a
 ``<name>.<pid>.tmp`` temps of earlier versions' PNG and meta writers).
 
 Also here, because they guard what is written: :func:`safe_name` (an image id -> a file name that
-cannot leave its folder), :func:`check_not_input` (no stage writes over its inputs) and
+cannot leave its folder), :func:`check_not_input` and :func:`check_outputs` (no stage writes over its inputs; the latter is
+the CLI's one guard of every stage's output flags against its input flags) and
 :func:`folder_lock` (one writer per output folder; the holder is named, dead holders' locks are
 taken over). The process umask is read once, at import, never set again.
 """
@@ -201,6 +202,45 @@ def check_not_input(out: str | os.PathLike, inputs, what: str = "--out") -> None
                              "one of the inputs (a stage never writes over what it reads)")
 
 
+
+READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a == b or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: list[tuple[str, str | os.PathLike]], inputs: list[tuple[str, str | os.PathLike]]) -> None:
+    """THE guard of every stage's paths (the CLI calls it once, after parsing): ``outputs`` and
+    ``inputs`` are ``(flag, path)`` pairs. Raises :class:`~data_prep.errors.InputError` when
+
+    * two outputs are one path (``tune --out tuned.json`` would write its YAML, then the JSON over it);
+    * an output IS an input (file or folder, config files included; hard links and symlinks too);
+    * an output file lies inside an input folder with a suffix the stage reads there (an image or a
+      DICOM: ``classify --out`` inside ``--source`` over a PNG).
+    """
+    from data_prep.errors import InputError
+
+    outs = [(f, Path(p).expanduser().resolve()) for f, p in outputs if p is not None and str(p) != ""]
+    ins = [(f, Path(p).expanduser().resolve()) for f, p in inputs if p is not None and str(p) != ""]
+    for i, (fa, a) in enumerate(outs):
+        for fb, b in outs[i + 1:]:
+            if _same(a, b):
+                raise InputError(f"{fa} and {fb}", f"are one path ({a}); expected a different path for each output "
+                                 "(a stage never writes two outputs to one file)")
+    for fo, o in outs:
+        for fi, i in ins:
+            if _same(o, i):
+                raise InputError(f"{fo} {o}", f"is the input {fi} {i}; expected an output path that is not one of "
+                                 "the inputs (a stage never writes over what it reads)")
+            if i.is_dir() and o.suffix.lower() in READ_SUFFIXES and o.is_relative_to(i):
+                raise InputError(f"{fo} {o}", f"is inside the input folder {fi} {i}, where the stage reads "
+                                 f"{o.suffix} files; expected an output path outside it")
+
+
 LOCK = ".cxrdet.lock"
 
 
@@ -208,15 +248,30 @@ LOCK = ".cxrdet.lock"
 def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
     """Hold ``folder/.cxrdet.lock`` (pid, host, start time, ``what``) for the block.
 
-    A second holder gets an :class:`~data_prep.errors.InputError` naming the first; a lock whose
-    process is gone (same host, dead pid) is taken over with a warning."""
+    A second holder gets an :class:`~data_prep.errors.InputError` naming the first (it stops, it
+    does not wait); a lock whose process is gone (same host, dead pid) is taken over with a warning."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _hold(folder / LOCK, folder, what, "output folder") as lock:
+        yield lock
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, what: str) -> Iterator[Path]:
+    """:func:`folder_lock` for an output file (and what is written beside it, e.g. tune's
+    ``X.yaml`` + ``X.json``): ``.<name>.cxrdet.lock`` beside ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _hold(path.parent / f".{path.name}{LOCK}", path, what, "output") as lock:
+        yield lock
+
+
+@contextmanager
+def _hold(lock: Path, folder: Path, what: str, kind: str) -> Iterator[Path]:
     import logging
 
     from data_prep.errors import InputError
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
           "what": what}
     for _ in range(3):
@@ -239,7 +294,7 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
                 continue
             raise InputError(folder, f"in use by another run ({holder.get('what', '?')}: pid {holder.get('pid')} "
                              f"on host {holder.get('host')}, started {holder.get('started')}); expected one "
-                             f"writer per output folder: wait for it, or delete {lock} if that run is gone")
+                             f"writer per {kind}: wait for it, or delete {lock} if that run is gone")
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         break

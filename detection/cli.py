@@ -19,6 +19,7 @@ import os
 import sys
 import traceback
 import warnings
+from pathlib import Path
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -46,6 +47,66 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-sr": ("detection.export_sr", "predictions as DICOM: TID 1500 Structured Reports (+ GSPS) per image, to a folder or a PACS (DICOMweb)"),
     "demo": ("detection.demo", "run the whole pipeline on the embedded phantom dataset"),
 }
+
+
+# What each stage writes, by argparse dest (every other path-like argument is an input; see
+# :func:`path_roles`). A stage's new output flag goes here; a new input flag needs nothing.
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "labels": ("out",), "synth": ("out",), "convert": ("dst",), "fuse": ("out",), "prep": ("out",),
+    "report": ("out",), "cv": ("out",), "classify": ("out",), "export": ("out",),
+    "predict": ("out", "raw", "probs", "cls_probs_out"), "postprocess": ("out",), "tune": ("out",),
+    "submit": ("out",), "evaluate": ("json", "plots"), "evaluate-cls": ("json", "plots"), "show": ("out",),
+    "report-eval": ("out",), "explore": ("out",), "export-sr": ("out",), "demo": ("out",),
+}
+# Files a stage writes beside an output flag's path: (label, path -> path)
+DERIVED = {("tune", "out"): (("its JSON", lambda p: Path(p).with_suffix(".json")),)}
+# String arguments that are not paths (names, choices, ids, addresses, fold lists)
+NOT_PATHS = {"dataset", "vote", "fusion", "fusion_conf_type", "raters", "device", "format", "study", "scheduler",
+             "metric", "title", "to", "image", "gallery"}
+NOT_PATHS_OF = {"cv": {"folds"}}   # cv --folds 0,1,2 is a fold list
+
+
+def path_roles(cmd: str, parser: argparse.ArgumentParser, args: argparse.Namespace
+               ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(outputs, inputs)`` of a parsed command line as ``(flag, path)`` pairs: outputs by
+    :data:`OUTPUTS` (+ :data:`DERIVED`), inputs = every other string argument that is not in
+    :data:`NOT_PATHS` (a config given by bare name is its file in configs/)."""
+    outs, ins = [], []
+    names = set(OUTPUTS.get(cmd, ()))
+    skip = NOT_PATHS | NOT_PATHS_OF.get(cmd, set())
+    for a in parser._actions:
+        if isinstance(a, argparse._HelpAction) or a.nargs == 0 or a.type not in (None, str) or a.choices:
+            continue
+        if a.dest.startswith("_") or (a.dest in skip and a.dest not in names):
+            continue
+        flag = a.option_strings[0] if a.option_strings else a.dest
+        vals = getattr(args, a.dest, None)
+        vals = [v for v in (vals if isinstance(vals, list) else [vals]) if isinstance(v, str) and v]
+        if a.dest in names:
+            for v in vals:
+                outs.append((flag, v))
+                outs += [(f"{flag} ({label})", str(fn(v))) for label, fn in DERIVED.get((cmd, a.dest), ())]
+        else:
+            ins += [(flag, _config_file(v) if a.dest == "config" else v) for v in vals]
+    return outs, ins
+
+
+def _config_file(v: str) -> str:
+    if Path(v).exists():
+        return v
+    try:
+        from data_prep.config import resolve_config_path
+
+        return str(resolve_config_path(v))
+    except (FileNotFoundError, OSError):
+        return v
+
+
+def check_paths(cmd: str, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The one guard: no output over an input, no two outputs on one path (:func:`data_prep.atomic.check_outputs`)."""
+    from data_prep.atomic import check_outputs
+
+    check_outputs(*path_roles(cmd, parser, args))
 
 
 def _usage() -> str:
@@ -91,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(bad)}")
         args.overrides = [t for t in unknown if t not in bad]
         args.debug = debug
+        check_paths(cmd, parser, args)
         return int(getattr(module, f"run_{fn}")(args) or 0)
     except SystemExit:
         raise
