@@ -110,8 +110,18 @@ def normalise_alpha(value: Any) -> float | dict[str, float]:
     return num(value, "")
 
 
+TRAIN_LABELS = ("fused", "variants", "both")
+
+
+def _train_labels(value: Any) -> str:
+    """``train_labels``: fused | variants | both."""
+    if str(value) not in TRAIN_LABELS:
+        raise ValueError(f"{value!r}; expected one of {', '.join(TRAIN_LABELS)}")
+    return str(value)
+
+
 _NORMALISE = {"device": lambda v: str(v).replace(" ", ""), "raters": normalise_raters, "squarify": _ratio,
-              "alpha": normalise_alpha}
+              "alpha": normalise_alpha, "train_labels": _train_labels}
 # argparse settings of a flag beyond what the key's default type gives: --raters alone = every radiologist
 _ARGPARSE = {"raters": {"nargs": "?", "const": "all", "metavar": "R8,R10", "action": _OptionalValue},
              "vote": {"choices": ("any", "majority")}}

@@ -10,6 +10,7 @@ Steps, each skipped when already done with the same inputs and settings::
     folds    fused_boxes.csv -> OUT/folds.csv                               (data_prep.folds)
     export   -> OUT/labels/<id>.txt, OUT/yolo/fold<k>/{train,val}.txt + data.yaml,
                 OUT/coco/fold<k>_{train,val}.json                          (data_prep.export)
+             (squarify / train_labels variants|both: + OUT/train_items, data_variants.yaml, data_both.yaml)
 
 ``OUT/prep.json`` is the manifest: the config used, counts, and per step its fingerprint (size
 and mtime_ns of every input file, the config values the step depends on), its outputs and when it
@@ -330,8 +331,12 @@ def _export(run: _Run) -> None:
         "folds": file_stamp(out / "folds.csv")}
     if cfg.get("squarify") is not None:         # only when set: folders prepared before the key stay valid
         fp["squarify"] = cfg["squarify"]
+    variants = cfg.get("train_labels", "fused") != "fused"
+    if variants:
+        fp["train_labels"] = "variants"           # both and variants write the same lists
+        fp["boxes"] = file_stamp(out / "boxes.csv")
     outputs = (["labels", "yolo"] if "yolo" in formats else []) + (["coco"] if "coco" in formats else [])
-    if "yolo" in formats and cfg.get("squarify") is not None:
+    if "yolo" in formats and (cfg.get("squarify") is not None or variants):
         outputs.append("train_items")
 
     def do():
@@ -341,6 +346,12 @@ def _export(run: _Run) -> None:
         folds = read_table(out / "folds.csv")
         names = class_names(cfg, fused)
         info = {"class_names": names}
+        raw = None
+        if variants:                             # the radiologists' own boxes (after `raters`): one item each
+            raw = read_table(out / "boxes.csv")
+            if not (raw["rater"].astype(str) != "").any() and "raters" not in images:
+                raise ValueError(f"prep: train_labels={cfg['train_labels']}: {out / 'boxes.csv'} carries no "
+                                 "radiologist ids (column rater); expected per-radiologist labels (VinBigData)")
         for fmt in EXPORT_FORMATS:              # a format no longer asked for: its old folder goes
             if fmt not in formats and (out / fmt).exists():
                 shutil.rmtree(out / fmt)
@@ -348,12 +359,12 @@ def _export(run: _Run) -> None:
             shutil.rmtree(out / "train_items")
         if "yolo" in formats:
             res = write_yolo(images, fused, folds, out, names, channels=cfg["channels"],
-                             include_normal=cfg["include_normal"], squarify=cfg.get("squarify"))
+                             include_normal=cfg["include_normal"], squarify=cfg.get("squarify"), rater_boxes=raw)
             info["yolo_dropped_boxes"] = res["n_dropped"]
             info["train_items"] = res["n_items"]
         if "coco" in formats:
             write_coco(images, fused, folds, out, names, include_normal=cfg["include_normal"],
-                       squarify=cfg.get("squarify"))
+                       squarify=cfg.get("squarify"), rater_boxes=raw)
         return info
 
     run.step("export", fp, outputs, do)

@@ -12,6 +12,8 @@ epochs, best first, fused by WBF (the multi-weights path of :func:`detection.pre
 with ``ckpt_ensemble: K`` also scores each fold's checkpoint ensemble (VinBigData 3rd place fused
 several epochs of one run; RSNA 2nd place averaged several epochs per fold).
 
+``init=PATH`` (:func:`init_weights`): the checkpoint a training starts from (the fine-tune stage).
+
 This module reads files only (pandas): :mod:`detection.epoch_score` (training) and
 :mod:`detection.predict` both import it; it imports neither.
 """
@@ -114,3 +116,16 @@ def expand(weights: Sequence[str | os.PathLike], k: int = 0) -> list[str | os.Pa
         else:
             out.append(w)
     return out
+
+
+def init_weights(cfg: dict) -> Path | None:
+    """``init``: the checkpoint a training starts from (``{fold}`` replaced by the fold), checked
+    to exist; None when unset."""
+    init = cfg.get("init")
+    if not init:
+        return None
+    p = Path(str(init).replace("{fold}", str(cfg["fold"]))).expanduser()
+    if not p.is_file():
+        raise InputError(f"init={init}", f"no such checkpoint {p}; expected a .pt of `cxrdet train` (e.g. the fused "
+                         "run's weights/best.pt; {fold} stands for the fold)")
+    return p

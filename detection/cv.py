@@ -9,8 +9,9 @@ For each fold k (default: every fold of ``OUT/folds.csv``):
    ``<name>_fold<k>`` when ``name`` is set); with ``--with-cls`` the 2-class filter through
    :func:`detection.train.train_classifier` (``..._fold<k>_cls``);
 2. **check for leaks**: the training list each model recorded (``train_args["data"]`` in its
-   checkpoint -> data.yaml -> its ``train`` list, or the classifier's ``train/`` folder) must
-   hold no image of fold k and no image of a patient of fold k; a leak stops the run with
+   checkpoint -> data.yaml -> its ``train`` list, or the classifier's ``train/`` folder; a
+   radiologist variant counts as its image, ``train_labels``; with ``init`` the init checkpoint's
+   list too) must hold no image of fold k and no image of a patient of fold k; a leak stops the run with
    ``ValueError`` naming the images;
 3. **predict** the held-out images (fold k of folds.csv) with :func:`detection.predict.infer`:
    inference only (TTA views fused by WBF, nothing else): ``DIR/parts/fold<k>.csv`` (raw box
@@ -62,6 +63,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
+import yaml
 
 from data_prep.atomic import write_csv, write_text
 from data_prep.datasets import describe
@@ -155,6 +157,14 @@ def check_leaks(train_ids: Iterable[str], held_out: Iterable[str], images: pd.Da
                          + "; expected none (rebuild the folds with `cxrdet prep`, then re-run with --force)")
 
 
+def training_ids(data) -> list[str]:
+    """The image of every item of a training list (a data.yaml, a COCO json, a classifier folder):
+    radiologist variants and squarified items map to their image (``train_items/items.csv``)."""
+    from data_prep.export import item_image_ids
+
+    return item_image_ids(train_list(data))
+
+
 # ----------------------------------------------------------------------------- training one model
 def _fingerprint(cfg: dict, keys: tuple[str, ...], inputs: dict) -> dict:
     return json.loads(json.dumps({**{k: cfg[k] for k in keys}, **inputs}, default=str))
@@ -170,13 +180,24 @@ def train_model(kind: str, cfg: dict, prep: Path, record: Path, force: bool = Fa
 
     k = int(cfg["fold"])
     if kind == "det":
-        data = prep / "yolo" / f"fold{k}" / "data.yaml"
+        from data_prep.export import coco_train_name
+        from detection.checkpoints import init_weights
+        from detection.train import fold_data
+
+        labels = str(cfg.get("train_labels") or "fused")
+        data = fold_data(prep, k, cfg)
+        train_txt = data.parent / (yaml.safe_load(data.read_text()) or {}).get("train", "train.txt")
         inputs = {"model": resolve_model(cfg["model"]), "data": str(data.resolve()),
-                  "data_stamp": file_stamp(data), "train_stamp": file_stamp(data.parent / "train.txt")}
+                  "data_stamp": file_stamp(data), "train_stamp": file_stamp(train_txt)}
+        if labels != "fused":                   # only when set: runs recorded before the keys stay valid
+            inputs["train_labels"] = labels
+        init = init_weights(cfg)
+        if init is not None:
+            inputs["init"] = [str(init), file_stamp(init)]
         if int(cfg.get("keep_epochs") or 0):      # only when set: runs recorded before the key stay valid
             inputs["keep_epochs"] = int(cfg["keep_epochs"])
         if str(cfg["model"]).startswith("tv:"):   # torchvision's models train on the COCO export
-            inputs["coco_stamp"] = file_stamp(prep / "coco" / f"fold{k}_train.json")
+            inputs["coco_stamp"] = file_stamp(prep / "coco" / coco_train_name(k, labels))
         fp, run, train = _fingerprint(cfg, _DET_KEYS, inputs), run_dir(cfg), train_detector
     else:
         inputs = {"cls_model": resolve_model(cfg["cls_model"], "cls_model"), "folds": file_stamp(prep / "folds.csv"),
@@ -230,7 +251,12 @@ def run_fold(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, image
     held_ids = held["image_id"].astype(str).tolist()
 
     def precheck(data_yaml: Path) -> None:  # before training: the list the detector is about to learn from
-        check_leaks([p.stem for p in train_list(data_yaml)], held_ids, images, f"fold {k}'s training list {data_yaml}")
+        check_leaks(training_ids(data_yaml), held_ids, images, f"fold {k}'s training list {data_yaml}")
+        from detection.checkpoints import init_weights
+
+        init = init_weights(fc)
+        if init is not None:   # a fine-tune starts from a model that must not have seen the fold either
+            check_leaks(training_ids(trained_on(init)), held_ids, images, f"fold {k}'s init checkpoint {init}")
 
     t0 = time.perf_counter()
     det, how, t_train = train_model("det", fc, prep, parts / f"fold{k}.det.json", force, callbacks, precheck)
@@ -243,7 +269,7 @@ def run_fold(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, image
     n_train, data = None, None
     for what, w in models:  # the leak check runs on every run, reused models included
         d = trained_on(w)
-        ids = [p.stem for p in train_list(d)]
+        ids = training_ids(d)
         check_leaks(ids, held_ids, images, f"fold {k}'s {what} {w}")
         if what == "detector":
             n_train, data = len(ids), d

@@ -20,6 +20,9 @@
   :mod:`detection.runtime`, but callbacks passed in Python do not reach them).
 * ``yolo_args`` (a dict in the config) is passed to ``YOLO.train`` as it is, last, so it can override
   anything above (``lr0``, ``mosaic``, ``fliplr``, ``amp``, ``workers``...).
+* ``train_labels`` picks the training list prep wrote (fused, radiologist variants, or both;
+  :func:`fold_data`); ``init=PATH`` starts from a checkpoint's weights (the fine-tune stage;
+  loaded by the safe loader, :func:`detection.runtime.open_yolo`).
 """
 from __future__ import annotations
 
@@ -120,6 +123,23 @@ def _train(model_spec: str, cfg: dict, out: Path, train_args: dict,
     return best
 
 
+def fold_data(prep_dir: str | os.PathLike, fold: int, cfg: dict) -> Path:
+    """The data.yaml fold ``fold`` trains on: ``OUT/yolo/fold<k>/data.yaml`` for ``train_labels:
+    fused``, ``data_variants.yaml`` / ``data_both.yaml`` otherwise (prep writes them when its own
+    ``train_labels`` asked for variants); its val list is always the fold's images and fused truth."""
+    from data_prep.export import data_yaml_name
+
+    labels = str(cfg.get("train_labels") or "fused")
+    data = Path(prep_dir) / "yolo" / f"fold{fold}" / data_yaml_name(labels)
+    if not data.is_file():
+        if labels != "fused" and (data.parent / "data.yaml").is_file():
+            raise FileNotFoundError(f"{data}: no {labels} training list for fold {fold}; run `cxrdet prep` with "
+                                    f"train_labels={labels} (it writes the radiologist variants)")
+        raise FileNotFoundError(f"{data}: no YOLO dataset for fold {fold}; run `cxrdet prep` first "
+                                f"(folds: {cfg['folds']})")
+    return data
+
+
 # ----------------------------------------------------------------------------- detector
 def train_detector(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = None,
                    callbacks: dict[str, Callable] | None = None) -> Path:
@@ -136,11 +156,13 @@ def train_detector(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = No
         from detection.models.tv_train import train as train_tv
 
         return train_tv(cfg, prep_dir, int(cfg["fold"]), run_dir(cfg), callbacks)
-    data = Path(prep_dir) / "yolo" / f"fold{cfg['fold']}" / "data.yaml"
-    if not data.is_file():
-        raise FileNotFoundError(f"{data}: no YOLO dataset for fold {cfg['fold']}; run `cxrdet prep` first "
-                                f"(folds: {cfg['folds']})")
+    data = fold_data(prep_dir, int(cfg["fold"]), cfg)
     spec = resolve_model(cfg["model"]) if not cfg.get("resume") else cfg["model"]
+    from detection.checkpoints import init_weights
+
+    init = init_weights(cfg)
+    if init is not None and not cfg.get("resume"):
+        spec = str(init)        # the fine-tune stage: ultralytics starts from the checkpoint's model and weights
     out = run_dir(cfg)
     args = dict(data=str(data.resolve()), epochs=int(cfg["epochs"]), imgsz=int(cfg["imgsz"]),
                 batch=int(cfg["batch"]), device=_device(cfg), patience=int(cfg["patience"]),

@@ -372,3 +372,161 @@ def test_keep_epochs_real_training_and_cv_ckpt_ensemble(make_prep, tiny_cfg, tmp
     again = evaluate_files(prep / "fused_boxes.csv", prep / "cv" / "oof_ckpt.csv", prep / "images.csv",
                            prep / "folds.csv", None, "vinbigdata", 0.4)
     assert ck["score"] == pytest.approx(again["mAP"], abs=1e-12) and "score" in res["oof"]
+
+
+# ----------------------------------------------------------------------------- radiologist variants
+def _items(folder: Path) -> dict:
+    return {r.item: (r.image_id, r.rater) for r in pd.read_csv(folder / "train_items" / "items.csv", dtype=str,
+                                                                 keep_default_na=False).itertuples()}
+
+
+def test_variant_items_carry_each_radiologists_boxes(tmp_path):
+    """a read by R1 (a tall box) and R2 (a shifted tall box + a square), b by R1 (normal: a
+    background item), c by R2: one item each, with that radiologist's boxes; the held-out image's
+    variants are in no training list; val lists and labels/ stay the fused truth."""
+    from data_prep.export import item_image_ids
+
+    images, fused, raw, folds = _dataset(tmp_path)
+    res = write_yolo(images, fused, folds, tmp_path, NAMES, rater_boxes=raw)
+    write_coco(images, fused, folds, tmp_path, NAMES, rater_boxes=raw)
+    assert res["n_items"] == {"variants": 4}
+    assert _items(tmp_path) == {"a~R1": ("a", "R1"), "a~R2": ("a", "R2"), "b~R1": ("b", "R1"), "c~R2": ("c", "R2")}
+    lab = tmp_path / "train_items" / "labels"
+    want = {"a~R1": [[0, 10, 10, 12, 30]], "a~R2": [[0, 9, 9, 13, 31], [1, 40, 40, 60, 60]], "b~R1": [],
+            "c~R2": [[1, 100, 98, 160, 100]]}
+    for item, boxes in want.items():
+        got = _yolo(lab / f"{item}.txt")
+        np.testing.assert_allclose(np.c_[got[:, :1], _xyxy(got)] if len(got) else np.zeros((0, 5)),
+                                   np.asarray(boxes, float).reshape(-1, 5), atol=1e-3)
+    for k, held in enumerate("abc"):
+        d = tmp_path / "yolo" / f"fold{k}"
+        var = (d / "train_variants.txt").read_text().split()
+        assert sorted(Path(p).stem for p in var) == sorted(i for i in want if not i.startswith(held))
+        assert held not in item_image_ids(var) and set(item_image_ids(var)) == set("abc") - {held}
+        both = (d / "train_both.txt").read_text().split()
+        assert both == (d / "train.txt").read_text().split() + var
+        assert (d / "val.txt").read_text().split() == [str(tmp_path / "images" / f"{held}.png")]
+        for name, lst in (("data_variants.yaml", "train_variants.txt"), ("data_both.yaml", "train_both.txt")):
+            y = __import__("yaml").safe_load((d / name).read_text())
+            assert y["train"] == lst and y["val"] == "val.txt"
+        cj = json.loads((tmp_path / "coco" / f"fold{k}_train_variants.json").read_text())
+        assert sorted(im["file_name"] for im in cj["images"]) == sorted(i for i in want if not i.startswith(held))
+        assert {Path(im["png_file"]).stem for im in cj["images"]} == set("abc") - {held}
+    assert (lab.parent / "images" / "a~R2.png").resolve() == (tmp_path / "images" / "a.png").resolve()
+    for i in "abc":                                  # the truth as without variants
+        assert _yolo(tmp_path / "labels" / f"{i}.txt").shape[0] == int((fused["image_id"] == i).sum())
+    # include_normal false: the normal reading b~R1 is no background item
+    write_yolo(images, fused, folds, tmp_path, NAMES, include_normal=False, rater_boxes=raw)
+    assert [Path(p).stem for p in (tmp_path / "yolo" / "fold0" / "train_variants.txt").read_text().split()] == ["c~R2"]
+
+
+def test_train_labels_config_validated():
+    assert load_config(None, ["train_labels=both"])["train_labels"] == "both"
+    with pytest.raises(ValueError, match="train_labels"):
+        load_config(None, ["train_labels=fused_only"])
+
+
+@pytest.fixture(scope="module")
+def vin_variants(tmp_path_factory):
+    """VinBigData phantoms prepped with train_labels=variants, radiologists R8 and R10 only."""
+    from data_prep.prep import prep
+    from data_prep.synth import synth_vinbigdata
+
+    root = tmp_path_factory.mktemp("variants")
+    synth_vinbigdata(root / "data", n=12, n_test=0, size=96, seed=3)
+    args = ["folds=3", "size=64", "workers=1", "raters=[R8, R10]"]
+    fused = prep(load_config("vinbigdata", args), root / "data", root / "fused")
+    var = prep(load_config("vinbigdata", args + ["train_labels=variants"]), root / "data", root / "var")
+    return root, fused, var
+
+
+def test_prep_variants_equal_each_radiologists_boxes(vin_variants):
+    from data_prep.export import item_image_ids
+    from data_prep.prep import read_table
+    from data_prep.raters import readers
+
+    root, _, _ = vin_variants
+    out = root / "var"
+    images, boxes = read_table(out / "images.csv"), read_table(out / "boxes.csv")
+    assert set(boxes["rater"]) <= {"R8", "R10"}
+    items = _items(out)
+    pairs = {(r.image_id, r.rater) for r in readers(images, boxes).itertuples()}
+    assert set(items.values()) == pairs and len(items) == len(pairs) > len(images)
+    hw = images.set_index("image_id")
+    n_boxes = 0
+    for item, (iid, rater) in items.items():
+        h, w = hw.loc[iid, ["height", "width"]]
+        mine = boxes[(boxes["image_id"] == iid) & (boxes["rater"] == rater)]
+        got = _yolo(out / "train_items" / "labels" / f"{item}.txt")
+        want = np.c_[mine["class_id"].to_numpy(float), np.clip(mine[bx.COORDS].to_numpy(float), 0, [w, h, w, h])]
+        key = lambda a: a[np.lexsort(a.T[::-1])]  # noqa: E731
+        np.testing.assert_allclose(key(np.c_[got[:, :1], _xyxy(got, h, w)]) if len(got) else np.zeros((0, 5)),
+                                   key(want) if len(want) else np.zeros((0, 5)), atol=1e-3 * max(h, w))
+        n_boxes += len(mine)
+    assert n_boxes == len(boxes)
+    folds = read_table(out / "folds.csv")
+    for k in range(3):
+        held = set(folds.loc[folds["fold"] == k, "image_id"])
+        for name in ("train.txt", "train_variants.txt", "train_both.txt"):
+            ids = item_image_ids((out / "yolo" / f"fold{k}" / name).read_text().split())
+            assert ids and not held & set(ids), (k, name)
+        va = (root / "fused" / "yolo" / f"fold{k}" / "val.txt").read_text().replace(str(root / "fused"), "")
+        assert (out / "yolo" / f"fold{k}" / "val.txt").read_text().replace(str(out), "") == va
+
+
+def test_cv_leak_check_covers_variants(vin_variants, tmp_path):
+    """A variant of a held-out image planted in fold 0's variant list is caught by cv's leak check
+    (as its image), before and after training."""
+    import shutil
+
+    from data_prep.prep import read_table
+    from detection.cv import check_leaks, training_ids
+
+    root, _, _ = vin_variants
+    out = tmp_path / "var"
+    shutil.copytree(root / "var", out, symlinks=True)
+    d = out / "yolo" / "fold0"
+    for f in d.iterdir():   # the lists name the copied folder
+        f.write_text(f.read_text().replace(str(root / "var"), str(out)))
+    folds, images = read_table(out / "folds.csv"), read_table(out / "images.csv")
+    held = folds.loc[folds["fold"] == 0, "image_id"].tolist()
+    check_leaks(training_ids(d / "data_variants.yaml"), held, images, "fold 0")   # clean as written
+    leak = next(p for p in (out / "train_items" / "images").iterdir() if p.stem.split("~")[0] == held[0])
+    with open(d / "train_variants.txt", "a") as f:
+        f.write(f"{leak}\n")
+    with pytest.raises(ValueError, match=rf"leak: fold 0 trained on 1 image\(s\).*{held[0]} \(held out\)"):
+        check_leaks(training_ids(d / "data_variants.yaml"), held, images, "fold 0")
+
+
+@pytest.mark.slow   # three 1-epoch trainings at 32 px (~40 s)
+def test_fine_tune_on_variants_from_init_and_cv_leak_checks_init(vin_variants, tiny_cfg, tmp_path):
+    """train fused (fold 0 and fold 1), then fine-tune fold 0 on the variants from init: the run
+    starts from the init weights and records data_variants.yaml; cv refuses an init trained on the
+    held-out fold (fold 1's model saw fold 0) and runs with the fold's own."""
+    import torch
+
+    from detection.cv import cross_validate
+    from detection.train import train_detector, trained_on
+
+    root, _, _ = vin_variants
+    prep = root / "var"
+    base = dict(imgsz=32, batch=4, folds=3, dataset="vinbigdata", test_dir=None)
+    best = {k: train_detector(tiny_cfg(tmp_path, name=f"fused{k}", **base), prep, k) for k in (0, 1)}
+    start = {}
+
+    def grab(trainer):
+        start["w"] = next(iter(trainer.model.state_dict().values())).detach().float().clone()
+
+    ft = train_detector(tiny_cfg(tmp_path, name="ft", train_labels="variants", init=str(best[0]), **base), prep, 0,
+                        callbacks={"on_pretrain_routine_end": grab})
+    init_w = next(iter(torch.load(best[0], map_location="cpu", weights_only=False)["model"].state_dict().values()))
+    torch.testing.assert_close(start["w"], init_w.float())
+    assert trained_on(ft).endswith("data_variants.yaml")
+    assert (ft.parents[1] / "competition.csv").is_file()
+    leaky = tiny_cfg(tmp_path, name="cvft", train_labels="variants", init=str(best[1]), **base)
+    with pytest.raises(ValueError, match="init checkpoint"):
+        cross_validate(leaky, prep, "0", out=tmp_path / "cv_leaky")
+    own = tiny_cfg(tmp_path, name="cvft", train_labels="variants",
+                   init=str(tmp_path / "runs" / "fused{fold}" / "weights" / "best.pt"), **base)
+    res = cross_validate(own, prep, "0", out=tmp_path / "cv")
+    assert res["folds"][0]["data"].endswith("data_variants.yaml") and res["folds"][0]["n_train"] > 8

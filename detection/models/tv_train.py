@@ -103,7 +103,9 @@ def train(cfg: dict, prep_dir: str | os.PathLike, fold: int, out: Path,
     from torch.utils.data import DataLoader
 
     from detection.devices import resolve_device
+    from data_prep.export import coco_train_name
     from detection.epoch_score import FoldScore, closing_line
+    from detection.checkpoints import init_weights
 
     prep, fold = Path(prep_dir), int(fold)
     wdir = out / "weights"
@@ -125,7 +127,7 @@ def train(cfg: dict, prep_dir: str | os.PathLike, fold: int, out: Path,
                 "tv_lr": float(cfg["tv_lr"]), "tv_args": dict(cfg.get("tv_args") or {}),
                 "backbone_weights": cfg.get("backbone_weights"), "select_by": str(cfg.get("select_by") or "competition"),
                 "fold": fold, "device": str(cfg.get("device")),
-                "data": str((prep / "coco" / f"fold{fold}_train.json").resolve())}
+                "data": str((prep / "coco" / coco_train_name(fold, str(cfg.get("train_labels") or "fused"))).resolve())}
     samples, names = coco_samples(Path(args["data"]))
     if not names:
         raise InputError(args["data"], "no categories; expected the classes of the dataset")
@@ -137,6 +139,11 @@ def train(cfg: dict, prep_dir: str | os.PathLike, fold: int, out: Path,
     model = tv.build(arch, len(names), imgsz, args["tv_args"])
     if resume is not None:
         model.load_state_dict(resume["model"])
+    elif init_weights({**cfg, "fold": fold}) is not None:   # the fine-tune stage: a tv: checkpoint's weights
+        ck = tv.read_checkpoint(init_weights({**cfg, "fold": fold}), "init")
+        if ck["arch"] != arch:
+            raise InputError(f"init={cfg['init']}", f"a tv:{ck['arch']} checkpoint; expected tv:{arch} (model)")
+        model.load_state_dict(ck["model"])
     elif args.get("backbone_weights"):
         tv.load_backbone(model, args["backbone_weights"])
     model.to(device)
