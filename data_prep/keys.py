@@ -326,6 +326,8 @@ RULES: dict[str, Any] = {
     "fold": Int(0, 999),
     "model": PATH,
     "epochs": Int(1, 100_000),
+    "train_labels": Choice(("fused", "variants", "both")),
+    "init": Nullable(PATH),
     "imgsz": Int(16, 16384),
     "batch": Int(1, 100_000, also=(-1,)),
     "device": Text(DEVICE, "auto, cpu, mps, a GPU number (0) or numbers (0,1)"),
