@@ -269,6 +269,40 @@ def _scheduler(v):
     check_scheduler(v)
 
 
+MODEL_KEYS = ("name", "model", "epochs", "imgsz", "batch", "seed", "patience", "select_by", "keep_epochs", "yolo_args",
+              "tv_lr", "tv_args", "backbone_weights", "tta", "conf", "nms_iou", "max_det")  # cv's `models:` items
+
+
+def _models(v):
+    """``models``: null, or a non-empty list of mappings, each with a unique ``name`` and a
+    ``model``, every other key one of :data:`MODEL_KEYS` holding what that key may hold."""
+    if v is None:
+        return
+    if not isinstance(v, list) or not v:
+        raise ValueError(f"{v!r} is not a non-empty list")
+    seen = set()
+    for i, m in enumerate(v):
+        if not isinstance(m, dict):
+            raise ValueError(f"item {i + 1} = {m!r} is not a mapping; expected {{name: ..., model: ..., ...}}")
+        missing = [k for k in ("name", "model") if k not in m]
+        if missing:
+            raise ValueError(f"item {i + 1} has no {' and no '.join(missing)}; expected each model to have a name "
+                             "and a model")
+        name = m["name"]
+        if not NAME.ok(name, {}):
+            raise ValueError(f"item {i + 1}: name {name!r}; expected {NAME.expect()}")
+        if name in seen:
+            raise ValueError(f"item {i + 1}: name {name!r} is used twice; expected one name per model")
+        seen.add(name)
+        bad = sorted(set(m) - set(MODEL_KEYS))
+        if bad:
+            raise ValueError(f"model {name!r}: {bad} not per-model settings; expected some of {list(MODEL_KEYS)}")
+        for k, x in m.items():
+            rule = RULES.get(k) if k != "name" else None
+            if rule is not None and not rule.ok(x, {}):
+                raise ValueError(f"model {name!r}: {k} = {x!r}; expected {rule.expect()}")
+
+
 ANY_DICT = MapOf(Text(), AnyOf((Num(), Text(), Bool(), Nullable(Num()), ListOf(Num()), ListOf(Text()))))
 NAME = Text(r"[^\s/\\]([^/\\]*[^\s/\\])?", "a name without / or \\ or surrounding spaces")
 PATH = Text()
@@ -342,6 +376,7 @@ RULES: dict[str, Any] = {
     "backbone_weights": Nullable(PATH),
     "tv_lr": Num(0.0, 1.0, lo_open=True),
     "tv_args": ANY_DICT,
+    "models": Check(_models, "null or a list of model settings [{name, model, epochs, imgsz, ...}]"),
     # classifier
     "cls_model": PATH,
     "cls_epochs": Int(1, 100_000),

@@ -242,10 +242,12 @@ def _fold_cfg(cfg: dict, k: int) -> dict:
 
 
 def run_fold(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, images: pd.DataFrame,
-             with_cls: bool = False, force: bool = False, callbacks: dict | None = None) -> dict:
+             with_cls: bool = False, force: bool = False, callbacks: dict | None = None,
+             cls_cfg: dict | None = None) -> dict:
     """Train, leak-check and predict fold ``k`` (``held``: its image rows) -> ``parts/fold<k>.csv``
     (the raw box table: inference only, + ``fold``) and with ``with_cls`` ``parts/fold<k>_probs.csv``
-    (its classifier's probabilities, + ``fold``); returns its record."""
+    (its classifier's probabilities, + ``fold``); returns its record. ``cls_cfg``: the config the
+    classifier trains with (its run folder name), when it is not ``cfg`` (one of several models)."""
     parts = out / "parts"
     fc = _fold_cfg(cfg, k)
     held_ids = held["image_id"].astype(str).tolist()
@@ -263,7 +265,8 @@ def run_fold(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, image
     models = [("detector", det)]
     clf, cls_how = None, None
     if with_cls:
-        clf, cls_how, t_cls = train_model("cls", fc, prep, parts / f"fold{k}.cls.json", force, callbacks)
+        clf, cls_how, t_cls = train_model("cls", fc if cls_cfg is None else _fold_cfg(cls_cfg, k), prep,
+                                          parts / f"fold{k}.cls.json", force, callbacks)
         models.append(("classifier", clf))
         t_train += t_cls
     n_train, data = None, None
@@ -473,6 +476,38 @@ def predict_test(cfg: dict, weights: list[Path], classifiers: list[Path], test: 
             "seconds": time.perf_counter() - t0}
 
 
+def predict_test_models(cfg: dict, mlist: list[tuple[str, dict]], records: list[dict], test: Path, out: Path,
+                        force: bool = False) -> dict:
+    """Several models: each model's fold models on ``test`` (:func:`predict_test` into
+    ``models/<name>/``: its ``test_raw.csv``), then ``test_raw.csv`` = their WBF with the ``ens_*``
+    keys (the ensemble step of postprocess, sizes from ``test_meta.csv``), ``test_probs.csv`` the
+    fold classifiers' mean (run with the first model), ``test_meta.csv``. ``test_tables``: the
+    per-model tables the submission is post-processed from (the ensemble step with its keys)."""
+    from data_prep.tables import read_probs
+    from detection.postprocess import ensemble, image_sizes, post_config
+    from detection.submission import read_predictions
+
+    got = []
+    for i, (name, mcfg) in enumerate(mlist):
+        clfs = [Path(r["classifier"]) for r in records if r.get("classifier")] if i == 0 else []
+        got.append(predict_test(mcfg, [Path(r["weights"][name]) for r in records], clfs, test,
+                                out / "models" / name, force))
+    res = {"test_raw": out / "test_raw.csv", "test_meta": out / "test_meta.csv",
+           "test_tables": [g["test_raw"] for g in got], "how": "/".join(g["how"] for g in got),
+           "errors": sorted({e for g in got for e in g["errors"]}), "seconds": sum(g["seconds"] for g in got)}
+    write_csv(pd.read_csv(got[0]["test_meta"], dtype={"image_id": str}), res["test_meta"])
+    if "test_probs" in got[0]:
+        res["test_probs"] = write_probs(read_probs(got[0]["test_probs"]), out / "test_probs.csv")
+    else:
+        (out / "test_probs.csv").unlink(missing_ok=True)
+    c = post_config(cfg)
+    meta = res["test_meta"] if len(pd.read_csv(res["test_meta"])) else None
+    fused = ensemble([read_predictions(t, describe(cfg)) for t in res["test_tables"]], image_sizes(meta),
+                     c["ens_iou"], c["ens_skip"], c["ens_conf_type"], c["ens_weights"])
+    write_csv(fused, res["test_raw"])
+    return res
+
+
 def write_test_submission(cfg: dict, test_res: dict, sample: Path, out: Path) -> Path:
     """``out/submission.csv`` = submit(postprocess(test_raw, test_probs, cfg)): the one
     post-processing of the test predictions (:func:`detection.postprocess.postprocess_files`,
@@ -485,7 +520,8 @@ def write_test_submission(cfg: dict, test_res: dict, sample: Path, out: Path) ->
     if fmt not in FORMATS:
         raise ValueError(f"dataset {fmt!r} has no Kaggle submission format (known: {sorted(FORMATS)})")
     meta = test_res["test_meta"] if len(pd.read_csv(test_res["test_meta"])) else None
-    final = postprocess_files([test_res["test_raw"]], test_res.get("test_probs"), cfg, meta)
+    tables = test_res.get("test_tables") or [test_res["test_raw"]]   # several models: fused here, with cfg's keys
+    final = postprocess_files(tables, test_res.get("test_probs"), cfg, meta)
     return Path(submit(final, sample, fmt, out / "submission.csv"))
 
 
@@ -512,25 +548,91 @@ def _read_parts(paths: list[Path], probs: bool = False) -> pd.DataFrame:
                       for p in paths], ignore_index=True)
 
 
-def write_oof(cfg: dict, prep: Path, out: Path, ks: list[int], with_cls: bool) -> dict[str, Path | None]:
+def model_settings(cfg: dict) -> list[tuple[str, dict]] | None:
+    """``models:`` -> [(name, that model's config)], or None for the one ``model`` of the config.
+    A model's config is ``cfg`` with its settings on top, run folders ``<name>_fold<k>`` (under
+    ``name`` when set: ``<name>_<model name>_fold<k>``), ``ens_weights`` null (its fold models)."""
+    if not cfg.get("models"):
+        return None
+    n = len(cfg["models"])
+    if cfg.get("ens_weights") is not None and len(cfg["ens_weights"]) != n:
+        raise ValueError(f"ens_weights {cfg['ens_weights']}: {len(cfg['ens_weights'])} weight(s) for the {n} "
+                         "model(s) of `models:`; expected one per model, in order")
+    out = []
+    for m in cfg["models"]:
+        name = str(m["name"])
+        run = f"{cfg['name']}_{name}" if cfg.get("name") else name
+        out.append((name, {**cfg, **{k: v for k, v in m.items() if k != "name"}, "name": run, "models": None,
+                           "ens_weights": None}))
+    return out
+
+
+def _with_fold(table: pd.DataFrame, prep: Path) -> pd.DataFrame:
+    fold_of = read_table(prep / "folds.csv").set_index("image_id")["fold"].astype(int)
+    return table.assign(fold=table["image_id"].map(fold_of).astype("int64"))  # the 2-class filter's rows too
+
+
+def write_oof(cfg: dict, prep: Path, out: Path, ks: list[int], with_cls: bool,
+              names: list[str] | None = None) -> dict:
     """The out-of-fold tables from the fold parts: ``oof_raw.csv`` (inference only, ``fold``),
     ``oof_probs.csv`` (with the classifiers: each image's probabilities from its own fold's
     classifier, ``fold``) and ``oof.csv`` = postprocess(oof_raw, oof_probs, cfg) read back from
     those files (:func:`detection.postprocess.postprocess_files`, sizes from images.csv) with each
-    row's ``fold``. Written whole, in that order; returns their paths."""
-    from detection.postprocess import postprocess_files
+    row's ``fold``. Written whole, in that order; returns their paths.
 
-    parts = out / "parts"
-    raw = write_csv(_read_parts([parts / f"fold{k}.csv" for k in ks]), out / "oof_raw.csv")
+    ``names`` (several models): each model's ``models/<name>/oof_raw.csv`` and ``oof.csv`` (its
+    own parts, post-processed the same way: ``models`` {name: {oof_raw, oof}}), and ``oof_raw.csv``
+    = their WBF (:func:`detection.postprocess.ensemble`, the ``ens_*`` keys, sizes from images.csv:
+    the ensemble step of postprocess); the classifier parts are the first model's."""
+    from detection.postprocess import ensemble, image_sizes, post_config, postprocess_files
+    from detection.submission import read_predictions
+
+    first = out / "models" / names[0] if names else out
     probs = None
     if with_cls:
-        probs = write_probs(_read_parts([parts / f"fold{k}_probs.csv" for k in ks], probs=True), out / "oof_probs.csv")
+        probs = write_probs(_read_parts([first / "parts" / f"fold{k}_probs.csv" for k in ks], probs=True),
+                            out / "oof_probs.csv")
     else:  # a table left by an earlier run --with-cls is not this run's
         (out / "oof_probs.csv").unlink(missing_ok=True)
-    oof = postprocess_files([raw], probs, cfg, prep / "images.csv")
-    fold_of = read_table(prep / "folds.csv").set_index("image_id")["fold"].astype(int)
-    oof["fold"] = oof["image_id"].map(fold_of).astype("int64")  # the 2-class filter's rows too
-    return {"oof_raw": raw, "oof_probs": probs, "oof": write_csv(oof, out / "oof.csv")}
+    res: dict = {}
+    if names:
+        res["models"] = {}
+        for name in names:
+            d = out / "models" / name
+            raw_m = write_csv(_read_parts([d / "parts" / f"fold{k}.csv" for k in ks]), d / "oof_raw.csv")
+            oof_m = write_csv(_with_fold(postprocess_files([raw_m], probs, cfg, prep / "images.csv"), prep),
+                              d / "oof.csv")
+            res["models"][name] = {"oof_raw": raw_m, "oof": oof_m}
+        c = post_config(cfg)
+        tables = [read_predictions(res["models"][n]["oof_raw"], describe(cfg)) for n in names]
+        fused = ensemble(tables, image_sizes(prep / "images.csv"), c["ens_iou"], c["ens_skip"], c["ens_conf_type"],
+                         c["ens_weights"])
+        raw = write_csv(_with_fold(fused, prep), out / "oof_raw.csv")
+    else:
+        raw = write_csv(_read_parts([out / "parts" / f"fold{k}.csv" for k in ks]), out / "oof_raw.csv")
+    oof = _with_fold(postprocess_files([raw], probs, cfg, prep / "images.csv"), prep)
+    return {"oof_raw": raw, "oof_probs": probs, "oof": write_csv(oof, out / "oof.csv"), **res}
+
+
+def _merged(k: int, per: list[dict], names: list[str]) -> dict:
+    """One fold's record over several models: the first model's training counts, every model's
+    weights, an image predicted when every model predicted it."""
+    missing = sorted({i for r in per for i in r["missing"]})
+    return {"fold": k, "n_train": per[0]["n_train"], "n_val": per[0]["n_val"], "data": per[0]["data"],
+            "weights": {n: r["weights"] for n, r in zip(names, per)}, "classifier": per[0]["classifier"],
+            "images": [i for i in per[0]["images"] if i not in set(missing)], "missing": missing,
+            "how": "/".join(r["how"] for r in per), "cls_how": per[0]["cls_how"],
+            "seconds": sum(r["seconds"] for r in per), "models": per}
+
+
+def _model_entry(name: str, mcfg: dict, paths: dict, out: Path, prep: Path, ks, present, cfg: dict) -> dict:
+    from detection.evaluate import evaluate_files
+
+    r = evaluate_files(prep / "fused_boxes.csv", paths["oof"], prep / "images.csv", prep / "folds.csv",
+                       ks if ks != present else None, cfg["metric"], float(cfg["iou_thr"]))
+    return {"name": name, "model": mcfg["model"], "score": r["mAP"],
+            "folds": [{"fold": f["fold"], "score": f["score"]} for f in r["folds"]],
+            "oof_raw": str(paths["oof_raw"].relative_to(out)), "oof": str(paths["oof"].relative_to(out))}
 
 
 def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, test, sample, force: bool,
@@ -549,15 +651,23 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
             log.info("cv: %s = %r as prep used it (not %r)", key, made[key], cfg[key])
             cfg = {**cfg, key: made[key]}
     images = images.set_index("image_id", drop=False)
+    mlist = model_settings(cfg)
+    names = [m for m, _ in mlist] if mlist else None
     records = []
     for n, k in enumerate(ks, 1):
         held = images.loc[fold_table.loc[fold_table["fold"].astype(int) == k, "image_id"]].reset_index(drop=True)
-        rec = run_fold(cfg, prep, out, k, held, images.reset_index(drop=True), with_cls, force, callbacks)
-        records.append(rec)
-        print(f"cv fold {k} ({n}/{len(ks)}): detector {rec['how']}"
-              + (f", classifier {rec['cls_how']}" if with_cls else "")
-              + f", prediction {rec['pred_how']}: {rec['n_train']} training / {rec['n_val']} held-out images"
-              f" ({len(rec['missing'])} unreadable) in {rec['seconds']:.1f} s", flush=True)
+        per = []
+        for i, (name, mcfg) in enumerate(mlist or [(None, cfg)]):
+            rec = (run_fold(cfg, prep, out, k, held, images.reset_index(drop=True), with_cls, force, callbacks)
+                   if name is None else
+                   run_fold(mcfg, prep, out / "models" / name, k, held, images.reset_index(drop=True),
+                            with_cls and i == 0, force, callbacks, cls_cfg=cfg))
+            per.append(rec)
+            print(f"cv fold {k} ({n}/{len(ks)})" + (f" model {name}" if name else "") + f": detector {rec['how']}"
+                  + (f", classifier {rec['cls_how']}" if rec.get("cls_how") else "")
+                  + f", prediction {rec['pred_how']}: {rec['n_train']} training / {rec['n_val']} held-out images"
+                  f" ({len(rec['missing'])} unreadable) in {rec['seconds']:.1f} s", flush=True)
+        records.append(per[0] if mlist is None else _merged(k, per, names))
 
     # coverage: every held-out image predicted by its own fold's model, exactly once
     seen: dict[str, int] = {}
@@ -570,8 +680,9 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
     if set(seen) != want:
         raise ValueError(f"cv: {len(want - set(seen))} held-out image(s) neither predicted nor reported, e.g. "
                          f"{sorted(want - set(seen))[:5]}")
-    files = write_oof(cfg, prep, out, [r["fold"] for r in records], with_cls)
+    files = write_oof(cfg, prep, out, [r["fold"] for r in records], with_cls, names)
     oof_path = files["oof"]
+    per_model = files.pop("models", None)
 
     res = evaluate_files(prep / "fused_boxes.csv", oof_path, prep / "images.csv", prep / "folds.csv",
                          ks if ks != present else None, cfg["metric"], float(cfg["iou_thr"]))
@@ -589,10 +700,17 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
           # config that made oof.csv (its post-processing keys are tune's starting point)
           "inputs": {"prep": str(prep), "truth": str(prep / "fused_boxes.csv"), "meta": str(prep / "images.csv"),
                      "folds": str(prep / "folds.csv")},
-          "files": {k: (v.name if v else None) for k, v in files.items()},
+          "files": {k: (v.name if v else None) for k, v in files.items()}
+          | ({"model_oof_raw": [str(per_model[m]["oof_raw"].relative_to(out)) for m in names]} if names else {}),
           "config": {"dataset": cfg["dataset"], "classes": cfg.get("classes"), "metric": cfg["metric"],
                      "iou_thr": float(cfg["iou_thr"]), "seed": int(cfg["seed"]),
                      **{k: v for k, v in post_config(cfg).items() if k in POST_KEYS}}}
+    if names:   # each model's OOF score (its own table through the same post-processing) and the ensemble's
+        cv["models"] = [_model_entry(m, mcfg, per_model[m], out, prep, ks, present, cfg) for m, mcfg in mlist]
+        cv["models"].append({"name": "ensemble", "members": names, "score": res["mAP"],
+                             "folds": [{"fold": r["fold"], "score": score[r["fold"]]} for r in records],
+                             "oof_raw": "oof_raw.csv", "oof": "oof.csv",
+                             **{k: post_config(cfg)[k] for k in ("ens_iou", "ens_skip", "ens_conf_type", "ens_weights")}})
     ck = ckpt_oof(cfg, prep, out, records, ks, present, files["oof_probs"])
     if ck is not None:   # the checkpoint ensembles' OOF score beside the best epochs' (oof)
         cv["ckpt_ensemble"] = ck
@@ -600,11 +718,15 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
     _write_json(cv, out / "cv.json")
 
     test_res = None
-    if test is not None:
+    if test is not None and not names:
         test_res = predict_test(cfg, [Path(r["weights"]) for r in records],
                                 [Path(r["classifier"]) for r in records if r.get("classifier")], test, out, force)
+    elif test is not None:
+        test_res = predict_test_models(cfg, mlist, records, test, out, force)
 
     _print_table(cv, records, res, prep, out, ks, present, cfg, files)
+    for m in cv.get("models", []):
+        print(f"  {m['name']:>12} OOF {cfg['metric']} {m['score']:.4f}  ({m['oof']})", flush=True)
     if ck is not None:
         print(f"checkpoint ensemble ({ck['k']} best kept epochs per fold, WBF): OOF {cfg['metric']} {ck['score']:.4f} "
               f"vs {res['mAP']:.4f} with the best epoch ({ck['oof']})")
@@ -617,14 +739,16 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
         post = {**cfg, **tuned["config"]}
     if test_res is not None:
         test_res["submission"] = write_test_submission(post, test_res, sample, out)
-        print(f"test: {test_res['test_raw']} ({test_res['how']}, {len(records)} fold model(s) fused by WBF, "
+        print(f"test: {test_res['test_raw']} ({test_res['how']}, {len(records)} fold model(s)"
+              + (f" x {len(names)} models" if names else "") + " fused by WBF, "
               f"inference only)" + (f", {test_res['test_probs']} (mean of the fold classifiers)"
                                     if "test_probs" in test_res else "")
               + f"; submission {test_res['submission']} (valid) = postprocess with "
               + (f"the tuned keys of {tuned['yaml']}: {json.dumps(tuned['params'])}" if tuned else
                  "the config's post-processing keys"), flush=True)
     cv["paths"] = {"out": str(out), "cv_json": str(out / "cv.json"), **{k: str(v) for k, v in files.items() if v},
-                   **({k: str(v) for k, v in test_res.items() if k.startswith("test_") or k == "submission"}
+                   **({k: str(v) for k, v in test_res.items()
+                       if (k.startswith("test_") and k != "test_tables") or k == "submission"}
                       if test_res else {}),
                    **({"tuned_yaml": str(tuned["yaml"]), "tuned_json": str(tuned["json"])} if tuned else {})}
     cv["errors"] = missing + (test_res["errors"] if test_res else [])

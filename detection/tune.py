@@ -42,7 +42,8 @@ and tuned.yaml is checked by the same rules before it is written. Defaults per m
   ``alpha`` 0-2 (``cls_fusion: multiply``, one shared exponent; ``alpha: {low: 0, high: 2,
   per_class: true}`` in ``--space`` searches one exponent per class that has a probability
   column: VinBigData 3rd place's per-class gating, written as ``alpha: {class: exponent}``); with several tables ``ens_iou`` 0.3-0.6 (step 0.05),
-  ``ens_skip`` {0, 0.0001, 0.001}, ``ens_conf_type`` {avg, max, box_and_model_avg}.
+  ``ens_skip`` {0, 0.0001, 0.001}, ``ens_conf_type`` {avg, max, box_and_model_avg}, ``ens_weights``
+  {equal, each table x2}.
 * rsna (every false positive costs): ``score_thr`` 0-0.9, ``box_scale`` 0.75-1.05, ``top_k``
   {0, 1, 2, 3, 4}, plus the same probability and ensemble keys.
 """
@@ -75,6 +76,11 @@ DEFAULT_SPACE = {
 }
 
 
+def ens_weights_choices(n_tables: int) -> list:
+    """``ens_weights`` choices for ``n_tables`` tables: equal (null), and each table counted twice."""
+    return [None] + [[2.0 if j == i else 1.0 for j in range(n_tables)] for i in range(n_tables)]
+
+
 def default_space(metric: str, n_tables: int, has_abnormal: bool, has_class_probs: bool) -> dict:
     """The documented default search space for ``metric`` given the inputs (module docstring)."""
     space = dict(DEFAULT_SPACE[metric])
@@ -84,6 +90,7 @@ def default_space(metric: str, n_tables: int, has_abnormal: bool, has_class_prob
         space.update(FUSION_SPACE)
     if n_tables > 1:
         space.update(ENS_SPACE)
+        space["ens_weights"] = ens_weights_choices(n_tables)
     return space
 
 
@@ -481,7 +488,9 @@ def choose_space(prob: Problem, metric: str, space: dict | None = None, cfg: dic
 
 def read_cv(cv_dir) -> dict:
     """What ``tune --cv DIR`` reads of a ``cxrdet cv`` folder: ``truth``, ``meta``, ``folds``
-    (the prep folder's fused_boxes.csv, images.csv, folds.csv), ``pred`` (``[oof_raw.csv]``),
+    (the prep folder's fused_boxes.csv, images.csv, folds.csv), ``pred`` (``[oof_raw.csv]``; a cv
+    of several models: each model's ``models/<name>/oof_raw.csv``, so that the ``ens_*`` keys are
+    searched with the others),
     ``probs`` (``oof_probs.csv`` or None) and ``config`` (the dataset, metric and the
     post-processing keys that made ``oof.csv``), from ``DIR/cv.json``."""
     cv_dir = Path(cv_dir)
@@ -493,8 +502,9 @@ def read_cv(cv_dir) -> dict:
         raise ValueError(f"{path}: no 'inputs'/'files' (written by an older cxrdet cv, before oof_raw.csv); run "
                          "the same `cxrdet cv` again (finished folds are reused)")
     files = js["files"]
+    models = files.get("model_oof_raw") or []   # several models: their tables, fused by each trial's ens_* keys
     out = {"truth": js["inputs"]["truth"], "meta": js["inputs"]["meta"], "folds": js["inputs"]["folds"],
-           "pred": [cv_dir / files["oof_raw"]], "probs": cv_dir / files["oof_probs"] if files.get("oof_probs") else None,
+           "pred": [cv_dir / m for m in models] or [cv_dir / files["oof_raw"]], "probs": cv_dir / files["oof_probs"] if files.get("oof_probs") else None,
            "config": {**PP.defaults(), **js["config"]}}
     for p in [*out["pred"], out["probs"], out["truth"], out["folds"]]:
         if p is not None and not Path(p).is_file():

@@ -33,8 +33,8 @@ class _FoldDetector:
     """One class-0 box around the bright pixels (score 0.9 - 0.1 k) and one class-1 false positive
     in the corner (score 0.3): fold k's detector."""
 
-    def __init__(self, k: int, fake_result):
-        self.k, self.fake_result = k, fake_result
+    def __init__(self, k: int, fake_result, shift: int = 0):
+        self.k, self.fake_result, self.shift = k, fake_result, shift
         self.names = {0: "Aortic enlargement", 1: "Atelectasis"}
 
     def predict(self, imgs, **kw):
@@ -43,7 +43,9 @@ class _FoldDetector:
             ys, xs = np.nonzero(im > 180)
             b, c, s = [[0, 0, 10, 12]], [1], [0.3]
             if len(xs):
-                b, c, s = [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]] + b, [0] + c, [0.9 - 0.1 * self.k] + s
+                d = self.shift   # another model ("b_..." weights): its box a few pixels off, scored lower
+                b = [[xs.min() + d, ys.min(), xs.max() + 1 + d, ys.max() + 1]] + b
+                c, s = [0] + c, [0.9 - 0.1 * self.k - 0.2 * (d > 0)] + s
             out.append(self.fake_result(b, s, c))
         return out
 
@@ -83,12 +85,16 @@ def fake_cv(tmp_path, make_prep, fake_result, monkeypatch):
         k = int(cfg["fold"])
         if precheck is not None and kind == "det":
             precheck(prep_ / "yolo" / f"fold{k}" / "data.yaml")
-        trained.append((kind, k))
-        return wdir / f"fold{k}.{'pt' if kind == 'det' else 'cls'}", "trained", 0.0
+        trained.append((kind, k, cfg["name"]))
+        stem = cfg["name"] or f"fold{k}"   # several models: <model name>_fold<k>
+        if not (wdir / f"{stem}.pt").exists():   # "trained" once: a rerun finds the same file
+            (wdir / f"{stem}.pt").write_bytes(stem.encode())
+        return wdir / f"{stem}.{'pt' if kind == 'det' else 'cls'}", "trained", 0.0
 
     def load(weights, imgsz, batch, task="detect", onnx=False):
         k = int(Path(weights).stem[-1])
-        m = _FoldClassifier(k) if str(weights).endswith(".cls") else _FoldDetector(k, fake_result)
+        m = (_FoldClassifier(k) if str(weights).endswith(".cls") else
+             _FoldDetector(k, fake_result, shift=3 if Path(weights).name.startswith("b_") else 0))
         return P.Loaded(m, str(weights), imgsz, batch)
 
     monkeypatch.setattr(CV, "train_model", train_model)
@@ -115,6 +121,13 @@ def fake_cv(tmp_path, make_prep, fake_result, monkeypatch):
 def _cli(f, *extra):
     return main(["cv", "vinbigdata", "--prep", str(f.prep), "--with-cls", "--test", str(f.test), "--sample",
                  str(f.sample), "device=cpu", "workers=0", "imgsz=64", "cls_imgsz=32", *extra])
+
+
+def _pred(path):
+    from data_prep.datasets import describe
+    from detection.submission import read_predictions
+
+    return read_predictions(path, describe("vinbigdata"))
 
 
 def _read(path):
@@ -301,3 +314,67 @@ def test_the_filters_rows_carry_a_per_image_column_or_it_is_left_out(tmp_path):
     probs = pd.concat([probs, pd.DataFrame({"image_id": ["c"], "abnormal": [0.3]})], ignore_index=True)
     out = PP.apply(raw, probs, {"cls_low": 0.08, "cls_high": 0.95})
     assert "fold" not in out and sorted(zip(out.image_id, out.class_id)) == [("a", 0), ("a", 14), ("b", 14), ("c", 14)]
+
+
+# ----------------------------------------------------------------------------- several models (issue 26 item 3)
+def test_cv_of_several_models_writes_each_models_oof_and_their_ensemble(fake_cv, capsys):
+    f = fake_cv
+    models = "models=[{name: a, model: a.yaml}, {name: b, model: b.yaml, epochs: 3}]"
+    assert _cli(f, models) == 0
+    printed = capsys.readouterr().out
+    # each model on each fold (run folders <name>_fold<k>), one classifier per fold
+    assert sorted(f.trained) == sorted([("det", k, f"{m}_fold{k}") for m in "ab" for k in range(3)]
+                                       + [("cls", k, None) for k in range(3)])
+    folds = pd.read_csv(f.prep / "folds.csv", dtype={"image_id": str})
+    fold_of = dict(zip(folds.image_id, folds.fold))
+    a, b = (_pred(f.out / "models" / m / "oof_raw.csv") for m in "ab")
+    assert np.allclose(a[a.class_id == 0].score, 0.9 - 0.1 * a[a.class_id == 0]["fold"])
+    assert np.allclose(b[b.class_id == 0].score, 0.7 - 0.1 * b[b.class_id == 0]["fold"])
+    # DIR/oof_raw.csv = the WBF of the two (the ens_* keys at their defaults), each row with its image's fold
+    fused = _read(f.out / "oof_raw.csv")
+    ref = PP.ensemble([a, b], PP.image_sizes(f.prep / "images.csv"), 0.55, 0.0001, "avg", None)
+    pd.testing.assert_frame_equal(fused[BOX_COLUMNS].reset_index(drop=True), ref[BOX_COLUMNS].reset_index(drop=True),
+                                  check_dtype=False)
+    assert (fused["fold"] == fused["image_id"].map(fold_of)).all()
+    hit = fused[fused.class_id == 0]
+    assert np.allclose(hit.score, (0.9 + 0.7) / 2 - 0.1 * hit["fold"])  # avg of the two models' boxes
+    # cv.json: each model's OOF score (= evaluate of its oof.csv) and the ensemble's (= cv's oof score)
+    cv = json.loads((f.out / "cv.json").read_text())
+    assert [m["name"] for m in cv["models"]] == ["a", "b", "ensemble"]
+    for m in cv["models"][:2]:
+        assert m["score"] == _evaluate_folds(f.prep, f.out / m["oof"], f.tmp)
+    assert cv["models"][2]["score"] == cv["oof"]["score"] == _evaluate_folds(f.prep, f.out / "oof.csv", f.tmp)
+    assert cv["models"][2]["members"] == ["a", "b"] and cv["models"][2]["ens_iou"] == 0.55
+    assert cv["files"]["model_oof_raw"] == ["models/a/oof_raw.csv", "models/b/oof_raw.csv"]
+    assert "OOF vinbigdata" in printed and "x 2 models fused by WBF" in printed
+    # test: each model's fold ensemble, their WBF, and the submission = postprocess of the per-model tables once
+    ta, tb = (_pred(f.out / "models" / m / "test_raw.csv") for m in "ab")
+    t_fused = _read(f.out / "test_raw.csv")
+    t_ref = PP.ensemble([ta, tb], PP.image_sizes(f.out / "test_meta.csv"), 0.55, 0.0001, "avg", None)
+    pd.testing.assert_frame_equal(t_fused[BOX_COLUMNS], t_ref[BOX_COLUMNS], check_dtype=False)
+    from detection.submission import submit
+
+    pp = PP.postprocess_files([f.out / "models" / "a" / "test_raw.csv", f.out / "models" / "b" / "test_raw.csv"],
+                              f.out / "test_probs.csv", {**PP.defaults(), "dataset": "vinbigdata", "classes": None},
+                              f.out / "test_meta.csv")
+    submit(pp, f.sample, "vinbigdata", f.tmp / "sub.csv")
+    assert (f.out / "submission.csv").read_bytes() == (f.tmp / "sub.csv").read_bytes()
+    # tune --cv searches the ensemble keys on the two models' tables; `after` = postprocess + evaluate
+    assert main(["tune", "--cv", str(f.out), "--trials", "8", "--no-nested"]) == 0
+    res = json.loads((f.out / "tuned.json").read_text())
+    assert {"ens_iou", "ens_skip", "ens_conf_type", "ens_weights"} <= set(res["params"])
+    pp = f.tmp / "pp.csv"
+    assert main(["postprocess", "--pred", str(f.out / "models" / "a" / "oof_raw.csv"),
+                 str(f.out / "models" / "b" / "oof_raw.csv"), "--cls-probs", str(f.out / "oof_probs.csv"),
+                 "--meta", str(f.prep / "images.csv"), "--config", str(f.out / "tuned.yaml"), "--out", str(pp)]) == 0
+    assert abs(_evaluate_folds(f.prep, pp, f.tmp) - res["after"]) <= 1e-9
+    # a rerun reuses every (fold, model)
+    capsys.readouterr()
+    assert _cli(f, models) == 0
+    assert capsys.readouterr().out.count("prediction reused") == 6
+
+
+def test_models_with_the_wrong_number_of_ens_weights_is_one_line(fake_cv, capsys):
+    rc = _cli(fake_cv, "models=[{name: a, model: a.yaml}, {name: b, model: b.yaml}]", "ens_weights=[1, 2, 3]")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "3 weight(s) for the 2 model(s) of `models:`" in err

@@ -126,7 +126,8 @@ def test_several_tables_are_tuned_through_the_wbf_cache(tmp_path):
     prob = T.load_problem(d / "truth.csv", [d / "oof.csv", d / "oof2.csv"], d / "folds.csv", "vinbigdata", None,
                           d / "meta.csv")
     space = T.default_space("vinbigdata", 2, False, False)
-    assert set(space) == {"box_scale", "ens_iou", "ens_skip", "ens_conf_type"}
+    assert set(space) == {"box_scale", "ens_iou", "ens_skip", "ens_conf_type", "ens_weights"}
+    assert space["ens_weights"] == [None, [2.0, 1.0], [1.0, 2.0]]
     space = {"ens_iou": [0.3, 0.6], "ens_conf_type": ["avg", "max"], "box_scale": [0.9, 1.0]}
     res = T.tune(prob, space, trials=10, seed=0, nested=False)
     assert res["trials"] == 8  # the full grid
