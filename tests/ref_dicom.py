@@ -4,10 +4,14 @@ written here in numpy (``ref_*``; it shares no code with data_prep.dicom / data_
 test_dicom_conformance.py and test_dicom_pixels.py)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pydicom
 import pytest
+from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
 from pydicom.sequence import Sequence
 
 
@@ -225,3 +229,40 @@ def ref_spec_from_dataset(ds) -> dict:
             float(w[0] if isinstance(w, pydicom.multival.MultiValue) else w)
         spec["voi"] = ("window", (c, w, str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR")))
     return spec
+
+
+# ----------------------------------------------------------------------------- pydicom's grayscale files (shared)
+def bundled_grayscale() -> list[str]:
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in sorted(get_testdata_files()):
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception:
+                continue
+            if "PixelData" in ds or "Rows" in ds:
+                if str(ds.get("PhotometricInterpretation", "")).startswith("MONOCHROME"):
+                    out.append(path)
+    return out
+
+
+def ref_frame0(ds) -> np.ndarray:
+    """Frame 0's stored values by pydicom; where its Number of Frames is not an integer (badVR.dcm:
+    "1A" on 15 frames, which cxrdet reads as DCMTK does) the first Rows x Columns words of the
+    native pixel data, read here by hand (unsigned, every allocated bit stored only)."""
+    try:
+        return pixel_array(ds, index=0)
+    except ValueError:
+        assert ds.PixelRepresentation == 0 and ds.BitsStored == ds.BitsAllocated and ds.SamplesPerPixel == 1
+        dtype = {8: "u1", 16: "<u2", 32: "<u4"}[ds.BitsAllocated]
+        return np.frombuffer(ds.PixelData, dtype, count=ds.Rows * ds.Columns).reshape(ds.Rows, ds.Columns)
+
+
+# the bundled grayscale files no decoder here reads (or that are broken on purpose), with the phrase
+# their error must hold; the error also names the file and the transfer syntax (UID and name)
+UNDECODABLE = {
+    "JPEG-lossy.dcm": "JPEG Extended",        # 12-bit JPEG Extended: libjpeg stops, Pillow refuses 12-bit
+    "JPEG2000-embedded-sequence-delimiter.dcm": "JPEG 2000",
+    "MR_truncated.dcm": "less than expected",
+}

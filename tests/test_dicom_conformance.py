@@ -7,18 +7,18 @@ data_prep.dicom / data_prep.voi. Every case must agree within 1 gray level at fu
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_testdata_file
 from pydicom.pixels import pixel_array
 
 from data_prep import dicom as dcm
 from data_prep.dicom import DicomReadError, read_dicom
 from data_prep.voi import VoiOptions
-from ref_dicom import CASES, CURVE, LUT8, R12, build, lut, ref_render, ref_spec_from_dataset, ref_stored  # noqa: F401 (build: fixture)
+from ref_dicom import (CASES, CURVE, LUT8, R12, UNDECODABLE, build, bundled_grayscale, lut, ref_frame0,  # noqa: F401 (build: fixture)
+                       ref_render, ref_spec_from_dataset, ref_stored)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -107,42 +107,6 @@ def test_monochrome1_cr_file_with_a_clipping_window():
     assert np.abs(img - want).max() <= 1
     assert (img == 255).sum() >= 0.2 * img.size and (img == 0).sum() >= 0.2 * img.size
     assert (img[m < c - w] == 255).all() and (img[m > c + w] == 0).all()   # low values bright
-
-
-def bundled_grayscale() -> list[str]:
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for path in sorted(get_testdata_files()):
-            try:
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
-            except Exception:
-                continue
-            if "PixelData" in ds or "Rows" in ds:
-                if str(ds.get("PhotometricInterpretation", "")).startswith("MONOCHROME"):
-                    out.append(path)
-    return out
-
-
-def ref_frame0(ds) -> np.ndarray:
-    """Frame 0's stored values by pydicom; where its Number of Frames is not an integer (badVR.dcm:
-    "1A" on 15 frames, which cxrdet reads as DCMTK does) the first Rows x Columns words of the
-    native pixel data, read here by hand (unsigned, every allocated bit stored only)."""
-    try:
-        return pixel_array(ds, index=0)
-    except ValueError:
-        assert ds.PixelRepresentation == 0 and ds.BitsStored == ds.BitsAllocated and ds.SamplesPerPixel == 1
-        dtype = {8: "u1", 16: "<u2", 32: "<u4"}[ds.BitsAllocated]
-        return np.frombuffer(ds.PixelData, dtype, count=ds.Rows * ds.Columns).reshape(ds.Rows, ds.Columns)
-
-
-# the bundled grayscale files no decoder here reads (or that are broken on purpose), with the phrase
-# their error must hold; the error also names the file and the transfer syntax (UID and name)
-UNDECODABLE = {
-    "JPEG-lossy.dcm": "JPEG Extended",        # 12-bit JPEG Extended: libjpeg stops, Pillow refuses 12-bit
-    "JPEG2000-embedded-sequence-delimiter.dcm": "JPEG 2000",
-    "MR_truncated.dcm": "less than expected",
-}
 
 
 def test_every_bundled_grayscale_file_decodes_right_or_fails_clearly():

@@ -353,3 +353,69 @@ def test_convert_records_n_padding_and_the_option_redoes(tmp_path, make_ds, save
     assert VoiOptions.from_config(load_config(None, ["padding=false"])).padding is False
     with pytest.raises(ValueError, match="padding"):
         VoiOptions.from_config(load_config(None, ["padding=maybe"]))
+
+
+# ----------------------------------------------------------------------------- item 4: speed-ups keep the pixels
+def _reference_path(path, size, options: VoiOptions) -> np.ndarray:
+    """The same file through the chain pixel by pixel in float64 (``via_table=False``: no value
+    table, no OpenCV affine pass) and with no reduced JPEG 2000 decode: the path the fast one must
+    equal within 1 gray level."""
+    import pydicom
+
+    from data_prep import dicom as dcm
+    from data_prep.dicom_input import check_number_of_frames, decode_frame0, high_bit_shift
+    from data_prep.padding import padding_mask, padding_range
+
+    ds = pydicom.dcmread(path)
+    check_number_of_frames(ds, path)
+    arr = decode_frame0(ds, path, high_bit_shift(ds, path))
+    voi = choose_voi(ds, options)
+    hw = dcm.output_size(int(ds.Rows), int(ds.Columns), size, True)
+    pad = padding_range(ds) if options.padding else None
+    return dcm.to_uint8(arr, ds, hw, via_table=False, voi=voi, stretch=options.stretch, pad=pad,
+                        mask=padding_mask(arr, pad))
+
+
+def _conformance_files(tmp_path, build) -> list[tuple[str, VoiOptions]]:
+    from pydicom.data import get_testdata_file
+
+    from ref_dicom import CASES, UNDECODABLE, bundled_grayscale
+
+    out = []
+    for name, (raw, kwargs, _, opts, _, _) in sorted(CASES.items()):
+        path = tmp_path / f"{name}.dcm"
+        build(raw, **kwargs).save_as(path, enforce_file_format=True)
+        out.append((str(path), VoiOptions(**opts)))
+    for path in bundled_grayscale():
+        if path.rsplit("/", 1)[-1] not in UNDECODABLE:
+            out += [(path, VoiOptions()), (path, VoiOptions(stretch="window"))]
+    assert get_testdata_file("CT_small.dcm", download=False) in [p for p, _ in out]
+    return out
+
+
+def test_fast_path_within_one_gray_level_of_the_reference_path(tmp_path, build, make_ds, save):
+    """Every conformance file (the hand-built CASES and pydicom's decodable grayscale files, both
+    stretches), at native size and (128 rows or more) shrunk to a quarter, plus a 1200 x 1000 chest-like phantom with a
+    window (MONOCHROME1 too) to 512 and 256 px: read_dicom (value table or OpenCV affine pass,
+    reduced JPEG 2000 decode) equals the float64 pixel-by-pixel chain within 1 gray level."""
+    files = _conformance_files(tmp_path, build)
+    yy, xx = np.mgrid[0:1200, 0:1000]
+    rng = np.random.default_rng(5)
+    chest = (2000 + 1500 * np.sin(xx / 90.0) * np.cos(yy / 130.0) + rng.normal(0, 40, xx.shape)).clip(0, 4095)
+    for mono1 in (False, True):
+        ds = make_ds(chest.astype("<u2"), "MONOCHROME1" if mono1 else "MONOCHROME2", 12,
+                     WindowCenter=2100, WindowWidth=2600)
+        files.append((save(ds, tmp_path / f"chest{int(mono1)}.dcm"), VoiOptions()))
+    checked = 0
+    for path, options in files:
+        rows = int(__import__("pydicom").dcmread(path, stop_before_pixels=True).Rows)
+        # (a quarter of a tiny file such as the CASES' 2-row ramps is a line that min-max blows up)
+        sizes = (512, 256) if rows >= 1000 else (None, rows // 4) if rows >= 128 else (None,)
+        for size in sizes:
+            fast, _ = read_dicom(path, size=size, keep_ratio=True, options=options)
+            ref = _reference_path(path, size, options)
+            assert fast.shape == ref.shape
+            diff = np.abs(fast.astype(int) - ref).max()
+            assert diff <= 1, f"{path} size {size} {options}: {diff} gray levels off the reference path"
+            checked += 1
+    assert checked >= len(files) + 2
