@@ -63,32 +63,69 @@ def read_table(path, what: str = "CSV table") -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- box / prediction tables
-def read_boxes(path) -> pd.DataFrame:
+def read_boxes(path, classes=None) -> pd.DataFrame:
     """A box table CSV -> box table (``class_name`` = the id as text when the file lacks it;
-    ``score`` 1.0 / ``rater`` "" when missing; ``n_raters``/``fold`` int64 when present)."""
+    ``score`` 1.0 / ``rater`` "" when missing; ``n_raters``/``fold`` int64 when present, checked by
+    line; ``classes``: the dataset's class names, the class ids allowed)."""
     df = read_table(path, "box table")
     missing = [c for c in BOX_FILE_COLUMNS if c not in df]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected a box table "
                          f"({','.join(BOX_FILE_COLUMNS)}[,class_name,score,rater])")
-    return _box_table(df)
+    df["class_id"] = integer_column(df["class_id"], path, "class_id")
+    if classes is not None:
+        check_class_ids(df, classes, path)
+    return _box_table(df, path)
 
 
-def _box_table(df: pd.DataFrame) -> pd.DataFrame:
+def _box_table(df: pd.DataFrame, path=None) -> pd.DataFrame:
     if "class_name" not in df:
         df["class_name"] = df["class_id"].astype(str)
     for c in ("n_raters", "fold"):
         if c in df:
-            df[c] = df[c].astype("int64")
+            df[c] = integer_column(df[c], path or "box table", c, minimum=0)
     return as_box_table(df)
 
 
-def read_predictions(path, class_names=None) -> pd.DataFrame:
+def integer_column(values: pd.Series, path, column: str, minimum: int | None = None) -> pd.Series:
+    """``values`` as int64, every cell checked: a cell that is not an integer (``0.5``, ``x``, empty;
+    ``3.0`` is 3) or below ``minimum`` is one :class:`InputError` naming the file, line, column and
+    value (line = row + 2: the header is line 1)."""
+    v = pd.to_numeric(values, errors="coerce").to_numpy("float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(v) | (v != np.round(v))
+        if minimum is not None:
+            bad |= v < minimum
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        want = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+        raise InputError(f"{path} line {i + 2}", f"{column} {str(values.iloc[i])!r} is not {want}; expected {want} "
+                                                 f"({int(bad.sum())} such row(s))")
+    return pd.Series(v.astype("int64"), index=values.index)
+
+
+def check_class_ids(df: pd.DataFrame, names, path, first_line: int = 2) -> None:
+    """Every ``class_id`` a class of the dataset (``names``: its class names in id order, the normal
+    class included): a negative id, or one >= the number of classes, is one :class:`InputError`
+    naming the file, line and value (never dropped or scored as a class nobody has)."""
+    n = len(names)
+    ids = df["class_id"].to_numpy("int64")
+    bad = (ids < 0) | (ids >= n)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{path} line {i + first_line}", f"class_id {int(ids[i])} is not a class of the dataset "
+                                                          f"({n} classes); expected a class id from 0 to {n - 1} "
+                                                          f"({int(bad.sum())} such row(s))")
+
+
+def read_predictions(path, class_names=None, classes=None) -> pd.DataFrame:
     """A prediction box table CSV -> box table, checked cell by cell: a missing column, a cell that
     is not a finite number or a ``class_id`` that is not an integer (``3.0`` is) is one
     :class:`~data_prep.errors.InputError` naming the file, line, column and value.
     ``class_names`` ({id: name} or a list in id order): the names when the file has no
-    ``class_name`` (else the id as text)."""
+    ``class_name`` (else the id as text); ``classes`` (the dataset's class names in id order): the
+    class ids allowed (:func:`check_class_ids`).
+    A ``fold`` column must hold integers (:func:`integer_column`)."""
     cols = columns(path, "prediction box table")
     missing = [c for c in PRED_COLUMNS if c not in cols]
     if missing:
@@ -111,10 +148,12 @@ def read_predictions(path, class_names=None) -> pd.DataFrame:
             raise InputError(f"{path} line {i + 2}", f"{c} {str(df[c].iloc[i])!r} is not {want}; expected {want} "
                                                      f"({int(bad.sum())} such row(s))")
         df[c] = v.astype("int64") if c == "class_id" else v.astype("float64")
+    if classes is not None:
+        check_class_ids(df, classes, path)
     if "class_name" not in df and class_names is not None:
         names = dict(class_names) if isinstance(class_names, dict) else dict(enumerate(class_names))
         df["class_name"] = [names.get(c, str(c)) for c in df["class_id"]]
-    return _box_table(df)
+    return _box_table(df, path)
 
 
 def write_boxes(boxes: pd.DataFrame, path) -> Path:
@@ -152,12 +191,36 @@ def read_sizes(meta) -> pd.DataFrame:
 
 
 def read_folds(path) -> pd.DataFrame:
-    """folds.csv -> ``image_id`` (str), ``fold`` (int64) (+ the other columns)."""
+    """folds.csv -> ``image_id`` (str), ``fold`` (int64) (+ the other columns), checked by
+    :func:`check_folds`."""
     df = read_table(path, "folds table (image_id,fold)")
+    return check_folds(df, path)
+
+
+def check_folds(df: pd.DataFrame, path="folds table") -> pd.DataFrame:
+    """The folds contract: columns ``image_id, fold``; every fold an integer >= 0 (``0.5`` is an
+    error naming its line, not fold 0); one fold per image (an image listed in two folds is an
+    error naming it and both lines; a row repeated as it is counts once)."""
     for c in ("image_id", "fold"):
         if c not in df:
-            raise ValueError(f"{path}: no column {c!r}; expected image_id,fold")
-    df["fold"] = df["fold"].astype("int64")
+            raise InputError(path, f"no column {c!r}; expected image_id,fold")
+    df = df.copy()
+    df["image_id"] = df["image_id"].astype(str)
+    df["fold"] = integer_column(df["fold"], path, "fold", minimum=0)
+    dup = df["image_id"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        d = df[dup]
+        folds_of = d.groupby("image_id")["fold"].nunique()
+        two = folds_of.index[folds_of > 1]
+        if len(two):
+            iid = str(two[0])
+            rows = np.flatnonzero((df["image_id"] == iid).to_numpy())
+            raise InputError(f"{path} lines {rows[0] + 2} and {rows[1] + 2}", f"image {iid!r} is in fold "
+                             f"{int(df['fold'].iloc[rows[0]])} and in fold {int(df['fold'].iloc[rows[1]])} "
+                             f"({len(two)} such image(s)); expected one fold per image")
+        log.warning("%s: %d image(s) listed more than once in the same fold; counted once", path,
+                    int(d["image_id"].nunique()))
+        df = df.drop_duplicates("image_id").reset_index(drop=True)
     return df
 
 
@@ -169,7 +232,7 @@ def fold_rows(folds, fold=None) -> pd.DataFrame:
     """``image_id, fold`` rows of a folds table or folds.csv path, restricted to ``fold`` (an int
     or a list of ints) when given; a fold without images raises ``ValueError`` naming the folds
     present."""
-    df = (folds if isinstance(folds, pd.DataFrame) else read_folds(folds))[["image_id", "fold"]]
+    df = (check_folds(folds) if isinstance(folds, pd.DataFrame) else read_folds(folds))[["image_id", "fold"]]
     if fold is None:
         return df.reset_index(drop=True)
     want = [int(fold)] if np.isscalar(fold) else [int(f) for f in fold]
@@ -185,6 +248,42 @@ def fold_images(folds, fold) -> list[str]:
     """Image ids of fold ``fold`` (an int or a list) of a folds table or folds.csv path
     (``ValueError`` if a fold is empty)."""
     return fold_rows(folds, fold)["image_id"].astype(str).tolist()
+
+
+# ----------------------------------------------------------------------------- tables applied to each other
+def coverage(have, want, source, table: str, of: str, without: str) -> set[str]:
+    """The contract of a table applied to a set of images, one for every stage: ``have`` = the
+    image ids the table (``source``) holds, ``want`` = the images it is applied to (``of`` names
+    them: "predicted images"). None covered: :class:`InputError` (another split's table answers no
+    question); part: a warning with the counts and what happens to the others (``without``).
+    Returns the covered ids."""
+    want = [str(i) for i in pd.unique(pd.Series(list(want), dtype=object).astype(str))]
+    have = set(map(str, have))
+    covered = {i for i in want if i in have}
+    if want and not covered:
+        raise InputError(source, f"{table} for none of the {len(want)} {of} (e.g. {want[0]!r}; its own e.g. "
+                                 f"{next(iter(sorted(have)), None)!r}); expected a table of the same images "
+                                 "(another split's?)")
+    if len(covered) < len(want):
+        log.warning("%s: %s for %d of %d %s; %d without: %s", source, table, len(covered), len(want), of,
+                    len(want) - len(covered), without)
+    return covered
+
+
+def probs_for(probs: pd.DataFrame, predicted, source="--cls-probs") -> pd.DataFrame:
+    """A probabilities table applied to predictions: only the rows of the ``predicted`` images
+    (:func:`coverage`: none is an error, part a warning). Images without a row are left
+    unfiltered (boxes and scores as predicted, no "No finding" row); rows of images no prediction
+    table names are dropped with a count, so the 2-class filter never invents a "No finding 1.0"
+    for an image that was never predicted."""
+    predicted = set(map(str, predicted))
+    coverage(probs["image_id"], sorted(predicted), source, "probabilities", "predicted images",
+             "left unfiltered (boxes and scores as predicted, no normal-class row)")
+    keep = probs["image_id"].astype(str).isin(predicted)
+    if (~keep).any():
+        log.warning("%s: %d row(s) for images no prediction table names: ignored (no normal-class row is made "
+                    "for an image that was not predicted)", source, int((~keep).sum()))
+    return probs[keep].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- probabilities
@@ -216,7 +315,9 @@ def read_probs(path, labels: list[str] | None = None) -> pd.DataFrame:
             raise InputError(f"{path} line {i + 2}", f"{c} {str(df[c].iloc[i])!r}; expected a probability in [0, 1]")
         df[c] = v
     df["image_id"] = df["image_id"].astype(str)
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["source"] = str(path)   # what a coverage message names
+    return df
 
 
 def write_probs(probs: pd.DataFrame, path) -> Path:
@@ -264,7 +365,7 @@ def read_truth(path, dataset: Dataset, meta=None, fusion_iou: float = FUSION_IOU
                      "(%d images in all, normals included)", path, fusion_iou, n, len(boxes),
                      boxes["image_id"].nunique(), len(images))
         return images, boxes, use
-    boxes = read_boxes(path)
+    boxes = read_boxes(path, classes=use.names)
     if meta is not None:
         images = read_meta(meta, str(meta))
     else:
@@ -272,6 +373,27 @@ def read_truth(path, dataset: Dataset, meta=None, fusion_iou: float = FUSION_IOU
         log.warning("truth %s is a box table: without --meta the evaluated images are the %d with truth "
                     "boxes (normal images unknown)", path, len(images))
     return images, boxes, use
+
+
+def images_of_folds(ids, folds, fold=None, of: str = "truth images") -> pd.DataFrame:
+    """The folds' contract with the images they are applied to, for every stage: ``image_id, fold``
+    rows of ``folds`` (a folds table or folds.csv) for the images ``ids`` within ``fold`` (an int,
+    a list, or None = every fold). A folds table that holds none of ``ids`` is an error, part of
+    them a warning with the counts (the others are not evaluated); a fold that holds none of them
+    is an error too (no number for an empty set); folds' images not in ``ids`` are counted."""
+    name = str(folds) if not isinstance(folds, pd.DataFrame) else "the folds table"
+    ids = [str(i) for i in ids]
+    every = fold_rows(folds)
+    coverage(every["image_id"], ids, name, "folds", of, "not evaluated")
+    fdf = every if fold is None else fold_rows(folds, fold)
+    missing = set(fdf["image_id"].astype(str)) - set(ids)
+    if missing:
+        log.warning("%d image(s) of %s are not in the %s; left out", len(missing), name, of)
+    fdf = fdf[fdf["image_id"].astype(str).isin(set(ids))].reset_index(drop=True)
+    if fdf.empty:
+        raise InputError(name, f"fold(s) {fold} hold none of the {len(ids)} {of} (the other folds do); expected "
+                               "a fold with images")
+    return fdf
 
 
 def select_images(images: pd.DataFrame, truth: pd.DataFrame, pred: pd.DataFrame, folds=None, fold=None
@@ -284,12 +406,8 @@ def select_images(images: pd.DataFrame, truth: pd.DataFrame, pred: pd.DataFrame,
     ids = images["image_id"].astype(str).tolist()
     fold_of = None
     if folds is not None:
-        fdf = fold_rows(folds, fold)
+        fdf = images_of_folds(ids, folds, fold, "truth images")
         fold_of = dict(zip(fdf["image_id"].astype(str), fdf["fold"]))
-        missing = set(fold_of) - set(ids)
-        if missing:
-            log.warning("%d image(s) of %s are not in the truth; left out", len(missing),
-                        folds if not isinstance(folds, pd.DataFrame) else "the folds table")
         ids = [i for i in ids if i in fold_of]
         log.info("fold(s) %s: %d images", sorted(set(fdf["fold"])), len(ids))
     keep = set(ids)

@@ -91,13 +91,15 @@ def predicted_folds(images: pd.DataFrame, pred: pd.DataFrame) -> tuple[list[int]
 
 
 def warn_coverage(pred: pd.DataFrame, ids: list[str], pred_path, fold) -> None:
-    """Warn when the predictions name none, or only part, of the evaluated images."""
+    """The prediction table's contract with the evaluated images: none covered is an error (a
+    number would answer no question), part a warning with the counts."""
     covered = set(pred["image_id"]) & set(ids)
     listed = set(pred.attrs.get("image_ids", [])) & set(ids)   # a submission also lists its empty images
     n = len(covered | listed)
     if ids and n == 0:
-        log.warning("%s: no prediction matches any of the %d evaluated truth image(s) (e.g. %r): every truth box "
-                    "counts as missed; are these predictions for this truth file?", pred_path, len(ids), ids[0])
+        raise InputError(pred_path, f"no prediction matches any of the {len(ids)} evaluated truth image(s) "
+                                    f"(e.g. {ids[0]!r}); expected predictions for this truth file"
+                                    + (f" and fold(s) {fold}" if isinstance(fold, (int, list)) else ""))
     elif n < len(ids):
         hint = "" if fold is not None else "; scoring one held-out fold? pass --folds folds.csv --fold K"
         log.warning("%s: predictions cover %d of the %d evaluated truth images; the other %d count as predicted "
@@ -178,13 +180,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metric, iou = cfg["metric"], float(cfg["iou_thr"])
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r}; expected one of {list(METRICS)}")
+    fold = args.fold   # --fold K and fold=K mean the same in every branch below (--folds needed by both)
+    if fold is None and from_command_line(cfg, "fold"):
+        fold = held_out_fold(cfg, args.folds)
+    if fold is not None and args.folds is None:
+        raise ValueError("--folds and --fold go together")
+    args.fold = fold
     if args.per_rater:
         from detection.raters import run_per_rater
         return run_per_rater(args, cfg, metric, iou)
     if args.rater_baseline:
         if args.meta is None:
             raise ValueError("--rater-baseline needs --meta (image sizes for the fusion of the other radiologists)")
-        df = rater_baseline(args.truth, args.meta, args.min_images, iou, dataset=describe(cfg))
+        df = rater_baseline(args.truth, args.meta, args.min_images, iou, dataset=describe(cfg), folds=args.folds,
+                            fold=fold)
         if df.empty:
             raise ValueError(f"{args.truth}: no radiologist read at least {args.min_images} images")
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -192,7 +201,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
               f"(single-point mAP {df['mAP_point'].mean():.4f})")
         if args.json:
             write_json({"metric": "vinbigdata", "iou_thr": iou, "rater_baseline": df.to_dict("records"),
-                        "mAP": float(df["mAP"].mean()), "n_raters": int(len(df))}, args.json)
+                        "mAP": float(df["mAP"].mean()), "n_raters": int(len(df)), "fold": fold}, args.json)
         return 0
     if not args.pred:
         raise ValueError("--pred is required (unless --rater-baseline)")
@@ -200,9 +209,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         check_output(args.json, arg="--json")
     if args.plots:
         check_output(args.plots, folder=True, arg="--plots")
-    fold = args.fold
-    if fold is None and from_command_line(cfg, "fold"):   # `fold=1` on the command line: as --fold 1
-        fold = held_out_fold(cfg, args.folds)
     res = evaluate_files(args.truth, args.pred, args.meta, args.folds, fold, metric if asked_for(cfg, "metric") else None, iou,
                          args.image_level, dataset=describe(cfg))
     res.update({"truth": str(args.truth), "pred": str(args.pred), "fold": fold})

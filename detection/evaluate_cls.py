@@ -162,14 +162,12 @@ def plot_roc(labels: pd.DataFrame, probs: pd.DataFrame, res: dict, out_dir, imag
     return dst
 
 
-def fold_ids(folds, fold: int) -> list[str]:
-    f = pd.read_csv(folds, dtype={"image_id": str})
-    if not {"image_id", "fold"} <= set(f.columns):
-        raise ValueError(f"{folds}: columns {list(f.columns)}; expected image_id,fold")
-    ids = f.loc[f["fold"] == fold, "image_id"].tolist()
-    if not ids:
-        raise ValueError(f"{folds}: fold {fold} has no image; folds are {sorted(f['fold'].unique().tolist())}")
-    return ids
+def fold_ids(folds, fold) -> list[str]:
+    """Image ids of ``fold`` (an int, a list or None = every fold) of folds.csv, read and checked as
+    every stage reads it (:func:`data_prep.tables.read_folds`: integer folds, one per image)."""
+    from data_prep.tables import fold_rows
+
+    return fold_rows(folds, fold)["image_id"].astype(str).tolist()
 
 
 def add_arguments_evaluate_cls(p: argparse.ArgumentParser) -> None:
@@ -189,11 +187,22 @@ def add_arguments_evaluate_cls(p: argparse.ArgumentParser) -> None:
 def run_evaluate_cls(args: argparse.Namespace) -> int:
     from data_prep.config import stage_config
 
-    stage_config(args)  # --config / key=value are checked like every stage's (no key changes this one)
-    if (args.folds is None) != (args.fold is None):
+    from data_prep.config import from_command_line, held_out_fold
+    from data_prep.tables import coverage, images_of_folds
+
+    cfg = stage_config(args)  # --config / key=value are checked like every stage's
+    fold = args.fold          # --fold K and fold=K mean the same, as in evaluate
+    if fold is None and from_command_line(cfg, "fold"):
+        fold = held_out_fold(cfg, args.folds)
+    if fold is not None and args.folds is None:
         raise ValueError("--folds and --fold go together")
-    ids = fold_ids(args.folds, args.fold) if args.folds else None
     labels, probs = read_label_table(args.labels), read_probs(args.probs)
+    ids = None
+    if args.folds:   # --folds alone: every fold's images; with --fold: that fold's
+        ids = images_of_folds(labels["image_id"], args.folds, fold, "labelled images")["image_id"].tolist()
+    want = labels["image_id"].astype(str).tolist() if ids is None else ids
+    coverage(probs["image_id"], want, args.probs, "probabilities",
+             "labelled images" + ("" if fold is None else f" of fold {fold}"), "not scored")
     res = evaluate_cls(labels, probs, ids, args.n_boot, args.seed)
     print(format_table(res))
     if args.json:

@@ -35,7 +35,12 @@ Steps 2-6 leave the normal class's rows alone; step 7 replaces the ones already 
 is sorted by image_id, then score (descending, stable).
 
 A probabilities table is ``image_id`` plus one column per label in [0, 1] (``abnormal`` for
-p(abnormal)), written by the classifiers.
+p(abnormal)), written by the classifiers. Applied to prediction tables (:func:`postprocess`, cxrdet
+postprocess / tune) it must be of the same images (:func:`data_prep.tables.probs_for`): one that
+covers none of the predicted images is an error; one that covers part is a warning with the counts,
+and the predicted images without a row are left unfiltered (boxes and scores as predicted, no
+"No finding" row); its rows for images no prediction table names are ignored (counted), so no
+"No finding 1.0" is made for an image that was never predicted.
 """
 from __future__ import annotations
 
@@ -398,6 +403,10 @@ def postprocess(tables: Sequence[pd.DataFrame], probs: pd.DataFrame | None = Non
     c = post_config(cfg)
     if not tables:
         raise ValueError("postprocess: no prediction table given")
+    if probs is not None:   # the probabilities' contract with the predictions (data_prep.tables.probs_for)
+        from data_prep.tables import probs_for
+
+        probs = probs_for(probs, predicted_images(tables), probs.attrs.get("source", "probabilities table"))
     table = ensemble(list(tables), sizes, c["ens_iou"], c["ens_skip"], c["ens_conf_type"], c["ens_weights"])
     return apply(table, probs, c, normal_class, sizes)
 
@@ -415,6 +424,13 @@ def postprocess_files(preds: Sequence, probs=None, cfg: dict | None = None, meta
                       image_sizes(meta))
     out.attrs["n_in"] = sum(len(t) for t in tables)  # boxes read, for the caller's summary line
     return out
+
+
+def predicted_images(tables: Sequence[pd.DataFrame]) -> set[str]:
+    """Every image the prediction tables name: their boxes' images, and the images a submission
+    lists without a box (``attrs["image_ids"]``)."""
+    return set().union(*(set(t["image_id"].astype(str)) | set(map(str, t.attrs.get("image_ids", [])))
+                         for t in tables))
 
 
 # ----------------------------------------------------------------------------- CLI

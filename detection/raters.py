@@ -141,7 +141,7 @@ def format_per_rater(res: dict) -> str:
 
 # ----------------------------------------------------------------------------- radiologists' baseline
 def rater_baseline(labels, meta, min_images: int = 500, iou_thr: float = 0.4,
-                   fusion_iou: float = FUSION_IOU, dataset=DEFAULT_DATASET) -> pd.DataFrame:
+                   fusion_iou: float = FUSION_IOU, dataset=DEFAULT_DATASET, folds=None, fold=None) -> pd.DataFrame:
     """Score each radiologist who read >= ``min_images`` images as a model (confidence 1).
 
     ``dataset``: one with raters and a normal class (VinBigData). For radiologist R: images =
@@ -152,7 +152,8 @@ def rater_baseline(labels, meta, min_images: int = 500, iou_thr: float = 0.4,
     order (stable sort), which the AP depends on; ``mAP_point`` is the order-free figure: mean
     over classes with truth of precision x recall, the all-point AP of R's one operating point.
     ``precision``/``recall``: over all classes. Returns a DataFrame rater, n_images, n_pred, mAP,
-    mAP_point, precision, recall (radiologists by id)."""
+    mAP_point, precision, recall (radiologists by id). ``folds`` (folds.csv or table) and ``fold``
+    (an int, a list or None = every fold): only those images (:func:`data_prep.tables.images_of_folds`)."""
     from data_prep.boxes import BOX_COLUMNS, make_boxes
     from data_prep.datasets import describe
     from data_prep.fusion import fuse
@@ -162,6 +163,12 @@ def rater_baseline(labels, meta, min_images: int = 500, iou_thr: float = 0.4,
     if not ds.has_raters or ds.normal is None:
         raise ValueError(f"rater baseline: dataset {ds.name!r} has no per-radiologist labels with a normal class")
     images, boxes = ds.load(labels, meta)
+    if folds is not None:   # --folds [--fold K]: the images of those folds, as every stage reads them
+        from data_prep.tables import images_of_folds
+
+        keep = set(images_of_folds(images["image_id"], folds, fold, "images of the labels")["image_id"])
+        images = images[images["image_id"].astype(str).isin(keep)].reset_index(drop=True)
+        boxes = boxes[boxes["image_id"].astype(str).isin(keep)].reset_index(drop=True)
     readers = images["raters"].astype(str).str.split("|")
     counts = readers.explode().value_counts()
     rows = []
@@ -193,7 +200,7 @@ def rater_baseline(labels, meta, min_images: int = 500, iou_thr: float = 0.4,
 def run_per_rater(args, cfg: dict, metric: str, iou: float) -> int:
     """``cxrdet evaluate --per-rater`` (called by :func:`detection.evaluate.run_evaluate`)."""
     from data_prep.datasets import load
-    from data_prep.tables import fold_images
+    from data_prep.tables import images_of_folds
     from detection.evaluate_out import write_json
     from detection.submission import read_predictions
 
@@ -209,7 +216,8 @@ def run_per_rater(args, cfg: dict, metric: str, iou: float) -> int:
         raise ValueError(f"{args.truth}: no radiologists (rad_id column missing or empty); --per-rater needs the "
                          "raw per-radiologist labels (train.csv), not a fused file")
     images, boxes = load(cfg["dataset"], raw, meta=args.meta)
-    keep = fold_images(args.folds, args.fold) if args.folds else None
+    keep = (images_of_folds(images["image_id"], args.folds, args.fold, "images of the labels")["image_id"].tolist()
+            if args.folds else None)
     settings = PerRaterSettings.from_config(cfg, metric=metric, iou_thr=iou, min_images=args.min_images)
     res = per_rater(images, boxes, read_predictions(args.pred, cfg["dataset"]), settings, keep=keep, labels=raw,
                     meta=args.meta)

@@ -79,7 +79,7 @@ def read_predictions(path, dataset: Dataset | str) -> pd.DataFrame:  # pragma: n
             raise ValueError(f"{path}: a submission, but dataset {ds.name!r} has no submission format")
         pred = parse_submission(path, fmt)
     else:
-        pred = read_box_predictions(path)
+        pred = read_box_predictions(path, classes=describe(dataset).names)  # ids outside the dataset: an error
     s = pred["score"].to_numpy("float64")
     bad = ~((s >= 0) & (s <= 1))
     if bad.any():

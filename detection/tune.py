@@ -248,7 +248,7 @@ class Problem:
 def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg: dict | None = None) -> Problem:
     """Read truth, predictions, probabilities and folds once (``cxrdet evaluate``'s readers)."""
     from data_prep.datasets import DEFAULT_DATASET, describe
-    from data_prep.tables import read_folds, read_probs, read_truth
+    from data_prep.tables import probs_for, read_folds, read_probs, read_truth
     from detection.submission import read_predictions
 
     if metric not in ("vinbigdata", "rsna", "coco"):
@@ -268,6 +268,8 @@ def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg
     paths = pred if isinstance(pred, (list, tuple)) else [pred]
     tables = [read_predictions(p, ds) for p in paths]
     probs = read_probs(cls_probs) if cls_probs is not None else None
+    if probs is not None:   # another split's probabilities: an error; part: a warning (data_prep.tables)
+        probs = probs_for(probs, _named(tables), str(cls_probs))
     ids = _predicted_folds_only(ids, fold_of, tables, probs, folds)
     from detection.evaluate import warn_coverage
 

@@ -402,7 +402,7 @@ def test_duplicate_label_rows_are_counted(tmp_path, caplog):
            "train.csv line 5" in caplog.text
 
 
-def test_evaluate_warns_on_partial_or_no_coverage_and_rejects_bad_scores(vin_files, capsys, caplog):
+def test_evaluate_warns_on_partial_refuses_no_coverage_and_rejects_bad_scores(vin_files, capsys, caplog):
     d, v = vin_files["dir"], {k: str(p) for k, p in vin_files.items()}
     base = ["evaluate", "--metric", "vinbigdata", "--truth", v["labels"], "--meta", v["meta"]]
     caplog.set_level(logging.WARNING)
@@ -411,8 +411,9 @@ def test_evaluate_warns_on_partial_or_no_coverage_and_rejects_bad_scores(vin_fil
     assert "--folds folds.csv --fold K" in caplog.text
     caplog.clear()
     make_boxes(["zz"], [3], ["Cardiomegaly"], [[1, 1, 5, 5]], score=[0.5]).to_csv(d / "other.csv", index=False)
-    assert main(base + ["--pred", str(d / "other.csv")]) == 0
-    assert "no prediction matches any of the 2 evaluated truth image(s)" in caplog.text
+    capsys.readouterr()
+    assert main(base + ["--pred", str(d / "other.csv")]) == 2   # none covered: an error (issue 30), not a 0.0
+    assert "no prediction matches any of the 2 evaluated truth image(s)" in one_error(capsys, "evaluate")
     make_boxes(["a", "a"], [3, 3], "Cardiomegaly", [[1, 1, 5, 5]] * 2, score=[0.5, 1.5]).to_csv(d / "hi.csv",
                                                                                                index=False)
     capsys.readouterr()

@@ -153,7 +153,7 @@ def _read_box_list(labels) -> Source:
 
 def _read_entries(meta) -> pd.DataFrame:
     """Data_Entry_2017.csv -> image table columns (without height/width/path)."""
-    src = Source(meta, "meta", dtype={"Image Index": str, "Finding Labels": str})
+    src = Source(meta, "meta", dtype={"Image Index": str, "Finding Labels": str, "Patient ID": str})
     src.require(list(ENTRY_RENAME))
     cols = list(src.df.columns)
     wcol = next((c for c in cols if str(c).startswith("OriginalImage[Width")), None)
@@ -172,8 +172,10 @@ def _read_entries(meta) -> pd.DataFrame:
     df = src.df
     df["image_id"] = df["image_id"].astype(str).str.removesuffix(".png")
     src.fail(df["image_id"].duplicated().to_numpy(), "image_id", "is listed twice", "one row per image")
-    pid = pd.to_numeric(df["patient_id"], errors="coerce")
-    src.fail(pid.isna().to_numpy(), "patient_id", "is not a number", "an integer patient id")
+    # read as text: "1.5" is not patient 1 (a float parse would merge them), it is a bad row
+    pid = df["patient_id"].fillna("").astype(str).str.strip()
+    src.fail(~pid.str.fullmatch(r"\d+").to_numpy(), "patient_id", "is not an integer patient id",
+             "the digits of an integer patient id")
     df["patient_id"] = [f"{int(p):08d}" for p in pid]
     df["labels"] = df["labels"].fillna("").astype(str)
     for c in ("orig_width", "orig_height"):
