@@ -161,7 +161,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         # validate-submission --meta checks every box lies inside its image
         test_meta = write_csv(header_meta(test_dir), out / "test_meta.csv")
 
-    fmt = ds.submission
+    fmt = ds.name   # the submission format is named after its dataset (ds.submission: its layout)
     with _step("submit: Kaggle CSV for the test split, validated", timings):
         sub = write_submission(pred_t, data / cfg["sample"], fmt, out / "submission.csv", images=test_meta)
         problems = validate_submission(sub, data / cfg["sample"], fmt, images=test_meta)

@@ -9,8 +9,9 @@ Two competition formats, one row per test image, in the sample submission's orde
 * ``rsna``: header ``patientId,PredictionString``; groups of five tokens
   ``conf x y width height`` (xywh, 1024 x 1024 images); an image without boxes has an empty string.
 
-Class ids, names, the normal class and the RSNA image size come from the format's dataset
-description (:func:`data_prep.datasets.describe`; a format is named after its dataset).
+A format is named after its dataset and described there (:class:`data_prep.datasets.SubmissionFormat`:
+id column, a class token or not, xyxy or xywh, the normal row): nothing here names a dataset.
+Class ids, names, the normal class and a fixed image size come from the same description.
 
 Numbers written (see :func:`write_submission`): coordinates on a grid of ``10**-decimals`` px
 (default 1 decimal) with mins floored and maxes ceiled, so a written box always contains the
@@ -34,35 +35,28 @@ import pandas as pd
 from data_prep.atomic import atomic_path, check_not_input, move, write_csv
 from data_prep.errors import CSV_FIELD_LIMIT, InputError, check_output, reading
 from data_prep.boxes import BOX_COLUMNS, as_box_table, make_boxes, empty_boxes, validate_boxes, xywh_to_xyxy, xyxy_to_xywh
-from data_prep.datasets import Dataset, describe, normal_ids
+from data_prep.datasets import DATASETS, Dataset, SubmissionFormat, describe, normal_ids
 from data_prep.tables import columns, read_predictions as read_box_predictions, read_sizes
 from detection.submission_numbers import STR, fixed, join, snap_outward
 
 log = logging.getLogger(__name__)
 
-FORMATS = {
-    # format: (id column, tokens per box)
-    "vinbigdata": ("image_id", 6),
-    "rsna": ("patientId", 5),
-}
-_VIN, _RSNA = describe("vinbigdata"), describe("rsna")
-NORMAL_ID = _VIN.normal_id          # the vinbigdata format's normal class
-NORMAL_STRING = f"{NORMAL_ID} 1 0 0 1 1"
-RSNA_SIZE = _RSNA.image_size
-RSNA_CLASS = _RSNA.classes[0]
+# format name (= its dataset's) -> layout, from the dataset descriptions
+FORMATS: dict[str, SubmissionFormat] = {name: d.submission for name, d in DATASETS.items() if d.submission}
 MAX_PRINTED = 20
 
 
 # ----------------------------------------------------------------------------- helpers
-def _format(fmt: str) -> tuple[str, int]:  # pragma: no mutate block, config check
+def _format(fmt: str) -> tuple[Dataset, SubmissionFormat]:  # pragma: no mutate block, config check
+    """The dataset and layout of the submission format ``fmt``."""
     if fmt not in FORMATS:
         raise ValueError(f"submission format {fmt!r} unknown; expected one of {sorted(FORMATS)}")
-    return FORMATS[fmt]
+    return describe(fmt), FORMATS[fmt]
 
 
-def vinbigdata_names() -> list[str]:  # pragma: no mutate block, constant
-    """The VinBigData class names, index = class_id, the normal class included."""
-    return _VIN.names
+def normal_string(ds: Dataset) -> str:
+    """What an image without any prediction gets in a format with a normal row: ``N 1 0 0 1 1``."""
+    return f"{ds.normal_id} 1 0 0 1 1"
 
 
 def read_predictions(path, dataset: Dataset | str) -> pd.DataFrame:  # pragma: no mutate block, input reading
@@ -72,9 +66,9 @@ def read_predictions(path, dataset: Dataset | str) -> pd.DataFrame:  # pragma: n
     cols = columns(path, "prediction table")
     if "PredictionString" in cols:
         ds = describe(dataset)
-        fmt = ds.submission
-        if not cols or FORMATS.get(fmt, ("",))[0] != cols[0]:
-            fmt = next((f for f, (idc, _) in FORMATS.items() if idc == cols[0]), fmt)
+        fmt = ds.name if ds.submission else None
+        if fmt is None or FORMATS[fmt].id_column != cols[0]:
+            fmt = next((n for n, f in FORMATS.items() if f.id_column == cols[0]), fmt)
         if fmt is None:
             raise ValueError(f"{path}: a submission, but dataset {ds.name!r} has no submission format")
         pred = parse_submission(path, fmt)
@@ -114,7 +108,8 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
     Raises ``ValueError`` for predictions of ids not in the sample, NaN or inverted boxes,
     confidences outside [0, 1] or classes the format does not know. Returns ``out``.
     """
-    id_col, _ = _format(format)
+    ds, f = _format(format)
+    id_col = f.id_column
     out = Path(out)
     ids = _sample_ids(sample_csv)
     if len(pred_boxes) and "score" not in pred_boxes:
@@ -134,7 +129,6 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
         raise ValueError(f"prediction box table row {i}: score {score[i]} outside [0, 1] "
                          f"(image_id {pred['image_id'].iloc[i]!r}); expected a confidence")
     cls = pred["class_id"].to_numpy()
-    ds = describe(format)
     verdict = sorted(normal_ids() - set(ds.class_ids)) if ds.normal is None else []
     bad = ~np.isin(cls, ds.class_ids + verdict)
     if bad.any():
@@ -161,15 +155,12 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
 
     xyxy = snap_outward(pred[["x_min", "y_min", "x_max", "y_max"]].to_numpy("float64"), hw, decimals)
     conf = fixed(pred["score"].to_numpy(), conf_decimals)
-    if format == "vinbigdata":
-        normal = pred["class_id"].to_numpy() == ds.normal_id
-        xyxy[normal] = [0.0, 0.0, 1.0, 1.0]
-        parts = join(pred["class_id"].to_numpy().astype(STR), conf, *(fixed(xyxy[:, k], decimals) for k in range(4)))
-        empty = f"{ds.normal_id} 1 0 0 1 1"
-    else:
-        xywh = xyxy_to_xywh(xyxy)
-        parts = join(conf, *(fixed(xywh[:, k], decimals) for k in range(4)))
-        empty = ""
+    if f.normal_row:   # the normal class is written N conf 0 0 1 1 whatever its box
+        xyxy[pred["class_id"].to_numpy() == ds.normal_id] = [0.0, 0.0, 1.0, 1.0]
+    coords = xyxy_to_xywh(xyxy) if f.xywh else xyxy
+    lead = (pred["class_id"].to_numpy().astype(STR), conf) if f.with_class else (conf,)
+    parts = join(*lead, *(fixed(coords[:, k], decimals) for k in range(4)))
+    empty = normal_string(ds) if f.normal_row else ""
     strings: dict[str, str] = {}
     if len(pred):
         # per image, highest confidence first; stable so equal confidences keep the table's order
@@ -233,7 +224,8 @@ def parse_submission(path_or_df, format: str) -> pd.DataFrame:
     ``df.attrs["image_ids"]`` lists every id of the file, in order.
     Raises ``ValueError`` naming the line for a token count that is not a multiple of the
     format's group size or a token that is not a number."""
-    _, per_box = _format(format)
+    ds, f = _format(format)
+    per_box = f.tokens
     header, rows, src = _rows_from(path_or_df)
     ids, img, vals = [], [], []
     for line, fields in rows:
@@ -254,8 +246,9 @@ def parse_submission(path_or_df, format: str) -> pd.DataFrame:
         img += [iid] * (len(toks) // per_box)
         vals += v
     a = np.asarray(vals, dtype="float64").reshape(-1, per_box)
-    ds = describe(format)
-    if format == "vinbigdata":
+    k = int(f.with_class)               # the confidence's column; the box follows it
+    xyxy = xywh_to_xyxy(a[:, k + 1:k + 5]) if f.xywh else a[:, k + 1:k + 5]
+    if f.with_class:
         names = ds.names
         last = len(names) - 1
         bad = (a[:, 0] != np.round(a[:, 0])) | (a[:, 0] < 0) | (a[:, 0] > last)
@@ -263,9 +256,9 @@ def parse_submission(path_or_df, format: str) -> pd.DataFrame:
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"{src}: image {img[i]!r} has class {a[i, 0]:g}; expected an integer in 0..{last}")
         cls = a[:, 0].astype("int64")
-        df = make_boxes(img, cls, [names[c] for c in cls], a[:, 2:6], score=a[:, 1])
+        df = make_boxes(img, cls, [names[c] for c in cls], xyxy, score=a[:, k])
     else:
-        df = make_boxes(img, 0, ds.classes[0], xywh_to_xyxy(a[:, 1:5]), score=a[:, 0])
+        df = make_boxes(img, 0, ds.classes[0], xyxy, score=a[:, k])
     df = df[BOX_COLUMNS]
     df.attrs["image_ids"] = ids
     return df
@@ -290,7 +283,8 @@ def validate_submission(path, sample, format: str, images=None) -> list[str]:
     outside [0, 1], x_max <= x_min / y_max <= y_min (vinbigdata), width / height <= 0 (rsna),
     coordinates outside the image when its size is known (``images``: image table or meta CSV;
     RSNA defaults to 1024 x 1024)."""
-    id_col, per_box = _format(format)
+    ds, f = _format(format)
+    id_col = f.id_column
     problems: list[str] = []
     sample_ids = _sample_ids(sample)
     header, rows, _ = _rows_from(path)
@@ -304,7 +298,7 @@ def validate_submission(path, sample, format: str, images=None) -> list[str]:
     if images is not None:
         s = read_sizes(images)
         sizes = dict(zip(s["image_id"], zip(s["height"].astype(float), s["width"].astype(float))))
-    size = describe(format).image_size
+    size = ds.image_size
     default_hw = (float(size), float(size)) if size else None
 
     known = set(sample_ids)
@@ -326,7 +320,7 @@ def validate_submission(path, sample, format: str, images=None) -> list[str]:
         if iid not in known:
             problems.append(f"{where}: unknown id, not in the sample submission")
         hw = sizes.get(iid, default_hw)
-        problems += _check_string(fields[1], format, per_box, hw, where)
+        problems += _check_string(fields[1], format, hw, where)
 
     for k, iid in enumerate(sample_ids):
         if iid not in first_line:
@@ -342,11 +336,13 @@ def validate_submission(path, sample, format: str, images=None) -> list[str]:
     return problems
 
 
-def _check_string(s: str, format: str, per_box: int, hw, where: str) -> list[str]:
+def _check_string(s: str, format: str, hw, where: str) -> list[str]:
     """Problems of one PredictionString; ``hw`` = (height, width) or None when unknown."""
+    ds, f = _format(format)
+    per_box = f.tokens
     toks = s.split()
     if not toks:
-        return [f"{where}: empty PredictionString; expected at least '{NORMAL_STRING}'"] if format == "vinbigdata" else []
+        return [f"{where}: empty PredictionString; expected at least '{normal_string(ds)}'"] if f.normal_row else []
     if len(toks) % per_box:
         return [f"{where}: {len(toks)} tokens; expected a multiple of {per_box} for {format}"]
     out = []
@@ -366,20 +362,24 @@ def _check_string(s: str, format: str, per_box: int, hw, where: str) -> list[str
     for b in range(len(vals) // per_box):
         g = vals[b * per_box:(b + 1) * per_box]
         at = f"{where}, box {b + 1}"
-        if format == "vinbigdata":
-            c, p, x0, y0, x1, y1 = g
-            if c != int(c) or not 0 <= c <= NORMAL_ID:
-                out.append(f"{at}: class {toks[b * per_box]!r}; expected an integer in 0..{NORMAL_ID}")
-            if c == NORMAL_ID and (x0, y0, x1, y1) != (0, 0, 1, 1):
-                out.append(f"{at}: class {NORMAL_ID} ({_VIN.normal_name}) box {x0:g} {y0:g} {x1:g} {y1:g}; expected 0 0 1 1")
-                x0 = y0 = 0
-                x1 = y1 = 1
-        else:
-            p, x0, y0, w, h = g
+        if f.with_class:
+            c, g = g[0], g[1:]
+            last = len(ds.names) - 1
+            if c != int(c) or not 0 <= c <= last:
+                out.append(f"{at}: class {toks[b * per_box]!r}; expected an integer in 0..{last}")
+        p, a0, a1, a2, a3 = g
+        if f.xywh:
+            x0, y0, w, h = a0, a1, a2, a3
             x1, y1 = x0 + w, y0 + h
+        else:
+            x0, y0, x1, y1 = a0, a1, a2, a3
+        if f.normal_row and f.with_class and c == ds.normal_id and (x0, y0, x1, y1) != (0, 0, 1, 1):
+            out.append(f"{at}: class {ds.normal_id} ({ds.normal_name}) box {x0:g} {y0:g} {x1:g} {y1:g}; expected 0 0 1 1")
+            x0 = y0 = 0
+            x1 = y1 = 1
         if not 0 <= p <= 1:
             out.append(f"{at}: confidence {p:g} outside [0, 1]")
-        if format == "vinbigdata":
+        if not f.xywh:
             if x1 <= x0:
                 out.append(f"{at}: x_max {x1:g} <= x_min {x0:g}")
             if y1 <= y0:
@@ -404,7 +404,8 @@ def _format_of(args) -> tuple[str, dict]:  # pragma: no mutate block, CLI
     from data_prep.config import stage_config
 
     cfg = stage_config(args)
-    fmt = args.format or describe(cfg).submission
+    ds = describe(cfg)
+    fmt = args.format or (ds.name if ds.submission else None)
     if fmt is None:
         raise ValueError(f"dataset {cfg['dataset']!r} has no Kaggle submission format; pass --format "
                          f"({' | '.join(sorted(FORMATS))})")
@@ -437,7 +438,7 @@ def run_validate_submission(args) -> int:  # pragma: no mutate block, CLI
             print(f"{args.file}: note: box bounds checked on {n} of {len(known)} images; the other "
                   f"{len(known) - n} have no size in {args.meta}")
     problems = validate_submission(args.file, args.sample, args.format, images=args.meta)
-    if args.meta is None and args.format != "rsna":
+    if args.meta is None and describe(args.format).image_size is None:   # a fixed size is checked without meta
         print(f"{args.file}: note: no --meta, so box bounds were not checked against the image sizes "
               "(give the meta table to check them)")
     if not problems:

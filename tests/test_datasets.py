@@ -254,7 +254,7 @@ def test_descriptions_registered_beside_loaders():
             d.metric = "coco"
     vin, rs, nh = (datasets.describe(n) for n in ("vinbigdata", "rsna", "nih"))
     assert vin.normal == (14, "No finding") and vin.names[14] == "No finding" and len(vin.names) == 15
-    assert vin.names[:14] == list(vinbigdata.CLASSES) and vin.has_raters and vin.submission == "vinbigdata"
+    assert vin.names[:14] == list(vinbigdata.CLASSES) and vin.has_raters and vin.submission.id_column == "image_id" and vin.submission.tokens == 6 and vin.submission.normal_row
     assert rs.normal is None and rs.names == ["Lung Opacity"] and rs.image_size == 1024 and rs.metric == "rsna"
     assert nh.boxed_only and not nh.size_meta and nh.submission is None and nh.names == nih.CLASSES
     # a config picks the description; its `classes` key replaces the names

@@ -26,7 +26,8 @@ from data_prep.boxes import make_boxes
 from data_prep.dicom import DicomReadError, read_dicom
 from data_prep.errors import raised_by_project
 from detection.cli import main
-from detection.submission import parse_submission, validate_submission, vinbigdata_names
+from data_prep.datasets import describe
+from detection.submission import parse_submission, validate_submission
 
 N_DICOM_MUTANTS = 600        # mutated DICOM files read
 N_SUBMISSION_MUTANTS = 400   # mutated submission texts parsed and validated (1 in 4 with image sizes)
@@ -206,7 +207,7 @@ FAULTS = ["none", "score above 1", "negative score", "NaN coordinate", "inverted
 def prediction_tables(draw):
     n = draw(st.integers(0, 12))
     rows = []
-    names = vinbigdata_names()
+    names = describe("vinbigdata").names
     for _ in range(n):
         iid = draw(st.sampled_from(IDS))
         h, w = HW[iid]

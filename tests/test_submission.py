@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from data_prep.boxes import BOX_COLUMNS, empty_boxes, make_boxes
 from detection.cli import main
-from detection.submission import (
-    NORMAL_STRING, parse_submission, submission_ids, validate_submission, vinbigdata_names,
-    write_submission,
-)
+from data_prep.datasets import describe
+from detection.submission import parse_submission, submission_ids, validate_submission, write_submission
+
+NORMAL_STRING = "14 1 0 0 1 1"     # VinBigData: an image without findings, as the competition scores it
 
 HYP = settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -32,7 +32,7 @@ def predictions(draw, fmt):
     """(sample ids, image table, prediction box table) with 0..5 boxes per image, inside the image."""
     n = draw(st.integers(1, 6))
     ids = [f"img{i:02d}" for i in draw(st.permutations(range(n)))]
-    names = vinbigdata_names()
+    names = describe("vinbigdata").names
     rows, sizes = [], []
     for iid in ids:
         h, w = (1024, 1024) if fmt == "rsna" else (draw(st.integers(50, 3000)), draw(st.integers(50, 3000)))
@@ -411,3 +411,17 @@ def test_fixed_and_snap_outward_by_hand():
     got = snap_outward(box, np.array([[50.0, np.nan], [np.nan, 40.0], [np.nan, np.nan]]), 1)
     np.testing.assert_array_equal(got, [[10, 20, 300.1, 50], [10, 20, 40, 70.1], [10, 20, 300.1, 70.1]])
     np.testing.assert_array_equal(snap_outward(box[:1], None, 1), [[10, 20, 300.1, 70.1]])
+
+
+def test_no_branch_names_a_dataset():
+    """Issue 28: the submission format is part of each dataset's description; the writer, parser
+    and checker branch on that description (with_class, xywh, normal_row), never on a dataset name."""
+    import ast
+
+    from data_prep.datasets import DATASETS
+    from detection import submission
+
+    tree = ast.parse(Path(submission.__file__).read_text())
+    named = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Compare)
+             for c in [n.left, *n.comparators] if isinstance(c, ast.Constant) and c.value in DATASETS]
+    assert named == []

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep.datasets import nih, rsna, vinbigdata
-from data_prep.datasets.common import Dataset
+from data_prep.datasets.common import Dataset, SubmissionFormat
 
 # the dataset of configs/default.yaml: what a function called without a dataset assumes
 DEFAULT_DATASET = "vinbigdata"

@@ -34,13 +34,35 @@ NO_ABNORMALITY = ("DCM", "111286", "No abnormality")   # PS3.16 CID 6030/6031: t
 
 
 @dataclass(frozen=True)
+class SubmissionFormat:
+    """A Kaggle submission's layout (``detection/submission.py`` writes, parses and checks it from
+    this alone): header ``<id_column>,PredictionString``, one row per test image, the string made
+    of groups of tokens per box, highest confidence first.
+
+    ``with_class``: each group starts with the class id (``class conf ...``), else it is one class
+    (the dataset's first). ``xywh``: the box as ``x y width height``, else ``x_min y_min x_max y_max``
+    (original pixels either way). ``normal_row``: the dataset's normal class is written as
+    ``N conf 0 0 1 1`` and an image without any prediction gets ``N 1 0 0 1 1`` (an empty string
+    is invalid); otherwise an image without boxes has an empty string."""
+    id_column: str
+    with_class: bool
+    xywh: bool
+    normal_row: bool
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per box: (class,) conf and four coordinates."""
+        return 5 + int(self.with_class)
+
+
+@dataclass(frozen=True)
 class Dataset:
     """What the stages need to know about one dataset, in one place (its module, beside its loader).
 
     ``classes``: finding class names, index = class_id. ``normal``: ``(class_id, name)`` of the
     dataset's "no finding" class (a box ``0 0 1 1`` on images without findings, as VinBigData
-    scores them) or None when a normal image simply has no box. ``submission``: the Kaggle format
-    (a key of ``detection.submission.FORMATS``) or None. ``metric``: the default metric.
+    scores them) or None when a normal image simply has no box. ``submission``: the Kaggle
+    submission's layout (:class:`SubmissionFormat`), or None. ``metric``: the default metric.
     ``id_column``: the image id column of the source labels file; ``label_columns``: the columns
     that file must have (how :func:`data_prep.tables.read_truth` tells the source layout from our
     own box table). ``has_raters``: one row per radiologist (rater columns, rater baseline).
@@ -57,7 +79,7 @@ class Dataset:
     title: str
     classes: tuple[str, ...]
     normal: tuple[int, str] | None
-    submission: str | None
+    submission: SubmissionFormat | None
     metric: str
     id_column: str
     label_columns: tuple[str, ...]

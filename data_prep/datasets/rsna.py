@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep.boxes import as_image_table, make_boxes, validate_boxes, xywh_to_xyxy
-from data_prep.datasets.common import Dataset, Repairs, Source, attach_sizes, clip_to_images, numeric
+from data_prep.datasets.common import Dataset, Repairs, Source, SubmissionFormat, attach_sizes, clip_to_images, numeric
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,8 @@ def _join_headers(images: pd.DataFrame, headers, counts: dict) -> pd.DataFrame:
 
 
 DATASET = Dataset(
-    name="rsna", title="RSNA Pneumonia", classes=tuple(CLASSES), normal=None, submission="rsna", metric="rsna",
+    name="rsna", title="RSNA Pneumonia", classes=tuple(CLASSES), normal=None,
+    submission=SubmissionFormat("patientId", with_class=False, xywh=True, normal_row=False),
+    metric="rsna",
     id_column="patientId", label_columns=tuple(LABEL_COLUMNS), image_size=SIZE,
     extra_files=(("detailed", ("stage_2_detailed_class_info.csv",)),), codes=CODES, load=load)

@@ -45,7 +45,8 @@ import numpy as np
 import pandas as pd
 
 from data_prep.boxes import as_image_table, make_boxes, validate_boxes
-from data_prep.datasets.common import LOCAL_SCHEME, Dataset, Repairs, Source, attach_sizes, clip_to_images, numeric
+from data_prep.datasets.common import (LOCAL_SCHEME, Dataset, Repairs, Source, SubmissionFormat, attach_sizes,
+                                       clip_to_images, numeric)
 
 log = logging.getLogger(__name__)
 
@@ -175,5 +176,6 @@ def _image_table(df: pd.DataFrame, images_dir) -> pd.DataFrame:
 
 DATASET = Dataset(
     name="vinbigdata", title="VinBigData", classes=tuple(CLASSES), normal=(NORMAL_ID, NORMAL_NAME),
-    submission="vinbigdata", metric="vinbigdata", id_column="image_id", label_columns=tuple(LABEL_COLUMNS),
+    submission=SubmissionFormat("image_id", with_class=True, xywh=False, normal_row=True),
+    metric="vinbigdata", id_column="image_id", label_columns=tuple(LABEL_COLUMNS),
     has_raters=True, competition_csv=True, codes=CODES, load=load)
