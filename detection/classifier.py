@@ -319,17 +319,24 @@ def predict_arrays(model, loader, device, amp: bool) -> tuple[np.ndarray, np.nda
 
 
 def train_multilabel(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = None) -> Path:
-    """Train the multi-label classifier on fold ``fold`` of ``prep_dir``; return ``<run>/weights/best.pt``."""
+    """Train the multi-label classifier on fold ``fold`` of ``prep_dir``; return ``<run>/weights/best.pt``
+    (the run folder locked: :func:`detection.train.run_lock`)."""
+    from detection.train import run_dir, run_lock
+
+    cfg = dict(cfg)
+    if fold is not None:
+        cfg["fold"] = int(fold)
+    with run_lock(run_dir(cfg, "_cls"), "cxrdet train-cls"):
+        return _train_multilabel(cfg, Path(prep_dir))
+
+
+def _train_multilabel(cfg: dict, prep_dir: Path) -> Path:
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from detection.train import run_dir
 
-    cfg = dict(cfg)
-    if fold is not None:
-        cfg["fold"] = int(fold)
-    prep_dir = Path(prep_dir)
     out = run_dir(cfg, "_cls")
     wdir = out / "weights"
     last = wdir / "last.pt"

@@ -170,6 +170,29 @@ def _fingerprint(cfg: dict, keys: tuple[str, ...], inputs: dict) -> dict:
     return json.loads(json.dumps({**{k: cfg[k] for k in keys}, **inputs}, default=str))
 
 
+OWNER = ".cxrdet_cv_run.json"   # in a run folder: the cv record (fold, kind, --out) it belongs to, its settings
+
+
+def claim_run(run: Path, record: Path, fp: dict) -> None:
+    """A run folder holds the models of ONE cv run: refuse one whose :data:`OWNER` names another
+    cv run (another ``--out``, its record still there) trained with different settings (the second
+    run would train over the first one's models, or predict its OOF with them); else claim it.
+    The same settings, or an owner whose record is gone, may share or take it over."""
+    from data_prep.errors import InputError
+
+    held = _read_json(run / OWNER)
+    me = str(record.resolve())
+    if held and held.get("record") != me and held.get("fingerprint") != fp and Path(str(held.get("record"))).is_file():
+        diff = sorted(k for k in set(fp) | set(held.get("fingerprint") or {})
+                      if fp.get(k) != (held.get("fingerprint") or {}).get(k))
+        raise InputError(run, f"run folder of another cv run with different settings ({held['record']}; differs in "
+                         f"{', '.join(diff[:6])}); expected a run folder of its own: give this run another "
+                         "name=... (or project=...), or delete that run")
+    if not held or held.get("record") != me or held.get("fingerprint") != fp:
+        run.mkdir(parents=True, exist_ok=True)
+        _write_json({"record": me, "fingerprint": fp}, run / OWNER)
+
+
 def train_model(kind: str, cfg: dict, prep: Path, record: Path, force: bool = False,
                 callbacks: dict[str, Callable] | None = None,
                 precheck: Callable[[Path], None] | None = None) -> tuple[Path, str, float]:
@@ -204,6 +227,7 @@ def train_model(kind: str, cfg: dict, prep: Path, record: Path, force: bool = Fa
                   "fused": file_stamp(prep / "fused_boxes.csv")}
         fp, run, train = _fingerprint(cfg, _CLS_KEYS, inputs), run_dir(cfg, "_cls"), train_classifier
     best, last = run / "weights" / "best.pt", run / "weights" / "last.pt"
+    claim_run(run, record, fp)
     rec = None if force else _read_json(record)
     same = rec is not None and rec.get("fingerprint") == fp
     if same and rec.get("done") and best.is_file() and file_stamp(best) == rec.get("stamp"):

@@ -12,7 +12,8 @@
 * Grayscale: ``channels: 1`` in data.yaml makes ultralytics build a 1-channel model.
 * Run folder: ``<project>/<name>`` (``name`` defaults to ``<dataset>_fold<K>``, ``_cls`` for the
   classifier). It is reused (ultralytics ``exist_ok=True``): training the same name again
-  overwrites it. ``resume=true`` continues a killed run from ``<project>/<name>/weights/last.pt``
+  overwrites it. One training at a time per run folder (``.cxrdet.lock`` in it, :func:`run_lock`):
+  a second train / train-cls / cv on the same name while one runs stops with a line naming it. ``resume=true`` continues a killed run from ``<project>/<name>/weights/last.pt``
   (ultralytics restores every training argument from that checkpoint).
 * ``device``: ``auto`` (default: the first GPU torch sees, else the CPU; the choice is logged),
   ``cpu``, ``0`` or ``0,1`` (a GPU torch does not see is a one-line error); several GPUs train with ultralytics' own DDP (it re-launches
@@ -31,7 +32,8 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import pandas as pd
 import yaml
@@ -141,15 +143,40 @@ def fold_data(prep_dir: str | os.PathLike, fold: int, cfg: dict) -> Path:
 
 
 # ----------------------------------------------------------------------------- detector
+@contextmanager
+def run_lock(run: Path, what: str) -> Iterator[Path]:
+    """One training per run folder (``<project>/<name>/.cxrdet.lock``, as ``--out`` folders): a
+    second train / train-cls / cv on the same run name stops at once with one line naming the
+    holder (pid, host, start); it does not wait. A run that fails before writing anything leaves
+    no empty run folder behind."""
+    from data_prep.atomic import folder_lock
+
+    made = [d for d in (run, *run.parents) if not d.exists()]   # what the lock creates, deepest first
+    try:
+        with folder_lock(run, f"{what} {run.name}") as lock:
+            yield lock
+    finally:
+        for d in made:
+            try:
+                d.rmdir()   # only when empty
+            except OSError:
+                break
+
+
 def train_detector(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = None,
                    callbacks: dict[str, Callable] | None = None) -> Path:
     """Train ``cfg['model']`` on ``prep_dir/yolo/fold<fold>/data.yaml``; return ``.../weights/best.pt``.
 
     ``callbacks`` maps ultralytics events (``on_fit_epoch_end``...) to functions, added with
-    ``YOLO.add_callback`` (single-process runs only)."""
+    ``YOLO.add_callback`` (single-process runs only). The run folder is locked (:func:`run_lock`)."""
     cfg = dict(cfg)
     if fold is not None:
         cfg["fold"] = int(fold)
+    with run_lock(run_dir(cfg), "cxrdet train"):
+        return _train_detector(cfg, prep_dir, callbacks)
+
+
+def _train_detector(cfg: dict, prep_dir, callbacks) -> Path:
     from detection.models import family
 
     if family(cfg["model"]) == "tv":   # torchvision's detectors train in their own loop, on the COCO export
@@ -270,6 +297,11 @@ def train_classifier(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = 
     cfg = dict(cfg)
     if fold is not None:
         cfg["fold"] = int(fold)
+    with run_lock(run_dir(cfg, "_cls"), "cxrdet train-cls"):
+        return _train_classifier(cfg, prep_dir, callbacks)
+
+
+def _train_classifier(cfg: dict, prep_dir, callbacks) -> Path:
     out = run_dir(cfg, "_cls")
     spec = resolve_model(cfg["cls_model"], "cls_model") if not cfg.get("resume") else cfg["cls_model"]
     if not cfg.get("resume"):

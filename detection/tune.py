@@ -568,6 +568,18 @@ def add_arguments_tune(p: argparse.ArgumentParser) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> int:
+    """One tune per ``--out`` (a lock beside it, :func:`data_prep.atomic.file_lock`): a second tune
+    on the same ``--out`` stops at once naming the first, so tuned.yaml and tuned.json always come
+    from one run."""
+    from data_prep.atomic import file_lock
+    from data_prep.errors import check_output
+
+    check_output(args.out, arg="--out")
+    with file_lock(args.out, "cxrdet tune"):
+        return _run_tune(args)
+
+
+def _run_tune(args: argparse.Namespace) -> int:
     from data_prep.config import from_command_line, stage_config
     from data_prep.errors import InputError, check_output
 
