@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cxrdet-installed
 DATASET ?= vinbigdata
 export YOLO_OFFLINE := 1
 
-.PHONY: setup test test-slow test-all demo browser dicom3tools dcmtk orthanc bench clean mutation mutation-recheck
+.PHONY: setup test test-slow test-all demo browser dicom3tools dcmtk orthanc bench bench-recipes clean mutation mutation-recheck
 
 # Idempotent: re-runs pip only when pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -67,6 +67,10 @@ orthanc:
 bench: setup
 	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py && $(PY) bench/explore.py \
 	  && $(PY) bench/infer.py --weights weights/vinbig_phantom_yolo11n.pt && $(PY) bench/classify.py && bash bench/demo.sh && $(PY) bench/tune.py
+
+# the training recipes on phantoms (issue 27): trains 5 cross-validations, ~1 h on 2 CPU cores
+bench-recipes: setup
+	$(PY) bench/recipes.py
 
 # Mutation testing (mutmut 3; scope and reasons in pyproject's [tool.mutmut]); not part of CI or `make test`.
 # Covers the functions that compute numbers, pixels and written files in boxes, fusion, dicom/voi, folds,
