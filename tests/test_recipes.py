@@ -530,3 +530,30 @@ def test_fine_tune_on_variants_from_init_and_cv_leak_checks_init(vin_variants, t
                    init=str(tmp_path / "runs" / "fused{fold}" / "weights" / "best.pt"), **base)
     res = cross_validate(own, prep, "0", out=tmp_path / "cv")
     assert res["folds"][0]["data"].endswith("data_variants.yaml") and res["folds"][0]["n_train"] > 8
+
+
+def test_variants_training_validates_on_the_fused_truth(vin_variants, tmp_path):
+    """A train_labels=variants run reads data_variants.yaml, whose val list is the fold's images
+    (labels/ = fused truth), and its per-epoch score reads the fused truth of that fold."""
+    import yaml
+
+    from data_prep.prep import read_table
+    from detection.epoch_score import FoldScore
+    from detection.train import fold_data
+
+    root, _, _ = vin_variants
+    prep = root / "var"
+    cfg = load_config("vinbigdata", ["train_labels=variants", "folds=3", f"project={tmp_path}"])
+    data = fold_data(prep, 1, cfg)
+    assert data.name == "data_variants.yaml"
+    d = yaml.safe_load(data.read_text())
+    val = (data.parent / d["val"]).read_text().split()
+    folds, fused = read_table(prep / "folds.csv"), read_table(prep / "fused_boxes.csv")
+    held = sorted(folds.loc[folds["fold"] == 1, "image_id"])
+    assert sorted(Path(p).stem for p in val) == held and all("/train_items/" not in p for p in val)
+    sc = FoldScore(cfg, prep, 1, tmp_path / "run")
+    assert sorted(sc.ids) == held
+    pd.testing.assert_frame_equal(sc.truth[bx.COORDS].reset_index(drop=True),
+                                  fused[fused["image_id"].isin(held)][bx.COORDS].reset_index(drop=True))
+    with pytest.raises(FileNotFoundError, match="train_labels=both"):
+        fold_data(root / "fused", 1, {**cfg, "train_labels": "both"})
