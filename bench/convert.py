@@ -8,10 +8,10 @@ seconds, not minutes) into a temp dir, then, in one run:
 1. the Kaggle recipe, serially, on the first ``--kaggle-n`` files (``dcmread``,
    ``apply_voi_lut(ds.pixel_array, ds)``, ``np.amax(data) - data`` for MONOCHROME1, float
    min-max, ``(data * 255).astype(uint8)``, PIL ``thumbnail((512, 512), LANCZOS)``, PIL PNG save);
-2. ``convert_folder(..., size=512, keep_ratio=True)`` on all files with 1 worker (in process),
-   2 workers (process pool, forked from this process: its workers start with every decoder
-   imported), a 2-worker Dask LocalCluster already running (``scheduler=tcp://...``; its workers
-   convert 4 files each before the timing, to start as warm as the pool's) and
+2. ``convert_folder(..., size=512, keep_ratio=True)`` on all files with 1 worker and 2 workers
+   (process pool: spawned workers, their start-up timed), each in its own interpreter (see
+   below), a 2-worker Dask LocalCluster already running (``scheduler=tcp://...``; its workers
+   convert 4 files each before the timing, so that their decoders are imported) and
    ``scheduler="local"`` (the cluster's start-up and cold workers included);
 3. the per-stage bound: read + decode + LUT + resize + encode(+write), timed stage by stage on
    every distinct file (median of 3), summed over the set and divided by the cores;
@@ -27,9 +27,21 @@ The process pool and the running cluster alternate ``--repeat`` times (default 3
 started afresh, so that its idle processes do not slow the pool's runs) and the median of the
 pairs' ratios is compared: a run lasts ~10 s, and the other users of a shared machine come and go.
 
+6. DCMTK (``dcm2pnm``, Debian's ``dcmtk``: ``make dcmtk``; skipped with a note when absent) on the
+   distinct uncompressed files: to 512 px PNG (``+on +Sxv 512``, one process per file) against
+   ``cxrdet convert`` with 1 worker, and decode + VOI at native size without PNG (``+op``) against
+   ``read_dicom(size=None)``; alternating ``--repeat`` times, medians;
+7. memory: the peak resident memory of every convert process and of its largest pool worker
+   (``getrusage``), the modules a worker imports, and tracemalloc's peak for one image.
+
+The convert runs without Dask (1 worker, the pool) each run in their own interpreter
+(``python -c``), as the ``cxrdet`` command runs them: a spawned pool worker re-imports its parent's
+main script, which here would be this bench and its imports.
+
 Usage: ``python bench/convert.py [--n 200] [--workers 2] [--repeat 3] [--keep DIR]``. Exits 1 if a target is
 missed: speed-up vs the recipe >= 3.5x, 2 workers >= 1.7x one worker, Dask >= 0.85x the pool,
-2 workers within 1.5x of the per-stage bound, JPEG 2000 difference <= 2 gray levels.
+2 workers within 1.5x of the per-stage bound, JPEG 2000 difference <= 2 gray levels, cxrdet >= 2.5x
+DCMTK to 512 px PNG and >= 1x at native size (when DCMTK is installed), <= 150 MB per pool worker.
 """
 from __future__ import annotations
 
@@ -63,6 +75,9 @@ TARGET_SCALING = 1.7     # 2 workers / 1 worker
 TARGET_DASK = 0.85       # Dask LocalCluster / process pool (within 15 %)
 TARGET_BOUND = 1.5       # 2 workers' time / per-stage bound
 MAX_J2K_DIFF = 2.0
+TARGET_DCMTK_PNG = 2.5   # cxrdet / DCMTK dcm2pnm, to 512 px PNG per core (time per file)
+TARGET_DCMTK_NATIVE = 1.0  # decode + VOI at native size, no PNG: cxrdet no slower than dcm2pnm +op
+MAX_WORKER_MB = 150      # peak resident memory of one pool worker
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -264,8 +279,8 @@ def _load() -> str:
 
 def warm_worker(paths: list[str], out: str) -> None:
     """On a cluster worker, before the timing: convert a few files (every kind of the set), so that
-    its decoders are imported and initialised like those of the pool's workers, which fork from this
-    process after the 1-worker run. (scheduler=local, timed from its start, includes all that.)"""
+    its decoders are imported and initialised. (scheduler=local, timed from its start, includes all
+    that; so does the pool, whose workers are spawned by each run.)"""
     from data_prep.convert import _convert_remote
 
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -280,6 +295,115 @@ def timed_convert(label: str, src: Path, dst: Path, **kw) -> tuple[str, float, f
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     assert res.n_converted > 0 and not res.errors, res.summary()
     return label, wall, cpu, res.n_converted
+
+
+# A convert run in its own interpreter (``python -c``): its pool's spawned workers then import
+# data_prep.convert_worker alone, as under the ``cxrdet`` command, not this bench module (a spawned
+# worker re-imports the parent's main script), and the peak resident memory of the largest worker
+# (RUSAGE_CHILDREN, once the pool is joined) and of the whole process are read at the end.
+RUNNER = r"""
+import json, os, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from data_prep.convert import convert_folder
+t0, c0 = time.perf_counter(), os.times()
+res = convert_folder(sys.argv[2], sys.argv[3], size=512, keep_ratio=True, workers=int(sys.argv[4]), progress=False)
+wall, c1 = time.perf_counter() - t0, os.times()
+cpu = sum(getattr(c1, k) - getattr(c0, k) for k in ("user", "system", "children_user", "children_system"))
+print(json.dumps(dict(wall=wall, cpu=cpu, n=res.n_converted, errors=len(res.errors),
+                      rss_self=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      rss_worker=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)))
+"""
+
+
+def run_convert_process(src: Path, dst: Path, workers: int) -> dict:
+    """:data:`RUNNER` on ``src`` -> ``dst``: wall and CPU seconds of ``convert_folder`` (512 px,
+    keep ratio), images, and peak RSS (MB) of the process and of its largest pool worker."""
+    import json
+    import subprocess
+
+    shutil.rmtree(dst, ignore_errors=True)
+    repo = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", RUNNER, repo, str(src), str(dst), str(workers)],
+                         capture_output=True, text=True, check=True, timeout=3600)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["n"] > 0 and not r["errors"], r
+    return r
+
+
+def worker_memory(path: Path) -> tuple[float, float]:
+    """(MB of modules a convert worker imports, MB of Python/numpy allocations at the peak of one
+    image: tracemalloc) in a fresh interpreter converting ``path`` to 512 px."""
+    import json
+    import subprocess
+
+    code = r"""
+import json, resource, sys, tracemalloc
+sys.path.insert(0, sys.argv[1])
+import data_prep.convert_worker as w
+mods = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+heavy = [m for m in ("pandas", "torch", "ultralytics", "dask", "distributed") if m in sys.modules]
+tracemalloc.start()
+src, row, err = w.convert_one((sys.argv[2], sys.argv[3], 512, True))
+peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+print(json.dumps(dict(mods=mods, peak=peak, heavy=heavy, err=err)))
+"""
+    repo = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code, repo, str(path), str(Path(tempfile.gettempdir()) / "bench_mem.png")],
+                         capture_output=True, text=True, check=True, timeout=600)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["err"] is None and not r["heavy"], r
+    return r["mods"], r["peak"]
+
+
+def dcmtk_compare(files: list[Path], work: Path, repeat: int) -> dict | None:
+    """DCMTK's ``dcm2pnm`` (one process per file, as its users run it) against cxrdet on the same
+    uncompressed files (Debian's DCMTK has no JPEG 2000), alternating ``repeat`` times, medians:
+
+    * to 512 px PNG: ``dcm2pnm +on +Sxv 512`` (8-bit PNG, width 512: all phantoms are portrait, so
+      the longest side is >= 512 as with cxrdet's keep-ratio 512) vs ``cxrdet convert`` with 1
+      worker (its own process; seconds of convert_folder, per file);
+    * decode + VOI at native size without PNG: ``dcm2pnm +op`` (8-bit raw PGM, written) vs
+      ``read_dicom(path, size=None)`` in this process (decode, modality, VOI, MONOCHROME1, 8 bits;
+      no file written). DCMTK's default applies no VOI window (it scales the stored range), cxrdet
+      applies the file's window where there is one and the min-max.
+
+    None (and a note) when dcm2pnm is not installed (``make dcmtk``)."""
+    import subprocess
+
+    if shutil.which("dcm2pnm") is None:
+        print("\nDCMTK: dcm2pnm not found, skipped (make dcmtk installs Debian's dcmtk)")
+        return None
+    src = work / "plain"
+    src.mkdir(exist_ok=True)
+    for p in files:
+        if not (src / p.name).exists():
+            os.link(p, src / p.name)
+    out = work / "dcmtk"
+    out.mkdir(exist_ok=True)
+
+    def dcmtk(args: list[str], suffix: str) -> float:
+        t0 = time.perf_counter()
+        for p in files:
+            subprocess.run(["dcm2pnm", *args, str(p), str(out / f"{p.stem}{suffix}")], check=True,
+                           capture_output=True, timeout=600)
+        return (time.perf_counter() - t0) / len(files)
+
+    def native() -> float:
+        t0 = time.perf_counter()
+        for p in files:
+            dcm.read_dicom(p, None)
+        return (time.perf_counter() - t0) / len(files)
+
+    png_c, png_d, nat_c, nat_d = [], [], [], []
+    for _ in range(max(1, repeat)):
+        r = run_convert_process(src, work / "o_plain", 1)
+        png_c.append(r["wall"] / r["n"])
+        png_d.append(dcmtk(["+on", "+Sxv", "512"], ".png"))
+        nat_c.append(native())
+        nat_d.append(dcmtk(["+op"], ".pgm"))
+    med = statistics.median
+    return dict(png_c=med(png_c), png_d=med(png_d), nat_c=med(nat_c), nat_d=med(nat_d),
+                version=subprocess.run(["dcm2pnm", "--version"], capture_output=True, text=True).stdout.split("\n")[0])
 
 
 # ----------------------------------------------------------------------------- main
@@ -322,12 +446,17 @@ def main(argv: list[str] | None = None) -> int:
         # 2. ours: 1 worker, the pool, a running LocalCluster, scheduler=local (with start-up)
         from data_prep.cluster import dask_client
 
-        runs = [timed_convert("cxrdet convert, 1 worker (in process)", work / "dicom", work / "o1", workers=1)]
+        def proc_run(label, dst, workers):
+            r = run_convert_process(work / "dicom", work / dst, workers)
+            mem.append((label, r["rss_self"], r["rss_worker"] if workers > 1 else None))
+            return label, r["wall"], r["cpu"], r["n"]
+
+        mem: list[tuple[str, float, float | None]] = []
+        runs = [proc_run("cxrdet convert, 1 worker (own process)", "o1", 1)]
         pairs = []   # (pool, running cluster), alternating: a load that comes and goes hits both alike
         for r in range(max(1, args.repeat)):
             tag = f" #{r + 1}" if args.repeat > 1 else ""
-            pool = timed_convert(f"cxrdet convert, {args.workers} workers (process pool){tag}", work / "dicom",
-                                 work / "o2", workers=args.workers)
+            pool = proc_run(f"cxrdet convert, {args.workers} workers (process pool){tag}", "o2", args.workers)
             with dask_client("local", args.workers) as client:        # the cluster scheduler=local starts
                 client.wait_for_workers(args.workers, timeout=120)
                 client.run(warm_worker, [str(p) for p in unique[:4]], str(work / "warm"))
@@ -404,14 +533,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  mean |reduced - full| per image: max {j2k_diff:.2f}, mean {np.mean(j2k_diffs):.2f} "
                   f"gray levels (limit {MAX_J2K_DIFF})")
 
-        # 5. both pipelines stage by stage
+        # 5. DCMTK on the same (uncompressed) files, and memory
+        plain_files = [p for p in unique if p not in j2k]
+        dk = dcmtk_compare(plain_files, work, args.repeat)
+        if dk:
+            png_ratio, nat_ratio = dk["png_d"] / dk["png_c"], dk["nat_d"] / dk["nat_c"]
+            print(f"\nDCMTK ({dk['version']}), {len(plain_files)} uncompressed files, one dcm2pnm process per file, "
+                  f"median of {max(1, args.repeat)} alternating runs, ms per file:")
+            print(f"  to 512 px PNG: cxrdet convert (1 worker) {1000 * dk['png_c']:.1f}, dcm2pnm +on +Sxv 512 "
+                  f"{1000 * dk['png_d']:.1f}: cxrdet {png_ratio:.2f}x (target >= {TARGET_DCMTK_PNG}x)")
+            print(f"  decode + VOI, native size, no PNG: cxrdet read_dicom {1000 * dk['nat_c']:.1f}, dcm2pnm +op "
+                  f"{1000 * dk['nat_d']:.1f}: cxrdet {nat_ratio:.2f}x (target >= {TARGET_DCMTK_NATIVE}x)")
+        mods, peak = worker_memory(plain_files[0])
+        worker_mb = max((w for _, _, w in mem if w is not None), default=float("nan"))
+        print(f"\nmemory: a convert worker's modules {mods:.0f} MB (no pandas/torch imported), numpy/Python "
+              f"allocations at the peak of one {plain_files[0].stat().st_size / 2 ** 20:.0f} MiB file {peak:.0f} MB "
+              "(tracemalloc)")
+        for label, rss_self, rss_worker in mem:
+            extra = f", largest pool worker {rss_worker:.0f} MB" if rss_worker is not None else ""
+            print(f"  {label}: peak RSS of the process {rss_self:.0f} MB{extra}")
+        print(f"  peak RSS per pool worker: {worker_mb:.0f} MB (target <= {MAX_WORKER_MB} MB)")
+
+        # 6. both pipelines stage by stage
         print("\nper-stage ms (one uncompressed, one JPEG 2000 file):")
         plain = next(p for p in unique if p not in j2k)
         for label, p in (("uncompressed", plain), ("JPEG 2000", j2k[0] if j2k else plain)):
             for k, v in stage_times(p).items():
                 print(f"  {label:<13}{k:<36}{v:8.1f}")
         ok = (speedup >= TARGET_SPEEDUP and scaling >= TARGET_SCALING and dask_ratio >= TARGET_DASK
-              and bound_ratio <= TARGET_BOUND and j2k_diff <= MAX_J2K_DIFF)
+              and bound_ratio <= TARGET_BOUND and j2k_diff <= MAX_J2K_DIFF and worker_mb <= MAX_WORKER_MB
+              and (dk is None or (png_ratio >= TARGET_DCMTK_PNG and nat_ratio >= TARGET_DCMTK_NATIVE)))
         return 0 if ok else 1
     finally:
         if not args.keep:

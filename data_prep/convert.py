@@ -30,11 +30,13 @@
   returns only the meta row or the error, so the outputs and the resume are the same on every
   scheduler.
   Workers run OpenCV single-threaded (one image per process is the parallelism). The pool's
-  workers are spawned, not forked, and import :mod:`data_prep.convert_worker` alone (no pandas):
-  each holds at most ~150 MB (bench/convert.py measures it).
+  workers fork from a process that has imported no pandas (this module imports it only to read
+  and write the tables, after the pool or without one): a worker holds numpy, OpenCV, pydicom and
+  :mod:`data_prep.convert_worker`, ~150 MB at most (bench/convert.py measures it).
 """
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 import multiprocessing
 from pathlib import Path
 
-import pandas as pd
+import cv2
 from tqdm import tqdm
 
 from data_prep.atomic import clean_folder, folder_lock, symlink, write_bytes, write_csv
@@ -115,10 +117,11 @@ def dicom_paths(src: str | os.PathLike) -> list[Path]:
     return out
 
 
-def header_meta(src: str | os.PathLike, ids=None) -> pd.DataFrame:
+def header_meta(src: str | os.PathLike, ids=None) -> "pd.DataFrame":  # noqa: F821 (pandas imported here)
     """``image_id,height,width`` (ORIGINAL Rows/Columns) of the DICOMs under ``src``, read from the
     headers alone (no pixel data decoded); ``ids``: only these image ids (file stems). A file whose
     header cannot be read is left out with one warning naming it (the caller then lacks its size)."""
+    import pandas as pd
     import pydicom
 
     from data_prep.dicom import unvalidated
@@ -143,11 +146,12 @@ def header_meta(src: str | os.PathLike, ids=None) -> pd.DataFrame:
 def _read_meta(dst: Path) -> dict[str, dict]:
     """image_id -> row, from meta.csv then the partial rows of an interrupted run (later wins)."""
     rows: dict[str, dict] = {}
-    if (dst / META).is_file():
-        with reading(dst / META, "meta table written by convert"):
-            df = pd.read_csv(dst / META, dtype={"image_id": str}, keep_default_na=False)
-        for r in df.to_dict("records"):
-            rows[str(r["image_id"])] = {k: v for k, v in r.items() if v != ""}
+    if (dst / META).is_file():     # the csv module, not pandas: the pool forks after this
+        with reading(dst / META, "meta table written by convert"), open(dst / META, newline="") as f:
+            for r in csv.DictReader(f):
+                if r.get("image_id") is None:
+                    raise ValueError("no image_id column")
+                rows[str(r["image_id"])] = {k: v for k, v in r.items() if v not in ("", None) and k is not None}
     if (dst / PARTIAL).is_file():
         with open(dst / PARTIAL) as f:
             for line in f:
@@ -159,7 +163,9 @@ def _read_meta(dst: Path) -> dict[str, dict]:
     return rows
 
 
-def _meta_frame(rows: list[dict]) -> pd.DataFrame:
+def _meta_frame(rows: list[dict]) -> "pd.DataFrame":  # noqa: F821 (pandas imported here)
+    import pandas as pd
+
     cols = META_COLUMNS + [k for k in HEADER_FIELDS + APPLIED_FIELDS + ("voi_options",)
                            if any(k in r for r in rows)]
     df = pd.DataFrame(rows, columns=cols)
@@ -249,6 +255,8 @@ def _convert_locked(src: Path, dst: Path, paths: list[Path], size, keep_ratio, w
         write_csv(_meta_frame(rows), dst / META)
     (dst / PARTIAL).unlink(missing_ok=True)
     if result.errors:
+        import pandas as pd
+
         write_csv(pd.DataFrame(sorted(result.errors), columns=["path", "error"]), dst / ERRORS)
         for path, err in result.errors[:5]:
             log.warning("%s", err if path in err else f"{path}: {err}")
@@ -271,11 +279,17 @@ def _run(tasks: list, workers: int, scheduler: str | None = None):
     # Small chunks: an image costs ~50-150 ms, a pool hand-off ~0.1 ms; big chunks leave one worker
     # idle at the end (JPEG 2000 files cost ~2x an uncompressed one).
     chunk = batch_size(len(tasks), workers)
-    # Spawned, not forked: a worker imports data_prep.convert_worker alone (numpy, OpenCV, pydicom),
-    # not every module of this process (pandas, tqdm, the CLI), and sets its own OpenCV threads.
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(workers, len(tasks)), initializer=worker_init) as pool:
-        yield from pool.imap_unordered(convert_one, tasks, chunksize=chunk)
+    # Forked (a spawned worker spends ~1 s importing numpy, OpenCV and pydicom: 20 images' time)
+    # from this process, which holds no pandas (see the module docstring). One OpenCV thread in
+    # every worker: it must be set HERE, before the fork: cv2.setNumThreads in a forked child waits
+    # forever on the parent's thread pool (seen: pthread_cond_destroy).
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+            yield from pool.imap_unordered(convert_one, tasks, chunksize=chunk)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def _convert_remote(tasks: list[tuple]) -> list[tuple[str, dict | None, str | None]]:
@@ -330,6 +344,8 @@ def link_pngs(pngs: list[Path], images_dir: Path, meta_path: Path) -> dict:
         rows.append((p.stem, h, w, h, w))
     if errors:
         log.warning("prep convert: %d unreadable PNG(s), e.g. %s", len(errors), errors[0])
+    import pandas as pd
+
     meta = pd.DataFrame(rows, columns=["image_id", "height", "width", "png_height", "png_width"])
     write_csv(meta, meta_path)
     return {"mode": "png", "n_sources": len(pngs), "n_linked": len(rows), "n_errors": len(errors),

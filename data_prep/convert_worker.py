@@ -1,10 +1,10 @@
 """The per-file work of ``cxrdet convert``: all that a worker process imports.
 
-A worker of the process pool is a fresh interpreter (multiprocessing's ``spawn``), not a fork of
-the CLI process: a fork starts with every module the parent holds (pandas, tqdm, the CLI's
-stages), and its resident memory with them. This module imports only what one file needs:
-numpy, OpenCV and pydicom (through :mod:`data_prep.dicom`), and :mod:`data_prep.atomic` for the
-write; pandas is never imported here (bench/convert.py measures the worker's peak memory).
+A worker of the process pool is a fork of the convert process and starts with every module that
+process holds, and its resident memory with them: so this module, and :mod:`data_prep.convert`
+until its pool has run, import only what one file needs: numpy, OpenCV and pydicom (through
+:mod:`data_prep.dicom`), and :mod:`data_prep.atomic` for the write; never pandas
+(bench/convert.py measures a worker's peak memory).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def write_png(img, path: Path) -> None:
 
 
 def worker_init() -> None:
-    """In a worker process (the pool's, spawned; a Dask worker's): one OpenCV thread (processes are
+    """In a Dask worker process: one OpenCV thread (processes are
     the parallelism; OpenCV's own pool of one thread per core in every worker oversubscribes the
     cores). Never in a forked child of a process that used OpenCV's threads: it waits forever on
     the parent's thread pool (seen: pthread_cond_destroy)."""

@@ -50,23 +50,20 @@ column spacing in mm) is written ``"0.139|0.139"`` so that it survives a CSV rou
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-import math
 import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pydicom
-from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, pixel_array
-from pydicom.pixels.utils import get_j2k_parameters
+from pydicom.pixels import apply_color_lut
 
 from data_prep.dicom_input import (PIXEL_DATA, PixelAttributeError, check_number_of_frames, decode_frame0,
                                    high_bit_shift, pixel_data_keyword, unvalidated)
+from data_prep.j2k import J2K_UIDS, decode_j2k_reduced, j2k_reduce_level, pillow_j2k_reduced  # noqa: F401 (re-exported)
 from data_prep.padding import padding_mask, padding_range
 from data_prep.sizes import keep_ratio_size
 from data_prep.voi import Voi, VoiOptions, choose_voi, flat_cause, modality
@@ -76,7 +73,6 @@ log = logging.getLogger(__name__)
 HEADER_FIELDS = ("PhotometricInterpretation", "BitsStored", "Modality", "PatientSex", "PatientAge",
                  "ViewPosition", "PixelSpacing")
 APPLIED_FIELDS = ("voi", "voi_window", "voi_fallback", "n_padding")   # what read_dicom applied (see read_dicom)
-J2K_UIDS = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
 _MAX_LUT = 1 << 20          # stored-value ranges wider than this are processed pixel by pixel
 
 
@@ -125,10 +121,12 @@ def _get_unvalidated(ds, key: str):  # pragma: no mutate block, pydicom setting
 
 
 # ----------------------------------------------------------------------------- pixel steps
-def decode(ds) -> np.ndarray:  # pragma: no mutate block, one pydicom call
-    """Frame 0 of the pixel data as stored values: int/uint ``(Rows, Columns)``, or
-    ``(Rows, Columns, 3)`` uint for color (YBR converted to RGB by pydicom)."""
-    return pixel_array(ds, index=0)
+def decode(ds, where=None, shift: int = 0) -> np.ndarray:  # pragma: no mutate block, one call
+    """Frame 0 of the pixel data as stored values: int/uint ``(Rows, Columns)``, float for Float
+    Pixel Data, or ``(Rows, Columns, 3)`` uint for color (YBR converted to RGB by pydicom); the
+    stored bits shifted down by ``shift`` (HighBit above BitsStored - 1:
+    :func:`data_prep.dicom_input.decode_frame0`)."""
+    return decode_frame0(ds, where or "DICOM", shift)
 
 
 def to_gray(arr: np.ndarray, ds) -> np.ndarray:
@@ -368,84 +366,6 @@ def to_uint8(arr: np.ndarray, ds, hw: tuple[int, int] | None = None, via_table: 
     return minmax_uint8(small, block=RANGE_BLOCK if shrunk else 1, exclude=exclude)
 
 
-def _is_mono(ds) -> bool:  # pragma: no mutate block, J2K fast path (its only caller)
-    return str(ds.get("PhotometricInterpretation", "MONOCHROME2")) in ("MONOCHROME1", "MONOCHROME2")
-
-
-# ----------------------------------------------------------------------------- JPEG 2000 fast path
-def _j2k_levels(frame: bytes) -> int | None:  # pragma: no mutate block, J2K fast path
-    """Number of wavelet decomposition levels in a J2K codestream's COD marker (None if absent)."""
-    start = frame.find(b"\xff\x4f\xff\x51")         # SOC + SIZ (a JP2 wrapper may precede it)
-    if start < 0:
-        return None
-    i = start + 2
-    while i + 4 <= len(frame):
-        marker, length = frame[i:i + 2], int.from_bytes(frame[i + 2:i + 4], "big")
-        if marker == b"\xff\x52":                      # COD: Lcod, Scod, SGcod(4), levels
-            return frame[i + 9] if i + 9 < len(frame) else None
-        if marker == b"\xff\x90" or length < 2:        # SOT: main header over
-            return None
-        i += 2 + length
-    return None
-
-
-def j2k_reduce_level(height: int, width: int, out_hw: tuple[int, int], levels: int) -> int:
-    """Largest r <= levels with ceil(height / 2**r) >= out_h and ceil(width / 2**r) >= out_w."""
-    r = 0
-    while (r < levels and math.ceil(height / 2 ** (r + 1)) >= out_hw[0]
-           and math.ceil(width / 2 ** (r + 1)) >= out_hw[1]):
-        r += 1
-    return r
-
-
-def pillow_j2k_reduced(frame: bytes, r: int) -> np.ndarray:  # pragma: no mutate block, J2K fast path
-    """A J2K codestream decoded by Pillow at resolution level ``r``: ``(ceil(h / 2**r),
-    ceil(w / 2**r))``, uint8 (precision <= 8) or uint16 scaled up to 16 bits by Pillow."""
-    from PIL import Image, ImageFile
-
-    im = Image.open(io.BytesIO(frame))
-    w, h = im.size
-    want = (math.ceil(w / 2 ** r), math.ceil(h / 2 ** r))
-    im.reduce = r
-    if all(int((d + (2 ** r >> 1)) / 2 ** r) == math.ceil(d / 2 ** r) for d in (w, h)):
-        im.load()                                   # the public API
-    else:
-        # Pillow sizes the reduced image as d / 2**r rounded half up, OpenJPEG as the ceiling;
-        # where they differ Pillow's decoder stops with "broken data stream". Do what
-        # Jpeg2KImageFile.load does, with OpenJPEG's size (checked by the caller's shape test).
-        t = im.tile[0]
-        im._size = want
-        im.tile = [ImageFile._Tile(t[0], (0, 0, *want), t[2], (t[3][0], r, *t[3][2:]))]
-        ImageFile.ImageFile.load(im)
-    return np.asarray(im)
-
-
-def decode_j2k_reduced(ds, out_hw: tuple[int, int]) -> np.ndarray | None:  # pragma: no mutate block, J2K fast path
-    """Frame 0 of a JPEG 2000 dataset decoded at a reduced resolution still >= ``out_hw``:
-    stored values (uint8/uint16) ``(ceil(Rows / 2**r), ceil(Columns / 2**r))``. None when the
-    fast path does not apply (r = 0, signed or multi-sample data, precision != BitsStored)."""
-    if (ds.file_meta.get("TransferSyntaxUID") not in J2K_UIDS or int(ds.get("SamplesPerPixel", 1)) != 1
-            or int(ds.get("PixelRepresentation", 0)) != 0 or not _is_mono(ds)):
-        return None
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    frame = next(generate_frames(ds.PixelData, number_of_frames=nframes))
-    params = get_j2k_parameters(frame)
-    precision = params.get("precision")
-    if params.get("is_signed") or precision is None or precision != int(ds.BitsStored) or precision > 16:
-        return None
-    levels = _j2k_levels(frame)
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    r = j2k_reduce_level(rows, cols, out_hw, levels if levels is not None else 0)
-    if r == 0:
-        return None
-    arr = pillow_j2k_reduced(frame, r)
-    if arr.shape != (math.ceil(rows / 2 ** r), math.ceil(cols / 2 ** r)):
-        return None
-    if arr.dtype == np.uint16 and precision < 16:      # Pillow scales I;16 up to 16 bits
-        arr = arr >> (16 - precision)
-    return arr
-
-
 # ----------------------------------------------------------------------------- read
 def open_dicom(path: str | os.PathLike):  # pragma: no mutate block, input check
     """``pydicom.dcmread`` with every failure turned into a :class:`DicomReadError` naming the
@@ -529,12 +449,13 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
     if arr is None:
         try:
             with _quiet_pydicom():
-                arr = decode_frame0(ds, path, shift)
+                arr = decode(ds, path, shift)
         except PixelAttributeError as e:
             raise DicomReadError(f"{path}: {e}") from e
         except Exception as e:
             raise DicomReadError(f"{path}: cannot decode pixel data with transfer syntax "
                                  f"{transfer_syntax(ds)}: {type(e).__name__}: {_one_line(e)}") from e
+    _drop_encoded(ds, arr)
     mask = padding_mask(arr, pad)
     header["n_padding"] = int(np.count_nonzero(mask)) if mask is not None else 0
     try:
@@ -552,6 +473,15 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
         else:
             log.warning("%s: constant image (every pixel the same value): written as one flat gray level", path)
     return img, header
+
+
+def _drop_encoded(ds, arr: np.ndarray) -> None:  # pragma: no mutate block, memory only
+    """Free the pixel data bytes once decoded (unless ``arr`` is a view of them): a full-size
+    radiograph's 10-15 MB less at the peak of a convert worker."""
+    key = pixel_data_keyword(ds)
+    with contextlib.suppress(Exception):
+        if key and not np.shares_memory(arr, np.frombuffer(ds[key].value, np.uint8)):
+            del ds[key]
 
 
 @contextlib.contextmanager
