@@ -393,14 +393,14 @@ def load_explore_inputs(truth_path, pred_paths, meta=None, folds=None, fold=None
     images (the truth file's, within ``fold`` of ``folds`` when given); ``dataset``: a name or
     description (:func:`data_prep.datasets.describe`)."""
     from data_prep.datasets import describe
-    from data_prep.tables import fold_images, read_truth
+    from data_prep.tables import images_of_folds, read_truth
     from detection.submission import read_predictions
 
     if (folds is None) != (fold is None):
         raise ValueError("--folds and --fold go together")
     images, truth, ds = read_truth(truth_path, describe(dataset), meta)
     if fold is not None:
-        keep = set(fold_images(folds, fold))
+        keep = set(images_of_folds(images["image_id"], folds, fold, "truth images")["image_id"].astype(str))
         images = images[images["image_id"].astype(str).isin(keep)].reset_index(drop=True)
         log.info("fold %d: %d images", fold, len(images))
     ids = set(images["image_id"].astype(str))

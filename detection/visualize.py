@@ -363,9 +363,9 @@ def run_show(args) -> int:
         images = pd.DataFrame({"image_id": on_disk})
     ranked = None                       # which images a gallery is drawn from, said in its title
     if fold is not None:
-        from data_prep.tables import fold_images
+        from data_prep.tables import images_of_folds
 
-        keep = set(fold_images(args.folds, fold))
+        keep = set(images_of_folds(images["image_id"], args.folds, fold, "images")["image_id"].astype(str))
         images = images[images["image_id"].astype(str).isin(keep)]
         ranked = f"fold {fold} of {Path(args.folds).name}"
     elif args.gallery in ("worst", "best") and pred is not None:

@@ -277,3 +277,16 @@ def test_nih_patient_1_5_is_not_patient_1(tmp_path):
            + "00000002_000.png,No Finding,0,12,58,M,PA,2894,2729,0.143,0.143\n")
     images, _ = nih.load(box, entry)
     assert images["patient_id"].tolist() == ["00000001", "00000001", "00000012"]
+
+
+def test_explore_reads_folds_by_the_same_contract(d, caplog):
+    from detection.explore import load_explore_inputs
+
+    _write(d / "other.csv", "image_id,fold\nx,0\ny,1\n")
+    with pytest.raises(InputError, match="other.csv: folds for none of the 4 truth images"):
+        load_explore_inputs(d / "truth.csv", [d / "pred.csv"], d / "meta.csv", d / "other.csv", 0)
+    _write(d / "half.csv", "image_id,fold\na,0\nc,1\n")
+    caplog.set_level(logging.WARNING)
+    images, truth, _, _ = load_explore_inputs(d / "truth.csv", [d / "pred.csv"], d / "meta.csv", d / "half.csv", 1)
+    assert images["image_id"].tolist() == ["c"] and truth["image_id"].tolist() == ["c"]
+    assert "half.csv: folds for 2 of 4 truth images; 2 without: not evaluated" in caplog.text
