@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 from contextlib import contextmanager
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 LOCAL = "local"
 CONNECT_TIMEOUT = "30s"      # waiting for an existing scheduler to answer
+PROBE_TIMEOUT = 5.0          # seconds per step of probe_scheduler (connect, its handshake, an HTTP check)
 _ADDRESS = re.compile(r"tcp://[^\s/:]+:\d{1,5}")
 
 # Dask settings of the LocalCluster (scheduler=local). The defaults serve the dashboard, which is
@@ -57,6 +59,97 @@ def check_scheduler(value: Any) -> str | None:
         return s
     raise ValueError(f"scheduler {value!r}: expected null (local process pool), 'local' (a Dask LocalCluster "
                      "on this machine) or tcp://host:port (the address of a running `dask scheduler`)")
+
+
+def _dask_handshake(data: bytes) -> bool:
+    """Whether ``data`` starts like a Dask comm message (distributed.comm.tcp): uint64 total
+    length, then uint64 frame count and one uint64 length per frame, adding up to the total."""
+    if len(data) < 16:
+        return False
+    total, nframes = struct.unpack_from("<QQ", data)
+    if not 1 <= nframes <= 64 or len(data) < 16 + 8 * nframes:
+        return False
+    lengths = struct.unpack_from(f"<{nframes}Q", data, 16)
+    return total == 8 + 8 * nframes + sum(lengths) and total < (1 << 24)
+
+
+def _recv(sock, n: int, timeout: float) -> bytes:
+    import socket
+    import time
+
+    out, end = b"", time.monotonic() + timeout
+    while len(out) < n:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(n - len(out))
+        except (socket.timeout, OSError):
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _http_answer(host: str, port: int, timeout: float) -> str | None:
+    """The status line (and Server header) of an HTTP server at host:port, else None."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(b"GET / HTTP/1.0\r\nHost: " + host.encode() + b"\r\n\r\n")
+            head = _recv(s, 2048, timeout)
+    except OSError:
+        return None
+    if not head.startswith(b"HTTP/"):
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    server = next((ln.split(":", 1)[1].strip() for ln in lines if ln.lower().startswith("server:")), None)
+    return lines[0].strip() + (f", Server: {server}" if server else "")
+
+
+def probe_scheduler(address: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Check that ``tcp://host:port`` answers like a Dask scheduler (it sends its handshake first,
+    unasked) within ``timeout`` seconds for each step; else a ``ValueError`` naming the address and
+    what answered: nothing (cannot connect: refused, unreachable, unknown host, no answer), an HTTP
+    server (e.g. the dashboard port), or some other service (its first bytes)."""
+    import socket
+
+    host, _, port = address[len("tcp://"):].rpartition(":")
+    host = host.strip("[]")
+    where = f"scheduler {address}"
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except socket.gaierror as e:
+        raise ValueError(f"{where}: cannot connect: unknown host {host!r} ({e.strerror}); expected the address "
+                         "of a running `dask scheduler`") from None
+    except socket.timeout:
+        raise ValueError(f"{where}: cannot connect: no answer within {timeout:g} s (unroutable, or a firewall "
+                         "drops it); expected the address of a running `dask scheduler`") from None
+    except OSError as e:
+        raise ValueError(f"{where}: cannot connect ({e.strerror or e}); expected the address of a running "
+                         "`dask scheduler` (started with `dask scheduler --port PORT`)") from None
+    with sock:
+        first = _recv(sock, 16, timeout)           # a Dask handshake: its length, then frames
+        if len(first) == 16:
+            total = struct.unpack_from("<Q", first)[0]
+            if 16 <= total < (1 << 24):
+                first += _recv(sock, total + 8 - 16, timeout)
+        if first and not _dask_handshake(first):
+            first += _recv(sock, 60, 0.5)            # a little more of what it says, for the message
+    if _dask_handshake(first):
+        return
+    if first:
+        what = f"a service that is not Dask answered: {first[:60]!r}"
+    else:
+        http = _http_answer(host, int(port), timeout)
+        what = (f"an HTTP server answered ({http}) - the dashboard or another web port, not the scheduler's"
+                if http else f"the port accepted the connection but sent nothing within {timeout:g} s, as a Dask "
+                "scheduler does at once")
+    raise ValueError(f"{where}: not a Dask scheduler: {what}; expected the address `dask scheduler` prints "
+                     "(\"Scheduler at: tcp://...\", default port 8786)")
 
 
 @contextmanager
@@ -90,6 +183,7 @@ def dask_client(scheduler: str, workers: int = 2):
         finally:
             quiet.setLevel(level)
         return
+    probe_scheduler(scheduler)   # seconds, not Dask's unbounded wait on a port that is not a scheduler
     try:
         client = Client(scheduler, timeout=CONNECT_TIMEOUT)
     except OSError as e:
