@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Iterable
 import yaml
 
 from data_prep import keys
+from data_prep.errors import InputError
 from data_prep.resources import config_dir
 
 log = logging.getLogger(__name__)
@@ -293,15 +294,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, keys: Iterable[str] = 
         "Priority: defaults < dataset config < --config < flags < key=value."
 
 
-def deprecated_flag(parser: argparse.ArgumentParser, flag: str, key: str, type_=str) -> None:
-    """A flag this stage gave another meaning than :data:`ALIASES` does: still accepted, for one
-    release, as ``key`` (with a warning naming the flag to use)."""
-    dest = f"_deprecated_{key}"
-    parser.add_argument(flag, dest=dest, type=type_, default=None, metavar=key.upper(),
-                        help=f"deprecated here: sets `{key}`; use {_FLAG_OF[key][0]}")
-    deps = dict(parser.get_default("_deprecated") or {})
-    deps[dest] = (flag, key)
-    parser.set_defaults(_deprecated=deps)
+def retired_flag(parser: argparse.ArgumentParser, flag: str, key: str) -> None:
+    """A flag this stage once gave another meaning than :data:`ALIASES` does: given now, it is a
+    one-line error naming the flag that sets ``key`` (README's changelog lists the renames)."""
+    dest = f"_retired_{key}"
+    parser.add_argument(flag, dest=dest, default=None, metavar=key.upper(), help=argparse.SUPPRESS)
+    retired = dict(parser.get_default("_retired") or {})
+    retired[dest] = (flag, key)
+    parser.set_defaults(_retired=retired)
 
 
 def stage_config(args: argparse.Namespace) -> dict:
@@ -312,10 +312,9 @@ def stage_config(args: argparse.Namespace) -> dict:
     if keys is None:  # a Namespace built by hand: its attributes named like an aliased key
         keys = sorted(set(ALIASES.values()))
     flags = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    for dest, (flag, key) in (getattr(args, "_deprecated", None) or {}).items():
+    for dest, (flag, key) in (getattr(args, "_retired", None) or {}).items():
         if getattr(args, dest, None) is not None:
-            log.warning("%s is deprecated here (it sets `%s`); use %s", flag, key, _FLAG_OF[key][0])
-            flags.setdefault(key, getattr(args, dest))
+            raise InputError(flag, f"renamed; use {_FLAG_OF[key][0]} (it sets `{key}`)")
     overrides = [*getattr(args, "_overrides_after_flags", []), *(getattr(args, "overrides", None) or [])]
     return load_config(getattr(args, "config", None), overrides, flags)
 

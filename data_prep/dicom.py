@@ -8,7 +8,7 @@ for MONOCHROME1)::
     modality_lut          C.11.1 (data_prep.voi.modality)       Modality LUT, or rescale slope/intercept
     voi_lut               C.11.2 (data_prep.voi.choose_voi)     VOI LUT or window, as the options choose
     invert_monochrome1    top - y, AFTER the VOI                MONOCHROME1 only
-    stretch_uint16        -> [0, 65535]                         uint16 (H, W): keeps 16-bit precision
+    stretch to 16 bits    -> [0, 65535] (in to_uint16)          uint16 (H, W): keeps 16-bit precision
     resize                cv2.resize (INTER_AREA to shrink)     uint16 (size, size) or keep-ratio
     minmax_uint8          -> [0, 255]                           uint8, the output
 
@@ -163,12 +163,6 @@ def invert_monochrome1(arr: np.ndarray, ds, voi: Voi | None = None) -> np.ndarra
     top = (voi or choose_voi(ds)).top
     a = np.asarray(arr, dtype=np.float64)
     return (top if top is not None else 0.0) - a
-
-
-def stretch_uint16(arr: np.ndarray, ds=None) -> np.ndarray:
-    """Linear stretch of ``[min, max]`` to ``[0, 65535]``, rounded: uint16, same shape. A
-    constant image gives zeros."""
-    return _stretch(arr, 65535, np.uint16)
 
 
 def minmax_uint8(arr: np.ndarray, ds=None, block: int = 1, exclude: np.ndarray | None = None) -> np.ndarray:

@@ -303,7 +303,7 @@ def write_competition_csv(fused: pd.DataFrame, images: pd.DataFrame, path) -> Pa
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_fuse(parser: argparse.ArgumentParser) -> None:  # pragma: no mutate block, CLI
-    from data_prep.config import add_config_arguments, deprecated_flag
+    from data_prep.config import add_config_arguments, retired_flag
 
     parser.add_argument("--labels", required=True, help="annotation file (train.csv, ...)")
     parser.add_argument("--meta", default=None, help="image sizes: image_id,dim0,dim1 or convert's meta.csv")
@@ -311,7 +311,7 @@ def add_arguments_fuse(parser: argparse.ArgumentParser) -> None:  # pragma: no m
     add_config_arguments(parser, ["dataset", "fusion", "fusion_iou", "fusion_skip", "fusion_conf_type", "raters"],
                          help={"raters": "radiologists whose labels are fused: R8,R10 (images none of them read are "
                                          "left out), or no value = all (rater_weights={R8: 2} weights them)"})
-    deprecated_flag(parser, "--iou", "fusion_iou", float)
+    retired_flag(parser, "--iou", "fusion_iou")
 
 
 def parse_raters(value) -> list[str] | None:  # pragma: no mutate block, CLI

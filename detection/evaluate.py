@@ -106,25 +106,6 @@ def warn_coverage(pred: pd.DataFrame, ids: list[str], pred_path, fold) -> None:
                     "empty%s", pred_path, n, len(ids), len(ids) - n, hint)
 
 
-def load_inputs(truth_path, pred_path, meta=None, folds=None, fold: int | None = None, dataset=DEFAULT_DATASET):
-    """Deprecated (one release): :func:`read_inputs` as the old 5-tuple
-    ``(images, truth, pred, has_normal_class, class_names or None)``."""
-    images, truth, pred, ds = read_inputs(truth_path, pred_path, dataset, meta, folds, fold)
-    return images, truth, pred, ds.normal is not None, (ds.names if ds.normal is not None else None)
-
-
-def load_pred(path, dataset=DEFAULT_DATASET) -> pd.DataFrame:
-    """Deprecated (one release): :func:`detection.submission.read_predictions`."""
-    from detection.submission import read_predictions
-    return read_predictions(path, dataset)
-
-
-def load_truth(path, meta=None, fusion_iou: float = FUSION_IOU, dataset=DEFAULT_DATASET):
-    """Deprecated (one release): :func:`data_prep.tables.read_truth` as ``(images, boxes, dataset name)``."""
-    images, boxes, ds = read_truth(path, describe(dataset), meta, fusion_iou)
-    return images, boxes, ds.name
-
-
 def evaluate_files(truth_path, pred_path, meta=None, folds=None, fold=None, metric: str | None = "vinbigdata",
                    iou_thr: float = 0.4, image_level: bool = False, dataset: Dataset | str = DEFAULT_DATASET) -> dict:
     """:func:`read_inputs` + :func:`evaluate`: what ``cxrdet evaluate`` prints and writes.

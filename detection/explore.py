@@ -364,7 +364,7 @@ def build_explorer(images: pd.DataFrame, truth: pd.DataFrame, preds: list[tuple[
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_explore(p: argparse.ArgumentParser) -> None:
-    from data_prep.config import add_config_arguments, deprecated_flag
+    from data_prep.config import add_config_arguments, retired_flag
 
     p.add_argument("--truth", required=True, help="train.csv / fused.csv / RSNA labels / box table CSV")
     p.add_argument("--pred", action="extend", nargs="+", required=True, metavar="P",
@@ -385,7 +385,7 @@ def add_arguments_explore(p: argparse.ArgumentParser) -> None:
                                          "--rater-labels, else from --truth (then a raw labels file)",
                                "metric": "matching rule for TP/FP/FN and cost (default: the dataset's metric)",
                                "show_conf": "the confidence slider's start", "workers": "processes decoding images"})
-    deprecated_flag(p, "--conf", "show_conf", float)
+    retired_flag(p, "--conf", "show_conf")
 
 
 def load_explore_inputs(truth_path, pred_paths, meta=None, folds=None, fold=None, dataset="vinbigdata"):

@@ -253,7 +253,7 @@ def _sr_summary(sr: dict | None, ids: list[str]) -> str:
 
 
 def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
-    from data_prep.config import add_config_arguments, deprecated_flag
+    from data_prep.config import add_config_arguments, retired_flag
 
     p.add_argument("--truth", required=True, help="train.csv / fused.csv / RSNA labels / box table CSV")
     p.add_argument("--pred", required=True, help="submission CSV or box table CSV")
@@ -273,7 +273,7 @@ def add_arguments_report_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="report .html path")
     add_config_arguments(p, ["dataset", "metric", "iou_thr", "fold", "show_conf"],
                          help={"fold": "with --folds: report only this held-out fold"})
-    deprecated_flag(p, "--conf", "show_conf", float)
+    retired_flag(p, "--conf", "show_conf")
 
 
 def run_report_eval(args) -> int:

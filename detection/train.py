@@ -76,10 +76,6 @@ def resolve_model(model: str, what: str = "model") -> str:
     raise ValueError(f"{what} {str(model)!r}: expected a model YAML (.yaml) or local weights (.pt)")
 
 
-# Deprecated (one release): the one merge is data_prep.config.stage_config.
-config_from_args = stage_config
-
-
 def run_dir(cfg: dict, suffix: str = "") -> Path:
     """``<project>/<name>`` as an absolute path (``name`` null -> ``<dataset>_fold<k><suffix>``)."""
     name = cfg.get("name") or f"{cfg['dataset']}_fold{cfg['fold']}{suffix}"

@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 
 from data_prep.atomic import atomic_path, check_not_input, safe_name  # noqa: E402
 from data_prep.boxes import Frame, frame_between  # noqa: E402
-from data_prep.config import add_config_arguments, deprecated_flag, held_out_fold, stage_config  # noqa: E402
+from data_prep.config import add_config_arguments, retired_flag, held_out_fold, stage_config  # noqa: E402
 from data_prep.datasets import DEFAULT_DATASET, Dataset, describe  # noqa: E402
 from data_prep.palette import PALETTE, class_color, class_rgb, text_color  # noqa: E402,F401  (old home, kept for callers)
 from detection.draw import DPI, FONT, legend_handles, legend_px, short_name, draw_on_axes, names_dict  # noqa: E402
@@ -288,7 +288,7 @@ def add_arguments_show(p: argparse.ArgumentParser) -> None:
                          help={"iou_thr": "IoU of a match for the worst/best gallery", "seed": "seed of the random gallery",
                                "raters": "draw these radiologists' own boxes beside the truth: R8,R10, or no value = "
                                          "all; from --rater-labels, else from --truth (then a raw train.csv)"})
-    deprecated_flag(p, "--conf", "show_conf", float)
+    retired_flag(p, "--conf", "show_conf")
 
 
 def load_tables(truth_path=None, pred_path=None, meta=None, dataset: Dataset | str = DEFAULT_DATASET):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from data_prep import config as C
-from detection.cli import COMMANDS
+from detection.cli import COMMANDS, main
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_same_flag_same_key_in_every_stage(cmd):
         assert "config" in dests, f"cxrdet {cmd} takes no --config"
     for action in p._actions:
         for flag in action.option_strings:
-            if flag in C.ALIASES and not action.dest.startswith("_deprecated_"):
+            if flag in C.ALIASES and not action.dest.startswith("_retired_"):
                 assert action.dest == C.ALIASES[flag], f"cxrdet {cmd} {flag} sets {action.dest}, not {C.ALIASES[flag]}"
 
 
@@ -139,13 +139,20 @@ def test_stage_merge_end_to_end():
     assert (cfg["epochs"], cfg["imgsz"], cfg["device"]) == (2, 320, "0")
 
 
-def test_deprecated_stage_meaning_still_works_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING):
-        cfg = _cfg("fuse", ["--labels", "l.csv", "--out", "o.csv", "--iou", "0.6"])
-    assert cfg["fusion_iou"] == 0.6 and cfg["iou_thr"] == 0.4
-    assert "--iou is deprecated here (it sets `fusion_iou`); use --fusion-iou" in caplog.text
-    assert _cfg("fuse", ["--labels", "l", "--out", "o", "--iou", "0.6", "--fusion-iou", "0.7"])["fusion_iou"] == 0.7
-    assert _cfg("show", ["--source", "s", "--out", "o", "--conf", "0.5"])["show_conf"] == 0.5
+def test_a_retired_stage_meaning_is_a_one_line_error_naming_its_replacement(capsys):
+    """fuse --iou (now --fusion-iou) and show/explore/report-eval --conf (now --show-conf) were kept
+    one release with a warning; now they stop with one line naming the flag to use (issue 28)."""
+    from data_prep.errors import InputError
+
+    with pytest.raises(InputError, match=r"--iou: renamed; use --fusion-iou \(it sets `fusion_iou`\)"):
+        _cfg("fuse", ["--labels", "l.csv", "--out", "o.csv", "--iou", "0.6"])
+    assert _cfg("fuse", ["--labels", "l", "--out", "o", "--fusion-iou", "0.7"])["fusion_iou"] == 0.7
+    for cmd in ("show", "explore", "report-eval"):
+        with pytest.raises(InputError, match="--conf: renamed; use --show-conf"):
+            _cfg(cmd, ["--source", "s", "--out", "o", "--truth", "t", "--pred", "p", "--conf", "0.5"])
+    assert main(["fuse", "--labels", "l.csv", "--out", "o.csv", "--iou", "0.6"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--fusion-iou" in err and "Traceback" not in err
     rep = ["--truth", "t", "--pred", "p", "--source", "s", "--out", "o"]
     with pytest.raises(ValueError, match="--folds and --fold go together"):
         C.held_out_fold(_cfg("report-eval", rep + ["--fold", "1"]), None)
@@ -184,19 +191,19 @@ WIDER = {("evaluate", "--fold"): "a fold, or several (0,2) scored one by one"}
 
 def test_each_flag_means_one_key_across_all_stages():
     """Over the parsers of every stage in detection/cli.py COMMANDS: an option string has one dest
-    wherever it is declared (a deprecated stage meaning aside: it warns and names the flag to use);
+    wherever it is declared (a retired stage meaning aside: an error naming the flag to use);
     a flag that sets a config key is that key's alias in data_prep.config.ALIASES, and takes its
     value the same way in every stage."""
     dests: dict[str, set] = {}
     forms: dict[str, set] = {}
     keys = set(yaml.safe_load(C.DEFAULT.read_text()))
     for cmd, p in _stage_parsers().items():
-        deprecated = p.get_default("_deprecated") or {}
+        retired = p.get_default("_retired") or {}
         for a in p._actions:
-            if a.dest.startswith("_deprecated_"):
-                flag, key = deprecated[a.dest]
+            if a.dest.startswith("_retired_"):
+                flag, key = retired[a.dest]
                 assert a.option_strings == [flag] and key in C.ALIASES.values(), (cmd, flag)
-                assert C.ALIASES.get(flag) != key, f"cxrdet {cmd} {flag}: deprecated for its own key"
+                assert C.ALIASES.get(flag) != key, f"cxrdet {cmd} {flag}: retired for its own key"
                 continue
             for flag in a.option_strings:
                 dests.setdefault(flag, set()).add(a.dest)

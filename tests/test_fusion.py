@@ -185,7 +185,7 @@ def test_cli_fuse(tmp_path):
     (tmp_path / "meta.csv").write_text("image_id,dim0,dim1\na,100,200\nb,300,300\n")
     out = tmp_path / "fused.csv"
     rc = main(["fuse", "--dataset", "vinbigdata", "--labels", str(tmp_path / "train.csv"),
-               "--meta", str(tmp_path / "meta.csv"), "--method", "wbf", "--iou", "0.4", "--skip", "0",
+               "--meta", str(tmp_path / "meta.csv"), "--method", "wbf", "--fusion-iou", "0.4", "--skip", "0",
                "--out", str(out)])
     assert rc == 0
     df = pd.read_csv(out)

@@ -48,11 +48,11 @@ def test_cli_bare_pt_error_message(make_prep, tmp_path, monkeypatch, capsys):
 def test_device_override_stays_a_string():
     import argparse
 
-    from detection.train import config_from_args
+    from data_prep.config import stage_config
 
-    cfg = config_from_args(argparse.Namespace(config=None, overrides=["device=0", "epochs=2"], fold=1))
+    cfg = stage_config(argparse.Namespace(config=None, overrides=["device=0", "epochs=2"], fold=1))
     assert cfg["device"] == "0" and cfg["epochs"] == 2 and cfg["fold"] == 1
-    cfg = config_from_args(argparse.Namespace(config=None, overrides=["device=0,1"], fold=None))
+    cfg = stage_config(argparse.Namespace(config=None, overrides=["device=0,1"], fold=None))
     assert cfg["device"] == "0,1" and cfg["fold"] == 0
 
 
