@@ -155,7 +155,8 @@ def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, 
         return tables[0]
     names: dict[int, str] = {}
     for t in tables:
-        names.update(dict(zip(t["class_id"].astype("int64"), t["class_name"].astype(str))))
+        u = t[["class_id", "class_name"]].drop_duplicates()
+        names.update(dict(zip(u["class_id"].astype("int64"), u["class_name"].astype(str))))
     ids = pd.Index(pd.unique(pd.concat([t["image_id"].astype(str) for t in tables])))
     split = []  # per table: (boxes, scores, labels) sorted by image, and each image's slice bounds
     for t in tables:
@@ -166,7 +167,9 @@ def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, 
                       t["class_id"].to_numpy("int64")[o], bounds))
     lim = None if sizes is None else sizes.reindex(ids)[["height", "width"]].to_numpy("float64")
     out_i, out_b, out_s, out_l = [], [], [], []
-    for i in range(len(ids)):
+    if sum(len(t) for t in tables) >= FAST_WBF_MIN and _numba_available():
+        out_i, out_b, out_s, out_l = _ensemble_fast(split, len(ids), lim, iou_thr, skip_box_thr, conf_type, weights)
+    for i in range(len(ids) if not out_i else 0):
         views = [View(b[bd[i]:bd[i + 1]], s[bd[i]:bd[i + 1]], lab[bd[i]:bd[i + 1]]) for b, s, lab, bd in split]
         if lim is not None and not np.isnan(lim[i]).any():
             hw = (float(lim[i, 0]), float(lim[i, 1]))
@@ -188,6 +191,49 @@ def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, 
         if len(first) and (per <= 1).all():
             res[c] = res["image_id"].map(first.drop_duplicates("image_id").set_index("image_id")[c])
     return res
+
+
+FAST_WBF_MIN = 200_000  # boxes from which ensemble() fuses every image at once (detection/wbf.py, numba)
+
+
+@functools.lru_cache(maxsize=1)
+def _numba_available() -> bool:  # pragma: no mutate block, optional speed-up
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _ensemble_fast(split: list, n_images: int, lim, iou_thr, skip_box_thr, conf_type, weights):
+    """What :func:`ensemble`'s per-image loop returns (``[image codes], [boxes], [scores],
+    [labels]``), computed by :func:`detection.wbf.wbf_tables` for every image at once: the same
+    ensemble-boxes WBF (normalised by each image's size, else its boxes' largest coordinates)."""
+    from detection.wbf import wbf_tables
+
+    code, model, box, score, label = [], [], [], [], []
+    for t, (b, s, lab, bd) in enumerate(split):
+        code.append(np.repeat(np.arange(n_images), np.diff(bd)))
+        model.append(np.full(len(b), t))
+        box.append(b)
+        score.append(s)
+        label.append(lab)
+    code, model, box = np.concatenate(code), np.concatenate(model), np.concatenate(box)
+    score, label = np.concatenate(score), np.concatenate(label)
+    o = np.lexsort((np.arange(len(code)), model, code))   # per image: table by table, each in its order
+    code, model, box, score, label = code[o], model[o], box[o], score[o], label[o]
+    hw = np.full((n_images, 2), np.nan) if lim is None else lim.copy()
+    unknown = np.isnan(hw).any(1)
+    if unknown.any():   # as the loop: the largest x2 / y2 of the image's boxes, at least 1
+        mx = np.zeros((n_images, 2))
+        np.maximum.at(mx, code, box[:, [3, 2]])
+        hw[unknown] = np.maximum(mx[unknown], 1.0)
+    h, w = hw[code, 0], hw[code, 1]
+    whwh = np.stack([w, h, w, h], 1)
+    nb = np.clip(box / whwh, 0.0, 1.0)
+    img, fb, fs, fl = wbf_tables(code, model, nb, score, label, len(split), weights, iou_thr, skip_box_thr, conf_type)
+    fb = fb * np.stack([hw[img, 1], hw[img, 0], hw[img, 1], hw[img, 0]], 1)
+    return [img], [fb], [np.asarray(fs, "float64")], [fl.astype("int64")]
 
 
 # ----------------------------------------------------------------------------- probabilities
