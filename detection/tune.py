@@ -574,8 +574,11 @@ def run_tune(args: argparse.Namespace) -> int:
     from data_prep.atomic import file_lock
     from data_prep.errors import check_output
 
-    check_output(args.out, arg="--out")
-    with file_lock(args.out, "cxrdet tune"):
+    out = args.out or (Path(args.cv) / "tuned.yaml" if args.cv else None)   # --cv DIR: DIR/tuned.yaml
+    if out is None or (args.cv and not (Path(args.cv) / "cv.json").is_file()):
+        return _run_tune(args)   # the one-line error naming what is missing (no folder made for a lock)
+    check_output(out, arg="--out")
+    with file_lock(out, "cxrdet tune"):
         return _run_tune(args)
 
 

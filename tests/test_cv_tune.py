@@ -252,7 +252,7 @@ def test_cv_tune_then_tune_cv_alone_and_the_submission_with_the_tuned_keys(fake_
 
 def test_tune_cv_flags_are_one_line_errors(fake_cv, capsys, tmp_path):
     assert main(["tune", "--cv", str(tmp_path / "nope")]) == 2
-    assert "no cv.json" in capsys.readouterr().err
+    assert "no cv.json" in capsys.readouterr().err and not (tmp_path / "nope").exists()
     assert main(["tune", "--cv", str(tmp_path), "--pred", "x.csv"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--pred: not with --cv" in err
