@@ -140,17 +140,37 @@ def resolve_config_path(name: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"config {str(name)!r}: no such file, and not one of configs/{{{','.join(known)}}}.yaml")
 
 
+def load_yaml(source, where: str, expected: str = "a YAML mapping of key: value lines") -> Any:
+    """``yaml.safe_load(source)`` with every failure one :class:`~data_prep.errors.InputError`:
+    ``where`` (file or ``key=value``), the line and column PyYAML marks, its problem (scanner,
+    parser, composer, constructor errors; nesting past Python's recursion limit)."""
+    from data_prep.errors import InputError
+
+    try:
+        return yaml.safe_load(source)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(x) for x in (e.context, e.problem) if x) or type(e).__name__
+        raise InputError(f"{where}{at}", f"not valid YAML ({what}); expected {expected}") from None
+    except yaml.YAMLError as e:
+        raise InputError(where, f"not valid YAML ({' '.join(str(e).split())[:160]}); expected {expected}") from None
+    except RecursionError:
+        raise InputError(where, f"YAML nested too deeply to read (past Python's recursion limit); expected "
+                         f"{expected}, at most {keys.MAX_DEPTH} levels deep") from None
+
+
 def _read_yaml(path: Path) -> dict:
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        data = load_yaml(f, str(path)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
     return data
 
 
-def _value(text: str) -> Any:
+def _value(text: str, where: str = "key=value") -> Any:
     """A command-line value: YAML, plus numbers YAML 1.1 leaves as text (``1e-3``)."""
-    v = yaml.safe_load(text) if text != "" else None
+    v = load_yaml(text, where, "a YAML value (a number, text, [list] or {key: value})") if text != "" else None
     if isinstance(v, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", v.strip()):
         return float(v)
     return v
@@ -166,7 +186,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise ValueError(f"argument {item!r}: expected key=value")
         k, v = item.split("=", 1)
         k = k.strip().lstrip("-").replace("-", "_")
-        out[k] = _value(v)
+        out[k] = _value(v, f"key=value {item[:80]!r}")
     return out
 
 

@@ -64,13 +64,26 @@ class OnnxRunner:
     def __init__(self, path):
         import onnxruntime as ort
 
-        self.sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        from data_prep.errors import InputError
+
+        kind = "an ONNX written by `cxrdet export` from a multi-label checkpoint"
+        if Path(path).stat().st_size == 0:
+            raise InputError(f"weights {path}", f"empty file (0 bytes); expected {kind}")
+        try:
+            self.sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own InvalidProtobuf / Fail / RuntimeException kinds
+            why = " ".join(str(e).split())[:160] or type(e).__name__
+            raise InputError(f"weights {path}", f"not a loadable ONNX model ({type(e).__name__}: {why}); "
+                             f"expected {kind}") from e
         meta = self.sess.get_modelmeta().custom_metadata_map
         if "cxrdet" not in meta:
-            raise ValueError(f"{path}: no 'cxrdet' metadata; expected an ONNX written by `cxrdet export` "
-                             "from a multi-label checkpoint")
-        m = json.loads(meta["cxrdet"])
-        self.labels, self.imgsz, self.mean, self.std = list(m["labels"]), int(m["imgsz"]), m["mean"], m["std"]
+            raise InputError(f"weights {path}", f"no 'cxrdet' metadata; expected {kind}")
+        try:
+            m = json.loads(meta["cxrdet"])
+            self.labels, self.imgsz, self.mean, self.std = list(m["labels"]), int(m["imgsz"]), m["mean"], m["std"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"weights {path}", f"its 'cxrdet' metadata is not usable ({type(e).__name__}: {e}); "
+                             f"expected {kind} (labels, imgsz, mean, std)") from e
         self.name = self.sess.get_inputs()[0].name
         self.path = str(path)
 
@@ -146,8 +159,11 @@ def probs_table(ids: list[str], p: np.ndarray, labels: list[str]) -> pd.DataFram
 
 
 def classify(weights, source, meta=None, *, batch: int = 16, onnx: bool = False, device: str = "cpu",
-             size: int = 512, keep_ratio: bool = False, errors: list[str] | None = None) -> pd.DataFrame:
-    """Probabilities table for every image of ``source`` (PNG or DICOM folder)."""
+             size: int = 512, keep_ratio: bool = False, errors: list[str] | None = None,
+             voi=None) -> pd.DataFrame:
+    """Probabilities table for every image of ``source`` (PNG or DICOM folder). DICOMs are
+    rendered as predict and convert render them: ``voi`` (:class:`data_prep.voi.VoiOptions`, the
+    config's ``voi``/``window_index``/``stretch``/``padding``; None: their defaults)."""
     from detection.predict import list_source, load_image
 
     runner = load_runner(weights, onnx, device)
@@ -159,7 +175,7 @@ def classify(weights, source, meta=None, *, batch: int = 16, onnx: bool = False,
         imgs = []
         for r in rows.iloc[s:s + batch].itertuples():
             try:
-                imgs.append(load_image(r, size, keep_ratio)[0])
+                imgs.append(load_image(r, size, keep_ratio, voi)[0])
                 ids.append(r.image_id)
             except (ValueError, OSError) as e:
                 errs.append(f"{r.path}: {e}")
@@ -175,7 +191,8 @@ def classify(weights, source, meta=None, *, batch: int = 16, onnx: bool = False,
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_classify(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="config (path or name) for size/keep_ratio/batch/device")
+    p.add_argument("--config", default=None, help="config (path or name) for size/keep_ratio/batch/device and the "
+                   "DICOM rendering (voi/window_index/stretch/padding, as predict)")
     p.add_argument("--weights", required=True, help="multi-label checkpoint (.pt from train-cls "
                    "cls_task=multilabel) or its .onnx")
     p.add_argument("--source", required=True, help="folder of PNGs or DICOMs")
@@ -188,12 +205,15 @@ def run_classify(args: argparse.Namespace) -> int:
     from data_prep.config import load_config
     from detection.devices import resolve_device
 
+    from data_prep.voi import VoiOptions
+
     cfg = load_config(args.config, args.overrides or [])
     safe_load.configure(cfg)   # trust_weights: what a model file may run on load
+    voi = VoiOptions.from_config(cfg)   # the DICOM rendering predict uses, checked before any image
     errors: list[str] = []
     t = classify(args.weights, args.source, args.meta, batch=int(cfg["batch"]) if cfg["batch"] > 0 else 16,
                  onnx=args.onnx, device=resolve_device(cfg["device"]), size=int(cfg["size"]),
-                 keep_ratio=bool(cfg["keep_ratio"]), errors=errors)
+                 keep_ratio=bool(cfg["keep_ratio"]), errors=errors, voi=voi)
     write_csv(t, args.out)
     print(f"{args.out}: {len(t)} image(s), {len(t.columns) - 1} probabilities each; {len(errors)} unreadable")
     return 1 if errors else 0
