@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=30, help="tune trials per search (class gating)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="working folder (default: a temporary one, removed)")
+    ap.add_argument("--out", default=None, help="working folder (default: a temporary one, removed); a re-run "
+                    "with the same folder and settings reuses the phantoms, prep steps and trained folds")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from data_prep.prep import prep
@@ -119,7 +120,8 @@ def main(argv=None) -> int:
     tmp = None if a.out else tempfile.TemporaryDirectory(prefix="cxrdet_recipes_")
     root = Path(a.out or tmp.name).resolve()
     t0 = time.perf_counter()
-    synth_vinbigdata(root / "data", n=a.n, n_test=0, size=a.size, seed=a.seed)
+    if not (root / "data" / "train.csv").is_file():   # a re-run in the same --out reuses it (and prep, cv theirs)
+        synth_vinbigdata(root / "data", n=a.n, n_test=0, size=a.size, seed=a.seed)
     base = ["folds=%d" % a.folds, "size=%d" % a.prep_size, "workers=2", "seed=%d" % a.seed, "test_dir=null"]
     plain_prep = prep(load_config("vinbigdata", base + ["train_labels=both"]), root / "data", root / "prep")["out"]
     square_prep = prep(load_config("vinbigdata", base + ["squarify=2"]), root / "data", root / "prep_square")["out"]
