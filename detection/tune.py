@@ -53,7 +53,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -201,20 +201,81 @@ class Problem:
     base: dict             # post-processing keys before tuning
     scorer: Scorer
     _cache: dict
+    _wbf: dict = field(default_factory=dict)   # the fast WBF's inputs and prefilters (big tables)
 
     def arrays(self, cfg: dict) -> PP.Arrays:
-        key = (cfg["ens_iou"], cfg["ens_skip"], cfg["ens_conf_type"], str(cfg["ens_weights"]))
-        if len(self.tables) == 1:
-            key = None
+        """The (ensembled) table as arrays for ``cfg``'s ``ens_*`` keys, cached per key set. Tables
+        of >= postprocess.FAST_WBF_MIN boxes are fused by detection.wbf straight into arrays: the
+        boxes' image codes, normalisation and each (weights, skip)'s prefilter are made once, and a
+        skip that drops the same boxes as another is the same key (what does not change between
+        trials is not redone). At most ~20 million cached rows are kept (oldest out)."""
+        fast = len(self.tables) > 1 and sum(len(t) for t in self.tables) >= PP.FAST_WBF_MIN and PP._numba_available()
+        key = None if len(self.tables) == 1 else (
+            cfg["ens_iou"], self._skip_key(cfg["ens_skip"]) if fast else cfg["ens_skip"], cfg["ens_conf_type"],
+            str(cfg["ens_weights"]))
         if key not in self._cache:
-            t = PP.ensemble(self.tables, self.sizes, cfg["ens_iou"], cfg["ens_skip"], cfg["ens_conf_type"],
-                            cfg["ens_weights"])
-            a = PP.to_arrays(t, self.probs, self.sizes, self.images)
-            # rows grouped by image (stable): then, within each class, the order of the arrays is
-            # the order postprocess writes wherever scores tie, and the metric needs no lexsort
-            o = np.argsort(a.img, kind="stable")
-            self._cache[key] = replace(a, img=a.img[o], cls=a.cls[o], box=a.box[o], score=a.score[o], cache={})
+            if fast:
+                a = self._fused_arrays(cfg)
+            else:
+                t = PP.ensemble(self.tables, self.sizes, cfg["ens_iou"], cfg["ens_skip"], cfg["ens_conf_type"],
+                                cfg["ens_weights"])
+                a = PP.to_arrays(t, self.probs, self.sizes, self.images)
+                # rows grouped by image (stable): then, within each class, the order of the arrays is
+                # the order postprocess writes wherever scores tie, and the metric needs no lexsort
+                o = np.argsort(a.img, kind="stable")
+                a = replace(a, img=a.img[o], cls=a.cls[o], box=a.box[o], score=a.score[o], cache={})
+            limit = max(2, int(2e7 // max(len(a.cls), 1)))
+            while len(self._cache) >= limit:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = a
         return self._cache[key]
+
+    def _skip_key(self, skip: float) -> int:
+        """How many input boxes ``ens_skip`` drops: two skips that drop the same boxes fuse alike."""
+        if "sorted_scores" not in self._wbf:
+            self._wbf["sorted_scores"] = np.sort(np.concatenate([t["score"].to_numpy("float64") for t in self.tables]))
+        return int(np.searchsorted(self._wbf["sorted_scores"], float(skip), "left"))
+
+    def _fused_arrays(self, cfg: dict) -> PP.Arrays:
+        """:func:`detection.postprocess.ensemble` then :func:`detection.postprocess.to_arrays` (grouped
+        by image), computed by detection.wbf on arrays made once (the same rows; tests/test_wbf.py)."""
+        from detection import wbf
+
+        if "input" not in self._wbf:
+            base = PP.to_arrays(self.tables[0].iloc[:0], self.probs, self.sizes, self.images)
+            index = pd.Index(base.images)
+            code, model, box, score, label, names = [], [], [], [], [], {}
+            for m, t in enumerate(self.tables):
+                code.append(index.get_indexer(t["image_id"].astype(str)).astype(np.int64))
+                model.append(np.full(len(t), m, np.int64))
+                box.append(t[["x_min", "y_min", "x_max", "y_max"]].to_numpy("float64"))
+                score.append(t["score"].to_numpy("float64"))
+                label.append(t["class_id"].to_numpy("int64"))
+                u = t[["class_id", "class_name"]].drop_duplicates()
+                names.update(dict(zip(u["class_id"].astype("int64"), u["class_name"].astype(str))))
+            code, model, box = np.concatenate(code), np.concatenate(model), np.concatenate(box)
+            score, label = np.concatenate(score), np.concatenate(label)
+            o = np.lexsort((np.arange(len(code)), model, code))   # per image: table by table, each in its order
+            code, model, box, score, label = code[o], model[o], box[o], score[o], label[o]
+            hw = base.hw.copy()                                    # as ensemble(): else the boxes' largest x2, y2
+            unknown = np.isnan(hw).any(1)
+            if unknown.any():
+                mx = np.zeros_like(hw)
+                np.maximum.at(mx, code, box[:, [3, 2]])
+                hw[unknown] = np.maximum(mx[unknown], 1.0)
+            whwh = hw[:, [1, 0, 1, 0]]
+            self._wbf["input"] = (base, code, model, np.clip(box / whwh[code], 0.0, 1.0), score, label, names, whwh)
+        base, code, model, nbox, score, label, names, whwh = self._wbf["input"]
+        pkey = ("pre", str(cfg["ens_weights"]), self._skip_key(cfg["ens_skip"]))
+        if pkey not in self._wbf:
+            for k in [k for k in self._wbf if isinstance(k, tuple)][:-1]:   # two prefilters kept (memory)
+                self._wbf.pop(k)
+            self._wbf[pkey] = wbf.prefilter(code, model, nbox, score, label, len(self.tables), cfg["ens_weights"],
+                                            float(cfg["ens_skip"]))
+        img, fb, fs, fl = wbf.fuse(self._wbf[pkey], float(cfg["ens_iou"]), cfg["ens_conf_type"])
+        present = {int(c): names.get(int(c), str(int(c))) for c in np.unique(fl)}
+        return replace(base, img=img, cls=fl, box=fb * whwh[img], score=np.asarray(fs, "float64"), names=present,
+                       cache={})
 
     def outputs(self, cfg: dict):
         """The post-processed table as arrays ``(img, cls, box, score)``: within each class, in the

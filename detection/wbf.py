@@ -176,8 +176,15 @@ def wbf_tables(img: np.ndarray, model: np.ndarray, boxes: np.ndarray, scores: np
     per-image call would list them), ``model`` (N,) int64 model index, ``boxes`` (N, 4) normalised
     xyxy, ``scores`` (N,), ``labels`` (N,) int64. Returns ``(img, boxes, scores, labels)`` of the
     fused rows, per image in ensemble-boxes' output order, images ascending."""
-    if conf_type not in CONF_TYPES:
-        raise ValueError(f"conf_type {conf_type!r}; expected one of {list(CONF_TYPES)}")
+    return fuse(prefilter(img, model, boxes, scores, labels, n_models, weights, skip_box_thr), iou_thr, conf_type)
+
+
+def prefilter(img: np.ndarray, model: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+              n_models: int, weights=None, skip_box_thr: float = 0.0) -> dict:
+    """ensemble-boxes' ``prefilter_boxes`` for every image (arguments as :func:`wbf_tables`): the
+    label groups' rows [label, score x weight, weight, model, x1, y1, x2, y2] in the order the
+    clustering takes them. Depends on the weights and the skip threshold only, so ``cxrdet tune``
+    keeps it while it tries IoU thresholds and confidence types (:func:`fuse`)."""
     w = np.ones(n_models) if weights is None else np.asarray(weights, "float64")
     if len(w) != n_models:
         raise ValueError(f"{len(w)} weight(s) for {n_models} models")
@@ -186,29 +193,28 @@ def wbf_tables(img: np.ndarray, model: np.ndarray, boxes: np.ndarray, scores: np
     # prefilter: skip low scores; swap, clip to [0, 1]; skip zero areas (ensemble-boxes' rules)
     s = np.asarray(scores, "float64")
     keep = ~(s < skip_box_thr)
-    b = np.asarray(boxes, "float64").copy()
+    b = np.asarray(boxes, "float64")
     x1, x2 = np.minimum(b[:, 0], b[:, 2]), np.maximum(b[:, 0], b[:, 2])
     y1, y2 = np.minimum(b[:, 1], b[:, 3]), np.maximum(b[:, 1], b[:, 3])
     b = np.clip(np.stack([x1, y1, x2, y2], 1), 0.0, 1.0)
     keep &= (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) != 0.0
     img, model, b, s, lab = img[keep], model[keep], b[keep], s[keep], np.asarray(labels, "int64")[keep]
+    pre = {"w": w, "rows": np.zeros((0, 8)), "starts": np.zeros(1, np.int64), "g_img": np.zeros(0, np.int64)}
     if not len(img):
-        return np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
+        return pre
     # label groups in order of first appearance within each image (the prefilter's dict order)
     n = len(img)
-    pos = np.arange(n)
     lab_min = int(lab.min())
     span = int(lab.max()) - lab_min + 1
     key = img * span + (lab - lab_min)               # one integer per (image, label)
     uk, first_idx, inv = np.unique(key, return_index=True, return_inverse=True)
     inv = inv.reshape(-1)
-    # group rank within image = order of first appearance
-    g_img, g_first = uk // span, first_idx
-    g_order = np.lexsort((g_first, g_img))           # groups by image, then first appearance
+    g_img = uk // span
+    g_order = np.lexsort((first_idx, g_img))         # groups by image, then first appearance
     g_rank = np.empty(len(uk), np.int64)
     g_rank[g_order] = np.arange(len(uk))
     grp = g_rank[inv]                                # group number, ascending = image, then dict order
-    o = np.lexsort((pos, grp))                       # rows by group, in input (model, box) order
+    o = np.lexsort((np.arange(n), grp))              # rows by group, in input (model, box) order
     grp_o, ws = grp[o], s[o] * w[model[o]]
     rows = np.empty((n, 8))
     rows[:, 0] = lab[o]
@@ -218,13 +224,24 @@ def wbf_tables(img: np.ndarray, model: np.ndarray, boxes: np.ndarray, scores: np
     rows[:, 4:] = b[o]
     d = _desc_order(grp_o, ws)                       # within each group: argsort(score)[::-1]
     rows, grp_o = rows[d], grp_o[d]
-    starts = np.searchsorted(grp_o, np.arange(len(uk) + 1), "left")
-    out = np.empty((n, 8))
-    counts = np.zeros(len(uk), np.int64)
-    m = _kernel()(rows, starts.astype(np.int64), float(iou_thr), CONF_TYPES.index(conf_type), w, out, counts)
+    return {"w": w, "rows": rows, "starts": np.searchsorted(grp_o, np.arange(len(uk) + 1), "left").astype(np.int64),
+            "g_img": g_img[g_order]}
+
+
+def fuse(pre: dict, iou_thr: float = 0.55, conf_type: str = "avg"
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The clustering, confidences and final order of ``weighted_boxes_fusion`` on a
+    :func:`prefilter` result -> ``(img, boxes, scores, labels)`` as :func:`wbf_tables`."""
+    if conf_type not in CONF_TYPES:
+        raise ValueError(f"conf_type {conf_type!r}; expected one of {list(CONF_TYPES)}")
+    rows, starts = pre["rows"], pre["starts"]
+    if not len(rows):
+        return np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
+    out = np.empty((len(rows), 8))
+    counts = np.zeros(len(starts) - 1, np.int64)
+    m = _kernel()(rows, starts, float(iou_thr), CONF_TYPES.index(conf_type), pre["w"], out, counts)
     out = out[:m]
-    g_of_out = np.repeat(np.arange(len(uk)), counts)   # each fused row's group (groups in order)
-    out_img = g_img[g_order][g_of_out]
+    out_img = np.repeat(pre["g_img"], counts)       # each fused row's image (groups in order)
     # final order per image: overall argsort(score)[::-1] of the image's groups concatenated
     f = _desc_order(out_img, out[:, 1])
     out = out[f]

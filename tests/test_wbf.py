@@ -83,3 +83,52 @@ def test_postprocess_ensemble_fast_path_equals_its_loop(monkeypatch):
         monkeypatch.setattr(PP, "FAST_WBF_MIN", 0)
         fast = PP.ensemble(tables, sz, 0.5, 0.05, "box_and_model_avg", [1, 2, 1])
         pd.testing.assert_frame_equal(fast, slow)
+
+
+@pytest.mark.slow   # compiles the kernel unless numba's cache has it
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_tune_fuses_big_tables_on_arrays_exactly_as_postprocess_ensemble(tmp_path, monkeypatch):
+    """tune's fast path (prefilter per (weights, skip) kept, fusion straight into arrays) gives the
+    arrays and the trial scores of ensemble() + to_arrays, for several ensemble key sets; a skip that
+    drops the same boxes as another is one cache entry."""
+    import detection.tune as T
+
+    rng = np.random.default_rng(3)
+    img, model, box, score, label = _inputs(rng, n_img=30, n_cls=3)
+    box = np.concatenate([np.minimum(box[:, :2], box[:, 2:]), np.maximum(box[:, :2], box[:, 2:])], 1)  # tables: x0 <= x1
+    ids = [f"im{i:02d}" for i in range(30)]
+    meta = pd.DataFrame({"image_id": ids, "height": 1000, "width": 800})
+    meta.iloc[:25].to_csv(tmp_path / "meta.csv", index=False)   # 5 images without a size
+    names = ["Aortic enlargement", "Atelectasis", "Calcification"]
+    for m in range(3):
+        k = model == m
+        t = make_boxes(np.array(ids)[img[k]], label[k], [names[c] for c in label[k]], box[k] * [800, 1000, 800, 1000],
+                       score=score[k])
+        t.sample(frac=1.0, random_state=m).to_csv(tmp_path / f"m{m}.csv", index=False)
+    truth = make_boxes(np.array(ids)[img[:60]], label[:60], [names[c] for c in label[:60]], box[:60] * [800, 1000, 800, 1000])
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    pd.DataFrame({"image_id": ids, "fold": np.arange(30) % 3}).to_csv(tmp_path / "folds.csv", index=False)
+    pd.DataFrame({"image_id": ids, "abnormal": rng.random(30)}).to_csv(tmp_path / "probs.csv", index=False)
+
+    def problem(fast_min):
+        monkeypatch.setattr(PP, "FAST_WBF_MIN", fast_min)
+        return T.load_problem(tmp_path / "truth.csv", [tmp_path / f"m{m}.csv" for m in range(3)], tmp_path / "folds.csv",
+                              "vinbigdata", tmp_path / "probs.csv", tmp_path / "meta.csv", PP.defaults())
+
+    slow, fast = problem(10**9), problem(0)
+    for keys in ({"ens_iou": 0.55}, {"ens_iou": 0.4, "ens_conf_type": "max", "ens_weights": [2.0, 1.0, 1.0]},
+                 {"ens_iou": 0.6, "ens_skip": 0.25, "ens_conf_type": "box_and_model_avg"},
+                 {"ens_iou": 0.6, "ens_skip": 0.21, "ens_conf_type": "box_and_model_avg"},   # drops the same boxes
+                 {"ens_iou": 0.5, "ens_conf_type": "absent_model_aware_avg", "box_scale": 0.9, "cls_low": 0.3}):
+        cfg = T._cfg_with(slow.base, keys)
+        monkeypatch.setattr(PP, "FAST_WBF_MIN", 10**9)
+        a, s_slow = slow.arrays(cfg), slow.score(cfg)
+        monkeypatch.setattr(PP, "FAST_WBF_MIN", 0)
+        b, s_fast = fast.arrays(cfg), fast.score(cfg)
+        for f in ("img", "cls", "box", "score", "hw"):
+            assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), (keys, f)
+        assert list(a.images) == list(b.images) and a.labels == b.labels
+        np.testing.assert_array_equal(a.probs, b.probs)
+        assert a.names == b.names
+        assert s_fast == s_slow
+    assert len(fast._cache) == 4 and len(slow._cache) == 5   # skips 0.21 and 0.25 drop the same boxes here
