@@ -124,6 +124,9 @@ def test_train_and_cv_model_refuse_a_planted_pickle(make_prep, tmp_path, capsys)
     _refused(capsys, rc, evil, marker)
     rc = main(["cv", "phantom", "--prep", str(prep), "folds=2", *common])
     _refused(capsys, rc, evil, marker)
+    last = _plant(tmp_path / "runs" / "t" / "weights" / "last.pt", marker)   # train resume=true from it
+    rc = main(["train", "phantom", "--prep", str(prep), "resume=true", "name=t", *common[1:]])
+    _refused(capsys, rc, last, marker)
 
 
 def test_train_cls_pretrained_and_multilabel_resume_refuse_a_planted_pickle(make_prep, tmp_path, capsys):
@@ -257,3 +260,16 @@ def test_checkpoints_the_project_writes_load_and_resume_under_the_safe_loader(ma
                    "--meta", str(prep / "meta.csv"), "--out", str(out), "device=cpu", "conf=0.0001"])
         assert rc == 0, capsys.readouterr().err
         assert out.is_file()
+
+
+def test_init_refuses_a_planted_pickle_in_train_and_cv(make_prep, tmp_path, capsys):
+    """``init=`` (the fine-tune stage's starting checkpoint; {fold} per fold in cv)."""
+    prep = make_prep(tmp_path / "prep", n=6, png=64, k=2)
+    marker = tmp_path / "pwned"
+    evil = _plant(tmp_path / "init_fold0.pt", marker)
+    common = ["device=cpu", "epochs=1", "imgsz=64", f"project={tmp_path / 'runs'}", "workers=0"]
+    rc = main(["train", "phantom", "--prep", str(prep), f"init={evil}", *common])
+    _refused(capsys, rc, evil, marker)
+    rc = main(["cv", "phantom", "--prep", str(prep), "--fold", "0", "folds=2",
+               f"init={tmp_path / 'init_fold{fold}.pt'}", *common])
+    _refused(capsys, rc, evil, marker)
