@@ -526,7 +526,7 @@ def test_fine_tune_on_variants_from_init_and_cv_leak_checks_init(vin_variants, t
     leaky = tiny_cfg(tmp_path, name="cvft", train_labels="variants", init=str(best[1]), **base)
     with pytest.raises(ValueError, match="init checkpoint"):
         cross_validate(leaky, prep, "0", out=tmp_path / "cv_leaky")
-    own = tiny_cfg(tmp_path, name="cvft", train_labels="variants",
+    own = tiny_cfg(tmp_path, name="cvft", train_labels="variants", conf=0.0, max_det=5,   # 1 epoch: boxes to score
                    init=str(tmp_path / "runs" / "fused{fold}" / "weights" / "best.pt"), **base)
     res = cross_validate(own, prep, "0", out=tmp_path / "cv")
     assert res["folds"][0]["data"].endswith("data_variants.yaml") and res["folds"][0]["n_train"] > 8
