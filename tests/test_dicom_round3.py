@@ -305,6 +305,9 @@ def test_pixel_padding_left_out_of_the_range_and_drawn_black(case, tmp_path, mak
     assert np.abs(img - want).max() <= 1
     assert (img[is_pad] == 0).all() and img[~is_pad].max() == 255 and img[~is_pad].min() == 0
     assert header["n_padding"] == int(is_pad.sum()) > 0
+    if signed:                          # stretch: window maps the window's ends to 0 and 255; padding black
+        shown, _ = read_dicom(path, options=VoiOptions(stretch="window"))
+        assert np.abs(shown - np.where(is_pad, 0.0, ref_window(stored, 0, 3000))).max() <= 1
     off, header = read_dicom(path, options=VoiOptions(padding=False))       # the option: padding is image
     all_y = y if not signed else ref_window(stored, 0, 3000)
     assert np.abs(off - (all_y - all_y.min()) / (all_y.max() - all_y.min()) * 255).max() <= 1
