@@ -144,7 +144,7 @@ def probe_scheduler(address: str, timeout: float = PROBE_TIMEOUT) -> None:
     if first:
         what = f"a service that is not Dask answered: {first[:60]!r}"
     else:
-        http = _http_answer(host, int(port), timeout)
+        http = _http_answer(host, int(port), min(timeout, 2.0))   # a web server answers a GET at once
         what = (f"an HTTP server answered ({http}) - the dashboard or another web port, not the scheduler's"
                 if http else f"the port accepted the connection but sent nothing within {timeout:g} s, as a Dask "
                 "scheduler does at once")

@@ -113,7 +113,14 @@ def _train(model_spec: str, cfg: dict, out: Path, train_args: dict,
         kw.update(cfg.get("yolo_args") or {})
     for event, fn in [*(callbacks or {}).items(), *(more or {}).items()]:  # ultralytics keeps a list per event
         model.add_callback(event, fn)
-    model.train(**kw)
+    try:
+        model.train(**kw)
+    except Exception as e:  # a .pt ultralytics loads itself (yolo_args pretrained=, resume) refused by its safe mode
+        if not safe_load.refused(e):
+            raise
+        pre = kw.get("pretrained")
+        src = pre if isinstance(pre, str) else last if cfg.get("resume") else model_spec
+        raise safe_load.guard(src, "weights", "an ultralytics checkpoint (.pt)", e) from e
     best = Path(getattr(model.trainer, "best", out / "weights" / "best.pt"))
     if not best.is_file():
         raise FileNotFoundError(f"training finished but {best} was not written")
