@@ -66,7 +66,8 @@ orthanc:
 
 bench: setup
 	$(PY) bench/convert.py && $(PY) bench/fuse.py && $(PY) bench/metric.py && $(PY) bench/explore.py \
-	  && $(PY) bench/infer.py --weights weights/vinbig_phantom_yolo11n.pt && $(PY) bench/classify.py && bash bench/demo.sh && $(PY) bench/tune.py
+	  && $(PY) bench/infer.py --weights weights/vinbig_phantom_yolo11n.pt && $(PY) bench/classify.py && bash bench/demo.sh && $(PY) bench/tune.py \
+	  && $(PY) bench/families.py
 
 # the training recipes on phantoms (issue 27): trains 5 cross-validations, ~1 h on 2 CPU cores
 bench-recipes: setup

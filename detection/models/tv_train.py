@@ -186,7 +186,7 @@ def train(cfg: dict, prep_dir: str | os.PathLike, fold: int, out: Path,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         mean_loss = float(np.mean(losses)) if losses else float("nan")
         model.eval()
         score = _score(scorer, model, names, imgsz, device, epoch + 1) if scorer is not None else float("nan")
