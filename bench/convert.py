@@ -510,6 +510,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n(process pool: the median of its {len(pairs)} runs)")
         print(f"speed-up vs the Kaggle recipe: {speedup:.2f}x (target >= {TARGET_SPEEDUP}x)")
         print(f"{args.workers} workers / 1 worker: {scaling:.2f}x (target >= {TARGET_SCALING}x)")
+        cpu1 = runs[0][2] / runs[0][3]
+        cpu2 = statistics.median(pool[2] / pool[3] for pool, _ in pairs)
+        print(f"  by CPU seconds per image ({1000 * cpu1:.0f} ms with 1 worker, {1000 * cpu2:.0f} ms with "
+              f"{args.workers}): {args.workers} x {cpu1 / cpu2:.2f} = {args.workers * cpu1 / cpu2:.2f}x, the wall "
+              "ratio an otherwise idle machine would approach (not the target; a loaded one has no core to spare)")
         print(f"Dask (running cluster) / process pool, {med}images/s: {dask_ratio:.2f}x "
               f"(target >= {TARGET_DASK}x; each: {', '.join(f'{x:.2f}' for x in dask_each)}); "
               f"with the cluster's start-up (scheduler=local, one run, not the target): {t2 / t_local:.2f}x")
