@@ -12,7 +12,7 @@
   range and drawn black, :mod:`data_prep.padding`; 0 when none or ``padding: false``) and
   ``voi_options`` (the config's ``voi``/``window_index``/``stretch``/``padding``, see
   :class:`data_prep.voi.VoiOptions`; a resume redoes images made with other options).
-* Crash safety: a PNG is encoded in memory and written by :func:`data_prep.atomic.write_bytes`
+* Crash safety: a PNG is encoded in memory and written by :func:`data_prep.atomic.write_bytes` (:mod:`data_prep.convert_worker`)
   (a hidden temp beside it, then renamed); once it is in place its meta row is appended to
   ``DST/meta.partial.jsonl``; a run starts by removing the temps a killed one left
   (:func:`data_prep.atomic.clean_folder`). meta.csv is rewritten
@@ -30,13 +30,14 @@
   returns only the meta row or the error, so the outputs and the resume are the same on every
   scheduler.
   Workers run OpenCV single-threaded (one image per process is the parallelism). The pool's
-  workers fork from a process that has imported no pandas (this module imports it only to read
-  and write the tables, after the pool or without one): a worker holds numpy, OpenCV, pydicom and
+  workers fork from a process that has imported no pandas (this module reads and writes its
+  tables with the csv module; only :func:`header_meta` and the PNG mode of prep use pandas): a worker holds numpy, OpenCV, pydicom and
   :mod:`data_prep.convert_worker`, ~150 MB at most (bench/convert.py measures it).
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from data_prep.atomic import clean_folder, folder_lock, symlink, write_bytes, write_csv
+from data_prep.atomic import clean_folder, folder_lock, symlink, write_csv, write_text
 from data_prep.convert_worker import PNG_COMPRESSION, convert_one, worker_init, write_png  # noqa: F401 (re-exported)
 from data_prep.dicom import APPLIED_FIELDS, HEADER_FIELDS, output_size
 from data_prep.errors import InputError, check_output, reading
@@ -163,15 +164,31 @@ def _read_meta(dst: Path) -> dict[str, dict]:
     return rows
 
 
-def _meta_frame(rows: list[dict]) -> "pd.DataFrame":  # noqa: F821 (pandas imported here)
-    import pandas as pd
+def _csv_text(columns: list[str], rows: list) -> str:
+    """CSV text (header, then one line per row: a dict by column, or a sequence), written by the
+    csv module as pandas' ``to_csv(index=False)`` writes it (minimal quoting, "\\n", a missing
+    value empty): convert never imports pandas, so a forked worker does not hold it."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        values = [r.get(c) for c in columns] if isinstance(r, dict) else list(r)
+        w.writerow(["" if v is None else v for v in values])
+    return buf.getvalue()
 
+
+def _meta_text(rows: list[dict]) -> str:
+    """meta.csv: :data:`META_COLUMNS`, then the header and applied fields some row has, sorted by
+    image_id; the sizes as integers (rows read back from an old meta.csv are strings)."""
     cols = META_COLUMNS + [k for k in HEADER_FIELDS + APPLIED_FIELDS + ("voi_options",)
                            if any(k in r for r in rows)]
-    df = pd.DataFrame(rows, columns=cols)
-    for c in ("height", "width", "png_height", "png_width"):
-        df[c] = df[c].astype("int64")
-    return df.sort_values("image_id", kind="stable").reset_index(drop=True)
+    out = []
+    for r in sorted(rows, key=lambda r: str(r["image_id"])):
+        r = dict(r)
+        for c in ("height", "width", "png_height", "png_width"):
+            r[c] = int(float(r[c]))
+        out.append(r)
+    return _csv_text(cols, out)
 
 
 def _is_done(row: dict | None, png: Path, size: int | None, keep_ratio: bool,
@@ -252,12 +269,10 @@ def _convert_locked(src: Path, dst: Path, paths: list[Path], size, keep_ratio, w
     rows = {**known, **{r["image_id"]: r for r in new_rows}}
     rows = [r for i, r in rows.items() if (dst / f"{i}.png").is_file()]
     if rows:
-        write_csv(_meta_frame(rows), dst / META)
+        write_text(dst / META, _meta_text(rows))
     (dst / PARTIAL).unlink(missing_ok=True)
     if result.errors:
-        import pandas as pd
-
-        write_csv(pd.DataFrame(sorted(result.errors), columns=["path", "error"]), dst / ERRORS)
+        write_text(dst / ERRORS, _csv_text(["path", "error"], sorted(result.errors)))
         for path, err in result.errors[:5]:
             log.warning("%s", err if path in err else f"{path}: {err}")
     else:

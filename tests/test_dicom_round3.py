@@ -422,3 +422,30 @@ def test_fast_path_within_one_gray_level_of_the_reference_path(tmp_path, build, 
             assert diff <= 1, f"{path} size {size} {options}: {diff} gray levels off the reference path"
             checked += 1
     assert checked >= len(files) + 2
+
+
+def test_a_convert_run_imports_no_pandas(tmp_path, make_ds, save):
+    """The convert process (its pool's workers fork from it) reads and writes its tables with the csv
+    module: a whole run, meta.csv and errors.csv included, imports no pandas, torch or ultralytics
+    (bench/convert.py measures what that saves: ~40 MB per worker). meta.csv reads back as written."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    src = tmp_path / "src"
+    src.mkdir()
+    save(make_ds(INNER.astype("<u2"), bits=12, PixelSpacing=[0.1, 0.1]), src / "a.dcm")
+    save(make_ds(_framed(INNER, 2, 4095).astype("<u2"), bits=12, PixelPaddingValue=4095), src / "b.dcm")
+    (src / "bad.dcm").write_bytes(b"not a dicom, \"quoted\", with commas")
+    code = ("import sys; from data_prep.convert import convert_folder; "
+            f"r = convert_folder({str(src)!r}, {str(tmp_path / 'out')!r}, size=64, workers=2, progress=False); "
+            "print(len(r.errors), [m for m in ('pandas', 'torch', 'ultralytics') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert out.stdout.split("\n")[0] == "1 []", out.stdout + out.stderr
+    meta = pd.read_csv(tmp_path / "out" / "meta.csv", keep_default_na=False)
+    assert meta["image_id"].tolist() == ["a", "b"] and meta["png_height"].tolist() == [64, 64]
+    assert meta["n_padding"].tolist() == [0, 20 * 28 - 16 * 24] and meta["PixelSpacing"].tolist() == ["0.1|0.1", ""]
+    errors = pd.read_csv(tmp_path / "out" / "errors.csv")
+    assert errors["path"].tolist() == [str(src / "bad.dcm")] and "not a DICOM file" in errors["error"][0]
