@@ -209,7 +209,7 @@ class Problem:
         boxes' image codes, normalisation and each (weights, skip)'s prefilter are made once, and a
         skip that drops the same boxes as another is the same key (what does not change between
         trials is not redone). At most ~20 million cached rows are kept (oldest out)."""
-        fast = len(self.tables) > 1 and sum(len(t) for t in self.tables) >= PP.FAST_WBF_MIN and PP._numba_available()
+        fast = self.fast_fusion()
         key = None if len(self.tables) == 1 else (
             cfg["ens_iou"], self._skip_key(cfg["ens_skip"]) if fast else cfg["ens_skip"], cfg["ens_conf_type"],
             str(cfg["ens_weights"]))
@@ -229,6 +229,19 @@ class Problem:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = a
         return self._cache[key]
+
+    def fast_fusion(self) -> bool:
+        """Whether several tables are fused by detection.wbf (>= postprocess.FAST_WBF_MIN boxes)."""
+        return len(self.tables) > 1 and sum(len(t) for t in self.tables) >= PP.FAST_WBF_MIN and PP._numba_available()
+
+    def table_order(self, a: PP.Arrays) -> np.ndarray:
+        """The row order :func:`detection.postprocess.ensemble` writes (images in order of first
+        appearance in the tables, each image's fused rows in their order) for arrays grouped by image."""
+        if "rank" not in self._wbf:
+            ids = pd.unique(pd.concat([t["image_id"].astype(str) for t in self.tables]))
+            rank = pd.Index(ids).get_indexer(pd.Index(a.images).astype(str))
+            self._wbf["rank"] = np.where(rank < 0, len(ids), rank)
+        return np.argsort(self._wbf["rank"][a.img], kind="stable")
 
     def _skip_key(self, skip: float) -> int:
         """How many input boxes ``ens_skip`` drops: two skips that drop the same boxes fuse alike."""
@@ -268,7 +281,7 @@ class Problem:
         base, code, model, nbox, score, label, names, whwh = self._wbf["input"]
         pkey = ("pre", str(cfg["ens_weights"]), self._skip_key(cfg["ens_skip"]))
         if pkey not in self._wbf:
-            for k in [k for k in self._wbf if isinstance(k, tuple)][:-1]:   # two prefilters kept (memory)
+            for k in [k for k in self._wbf if isinstance(k, tuple)][:-3]:   # four prefilters kept (memory)
                 self._wbf.pop(k)
             self._wbf[pkey] = wbf.prefilter(code, model, nbox, score, label, len(self.tables), cfg["ens_weights"],
                                             float(cfg["ens_skip"]))
@@ -399,8 +412,18 @@ def _cfg_with(base: dict, params: dict) -> dict:
     return cfg
 
 
-def search(problem: Problem, space: dict, trials: int = 100, seed: int = 0, scorer: Scorer | None = None):
-    """Best params over ``space`` -> (params, best score, n trials run). Grid if small and discrete."""
+ENS_KEYS = ("ens_iou", "ens_skip", "ens_conf_type", "ens_weights")
+ENS_BLOCK = 10   # big tables: the ensemble keys change every ENS_BLOCK trials (each new set is one WBF)
+
+
+def search(problem: Problem, space: dict, trials: int = 100, seed: int = 0, scorer: Scorer | None = None,
+           ens_every: int | None = None):
+    """Best params over ``space`` -> (params, best score, n trials run). Grid if small and discrete.
+
+    ``ens_every`` (default: :data:`ENS_BLOCK` for tables fused by the fast path, else 1): the
+    ensemble keys are sampled on every ``ens_every``-th trial only and kept by the trials between,
+    which search the other keys on that cached fusion (a new ensemble key set costs one WBF of
+    every box; the other keys a few array steps). The grid sampler samples every key each trial."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -424,8 +447,16 @@ def search(problem: Problem, space: dict, trials: int = 100, seed: int = 0, scor
         if start:
             study.enqueue_trial(start, skip_if_exists=True)
 
+    if ens_every is None:
+        ens_every = ENS_BLOCK if problem.fast_fusion() else 1
+    ens = [k for k in space if k in ENS_KEYS] if not (grid and n_grid <= trials) else []
+    held: dict = {}
+
     def objective(trial):
-        params = {k: _suggest(trial, k, v, classes) for k, v in space.items()}
+        fresh = ens_every <= 1 or not held or trial.number % ens_every == 0
+        params = {k: held[k] if k in ens and not fresh else _suggest(trial, k, v, classes) for k, v in space.items()}
+        if fresh:
+            held.update({k: params[k] for k in ens})
         trial.set_user_attr("params", params)
         s = problem.score(_cfg_with(problem.base, params), scorer)
         return s if np.isfinite(s) else -1.0
@@ -439,10 +470,13 @@ def tune(problem: Problem, space: dict, trials: int = 100, seed: int = 0, nested
     """The whole tuning: before, in-sample search, nested leave-one-fold-out. Returns tuned.json's dict
     plus ``config`` (every post-processing key, tuned) and ``seconds``/``trials_per_s``."""
     t0 = time.perf_counter()
-    t = PP.ensemble(problem.tables, problem.sizes, *(problem.base[k] for k in ("ens_iou", "ens_skip",
-                    "ens_conf_type", "ens_weights")))  # the table as given (several: their WBF), in its row order
-    a = PP.to_arrays(t, problem.probs, problem.sizes, problem.images)
-    before = problem.scorer(a.img, a.cls, a.box, a.score)
+    if len(problem.tables) > 1:   # their WBF at the config's keys (cached for the trials), in ensemble()'s row order
+        a = problem.arrays(problem.base)
+        o = problem.table_order(a)
+        before = problem.scorer(a.img[o], a.cls[o], a.box[o], a.score[o])
+    else:                         # the table as given, in its row order
+        a = PP.to_arrays(problem.tables[0], problem.probs, problem.sizes, problem.images)
+        before = problem.scorer(a.img, a.cls, a.box, a.score)
     params, after, n = search(problem, space, trials, seed)
     t1 = time.perf_counter()
     per_fold, same = [], []

@@ -150,7 +150,8 @@ def _desc_order(group: np.ndarray, score: np.ndarray) -> np.ndarray:
     n = len(score)
     if n == 0:
         return np.zeros(0, np.int64)
-    o = np.lexsort((-score, group))                 # descending score within group (ties: any order)
+    o = np.argsort(-score, kind="stable")           # descending score within group (ties: any order)
+    o = o[np.argsort(group[o], kind="stable")]      # (two stable passes: radix sorts for the integers)
     gs, ss = group[o], score[o]
     tie = np.zeros(n, bool)
     same = (gs[1:] == gs[:-1]) & (ss[1:] == ss[:-1])
@@ -214,7 +215,7 @@ def prefilter(img: np.ndarray, model: np.ndarray, boxes: np.ndarray, scores: np.
     g_rank = np.empty(len(uk), np.int64)
     g_rank[g_order] = np.arange(len(uk))
     grp = g_rank[inv]                                # group number, ascending = image, then dict order
-    o = np.lexsort((np.arange(n), grp))              # rows by group, in input (model, box) order
+    o = np.argsort(grp, kind="stable")               # rows by group, in input (model, box) order
     grp_o, ws = grp[o], s[o] * w[model[o]]
     rows = np.empty((n, 8))
     rows[:, 0] = lab[o]

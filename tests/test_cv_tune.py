@@ -378,3 +378,25 @@ def test_models_with_the_wrong_number_of_ens_weights_is_one_line(fake_cv, capsys
     rc = _cli(fake_cv, "models=[{name: a, model: a.yaml}, {name: b, model: b.yaml}]", "ens_weights=[1, 2, 3]")
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "3 weight(s) for the 2 model(s) of `models:`" in err
+
+
+@pytest.mark.slow   # trains 2 models x 2 folds (+ 2 classifiers) for real (~1-2 min)
+def test_cv_of_two_real_models_on_phantoms(make_prep, tiny_cfg, tmp_path):
+    from detection.cv import cross_validate
+
+    prep = make_prep(tmp_path / "prep", n=8, png=64, k=2)
+    cfg = tiny_cfg(tmp_path, imgsz=64, cls_epochs=1, cls_imgsz=32,
+                   models=[{"name": "small", "model": "yolo11n.yaml"},
+                           {"name": "big", "model": "yolo11n.yaml", "imgsz": 96, "seed": 1}])
+    res = cross_validate(cfg, prep, with_cls=True)
+    out = prep / "cv"
+    for name in ("small", "big"):
+        for k in (0, 1):
+            assert (tmp_path / "runs" / f"{name}_fold{k}" / "weights" / "best.pt").is_file()
+        raw = pd.read_csv(out / "models" / name / "oof_raw.csv", dtype={"image_id": str})
+        assert set(raw["fold"]) <= {0, 1}
+    assert (tmp_path / "runs" / "vinbigdata_fold0_cls").is_dir()       # one classifier per fold, the config's name
+    assert [m["name"] for m in res["models"]] == ["small", "big", "ensemble"]
+    for m in res["models"]:
+        assert m["score"] == _evaluate_folds(prep, out / m["oof"], tmp_path)
+    assert res["oof"]["n_images"] == 8 and (out / "oof_probs.csv").is_file()

@@ -131,7 +131,8 @@ def test_several_tables_are_tuned_through_the_wbf_cache(tmp_path):
     space = {"ens_iou": [0.3, 0.6], "ens_conf_type": ["avg", "max"], "box_scale": [0.9, 1.0]}
     res = T.tune(prob, space, trials=10, seed=0, nested=False)
     assert res["trials"] == 8  # the full grid
-    assert len(prob._cache) == 4 and res["nested"] == {"per_fold": [], "mean": None}  # WBF once per (iou, conf_type)
+    # WBF once per (iou, conf_type), + once at the config's keys (before)
+    assert len(prob._cache) == 5 and res["nested"] == {"per_fold": [], "mean": None}
     T.write_outputs(res, d / "tuned.yaml")
     assert main(["postprocess", "--pred", str(d / "oof.csv"), str(d / "oof2.csv"), "--meta", str(d / "meta.csv"),
                  "--config", str(d / "tuned.yaml"), "--out", str(d / "final.csv")]) == 0
@@ -152,3 +153,30 @@ def test_single_fold_has_no_nested_estimate(tmp_path):
     res = T.tune(prob, {"box_scale": [0.9, 1.0]}, trials=5, seed=0)
     assert res["trials"] == 2 and res["nested"] == {"per_fold": [], "mean": None}
     assert "nested -" in T.summary(res)
+
+
+def test_several_tables_before_is_their_wbf_and_blocks_keep_the_ensemble_keys(tmp_path):
+    """``before`` of several tables = evaluate of their WBF at the config's keys (the table
+    ensemble() writes, in its row order), taken from the trials' cache; with ``ens_every`` the
+    ensemble keys change only every few trials (one WBF per block), the other keys every trial."""
+    d = _data(tmp_path, seed=5)
+    oof = pd.read_csv(d / "oof.csv")
+    oof.assign(x_min=oof.x_min + 4, score=(oof.score * 0.8).round(2)).iloc[::-1].to_csv(d / "oof2.csv", index=False)
+    prob = T.load_problem(d / "truth.csv", [d / "oof.csv", d / "oof2.csv"], d / "folds.csv", "vinbigdata", None,
+                          d / "meta.csv", PP.defaults())
+    fused = PP.ensemble([pd.read_csv(d / f, dtype={"image_id": str}) for f in ("oof.csv", "oof2.csv")],
+                        PP.image_sizes(d / "meta.csv"), 0.55, 0.0001, "avg", None)
+    fused.to_csv(d / "fused.csv", index=False)
+    res = T.tune(prob, {"box_scale": [1.0]}, trials=1, seed=0, nested=False)
+    assert res["before"] == pytest.approx(_evaluate(d, d / "fused.csv"), abs=1e-12)
+    space = {"ens_iou": [0.3, 0.4, 0.5, 0.6], "ens_conf_type": ["avg", "max"], "box_scale": {"low": 0.8, "high": 1.2}}
+    seen = []
+    score = prob.score
+    prob.score = lambda cfg, scorer=None: seen.append((cfg["ens_iou"], cfg["ens_conf_type"], cfg["box_scale"])) or \
+        score(cfg, scorer)
+    params, best, n = T.search(prob, space, trials=12, seed=1, ens_every=4)
+    assert n == 12 and len(seen) == 12
+    for b in range(3):   # one ensemble key set per block of 4 trials, box_scale sampled every trial
+        assert len({s[:2] for s in seen[4 * b:4 * b + 4]}) == 1
+    assert len({s[2] for s in seen}) == 12 and (params["ens_iou"], params["ens_conf_type"]) in {s[:2] for s in seen}
+    assert T.search(prob, space, trials=12, seed=1, ens_every=4) == (params, best, n)   # seeded
