@@ -92,11 +92,17 @@ def predicted_folds(images: pd.DataFrame, pred: pd.DataFrame) -> tuple[list[int]
 
 def warn_coverage(pred: pd.DataFrame, ids: list[str], pred_path, fold) -> None:
     """The prediction table's contract with the evaluated images: none covered is an error (a
-    number would answer no question), part a warning with the counts."""
+    number would answer no question: another split's table), part a warning with the counts; a
+    table without a single box is a warning (it names no image, so it contradicts none)."""
     covered = set(pred["image_id"]) & set(ids)
     listed = set(pred.attrs.get("image_ids", [])) & set(ids)   # a submission also lists its empty images
     n = len(covered | listed)
-    if ids and n == 0:
+    if ids and not len(pred) and not pred.attrs.get("image_ids"):
+        # no box at all (a model that found nothing at its threshold, a 1-epoch cv fold): the table
+        # cannot say which images it was run on; it is not another split's table, so a warning
+        log.warning("%s: the prediction table holds no box at all; all %d evaluated image(s) count as "
+                    "predicted empty", pred_path, len(ids))
+    elif ids and n == 0:
         raise InputError(pred_path, f"no prediction matches any of the {len(ids)} evaluated truth image(s) "
                                     f"(e.g. {ids[0]!r}); expected predictions for this truth file"
                                     + (f" and fold(s) {fold}" if isinstance(fold, (int, list)) else ""))

@@ -290,3 +290,17 @@ def test_explore_reads_folds_by_the_same_contract(d, caplog):
     images, truth, _, _ = load_explore_inputs(d / "truth.csv", [d / "pred.csv"], d / "meta.csv", d / "half.csv", 1)
     assert images["image_id"].tolist() == ["c"] and truth["image_id"].tolist() == ["c"]
     assert "half.csv: folds for 2 of 4 truth images; 2 without: not evaluated" in caplog.text
+
+
+def test_a_table_without_a_single_box_is_a_warning_not_an_error(d, caplog):
+    """A model that found nothing (a 1-epoch cv fold, a strict threshold) writes a table with no
+    row: it names no image, so it contradicts none; every image scores as predicted empty."""
+    import logging
+
+    _write(d / "empty.csv", PRED.splitlines()[0] + "\n")
+    caplog.set_level(logging.WARNING)
+    assert main(["evaluate", "--truth", str(d / "truth.csv"), "--meta", str(d / "meta.csv"), "--pred",
+                 str(d / "empty.csv"), "--json", str(d / "m.json")]) == 0
+    assert "empty.csv: the prediction table holds no box at all; all 4 evaluated image(s) count as predicted empty" \
+        in caplog.text
+    assert json.loads((d / "m.json").read_text())["mAP"] == 0.0
