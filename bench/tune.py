@@ -189,8 +189,10 @@ def models_case(a) -> float:
     n_all = res["trials"] * (1 + (a.folds if a.m_nested else 0))
     rate = n_all / res["seconds"]
     print(T.summary(res))
-    print(f"{n_all} trials in {res['seconds']:.1f} s wall = {rate:.2f} trials/s ({cpu:.1f} s CPU); "
-          f"{len(prob._cache)} distinct ensemble key sets fused (each one WBF of every box, cached)")
+    print(f"{n_all} trials in {res['seconds']:.1f} s wall = {rate:.2f} trials/s, {cpu:.1f} s of CPU = "
+          f"{n_all / cpu:.2f} trials per CPU-second; {len(prob._cache)} ensemble key sets fused and kept "
+          f"(one WBF of every box each; the keys change every {T.ENS_BLOCK} trials)")
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     return rate
 
 

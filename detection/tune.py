@@ -29,7 +29,11 @@ the truth's images that ``folds.csv`` lists.
 Fast: everything is parsed once; a trial runs the steps on arrays
 (:func:`detection.postprocess.apply_arrays`) and the metric from arrays
 (:func:`detection.metrics.score_encoded`, the same code ``cxrdet evaluate`` runs); WBF results
-are cached per (iou, skip, conf_type, weights).
+are cached per (iou, skip, conf_type, weights). Several tables of >= ``postprocess.FAST_WBF_MIN``
+boxes (cv's per-model OOF tables at competition scale) are fused by :mod:`detection.wbf` straight
+into arrays (the prefilter kept per (weights, skip); a skip that drops the same boxes as another is
+the same key), and the ensemble keys are sampled every :data:`ENS_BLOCK` trials only, the trials
+between searching the other keys on that fusion (``bench/tune.py``'s 3-model case).
 
 Search space (``--space`` YAML: ``key: [choices]`` or ``key: {low, high[, log, step]}``; keys that
 need an input not given are dropped with a warning). Every choice and bound must be a value the
