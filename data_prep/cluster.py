@@ -243,3 +243,34 @@ def run_unordered(client, fn: Callable, items: Iterable, in_flight: int | None =
 
 
 _END = object()
+
+
+# ----------------------------------------------------------------------------- long tasks (cv's trainings)
+GPU = "GPU"   # the resource name a GPU worker declares: dask worker ... --resources GPU=1
+
+
+def task_resources(client) -> dict | None:
+    """``{"GPU": 1}`` when some worker of the cluster declares a ``GPU`` resource (``dask worker
+    --resources GPU=N``): each task then holds one GPU, so a worker runs at most N at a time and
+    workers without one take none; else None (each worker thread takes a task)."""
+    try:
+        workers = client.scheduler_info().get("workers", {}).values()
+    except Exception:  # noqa: BLE001 - no information: plain tasks
+        return None
+    return {GPU: 1} if any(float((w.get("resources") or {}).get(GPU, 0)) > 0 for w in workers) else None
+
+
+def run_each(client, fn: Callable, jobs: list[tuple], resources: dict | None = None) -> Iterator[tuple[int, Any]]:
+    """``fn(*args)`` for every ``args`` of ``jobs``, all submitted at once (long tasks: trainings),
+    each holding ``resources``; yields ``(index in jobs, result)`` as they complete. A task that
+    raises re-raises here, after the others are cancelled."""
+    from distributed import as_completed
+
+    futures = [client.submit(fn, *args, pure=False, resources=resources) for args in jobs]
+    index = {f.key: i for i, f in enumerate(futures)}
+    try:
+        for fut in as_completed(futures):
+            yield index[fut.key], fut.result()
+    except BaseException:
+        client.cancel(futures)
+        raise

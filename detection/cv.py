@@ -1,5 +1,5 @@
 """``cxrdet cv CONFIG --prep OUT [--folds 0,1,2,3,4] [--with-cls] [--out DIR] [--test DIR --sample SAMPLE]
-[--tune [--trials N]] [--force] [key=value ...]``: k-fold cross-validation on a prepared dataset
+[--tune [--trials N]] [--force] [--scheduler local|tcp://host:port [--workers N]] [key=value ...]``: k-fold cross-validation on a prepared dataset
 (DIR defaults to OUT/cv).
 
 For each fold k (default: every fold of ``OUT/folds.csv``):
@@ -44,6 +44,9 @@ test_probs, keys)) validated against ``--sample`` (or the config's ``sample`` th
 (``DIR/tuned.yaml`` + ``tuned.json``), and the submission's keys are the tuned ones. So every
 post-processing step runs exactly once between a model and oof.csv or the submission.
 
+``--scheduler`` (config ``scheduler``): each (fold, model) of steps 1-3 is one Dask task
+(:func:`run_jobs`; one per GPU on workers that declare a ``GPU`` resource); the rest runs here.
+
 Resume: each model's settings are recorded in ``DIR/parts/fold<k>.<det|cls>.json`` before it
 trains. A re-run reuses a finished model whose settings and weights are unchanged, resumes an
 unfinished one from its ``last.pt`` (ultralytics resume), and reuses a fold's raw prediction
@@ -60,7 +63,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 import yaml
@@ -549,6 +552,40 @@ def write_test_submission(cfg: dict, test_res: dict, sample: Path, out: Path) ->
     return Path(submit(final, sample, fmt, out / "submission.csv"))
 
 
+def run_jobs(jobs: list[tuple], cfg: dict) -> Iterator[tuple]:
+    """Run each ``(key, args)`` of ``jobs`` as :func:`run_fold` ``(*args)``; yields ``(key, record)``.
+    ``scheduler`` null: here, one after the other, in order. ``local`` / ``tcp://host:port``: each
+    job is one task on that Dask cluster (:mod:`data_prep.cluster`; ``local`` = a LocalCluster of
+    ``workers`` single-threaded processes), all submitted at once, yielded as they finish; where
+    some worker declares a ``GPU`` resource (``dask worker --resources GPU=1``) each task holds one
+    GPU, so a worker trains one model per GPU at a time. The tasks write what the sequential run
+    writes (run folders, parts, records, under the same absolute paths: the workers must see them)
+    and return the same records; the seeds are the config's, so a deterministic training gives the
+    same tables either way."""
+    from data_prep.cluster import check_scheduler
+
+    scheduler = check_scheduler(cfg.get("scheduler"))
+    if scheduler is None:
+        for key, args in jobs:
+            yield key, run_fold(*args)
+        return
+    from data_prep.cluster import dask_client, run_each, task_resources
+
+    with dask_client(scheduler, int(cfg.get("workers") or 2)) as client:
+        res = task_resources(client)
+        log.info("cv: %d (fold, model) training(s) as Dask tasks on %s%s", len(jobs), scheduler,
+                 ", one GPU each" if res else "")
+        for j, rec in run_each(client, _fold_task, [args for _, args in jobs], res):
+            yield jobs[j][0], rec
+
+
+def _fold_task(*args) -> dict:
+    """:func:`run_fold` on a Dask worker, under the config's ``trust_weights`` (what ``cxrdet cv``
+    set in its own process)."""
+    safe_load.configure(args[0])
+    return run_fold(*args)
+
+
 def cross_validate(cfg: dict, prep, folds: str | list[int] | None = None, with_cls: bool = False, out=None,
                    test=None, sample=None, force: bool = False, callbacks: dict | None = None,
                    tune_trials: int | None = None) -> dict:
@@ -677,20 +714,24 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
     images = images.set_index("image_id", drop=False)
     mlist = model_settings(cfg)
     names = [m for m, _ in mlist] if mlist else None
-    records = []
-    for n, k in enumerate(ks, 1):
+    jobs = []   # one (fold, model): train + predict its held-out images (run_fold)
+    every = images.reset_index(drop=True)
+    for k in ks:
         held = images.loc[fold_table.loc[fold_table["fold"].astype(int) == k, "image_id"]].reset_index(drop=True)
-        per = []
         for i, (name, mcfg) in enumerate(mlist or [(None, cfg)]):
-            rec = (run_fold(cfg, prep, out, k, held, images.reset_index(drop=True), with_cls, force, callbacks)
-                   if name is None else
-                   run_fold(mcfg, prep, out / "models" / name, k, held, images.reset_index(drop=True),
-                            with_cls and i == 0, force, callbacks, cls_cfg=cfg))
-            per.append(rec)
-            print(f"cv fold {k} ({n}/{len(ks)})" + (f" model {name}" if name else "") + f": detector {rec['how']}"
-                  + (f", classifier {rec['cls_how']}" if rec.get("cls_how") else "")
-                  + f", prediction {rec['pred_how']}: {rec['n_train']} training / {rec['n_val']} held-out images"
-                  f" ({len(rec['missing'])} unreadable) in {rec['seconds']:.1f} s", flush=True)
+            args = ((cfg, prep, out, k, held, every, with_cls, force, callbacks) if name is None else
+                    (mcfg, prep, out / "models" / name, k, held, every, with_cls and i == 0, force, callbacks, cfg))
+            jobs.append(((k, i, name), args))
+    done = {}
+    for (k, i, name), rec in run_jobs(jobs, cfg):
+        done[(k, i)] = rec
+        print(f"cv fold {k} ({ks.index(k) + 1}/{len(ks)})" + (f" model {name}" if name else "")
+              + f": detector {rec['how']}" + (f", classifier {rec['cls_how']}" if rec.get("cls_how") else "")
+              + f", prediction {rec['pred_how']}: {rec['n_train']} training / {rec['n_val']} held-out images"
+              f" ({len(rec['missing'])} unreadable) in {rec['seconds']:.1f} s", flush=True)
+    records = []
+    for k in ks:
+        per = [done[(k, i)] for i in range(len(mlist or [None]))]
         records.append(per[0] if mlist is None else _merged(k, per, names))
 
     # coverage: every held-out image predicted by its own fold's model, exactly once
@@ -819,7 +860,7 @@ def add_arguments_cv(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=None, help="with --tune: trials per search (default 100)")
     p.epilog = ("key=value overrides any config key, e.g. model=yolo11s.yaml epochs=40 imgsz=640 batch=16 "
                 "device=0 tta=true.")
-    add_config_arguments(p, ["model", "epochs", "imgsz", "batch", "device"], positional=True)
+    add_config_arguments(p, ["model", "epochs", "imgsz", "batch", "device", "scheduler", "workers"], positional=True)
 
 
 def run_cv(args: argparse.Namespace) -> int:
