@@ -400,3 +400,18 @@ def test_cv_of_two_real_models_on_phantoms(make_prep, tiny_cfg, tmp_path):
     for m in res["models"]:
         assert m["score"] == _evaluate_folds(prep, out / m["oof"], tmp_path)
     assert res["oof"]["n_images"] == 8 and (out / "oof_probs.csv").is_file()
+
+
+def test_cv_tune_of_several_models_applies_the_tuned_ensemble_keys_to_the_test_tables(fake_cv, capsys):
+    f = fake_cv
+    assert _cli(f, "models=[{name: a, model: a.yaml}, {name: b, model: b.yaml}]", "--tune", "--trials", "6") == 0
+    tuned = yaml.safe_load((f.out / "tuned.yaml").read_text())
+    res = json.loads((f.out / "tuned.json").read_text())
+    assert {"ens_iou", "ens_skip", "ens_conf_type", "ens_weights"} <= set(res["params"])
+    from detection.submission import submit
+
+    final = PP.postprocess_files([f.out / "models" / m / "test_raw.csv" for m in "ab"], f.out / "test_probs.csv",
+                                 {**tuned, "dataset": "vinbigdata", "classes": None}, f.out / "test_meta.csv")
+    submit(final, f.sample, "vinbigdata", f.tmp / "sub.csv")
+    assert (f.out / "submission.csv").read_bytes() == (f.tmp / "sub.csv").read_bytes()
+    assert "x 2 models fused by WBF" in capsys.readouterr().out
