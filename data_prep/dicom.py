@@ -3,7 +3,9 @@
 The pixel chain is a list of small pure steps, in this order (DICOM PS3.3 C.11, then C.7.6.3.1.2
 for MONOCHROME1)::
 
-    decode (frame 0)      pydicom.pixels.pixel_array            stored values, int/uint (H, W)
+    decode (frame 0)      pydicom.pixels.pixel_array            stored values, int/uint (H, W), or float
+                          (data_prep.dicom_input: HighBit, NumberOfFrames, float pixel data)
+    padding               C.7.5.1.1.2 (data_prep.padding)       which pixels are padding (left out, drawn black)
     to_gray               RGB/YBR/PALETTE -> gray               only for color images
     modality_lut          C.11.1 (data_prep.voi.modality)       Modality LUT, or rescale slope/intercept
     voi_lut               C.11.2 (data_prep.voi.choose_voi)     VOI LUT or window, as the options choose
@@ -30,9 +32,10 @@ bits could show.)
 The LUT steps (modality, VOI, MONOCHROME1, 16-bit stretch) are pointwise functions of the stored
 value, so for integer images :func:`to_uint16` applies them once to the range of stored values
 (``arange(min, max + 1)``, at most 65,536 entries for 16-bit data) and then maps the image through
-that uint16 table: the result equals applying them pixel by pixel in float64 (tested, and both
-against the standard's formulas written independently in tests/ref_dicom.py) at a
-fraction of the cost.
+that uint16 table (or, when the table is a clipped line, through one OpenCV ``addWeighted`` pass
+checked against the table: :func:`data_prep.fastlut.affine_table`): the result equals applying them pixel by pixel
+in float64 within 1 of 65535 (tested, and both against the standard's formulas written
+independently in tests/ref_dicom.py) at a fraction of the cost.
 
 JPEG 2000 fast path: when the output is at least 2x smaller than the image in both dimensions,
 the frame is decoded at a reduced wavelet resolution with Pillow (``im.reduce = r``), ``r`` the
@@ -63,6 +66,7 @@ from pydicom.pixels import apply_color_lut
 
 from data_prep.dicom_input import (PIXEL_DATA, PixelAttributeError, check_number_of_frames, decode_frame0,
                                    high_bit_shift, pixel_data_keyword, unvalidated)
+from data_prep.fastlut import CV_DEPTH, affine_cv, affine_table, take_rows
 from data_prep.j2k import J2K_UIDS, decode_j2k_reduced, j2k_reduce_level, pillow_j2k_reduced  # noqa: F401 (re-exported)
 from data_prep.padding import padding_mask, padding_range
 from data_prep.sizes import keep_ratio_size
@@ -187,19 +191,8 @@ def minmax_uint8(arr: np.ndarray, ds=None, block: int = 1, exclude: np.ndarray |
     return _stretch(arr, 255, np.uint8, rng)
 
 
-_CV_DEPTH = {np.dtype(np.uint8): cv2.CV_8U, np.dtype(np.uint16): cv2.CV_16U, np.dtype(np.int16): cv2.CV_16S}
-
-
-def affine_cv(arr: np.ndarray, scale: float, offset: float, dtype) -> np.ndarray:
-    """``clip(rint(arr * scale + offset), dtype's range)`` in one OpenCV pass (uint8/uint16/int16
-    in, uint8/uint16 out; float32 arithmetic inside): the same numbers as numpy's float64 path but
-    for a value exactly halfway (rounded to even here, up there) and ~1e-5 of float32, at a tenth
-    of the time and memory on a full-size radiograph."""
-    return cv2.addWeighted(arr, scale, arr, 0.0, offset, dtype=_CV_DEPTH[np.dtype(dtype)])
-
-
 def _stretch(arr: np.ndarray, top: int, dtype, rng: tuple[float, float] | None = None) -> np.ndarray:
-    if arr.dtype in _CV_DEPTH and arr.ndim == 2 and arr.size:
+    if arr.dtype in CV_DEPTH and arr.ndim == 2 and arr.size:
         lo, hi = rng if rng is not None else (float(arr.min()), float(arr.max()))
         if hi <= lo:
             return np.zeros(arr.shape, dtype)
@@ -252,7 +245,9 @@ def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = Non
     With ``via_table`` (and an integer image whose value range is at most 2**20 wide) the chain
     runs once on ``arange(min, max + 1)`` and the image is mapped through the resulting uint16
     table; the stretch uses the min and max over the values present, so the output equals the
-    pixelwise chain. ``pad``: the padding stored values (:func:`data_prep.padding.padding_range`;
+    pixelwise chain. When that table is a clipped line (:func:`data_prep.fastlut.affine_table`: rescale, a LINEAR
+    window or none, MONOCHROME1) the image goes through one OpenCV pass instead of the gather
+    (within 1 of 65535 of the table, checked on every stored value of the range). ``pad``: the padding stored values (:func:`data_prep.padding.padding_range`;
     ``mask`` their pixels, computed when None): left out of the range and set to 0 (displayed
     black)."""
     arr = to_gray(arr, ds)
@@ -262,6 +257,8 @@ def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = Non
         lo, hi = int(arr.min()), int(arr.max())
         if arr.dtype.kind == "u" and hi < _MAX_LUT:
             base, idx = 0, arr                                  # index the table directly
+        elif arr.dtype == np.int16:                             # arr - lo in uint16 (wraps right): 2 bytes a pixel
+            base, idx = lo, arr.view(np.uint16) - np.uint16(lo & 0xFFFF)
         elif hi - lo < _MAX_LUT:
             base, idx = lo, arr.astype(np.int64) - lo
         else:
@@ -290,11 +287,11 @@ def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = Non
             table = np.clip((v - vmin) * (65535 / (vmax - vmin)) + 0.5, 0, 65535).astype(np.uint16)
             if padded is not None:
                 table[padded] = 0
-            elif arr.dtype in _CV_DEPTH and arr.ndim == 2:
+            elif arr.dtype in CV_DEPTH and arr.ndim == 2:
                 fit = affine_table(inputs[lo - base:].astype(arr.dtype), table[lo - base:])
                 if fit is not None:                          # one OpenCV pass instead of a gather
                     return affine_cv(arr, *fit, np.uint16)
-            return np.take(table, idx)
+            return take_rows(table, idx)
     if pad is not None:
         mask = padding_mask(arr, pad) if mask is None else mask
         if mask is not None and mask.any():
@@ -305,30 +302,6 @@ def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = Non
             out[mask] = 0
             return out
     return _stretch(lut_chain(arr, ds, voi), 65535, np.uint16, fixed)
-
-
-def affine_table(x: np.ndarray, table: np.ndarray) -> tuple[float, float] | None:
-    """``(scale, offset)`` when ``table`` (uint16, one entry per input ``x``, consecutive integers)
-    is ``clip(rint(scale * x + offset), 0, 65535)`` within 1 for EVERY ``x`` (checked by running
-    :func:`affine_cv` on all of them), else None. A LUT chain of rescale, a LINEAR or
-    LINEAR_EXACT window (or none), MONOCHROME1 and the stretch is such a clipped line; a VOI LUT, a
-    Modality LUT, SIGMOID or padding usually is not, and keeps the table."""
-    inner = np.flatnonzero((table > 0) & (table < 65535))
-    if len(inner) < 2 or x[inner[-1]] == x[inner[0]]:
-        return None
-    i, j = inner[0], inner[-1]
-    scale = (float(table[j]) - float(table[i])) / (float(x[j]) - float(x[i]))
-    if scale == 0:
-        return None
-    offset = float(table[i]) - scale * float(x[i])
-    # the fit from two rounded entries can be off by up to one unit over the span: refit on all of
-    # the inner entries (least squares), then check every input
-    xi, ti = x[inner].astype(np.float64), table[inner].astype(np.float64)
-    scale, offset = np.polyfit(xi, ti, 1) if len(inner) > 2 else (scale, offset)
-    got = affine_cv(x.reshape(1, -1), float(scale), float(offset), np.uint16)[0]
-    if np.abs(got.astype(np.int64) - table).max() > 1:
-        return None
-    return float(scale), float(offset)
 
 
 RANGE_BLOCK = 4      # output pixels per side averaged when a downscaled image's range is measured
