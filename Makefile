@@ -69,7 +69,7 @@ bench: setup
 	  && $(PY) bench/infer.py --weights weights/vinbig_phantom_yolo11n.pt && $(PY) bench/classify.py && bash bench/demo.sh && $(PY) bench/tune.py \
 	  && $(PY) bench/families.py
 
-# the training recipes on phantoms (issue 27): trains 5 cross-validations, ~1 h on 2 CPU cores
+# the training recipes on phantoms (issue 27): trains 4 cross-validations + 3 classifiers, ~40 min on 2 shared CPU cores
 bench-recipes: setup
 	$(PY) bench/recipes.py
 
