@@ -4,8 +4,8 @@
                                        [--batch 16] [--warmup 2] [--threads 1]
 
 The shipped checkpoint (or ``--weights``) is exported to ONNX in a temp dir with
-``detection.classify.export_onnx`` and both run the same ``n`` synthetic 512 px grayscale images
-at the checkpoint's own input size, through ``detection.classify.classify_images`` (preprocess:
+``detection.engine.classify.export_onnx`` and both run the same ``n`` synthetic 512 px grayscale images
+at the checkpoint's own input size, through ``detection.engine.classify.classify_images`` (preprocess:
 grayscale + resize + scale, then the network + sigmoid), in batches of ``batch``. The two are
 interleaved batch by batch (alternating which goes first) so that load from other processes hits
 both alike; both get the same number of threads (torch ``set_num_threads`` and ONNX Runtime
@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detection.classify import OnnxRunner, TorchRunner, classify_images, export_onnx  # noqa: E402
+from detection.engine.classify import OnnxRunner, TorchRunner, classify_images, export_onnx  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -68,8 +68,8 @@ from pydicom.pixels import apply_voi_lut  # noqa: E402
 from pydicom.uid import (DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian,  # noqa: E402
                          JPEG2000Lossless, generate_uid)
 
-from data_prep import dicom as dcm  # noqa: E402
-from data_prep.convert import PNG_COMPRESSION, convert_folder, write_png  # noqa: E402
+from data_prep.dicom import read as dcm  # noqa: E402
+from data_prep.dicom.convert import PNG_COMPRESSION, convert_folder, write_png  # noqa: E402
 
 TARGET_SPEEDUP = 3.5
 TARGET_SCALING = 1.7     # 2 workers / 1 worker
@@ -232,7 +232,7 @@ PIPELINE_STAGES = ("read", "decode", "LUT", "resize", "encode+write")
 
 def pipeline_stages(path: Path, out: Path, size: int = 512, keep_ratio: bool = True) -> dict[str, float]:
     """Seconds per stage of ``convert_one`` on one file, the same calls as
-    :func:`data_prep.dicom.read_dicom` + the PNG write, timed one by one (LUT = modality/VOI table
+    :func:`data_prep.dicom.read.read_dicom` + the PNG write, timed one by one (LUT = modality/VOI table
     to uint16 + the 8-bit min-max)."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -282,7 +282,7 @@ def warm_worker(paths: list[str], out: str) -> None:
     """On a cluster worker, before the timing: convert a few files (every kind of the set), so that
     its decoders are imported and initialised. (scheduler=local, timed from its start, includes all
     that; so does the pool, whose workers are spawned by each run.)"""
-    from data_prep.convert import _convert_remote
+    from data_prep.dicom.convert import _convert_remote
 
     Path(out).mkdir(parents=True, exist_ok=True)
     _convert_remote([(p, str(Path(out) / f"{os.getpid()}_{Path(p).stem}.png"), 512, True) for p in paths])
@@ -299,7 +299,7 @@ def timed_convert(label: str, src: Path, dst: Path, **kw) -> tuple[str, float, f
 
 
 # A convert run in its own interpreter (``python -c``): its pool's spawned workers then import
-# data_prep.convert_worker alone, as under the ``cxrdet`` command, not this bench module (a spawned
+# data_prep.dicom.convert_worker alone, as under the ``cxrdet`` command, not this bench module (a spawned
 # worker re-imports the parent's main script), and the peak resident memory of the largest worker
 # (RUSAGE_CHILDREN, once the pool is joined: a forked child's own peak, resident pages shared with
 # the parent included) and of the whole process (VmHWM: getrusage's ru_maxrss of a process started
@@ -311,7 +311,7 @@ def hwm():  # this process's peak RSS, MB (VmHWM: per address space; ru_maxrss k
 sys.path.insert(0, sys.argv[1])
 import cv2
 cv2.setNumThreads(1)   # one core per process, the 1-worker run too (the pool's workers have 1 thread)
-from data_prep.convert import convert_folder
+from data_prep.dicom.convert import convert_folder
 t0, c0 = time.perf_counter(), os.times()
 res = convert_folder(sys.argv[2], sys.argv[3], size=512, keep_ratio=True, workers=int(sys.argv[4]), progress=False)
 wall, c1 = time.perf_counter() - t0, os.times()
@@ -347,7 +347,7 @@ def worker_memory(path: Path) -> tuple[float, float]:
     code = r"""
 import json, sys, tracemalloc
 sys.path.insert(0, sys.argv[1])
-import data_prep.convert_worker as w
+import data_prep.dicom.convert_worker as w
 mods = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
 heavy = [m for m in ("pandas", "torch", "ultralytics", "dask", "distributed") if m in sys.modules]
 tracemalloc.start()
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         rate_kaggle = kn / (time.perf_counter() - t0)
 
         # 2. ours: 1 worker, the pool, a running LocalCluster, scheduler=local (with start-up)
-        from data_prep.cluster import dask_client
+        from data_prep.core.cluster import dask_client
 
         def proc_run(label, dst, workers):
             r = run_convert_process(work / "dicom", work / dst, workers)

@@ -29,9 +29,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bar in the printed figures
 
-from data_prep.boxes import make_boxes  # noqa: E402
+from data_prep.core.boxes import make_boxes  # noqa: E402
 from data_prep.datasets import describe  # noqa: E402
-from detection.explore import ExploreSettings, build_explorer  # noqa: E402
+from detection.pictures.explore import ExploreSettings, build_explorer  # noqa: E402
 
 N_IMAGES, N_TRUTH, N_PRED = 3000, 30_000, 70_000
 N_CLASSES = len(describe("vinbigdata").classes)

@@ -18,10 +18,10 @@ that family's model from scratch (``--epochs`` epochs at ``--px``, batch ``--bat
   0.001), interleaved image by image after 3 warm-up calls each, threads as shipped (what
   ``cxrdet predict`` gets); ``speed-up`` = torch / ONNX;
 * ``OOF``: cv.json's out-of-fold competition score (mAP@0.4, VinBigData metric) with the config's
-  post-processing; ``tuned`` / ``nested``: :func:`detection.tune.tune` of ``box_scale`` on that
+  post-processing; ``tuned`` / ``nested``: :func:`detection.competition.tune.tune` of ``box_scale`` on that
   family's ``oof_raw.csv`` (in-sample best, and the leave-one-fold-out estimate).
 
-Then the cross-family ensemble: :func:`detection.tune.tune` of the ensemble keys (``ens_weights``
+Then the cross-family ensemble: :func:`detection.competition.tune.tune` of the ensemble keys (``ens_weights``
 over every family's weight in {1, 2}, ``ens_iou``, ``ens_skip``, ``ens_conf_type``) with
 ``box_scale`` on all families' ``oof_raw.csv`` (every image has every family's prediction from its
 own fold's model); ``OOF`` = their WBF at the default ensemble keys, equal weights. The last line
@@ -48,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-import detection.runtime  # noqa: E402,F401  (offline before ultralytics)
+import detection.models.runtime  # noqa: E402,F401  (offline before ultralytics)
 
 FAMILIES = {
     "yolo11n": "yolo11n.yaml",                                   # ultralytics YOLO, 2.6 M parameters
@@ -68,8 +68,8 @@ def cpu_seconds() -> float:
 
 
 def _timed_train():
-    """Wrap detection.train.train_detector (what cv's train_model calls) to record its CPU seconds."""
-    import detection.train as T
+    """Wrap detection.engine.train.train_detector (what cv's train_model calls) to record its CPU seconds."""
+    import detection.engine.train as T
 
     inner = T.train_detector
 
@@ -83,9 +83,9 @@ def _timed_train():
 
 
 def make_data(root: Path, n: int, px: int, folds: int) -> tuple[Path, dict]:
-    from data_prep.config import load_config
+    from data_prep.core.config import load_config
     from data_prep.prep import prep
-    from data_prep.synth import synth_vinbigdata
+    from data_prep.phantoms.synth import synth_vinbigdata
 
     cfg = load_config("vinbigdata", {"size": px, "folds": folds, "seed": 0, "workers": 1})
     if not (root / "data" / "train.csv").is_file():
@@ -95,8 +95,8 @@ def make_data(root: Path, n: int, px: int, folds: int) -> tuple[Path, dict]:
 
 
 def run_cv(name: str, model: str, prep: Path, root: Path, a) -> dict:
-    from data_prep.config import load_config
-    from detection.cv import cross_validate
+    from data_prep.core.config import load_config
+    from detection.competition.cv import cross_validate
 
     ov = {"model": model, "name": name, "epochs": a.epochs, "imgsz": a.px, "batch": a.batch, "device": "cpu",
           "workers": 0, "seed": 0, "folds": a.folds, "project": str(root / "runs"), "patience": 100,
@@ -119,7 +119,7 @@ def infer_speed(best: Path, pngs: list[Path], px: int, root: Path, name: str) ->
     """Median ms per image of ``best`` and of its ONNX export (None where the export fails)."""
     import cv2
 
-    from detection.export_onnx import export_onnx
+    from detection.engine.export import export_onnx
     from detection.models import open_model
 
     imgs = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in pngs]
@@ -149,7 +149,7 @@ def infer_speed(best: Path, pngs: list[Path], px: int, root: Path, name: str) ->
 
 
 def tune_tables(tables: list[Path], prep: Path, cfg: dict, space: dict, trials: int) -> dict:
-    from detection.tune import check_space, load_problem, tune
+    from detection.competition.tune import check_space, load_problem, tune
 
     prob = load_problem(prep / "fused_boxes.csv", [str(t) for t in tables], prep / "folds.csv", "vinbigdata",
                         meta=prep / "images.csv", cfg=cfg)

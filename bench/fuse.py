@@ -1,4 +1,4 @@
-"""Benchmark: data_prep.fusion.fuse vs the naive per-image ensemble-boxes loop, on the real
+"""Benchmark: data_prep.labels.fusion.fuse vs the naive per-image ensemble-boxes loop, on the real
 VinBigData train.csv (67,914 rows, 36,096 boxes, 15,000 images).
 
     .venv/bin/python bench/fuse.py [--method wbf] [--iou 0.4] [--repeat 3]
@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from ensemble_boxes import weighted_boxes_fusion
 
-from data_prep.boxes import denormalize_xyxy, normalize_xyxy
+from data_prep.core.boxes import denormalize_xyxy, normalize_xyxy
 from data_prep.datasets import vinbigdata
-from data_prep.fusion import fuse
+from data_prep.labels.fusion import fuse
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vinbigdata"
 KEY = ["image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"]
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
           f"n_raters counts {ours['n_raters'].value_counts().sort_index().to_dict()}")
     print(f"{'method':<34}{'seconds':>9}")
     print(f"{'naive groupby + WBF per image':<34}{t_naive:>9.2f}")
-    print(f"{'data_prep.fusion.fuse (best of ' + str(args.repeat) + ')':<34}{t_ours:>9.2f}")
+    print(f"{'data_prep.labels.fusion.fuse (best of ' + str(args.repeat) + ')':<34}{t_ours:>9.2f}")
     print(f"speed-up: {t_naive / t_ours:.1f}x")
     return 0
 

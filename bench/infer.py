@@ -5,7 +5,7 @@
 Without ``--weights`` a yolo11n (1 channel, 14 classes, seeded initial weights) is built from
 ``yolo11n.yaml`` and saved in a temp dir: the speed of a network does not depend on what it
 learned. The weights are exported to ONNX (static batch 1, ``imgsz``) in the temp dir with
-``detection.export_onnx.export_onnx``. Both models then predict the same ``n`` synthetic 512 px
+``detection.engine.export.export_onnx``. Both models then predict the same ``n`` synthetic 512 px
 grayscale images through ultralytics (``YOLO(...).predict``, batch 1: preprocess + inference + NMS),
 after ``warmup`` calls each; the two are interleaved image by image (alternating which goes first)
 so that load from other processes hits both alike. Reported: median ms and images/s per model and
@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import detection.runtime  # noqa: E402,F401  (offline before ultralytics)
+import detection.models.runtime  # noqa: E402,F401  (offline before ultralytics)
 
 TARGET = 2.0
 
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     import torch
     from ultralytics import YOLO
 
-    from detection.export_onnx import export_onnx
+    from detection.engine.export import export_onnx
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""Benchmark: our COCO-style AP@0.4 (detection.metrics.coco_map) against pycocotools COCOeval.
+"""Benchmark: our COCO-style AP@0.4 (detection.evaluation.metrics.coco_map) against pycocotools COCOeval.
 
 Data: 3,000 VinBigData train images (the real per-radiologist boxes of ../shared/data as truth,
 normal images included) and ~100,000 detections: every truth box jittered twice plus uniform
@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data" / "vinbigdata"
 
-from data_prep.boxes import COORDS, make_boxes, xyxy_to_xywh  # noqa: E402
+from data_prep.core.boxes import COORDS, make_boxes, xyxy_to_xywh  # noqa: E402
 from data_prep.datasets import describe  # noqa: E402
-from detection.metrics import coco_map  # noqa: E402
+from detection.evaluation.metrics import coco_map  # noqa: E402
 
 N_CLS = len(describe("vinbigdata").classes)  # VinBigData's finding classes
 

@@ -1,6 +1,6 @@
 """Benchmark: the winning training recipes as switches, each one's out-of-fold score beside the plain recipe's.
 
-PHANTOM FIGURES: synthetic VinBigData-layout chest phantoms (data_prep.synth: lesions drawn per
+PHANTOM FIGURES: synthetic VinBigData-layout chest phantoms (data_prep.phantoms.synth: lesions drawn per
 class, 17 radiologists, R8/R9/R10 reading most abnormal images), a tiny detector trained from
 scratch for a few epochs. They show that each switch runs end to end through prep / train / cv /
 tune and what it did HERE; they are not the competition's numbers (the README cites the
@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from data_prep.config import load_config  # noqa: E402
+from data_prep.core.config import load_config  # noqa: E402
 
 
 def _cfg(a, root: Path, name: str, **kw) -> dict:
@@ -49,7 +49,7 @@ def _cfg(a, root: Path, name: str, **kw) -> dict:
 
 
 def _cv(a, root: Path, prep: Path, name: str, **kw) -> tuple[dict, float]:
-    from detection.cv import cross_validate
+    from detection.competition.cv import cross_validate
 
     t = time.perf_counter()
     res = cross_validate(_cfg(a, root, name, **kw), prep, out=root / "cv" / name)
@@ -59,10 +59,10 @@ def _cv(a, root: Path, prep: Path, name: str, **kw) -> tuple[dict, float]:
 def _oof_probs(a, root: Path, prep: Path, plain: dict) -> Path:
     """A multi-label classifier per fold (trained on the other folds) -> its held-out images'
     probabilities (image_id, abnormal, one column per class)."""
-    from data_prep.atomic import write_csv, write_text
+    from data_prep.core.atomic import write_csv, write_text
     from data_prep.prep import read_table
-    from detection.classifier import train_multilabel
-    from detection.predict import infer
+    from detection.engine.classifier import train_multilabel
+    from detection.engine.predict import infer
 
     folds, images = read_table(prep / "folds.csv"), read_table(prep / "images.csv")
     parts = []
@@ -79,7 +79,7 @@ def _oof_probs(a, root: Path, prep: Path, plain: dict) -> Path:
 
 
 def _gating(a, root: Path, prep: Path, plain: dict, probs: Path) -> dict:
-    from detection import tune as T
+    from detection.competition import tune as T
 
     cfg = {**_cfg(a, root, "plain"), "cls_low": 0.0, "cls_high": 0.0}   # gating alone, no 2-class filter
     oof_raw = root / "cv" / "plain" / "oof_raw.csv"
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from data_prep.prep import prep
-    from data_prep.synth import synth_vinbigdata
+    from data_prep.phantoms.synth import synth_vinbigdata
 
     tmp = None if a.out else tempfile.TemporaryDirectory(prefix="cxrdet_recipes_")
     root = Path(a.out or tmp.name).resolve()

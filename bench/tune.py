@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.metric import SHARED, detections, real_truth, synthetic_truth  # noqa: E402
-from data_prep.fusion import fuse  # noqa: E402
-from detection import postprocess as PP  # noqa: E402
-from detection import tune as T  # noqa: E402
+from data_prep.labels.fusion import fuse  # noqa: E402
+from detection.competition import postprocess as PP  # noqa: E402
+from detection.competition import tune as T  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -125,7 +125,7 @@ def model_tables(images: pd.DataFrame, truth: pd.DataFrame, n_models: int, per_i
     """``n_models`` correlated OOF tables of ``per_image`` boxes per image: one shared candidate
     set (bench/metric.py's jittered truth + uniform false positives), each model jittering the
     boxes by +-3 % of their size and scaling the scores by 0.7-1.3 (0.001 grid), rows shuffled."""
-    from data_prep.boxes import COORDS
+    from data_prep.core.boxes import COORDS
 
     base = detections(images, truth, per_image * len(images), rng)
     out = []

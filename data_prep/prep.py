@@ -2,14 +2,14 @@
 
 Steps, each skipped when already done with the same inputs and settings::
 
-    convert  DIR/<images_dir> DICOMs -> OUT/images/<id>.png + OUT/meta.csv   (data_prep.convert)
+    convert  DIR/<images_dir> DICOMs -> OUT/images/<id>.png + OUT/meta.csv   (data_prep.dicom.convert)
              (a folder of PNGs, e.g. Kaggle's public 512 px sets or NIH, is used as is:
              OUT/images/<id>.png are symlinks to them, meta.csv holds their PNG sizes)
     load     DIR/<labels> (+ DIR/<meta>, else OUT/meta.csv) -> OUT/images.csv, OUT/boxes.csv
     fuse     boxes.csv -> OUT/fused_boxes.csv (+ OUT/fused.csv, VinBigData's train.csv form)
-    folds    fused_boxes.csv -> OUT/folds.csv                               (data_prep.folds)
+    folds    fused_boxes.csv -> OUT/folds.csv                               (data_prep.labels.folds)
     export   -> OUT/labels/<id>.txt, OUT/yolo/fold<k>/{train,val}.txt + data.yaml,
-                OUT/coco/fold<k>_{train,val}.json                          (data_prep.export)
+                OUT/coco/fold<k>_{train,val}.json                          (data_prep.labels.export)
              (squarify / train_labels variants|both: + OUT/train_items, data_variants.yaml, data_both.yaml)
 
 ``OUT/prep.json`` is the manifest: the config used, counts, and per step its fingerprint (size
@@ -22,7 +22,7 @@ temporary name and renamed; a step is marked done only after all its outputs are
 Tables: ``images.csv`` is the image table (original ``height``/``width``, ``png_height``,
 ``png_width``, ``path`` = absolute PNG path in OUT/images), ``boxes.csv`` the raw per-rater box
 table, ``fused_boxes.csv`` the fused box table (``fusion: none`` keeps the raw boxes, with
-``n_raters`` 1), all in ORIGINAL pixels (``data_prep/boxes.py``).
+``n_raters`` 1), all in ORIGINAL pixels (``data_prep/core/boxes.py``).
 """
 from __future__ import annotations
 
@@ -38,11 +38,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep.config import load_config
+from data_prep.core.config import load_config
 from data_prep.datasets import DATASETS, describe
-from data_prep.tables import read_table  # noqa: F401 (re-exported: prep's tables are read with it)
-from data_prep.atomic import write_csv, write_text
-from data_prep.voi import VoiOptions
+from data_prep.core.tables import read_table  # noqa: F401 (re-exported: prep's tables are read with it)
+from data_prep.core.atomic import write_csv, write_text
+from data_prep.dicom.voi import VoiOptions
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _source_images(src: Path) -> tuple[str, list[Path]]:
     """("dicom", DICOM paths) or ("png", PNG paths) found in ``src``; DICOMs win when both exist."""
     if not src.is_dir():
         raise FileNotFoundError(f"prep: images folder {src} does not exist (config images_dir)")
-    from data_prep.convert import dicom_paths
+    from data_prep.dicom.convert import dicom_paths
 
     dicoms = dicom_paths(src)
     if dicoms:
@@ -173,7 +173,7 @@ def _convert(run: _Run, src: Path) -> None:
         images_dir = out / "images"
         images_dir.mkdir(parents=True, exist_ok=True)
         if mode == "dicom":
-            from data_prep.convert import convert_folder
+            from data_prep.dicom.convert import convert_folder
 
             res = convert_folder(src, images_dir, size=cfg["size"], keep_ratio=cfg["keep_ratio"],
                                  options=VoiOptions.from_config(cfg), workers=cfg["workers"],
@@ -187,7 +187,7 @@ def _convert(run: _Run, src: Path) -> None:
         if not cfg["meta"] and describe(cfg).size_meta:
             log.warning("prep convert: %s holds PNGs and the config has no `meta`: their sizes are taken as "
                         "the original sizes; if they are resized copies, set meta=<image_id,dim0,dim1 file>", src)
-        from data_prep.convert import link_pngs
+        from data_prep.dicom.convert import link_pngs
 
         return link_pngs(files, images_dir, out / "meta.csv")
 
@@ -195,8 +195,8 @@ def _convert(run: _Run, src: Path) -> None:
 
 
 def _extra(run: _Run) -> None:
-    """Link the ``extra`` datasets' boxed PNGs into OUT/images (data_prep/extra.py)."""
-    from data_prep import extra
+    """Link the ``extra`` datasets' boxed PNGs into OUT/images (data_prep/labels/extra.py)."""
+    from data_prep.labels import extra
 
     for name, src in extra.sources(run.cfg).items():
         fp = {"dir": str(src["dir"]), "labels": file_stamp(src["labels"]),
@@ -235,16 +235,16 @@ def _load(run: _Run) -> None:
     fp = {"dataset": cfg["dataset"], "labels": [str(labels), file_stamp(labels)],
           "meta": [str(meta), file_stamp(meta)] if meta else None, "png_meta": file_stamp(out / "meta.csv"),
           "extra": {k: [str(v), file_stamp(v)] for k, v in extra.items()}}
-    from data_prep.fusion import parse_raters
+    from data_prep.labels.fusion import parse_raters
     if parse_raters(cfg["raters"]):   # all = every radiologist = none named
         fp["raters"] = cfg["raters"]
-    from data_prep import extra as extra_sets
+    from data_prep.labels import extra as extra_sets
     for name, src in extra_sets.sources(cfg).items():
         fp[f"extra_{name}"] = [str(src["labels"]), file_stamp(src["labels"]), file_stamp(src["meta"]) if src["meta"]
                                else None, file_stamp(out / f"extra_{name}_meta.csv")]
 
     def do():
-        from data_prep.fusion import parse_raters, select_raters
+        from data_prep.labels.fusion import parse_raters, select_raters
 
         images, boxes = ds.load(labels, meta, **kw)
         repairs = dict(boxes.attrs.get("repairs", {}))
@@ -292,7 +292,7 @@ def _fuse(run: _Run) -> None:
                                      "boxes": file_stamp(out / "boxes.csv"), "competition_csv": competition}
 
     def do():
-        from data_prep.fusion import fuse, write_competition_csv
+        from data_prep.labels.fusion import fuse, write_competition_csv
 
         images, boxes = read_table(out / "images.csv"), read_table(out / "boxes.csv")
         fused = fuse(boxes, images, method=cfg["fusion"], iou_thr=cfg["fusion_iou"],
@@ -311,7 +311,7 @@ def _folds(run: _Run) -> None:
           "fused": file_stamp(out / "fused_boxes.csv")}
 
     def do():
-        from data_prep.folds import make_folds
+        from data_prep.labels.folds import make_folds
 
         folds = make_folds(read_table(out / "images.csv"), read_table(out / "fused_boxes.csv"),
                            k=cfg["folds"], seed=cfg["seed"])
@@ -340,7 +340,7 @@ def _export(run: _Run) -> None:
         outputs.append("train_items")
 
     def do():
-        from data_prep.export import write_coco, write_yolo
+        from data_prep.labels.export import write_coco, write_yolo
 
         images, fused = read_table(out / "images.csv"), read_table(out / "fused_boxes.csv")
         folds = read_table(out / "folds.csv")
@@ -374,7 +374,7 @@ def _export(run: _Run) -> None:
 def prep(cfg: dict | str, data, out) -> dict:
     """Run every prep step for dataset folder ``data`` into ``out`` (see the module docstring).
 
-    ``cfg``: a merged config (:func:`data_prep.config.load_config`) or a config name/path.
+    ``cfg``: a merged config (:func:`data_prep.core.config.load_config`) or a config name/path.
     Returns ``{name: Path or list[Path]}``: out, images, meta, images_csv, boxes_csv,
     fused_boxes_csv, fused_csv (VinBigData), folds_csv, labels, data_yaml (per fold), coco (per
     fold, train then val), manifest; plus ``summary`` (dict of counts) and ``ran``/``reused``
@@ -434,7 +434,7 @@ def _summary(run: _Run) -> dict:
 
 # ----------------------------------------------------------------------------- CLI
 def add_arguments_prep(parser: argparse.ArgumentParser) -> None:
-    from data_prep.config import add_config_arguments
+    from data_prep.core.config import add_config_arguments
 
     parser.add_argument("--data", required=True, help="dataset folder (competition layout, or PNGs + labels)")
     parser.add_argument("--out", required=True, help="output folder (re-running reuses finished steps)")
@@ -446,7 +446,7 @@ def add_arguments_prep(parser: argparse.ArgumentParser) -> None:
 
 
 def run_prep(args: argparse.Namespace) -> int:
-    from data_prep.config import stage_config
+    from data_prep.core.config import stage_config
 
     res = prep(stage_config(args), args.data, args.out)
     s = res["summary"]

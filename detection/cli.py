@@ -3,11 +3,11 @@
 Each stage module exposes ``add_arguments_<cmd>(parser)`` and ``run_<cmd>(args) -> int`` (``cmd``
 with ``-`` as ``_``). Only the chosen stage's module is imported, so ``cxrdet convert`` never pays
 for importing torch. Bare ``key=value`` tokens are collected into ``args.overrides`` for the
-config merge (defaults < CONFIG < command line, see ``data_prep/config.py``).
+config merge (defaults < CONFIG < command line, see ``data_prep/core/config.py``).
 
 The error boundary: every failure a user can cause ends as ONE line
 ``cxrdet STAGE: error: <file or argument>: <what is wrong, what was expected>`` and exit status 2
-(see ``data_prep/errors.py``); anything else is one line saying it is an internal error, status 1.
+(see ``data_prep/core/errors.py``); anything else is one line saying it is an internal error, status 1.
 ``--debug`` anywhere on the command line (or ``CXRDET_DEBUG=1``) prints the traceback as well.
 """
 from __future__ import annotations
@@ -23,28 +23,28 @@ from pathlib import Path
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "labels": ("data_prep.labels", "image-level label table (one 0/1 column per label + abnormal) from a dataset's file"),
-    "synth": ("data_prep.synth", "write synthetic DICOM phantoms in the VinBigData / RSNA layouts"),
-    "convert": ("data_prep.convert", "DICOM folder -> 8-bit PNGs + meta.csv (+ errors.csv); resumable"),
-    "fuse": ("data_prep.fusion", "fuse the radiologists' boxes (WBF, NMS, ...) into one set per image"),
+    "labels": ("data_prep.labels.image_level", "image-level label table (one 0/1 column per label + abnormal) from a dataset's file"),
+    "synth": ("data_prep.phantoms.synth", "write synthetic DICOM phantoms in the VinBigData / RSNA layouts"),
+    "convert": ("data_prep.dicom.convert", "DICOM folder -> 8-bit PNGs + meta.csv (+ errors.csv); resumable"),
+    "fuse": ("data_prep.labels.fusion", "fuse the radiologists' boxes (WBF, NMS, ...) into one set per image"),
     "prep": ("data_prep.prep", "convert -> load -> fuse -> folds -> YOLO/COCO export, from a dataset folder"),
-    "report": ("data_prep.report", "markdown + PNG report of an annotation file"),
-    "train": ("detection.train", "train an ultralytics YOLO detector on a prepared fold"),
-    "train-cls": ("detection.train", "train the normal/abnormal filter, or a multi-label classifier (cls_task=multilabel)"),
-    "cv": ("detection.cv", "k-fold cross-validation: train every fold, out-of-fold predictions, leak check, fold ensemble"),
-    "classify": ("detection.classify", "multi-label classifier -> probabilities table (image_id, labels, abnormal)"),
-    "export": ("detection.export_onnx", "export YOLO or multi-label classifier weights to ONNX"),
-    "predict": ("detection.predict", "predict boxes in original pixels from PNGs or DICOMs (TTA, ensembles)"),
-    "postprocess": ("detection.postprocess", "WBF of prediction tables, class probabilities, 2-class filter, thresholds, box scaling"),
-    "tune": ("detection.tune", "search the post-processing keys on out-of-fold predictions (optuna), nested estimate"),
-    "submit": ("detection.submission", "write a Kaggle submission CSV from a prediction box table"),
-    "validate-submission": ("detection.submission", "check a submission CSV against the sample submission"),
-    "evaluate": ("detection.evaluate", "mAP (vinbigdata / rsna / coco), image-level AUC, the radiologist baseline"),
-    "evaluate-cls": ("detection.evaluate_cls", "per-label ROC AUC (bootstrap CI), best F1, macro/micro AUC, ROC plot"),
-    "show": ("detection.visualize", "draw truth and predicted boxes over X-rays; galleries"),
-    "report-eval": ("detection.report_eval", "self-contained HTML evaluation report"),
-    "explore": ("detection.explore", "interactive HTML explorer (opens from disk): truth, predictions, radiologists"),
-    "export-sr": ("detection.export_sr", "predictions as DICOM: TID 1500 Structured Reports (+ GSPS) per image, to a folder or a PACS (DICOMweb)"),
+    "report": ("data_prep.report.dataset_report", "markdown + PNG report of an annotation file"),
+    "train": ("detection.engine.train", "train an ultralytics YOLO detector on a prepared fold"),
+    "train-cls": ("detection.engine.train", "train the normal/abnormal filter, or a multi-label classifier (cls_task=multilabel)"),
+    "cv": ("detection.competition.cv", "k-fold cross-validation: train every fold, out-of-fold predictions, leak check, fold ensemble"),
+    "classify": ("detection.engine.classify", "multi-label classifier -> probabilities table (image_id, labels, abnormal)"),
+    "export": ("detection.engine.export", "export YOLO or multi-label classifier weights to ONNX"),
+    "predict": ("detection.engine.predict", "predict boxes in original pixels from PNGs or DICOMs (TTA, ensembles)"),
+    "postprocess": ("detection.competition.postprocess", "WBF of prediction tables, class probabilities, 2-class filter, thresholds, box scaling"),
+    "tune": ("detection.competition.tune", "search the post-processing keys on out-of-fold predictions (optuna), nested estimate"),
+    "submit": ("detection.competition.submission", "write a Kaggle submission CSV from a prediction box table"),
+    "validate-submission": ("detection.competition.submission", "check a submission CSV against the sample submission"),
+    "evaluate": ("detection.evaluation.evaluate", "mAP (vinbigdata / rsna / coco), image-level AUC, the radiologist baseline"),
+    "evaluate-cls": ("detection.evaluation.evaluate_cls", "per-label ROC AUC (bootstrap CI), best F1, macro/micro AUC, ROC plot"),
+    "show": ("detection.pictures.visualize", "draw truth and predicted boxes over X-rays; galleries"),
+    "report-eval": ("detection.pictures.report_eval", "self-contained HTML evaluation report"),
+    "explore": ("detection.pictures.explore", "interactive HTML explorer (opens from disk): truth, predictions, radiologists"),
+    "export-sr": ("detection.pacs.export_sr", "predictions as DICOM: TID 1500 Structured Reports (+ GSPS) per image, to a folder or a PACS (DICOMweb)"),
     "demo": ("detection.demo", "run the whole pipeline on the embedded phantom dataset"),
 }
 
@@ -95,7 +95,7 @@ def _config_file(v: str) -> str:
     if Path(v).exists():
         return v
     try:
-        from data_prep.config import resolve_config_path
+        from data_prep.core.config import resolve_config_path
 
         return str(resolve_config_path(v))
     except (FileNotFoundError, OSError):
@@ -103,8 +103,8 @@ def _config_file(v: str) -> str:
 
 
 def check_paths(cmd: str, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The one guard: no output over an input, no two outputs on one path (:func:`data_prep.atomic.check_outputs`)."""
-    from data_prep.atomic import check_outputs
+    """The one guard: no output over an input, no two outputs on one path (:func:`data_prep.core.atomic.check_outputs`)."""
+    from data_prep.core.atomic import check_outputs
 
     check_outputs(*path_roles(cmd, parser, args))
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         raise
     except BaseException as e:  # the boundary: one line, the traceback only with --debug
-        from data_prep.errors import user_message
+        from data_prep.core.errors import user_message
 
         line, status = user_message(e)
         if debug:

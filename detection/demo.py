@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep.resources import weights_dir
+from data_prep.core.resources import weights_dir
 
 log = logging.getLogger(__name__)
 
@@ -86,22 +86,22 @@ def _step(name: str, timings: dict):
 def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, seed: int = 0,
          overrides: list[str] | None = None, n: int | None = None, weights_dir=None) -> dict:
     """Run every stage on the embedded dataset into ``out``; return paths and headline numbers."""
-    from data_prep.atomic import safe_name, write_csv, write_text
-    from data_prep.convert import header_meta
-    from data_prep.config import load_config
+    from data_prep.core.atomic import safe_name, write_csv, write_text
+    from data_prep.dicom.convert import header_meta
+    from data_prep.core.config import load_config
     from data_prep.prep import prep
-    from data_prep.synth import synth_rsna, synth_vinbigdata
+    from data_prep.phantoms.synth import synth_rsna, synth_vinbigdata
     from data_prep.datasets import describe
-    from data_prep.tables import read_folds, read_images, read_truth
-    from detection.evaluate import evaluate
-    from detection.evaluate_out import write_json
-    from detection.raters import rater_baseline
-    from detection.explore import ExploreSettings, build_explorer
-    from detection.predict import PredictSettings, predict
-    from detection.report_eval import ReportSettings, build_report
-    from detection.submission import validate_submission, write_submission
-    from detection.train import train_detector
-    from detection.visualize import pick_gallery, render_gallery, render_image
+    from data_prep.core.tables import read_folds, read_images, read_truth
+    from detection.evaluation.evaluate import evaluate
+    from detection.evaluation.evaluate_out import write_json
+    from detection.evaluation.raters import rater_baseline
+    from detection.pictures.explore import ExploreSettings, build_explorer
+    from detection.engine.predict import PredictSettings, predict
+    from detection.pictures.report_eval import ReportSettings, build_report
+    from detection.competition.submission import validate_submission, write_submission
+    from detection.engine.train import train_detector
+    from detection.pictures.visualize import pick_gallery, render_gallery, render_image
 
     if dataset not in FLAVOURS:
         raise ValueError(f"demo dataset {dataset!r}; expected one of {sorted(FLAVOURS)}")
@@ -200,9 +200,9 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     mlw = wdir / MULTILABEL if ds.name == "vinbigdata" else None
     if mlw is not None and mlw.is_file():
         with _step("classify: the shipped multi-label classifier on the test split (from DICOM)", timings):
-            from data_prep.labels import vinbigdata_labels
-            from detection.classify import classify
-            from detection.evaluate_cls import evaluate_cls, format_table
+            from data_prep.labels.image_level import vinbigdata_labels
+            from detection.engine.classify import classify
+            from detection.evaluation.evaluate_cls import evaluate_cls, format_table
 
             probs = classify(mlw, data / cfg["test_dir"], size=int(cfg["size"]), keep_ratio=bool(cfg["keep_ratio"]))
             probs.to_csv(out / "probs_test.csv", index=False)
@@ -262,7 +262,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
 
 def _tune(out: Path, truth, meta, ids: list, metric: str, cfg: dict, seed: int) -> dict:
     """``cxrdet tune`` on ``pred_fold0.csv``; the nested estimate leaves out one of 3 sub-folds."""
-    from detection import tune as T
+    from detection.competition import tune as T
 
     folds = out / "tune_folds.csv"
     pd.DataFrame({"image_id": ids, "fold": [i % 3 for i in range(len(ids))]}).to_csv(folds, index=False)
@@ -279,13 +279,13 @@ def _f(v) -> str:
 
 
 def _table(r: dict) -> str:
-    from detection.evaluate_out import format_table
+    from detection.evaluation.evaluate_out import format_table
 
     return format_table(r)
 
 
 def add_arguments_demo(p: argparse.ArgumentParser) -> None:
-    from data_prep.config import add_config_arguments
+    from data_prep.core.config import add_config_arguments
 
     p.add_argument("dataset", nargs="?", default="vinbigdata", choices=sorted(FLAVOURS))
     p.add_argument("--out", default="demo_out",

@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from data_prep.boxes import from_frame, make_boxes, xyxy_to_yolo
+from data_prep.core.boxes import from_frame, make_boxes, xyxy_to_yolo
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -106,21 +106,21 @@ def _make_prep(root: Path, n: int = 12, png: int = 128, channels: int = 1, k: in
         if channels == 1:
             data["channels"] = 1
         (d / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    from data_prep.export import write_coco   # prep's own COCO writer (the tv: family trains on it)
+    from data_prep.labels.export import write_coco   # prep's own COCO writer (the tv: family trains on it)
 
     write_coco(it.assign(png_height=png, png_width=png), pd.concat(boxes, ignore_index=True), folds, root, NAMES)
     return root
 
 
 def _png_frame(png: int):
-    from data_prep.boxes import frame_for
+    from data_prep.core.boxes import frame_for
 
     return frame_for(*ORIG_HW, png)
 
 
 def _tiny_cfg(tmp_path: Path, **kw) -> dict:
     """The default config with a tiny, fast training setup under ``tmp_path/runs``."""
-    from data_prep.config import load_config
+    from data_prep.core.config import load_config
 
     ov = {"epochs": 1, "imgsz": 128, "batch": 4, "device": "cpu", "project": str(tmp_path / "runs"),
           "workers": 0, "folds": 2, "yolo_args": {"plots": False, "val": True, "mosaic": 0.0}, **kw}
@@ -276,7 +276,7 @@ class _FakeClassifier:
 @pytest.fixture
 def fake_models(monkeypatch):
     """Patch load_model: ``*.cls`` weights give a FakeClassifier, anything else a BrightBoxDetector."""
-    import detection.predict as P
+    import detection.engine.predict as P
 
     made = []
 

@@ -1,5 +1,5 @@
 """The independent reference of the DICOM tests: DICOM PS3.3 C.11.1 (Modality LUT) / C.11.2 (VOI LUT)
-written here in numpy (``ref_*``; it shares no code with data_prep.dicom / data_prep.voi), the
+written here in numpy (``ref_*``; it shares no code with data_prep.dicom.read / data_prep.dicom.voi), the
 ``build`` fixture of hand-built files, their LUTs and ramps, and the hand-built CASES (shared by
 test_dicom_conformance.py and test_dicom_pixels.py)."""
 from __future__ import annotations

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from ensemble_boxes import nms, non_maximum_weighted, soft_nms, weighted_boxes_fusion
 
-from data_prep.boxes import as_image_table, denormalize_xyxy, make_boxes, normalize_xyxy
+from data_prep.core.boxes import as_image_table, denormalize_xyxy, make_boxes, normalize_xyxy
 
 KEY = ["image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"]
 

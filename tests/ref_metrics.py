@@ -8,8 +8,8 @@ import io
 
 import numpy as np
 
-from data_prep.boxes import COORDS, empty_boxes, make_boxes, xyxy_to_xywh
-from detection import metrics as M
+from data_prep.core.boxes import COORDS, empty_boxes, make_boxes, xyxy_to_xywh
+from detection.evaluation import metrics as M
 
 
 def boxes(rows, score=None):

@@ -22,20 +22,20 @@ TOPS = ("data_prep", "detection")
 # Still open (issue 28): predict <-> predict_cluster <-> predict_models <-> classify <-> export_onnx,
 # train <-> classifier, train -> epoch_score -> predict.
 KNOWN_CIRCLES = [
-    {"detection.classifier", "detection.classify", "detection.epoch_score", "detection.export_onnx",
-     "detection.models.tv_train", "detection.predict", "detection.predict_cluster", "detection.predict_models",
-     "detection.train"},
+    {"detection.engine.classifier", "detection.engine.classify", "detection.engine.epoch_score", "detection.engine.export",
+     "detection.engine.train_tv", "detection.engine.predict", "detection.engine.predict_cluster", "detection.engine.predict_models",
+     "detection.engine.train"},
 ]
 KNOWN_PRIVATE = {  # (importer, module, name): the same knot's private names, to go with it
-    ("detection.predict_cluster", "detection.predict", "_load_classifiers"),
-    ("detection.predict_cluster", "detection.predict", "_load_models"),
-    ("detection.predict_cluster", "detection.predict", "_predict_rows"),
-    ("detection.predict_cluster", "detection.predict", "_Spec"),
-    ("detection.predict_cluster", "detection.predict_models", "_onnx_cached"),
-    ("detection.predict_cluster", "detection.predict_models", "_onnx_input"),
-    ("detection.predict", "detection.predict_models", "_multilabel_runner"),
-    ("detection.predict", "detection.predict_models", "_names"),
-    ("detection.predict", "detection.predict_cluster", "_predict_dask"),
+    ("detection.engine.predict_cluster", "detection.engine.predict", "_load_classifiers"),
+    ("detection.engine.predict_cluster", "detection.engine.predict", "_load_models"),
+    ("detection.engine.predict_cluster", "detection.engine.predict", "_predict_rows"),
+    ("detection.engine.predict_cluster", "detection.engine.predict", "_Spec"),
+    ("detection.engine.predict_cluster", "detection.engine.predict_models", "_onnx_cached"),
+    ("detection.engine.predict_cluster", "detection.engine.predict_models", "_onnx_input"),
+    ("detection.engine.predict", "detection.engine.predict_models", "_multilabel_runner"),
+    ("detection.engine.predict", "detection.engine.predict_models", "_names"),
+    ("detection.engine.predict", "detection.engine.predict_cluster", "_predict_dask"),
 }
 
 
@@ -158,3 +158,59 @@ def test_no_import_circle(graph):
     assert not new, f"import circles: {[sorted(c) for c in new]}"
     gone = [c for c in KNOWN_CIRCLES if c not in found]
     assert not gone, f"no longer circles (remove them from KNOWN_CIRCLES): {[sorted(c) for c in gone]}"
+
+
+# ----------------------------------------------------------------------------- packages
+def package_of(module: str) -> str:
+    """``data_prep.core.config`` -> ``data_prep.core``; a top-level module is its own package."""
+    return ".".join(module.split(".")[:2])
+
+
+def declared_imports(pkg: str) -> set[str] | None:
+    """The packages a sub-package says it may import: the ``May import:`` sentence of its
+    ``__init__`` docstring (``data_prep`` alone = every data_prep package)."""
+    import re
+
+    init = REPO / pkg.replace(".", "/") / "__init__.py"
+    doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+    m = re.search(r"May import:(.*?)(?:\.\s|\.$)", doc, re.S)
+    if m is None:
+        return None
+    return set(re.findall(r"\b(?:data_prep|detection)(?:\.\w+)?\b", m.group(1)))
+
+
+def test_each_package_imports_only_what_its_docstring_declares(graph):
+    """The tree tells the architecture: every sub-package of data_prep/ and detection/ opens with a
+    docstring whose ``May import:`` sentence names the packages it may import; the import graph
+    (function-local imports included) holds no other arrow."""
+    edges, _ = graph
+    subs = sorted({package_of(m) for m in edges if m.count(".") >= 2})
+    assert subs, "no sub-packages"
+    bad, undeclared = [], []
+    for pkg in subs:
+        allowed = declared_imports(pkg)
+        if allowed is None:
+            undeclared.append(pkg)
+            continue
+        for a, targets in edges.items():
+            if package_of(a) != pkg:
+                continue
+            for b in targets:
+                pb = package_of(b)
+                if pb != pkg and pb not in allowed and pb.split(".")[0] not in allowed:
+                    bad.append(f"{a} -> {b}")
+    assert not undeclared, f"sub-packages without a 'May import:' sentence: {undeclared}"
+    assert not bad, "imports a package's docstring does not allow:\n" + "\n".join(sorted(bad))
+
+
+def test_the_package_check_sees_an_undeclared_arrow(tmp_path, monkeypatch):
+    for pkg, doc in (("data_prep", ""), ("data_prep/core", "Core.\n\nMay import: data_prep.datasets.\n"),
+                     ("data_prep/dicom", "Dicom.\n\nMay import: data_prep.core.\n")):
+        (tmp_path / pkg).mkdir(parents=True, exist_ok=True)
+        (tmp_path / pkg / "__init__.py").write_text(f'"""{doc}"""\n' if doc else "")
+    (tmp_path / "data_prep/core/a.py").write_text("from data_prep.dicom import b\n")
+    (tmp_path / "data_prep/dicom/b.py").write_text("from data_prep.core import a\n")
+    monkeypatch.setattr(__import__(__name__), "REPO", tmp_path)
+    edges, _ = import_graph(modules())
+    with pytest.raises(AssertionError, match="data_prep.core.a -> data_prep.dicom.b"):
+        test_each_package_imports_only_what_its_docstring_declares((edges, []))

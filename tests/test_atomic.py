@@ -1,11 +1,11 @@
-"""data_prep.atomic: a write either lands whole or leaves the old file and no temp file behind."""
+"""data_prep.core.atomic: a write either lands whole or leaves the old file and no temp file behind."""
 import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from data_prep.atomic import atomic_path, write_csv, write_text
+from data_prep.core.atomic import atomic_path, write_csv, write_text
 
 
 def test_success_replaces_and_leaves_no_temp(tmp_path):
@@ -58,7 +58,7 @@ def _hidden(folder):
 
 @pytest.mark.parametrize("writer", ["write_csv", "write_text", "write_bytes", "copy_file"])
 def test_each_writer_failing_midway_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch, writer):
-    from data_prep import atomic
+    from data_prep.core import atomic
 
     p = tmp_path / "t.dat"
     p.write_text("old,content\n1,2\n")
@@ -86,7 +86,7 @@ def test_each_writer_failing_midway_keeps_the_old_file_and_no_temp(tmp_path, mon
 
 
 def test_folder_swap_failing_midway_keeps_the_old_folder(tmp_path):
-    from data_prep.atomic import atomic_folder
+    from data_prep.core.atomic import atomic_folder
 
     with atomic_folder(tmp_path / "d") as d:
         (d / "a.txt").write_text("a1")
@@ -106,7 +106,7 @@ def test_folder_swap_failing_midway_keeps_the_old_folder(tmp_path):
 
 
 def test_convert_whose_png_writes_fail_midway_keeps_the_old_pngs(tmp_path, monkeypatch, make_ds, save, ramp):
-    from data_prep.convert import convert_folder
+    from data_prep.dicom.convert import convert_folder
 
     src = tmp_path / "dcm"
     src.mkdir()
@@ -130,8 +130,8 @@ def test_export_failing_midway_keeps_the_old_yolo_folder(tmp_path, monkeypatch):
     import numpy as np
     import yaml
 
-    from data_prep.boxes import make_boxes
-    from data_prep.export import write_yolo
+    from data_prep.core.boxes import make_boxes
+    from data_prep.labels.export import write_yolo
 
     (tmp_path / "images").mkdir()
     rows = []
@@ -158,7 +158,7 @@ def test_export_failing_midway_keeps_the_old_yolo_folder(tmp_path, monkeypatch):
 
 
 def test_submit_failing_midway_keeps_the_old_submission(tmp_path, monkeypatch, capsys):
-    from data_prep.boxes import make_boxes
+    from data_prep.core.boxes import make_boxes
     from detection.cli import main
 
     pd.DataFrame({"image_id": ["a", "b"], "PredictionString": ""}).to_csv(tmp_path / "s.csv", index=False)
@@ -176,14 +176,14 @@ def test_submit_failing_midway_keeps_the_old_submission(tmp_path, monkeypatch, c
 # ----------------------------------------------------------------------------- one module renames
 def test_nothing_outside_atomic_renames_or_sets_the_umask(repo_root):
     """os.replace / os.rename / shutil.move / Path.rename / Path.replace / os.umask appear only in
-    data_prep/atomic.py (a one-argument ``x.rename(y)``/``x.replace(y)`` with a non-literal
+    data_prep/core/atomic.py (a one-argument ``x.rename(y)``/``x.replace(y)`` with a non-literal
     argument is taken for Path's: DataFrame/Series renames name their columns or a literal)."""
     import ast
 
     bad = []
     for path in sorted(p for pkg in ("data_prep", "detection", "bench") for p in (repo_root / pkg).rglob("*.py")):
         rel = path.relative_to(repo_root).as_posix()
-        if rel == "data_prep/atomic.py":
+        if rel == "data_prep/core/atomic.py":
             continue
         for n in ast.walk(ast.parse(path.read_text())):
             if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)):
@@ -194,4 +194,4 @@ def test_nothing_outside_atomic_renames_or_sets_the_umask(repo_root):
             elif (attr in ("rename", "replace") and len(n.args) == 1 and not n.keywords
                   and not isinstance(n.args[0], ast.Constant)):
                 bad.append(f"{rel}:{n.lineno}: {ast.unparse(n)}")
-    assert not bad, "rename outside data_prep/atomic.py (use its helpers):\n" + "\n".join(bad)
+    assert not bad, "rename outside data_prep/core/atomic.py (use its helpers):\n" + "\n".join(bad)

@@ -1,11 +1,11 @@
-"""data_prep.boxes: format round trips, PNG frames, hand-computed conversions, validation."""
+"""data_prep.core.boxes: format round trips, PNG frames, hand-computed conversions, validation."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep import boxes as bx
+from data_prep.core import boxes as bx
 
 HW = [(3000, 2500), (1024, 1024), (2048, 3072), (7, 1999)]
 

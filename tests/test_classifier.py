@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from data_prep.atomic import write_csv
-from data_prep.config import load_config
-from detection.classifier import (ABNORMAL, _pos_weight, is_multilabel, load_checkpoint, select_labels,
+from data_prep.core.atomic import write_csv
+from data_prep.core.config import load_config
+from detection.engine.classifier import (ABNORMAL, _pos_weight, is_multilabel, load_checkpoint, select_labels,
                                   train_multilabel)
-from detection.classify import classify, export_onnx, load_runner, probs_table
+from detection.engine.classify import classify, export_onnx, load_runner, probs_table
 from detection.cli import main as cli
-from detection.evaluate_cls import best_f1, bootstrap_auc_ci, evaluate_cls
-from detection.postprocess import apply as post_apply
-from data_prep.tables import read_probs
+from detection.evaluation.evaluate_cls import best_f1, bootstrap_auc_ci, evaluate_cls
+from detection.competition.postprocess import apply as post_apply
+from data_prep.core.tables import read_probs
 
 N = 24
 
@@ -125,7 +125,7 @@ def test_classify_png_dicom_onnx_round_trip(trained, prep_dir, tmp_path):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    from data_prep.dicom import read_dicom
+    from data_prep.dicom.read import read_dicom
 
     src = tmp_path / "png"
     src.mkdir()
@@ -231,7 +231,7 @@ def test_evaluate_cls_cli_json_keys_and_plot(trained, prep_dir, tmp_path):
 
 # ----------------------------------------------------------------------------- fusion
 def _boxes():
-    from data_prep.boxes import make_boxes
+    from data_prep.core.boxes import make_boxes
 
     return pd.concat([make_boxes("i1", [0, 0, 1], ["A", "A", "C"], [[0, 0, 5, 5]] * 3, score=[0.8, 0.5, 0.9]),
                       make_boxes("i2", [0], ["A"], [[1, 1, 4, 4]], score=[0.6])], ignore_index=True)
@@ -270,8 +270,8 @@ def test_predict_with_multilabel_classifier(tmp_path, repo_root):
     import torch
 
     from data_prep.datasets import vinbigdata
-    from detection.classifier import FORMAT, build_model
-    from detection.predict import predict
+    from detection.engine.classifier import FORMAT, build_model
+    from detection.engine.predict import predict
 
     labels = list(vinbigdata.CLASSES) + [ABNORMAL]
     torch.manual_seed(0)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep.config import parse_overrides
-from data_prep.errors import InputError, check_output, reading, user_message
+from data_prep.core.config import parse_overrides
+from data_prep.core.errors import InputError, check_output, reading, user_message
 from detection import cli
 
 

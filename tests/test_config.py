@@ -1,4 +1,4 @@
-"""data_prep.config: the one merge (priority order, types, flag aliases, unknown keys) and its use by every stage."""
+"""data_prep.core.config: the one merge (priority order, types, flag aliases, unknown keys) and its use by every stage."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import logging
 import pytest
 import yaml
 
-from data_prep import config as C
+from data_prep.core import config as C
 from detection.cli import COMMANDS, main
 
 
@@ -142,7 +142,7 @@ def test_stage_merge_end_to_end():
 def test_a_retired_stage_meaning_is_a_one_line_error_naming_its_replacement(capsys):
     """fuse --iou (now --fusion-iou) and show/explore/report-eval --conf (now --show-conf) were kept
     one release with a warning; now they stop with one line naming the flag to use (issue 28)."""
-    from data_prep.errors import InputError
+    from data_prep.core.errors import InputError
 
     with pytest.raises(InputError, match=r"--iou: renamed; use --fusion-iou \(it sets `fusion_iou`\)"):
         _cfg("fuse", ["--labels", "l.csv", "--out", "o.csv", "--iou", "0.6"])
@@ -192,7 +192,7 @@ WIDER = {("evaluate", "--fold"): "a fold, or several (0,2) scored one by one"}
 def test_each_flag_means_one_key_across_all_stages():
     """Over the parsers of every stage in detection/cli.py COMMANDS: an option string has one dest
     wherever it is declared (a retired stage meaning aside: an error naming the flag to use);
-    a flag that sets a config key is that key's alias in data_prep.config.ALIASES, and takes its
+    a flag that sets a config key is that key's alias in data_prep.core.config.ALIASES, and takes its
     value the same way in every stage."""
     dests: dict[str, set] = {}
     forms: dict[str, set] = {}
@@ -252,10 +252,10 @@ def test_raters_values():
 
 # ----------------------------------------------------------------------------- settings objects
 def test_settings_objects_from_the_merged_config():
-    from data_prep.voi import VoiOptions
-    from detection.explore import ExploreSettings
-    from detection.raters import PerRaterSettings
-    from detection.report_eval import ReportSettings
+    from data_prep.dicom.voi import VoiOptions
+    from detection.pictures.explore import ExploreSettings
+    from detection.evaluation.raters import PerRaterSettings
+    from detection.pictures.report_eval import ReportSettings
 
     cfg = C.load_config("rsna", ["iou_thr=0.5", "show_conf=0.2", "workers=3", "voi=none"])
     e = ExploreSettings.from_config(cfg, title="t")

@@ -1,4 +1,4 @@
-"""data_prep.convert: discovery, PNGs + meta.csv + errors.csv, resume after a kill, overwrite, CLI."""
+"""data_prep.dicom.convert: discovery, PNGs + meta.csv + errors.csv, resume after a kill, overwrite, CLI."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep.convert import PARTIAL, convert_folder, dicom_paths
+from data_prep.dicom.convert import PARTIAL, convert_folder, dicom_paths
 from detection.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

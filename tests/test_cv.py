@@ -27,10 +27,10 @@ def _cli_overrides(project: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cv_run(tmp_path_factory):
-    from data_prep.config import load_config
+    from data_prep.core.config import load_config
     from data_prep.prep import prep
-    from data_prep.synth import synth_vinbigdata
-    from detection.cv import cross_validate
+    from data_prep.phantoms.synth import synth_vinbigdata
+    from detection.competition.cv import cross_validate
 
     root = tmp_path_factory.mktemp("cv")
     synth_vinbigdata(root / "vin", n=18, n_test=3, size=256, seed=0)
@@ -141,7 +141,7 @@ def test_score_equals_cxrdet_evaluate_on_oof(cv_run, capsys, tmp_path):
 
 @pytest.mark.slow   # shares one 3-fold cv run (~40 s alone)
 def test_fold_ensemble_submission_is_valid(cv_run):
-    from detection.submission import validate_submission
+    from detection.competition.submission import validate_submission
 
     data, out = cv_run["root"] / "vin", cv_run["out"]
     sub = out / "submission.csv"
@@ -199,7 +199,7 @@ def test_cv_tune_reuses_the_folds_and_after_is_what_evaluate_gives(cv_run, capsy
     assert main(["evaluate", "--truth", str(prep / "fused_boxes.csv"), "--meta", str(prep / "images.csv"),
                  "--pred", str(tmp_path / "pp.csv"), "--folds", str(prep / "folds.csv"), "--json", str(j)]) == 0
     assert abs(json.loads(j.read_text())["mAP"] - res["after"]) <= 1e-9
-    from detection.submission import validate_submission
+    from detection.competition.submission import validate_submission
 
     assert validate_submission(out / "submission.csv", root / "vin" / "sample_submission.csv", "vinbigdata") == []
     # back to the config's keys (the module's other tests compare with the untuned run)
@@ -249,8 +249,8 @@ def test_a_leaked_training_list_stops_the_run_naming_the_image(cv_run, capsys):
 
 
 def test_patient_of_a_held_out_image_in_the_training_list_is_a_leak(make_prep, tmp_path):
-    from detection.cv import check_leaks
-    from detection.train import train_list, trained_on
+    from detection.competition.cv import check_leaks
+    from detection.engine.train import train_list, trained_on
 
     prep = make_prep(tmp_path / "prep", n=9, k=3)
     images = pd.read_csv(prep / "images.csv", dtype=str)
@@ -284,7 +284,7 @@ def test_bad_fold_selection_is_one_line(make_prep, tmp_path, capsys):
 # ----------------------------------------------------------------------------- a killed run
 @pytest.mark.slow   # trains twice (~25 s alone)
 def test_killed_training_resumes_and_never_leaves_a_half_written_oof(make_prep, tiny_cfg, tmp_path):
-    from detection.cv import cross_validate
+    from detection.competition.cv import cross_validate
 
     prep = make_prep(tmp_path / "prep", n=9, png=64, k=3)
     cfg = tiny_cfg(tmp_path, epochs=2, imgsz=64, folds=3, yolo_args={"plots": False, "val": False, "mosaic": 0.0})

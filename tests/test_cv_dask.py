@@ -40,7 +40,7 @@ def test_a_worker_with_one_gpu_takes_one_task_at_a_time(gpu):
     without the resource both threads run at once."""
     from distributed import Client, LocalCluster
 
-    from data_prep.cluster import run_each, task_resources
+    from data_prep.core.cluster import run_each, task_resources
 
     kw = {"resources": {"GPU": 1}} if gpu else {}
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None, **kw) as lc, \
@@ -56,7 +56,7 @@ def test_a_worker_with_one_gpu_takes_one_task_at_a_time(gpu):
 def test_run_each_reraises_a_failed_task():
     from distributed import Client, LocalCluster
 
-    from data_prep.cluster import run_each
+    from data_prep.core.cluster import run_each
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
             Client(lc) as client:
@@ -67,7 +67,7 @@ def test_run_each_reraises_a_failed_task():
 def test_cv_cli_takes_scheduler_and_workers():
     import argparse
 
-    from detection.cv import add_arguments_cv
+    from detection.competition.cv import add_arguments_cv
 
     p = argparse.ArgumentParser()
     add_arguments_cv(p)
@@ -80,7 +80,7 @@ def test_cv_on_a_local_cluster_equals_the_sequential_run(tmp_path, make_prep, ti
     """models: [yolo11n.yaml, tv:fasterrcnn_mobilenet_v3_large_320_fpn] x 2 folds = 4 tasks on 2 single-threaded worker
     processes on 127.0.0.1: every per-model and ensemble OOF table, every score and the run folders
     equal the sequential run's (same seeds; CPU training is deterministic)."""
-    from detection.cv import cross_validate
+    from detection.competition.cv import cross_validate
 
     prep = make_prep(tmp_path / "prep", n=8, png=64)
     models = [{"name": "yolo", "model": "yolo11n.yaml"}, {"name": "frcnn", "model": f"tv:{TV_FAST}", "tv_args": TV_LIMITS}]

@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import detection.postprocess as PP
-from data_prep.boxes import BOX_COLUMNS, make_boxes
+import detection.competition.postprocess as PP
+from data_prep.core.boxes import BOX_COLUMNS, make_boxes
 from detection.cli import main
 
 
@@ -70,8 +70,8 @@ class _FoldClassifier:
 def fake_cv(tmp_path, make_prep, fake_result, monkeypatch):
     """A prep folder of 9 images in 3 folds, 3 test PNGs with a sample submission, training patched
     out (fold k's weights are ``w/fold<k>.pt`` / ``.cls``), and the fake models above."""
-    import detection.cv as CV
-    import detection.predict as P
+    import detection.competition.cv as CV
+    import detection.engine.predict as P
 
     prep = make_prep(tmp_path / "prep", n=9, k=3)
     wdir = tmp_path / "w"
@@ -125,7 +125,7 @@ def _cli(f, *extra):
 
 def _pred(path):
     from data_prep.datasets import describe
-    from detection.submission import read_predictions
+    from detection.competition.submission import read_predictions
 
     return read_predictions(path, describe("vinbigdata"))
 
@@ -171,7 +171,7 @@ def test_cv_writes_raw_tables_and_postprocesses_them_once(fake_cv, capsys):
     t_probs = pd.read_csv(f.out / "test_probs.csv", dtype={"image_id": str}).set_index("image_id")
     assert t_probs.abnormal.to_dict() == pytest.approx({"t0": 0.06, "t1": 0.61, "t2": 0.61})  # mean of folds 0-2
     # submission.csv = submit(postprocess(test_raw, test_probs, config)), done here independently
-    from detection.submission import submit
+    from detection.competition.submission import submit
 
     pp_test = _postprocess_cli(f.tmp, f.out / "test_raw.csv", f.out / "test_probs.csv", f.out / "test_meta.csv",
                                f.tmp / "pp_test.csv")
@@ -233,7 +233,7 @@ def test_cv_tune_then_tune_cv_alone_and_the_submission_with_the_tuned_keys(fake_
                      "--config", str(f.out / "tuned.yaml"))
     assert abs(_evaluate_folds(f.prep, pp, f.tmp) - res["after"]) <= 1e-9
     # the submission is the tuned keys applied once to test_raw + test_probs
-    from detection.submission import submit
+    from detection.competition.submission import submit
 
     calls = len(f.calls)
     final = PP.postprocess_files([f.out / "test_raw.csv"], f.out / "test_probs.csv",
@@ -279,9 +279,9 @@ def _hand_made(d: Path):
 def test_the_submission_applies_the_filter_once_on_a_hand_made_probability_table(tmp_path):
     """cv's submission writer = the tuned keys applied once to the raw table; applying the config's
     keys first (as predict-then-tune would) gives another submission, so a second pass is seen."""
-    from data_prep.config import load_config
-    from detection.cv import write_test_submission
-    from detection.submission import submit
+    from data_prep.core.config import load_config
+    from detection.competition.cv import write_test_submission
+    from detection.competition.submission import submit
 
     d = tmp_path / "cv"
     res = _hand_made(d)
@@ -352,7 +352,7 @@ def test_cv_of_several_models_writes_each_models_oof_and_their_ensemble(fake_cv,
     t_fused = _read(f.out / "test_raw.csv")
     t_ref = PP.ensemble([ta, tb], PP.image_sizes(f.out / "test_meta.csv"), 0.55, 0.0001, "avg", None)
     pd.testing.assert_frame_equal(t_fused[BOX_COLUMNS], t_ref[BOX_COLUMNS], check_dtype=False)
-    from detection.submission import submit
+    from detection.competition.submission import submit
 
     pp = PP.postprocess_files([f.out / "models" / "a" / "test_raw.csv", f.out / "models" / "b" / "test_raw.csv"],
                               f.out / "test_probs.csv", {**PP.defaults(), "dataset": "vinbigdata", "classes": None},
@@ -382,7 +382,7 @@ def test_models_with_the_wrong_number_of_ens_weights_is_one_line(fake_cv, capsys
 
 @pytest.mark.slow   # trains 2 models x 2 folds (+ 2 classifiers) for real (~1-2 min)
 def test_cv_of_two_real_models_on_phantoms(make_prep, tiny_cfg, tmp_path):
-    from detection.cv import cross_validate
+    from detection.competition.cv import cross_validate
 
     prep = make_prep(tmp_path / "prep", n=8, png=64, k=2)
     cfg = tiny_cfg(tmp_path, imgsz=64, cls_epochs=1, cls_imgsz=32,
@@ -408,7 +408,7 @@ def test_cv_tune_of_several_models_applies_the_tuned_ensemble_keys_to_the_test_t
     tuned = yaml.safe_load((f.out / "tuned.yaml").read_text())
     res = json.loads((f.out / "tuned.json").read_text())
     assert {"ens_iou", "ens_skip", "ens_conf_type", "ens_weights"} <= set(res["params"])
-    from detection.submission import submit
+    from detection.competition.submission import submit
 
     final = PP.postprocess_files([f.out / "models" / m / "test_raw.csv" for m in "ab"], f.out / "test_probs.csv",
                                  {**tuned, "dataset": "vinbigdata", "classes": None}, f.out / "test_meta.csv")

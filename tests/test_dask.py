@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 import torch
 
-import detection.predict as P
-from data_prep.cluster import LOCAL_CONFIG, batch_size, batches, check_scheduler, dask_client
-from detection.predict_cluster import worker_loads
-from data_prep.convert import ERRORS, META, convert_folder
+import detection.engine.predict as P
+from data_prep.core.cluster import LOCAL_CONFIG, batch_size, batches, check_scheduler, dask_client
+from detection.engine.predict_cluster import worker_loads
+from data_prep.dicom.convert import ERRORS, META, convert_folder
 from detection.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -65,7 +65,7 @@ def dicoms(tmp_path_factory, tfile, make_ds, save, ramp) -> Path:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """A 1-channel, 2-class yolo11n with its seeded initial weights (boxes at conf 0.001)."""
-    import detection.runtime  # noqa: F401
+    import detection.models.runtime  # noqa: F401
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)
@@ -170,7 +170,7 @@ def test_cli_convert_with_a_local_cluster(dicoms, tmp_path, capsys, caplog):
 def test_convert_batches_keep_a_row_or_an_error_per_file(dicoms, tmp_path, cluster, monkeypatch):
     """Three files per task: a bad file inside a batch gets its own error row and the rest of its
     batch is written, as on the local path."""
-    import data_prep.cluster as C
+    import data_prep.core.cluster as C
 
     asked, sent = [], []
     monkeypatch.setattr(C, "batch_size", lambda n, threads, most=4: asked.append((n, threads)) or 3)
@@ -262,7 +262,7 @@ def test_predict_on_cluster_equals_local_model_loaded_once_per_worker(pngs, mode
 def test_predict_multilabel_classifier_on_cluster_equals_local(pngs, model, cluster, tmp_path):
     """A multi-label classifier (timm checkpoint): the cluster gives the local probabilities table
     (attrs["cls_probs"]) and the same fused boxes."""
-    from detection.classifier import ABNORMAL, FORMAT, build_model
+    from detection.engine.classifier import ABNORMAL, FORMAT, build_model
 
     labels = ["Aortic enlargement", "Atelectasis", ABNORMAL]
     torch.manual_seed(0)

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep import boxes as bx
+from data_prep.core import boxes as bx
 from data_prep import datasets
-from data_prep.boxes import BOX_COLUMNS, IMAGE_COLUMNS
+from data_prep.core.boxes import BOX_COLUMNS, IMAGE_COLUMNS
 from data_prep.datasets import nih, rsna, vinbigdata
 
 VB_HEADER = "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
@@ -276,8 +276,8 @@ def test_describe_prep_reads_the_manifest(tmp_path):
 
 # strings and ids a dataset owns: spelled only in data_prep/datasets/ (docstrings and comments may
 # mention them); a normal-class id may appear as a number where it is no class (bits, counts)
-_ID_OK = {("data_prep/phantom.py", "bits"), ("data_prep/phantom.py", "range(14)"), ("bench/convert.py", "bits"),
-          ("data_prep/report_plots.py", "figsize")}
+_ID_OK = {("data_prep/phantoms/phantom.py", "bits"), ("data_prep/phantoms/phantom.py", "range(14)"), ("bench/convert.py", "bits"),
+          ("data_prep/report/plots.py", "figsize")}
 
 
 def _literals(path: Path):

@@ -21,7 +21,7 @@ def test_demo_end_to_end_small(tmp_path, dataset):
     if not _shipped(dataset):
         pytest.fail(f"shipped weights for {dataset} are missing from weights/ (see weights/README.md)")
     from detection.demo import demo
-    from detection.submission import validate_submission
+    from detection.competition.submission import validate_submission
 
     res = demo(dataset, tmp_path / "demo", finetune_epochs=1, n=16)
     out = tmp_path / "demo" / dataset                                # one folder per dataset

@@ -1,4 +1,4 @@
-"""data_prep.dicom: every transfer syntax, the LUT chain, MONOCHROME1, sizes, bad files, J2K fast path
+"""data_prep.dicom.read: every transfer syntax, the LUT chain, MONOCHROME1, sizes, bad files, J2K fast path
 (the VOI/LUT steps one by one: test_voi.py)."""
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pydicom.pixels import pixel_array
 from pydicom.sequence import Sequence
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 
-from data_prep import dicom as dcm
-from data_prep.dicom import DicomReadError, read_dicom
+from data_prep.dicom import read as dcm
+from data_prep.dicom.read import DicomReadError, read_dicom
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -252,7 +252,7 @@ def test_fixed_window_16_to_8_bits_rounds_half_up_and_minmax_block_range():
     # stretch "window": x * 255 / 65535 rounded half up, on every 16-bit value (computed here in float)
     x = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     want = np.floor(x.astype(np.float64) * 255 / 65535 + 0.5).astype(np.uint8)
-    from data_prep.voi import Voi, Window
+    from data_prep.dicom.voi import Voi, Window
     voi = Voi("window", Window(32767.5, 65536.0, "LINEAR_EXACT"))
     ds = Dataset()
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -305,7 +305,7 @@ def test_an_unreadable_header_field_is_left_out_with_a_warning_naming_the_file(m
     data = open(path, "rb").read()
     assert data.count(b"0.1\\0.1") == 1
     open(path, "wb").write(data.replace(b"0.1\\0.1", b"ab\\cd  "))       # PixelSpacing: not numbers
-    with caplog.at_level("WARNING", logger="data_prep.dicom"):
+    with caplog.at_level("WARNING", logger="data_prep.dicom.read"):
         img, header = read_dicom(path)
     assert img.shape == (3, 4) and "PixelSpacing" not in header
     assert any(str(path) in r.getMessage() and "PixelSpacing" in r.getMessage() for r in caplog.records)

@@ -1,8 +1,8 @@
-"""data_prep.dicom against DICOM PS3.3 C.11.1 (Modality LUT) / C.11.2 (VOI LUT) written here in numpy.
+"""data_prep.dicom.read against DICOM PS3.3 C.11.1 (Modality LUT) / C.11.2 (VOI LUT) written here in numpy.
 
 The reference (``ref_*``, tests/ref_dicom.py) reads its parameters from a case's spec (hand-built files) or
 straight from the dataset's attributes (pydicom's bundled files); it shares no code with
-data_prep.dicom / data_prep.voi. Every case must agree within 1 gray level at full resolution.
+data_prep.dicom.read / data_prep.dicom.voi. Every case must agree within 1 gray level at full resolution.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import pixel_array
 
-from data_prep import dicom as dcm
-from data_prep.dicom import DicomReadError, read_dicom
-from data_prep.voi import VoiOptions
+from data_prep.dicom import read as dcm
+from data_prep.dicom.read import DicomReadError, read_dicom
+from data_prep.dicom.voi import VoiOptions
 from ref_dicom import (CASES, CURVE, LUT8, R12, UNDECODABLE, build, bundled_grayscale, lut, ref_frame0,  # noqa: F401 (build: fixture)
                        ref_render, ref_spec_from_dataset, ref_stored)
 
@@ -29,7 +29,7 @@ def test_hand_built_files_match_the_standard(name, tmp_path, caplog, build):
     path = tmp_path / f"{name}.dcm"
     build(raw, **kwargs).save_as(path, enforce_file_format=True)
     options = VoiOptions(**opts)
-    with caplog.at_level(logging.WARNING, logger="data_prep.dicom"):
+    with caplog.at_level(logging.WARNING, logger="data_prep.dicom.read"):
         img, header = read_dicom(path, options=options)
     stored = ref_stored(raw, kwargs["bits"], kwargs.get("signed", False))
     want = ref_render(stored, spec, options.stretch)
@@ -70,7 +70,7 @@ def test_8bit_voi_lut_with_4096_entries(layout, tmp_path, build, save):
 def test_window_width_0_falls_back_with_a_warning(tmp_path, caplog, build, save):
     ds = build(R12, 12, windows=[(2048, 0), (1000, 500)])
     path = save(ds, tmp_path / "w0.dcm")
-    with caplog.at_level(logging.WARNING, logger="data_prep.dicom"):
+    with caplog.at_level(logging.WARNING, logger="data_prep.dicom.read"):
         img, header = read_dicom(path)
     assert header["voi"] == "window" and header["voi_window"] == "1000|500"
     assert "Window Width 0" in header["voi_fallback"]
@@ -135,7 +135,7 @@ def test_every_bundled_grayscale_file_decodes_right_or_fails_clearly():
 
 # ----------------------------------------------------------------------------- options, config, meta.csv
 def test_config_keys_default_to_todays_output():
-    from data_prep.config import load_config
+    from data_prep.core.config import load_config
 
     cfg = load_config()
     assert (cfg["voi"], cfg["window_index"], cfg["stretch"]) == ("auto", 0, "minmax")
@@ -151,7 +151,7 @@ def test_config_keys_default_to_todays_output():
 def test_convert_records_the_voi_and_redoes_images_made_with_other_options(tmp_path, caplog, build, save):
     import pandas as pd
 
-    from data_prep.convert import convert_folder
+    from data_prep.dicom.convert import convert_folder
     from detection.cli import main
 
     src = tmp_path / "src"
@@ -185,8 +185,8 @@ def test_convert_records_the_voi_and_redoes_images_made_with_other_options(tmp_p
 def test_predict_and_show_read_dicoms_with_the_options(tmp_path, build, save):
     from types import SimpleNamespace
 
-    from detection.predict import load_image
-    from detection.visualize import load_display
+    from detection.engine.predict import load_image
+    from detection.pictures.visualize import load_display
 
     src = tmp_path / "src"
     src.mkdir()

@@ -1,4 +1,4 @@
-"""data_prep.dicom's pixel steps against the C.11 reference of ref_dicom.py: the value table and
+"""data_prep.dicom.read's pixel steps against the C.11 reference of ref_dicom.py: the value table and
 the pixelwise chain, the 2**20 table bounds, non-monotone LUTs, the 8-bit range on a block grid,
 resize, constant images, LUT entries above their bits."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
-from data_prep import dicom as dcm
-from data_prep.dicom import read_dicom
-from data_prep.voi import VoiOptions, choose_voi
+from data_prep.dicom import read as dcm
+from data_prep.dicom.read import read_dicom
+from data_prep.dicom.voi import VoiOptions, choose_voi
 from ref_dicom import CASES, R12, build, lut, ref_render, ref_spec_from_dataset, ref_stored  # noqa: F401 (build: fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

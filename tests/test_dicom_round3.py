@@ -11,8 +11,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from data_prep.dicom import read_dicom
-from data_prep.voi import VoiOptions, choose_voi, modality_output_signed
+from data_prep.dicom.read import read_dicom
+from data_prep.dicom.voi import VoiOptions, choose_voi, modality_output_signed
 from ref_dicom import build, ref_lut, ref_stored  # noqa: F401 (build: fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -107,7 +107,7 @@ def test_a_flat_image_from_varied_stored_values_names_the_step(case, step, tmp_p
     else:
         ds = build(raw, 12, slope=0, intercept=7)
     path = save(ds, tmp_path / f"{case}.dcm")
-    with caplog.at_level(logging.WARNING, logger="data_prep.dicom"):
+    with caplog.at_level(logging.WARNING, logger="data_prep.dicom.read"):
         img, _ = read_dicom(path)
     assert img.min() == img.max()
     msgs = [r.getMessage() for r in caplog.records]
@@ -144,7 +144,7 @@ def test_high_bit_15_with_12_bits_stored_shifts_the_stored_bits_down(signed, tmp
     if signed:
         by_hand = np.where(by_hand >= 2048, by_hand - 4096, by_hand)
     assert np.array_equal(by_hand, stored)
-    with caplog.at_level(logging.WARNING, logger="data_prep.dicom"):
+    with caplog.at_level(logging.WARNING, logger="data_prep.dicom.read"):
         img, _ = read_dicom(path)
     assert np.abs(img - minmax(by_hand)).max() <= 0.5
     msgs = [r.getMessage() for r in caplog.records]
@@ -159,7 +159,7 @@ def test_high_bit_13_with_a_window_and_high_bit_outside_refused(tmp_path, make_d
     """HighBit 13, BitsStored 12: bits 2..13, then the window 2048/1000 of C.11.2.1.2.1. HighBit 7
     (below BitsStored - 1) or 16 (outside 16 allocated bits): refused, naming High Bit (DCMTK
     refuses both too)."""
-    from data_prep.dicom import DicomReadError
+    from data_prep.dicom.read import DicomReadError
     from ref_dicom import ref_window
 
     stored = np.arange(0, 4096, 8).reshape(16, 32)
@@ -208,7 +208,7 @@ def test_float_pixel_data_through_the_voi_chain(double, tmp_path, make_ds, save,
     holes = values.copy()
     holes[0, :3] = [np.nan, np.inf, -np.inf]
     path = save(_float_ds(make_ds, holes, double), tmp_path / "nan.dcm")
-    with caplog.at_level(logging.WARNING, logger="data_prep.dicom"):
+    with caplog.at_level(logging.WARNING, logger="data_prep.dicom.read"):
         img, _ = read_dicom(path)
     mended = np.where(np.isfinite(holes), holes, values[0, 3])
     assert np.abs(img - minmax(mended)).max() <= 1
@@ -233,7 +233,7 @@ def test_malformed_number_of_frames_read_from_the_pixel_data(tmp_path, make_ds, 
     ds = make_ds(stored, bits=12, NumberOfFrames=1)
     path = save(ds, tmp_path / "nf.dcm")
     _patch_number_of_frames(path, b"1A")
-    with caplog.at_level(logging.WARNING, logger="data_prep.dicom"):
+    with caplog.at_level(logging.WARNING, logger="data_prep.dicom.read"):
         img, _ = read_dicom(path)
     assert np.abs(img - minmax(stored)).max() <= 0.5
     assert (f"{path}: Number of Frames (0028,0008) '1A' is not a positive integer (IS); the pixel data hold "
@@ -245,7 +245,7 @@ def test_malformed_number_of_frames_read_from_the_pixel_data(tmp_path, make_ds, 
     path = save(ds, tmp_path / "nf2.dcm")
     _patch_number_of_frames(path, b"2A")
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="data_prep.dicom"):
+    with caplog.at_level(logging.WARNING, logger="data_prep.dicom.read"):
         img, _ = read_dicom(path)
     assert np.abs(img - minmax(stored)).max() <= 0.5
     assert "'2A' is not a positive integer (IS); the pixel data hold 2 frame(s)" in caplog.text
@@ -336,8 +336,8 @@ def test_padding_left_out_of_the_range_after_a_resize(tmp_path, make_ds, save):
 def test_convert_records_n_padding_and_the_option_redoes(tmp_path, make_ds, save):
     import pandas as pd
 
-    from data_prep.config import load_config
-    from data_prep.convert import convert_folder
+    from data_prep.core.config import load_config
+    from data_prep.dicom.convert import convert_folder
     from detection.cli import main
 
     src = tmp_path / "src"
@@ -365,9 +365,9 @@ def _reference_path(path, size, options: VoiOptions) -> np.ndarray:
     equal within 1 gray level."""
     import pydicom
 
-    from data_prep import dicom as dcm
-    from data_prep.dicom_input import check_number_of_frames, decode_frame0, high_bit_shift
-    from data_prep.padding import padding_mask, padding_range
+    from data_prep.dicom import read as dcm
+    from data_prep.dicom.attributes import check_number_of_frames, decode_frame0, high_bit_shift
+    from data_prep.dicom.padding import padding_mask, padding_range
 
     ds = pydicom.dcmread(path)
     check_number_of_frames(ds, path)
@@ -438,7 +438,7 @@ def test_a_convert_run_imports_no_pandas(tmp_path, make_ds, save):
     save(make_ds(INNER.astype("<u2"), bits=12, PixelSpacing=[0.1, 0.1]), src / "a.dcm")
     save(make_ds(_framed(INNER, 2, 4095).astype("<u2"), bits=12, PixelPaddingValue=4095), src / "b.dcm")
     (src / "bad.dcm").write_bytes(b"not a dicom, \"quoted\", with commas")
-    code = ("import sys; from data_prep.convert import convert_folder; "
+    code = ("import sys; from data_prep.dicom.convert import convert_folder; "
             f"r = convert_folder({str(src)!r}, {str(tmp_path / 'out')!r}, size=64, workers=2, progress=False); "
             "print(len(r.errors), [m for m in ('pandas', 'torch', 'ultralytics') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -454,7 +454,7 @@ def test_a_convert_run_imports_no_pandas(tmp_path, make_ds, save):
 def test_take_rows_gathers_like_numpy_in_blocks():
     """The block-wise gather equals ``table[idx]`` whatever the block (1 row, several, all), for
     unsigned and for int16 offsets taken in uint16 (``arr - lo`` wraps to the right index)."""
-    from data_prep.fastlut import take_rows
+    from data_prep.dicom.fastlut import take_rows
 
     rng = np.random.default_rng(7)
     table = rng.integers(0, 65536, 5000).astype(np.uint16)

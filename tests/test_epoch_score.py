@@ -12,17 +12,17 @@ import pytest
 def test_device_auto_is_the_first_gpu_else_the_cpu_and_logged(monkeypatch, caplog):
     import torch
 
-    from detection import devices
+    from detection.models import devices
 
     monkeypatch.setattr(devices, "_said", set())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with caplog.at_level(logging.INFO, "detection.devices"):
+    with caplog.at_level(logging.INFO, "detection.models.devices"):
         assert devices.resolve_device("auto") == "cpu"
         assert devices.resolve_device(None) == "cpu"
     assert "device auto: cpu (torch sees no GPU)" in caplog.text
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with caplog.at_level(logging.INFO, "detection.devices"):
+    with caplog.at_level(logging.INFO, "detection.models.devices"):
         assert devices.resolve_device("auto") == "0"
     assert "GPU 0 (the first of 2 torch sees)" in caplog.text
     assert devices.resolve_device("0,1") == "0,1" and devices.resolve_device("cuda:1") == "cuda:1"
@@ -32,7 +32,7 @@ def test_device_auto_is_the_first_gpu_else_the_cpu_and_logged(monkeypatch, caplo
 
 
 def test_default_config_device_is_auto():
-    from data_prep.config import load_config
+    from data_prep.core.config import load_config
 
     assert load_config()["device"] == "auto" and load_config()["select_by"] == "competition"
 
@@ -57,9 +57,9 @@ def test_device_0_without_a_gpu_is_one_line_exit_2(make_prep, tmp_path, monkeypa
 def test_fold_score_is_cxrdet_evaluate_on_the_fold(make_prep, tiny_cfg, tmp_path, capsys):
     """The truth of fold 0 as predictions, half of its boxes moved away: the score FoldScore gives
     equals `cxrdet evaluate --folds --fold 0` on the same table written to disk."""
-    from data_prep.tables import read_boxes
+    from data_prep.core.tables import read_boxes
     from detection.cli import main
-    from detection.epoch_score import FoldScore
+    from detection.engine.epoch_score import FoldScore
 
     prep = make_prep(tmp_path / "prep", n=12)
     sc = FoldScore(tiny_cfg(tmp_path), prep, 0, tmp_path / "run")
@@ -95,8 +95,8 @@ def test_best_pt_is_the_epoch_with_the_highest_competition_score(make_prep, tiny
     3's); select_by fitness keeps ultralytics' choice, whatever the scores."""
     import torch
 
-    from detection import epoch_score as E
-    from detection.train import train_detector
+    from detection.engine import epoch_score as E
+    from detection.engine.train import train_detector
 
     seen = []
     real = E.FoldScore.score

@@ -1,4 +1,4 @@
-"""detection.evaluate: `cxrdet evaluate` on tiny hand-made competition files (numbers by hand),
+"""detection.evaluation.evaluate: `cxrdet evaluate` on tiny hand-made competition files (numbers by hand),
 --fold restriction, JSON + PR plots, image-level table, RSNA, and the radiologists' baseline."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from data_prep.datasets import describe
-from data_prep.tables import read_truth, write_boxes
-from detection import evaluate as E
-from detection.submission import read_predictions
+from data_prep.core.tables import read_truth, write_boxes
+from detection.evaluation import evaluate as E
+from detection.competition.submission import read_predictions
 from detection.cli import main
 
 HEADER = "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"

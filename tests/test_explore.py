@@ -1,4 +1,4 @@
-"""detection.explore (`cxrdet explore`): the data the page draws (displayed-frame boxes, the metric's
+"""detection.pictures.explore (`cxrdet explore`): the data the page draws (displayed-frame boxes, the metric's
 own matches at every confidence, IoU to the best truth box, one layer per radiologist), images
 <= max side from PNGs and DICOMs, resumable output — and, in a real headless Chromium driven by
 selenium, the page's DOM contract: slider, class toggles, arrow keys, hover, per-image TP/FP/FN."""
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from detection.cli import main
-from detection.image_metrics import image_costs
-from detection.metrics import rsna_score
+from detection.evaluation.image_metrics import image_costs
+from detection.evaluation.metrics import rsna_score
 
 
 
@@ -23,8 +23,8 @@ def ex(tmp_path_factory):
     """12 phantoms (300 px DICOMs -> 160 px square PNGs), predictions = truth shifted 3 px with
     scores 0.2..0.9 + one confident Cardiomegaly FP, a second prediction file, the raw raters,
     and the explorer written by the CLI."""
-    from data_prep.convert import convert_folder
-    from data_prep.synth import synth_vinbigdata
+    from data_prep.dicom.convert import convert_folder
+    from data_prep.phantoms.synth import synth_vinbigdata
 
     d = tmp_path_factory.mktemp("ex")
     synth_vinbigdata(d / "vin", n=12, n_test=0, size=300, seed=3)
@@ -76,7 +76,7 @@ def test_output_files_and_json_layout(ex):
         ("truth", "truth"), ("pred", "pred.csv"), ("pred", "other.csv"), ("rater", "R8"), ("rater", "R9"),
         ("rater", "R10")]
     assert len(data["images"]) == 12 and data["metric"] == "vinbigdata" and data["iou_thresholds"] == [0.4]
-    from detection.visualize import class_color
+    from detection.pictures.visualize import class_color
     assert all(c["color"] == class_color(c["id"]) for c in data["classes"])
     for im in data["images"]:
         f = out / im["file"]
@@ -135,7 +135,7 @@ def test_boxes_in_the_displayed_frame_and_iou(ex):
 @pytest.mark.parametrize("conf", [0.0, 0.3, 0.5, 0.6, 0.92])
 def test_tp_fp_fn_from_the_bits_equal_image_costs_at_every_confidence(ex, conf):
     """The page's rule (TP = shown predictions with bit 0, FP = the other shown ones, FN = truth - TP,
-    cost = FN + sum of FP scores) against detection.image_metrics.image_costs re-run at that confidence."""
+    cost = FN + sum of FP scores) against detection.evaluation.image_metrics.image_costs re-run at that confidence."""
     data = ex["data"]
     ids = [i["id"] for i in data["images"]]
     ref = image_costs(ex["truth"], ex["pred"], ids, metric="vinbigdata", normal_class=14, iou_thr=0.4, conf_thr=conf).set_index("image_id")
@@ -152,7 +152,7 @@ def test_tp_fp_fn_from_the_bits_equal_image_costs_at_every_confidence(ex, conf):
 
 def test_rsna_bits_give_the_rsna_image_score(ex, tmp_path):
     """--metric rsna: bit k = TP at IoU > 0.40 + 0.05 k; the mean over bits of TP/(TP+FP+FN) is the
-    image's score of detection.metrics.rsna_score on the predictions >= the confidence."""
+    image's score of detection.evaluation.metrics.rsna_score on the predictions >= the confidence."""
     argv = [a if a != str(ex["out"]) else str(tmp_path / "rs") for a in ex["argv"]]
     assert main(argv[:argv.index("--rater-labels")] + argv[argv.index("--source"):] + ["--metric", "rsna"]) == 0
     data = json.loads((tmp_path / "rs" / "data.json").read_text())
@@ -304,7 +304,7 @@ def test_page_in_headless_chromium(ex, tmp_path, chrome_driver):
 
 
 def test_report_links_to_the_explorer_beside_it(ex, tmp_path):
-    from detection.report_eval import _explorer_link
+    from detection.pictures.report_eval import _explorer_link
 
     rep = ex["out"].parent / "report.html"
     assert _explorer_link(rep, None) == ""                                      # folder named out/, not explore/

@@ -1,4 +1,4 @@
-"""data_prep.export: YOLO labels/lists/data.yaml and COCO json from the canonical tables."""
+"""data_prep.labels.export: YOLO labels/lists/data.yaml and COCO json from the canonical tables."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from data_prep import boxes as bx
-from data_prep.export import label_path_for, write_coco, write_yolo
+from data_prep.core import boxes as bx
+from data_prep.labels.export import label_path_for, write_coco, write_yolo
 
 NAMES = ["Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly"]
 
@@ -120,7 +120,7 @@ def test_reexport_replaces_stale_files(tmp_path):
 def ultralytics_offline(tmp_path_factory):
     if "ultralytics" not in __import__("sys").modules:
         os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("yolo_cfg")))
-    import detection.runtime  # noqa: F401  (offline env + fonts before ultralytics)
+    import detection.models.runtime  # noqa: F401  (offline env + fonts before ultralytics)
     from ultralytics.data.dataset import YOLODataset
     from ultralytics.data.utils import check_det_dataset, img2label_paths
     return check_det_dataset, YOLODataset, img2label_paths
@@ -279,7 +279,7 @@ def test_yolo_lines_and_coco_dict_keep_the_table_order(tmp_path):
     coco_dict lists annotations by image_id and, within an image, in box-table order (40 boxes,
     two images interleaved), bbox rounded to 3 decimals; images without png_height/png_width
     columns get no png sizes; the description defaults to ""."""
-    from data_prep.export import coco_dict, yolo_lines
+    from data_prep.labels.export import coco_dict, yolo_lines
 
     images = pd.DataFrame({"image_id": ["b", "a"], "height": [100, 200], "width": [50, 80],
                            "path": [str(tmp_path / "b.png"), str(tmp_path / "a.png")]})

@@ -22,7 +22,7 @@ COLS = ["x_min", "y_min", "x_max", "y_max"]
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory):
     """3 VinBigData phantom DICOMs (longest side 128 px) and their headers by image_id."""
-    from data_prep.synth import synth_vinbigdata
+    from data_prep.phantoms.synth import synth_vinbigdata
 
     d = tmp_path_factory.mktemp("sr") / "vin"
     synth_vinbigdata(d, n=3, n_test=0, size=128, seed=5)
@@ -74,7 +74,7 @@ def test_every_code_is_the_standards_own(tmp_path):
 def test_export_sr_reads_back_the_boxes_and_dciodvfy_finds_no_error(tmp_path, phantoms, capsys):
     import highdicom as hd
 
-    from detection.export_sr import read_report
+    from detection.pacs.export_sr import read_report
 
     src, heads = phantoms
     ids = sorted(heads)[:2]
@@ -132,7 +132,7 @@ def test_export_sr_reads_back_the_boxes_and_dciodvfy_finds_no_error(tmp_path, ph
 def test_images_without_rows_get_a_no_abnormality_report_only_when_asked(tmp_path, phantoms, capsys):
     import highdicom as hd
 
-    from detection.export_sr import read_report
+    from detection.pacs.export_sr import read_report
 
     src, heads = phantoms
     ids = sorted(heads)
@@ -219,8 +219,8 @@ def test_bad_input_is_one_line(tmp_path, phantoms, capsys, case):
 def test_credentials_come_from_the_environment_and_are_never_shown(monkeypatch, secret):
     import requests
 
-    from data_prep.errors import InputError
-    from detection import dicomweb
+    from data_prep.core.errors import InputError
+    from detection.pacs import dicomweb
 
     monkeypatch.setenv(dicomweb.AUTH_ENV, secret)
     if ":" not in secret and not secret.startswith("Bearer"):
@@ -261,7 +261,7 @@ def test_dcmtk_reads_the_same_boxes_codes_and_scores(tmp_path, phantoms):
     and its score."""
     if DSRDUMP is None:
         pytest.skip("dsrdump (Debian's dcmtk) is not installed; the highdicom read-back test covers the boxes")
-    from detection.export_sr import export_sr
+    from detection.pacs.export_sr import export_sr
 
     src, heads = phantoms
     iid = sorted(heads)[0]

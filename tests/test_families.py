@@ -35,7 +35,7 @@ def _tv_checkpoint(path: Path, names: dict, imgsz: int = 128, seed: int = 0) -> 
 
 @pytest.fixture(scope="module")
 def yolo_names():
-    from detection.runtime import open_yolo
+    from detection.models.runtime import open_yolo
 
     return {int(k): v for k, v in open_yolo(YOLO_PT).names.items()}
 
@@ -84,7 +84,7 @@ def test_backbone_weights_load_and_bad_file_is_named(tmp_path):
     import torch
     import torchvision
 
-    from data_prep.errors import InputError
+    from data_prep.core.errors import InputError
     from detection.models import tv
 
     torch.manual_seed(1)
@@ -116,7 +116,7 @@ def _pngs(tmp_path, n=3, size=96):
 
 
 def test_tv_predicts_png_and_dicom_the_box_table(tmp_path, tv_pt, write_dicom):
-    from detection.predict import infer, predict
+    from detection.engine.predict import infer, predict
 
     src = _pngs(tmp_path)
     out = predict(str(tv_pt), src, device="cpu", conf=0.01)
@@ -171,7 +171,7 @@ def _assert_same_table(got: pd.DataFrame, ref: pd.DataFrame, px: float = 1e-3) -
 
 def test_mixed_family_ensemble_equals_ensemble_boxes_wbf(tmp_path, tv_pt):
     """predict --weights YOLO TV with ens_weights = ensemble-boxes' WBF of the two members' raw tables."""
-    from detection.predict import infer
+    from detection.engine.predict import infer
 
     src = _pngs(tmp_path)
     kw = dict(device="cpu", conf=0.05, imgsz=128)
@@ -189,7 +189,7 @@ def test_mixed_family_ensemble_equals_ensemble_boxes_wbf(tmp_path, tv_pt):
 @pytest.mark.slow
 def test_tv_checkpoint_exports_to_onnx_and_predicts(tmp_path, tv_pt):
     from detection.models import weights_family
-    from detection.predict import infer
+    from detection.engine.predict import infer
 
     pt = shutil.copy(tv_pt, tmp_path / "m.pt")
     src = _pngs(tmp_path, size=128)
@@ -223,7 +223,7 @@ def _same_boxes(a: pd.DataFrame, b: pd.DataFrame, px: float, score: float) -> No
 
 # ----------------------------------------------------------------------------- training (slow)
 def _trained(tmp_path, make_prep, tiny_cfg, model, **kw):
-    from detection.train import train_detector
+    from detection.engine.train import train_detector
 
     prep = make_prep(tmp_path / "prep", n=6, png=64)
     cfg = tiny_cfg(tmp_path, model=model, imgsz=64, batch=4, **kw)
@@ -234,8 +234,8 @@ def _trained(tmp_path, make_prep, tiny_cfg, model, **kw):
 def test_tv_trains_validates_resumes_predicts_and_exports(tmp_path, make_prep, tiny_cfg):
     import torch
 
-    from detection.predict import infer
-    from detection.train import checkpoint_finished, train_detector, trained_on, train_list
+    from detection.engine.predict import infer
+    from detection.engine.train import checkpoint_finished, train_detector, trained_on, train_list
 
     class Stop(Exception):
         pass
@@ -260,7 +260,7 @@ def test_tv_trains_validates_resumes_predicts_and_exports(tmp_path, make_prep, t
     assert sorted(p.stem for p in train_list(trained_on(best))) == ["img001", "img003", "img005"]
     raw = infer(str(best), prep / "images", device="cpu").raw
     assert list(raw.columns) == BOX_COLUMNS
-    from detection.export_onnx import export_onnx
+    from detection.engine.export import export_onnx
 
     onnx = export_onnx(best, imgsz=64)
     _same_boxes(raw, infer(str(onnx), prep / "images", device="cpu").raw, px=0.5, score=1e-3)
@@ -274,7 +274,7 @@ FAMILY_MODELS = {"yolo": "yolo11n.yaml", "rtdetr": str(RTDETR_TINY), "tv": f"tv:
 def trained(tmp_path_factory, make_prep, tiny_cfg):
     """``trained(family) -> best.pt``: that family trained one epoch (64 px, batch 4) on the same
     6 phantoms (``trained.prep``), offline; each family is trained once per module, when first asked."""
-    from detection.train import train_detector
+    from detection.engine.train import train_detector
 
     root = tmp_path_factory.mktemp("families")
     prep = make_prep(root / "prep", n=6, png=64)
@@ -312,11 +312,11 @@ def test_each_family_trains_and_round_trips_predict_and_export(fam, trained, tmp
     and its ONNX export gives the torch model's boxes."""
     import cv2
 
-    from data_prep.convert import convert_folder
+    from data_prep.dicom.convert import convert_folder
     from detection.cli import main
-    from detection.export_onnx import export_onnx
+    from detection.engine.export import export_onnx
     from detection.models import open_model, weights_family
-    from detection.predict import infer
+    from detection.engine.predict import infer
 
     best, prep = trained(fam), trained.prep
     assert weights_family(best) == fam
@@ -382,7 +382,7 @@ def _onnx_output_equals_torch(pt: Path, onnx: Path, png: Path) -> None:
     import onnxruntime as ort
     import torch
 
-    from detection.runtime import open_yolo
+    from detection.models.runtime import open_yolo
 
     m = open_yolo(pt).model.float().eval()
     x = torch.from_numpy(cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)[None, None].astype(np.float32) / 255)
@@ -400,7 +400,7 @@ def _onnx_output_equals_torch(pt: Path, onnx: Path, png: Path) -> None:
 def test_three_family_ensemble_equals_ensemble_boxes_wbf(conf_type, trained):
     """predict --weights YOLO RT-DETR TV (trained) with ens_weights/ens_iou/ens_skip/ens_conf_type =
     ensemble-boxes' WBF of the three members' raw tables with the same settings."""
-    from detection.predict import infer
+    from detection.engine.predict import infer
 
     ws = [str(trained(f)) for f in FAMILY_MODELS]
     src = trained.prep / "images"
@@ -417,7 +417,7 @@ def test_three_family_ensemble_equals_ensemble_boxes_wbf(conf_type, trained):
 
 @pytest.mark.slow   # starts a LocalCluster whose workers load torch and both models
 def test_mixed_family_ensemble_on_a_local_cluster_equals_the_local_run(tmp_path, tv_pt):
-    from detection.predict import infer
+    from detection.engine.predict import infer
 
     src = _pngs(tmp_path, n=4)
     kw = dict(device="cpu", conf=0.05, imgsz=128, post={"ens_weights": [2.0, 1.0]}, tta=True)
@@ -433,7 +433,7 @@ def test_mixed_family_ensemble_on_a_local_cluster_equals_the_local_run(tmp_path,
 def test_cv_of_a_tv_model_covers_every_image_and_reuses_its_folds(tmp_path, make_prep, tiny_cfg):
     import json
 
-    from detection.cv import cross_validate
+    from detection.competition.cv import cross_validate
 
     prep = make_prep(tmp_path / "prep", n=6, png=64)
     cfg = tiny_cfg(tmp_path, model=f"tv:{TV_FAST}", imgsz=64, batch=4, tv_args=TV_LIMITS)

@@ -1,11 +1,11 @@
-"""data_prep.folds: multilabel-stratified, patient-grouped, seeded k-folds."""
+"""data_prep.labels.folds: multilabel-stratified, patient-grouped, seeded k-folds."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep.folds import fold_summary, label_matrix, make_folds
+from data_prep.labels.folds import fold_summary, label_matrix, make_folds
 
 
 def realistic_tables(n_patients=500, seed=0):

@@ -1,4 +1,4 @@
-"""data_prep.fusion: hand-computed WBF cases, equality with direct ensemble-boxes calls,
+"""data_prep.labels.fusion: hand-computed WBF cases, equality with direct ensemble-boxes calls,
 competition CSV round trip, rater subsets and weights, CLI (edges: test_fusion_edges.py)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from ref_fusion import _boxes, _images, assert_same, reference
 
 from data_prep.datasets import vinbigdata
-from data_prep.fusion import COMPETITION_COLUMNS, fuse, write_competition_csv
+from data_prep.labels.fusion import COMPETITION_COLUMNS, fuse, write_competition_csv
 
 
 # ----------------------------------------------------------------------------- hand-computed
@@ -267,7 +267,7 @@ def test_weighted_wbf_on_real_rows(real):
 
 
 def test_rater_subset_equals_ensemble_boxes_on_their_boxes(real):
-    from data_prep.fusion import select_raters
+    from data_prep.labels.fusion import select_raters
 
     images, boxes = real
     sub_im, sub_bx, info = select_raters(images, boxes, ["R8", "R10"])
@@ -286,7 +286,7 @@ def test_rater_subset_equals_ensemble_boxes_on_their_boxes(real):
 
 
 def test_rater_subset_normal_and_left_out_by_hand():
-    from data_prep.fusion import select_raters
+    from data_prep.labels.fusion import select_raters
 
     images = _images([("a", 100, 100, "R1|R2"), ("b", 100, 100, "R2|R3"), ("c", 100, 100, "R3")])
     boxes = _boxes([("a", 0, "R2", 10, 10, 50, 50), ("b", 0, "R2", 10, 10, 50, 50), ("b", 0, "R3", 12, 12, 50, 50),
@@ -347,7 +347,7 @@ def test_competition_csv_text_by_hand(tmp_path):
 
 
 def test_select_raters_natural_order_weights_check_and_tables_without_raters():
-    from data_prep.fusion import select_raters
+    from data_prep.labels.fusion import select_raters
 
     images = _images([("a", 100, 100, "R2|R10"), ("b", 100, 100, "R9"), ("c", 100, 100, None)])
     boxes = _boxes([("a", 0, "R10", 10, 10, 50, 50), ("a", 0, "R2", 12, 12, 50, 50), ("b", 1, "R9", 1, 1, 9, 9)])

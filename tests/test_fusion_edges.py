@@ -1,4 +1,4 @@
-"""data_prep.fusion at its edges: empty tables, IoU thresholds 0 and 1, what reaches ensemble-boxes
+"""data_prep.labels.fusion at its edges: empty tables, IoU thresholds 0 and 1, what reaches ensemble-boxes
 (zero-area boxes, unknown readers, one-box images, weights not exact in float32, zero scores)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from ref_fusion import _boxes, _images, assert_same, reference
 
-from data_prep.fusion import fuse, write_competition_csv
+from data_prep.labels.fusion import fuse, write_competition_csv
 
 
 # ----------------------------------------------------------------------------- edges: empty tables, thresholds 0 and 1
@@ -15,7 +15,7 @@ from data_prep.fusion import fuse, write_competition_csv
 def test_empty_box_table_gives_an_empty_box_table_every_method(method, tmp_path):
     """No boxes in: a box table with the canonical columns + n_raters (int64), nothing dropped,
     and it writes a train.csv whose every image is one "No finding" row."""
-    from data_prep.boxes import BOX_COLUMNS
+    from data_prep.core.boxes import BOX_COLUMNS
     images = _images([("a", 100, 100, "R1|R2"), ("b", 50, 80, "")])
     empty = _boxes([("a", 0, "R1", 10, 10, 50, 50)]).iloc[:0]
     out = fuse(empty, images, method)
@@ -168,12 +168,12 @@ def test_all_zero_scores_fuse_to_nan_like_ensemble_boxes_without_warnings():
 
 def test_untested_ensemble_boxes_version_is_a_warning_for_wbf_only(monkeypatch, caplog):
     import logging
-    from data_prep import wbf
+    from data_prep.labels import wbf
     images = _images([("a", 100, 100, "R1")])
     boxes = _boxes([("a", 0, "R1", 10, 10, 50, 50)])
     monkeypatch.setattr(wbf, "TESTED_ENSEMBLE_BOXES", "0.0.1")
     monkeypatch.setattr(wbf, "_version_checked", False)
-    with caplog.at_level(logging.WARNING, logger="data_prep.fusion"):
+    with caplog.at_level(logging.WARNING, logger="data_prep.labels.fusion"):
         fuse(boxes, images, "nms")
         assert "tested bit-identical against 0.0.1" not in caplog.text
         fuse(boxes, images, "wbf")

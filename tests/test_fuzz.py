@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 
-from data_prep.boxes import make_boxes
-from data_prep.dicom import DicomReadError, read_dicom
-from data_prep.errors import raised_by_project
+from data_prep.core.boxes import make_boxes
+from data_prep.dicom.read import DicomReadError, read_dicom
+from data_prep.core.errors import raised_by_project
 from detection.cli import main
 from data_prep.datasets import describe
-from detection.submission import parse_submission, validate_submission
+from detection.competition.submission import parse_submission, validate_submission
 
 N_DICOM_MUTANTS = 600        # mutated DICOM files read
 N_SUBMISSION_MUTANTS = 400   # mutated submission texts parsed and validated (1 in 4 with image sizes)

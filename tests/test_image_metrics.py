@@ -1,4 +1,4 @@
-"""detection.image_metrics: image-level AUC / F1 from detections, against scikit-learn and a best-F1
+"""detection.evaluation.image_metrics: image-level AUC / F1 from detections, against scikit-learn and a best-F1
 sweep written here (every threshold tried, counts by hand), and the per-image scores by hand."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from sklearn.metrics import roc_auc_score
 
 from ref_metrics import boxes as xyxy_boxes
 
-from data_prep.boxes import empty_boxes, make_boxes
-from detection import image_metrics as IM
-from detection.image_metrics import auc_f1, image_level, image_scores
+from data_prep.core.boxes import empty_boxes, make_boxes
+from detection.evaluation import image_metrics as IM
+from detection.evaluation.image_metrics import auc_f1, image_level, image_scores
 
 
 def boxes(rows):
@@ -100,7 +100,7 @@ def test_image_level_classes_normal_rows_and_no_findings():
 
 
 def test_image_costs_defaults_and_images_without_errors():
-    from detection.image_metrics import image_costs
+    from detection.evaluation.image_metrics import image_costs
 
     t = make_boxes(["A", "B"], [0, 0], ["c0", "c0"], [[0, 0, 10, 10], [0, 0, 10, 10]])
     # A: IoU 0.45 with its truth (TP at the default 0.4, FP at 0.5); a 0.25 box kept (>=), a 0.2 one dropped
@@ -127,7 +127,7 @@ def test_auc_f1_takes_any_truthy_label_and_always_has_its_keys():
 
 
 def test_image_costs_dtypes_and_ties_in_image_order():
-    from detection.image_metrics import image_costs
+    from detection.evaluation.image_metrics import image_costs
 
     # 40 images: every third has a missed truth (cost 1), the others nothing (cost 0); ties keep
     # the images' order, whatever the number of images
@@ -176,7 +176,7 @@ def test_image_costs():
 def test_rsna_image_cost_is_one_minus_the_image_score_by_hand_and_by_the_metric():
     """RSNA: cost = 1 - the image's score (mean over the 8 thresholds of TP/(TP+FP+FN)), as the
     explorer computes it, not missed boxes + FP confidence (the same image cost 2.00 in the gallery)."""
-    from detection import metrics as M
+    from detection.evaluation import metrics as M
 
     t = make_boxes(["A", "B", "B"], [0, 0, 0], ["Lung Opacity"] * 3,
                    [[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]])

@@ -1,4 +1,4 @@
-"""Image-level label tables (data_prep/labels.py, `cxrdet labels`), checked against plain
+"""Image-level label tables (data_prep/labels/image_level.py, `cxrdet labels`), checked against plain
 per-row recomputations of each dataset's own file: real subsets always, the full files when
 ../shared/data is present."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from data_prep.datasets import nih, rsna, vinbigdata
-from data_prep.labels import image_labels, labels_from_boxes, read_label_table
+from data_prep.labels.image_level import image_labels, labels_from_boxes, read_label_table
 from detection.cli import main as cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""detection.metrics: hand-computed cases per metric, cross-checks against pycocotools and a
+"""detection.evaluation.metrics: hand-computed cases per metric, cross-checks against pycocotools and a
 plain-Python reference of the vinbigdata / rsna rules on seeded random cases (the references:
 ref_metrics.py; edges: test_metrics_edges.py; image-level numbers: test_image_metrics.py)."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from ref_metrics import _pycocotools, _ref_rsna, _ref_rsna_by_class, _ref_vinbigdata, _ref_voc_ap, boxes, random_case
 
-from data_prep.boxes import empty_boxes
-from detection import metrics as M
+from data_prep.core.boxes import empty_boxes
+from detection.evaluation import metrics as M
 
 
 # ----------------------------------------------------------------------------- vinbigdata by hand

@@ -1,4 +1,4 @@
-"""detection.metrics at its edges (found unguarded by a mutation run): messages, ids, class names,
+"""detection.evaluation.metrics at its edges (found unguarded by a mutation run): messages, ids, class names,
 strict and inclusive thresholds at exact ties, max_dets exactly at the limit, dtypes, nothing to score;
 against pycocotools and the plain-Python references of ref_metrics.py."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from ref_metrics import _pycocotools, _ref_rsna, _ref_vinbigdata, boxes, random_case
 
-from detection import image_metrics as IM
-from detection import metrics as M
+from detection.evaluation import image_metrics as IM
+from detection.evaluation import metrics as M
 
 def test_bad_rows_name_the_table_they_are_in():
     bad = boxes([("A", 0, 5, 0, 1, 10, 0.9)])
@@ -23,13 +23,13 @@ def test_boxes_outside_the_evaluated_images_are_counted_in_the_log(caplog):
     t = boxes([("A", 0, 0, 0, 10, 10), ("Z", 0, 0, 0, 10, 10)])
     p = boxes([("A", 0, 0, 0, 10, 10, 0.9), ("Y", 0, 0, 0, 10, 10, 0.8), ("Y", 0, 1, 1, 9, 9, 0.7),
                ("X", 0, 0, 0, 5, 5, 0.6)])
-    with caplog.at_level("INFO", logger="detection.metrics"):
+    with caplog.at_level("INFO", logger="detection.evaluation.metrics"):
         assert M.vinbigdata_map(t, p, ["A"], normal_class=None)["mAP"] == 1.0
     msgs = [r.getMessage() for r in caplog.records if "outside the evaluated set" in r.getMessage()]
     assert msgs == ["truth: 1 box(es) on 1 image(s) outside the evaluated set ignored",
                     "predictions: 3 box(es) on 2 image(s) outside the evaluated set ignored"]
     caplog.clear()
-    with caplog.at_level("INFO", logger="detection.metrics"):   # everything evaluated: nothing said
+    with caplog.at_level("INFO", logger="detection.evaluation.metrics"):   # everything evaluated: nothing said
         M.vinbigdata_map(t, p, ["A", "X", "Y", "Z"], normal_class=None)
     assert not [r for r in caplog.records if "outside the evaluated set" in r.getMessage()]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep.boxes import make_boxes
+from data_prep.core.boxes import make_boxes
 from detection.cli import main
 
 NF = "14 1 0 0 1 1"
@@ -73,7 +73,7 @@ def _two_folds(tmp_path):
 
 
 def test_report_eval_with_folds_reports_the_predicted_folds(tmp_path, monkeypatch, caplog):
-    import detection.report_eval as R
+    import detection.pictures.report_eval as R
 
     d = _two_folds(tmp_path)
     seen = {}
@@ -113,22 +113,22 @@ def test_tune_on_one_folds_predictions_estimates_that_fold_only(tmp_path, caplog
 
 # ----------------------------------------------------------------------------- predict's imgsz
 def test_predict_uses_the_checkpoints_training_imgsz_unless_given(repo_root, caplog):
-    from detection.predict_models import load_model
+    from detection.engine.predict_models import load_model
 
     w = repo_root / "weights" / "vinbig_phantom_yolo11n.pt"
-    with caplog.at_level(logging.INFO, "detection.predict"):
+    with caplog.at_level(logging.INFO, "detection.engine.predict"):
         m = load_model(w, None, 4)
     assert m.imgsz == 320    # configs/phantom.yaml trained it at 320
     assert f"{w}: predicting at imgsz 320 (the size it was trained at; imgsz=N to change)" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.INFO, "detection.predict"):
+    with caplog.at_level(logging.INFO, "detection.engine.predict"):
         assert load_model(w, 512, 4).imgsz == 512
     assert f"{w}: predicting at imgsz 512 as asked (it was trained at 320)" in caplog.text
 
 
 def test_predict_settings_take_imgsz_only_when_asked():
-    from data_prep.config import load_config
-    from detection.predict import PredictSettings
+    from data_prep.core.config import load_config
+    from detection.engine.predict import PredictSettings
 
     assert PredictSettings.from_config(load_config()).imgsz is None
     assert PredictSettings.from_config(load_config(overrides=["imgsz=256"])).imgsz == 256

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data_prep import resources as R
+from data_prep.core import resources as R
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def test_wheel_runs_outside_the_checkout(wheel, tmp_path):
     modules = {p.relative_to(REPO).as_posix() for top in ("data_prep", "detection") for p in (REPO / top).rglob("*.py")}
     assert modules <= names, sorted(modules - names)[:5]
     assert {"data_prep/configs/default.yaml", "data_prep/configs/vinbigdata.yaml",
-            "detection/weights/vinbig_phantom_yolo11n.pt", "detection/explore.html"} <= names
+            "detection/weights/vinbig_phantom_yolo11n.pt", "detection/pictures/explore.html"} <= names
 
     site = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
@@ -108,7 +108,7 @@ def test_wheel_runs_outside_the_checkout(wheel, tmp_path):
         assert r.returncode == 0, f"cxrdet {' '.join(a)}:\n{r.stderr[-3000:]}"
         return r.stdout
 
-    where = subprocess.run([sys.executable, "-c", "import detection, data_prep.resources as r; "
+    where = subprocess.run([sys.executable, "-c", "import detection, data_prep.core.resources as r; "
                             "print(detection.__file__); print(r.in_checkout())"],
                            cwd=work, env=env, capture_output=True, text=True, timeout=120).stdout.split()
     assert Path(where[0]).is_relative_to(site) and where[1] == "False"

@@ -81,7 +81,7 @@ def orthanc(tmp_path_factory):
 @pytest.fixture
 def phantoms(tmp_path, request):
     """2 phantom DICOMs of studies of their own (each test's seed differs: the server is shared)."""
-    from data_prep.synth import synth_vinbigdata
+    from data_prep.phantoms.synth import synth_vinbigdata
 
     synth_vinbigdata(tmp_path / "vin", n=2, n_test=0, size=96, seed=zlib.crc32(request.node.name.encode()) % 10_000)
     return tmp_path / "vin" / "train"
@@ -96,8 +96,8 @@ def _boxes(heads) -> pd.DataFrame:
 
 
 def test_stow_qido_wado_round_trip_of_sources_and_reports(tmp_path, orthanc, phantoms, monkeypatch):
-    from detection import dicomweb
-    from detection.export_sr import export_sr, read_report
+    from detection.pacs import dicomweb
+    from detection.pacs.export_sr import export_sr, read_report
 
     monkeypatch.setenv(dicomweb.AUTH_ENV, f"{USER}:{SECRET}")
     vin = describe("vinbigdata")
@@ -131,8 +131,8 @@ def test_command_line_round_trip_keeps_the_secret_out_of_the_output(tmp_path, or
     then the SRs on the server hold the predicted boxes; the password is in no output or log line."""
     import logging
 
-    from detection import dicomweb
-    from detection.export_sr import read_report
+    from detection.pacs import dicomweb
+    from detection.pacs.export_sr import read_report
 
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv(dicomweb.AUTH_ENV, f"{USER}:{SECRET}")

@@ -1,4 +1,4 @@
-"""detection/postprocess.py: each step on hand-made tables, WBF against ensemble-boxes called
+"""detection/competition/postprocess.py: each step on hand-made tables, WBF against ensemble-boxes called
 directly, and the CLI (predict running these steps: test_predict_postprocess.py)."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import detection.postprocess as PP
-from data_prep.boxes import COORDS, make_boxes
+import detection.competition.postprocess as PP
+from data_prep.core.boxes import COORDS, make_boxes
 
 NF = (14, "No finding")
 

@@ -18,8 +18,8 @@ import torch
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-import detection.predict as P
-from data_prep.boxes import BOX_COLUMNS, Frame, frame_for, keep_ratio_size, to_frame
+import detection.engine.predict as P
+from data_prep.core.boxes import BOX_COLUMNS, Frame, frame_for, keep_ratio_size, to_frame
 
 
 NAMES = {0: "Aortic enlargement", 1: "Atelectasis"}
@@ -56,7 +56,7 @@ def test_prediction_in_png_frame_maps_back_to_original(fake_result, keep_ratio, 
     h, w = hw
     ph, pw = keep_ratio_size(h, w, 512) if keep_ratio else (512, 512)
     frame = Frame(ph / h, pw / w, 0, 0, ph, pw)  # what load_image builds from meta.csv
-    assert frame == frame_for(h, w, 512, keep_ratio)  # the same Frame data_prep.boxes gives prep
+    assert frame == frame_for(h, w, 512, keep_ratio)  # the same Frame data_prep.core.boxes gives prep
     orig = np.array([[100.0, 200.0, 900.0, 1000.0], [0.0, 0.0, w, h]])
     png_box = to_frame(orig, frame)
     v = P.view_from_result(fake_result(png_box, [0.8, 0.5], [3, 7]), frame, hw)
@@ -99,7 +99,7 @@ def test_fuse_views_identical_views_give_the_same_boxes():
 
 # ----------------------------------------------------------------------------- 2-class filter
 def test_two_class_filter_three_regimes():
-    from data_prep.boxes import make_boxes
+    from data_prep.core.boxes import make_boxes
 
     boxes = make_boxes(["a", "a", "b", "c"], [0, 3, 0, 5], ["x", "y", "x", "z"],
                        [[1, 2, 3, 4], [5, 6, 7, 8], [1, 1, 2, 2], [3, 3, 4, 4]], score=[0.9, 0.3, 0.5, 0.7])
@@ -225,7 +225,7 @@ def _write_dicom(path: Path, arr: np.ndarray):
 @pytest.mark.parametrize("keep_ratio", [False, True])
 def test_dicom_source_equals_png_source(tmp_path, fake_models, keep_ratio):
     """DICOMs predicted directly = the same DICOMs converted to PNG + meta.csv, within 1 px."""
-    from data_prep.convert import convert_folder
+    from data_prep.dicom.convert import convert_folder
 
     rng = np.random.default_rng(0)
     (tmp_path / "dcm").mkdir()
@@ -259,7 +259,7 @@ def test_cli_predict_writes_a_box_table(tmp_path, fake_models):
 @pytest.fixture(scope="module")
 def untrained_pt(tmp_path_factory):
     """A 1-channel, 2-class yolo11n with its initial (seeded) weights, saved as ultralytics does."""
-    import detection.runtime  # noqa: F401
+    import detection.models.runtime  # noqa: F401
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)
@@ -271,7 +271,7 @@ def untrained_pt(tmp_path_factory):
 
 
 def test_onnx_export_and_predict_match_pt(make_prep, tmp_path, untrained_pt):
-    from detection.export_onnx import export_onnx
+    from detection.engine.export import export_onnx
 
     prep = make_prep(tmp_path / "prep", n=3)
     onnx = export_onnx(untrained_pt, imgsz=128, out=tmp_path / "m.onnx")
@@ -289,11 +289,11 @@ def test_onnx_export_and_predict_match_pt(make_prep, tmp_path, untrained_pt):
 def test_end_to_end_synth_prep_train_predict_submit(tmp_path):
     """16 phantoms -> prep (128 px, 2 folds) -> 1-epoch detector + classifier -> predict the test
     DICOMs (TTA + 2-class filter) -> a valid VinBigData submission."""
-    from data_prep.config import load_config
+    from data_prep.core.config import load_config
     from data_prep.prep import prep
-    from data_prep.synth import synth_vinbigdata
-    from detection.submission import validate_submission, write_submission
-    from detection.train import train_classifier, train_detector
+    from data_prep.phantoms.synth import synth_vinbigdata
+    from detection.competition.submission import validate_submission, write_submission
+    from detection.engine.train import train_classifier, train_detector
 
     data = tmp_path / "vin"
     synth_vinbigdata(data, n=16, n_test=3, size=256, seed=0)
@@ -311,7 +311,7 @@ def test_end_to_end_synth_prep_train_predict_submit(tmp_path):
     assert set(pred.image_id) <= set(test_ids)
     # every test image gets boxes or a "No finding" row (untrained p(abnormal) is near 0.5: middle regime)
     sizes = pd.DataFrame([{"image_id": i, **_dicom_hw(data / "test" / f"{i}.dicom")} for i in test_ids])
-    from data_prep.boxes import validate_boxes
+    from data_prep.core.boxes import validate_boxes
 
     validate_boxes(pred[pred.class_id != 14], sizes)
     out = write_submission(pred, data / "sample_submission.csv", "vinbigdata", tmp_path / "submission.csv",

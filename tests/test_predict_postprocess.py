@@ -1,5 +1,5 @@
 """predict = inference + postprocess: predict's output with default keys frozen before the steps
-moved to detection/postprocess.py, and predict running the postprocess keys (a config file too)."""
+moved to detection/competition/postprocess.py, and predict running the postprocess keys (a config file too)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-import detection.postprocess as PP
-import detection.predict as P
-from data_prep.boxes import COORDS
+import detection.competition.postprocess as PP
+import detection.engine.predict as P
+from data_prep.core.boxes import COORDS
 
 NF = (14, "No finding")
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from data_prep import boxes as bx
-from data_prep.config import load_config
+from data_prep.core import boxes as bx
+from data_prep.core.config import load_config
 from data_prep.prep import prep, read_table
 from detection.cli import main as cli
 
@@ -23,7 +23,7 @@ VIN_ARGS = ["folds=3", "size=64", "workers=1"]
 @pytest.fixture(scope="module")
 def vin_data(tmp_path_factory):
     """12 VinBigData phantoms (originals ~96 px on the long side), 3 radiologists per image."""
-    from data_prep.synth import synth_vinbigdata
+    from data_prep.phantoms.synth import synth_vinbigdata
 
     d = tmp_path_factory.mktemp("vin") / "data"
     res = synth_vinbigdata(d, n=12, n_test=2, size=96, seed=3)
@@ -171,7 +171,7 @@ def test_png_folder_used_as_is(vin_data, vin_out, tmp_path):
 
 
 def test_rsna_end_to_end(tmp_path):
-    from data_prep.synth import synth_rsna
+    from data_prep.phantoms.synth import synth_rsna
 
     d = tmp_path / "rsna"
     synth_rsna(d, n=10, n_test=2, seed=1)
@@ -273,7 +273,7 @@ def test_raters_subset_and_weights(vin_data, vin_out, tmp_path):
     """raters: [R8, R10] keeps their labels only and leaves out the 3 images neither read (counted,
     printed); rater_weights reaches the fusion; reuses convert, redoes load onward."""
     from data_prep.datasets import vinbigdata
-    from data_prep.fusion import fuse, select_raters
+    from data_prep.labels.fusion import fuse, select_raters
 
     data, _ = vin_data
     out_all, _ = vin_out

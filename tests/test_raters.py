@@ -1,4 +1,4 @@
-"""Per-radiologist scoring (detection/raters.py, `cxrdet evaluate --per-rater`): hand-built
+"""Per-radiologist scoring (detection/evaluation/raters.py, `cxrdet evaluate --per-rater`): hand-built
 three-radiologist cases with hand-computed APs; the baseline is rater_baseline's, unchanged."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 
 from data_prep.datasets import vinbigdata
 from detection.cli import main
-from detection.raters import rater_baseline
-from detection.raters import PerRaterSettings, per_rater
+from detection.evaluation.raters import rater_baseline
+from detection.evaluation.raters import PerRaterSettings, per_rater
 
 N = vinbigdata.NORMAL_ID
 C0, C1 = vinbigdata.CLASSES[0], vinbigdata.CLASSES[1]
@@ -126,7 +126,7 @@ def test_pairwise_agreement_by_hand(files):
     C1 only R1 -> not a class of R2: 0.25. R2 vs R1: C0 1/2, normal 0, C1 (R2 drew none) 0 -> 1/6.
     R1 vs R3 and back: C0 on different images 0, normal 0, C1 1 -> 1/3. R2 vs R3: normal 0, C0
     (b) 1^2/(2*1) 1/2, C1 0 -> 1/6; R3 vs R2: C0 1/2, normal 0 -> 1/4. R4 shares no image."""
-    from data_prep import raters as R
+    from data_prep.labels import raters as R
 
     im, bx = vinbigdata.load(files / "train.csv", files / "meta.csv")
     pw = R.pairwise_agreement(im, bx, 0.4, R.dataset_normal("vinbigdata"))
@@ -145,7 +145,7 @@ def test_pairwise_agreement_by_hand(files):
 
 def test_box_size_ratios_by_hand(files):
     """C0 areas (fraction of 100 x 100): R1 0.16; R2 0.16, 0.09; R3 0.09; median of all 0.125."""
-    from data_prep import raters as R
+    from data_prep.labels import raters as R
 
     im, bx = vinbigdata.load(files / "train.csv", files / "meta.csv")
     r = R.box_size_ratios(im, bx, min_boxes=1)
@@ -155,7 +155,7 @@ def test_box_size_ratios_by_hand(files):
 
 
 def test_dataset_report_shows_the_matrix(files, tmp_path, monkeypatch):
-    from data_prep import raters as R
+    from data_prep.labels import raters as R
 
     monkeypatch.setattr(R, "MIN_BOXES", 1)
     out = tmp_path / "rep"
@@ -171,7 +171,7 @@ def test_dataset_report_shows_the_matrix(files, tmp_path, monkeypatch):
 
 
 def test_html_report_shows_per_rater_and_matrix(files, tmp_path, monkeypatch):
-    from data_prep import raters as R
+    from data_prep.labels import raters as R
 
     monkeypatch.setattr(R, "MIN_BOXES", 1)
     png = tmp_path / "png"

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep import boxes as bx
-from data_prep.config import load_config
-from data_prep.export import write_coco, write_yolo
+from data_prep.core import boxes as bx
+from data_prep.core.config import load_config
+from data_prep.labels.export import write_coco, write_yolo
 
 NAMES = ["Aortic enlargement", "Atelectasis"]
 
@@ -122,7 +122,7 @@ def test_prep_squarify_leaves_truth_and_rescores_nothing(tmp_path):
     prep without it; only the training lists point at the squarified items; the switch re-runs
     export alone."""
     from data_prep.prep import prep, read_table
-    from data_prep.synth import synth_vinbigdata
+    from data_prep.phantoms.synth import synth_vinbigdata
 
     data = tmp_path / "data"
     synth_vinbigdata(data, n=8, n_test=0, size=96, seed=5)
@@ -157,7 +157,7 @@ def test_prep_squarify_leaves_truth_and_rescores_nothing(tmp_path):
 
 # ----------------------------------------------------------------------------- class gating
 def _gate_table():
-    from data_prep.boxes import make_boxes
+    from data_prep.core.boxes import make_boxes
 
     return make_boxes(["i1", "i1", "i1", "i2"], [0, 1, 2, 0], ["Aortic enlargement", "Atelectasis", "Calcification",
                                                             "Aortic enlargement"],
@@ -173,7 +173,7 @@ def _gate_table():
 def test_class_gating_hand_computed(alpha, want):
     """score x p_class ** alpha_c: i1's Aortic enlargement p = 0.25, Atelectasis p = 0.64;
     Calcification has no column and i2 no row: both keep their scores."""
-    from detection.postprocess import apply
+    from detection.competition.postprocess import apply
 
     probs = pd.DataFrame({"image_id": ["i1"], "abnormal": [0.9], "Aortic enlargement": [0.25], "Atelectasis": [0.64]})
     cfg = {"cls_fusion": "multiply", "alpha": alpha, "cls_low": 0.0, "cls_high": 0.0}
@@ -197,7 +197,7 @@ def test_tune_per_class_alpha_round_trip(tmp_path):
     a column; postprocess --config tuned.yaml then evaluate gives tune's `after`."""
     import yaml
 
-    from data_prep.boxes import make_boxes
+    from data_prep.core.boxes import make_boxes
     from detection.cli import main
 
     r = np.random.default_rng(0)
@@ -248,7 +248,7 @@ def test_tune_per_class_alpha_round_trip(tmp_path):
 def test_keep_epochs_keeps_the_k_best_and_drops_the_fallen(tmp_path):
     """Scores 0.2, 0.5, 0.3, 0.5 with K = 2: after each epoch the files are the 2 best so far
     (ties: the earlier epoch first); members() orders them by competition.csv."""
-    from detection import checkpoints as C
+    from detection.models import checkpoints as C
 
     run, scores, seen = tmp_path / "run", [], []
     for epoch, s in enumerate([0.2, 0.5, 0.3, 0.5], 1):
@@ -299,8 +299,8 @@ def _same_boxes(got: pd.DataFrame, want: pd.DataFrame):
 def test_predict_run_dir_is_the_wbf_of_its_kept_epochs(make_prep, fake_result, monkeypatch, tmp_path):
     """predict --weights RUN_DIR = ensemble-boxes' WBF of its kept epochs' predictions (fake models:
     each epoch's boxes shifted and scored differently); ckpt_ensemble: 2 takes the 2 best."""
-    import detection.predict as P
-    from detection.predict import infer
+    import detection.engine.predict as P
+    from detection.engine.predict import infer
 
     class Shifted:
         names = dict(enumerate(NAMES))
@@ -340,11 +340,11 @@ def test_keep_epochs_real_training_and_cv_ckpt_ensemble(make_prep, tiny_cfg, tmp
     """A real YOLO run with keep_epochs 2 (scores 0.2, 0.5, 0.3 planted after the real scoring)
     keeps epochs 2 and 3 as loadable weights; predict --weights RUN_DIR equals ensemble-boxes' WBF
     of those two's predictions; cv with ckpt_ensemble 2 writes that OOF score beside the best epoch's."""
-    from detection import epoch_score as E
-    from detection.cv import cross_validate
-    from detection.evaluate import evaluate_files
-    from detection.predict import infer
-    from detection.train import train_detector
+    from detection.engine import epoch_score as E
+    from detection.competition.cv import cross_validate
+    from detection.evaluation.evaluate import evaluate_files
+    from detection.engine.predict import infer
+    from detection.engine.train import train_detector
 
     seen, real = [], E.FoldScore.score
 
@@ -384,7 +384,7 @@ def test_variant_items_carry_each_radiologists_boxes(tmp_path):
     """a read by R1 (a tall box) and R2 (a shifted tall box + a square), b by R1 (normal: a
     background item), c by R2: one item each, with that radiologist's boxes; the held-out image's
     variants are in no training list; val lists and labels/ stay the fused truth."""
-    from data_prep.export import item_image_ids
+    from data_prep.labels.export import item_image_ids
 
     images, fused, raw, folds = _dataset(tmp_path)
     res = write_yolo(images, fused, folds, tmp_path, NAMES, rater_boxes=raw)
@@ -430,7 +430,7 @@ def test_train_labels_config_validated():
 def vin_variants(tmp_path_factory):
     """VinBigData phantoms prepped with train_labels=variants, radiologists R8 and R10 only."""
     from data_prep.prep import prep
-    from data_prep.synth import synth_vinbigdata
+    from data_prep.phantoms.synth import synth_vinbigdata
 
     root = tmp_path_factory.mktemp("variants")
     synth_vinbigdata(root / "data", n=12, n_test=0, size=96, seed=3)
@@ -441,9 +441,9 @@ def vin_variants(tmp_path_factory):
 
 
 def test_prep_variants_equal_each_radiologists_boxes(vin_variants):
-    from data_prep.export import item_image_ids
+    from data_prep.labels.export import item_image_ids
     from data_prep.prep import read_table
-    from data_prep.raters import readers
+    from data_prep.labels.raters import readers
 
     root, _, _ = vin_variants
     out = root / "var"
@@ -480,7 +480,7 @@ def test_cv_leak_check_covers_variants(vin_variants, tmp_path):
     import shutil
 
     from data_prep.prep import read_table
-    from detection.cv import check_leaks, training_ids
+    from detection.competition.cv import check_leaks, training_ids
 
     root, _, _ = vin_variants
     out = tmp_path / "var"
@@ -505,8 +505,8 @@ def test_fine_tune_on_variants_from_init_and_cv_leak_checks_init(vin_variants, t
     held-out fold (fold 1's model saw fold 0) and runs with the fold's own."""
     import torch
 
-    from detection.cv import cross_validate
-    from detection.train import train_detector, trained_on
+    from detection.competition.cv import cross_validate
+    from detection.engine.train import train_detector, trained_on
 
     root, _, _ = vin_variants
     prep = root / "var"
@@ -538,8 +538,8 @@ def test_variants_training_validates_on_the_fused_truth(vin_variants, tmp_path):
     import yaml
 
     from data_prep.prep import read_table
-    from detection.epoch_score import FoldScore
-    from detection.train import fold_data
+    from detection.engine.epoch_score import FoldScore
+    from detection.engine.train import fold_data
 
     root, _, _ = vin_variants
     prep = root / "var"

@@ -1,4 +1,4 @@
-"""data_prep.report: agreement numbers computed by hand, report files, PNG sanity, CLI."""
+"""data_prep.report.dataset_report: agreement numbers computed by hand, report files, PNG sanity, CLI."""
 from __future__ import annotations
 
 import re
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from data_prep.boxes import as_image_table, make_boxes
-from data_prep.report import (box_area_fraction, class_counts, label_cooccurrence, make_report,
+from data_prep.core.boxes import as_image_table, make_boxes
+from data_prep.report.dataset_report import (box_area_fraction, class_counts, label_cooccurrence, make_report,
                               ordered_pair_iou, rater_agreement)
 
 R3 = "R1|R2|R3"
@@ -236,7 +236,7 @@ def test_real_vinbigdata_agreement(shared_data):
 
 
 def test_report_md_aligns_text_left_and_orders_radiologists_naturally(tmp_path):
-    from data_prep.report import natural_key
+    from data_prep.report.dataset_report import natural_key
 
     assert sorted(["R12", "R2", "R1", "R10", "R17", "R9", "Rx"], key=natural_key) == \
         ["R1", "R2", "R9", "R10", "R12", "R17", "Rx"]

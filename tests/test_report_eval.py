@@ -1,4 +1,4 @@
-"""detection.report_eval (`cxrdet report-eval`): one self-contained HTML file on a phantom dataset —
+"""detection.pictures.report_eval (`cxrdet report-eval`): one self-contained HTML file on a phantom dataset —
 the numbers agree with `evaluate`, every picture is an embedded PNG that decodes, the baseline
 JSON of `cxrdet evaluate --rater-baseline` is shown, the worst images carry the false positive's
 class colour — and headless Chromium loads every image and paints a non-blank page."""
@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep.boxes import make_boxes
-from detection import visualize as V
+from data_prep.core.boxes import make_boxes
+from detection.pictures import visualize as V
 from detection.cli import main
-from detection.evaluate import evaluate, read_inputs
-from detection.report_eval import ReportSettings, build_report
+from detection.evaluation.evaluate import evaluate, read_inputs
+from detection.pictures.report_eval import ReportSettings, build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
@@ -36,8 +36,8 @@ CHECK_JS = ("<script>window.addEventListener('load',function(){var im=document.i
 def rep(tmp_path_factory):
     """Phantoms (8 DICOMs, 160 px PNGs), predictions = truth shifted 3 px (TPs) + one confident
     Cardiomegaly FP, the radiologists' baseline JSON, and the report written by the CLI."""
-    from data_prep.convert import convert_folder
-    from data_prep.synth import synth_vinbigdata
+    from data_prep.dicom.convert import convert_folder
+    from data_prep.phantoms.synth import synth_vinbigdata
 
     d = tmp_path_factory.mktemp("rep")
     synth_vinbigdata(d / "vin", n=8, n_test=0, size=300, seed=5)
@@ -158,7 +158,7 @@ def test_report_renders_in_headless_chromium(rep, tmp_path):
 
 
 def test_rsna_report_says_rsna_score_not_ap(tmp_path):
-    from detection.report_eval import _ap_bars, _table_html, score_names
+    from detection.pictures.report_eval import _ap_bars, _table_html, score_names
 
     assert score_names("rsna") == ("RSNA score", "RSNA score") and score_names("vinbigdata") == ("AP", "mAP")
     res = {"metric": "rsna", "mAP": 0.904,

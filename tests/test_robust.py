@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import detection.predict as P
-from data_prep.atomic import LOCK, atomic_path, folder_lock, safe_name, write_csv
-from data_prep.boxes import make_boxes
+import detection.engine.predict as P
+from data_prep.core.atomic import LOCK, atomic_path, folder_lock, safe_name, write_csv
+from data_prep.core.boxes import make_boxes
 from detection.cli import main
 
 
@@ -151,7 +151,7 @@ def test_submit_refuses_a_table_without_score(tmp_path, capsys):
     line = one_error(capsys, "submit")
     assert f"{tmp_path / 'p.csv'}: missing column(s) ['score']" in line and "'confidence'" in line
     assert not out.exists() and not list(tmp_path.glob(".sub.csv*"))
-    from detection.submission import write_submission
+    from detection.competition.submission import write_submission
     with pytest.raises(ValueError, match="no 'score' column"):
         write_submission(pred.drop(columns="score"), sample, "vinbigdata", out)
 
@@ -303,7 +303,7 @@ def test_prediction_string_past_the_csv_field_limit(vin_files, capsys):
 
 
 def test_submit_staged_file_removed_when_the_self_check_crashes(vin_files, monkeypatch, capsys):
-    import detection.submission as S
+    import detection.competition.submission as S
 
     def boom(*a, **k):
         raise OSError(5, "Input/output error", "disk")
@@ -384,7 +384,7 @@ def test_size_out_of_range_is_rejected_up_front(tmp_path, capsys, size, dicom_fo
     src = dicom_folder(tmp_path / "dcm", ("d0",))
     assert main(["convert", str(src), str(tmp_path / "png"), "--size", size]) == 2
     assert f"--size: key 'size' = {int(size)}; expected an integer in [32, 8192]" in \
-        one_error(capsys, "convert")  # the config merge's rule (data_prep/keys.py), before any file is read
+        one_error(capsys, "convert")  # the config merge's rule (data_prep/core/keys.py), before any file is read
     assert not (tmp_path / "png").exists()
     assert main(["convert", str(src), str(tmp_path / "png"), f"size={size}"]) == 2   # via the config too
     one_error(capsys, "convert")
@@ -470,7 +470,7 @@ def test_predict_checks_its_output_and_size_before_loading_anything(tmp_path, ca
 
 
 def test_table_cells_that_are_not_numbers_and_json_that_is_not_json(vin_files, capsys, tmp_path):
-    from data_prep.errors import InputError, reading
+    from data_prep.core.errors import InputError, reading
 
     d, v = vin_files["dir"], {k: str(p) for k, p in vin_files.items()}
     (d / "p.csv").write_text("image_id,class_id,class_name,x_min,y_min,x_max,y_max,score\n"

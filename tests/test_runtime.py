@@ -1,4 +1,4 @@
-"""detection.runtime: ultralytics offline by construction. Real train + predict with sockets blocked."""
+"""detection.models.runtime: ultralytics offline by construction. Real train + predict with sockets blocked."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import pytest
 
 
 REPO = Path(__file__).resolve().parents[1]
-PROBE = ("import json, os, detection.runtime as r, ultralytics.utils as u, ultralytics.utils.checks as c;"
+PROBE = ("import json, os, detection.models.runtime as r, ultralytics.utils as u, ultralytics.utils.checks as c;"
          "print(json.dumps({'dir': str(r.USER_DIR), 'env': os.environ['YOLO_CONFIG_DIR'], 'user': str(u.USER_CONFIG_DIR),"
          "'online': u.ONLINE, 'autoinstall': u.AUTOINSTALL, 'sync': u.SETTINGS['sync'],"
          "'fonts': sorted(p.name for p in u.USER_CONFIG_DIR.glob('Arial*')), 'font': str(c.check_font('Arial.ttf'))}))")
@@ -41,7 +41,7 @@ def test_runtime_environment_in_a_fresh_process(tmp_path):
 
 
 def test_default_config_dir_follows_cxrdet_cache(tmp_path, monkeypatch):
-    import detection.runtime as r
+    import detection.models.runtime as r
 
     monkeypatch.setenv("CXRDET_CACHE", str(tmp_path))
     assert r.default_config_dir() == tmp_path / "ultralytics"
@@ -71,7 +71,7 @@ def no_network(monkeypatch):
 
 def test_the_guard_sees_ultralytics_font_download(tmp_path, monkeypatch, no_network):
     """Without our font, ultralytics' check_font goes to the network: the guard records it."""
-    import detection.runtime  # noqa: F401
+    import detection.models.runtime  # noqa: F401
     import ultralytics.utils.checks as checks
 
     from matplotlib import font_manager
@@ -97,10 +97,10 @@ def test_the_guard_sees_ultralytics_font_download(tmp_path, monkeypatch, no_netw
 
 def test_train_and_predict_with_network_blocked(make_prep, tiny_cfg, tmp_path, no_network):
     """A real 1-epoch run (check_det_dataset calls check_font) and a TTA prediction: zero attempts."""
-    import detection.runtime  # noqa: F401
-    from data_prep.boxes import validate_boxes
-    from detection.predict import predict
-    from detection.train import train_detector
+    import detection.models.runtime  # noqa: F401
+    from data_prep.core.boxes import validate_boxes
+    from detection.engine.predict import predict
+    from detection.engine.train import train_detector
 
     prep = make_prep(tmp_path / "prep", n=8)
     cfg = tiny_cfg(tmp_path, name="offline")

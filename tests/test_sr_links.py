@@ -15,7 +15,7 @@ from detection.cli import main
 @pytest.fixture(scope="module")
 def srs(tmp_path_factory):
     """4 phantom DICOMs, predictions = truth shifted 4 px + one false positive, SRs for the first 3 images."""
-    from data_prep.synth import synth_vinbigdata
+    from data_prep.phantoms.synth import synth_vinbigdata
 
     d = tmp_path_factory.mktemp("links")
     synth_vinbigdata(d / "vin", n=4, n_test=0, size=128, seed=7)
@@ -31,7 +31,7 @@ def srs(tmp_path_factory):
     pred[pred.image_id.isin(ids[:3])].to_csv(d / "pred3.csv", index=False)
     assert main(["export-sr", "--pred", str(d / "pred3.csv"), "--source", str(d / "vin" / "train"),
                  "--out", str(d / "sr")]) == 0
-    from data_prep.convert import header_meta
+    from data_prep.dicom.convert import header_meta
 
     meta = header_meta(d / "vin" / "train")
     meta.to_csv(d / "meta.csv", index=False)

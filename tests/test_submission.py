@@ -1,4 +1,4 @@
-"""detection.submission: write -> parse round trips, sample order, the validator's faults, the CLI."""
+"""detection.competition.submission: write -> parse round trips, sample order, the validator's faults, the CLI."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_prep.boxes import BOX_COLUMNS, empty_boxes, make_boxes
+from data_prep.core.boxes import BOX_COLUMNS, empty_boxes, make_boxes
 from detection.cli import main
 from data_prep.datasets import describe
-from detection.submission import parse_submission, submission_ids, validate_submission, write_submission
+from detection.competition.submission import parse_submission, submission_ids, validate_submission, write_submission
 
 NORMAL_STRING = "14 1 0 0 1 1"     # VinBigData: an image without findings, as the competition scores it
 
@@ -297,7 +297,7 @@ def test_cli_submit_fails_loudly(tmp_path, capsys):
 
 
 def test_submit_decimals_and_one_announcement(tmp_path, caplog):
-    from detection.submission import submit
+    from detection.competition.submission import submit
 
     caplog.set_level("INFO")
     sample = _sample(tmp_path / "s.csv", ["a"])
@@ -333,7 +333,7 @@ def test_vinbigdata_snapping_by_hand(tmp_path, caplog, decimals, a_string, b_str
 
 
 def test_rsna_clips_to_the_given_image_sizes_and_says_normal_rows_write_nothing(tmp_path, caplog):
-    from detection.submission import submit
+    from detection.competition.submission import submit
 
     caplog.set_level("INFO")
     sample = _sample(tmp_path / "s.csv", ["p", "q"], "rsna")
@@ -397,7 +397,7 @@ def test_validator_edges(tmp_path):
 
 
 def test_fixed_and_snap_outward_by_hand():
-    from detection.submission_numbers import STR, fixed, snap_outward
+    from detection.competition.submission_numbers import STR, fixed, snap_outward
 
     assert fixed(np.array([-1.5, -0.04, -3, 12.30, 5.0, 0.06]), 1).tolist() == ["-1.5", "0", "-3", "12.3", "5", "0.1"]
     assert fixed(np.array([-2.4, 2.6]), 0).tolist() == ["-2", "3"]
@@ -419,7 +419,7 @@ def test_no_branch_names_a_dataset():
     import ast
 
     from data_prep.datasets import DATASETS
-    from detection import submission
+    from detection.competition import submission
 
     tree = ast.parse(Path(submission.__file__).read_text())
     named = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Compare)

@@ -1,4 +1,4 @@
-"""Issue 30, item 3: every key validated once, at the config merge (data_prep/keys.py); the same
+"""Issue 30, item 3: every key validated once, at the config merge (data_prep/core/keys.py); the same
 rules for tune's search spaces and for what tune writes; an anchor bomb refused at once.
 
 Each case of the third bad-input sweep for these items is one test (or one parametrized case)."""
@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 
-import detection.postprocess as PP
-import detection.tune as T
-from data_prep import keys
-from data_prep.config import DEFAULT, load_config
-from data_prep.errors import InputError
+import detection.competition.postprocess as PP
+import detection.competition.tune as T
+from data_prep.core import keys
+from data_prep.core.config import DEFAULT, load_config
+from data_prep.core.errors import InputError
 from detection.cli import main
 
 
@@ -37,9 +37,13 @@ def test_every_default_key_has_a_rule_and_every_shipped_config_passes():
 
 
 def test_choices_are_the_modules_own_constants():
-    from data_prep import convert, cluster, fusion, voi
+    from data_prep.dicom import convert
+    from data_prep.core import cluster
+    from data_prep.labels import fusion
+    from data_prep.dicom import voi
     from data_prep.datasets import DATASETS
-    from detection import classifier, epoch_score
+    from detection.engine import classifier
+    from detection.engine import epoch_score
 
     assert keys.DATASETS == tuple(DATASETS) and keys.FUSIONS == fusion.METHODS
     assert keys.CONF_TYPES == fusion.CONF_TYPES == PP.CONF_TYPES and keys.CLS_FUSIONS == PP.FUSIONS

@@ -98,7 +98,7 @@ def test_distinct_paths_pass_the_guard(cmd, tmp_path):
     args, _ = p.parse_known_args(argv[1:])
     outs, ins = path_roles(cmd, p, args)
     assert outs and all(o not in dict(ins).values() for _, o in outs)
-    from data_prep.atomic import check_outputs
+    from data_prep.core.atomic import check_outputs
 
     check_outputs(outs, ins)   # nothing raised
 
@@ -157,7 +157,7 @@ def test_classify_out_inside_source_over_a_png(tmp_path, capsys):
     assert "--source" in line and "inside the input folder" in line
     assert png.read_bytes() == before
     # a CSV in the source folder is not something classify reads there: allowed by the guard
-    from data_prep.atomic import check_outputs
+    from data_prep.core.atomic import check_outputs
 
     check_outputs([("--out", str(src / "probs.csv"))], [("--source", str(src))])
 
@@ -174,7 +174,7 @@ def test_a_hard_link_to_an_input_is_the_input(tmp_path, capsys):
 
 
 def test_a_config_named_by_its_bare_name_is_an_input(tmp_path, capsys, monkeypatch):
-    from data_prep.config import CONFIG_DIR
+    from data_prep.core.config import CONFIG_DIR
 
     out = CONFIG_DIR / "phantom.yaml"
     before = out.read_bytes()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.errors import InputError
+from data_prep.core.errors import InputError
 from detection.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def holder():
         fn = "folder_lock" if kind == "folder" else "file_lock"
         code = textwrap.dedent(f"""
             import sys, time
-            from data_prep.atomic import {fn}
+            from data_prep.core.atomic import {fn}
             with {fn}({str(path)!r}, "cxrdet other-run"):
                 print("held", flush=True)
                 time.sleep(120)
@@ -106,8 +106,8 @@ def test_the_run_lock_is_released_after_a_run(make_prep, tmp_path, capsys):
 
 
 def test_cv_does_not_train_over_another_cv_runs_folder_with_other_settings(make_prep, tiny_cfg, tmp_path, monkeypatch):
-    import detection.train as train_mod
-    from detection.cv import OWNER, train_model
+    import detection.engine.train as train_mod
+    from detection.competition.cv import OWNER, train_model
 
     prep = make_prep(tmp_path / "prep", n=6, png=64, k=2)
     trained = []

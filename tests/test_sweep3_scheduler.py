@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep.cluster import LOCAL_SCHEDULER, probe_scheduler
+from data_prep.core.cluster import LOCAL_SCHEDULER, probe_scheduler
 from detection.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ class _Evil:
 @pytest.fixture(autouse=True)
 def _safe_again():
     """Each test starts and ends with the default (nothing trusted) in this process."""
-    from detection import safe_load
+    from detection.models import safe_load
 
     safe_load.enforce(False)
     yield
@@ -146,7 +146,7 @@ def test_train_cls_pretrained_and_multilabel_resume_refuse_a_planted_pickle(make
 def test_cv_resuming_from_a_planted_last_pt_refuses_it(make_prep, tmp_path, capsys, monkeypatch):
     """A cv run killed in fold 0's training (its record says: not done, same settings), then a
     planted last.pt in the run folder: the rerun would resume from it; it refuses it instead."""
-    import detection.train as train_mod
+    import detection.engine.train as train_mod
 
     prep = make_prep(tmp_path / "prep", n=6, png=64, k=2)
     marker = tmp_path / "pwned"
@@ -201,8 +201,8 @@ def test_trust_weights_is_a_typed_config_key(capsys):
 
 @pytest.mark.parametrize("w", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_weights_load_under_the_safe_loader(w):
-    from detection.classifier import is_multilabel, load_checkpoint
-    from detection.runtime import ultralytics_checkpoint
+    from detection.engine.classifier import is_multilabel, load_checkpoint
+    from detection.models.runtime import ultralytics_checkpoint
 
     if is_multilabel(w):
         assert load_checkpoint(w)["labels"]
@@ -252,7 +252,7 @@ def test_checkpoints_the_project_writes_load_and_resume_under_the_safe_loader(ma
     assert main(["train", *common]) == 0, capsys.readouterr().err
     wdir = tmp_path / "runs" / "t" / "weights"
     for w in ("best.pt", "last.pt"):
-        from detection.runtime import ultralytics_checkpoint
+        from detection.models.runtime import ultralytics_checkpoint
 
         assert ultralytics_checkpoint(wdir / w)["train_args"]["epochs"] == 2
         out = tmp_path / f"pred_{w}.csv"

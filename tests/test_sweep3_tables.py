@@ -1,4 +1,4 @@
-"""Issue 30, item 4: tables must agree with each other (data_prep/tables.py: one function per
+"""Issue 30, item 4: tables must agree with each other (data_prep/core/tables.py: one function per
 contract, used by every stage). Probabilities, folds and prediction tables covering none of the
 images they are applied to: an error; part: a warning with the counts. Folds: integers, one per
 image; ``--folds/--fold`` and ``fold=K`` the same in every stage (the rater baseline and
@@ -14,9 +14,9 @@ import logging
 import pandas as pd
 import pytest
 
-from data_prep import tables
+from data_prep.core import tables
 from data_prep.datasets import nih, vinbigdata
-from data_prep.errors import InputError
+from data_prep.core.errors import InputError
 from detection.cli import main
 
 C0, C3 = vinbigdata.CLASSES[0], vinbigdata.CLASSES[3]
@@ -93,7 +93,7 @@ def test_postprocess_partial_probabilities_warn_and_never_invent_no_finding(d, c
 
 
 def test_tune_refuses_probabilities_of_another_split_before_any_trial(d, capsys, monkeypatch):
-    import detection.tune as T
+    import detection.competition.tune as T
 
     _write(d / "probs.csv", "image_id,abnormal\nx,0.01\n")
     monkeypatch.setattr(T, "search", lambda *a, **k: pytest.fail("a trial ran"))
@@ -246,7 +246,7 @@ def test_class_ids_outside_the_dataset_are_errors_naming_file_line_value(d, caps
     assert main(["evaluate", "--truth", str(d / "badtruth.csv"), "--meta", str(d / "meta.csv"), "--pred",
                  str(d / "pred.csv")]) == 2
     assert want.replace("bad.csv", "badtruth.csv") in one_error(capsys, "evaluate")
-    from detection.explore import load_explore_inputs
+    from detection.pictures.explore import load_explore_inputs
 
     with pytest.raises(InputError, match=want.replace("(", r"\(").replace(")", r"\)")):
         load_explore_inputs(d / "truth.csv", [d / "bad.csv"], d / "meta.csv")
@@ -280,7 +280,7 @@ def test_nih_patient_1_5_is_not_patient_1(tmp_path):
 
 
 def test_explore_reads_folds_by_the_same_contract(d, caplog):
-    from detection.explore import load_explore_inputs
+    from detection.pictures.explore import load_explore_inputs
 
     _write(d / "other.csv", "image_id,fold\nx,0\ny,1\n")
     with pytest.raises(InputError, match="other.csv: folds for none of the 4 truth images"):

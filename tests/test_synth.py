@@ -10,12 +10,13 @@ import pytest
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 
-from data_prep import phantom, synth
-from data_prep.synth import (CLASSES, DATA_DIR, VIN_COLUMNS, make_subset, synth_rsna, synth_vinbigdata,
+from data_prep.phantoms import phantom
+from data_prep.phantoms import synth
+from data_prep.phantoms.synth import (CLASSES, DATA_DIR, VIN_COLUMNS, make_subset, synth_rsna, synth_vinbigdata,
                              true_boxes)
 
 try:  # written by another engineer; the tests use it where it exists
-    from data_prep.dicom import read_dicom
+    from data_prep.dicom.read import read_dicom
 except ImportError:  # pragma: no cover
     read_dicom = None
 

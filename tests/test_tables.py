@@ -1,12 +1,12 @@
-"""data_prep.tables: one reader/writer per project table, dtype contracts, round trips."""
+"""data_prep.core.tables: one reader/writer per project table, dtype contracts, round trips."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep import tables as T
-from data_prep.boxes import BOX_COLUMNS, make_boxes
+from data_prep.core import tables as T
+from data_prep.core.boxes import BOX_COLUMNS, make_boxes
 from data_prep.datasets import describe
 
 

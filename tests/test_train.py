@@ -13,7 +13,7 @@ import pytest
 
 # ----------------------------------------------------------------------------- no training needed
 def test_resolve_model_refuses_downloads(tmp_path, monkeypatch):
-    from detection.train import resolve_model
+    from detection.engine.train import resolve_model
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="cannot be downloaded"):
@@ -26,7 +26,7 @@ def test_resolve_model_refuses_downloads(tmp_path, monkeypatch):
 
 
 def test_train_bare_pt_name_gives_clear_error_before_ultralytics(make_prep, tiny_cfg, tmp_path, monkeypatch):
-    from detection.train import train_detector
+    from detection.engine.train import train_detector
 
     monkeypatch.chdir(tmp_path)
     prep = make_prep(tmp_path / "prep", n=4)
@@ -48,7 +48,7 @@ def test_cli_bare_pt_error_message(make_prep, tmp_path, monkeypatch, capsys):
 def test_device_override_stays_a_string():
     import argparse
 
-    from data_prep.config import stage_config
+    from data_prep.core.config import stage_config
 
     cfg = stage_config(argparse.Namespace(config=None, overrides=["device=0", "epochs=2"], fold=1))
     assert cfg["device"] == "0" and cfg["epochs"] == 2 and cfg["fold"] == 1
@@ -57,7 +57,7 @@ def test_device_override_stays_a_string():
 
 
 def test_missing_fold_yaml_is_named(make_prep, tiny_cfg, tmp_path):
-    from detection.train import train_detector
+    from detection.engine.train import train_detector
 
     prep = make_prep(tmp_path / "prep", n=4)
     with pytest.raises(FileNotFoundError, match="fold7"):
@@ -65,7 +65,7 @@ def test_missing_fold_yaml_is_named(make_prep, tiny_cfg, tmp_path):
 
 
 def test_cls_dataset_split_and_labels(make_prep, tmp_path):
-    from detection.train import build_cls_dataset
+    from detection.engine.train import build_cls_dataset
 
     prep = make_prep(tmp_path / "prep", n=12)
     counts = build_cls_dataset(prep, 1, tmp_path / "cls")
@@ -88,7 +88,7 @@ def test_train_detector_one_epoch_grayscale(prep_names, make_prep, tiny_cfg, tmp
     """A real (tiny) ultralytics run: 1 epoch, 128 px, 1-channel, 12 images."""
     import torch
 
-    from detection.train import train_detector
+    from detection.engine.train import train_detector
 
     prep = make_prep(tmp_path / "prep", n=12)
     best = train_detector(tiny_cfg(tmp_path, name="det"), prep, 0)
@@ -105,7 +105,7 @@ def test_train_detector_one_epoch_grayscale(prep_names, make_prep, tiny_cfg, tmp
 def test_train_classifier_one_epoch(make_prep, tiny_cfg, tmp_path):
     from ultralytics import YOLO
 
-    from detection.train import train_classifier
+    from detection.engine.train import train_classifier
 
     prep = make_prep(tmp_path / "prep", n=12)
     best = train_classifier(tiny_cfg(tmp_path, cls_epochs=1, cls_imgsz=64), prep, 0)
@@ -116,7 +116,7 @@ def test_train_classifier_one_epoch(make_prep, tiny_cfg, tmp_path):
 
 def test_resume_continues_a_killed_run(make_prep, tiny_cfg, tmp_path):
     """Kill after epoch 1 of 3 (exception in a callback), then resume=true finishes epochs 2-3."""
-    from detection.train import train_detector
+    from detection.engine.train import train_detector
 
     prep = make_prep(tmp_path / "prep", n=8)
 
@@ -136,7 +136,7 @@ def test_resume_continues_a_killed_run(make_prep, tiny_cfg, tmp_path):
 
 
 def test_resume_without_checkpoint_is_explained(make_prep, tiny_cfg, tmp_path):
-    from detection.train import train_detector
+    from detection.engine.train import train_detector
 
     prep = make_prep(tmp_path / "prep", n=4)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
@@ -145,7 +145,7 @@ def test_resume_without_checkpoint_is_explained(make_prep, tiny_cfg, tmp_path):
 
 def test_yolo_args_reach_ultralytics(make_prep, tiny_cfg, tmp_path):
     """yolo_args pass through to ultralytics as they are: an unknown one is ultralytics' error."""
-    from detection.train import train_detector
+    from detection.engine.train import train_detector
 
     prep = make_prep(tmp_path / "prep", n=4)
     with pytest.raises(SyntaxError, match="not_an_arg"):

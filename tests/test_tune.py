@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-import detection.postprocess as PP
-import detection.tune as T
-from data_prep.boxes import make_boxes
+import detection.competition.postprocess as PP
+import detection.competition.tune as T
+from data_prep.core.boxes import make_boxes
 from data_prep.datasets.vinbigdata import CLASSES
 from detection.cli import main
 

@@ -1,4 +1,4 @@
-"""detection.visualize: pixels of the drawn overlays (image placed exactly, class colour on the
+"""detection.pictures.visualize: pixels of the drawn overlays (image placed exactly, class colour on the
 box edges, solid truth vs dashed predictions, legend swatches), the DICOM and PNG paths placing a
 box on the same anatomy, gallery picking by hand-computed costs, and `cxrdet show` end to end."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep.boxes import make_boxes
-from detection import visualize as V
+from data_prep.core.boxes import make_boxes
+from detection.pictures import visualize as V
 from detection.cli import main
 
 GREY = 128
@@ -50,7 +50,7 @@ def test_lab_formula_on_known_values():
 
 
 def test_one_palette_of_15_distinguishable_colours():
-    from data_prep.palette import PALETTE, class_color
+    from data_prep.dicom.palette import PALETTE, class_color
 
     cols = [V.class_rgb(c) for c in range(15)]
     assert V.class_color(0) == "#e6194b" and V.class_rgb(3) == (67, 99, 216)
@@ -67,7 +67,7 @@ def test_one_palette_of_15_distinguishable_colours():
 
 
 def test_report_plots_use_the_same_palette():
-    from data_prep.report_plots import _class_colors
+    from data_prep.report.plots import _class_colors
 
     boxes = make_boxes(["a", "b"], [13, 5], ["Pulmonary fibrosis", "ILD"], [[0, 0, 1, 1]] * 2)
     cols = _class_colors(boxes, ["Pulmonary fibrosis", "ILD", "unlisted"])
@@ -217,8 +217,8 @@ def test_labels_never_overlap_never_leave_the_image_and_count_the_dropped():
 @pytest.fixture(scope="module")
 def vin(tmp_path_factory):
     """8 phantom DICOMs (longest side 300) + their 160 px square PNGs + meta.csv."""
-    from data_prep.convert import convert_folder
-    from data_prep.synth import synth_vinbigdata
+    from data_prep.dicom.convert import convert_folder
+    from data_prep.phantoms.synth import synth_vinbigdata
 
     d = tmp_path_factory.mktemp("vin")
     synth_vinbigdata(d / "vin", n=8, n_test=0, size=300, seed=5)

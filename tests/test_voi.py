@@ -1,4 +1,4 @@
-"""data_prep.voi and the pixel steps one by one: LUT Data layouts and byte order, LUT descriptors,
+"""data_prep.dicom.voi and the pixel steps one by one: LUT Data layouts and byte order, LUT descriptors,
 signed first values, PALETTE COLOR, MONOCHROME1 inversion, each C.11 step's values, choose_voi's rules."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from data_prep import dicom as dcm
+from data_prep.dicom import read as dcm
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -22,7 +22,7 @@ def test_ow_lut_data_read_in_the_file_byte_order(where, little):
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 
-    from data_prep.voi import read_lut
+    from data_prep.dicom.voi import read_lut
 
     entries = np.array([0, 1, 258, 65535, 4660], dtype=np.uint16)   # 258 = 0x0102: byte order shows
     item = Dataset()
@@ -52,7 +52,7 @@ def test_read_lut_descriptor_rules():
     """C.11.1.1 / C.11.2.1.1 LUT descriptors: 0 entries means 65536; the first mapped value is read
     as signed (>= 32768 -> minus 65536) only for signed input; 8..16 bits per entry; 8-bit entries
     may come packed two per word (low byte first); float input is rounded before the lookup."""
-    from data_prep.voi import read_lut
+    from data_prep.dicom.voi import read_lut
 
     ds = Dataset()
     full = read_lut(_lut_item([0, 0, 16], list(range(65536))), ds)
@@ -91,7 +91,7 @@ def test_voi_lut_first_value_signed_when_the_modality_output_can_be_negative(att
     modality output can be negative (signed pixels, or a negative rescale intercept or slope)."""
     from pydicom.sequence import Sequence as Seq
 
-    from data_prep.voi import choose_voi
+    from data_prep.dicom.voi import choose_voi
 
     ds = Dataset()
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -125,7 +125,7 @@ def test_invert_monochrome1_step_by_itself():
     """The step alone (C.11.2: the presentation inverts the VOI output): 1 - x after a window
     (the file's window when no VOI is passed), top - x after a VOI LUT of n bits, -x with no
     VOI; MONOCHROME2 and a file without Photometric Interpretation are left as they are."""
-    from data_prep.voi import Lut, Voi, Window
+    from data_prep.dicom.voi import Lut, Voi, Window
 
     x = np.array([[0.0, 0.25], [0.5, 1.0]])
     ds = Dataset()
@@ -150,7 +150,7 @@ def test_each_lut_step_gives_float64_with_the_standard_values():
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
 
-    from data_prep.voi import Lut, Voi, Window, modality
+    from data_prep.dicom.voi import Lut, Voi, Window, modality
 
     u = np.array([[0, 1000], [2000, 4095]], np.uint16)
     ds = Dataset()
@@ -209,7 +209,7 @@ def test_choose_voi_rules_and_what_it_records():
     get no VOI; empty Window Center/Width mean no window (nothing invalid); the notes name the
     missing kind, a window_index equal to the number of windows, and every skipped view in file
     order separated by "; "; the chosen view is the only one recorded."""
-    from data_prep.voi import Lut, Voi, VoiOptions, choose_voi
+    from data_prep.dicom.voi import Lut, Voi, VoiOptions, choose_voi
 
     ds = Dataset()
     ds.WindowCenter, ds.WindowWidth = 100, 50

@@ -1,6 +1,6 @@
-"""detection.wbf (every image at once, numba) = ensemble-boxes' weighted_boxes_fusion image by image:
+"""detection.competition.fast_wbf (every image at once, numba) = ensemble-boxes' weighted_boxes_fusion image by image:
 boxes, scores, labels and their order, on inputs with tied scores, boxes outside [0, 1], swapped
-and zero-area boxes, low scores, weights and every conf_type; and detection.postprocess.ensemble's
+and zero-area boxes, low scores, weights and every conf_type; and detection.competition.postprocess.ensemble's
 fast path = its per-image loop (the same table)."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("numba")
 
-from data_prep.boxes import make_boxes  # noqa: E402
-from detection import postprocess as PP  # noqa: E402
-from detection.wbf import CONF_TYPES, wbf_tables  # noqa: E402
+from data_prep.core.boxes import make_boxes  # noqa: E402
+from detection.competition import postprocess as PP  # noqa: E402
+from detection.competition.fast_wbf import CONF_TYPES, wbf_tables  # noqa: E402
 
 
 def _inputs(rng, n_img=40, n_models=3, per=30, n_cls=4):
@@ -91,7 +91,7 @@ def test_tune_fuses_big_tables_on_arrays_exactly_as_postprocess_ensemble(tmp_pat
     """tune's fast path (prefilter per (weights, skip) kept, fusion straight into arrays) gives the
     arrays and the trial scores of ensemble() + to_arrays, for several ensemble key sets; a skip that
     drops the same boxes as another is one cache entry."""
-    import detection.tune as T
+    import detection.competition.tune as T
 
     rng = np.random.default_rng(3)
     img, model, box, score, label = _inputs(rng, n_img=30, n_cls=3)

@@ -1,6 +1,6 @@
 """Mutation score per module from ``mutmut results --all true`` (run by ``make mutation``).
 
-mutmut prints one line per mutant, ``    data_prep.boxes.x_make_boxes__mutmut_3: killed``. A mutant counts
+mutmut prints one line per mutant, ``    data_prep.core.boxes.x_make_boxes__mutmut_3: killed``. A mutant counts
 as caught when killed, timed out or caught by the type checker; the score is caught / checked, where
 "checked" leaves out mutants never run (an interrupted or partial run). Prints a table (per module and
 overall), the wall time and load of the last ``make mutation`` when ``mutation.log`` has them, and with

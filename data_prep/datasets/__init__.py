@@ -9,6 +9,8 @@ only place a class id or a class name is spelled.
 
 Each module's docstring states its inputs, its bad-row policy (error vs counted repair) and
 where repairs are returned (``boxes.attrs["repairs"]``).
+
+May import: data_prep.core.
 """
 from __future__ import annotations
 

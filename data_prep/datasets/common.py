@@ -35,7 +35,7 @@ NO_ABNORMALITY = ("DCM", "111286", "No abnormality")   # PS3.16 CID 6030/6031: t
 
 @dataclass(frozen=True)
 class SubmissionFormat:
-    """A Kaggle submission's layout (``detection/submission.py`` writes, parses and checks it from
+    """A Kaggle submission's layout (``detection/competition/submission.py`` writes, parses and checks it from
     this alone): header ``<id_column>,PredictionString``, one row per test image, the string made
     of groups of tokens per box, highest confidence first.
 
@@ -64,7 +64,7 @@ class Dataset:
     scores them) or None when a normal image simply has no box. ``submission``: the Kaggle
     submission's layout (:class:`SubmissionFormat`), or None. ``metric``: the default metric.
     ``id_column``: the image id column of the source labels file; ``label_columns``: the columns
-    that file must have (how :func:`data_prep.tables.read_truth` tells the source layout from our
+    that file must have (how :func:`data_prep.core.tables.read_truth` tells the source layout from our
     own box table). ``has_raters``: one row per radiologist (rater columns, rater baseline).
     ``boxed_only``: unboxed images are NOT normal (NIH: only a subset was boxed). ``size_meta``:
     the loader's ``meta`` is an image-size table (NIH's is Data_Entry, not sizes).
@@ -155,7 +155,7 @@ class Source:
             path = Path(os.fspath(data))
             if not path.is_file():
                 raise FileNotFoundError(f"{name}: no such file {path}")
-            from data_prep.errors import reading
+            from data_prep.core.errors import reading
 
             with reading(path, f"{name} table"):
                 self.df = pd.read_csv(path, **read_kw)

@@ -44,7 +44,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from data_prep.boxes import as_image_table, make_boxes, validate_boxes, xywh_to_xyxy
+from data_prep.core.boxes import as_image_table, make_boxes, validate_boxes, xywh_to_xyxy
 from data_prep.datasets.common import LOCAL_SCHEME, N_SHOWN, Dataset, Repairs, Source, clip_to_images, numeric
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 ``labels``: ``patientId,x,y,width,height,Target`` (one row per box; a ``Target`` 0 row with an
 empty box is a patient without opacity), boxes as x, y, width, height in pixels of the
-1024 x 1024 images -> xyxy by :func:`data_prep.boxes.xywh_to_xyxy`. One class: id 0
+1024 x 1024 images -> xyxy by :func:`data_prep.core.boxes.xywh_to_xyxy`. One class: id 0
 "Lung Opacity". patientId is the image id and the patient id; ``rater`` is "".
 
 Optional joins onto the image table: ``meta`` (image sizes, ``image_id,dim0,dim1`` or
@@ -39,7 +39,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from data_prep.boxes import as_image_table, make_boxes, validate_boxes, xywh_to_xyxy
+from data_prep.core.boxes import as_image_table, make_boxes, validate_boxes, xywh_to_xyxy
 from data_prep.datasets.common import Dataset, Repairs, Source, SubmissionFormat, attach_sizes, clip_to_images, numeric
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Input ``labels``: the competition's ``train.csv`` (``image_id,class_name,class_id,rad_id,x_min,
 y_min,x_max,y_max``, one row per radiologist finding, boxes in ORIGINAL DICOM pixels; a
 "No finding" row (class 14) with an empty box says that radiologist saw nothing), or a
-``fused.csv`` written by :func:`data_prep.fusion.write_competition_csv` (same columns with
+``fused.csv`` written by :func:`data_prep.labels.fusion.write_competition_csv` (same columns with
 ``rad_id`` empty, plus ``n_raters``, kept as a box-table column), or a DataFrame of either.
 
 ``meta`` (image sizes): ``image_id,dim0,dim1`` (dim0 = height/rows, dim1 = width/columns, as in
@@ -12,7 +12,7 @@ png_width,...``; every extra column is kept in the image table). ``meta=None``: 
 unknown and ``height``/``width`` are **0** in the image table; boxes are then not checked
 against the image and any stage that needs sizes (fusion, export) raises on them.
 
-Returns ``(images, boxes)`` per :mod:`data_prep.boxes`: the image table gets ``raters``
+Returns ``(images, boxes)`` per :mod:`data_prep.core.boxes`: the image table gets ``raters``
 ("|"-joined sorted rad ids who wrote any row for the image, "" for a fused.csv), ``path``
 (``images_dir/<image_id>.png``, "" without ``images_dir``) and ``patient_id = image_id``
 (VinBigData has no patient ids). Normal images are image-table rows without boxes.
@@ -44,7 +44,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from data_prep.boxes import as_image_table, make_boxes, validate_boxes
+from data_prep.core.boxes import as_image_table, make_boxes, validate_boxes
 from data_prep.datasets.common import (LOCAL_SCHEME, Dataset, Repairs, Source, SubmissionFormat, attach_sizes,
                                        clip_to_images, numeric)
 

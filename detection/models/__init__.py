@@ -2,14 +2,17 @@
 
 Owns the families beside ultralytics YOLO: ultralytics' RT-DETR (:mod:`.rtdetr`: trained through
 its ``RTDETR`` class, read back by ultralytics itself) and torchvision's detection models, the
-``tv:<name>`` specs (:mod:`.tv`: build, checkpoint, inference and ONNX; :mod:`.tv_train`: the
-training loop). A model of any family is opened behind ultralytics' ``YOLO.predict`` signature
+``tv:<name>`` specs (:mod:`.tv`: build, checkpoint, inference and ONNX; their training loop is
+:mod:`detection.engine.train_tv`). A model of any family is opened behind ultralytics' ``YOLO.predict`` signature
 (``.predict(imgs, imgsz, conf, iou, max_det, device)`` -> results with ``.boxes.xyxy/.conf/.cls``
-in the pixels of the image given, ``.names``, ``.overrides["imgsz"]``), so :mod:`detection.predict`,
-cv, tune and the cluster path run every family through the same code. May import data_prep,
-:mod:`detection.runtime`, :mod:`detection.devices`, :mod:`detection.safe_load`; only
-:mod:`.tv_train` imports :mod:`detection.epoch_score` (and through it :mod:`detection.predict`),
-so opening a model never imports the predict stage (no import circle). Public API:
+in the pixels of the image given, ``.names``, ``.overrides["imgsz"]``), so :mod:`detection.engine.predict`,
+cv, tune and the cluster path run every family through the same code. Its modules
+(runtime, devices, safe_load, checkpoints, rtdetr, tv) import each other and data_prep.core only:
+opening a model never imports a stage.
+
+May import: data_prep.core.
+
+Public API:
 :func:`family`, :func:`weights_family`, :func:`open_model`.
 """
 from __future__ import annotations
@@ -46,9 +49,9 @@ def weights_family(path: str | os.PathLike) -> str:
 
 def open_model(path: str | os.PathLike, task: str | None = "detect", what: str = "weights"):
     """A local ``.pt``/``.onnx`` of any family behind ``YOLO.predict``'s signature (module
-    docstring); a file that is no such model is one :class:`~data_prep.errors.InputError`."""
+    docstring); a file that is no such model is one :class:`~data_prep.core.errors.InputError`."""
     from detection.models import tv
-    from detection.runtime import open_yolo
+    from detection.models.runtime import open_yolo
 
     if task in (None, "detect") and tv.is_weights(path):
         return tv.open_detector(path, what)

@@ -22,7 +22,7 @@ def is_rtdetr_yaml(model: str | os.PathLike) -> bool:
     p = Path(str(model))
     if p.suffix not in (".yaml", ".yml"):
         return False
-    import detection.runtime  # noqa: F401  (offline before ultralytics)
+    import detection.models.runtime  # noqa: F401  (offline before ultralytics)
     from ultralytics.nn.tasks import yaml_model_load
 
     try:
@@ -48,7 +48,7 @@ def is_rtdetr_weights(path: str | os.PathLike) -> bool:
 
 def build(model: str | os.PathLike):
     """``RTDETR(model)``: an RT-DETR YAML built from scratch (nothing downloaded)."""
-    import detection.runtime  # noqa: F401
+    import detection.models.runtime  # noqa: F401
     from ultralytics import RTDETR
 
     return RTDETR(str(model))

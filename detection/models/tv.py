@@ -6,7 +6,7 @@
 ``ssdlite320_mobilenet_v3_large``, ...). It is built with ``get_model(name, weights=None,
 weights_backbone=None, num_classes=K + 1)``: nothing is ever downloaded; the backbone starts from
 scratch, or from ``backbone_weights=PATH`` (a local state dict, e.g. torchvision's
-``resnet50-*.pth``, read with ``torch.load(weights_only=True)`` through :mod:`detection.safe_load`).
+``resnet50-*.pth``, read with ``torch.load(weights_only=True)`` through :mod:`detection.models.safe_load`).
 Class ``k`` of the box table is label ``k + 1`` inside the model (0 is torchvision's background).
 ``imgsz`` sets the model's own resize (``min_size = max_size = imgsz``; SSD models keep their fixed
 size); ``tv_args`` (a dict) goes to the builder as keyword arguments.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.errors import InputError
+from data_prep.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,9 @@ def check_spec(model: str, what: str = "model") -> str:
 
 
 def load_torch(path: str | os.PathLike, what: str, kind: str):
-    """A ``.pt`` read through :func:`detection.safe_load.load` (``weights_only=True`` unless
+    """A ``.pt`` read through :func:`detection.models.safe_load.load` (``weights_only=True`` unless
     ``trust_weights=true``); any failure is one line naming the file."""
-    from detection import safe_load
+    from detection.models import safe_load
 
     return safe_load.load(path, what, kind)
 
@@ -181,7 +181,7 @@ def save(ck: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then renamed (never half written)."""
     import torch
 
-    from data_prep.atomic import atomic_path
+    from data_prep.core.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save(ck, tmp)
@@ -292,7 +292,7 @@ def export_onnx(weights: str | os.PathLike, imgsz: int | None = None, out: str |
     model = from_checkpoint(ck)
     set_limits(model, size, conf, iou, max_det)
     dst = Path(out) if out is not None else p.with_suffix(".onnx")
-    from data_prep.atomic import atomic_path
+    from data_prep.core.atomic import atomic_path
 
     with atomic_path(dst) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")   # the tracer's notes on Python control flow in torchvision
