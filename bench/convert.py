@@ -9,8 +9,7 @@ seconds, not minutes) into a temp dir, then, in one run:
    ``apply_voi_lut(ds.pixel_array, ds)``, ``np.amax(data) - data`` for MONOCHROME1, float
    min-max, ``(data * 255).astype(uint8)``, PIL ``thumbnail((512, 512), LANCZOS)``, PIL PNG save);
 2. ``convert_folder(..., size=512, keep_ratio=True)`` on all files with 1 worker and 2 workers
-   (process pool: spawned workers, their start-up timed), each in its own interpreter (see
-   below), a 2-worker Dask LocalCluster already running (``scheduler=tcp://...``; its workers
+   (process pool, forked), each in its own interpreter (see below), a 2-worker Dask LocalCluster already running (``scheduler=tcp://...``; its workers
    convert 4 files each before the timing, so that their decoders are imported) and
    ``scheduler="local"`` (the cluster's start-up and cold workers included);
 3. the per-stage bound: read + decode + LUT + resize + encode(+write), timed stage by stage on
@@ -36,8 +35,8 @@ pairs' ratios is compared: a run lasts ~10 s, and the other users of a shared ma
    (``getrusage``), the modules a worker imports, and tracemalloc's peak for one image.
 
 The convert runs without Dask (1 worker, the pool) each run in their own interpreter
-(``python -c``), as the ``cxrdet`` command runs them: a spawned pool worker re-imports its parent's
-main script, which here would be this bench and its imports.
+(``python -c``), as the ``cxrdet`` command runs them: a forked pool worker starts with its
+parent's memory, which here would be this bench's (pandas, Dask, the recipe's arrays).
 
 Usage: ``python bench/convert.py [--n 200] [--workers 2] [--repeat 3] [--keep DIR]``. Exits 1 if a target is
 missed: speed-up vs the recipe >= 3.5x, 2 workers >= 1.7x one worker, Dask >= 0.85x the pool,
@@ -281,7 +280,7 @@ def _load() -> str:
 def warm_worker(paths: list[str], out: str) -> None:
     """On a cluster worker, before the timing: convert a few files (every kind of the set), so that
     its decoders are imported and initialised. (scheduler=local, timed from its start, includes all
-    that; so does the pool, whose workers are spawned by each run.)"""
+    that; the pool's workers fork from a process that has imported them.)"""
     from data_prep.dicom.convert import _convert_remote
 
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -298,9 +297,9 @@ def timed_convert(label: str, src: Path, dst: Path, **kw) -> tuple[str, float, f
     return label, wall, cpu, res.n_converted
 
 
-# A convert run in its own interpreter (``python -c``): its pool's spawned workers then import
-# data_prep.dicom.convert_worker alone, as under the ``cxrdet`` command, not this bench module (a spawned
-# worker re-imports the parent's main script), and the peak resident memory of the largest worker
+# A convert run in its own interpreter (``python -c``): its pool's workers then fork from a process
+# holding what the ``cxrdet`` command holds (data_prep.dicom.convert: numpy, OpenCV, pydicom; no pandas),
+# not this bench's memory, and the peak resident memory of the largest worker
 # (RUSAGE_CHILDREN, once the pool is joined: a forked child's own peak, resident pages shared with
 # the parent included) and of the whole process (VmHWM: getrusage's ru_maxrss of a process started
 # by exec keeps the peak of the process that started it, this bench's) are read at the end.
