@@ -276,16 +276,16 @@ class _FakeClassifier:
 @pytest.fixture
 def fake_models(monkeypatch):
     """Patch load_model: ``*.cls`` weights give a FakeClassifier, anything else a BrightBoxDetector."""
-    import detection.engine.predict as P
+    import detection.engine.predict_models as PM
 
     made = []
 
     def load(weights, imgsz, batch, task="detect", onnx=False):
         m = _FakeClassifier() if str(weights).endswith(".cls") else _BrightBoxDetector()
         made.append(m)
-        return P.Loaded(m, str(weights), imgsz, batch)
+        return PM.Loaded(m, str(weights), imgsz, batch)
 
-    monkeypatch.setattr(P, "load_model", load)
+    monkeypatch.setattr(PM, "load_model", load)   # what predict_models.load_models calls
     return made
 
 

@@ -5,9 +5,9 @@ included, relative ones resolved), over data_prep/ and detection/:
 
 * data_prep never imports detection;
 * no module imports another module's ``_private`` name;
-* no import circle, except the ones listed in KNOWN_CIRCLES below: the prediction/training knot
-  that issue 28 still has to untie. The list may only shrink: a new circle, or a known one that
-  grows, fails; a known one that disappears fails too, until it is removed from the list.
+* no import circle (KNOWN_CIRCLES / KNOWN_PRIVATE are empty: the prediction/training knot of
+  issue 28 is untied; an entry may only be removed: a new circle, or a known one that grows,
+  fails; a known one that disappears fails too, until it is removed from the list).
 """
 from __future__ import annotations
 
@@ -19,24 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TOPS = ("data_prep", "detection")
 
-# Still open (issue 28): predict <-> predict_cluster <-> predict_models <-> classify <-> export_onnx,
-# train <-> classifier, train -> epoch_score -> predict.
-KNOWN_CIRCLES = [
-    {"detection.engine.classifier", "detection.engine.classify", "detection.engine.epoch_score", "detection.engine.export",
-     "detection.engine.train_tv", "detection.engine.predict", "detection.engine.predict_cluster", "detection.engine.predict_models",
-     "detection.engine.train"},
-]
-KNOWN_PRIVATE = {  # (importer, module, name): the same knot's private names, to go with it
-    ("detection.engine.predict_cluster", "detection.engine.predict", "_load_classifiers"),
-    ("detection.engine.predict_cluster", "detection.engine.predict", "_load_models"),
-    ("detection.engine.predict_cluster", "detection.engine.predict", "_predict_rows"),
-    ("detection.engine.predict_cluster", "detection.engine.predict", "_Spec"),
-    ("detection.engine.predict_cluster", "detection.engine.predict_models", "_onnx_cached"),
-    ("detection.engine.predict_cluster", "detection.engine.predict_models", "_onnx_input"),
-    ("detection.engine.predict", "detection.engine.predict_models", "_multilabel_runner"),
-    ("detection.engine.predict", "detection.engine.predict_models", "_names"),
-    ("detection.engine.predict", "detection.engine.predict_cluster", "_predict_dask"),
-}
+KNOWN_CIRCLES: list[set[str]] = []   # none left (issue 28 item 2)
+KNOWN_PRIVATE: set[tuple[str, str, str]] = set()   # (importer, module, name)
 
 
 def modules() -> dict[str, Path]:

@@ -72,6 +72,7 @@ def fake_cv(tmp_path, make_prep, fake_result, monkeypatch):
     out (fold k's weights are ``w/fold<k>.pt`` / ``.cls``), and the fake models above."""
     import detection.competition.cv as CV
     import detection.engine.predict as P
+    import detection.engine.predict_models as PM
 
     prep = make_prep(tmp_path / "prep", n=9, k=3)
     wdir = tmp_path / "w"
@@ -99,7 +100,7 @@ def fake_cv(tmp_path, make_prep, fake_result, monkeypatch):
 
     monkeypatch.setattr(CV, "train_model", train_model)
     monkeypatch.setattr(CV, "trained_on", lambda w: prep / "yolo" / f"fold{int(Path(w).stem[-1])}" / "data.yaml")
-    monkeypatch.setattr(P, "load_model", load)
+    monkeypatch.setattr(PM, "load_model", load)
     test = tmp_path / "test"
     test.mkdir()
     for i in (0, 1, 2):  # img000 is normal (every 3rd), img001/img002 hold a bright square

@@ -19,6 +19,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 import detection.engine.predict as P
+import detection.engine.predict_batch as PB   # the batch: where predict looks its steps up
+import detection.engine.predict_models as PM
 from data_prep.core.boxes import BOX_COLUMNS, Frame, frame_for, keep_ratio_size, to_frame
 
 
@@ -128,10 +130,10 @@ def test_two_class_filter_three_regimes():
 def test_classifier_probs_reads_the_abnormal_class_by_name(fake_classifier):
     imgs = [np.full((8, 8), 250, np.uint8), np.zeros((8, 8), np.uint8)]
     for names in ({0: "abnormal", 1: "normal"}, {0: "normal", 1: "abnormal"}):
-        p = P.classifier_probs(P.Loaded(fake_classifier(names), "c.pt", 64, 1), imgs)
+        p = PM.classifier_probs(P.Loaded(fake_classifier(names), "c.pt", 64, 1), imgs)
         np.testing.assert_allclose(p, [0.97, 0.02], atol=1e-6)
     with pytest.raises(ValueError, match="no 'abnormal'"):
-        P.classifier_probs(P.Loaded(fake_classifier({0: "cat", 1: "dog"}), "c.pt", 64, 1), imgs)
+        PM.classifier_probs(P.Loaded(fake_classifier({0: "cat", 1: "dog"}), "c.pt", 64, 1), imgs)
 
 
 # ----------------------------------------------------------------------------- predict() with fakes
@@ -175,7 +177,7 @@ def test_tta_with_a_wrong_unflip_would_move_the_box(tmp_path, fake_models, monke
     """The fused TTA box equals the plain one only because the flipped view is un-flipped."""
     _square_pngs(tmp_path / "png", boxes=[[20, 40, 80, 150]])
     single = P.predict("a.pt", tmp_path / "png")
-    monkeypatch.setattr(P, "unflip_x", lambda b, w: np.asarray(b, float).reshape(-1, 4))
+    monkeypatch.setattr(PB, "unflip_x", lambda b, w: np.asarray(b, float).reshape(-1, 4))
     wrong = P.predict("a.pt", tmp_path / "png", tta=True)
     assert len(wrong) == 2  # the flipped box lands elsewhere: two half-score boxes
     assert wrong.score.tolist() == pytest.approx([0.45, 0.45])
@@ -342,7 +344,7 @@ def test_txt_list_source_predicts_the_listed_images_only(tmp_path, fake_models):
 def test_several_classifiers_average_p_abnormal(tmp_path, fake_models, monkeypatch):
     _square_pngs(tmp_path / "png")
     p = {"hi.cls": 0.9, "lo.cls": 0.1}
-    monkeypatch.setattr(P, "classifier_probs", lambda clf, imgs, device="cpu": np.full(len(imgs), p[clf.path]))
+    monkeypatch.setattr(PB, "classifier_probs", lambda clf, imgs, device="cpu": np.full(len(imgs), p[clf.path]))
     out = P.predict("a.pt", tmp_path / "png", classifier=["hi.cls", "lo.cls"], low=0.08, high=0.95)
     normal = out[out.class_id == 14].set_index("image_id")["score"]
     assert sorted(normal.index) == ["im0", "im1", "im2"] and np.allclose(normal, 0.5)  # 1 - mean(0.9, 0.1)

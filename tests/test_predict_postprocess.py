@@ -13,6 +13,7 @@ import torch
 
 import detection.competition.postprocess as PP
 import detection.engine.predict as P
+import detection.engine.predict_models as PM
 from data_prep.core.boxes import COORDS
 
 NF = (14, "No finding")
@@ -72,7 +73,7 @@ def many_box_models(monkeypatch, tmp_path):
         w = str(weights)
         return P.Loaded(BandClassifier() if w.endswith(".cls") else ManyBoxDetector(w), w, imgsz, batch)
 
-    monkeypatch.setattr(P, "load_model", load)
+    monkeypatch.setattr(PM, "load_model", load)
     root = tmp_path / "png"
     root.mkdir()
     r = np.random.default_rng(3)

@@ -300,6 +300,7 @@ def test_predict_run_dir_is_the_wbf_of_its_kept_epochs(make_prep, fake_result, m
     """predict --weights RUN_DIR = ensemble-boxes' WBF of its kept epochs' predictions (fake models:
     each epoch's boxes shifted and scored differently); ckpt_ensemble: 2 takes the 2 best."""
     import detection.engine.predict as P
+    import detection.engine.predict_models as PM
     from detection.engine.predict import infer
 
     class Shifted:
@@ -316,7 +317,7 @@ def test_predict_run_dir_is_the_wbf_of_its_kept_epochs(make_prep, fake_result, m
     def load(weights, imgsz, batch, task="detect", onnx=False):
         return P.Loaded(Shifted(int(Path(weights).stem.replace("kept_epoch", ""))), str(weights), imgsz, batch)
 
-    monkeypatch.setattr(P, "load_model", load)
+    monkeypatch.setattr(PM, "load_model", load)
     prep = make_prep(tmp_path / "prep", n=4)
     run = tmp_path / "run"
     (run / "weights").mkdir(parents=True)

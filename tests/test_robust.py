@@ -20,6 +20,8 @@ import pandas as pd
 import pytest
 
 import detection.engine.predict as P
+import detection.engine.predict_batch as PB
+import detection.engine.predict_models as PM
 from data_prep.core.atomic import LOCK, atomic_path, folder_lock, safe_name, write_csv
 from data_prep.core.boxes import make_boxes
 from detection.cli import main
@@ -103,8 +105,8 @@ def test_predict_goes_on_past_any_exception_of_one_image(bright_box_detector, tm
             return super().predict(imgs, **kw)
 
     write_dicom(src / "d3.dcm", bright_square(h=66))
-    monkeypatch.setattr(P, "load_image", load)
-    monkeypatch.setattr(P, "load_model", lambda w, imgsz, batch, task="detect", onnx=False:
+    monkeypatch.setattr(PB, "load_image", load)
+    monkeypatch.setattr(PM, "load_model", lambda w, imgsz, batch, task="detect", onnx=False:
                         P.Loaded(Flaky(), str(w), imgsz, batch))
     errors: list[str] = []
     out = P.predict("a.pt", src, size=None, errors=errors)

@@ -320,8 +320,8 @@ def predict_arrays(model, loader, device, amp: bool) -> tuple[np.ndarray, np.nda
 
 def train_multilabel(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = None) -> Path:
     """Train the multi-label classifier on fold ``fold`` of ``prep_dir``; return ``<run>/weights/best.pt``
-    (the run folder locked: :func:`detection.engine.train.run_lock`)."""
-    from detection.engine.train import run_dir, run_lock
+    (the run folder locked: :func:`detection.engine.runs.run_lock`)."""
+    from detection.engine.runs import run_dir, run_lock
 
     cfg = dict(cfg)
     if fold is not None:
@@ -335,7 +335,7 @@ def _train_multilabel(cfg: dict, prep_dir: Path) -> Path:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from detection.engine.train import run_dir
+    from detection.engine.runs import run_dir
 
     out = run_dir(cfg, "_cls")
     wdir = out / "weights"

@@ -4,7 +4,7 @@ Runs a multi-label checkpoint (:mod:`detection.engine.classifier`) over a folder
 writes the **probabilities table**: ``image_id`` + one column per label + ``abnormal`` (sigmoid
 outputs in [0, 1]), the table ``cxrdet evaluate-cls`` scores and ``cxrdet predict --classifier``
 fuses into box scores. Images are listed and read by the detector's own readers
-(:func:`detection.engine.predict.list_source` / :func:`detection.engine.predict.load_image`: DICOMs are
+(:func:`detection.engine.sources.list_source` / :func:`detection.engine.sources.load_image`: DICOMs are
 converted in memory at config ``size``/``keep_ratio`` like ``cxrdet convert``), then made
 grayscale and resized to the checkpoint's ``imgsz``. Unreadable images are skipped, listed at the
 end, and the exit status is 1.
@@ -164,7 +164,7 @@ def classify(weights, source, meta=None, *, batch: int = 16, onnx: bool = False,
     """Probabilities table for every image of ``source`` (PNG or DICOM folder). DICOMs are
     rendered as predict and convert render them: ``voi`` (:class:`data_prep.dicom.voi.VoiOptions`, the
     config's ``voi``/``window_index``/``stretch``/``padding``; None: their defaults)."""
-    from detection.engine.predict import list_source, load_image
+    from detection.engine.sources import list_source, load_image
 
     runner = load_runner(weights, onnx, device)
     rows = list_source(source, meta)

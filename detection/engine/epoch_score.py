@@ -12,7 +12,7 @@ so a killed run never leaves half a row; a resumed run keeps the epochs before i
 
 The ultralytics glue (:func:`yolo_callbacks`) wraps the trainer's ``validate`` once training is set
 up: after ultralytics' own validation it predicts the fold with the trainer's EMA weights in memory
-(:class:`InMemoryDetector`, through :func:`detection.engine.predict.predict_loaded`: the code path of
+(:class:`InMemoryDetector`, through :func:`detection.engine.predict_batch.predict_loaded`: the code path of
 ``cxrdet predict``), records the score, and with ``select_by: competition`` returns it as the
 trainer's fitness, so ultralytics writes ``best.pt`` at the epoch with the highest competition score
 (and early stopping follows it). ``select_by: fitness`` keeps ultralytics' own choice. Other
@@ -60,7 +60,7 @@ class FoldScore:
 
     def __init__(self, cfg: dict, prep_dir, fold: int, run: Path):
         from data_prep.core.tables import fold_images, read_truth
-        from detection.engine.predict import list_source
+        from detection.engine.sources import list_source
 
         prep = Path(prep_dir)
         self.cfg, self.fold, self.path = cfg, int(fold), Path(run) / FILE
@@ -101,8 +101,10 @@ class FoldScore:
 
     def score_detector(self, model, imgsz: int, device: str) -> float:
         """The score of a detector in memory (``YOLO.predict``'s signature, any family) on the fold,
-        predicted by :func:`detection.engine.predict.predict_loaded` (the code path of ``cxrdet predict``)."""
-        from detection.engine.predict import Loaded, PredictSettings, predict_loaded
+        predicted by :func:`detection.engine.predict_batch.predict_loaded` (the code path of ``cxrdet predict``)."""
+        from detection.engine.predict_batch import predict_loaded
+        from detection.engine.predict_models import Loaded
+        from detection.engine.settings import PredictSettings
 
         cfg = self.cfg
         settings = PredictSettings(conf=float(cfg["conf"]), nms_iou=float(cfg["nms_iou"]), max_det=int(cfg["max_det"]),
@@ -165,7 +167,7 @@ def closing_line(best_pt: Path, select_by: str = "competition") -> str:
 # ----------------------------------------------------------------------------- ultralytics glue
 class InMemoryDetector:
     """An ultralytics detection module in memory (the trainer's EMA) behind ``YOLO.predict``'s
-    signature, so :func:`detection.engine.predict.predict_loaded` runs it as it runs a saved ``best.pt``
+    signature, so :func:`detection.engine.predict_batch.predict_loaded` runs it as it runs a saved ``best.pt``
     (the predictor is ultralytics' own, with ``YOLO.predict``'s defaults: batch 1, rect)."""
 
     def __init__(self, module):

@@ -31,7 +31,7 @@ def export_onnx(weights: str | os.PathLike, imgsz: int = 512, out: str | os.Path
     written into the package). With ``out`` the file is moved there (atomic rename on one file system)."""
     from detection.models import tv
     from detection.models.runtime import open_yolo
-    from detection.engine.train import resolve_model
+    from detection.engine.runs import resolve_model
 
     from data_prep.core.resources import export_destination, is_shipped
 

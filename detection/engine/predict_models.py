@@ -1,6 +1,8 @@
 """The models :mod:`detection.engine.predict` runs: ultralytics detect/classify weights (``.pt`` or
 ``.onnx``; a ``.pt`` exported to ONNX once and cached beside it), multi-label classifier runners
 (:mod:`detection.engine.classify`), and a classifier's probabilities for a list of images.
+:func:`load_models` loads the detectors and classifiers of one prediction (the local path and
+each Dask worker, :mod:`detection.engine.predict_cluster`).
 
 Loading and calling models only; which images, views, fusion and post-processing are
 :mod:`detection.engine.predict`'s."""
@@ -16,7 +18,7 @@ import numpy as np
 log = logging.getLogger("detection.engine.predict")   # the stage's logger: its lines read as predict's
 
 
-def _onnx_input(path: str) -> tuple[int | None, int | None]:
+def onnx_input(path: str) -> tuple[int | None, int | None]:
     """(static batch or None, static square imgsz or None) of an ONNX model's first input."""
     import onnxruntime as ort
 
@@ -43,7 +45,7 @@ def load_model(weights: str | os.PathLike, imgsz: int | None, batch: int, task: 
     trained at (logged; :data:`DEFAULT_IMGSZ` when it records none). An ONNX with a static input
     keeps its own imgsz and batch (a different ``imgsz`` is logged and ignored)."""
     from detection.models import open_model
-    from detection.engine.train import resolve_model
+    from detection.engine.runs import resolve_model
 
     what = "classifier" if task == "classify" else "weights"
     p = Path(weights)
@@ -53,10 +55,10 @@ def load_model(weights: str | os.PathLike, imgsz: int | None, batch: int, task: 
     if imgsz is None or p.suffix == ".pt":
         imgsz = _trained_imgsz(model, p, imgsz)
     if onnx and p.suffix == ".pt":
-        p = _onnx_cached(p, imgsz)
+        p = onnx_cached(p, imgsz)
         model = open_model(p, task, what)
     if p.suffix == ".onnx":
-        sb, ss = _onnx_input(str(p))
+        sb, ss = onnx_input(str(p))
         if ss is not None and ss != imgsz:
             log.warning("%s was exported at imgsz=%d; predicting at %d, not %d", p, ss, ss, imgsz)
             imgsz = ss
@@ -87,7 +89,7 @@ def _trained_imgsz(model, path: Path, asked: int | None) -> int:
     return int(asked)
 
 
-def _onnx_cached(pt: Path, imgsz: int) -> Path:
+def onnx_cached(pt: Path, imgsz: int) -> Path:
     """``<stem>_<imgsz>.onnx`` beside ``pt`` (in the user cache for shipped weights:
     data_prep.core.resources.beside_or_cache), exported when absent or older than ``pt``."""
     from data_prep.core.resources import beside_or_cache
@@ -99,7 +101,8 @@ def _onnx_cached(pt: Path, imgsz: int) -> Path:
     return cached
 
 
-def _names(m: Loaded) -> dict[int, str]:
+def class_names(m: Loaded) -> dict[int, str]:
+    """``{class id: name}`` of a loaded model."""
     return {int(k): str(v) for k, v in m.model.names.items()}
 
 
@@ -110,7 +113,7 @@ def classifier_probs(clf: Loaded, imgs: list[np.ndarray], device: str = "cpu") -
         from detection.engine.classify import classify_images
 
         return np.asarray(classify_images(clf, imgs), "float64")
-    names = _names(clf)
+    names = class_names(clf)
     idx = [k for k, v in names.items() if v == "abnormal"]
     if not idx:
         raise ValueError(f"classifier {clf.path}: classes {names} have no 'abnormal'; train it with `cxrdet train-cls`")
@@ -122,7 +125,7 @@ def classifier_probs(clf: Loaded, imgs: list[np.ndarray], device: str = "cpu") -
 
 
 
-def _multilabel_runner(classifier, onnx: bool, device: str):
+def multilabel_runner(classifier, onnx: bool, device: str):
     """A runner (:mod:`detection.engine.classify`) when ``classifier`` is a multi-label checkpoint or its
     ONNX, else None (an ultralytics normal/abnormal classifier)."""
     from detection.engine.classifier import is_multilabel
@@ -142,3 +145,28 @@ def _multilabel_runner(classifier, onnx: bool, device: str):
     from detection.engine.classify import load_runner
 
     return load_runner(p, onnx, device)
+
+
+def load_models(weights, classifiers, settings, onnx: bool = False) -> tuple[list[Loaded], dict[int, str], list]:
+    """(detectors, their ``{class id: name}``, classifiers) of one prediction: ``weights`` and
+    ``classifiers`` paths, ``settings`` a :class:`detection.engine.settings.PredictSettings`
+    (``imgsz``, ``batch``, ``cls_imgsz``, its resolved ``device``). The detectors of an ensemble
+    must name the same classes."""
+    models = [load_model(w, settings.imgsz, int(settings.batch), "detect", onnx) for w in weights]
+    names = class_names(models[0])
+    for m in models[1:]:
+        if class_names(m) != names:
+            raise ValueError(f"ensemble: {m.path} classes {class_names(m)} differ from {models[0].path} classes {names}")
+    return models, names, load_classifiers(classifiers, settings, onnx)[0]
+
+
+def load_classifiers(classifiers, settings, onnx: bool = False) -> tuple[list, list[str] | None]:
+    """The classifiers (ultralytics :class:`Loaded` or multi-label runners) and the multi-label
+    labels (None for normal/abnormal ones); mixing the two kinds is refused."""
+    clfs = [multilabel_runner(c, onnx, settings.device)
+            or load_model(c, int(settings.cls_imgsz), int(settings.batch), "classify", onnx) for c in classifiers]
+    ml = [c for c in clfs if not isinstance(c, Loaded)]
+    if ml and (len(ml) != len(clfs) or any(c.labels != ml[0].labels for c in ml)):
+        raise ValueError(f"classifiers {list(classifiers)}: expected all normal/abnormal (ultralytics) or all "
+                         "multi-label with the same labels, to average them")
+    return clfs, (list(ml[0].labels) if ml else None)

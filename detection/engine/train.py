@@ -32,8 +32,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 import pandas as pd
 import yaml
@@ -41,6 +40,7 @@ import yaml
 from data_prep.core.atomic import safe_name
 from data_prep.core.config import add_config_arguments, stage_config
 from data_prep.core.errors import InputError
+from detection.engine.runs import resolve_model, run_dir, run_lock  # noqa: F401  (train's API)
 from detection.models import safe_load
 
 log = logging.getLogger(__name__)
@@ -49,39 +49,6 @@ CLS_NAMES = ("abnormal", "normal")  # ultralytics sorts class folders: abnormal 
 
 
 # ----------------------------------------------------------------------------- helpers
-def resolve_model(model: str, what: str = "model") -> str:
-    """A model spec ultralytics can load without a network: a YAML name/path or an existing ``.pt``.
-
-    ``.pt`` names are looked up as given, then in ``<repo>/weights/``. Raises ``FileNotFoundError``
-    for a ``.pt`` that is not a local file (pretrained weights cannot be downloaded here) and
-    ``ValueError`` for any other suffix."""
-    from detection.models import tv
-
-    if tv.is_spec(model):   # a torchvision detection model, built from scratch (detection.models.tv)
-        return tv.check_spec(str(model), what)
-    p = Path(str(model)).expanduser()
-    if p.suffix in (".yaml", ".yml"):
-        return str(p) if p.is_file() else str(model)  # bundled cfg names are resolved by ultralytics
-    if p.suffix == ".pt":
-        from data_prep.core.resources import shipped_weight, weights_dir
-
-        for cand in (p, shipped_weight(str(model))):
-            if cand is not None and cand.is_file():
-                return str(cand)
-        raise FileNotFoundError(
-            f"{what} {str(model)!r}: no such local file (looked in the working directory and the shipped "
-            f"weights, {weights_dir()}). "
-            "Pretrained weights cannot be downloaded here (offline by construction); train from scratch "
-            f"with a model YAML ({what}=yolo11n.yaml) or give a local .pt (e.g. {what}=weights/<name>.pt)")
-    raise ValueError(f"{what} {str(model)!r}: expected a model YAML (.yaml) or local weights (.pt)")
-
-
-def run_dir(cfg: dict, suffix: str = "") -> Path:
-    """``<project>/<name>`` as an absolute path (``name`` null -> ``<dataset>_fold<k><suffix>``)."""
-    name = cfg.get("name") or f"{cfg['dataset']}_fold{cfg['fold']}{suffix}"
-    return Path(cfg["project"]).expanduser().resolve() / name
-
-
 def _device(cfg: dict) -> str:
     from detection.models.devices import resolve_device
 
@@ -146,26 +113,6 @@ def fold_data(prep_dir: str | os.PathLike, fold: int, cfg: dict) -> Path:
 
 
 # ----------------------------------------------------------------------------- detector
-@contextmanager
-def run_lock(run: Path, what: str) -> Iterator[Path]:
-    """One training per run folder (``<project>/<name>/.cxrdet.lock``, as ``--out`` folders): a
-    second train / train-cls / cv on the same run name stops at once with one line naming the
-    holder (pid, host, start); it does not wait. A run that fails before writing anything leaves
-    no empty run folder behind."""
-    from data_prep.core.atomic import folder_lock
-
-    made = [d for d in (run, *run.parents) if not d.exists()]   # what the lock creates, deepest first
-    try:
-        with folder_lock(run, f"{what} {run.name}") as lock:
-            yield lock
-    finally:
-        for d in made:
-            try:
-                d.rmdir()   # only when empty
-            except OSError:
-                break
-
-
 def train_detector(cfg: dict, prep_dir: str | os.PathLike, fold: int | None = None,
                    callbacks: dict[str, Callable] | None = None) -> Path:
     """Train ``cfg['model']`` on ``prep_dir/yolo/fold<fold>/data.yaml``; return ``.../weights/best.pt``.
