@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import detection.models.runtime  # noqa: E402,F401  (offline before ultralytics)
+from data_prep.core.prepdir import PrepDir  # noqa: E402
 
 FAMILIES = {
     "yolo11n": "yolo11n.yaml",                                   # ultralytics YOLO, 2.6 M parameters
@@ -151,8 +152,8 @@ def infer_speed(best: Path, pngs: list[Path], px: int, root: Path, name: str) ->
 def tune_tables(tables: list[Path], prep: Path, cfg: dict, space: dict, trials: int) -> dict:
     from detection.competition.tune import check_space, load_problem, tune
 
-    prob = load_problem(prep / "fused_boxes.csv", [str(t) for t in tables], prep / "folds.csv", "vinbigdata",
-                        meta=prep / "images.csv", cfg=cfg)
+    prob = load_problem(PrepDir(prep).fused_boxes_csv, [str(t) for t in tables], PrepDir(prep).folds_csv, "vinbigdata",
+                        meta=PrepDir(prep).images_csv, cfg=cfg)
     return tune(prob, check_space(space, "bench space", cfg), trials=trials, seed=0)
 
 
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
         prep, _ = make_data(root, a.n, a.px, a.folds)
         import pandas as pd
 
-        folds = pd.read_csv(prep / "folds.csv", dtype={"image_id": str})
+        folds = pd.read_csv(PrepDir(prep).folds_csv, dtype={"image_id": str})
         held0 = sorted(folds.loc[folds["fold"] == 0, "image_id"])[: a.n_infer]
         pngs = [prep / "images" / f"{i}.png" for i in held0]
         rows = []

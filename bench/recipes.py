@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from data_prep.core.config import load_config  # noqa: E402
+from data_prep.core.prepdir import PrepDir  # noqa: E402
 
 
 def _cfg(a, root: Path, name: str, **kw) -> dict:
@@ -64,7 +65,7 @@ def _oof_probs(a, root: Path, prep: Path, plain: dict) -> Path:
     from detection.engine.classifier import train_multilabel
     from detection.engine.predict import infer
 
-    folds, images = read_table(prep / "folds.csv"), read_table(prep / "images.csv")
+    folds, images = read_table(PrepDir(prep).folds_csv), read_table(PrepDir(prep).images_csv)
     parts = []
     for f in plain["folds"]:
         k = int(f["fold"])
@@ -74,7 +75,7 @@ def _oof_probs(a, root: Path, prep: Path, plain: dict) -> Path:
         held = images[images["image_id"].isin(set(folds.loc[folds["fold"] == k, "image_id"]))]
         listing = root / "cv" / f"mlcls_fold{k}.txt"
         write_text(listing, "".join(f"{p}\n" for p in held["path"]))
-        parts.append(infer(f["weights"], listing, prep / "images.csv", cfg, classifier=clf).probs)
+        parts.append(infer(f["weights"], listing, PrepDir(prep).images_csv, cfg, classifier=clf).probs)
     return write_csv(pd.concat(parts, ignore_index=True), root / "cv" / "oof_probs_multilabel.csv")
 
 
@@ -85,8 +86,8 @@ def _gating(a, root: Path, prep: Path, plain: dict, probs: Path) -> dict:
     oof_raw = root / "cv" / "plain" / "oof_raw.csv"
     if not oof_raw.is_file():
         oof_raw = root / "cv" / "plain" / "oof.csv"
-    prob = T.load_problem(prep / "fused_boxes.csv", [oof_raw], prep / "folds.csv", "vinbigdata", probs,
-                          prep / "images.csv", cfg)
+    prob = T.load_problem(PrepDir(prep).fused_boxes_csv, [oof_raw], PrepDir(prep).folds_csv, "vinbigdata", probs,
+                          PrepDir(prep).images_csv, cfg)
     out = {}
     for label, spec in (("shared alpha", {"low": 0.0, "high": 2.0}),
                         ("per-class alpha", {"low": 0.0, "high": 2.0, "per_class": True})):

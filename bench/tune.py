@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.metric import SHARED, detections, real_truth, synthetic_truth  # noqa: E402
 from data_prep.labels.fusion import fuse  # noqa: E402
+from data_prep.core.prepdir import PrepDir  # noqa: E402
 from detection.competition import postprocess as PP  # noqa: E402
 from detection.competition import tune as T  # noqa: E402
 
@@ -80,13 +81,13 @@ def main(argv=None) -> int:
         truth.to_csv(d / "truth.csv", index=False)
         det.to_csv(d / "oof.csv", index=False)
         probs.to_csv(d / "probs.csv", index=False)
-        images[["image_id", "height", "width"]].to_csv(d / "meta.csv", index=False)
-        pd.DataFrame({"image_id": ids, "fold": np.arange(len(ids)) % a.folds}).to_csv(d / "folds.csv", index=False)
+        images[["image_id", "height", "width"]].to_csv(PrepDir(d).meta, index=False)
+        pd.DataFrame({"image_id": ids, "fold": np.arange(len(ids)) % a.folds}).to_csv(PrepDir(d).folds_csv, index=False)
         print(f"data: {src}: {len(images)} images ({int((~abn).sum())} without findings), {len(truth)} truth boxes, "
               f"{len(det)} detections, p(abnormal) + {len(names)} class probabilities")
         t0 = time.perf_counter()
-        prob = T.load_problem(d / "truth.csv", [d / "oof.csv"], d / "folds.csv", "vinbigdata", d / "probs.csv",
-                              d / "meta.csv", PP.defaults())
+        prob = T.load_problem(d / "truth.csv", [d / "oof.csv"], PrepDir(d).folds_csv, "vinbigdata", d / "probs.csv",
+                              PrepDir(d).meta, PP.defaults())
         prob.arrays(prob.base)
         t_load = time.perf_counter() - t0
     space = T.default_space("vinbigdata", 1, True, True)
@@ -168,11 +169,11 @@ def models_case(a) -> float:
         for i, t in enumerate(tables):
             t.to_csv(d / f"oof_model{i}.csv", index=False)
         probs.to_csv(d / "probs.csv", index=False)
-        images[["image_id", "height", "width"]].to_csv(d / "meta.csv", index=False)
-        pd.DataFrame({"image_id": ids, "fold": np.arange(len(ids)) % a.folds}).to_csv(d / "folds.csv", index=False)
+        images[["image_id", "height", "width"]].to_csv(PrepDir(d).meta, index=False)
+        pd.DataFrame({"image_id": ids, "fold": np.arange(len(ids)) % a.folds}).to_csv(PrepDir(d).folds_csv, index=False)
         t0 = time.perf_counter()
-        prob = T.load_problem(d / "truth.csv", [d / f"oof_model{i}.csv" for i in range(a.models)], d / "folds.csv",
-                              "vinbigdata", d / "probs.csv", d / "meta.csv", PP.defaults())
+        prob = T.load_problem(d / "truth.csv", [d / f"oof_model{i}.csv" for i in range(a.models)], PrepDir(d).folds_csv,
+                              "vinbigdata", d / "probs.csv", PrepDir(d).meta, PP.defaults())
         print(f"parse once (truth, {a.models} OOF tables, probabilities, folds): {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
     arr = prob.arrays(prob.base)

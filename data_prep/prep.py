@@ -42,11 +42,11 @@ from data_prep.core.config import load_config
 from data_prep.datasets import DATASETS, describe
 from data_prep.core.tables import read_table  # noqa: F401 (re-exported: prep's tables are read with it)
 from data_prep.core.atomic import write_csv, write_text
+from data_prep.core.prepdir import PrepDir
 from data_prep.dicom.voi import VoiOptions
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "prep.json"
 EXPORT_FORMATS = ("yolo", "coco")
 # What prep asks of a dataset's description (data_prep.datasets.describe): ``extra_files`` (optional
 # files its loader can use), ``boxed_only`` (unboxed images are NOT normal: only a subset was boxed;
@@ -121,7 +121,8 @@ class _Run:
 
     def __init__(self, out: Path, cfg: dict, data: Path):
         self.out, self.cfg, self.data = out, cfg, data
-        path = out / MANIFEST
+        self.layout = PrepDir(out)
+        path = self.layout.manifest
         self.manifest = json.loads(path.read_text()) if path.is_file() else {}
         self.manifest.setdefault("steps", {})
         self.ran: list[str] = []
@@ -130,14 +131,14 @@ class _Run:
     def save(self) -> None:
         self.manifest["config"] = {k: v for k, v in self.cfg.items()}
         self.manifest["data"] = str(self.data)
-        _write_json(self.manifest, self.out / MANIFEST)
+        _write_json(self.manifest, self.layout.manifest)
 
     def step(self, name: str, fingerprint: dict, outputs: list[str], fn) -> bool:
         """Run ``fn() -> dict info`` unless ``name`` is done with ``fingerprint`` and ``outputs``
-        (paths relative to OUT) all exist. Returns True when it ran."""
+        (:class:`PrepDir` paths, recorded relative to OUT) all exist. Returns True when it ran."""
         fingerprint = _jsonable(fingerprint)
         prev = self.manifest["steps"].get(name)
-        if prev and prev.get("fingerprint") == fingerprint and all((self.out / o).exists() for o in outputs):
+        if prev and prev.get("fingerprint") == fingerprint and all(Path(o).exists() for o in outputs):
             log.info("prep: reusing %s (inputs and settings unchanged)", name)
             self.reused.append(name)
             return False
@@ -150,7 +151,7 @@ class _Run:
         self.save()
         t = time.time()
         info = fn() or {}
-        self.manifest["steps"][name] = {"fingerprint": fingerprint, "outputs": outputs,
+        self.manifest["steps"][name] = {"fingerprint": fingerprint, "outputs": [self.layout.rel(o) for o in outputs],
                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                         "seconds": round(time.time() - t, 3), "info": _jsonable(info)}
         self.save()
@@ -170,7 +171,7 @@ def _convert(run: _Run, src: Path) -> None:
         fp.update(size=cfg["size"], keep_ratio=cfg["keep_ratio"], voi=VoiOptions.from_config(cfg).tag())
 
     def do():
-        images_dir = out / "images"
+        images_dir = run.layout.images
         images_dir.mkdir(parents=True, exist_ok=True)
         if mode == "dicom":
             from data_prep.dicom.convert import convert_folder
@@ -179,8 +180,8 @@ def _convert(run: _Run, src: Path) -> None:
                                  options=VoiOptions.from_config(cfg), workers=cfg["workers"],
                                  overwrite=False, scheduler=cfg.get("scheduler"))
             log.info("prep convert: %s", res.summary())
-            meta = read_table(images_dir / "meta.csv")
-            write_csv(meta, out / "meta.csv")
+            meta = read_table(images_dir / run.layout.meta.name)
+            write_csv(meta, run.layout.meta)
             return {"mode": mode, "n_sources": len(files), "n_converted": res.n_converted,
                     "n_skipped": res.n_skipped, "n_errors": len(res.errors),
                     "errors": [list(e) for e in res.errors[:20]]}
@@ -189,9 +190,9 @@ def _convert(run: _Run, src: Path) -> None:
                         "the original sizes; if they are resized copies, set meta=<image_id,dim0,dim1 file>", src)
         from data_prep.dicom.convert import link_pngs
 
-        return link_pngs(files, images_dir, out / "meta.csv")
+        return link_pngs(files, images_dir, run.layout.meta)
 
-    run.step("convert", fp, ["images", "meta.csv"], do)
+    run.step("convert", fp, [run.layout.images, run.layout.meta], do)
 
 
 def _extra(run: _Run) -> None:
@@ -201,7 +202,7 @@ def _extra(run: _Run) -> None:
     for name, src in extra.sources(run.cfg).items():
         fp = {"dir": str(src["dir"]), "labels": file_stamp(src["labels"]),
               "meta": file_stamp(src["meta"]) if src["meta"] else None}
-        run.step(f"extra_{name}", fp, [f"extra_{name}_meta.csv"], lambda: extra.link(name, src, run.out))
+        run.step(f"extra_{name}", fp, [run.layout.extra_meta(name)], lambda: extra.link(name, src, run.out))
 
 
 def _loader_kwargs(cfg: dict, data: Path) -> tuple[dict, dict]:
@@ -228,12 +229,12 @@ def _load(run: _Run) -> None:
     labels = data / cfg["labels"]
     if not labels.is_file():
         raise FileNotFoundError(f"prep: labels file {labels} does not exist (config labels={cfg['labels']!r})")
-    meta = data / cfg["meta"] if cfg["meta"] else (out / "meta.csv" if ds.size_meta else None)
+    meta = data / cfg["meta"] if cfg["meta"] else (run.layout.meta if ds.size_meta else None)
     if meta is not None and not meta.is_file():
         raise FileNotFoundError(f"prep: meta file {meta} does not exist (config meta={cfg['meta']!r})")
     kw, extra = _loader_kwargs(cfg, data)
     fp = {"dataset": cfg["dataset"], "labels": [str(labels), file_stamp(labels)],
-          "meta": [str(meta), file_stamp(meta)] if meta else None, "png_meta": file_stamp(out / "meta.csv"),
+          "meta": [str(meta), file_stamp(meta)] if meta else None, "png_meta": file_stamp(run.layout.meta),
           "extra": {k: [str(v), file_stamp(v)] for k, v in extra.items()}}
     from data_prep.labels.fusion import parse_raters
     if parse_raters(cfg["raters"]):   # all = every radiologist = none named
@@ -253,7 +254,7 @@ def _load(run: _Run) -> None:
             log.info("prep load: %s: %d image(s) without boxes left out (not normal, just not boxed); "
                      "%d boxed images kept", cfg["dataset"], int(unboxed.sum()), int((~unboxed).sum()))
             images = images[~unboxed]
-        png = read_table(out / "meta.csv")[["image_id", "png_height", "png_width"]]
+        png = read_table(run.layout.meta)[["image_id", "png_height", "png_width"]]
         images = images.drop(columns=[c for c in ("png_height", "png_width") if c in images])
         images = images.merge(png, on="image_id", how="left")
         no_png = images["png_height"].isna()
@@ -263,7 +264,7 @@ def _load(run: _Run) -> None:
             images = images[~no_png]
             boxes = boxes[boxes["image_id"].isin(set(images["image_id"]))]
         repairs["no_png_dropped"] = int(no_png.sum())
-        images["path"] = [str(out / "images" / f"{i}.png") for i in images["image_id"]]   # symlinks kept
+        images["path"] = [str(run.layout.png(i)) for i in images["image_id"]]   # symlinks kept
         images, boxes, merged = extra_sets.merge(cfg, images, boxes, out)
         images, boxes, chosen = select_raters(images, boxes, parse_raters(cfg["raters"]), cfg["rater_weights"])
         for c in ("png_height", "png_width"):
@@ -273,51 +274,51 @@ def _load(run: _Run) -> None:
             raise ValueError(f"prep load: image {images.loc[bad, 'image_id'].iloc[0]!r} has height x width "
                              f"{images.loc[bad, 'height'].iloc[0]} x {images.loc[bad, 'width'].iloc[0]}; "
                              f"expected sizes from {meta}")
-        write_csv(images, out / "images.csv")
-        write_csv(boxes, out / "boxes.csv")
+        write_csv(images, run.layout.images_csv)
+        write_csv(boxes, run.layout.boxes_csv)
         n_unused = int((~png["image_id"].isin(set(images["image_id"]))).sum())  # the training dataset's PNGs
         if n_unused:
             log.info("prep load: %d PNG(s) without labels are not used", n_unused)
         return {"repairs": repairs, "n_png_unlabelled": n_unused, **({"raters": chosen} if chosen else {}),
                 **({"extra": merged} if merged else {})}
 
-    run.step("load", fp, ["images.csv", "boxes.csv"], do)
+    run.step("load", fp, [run.layout.images_csv, run.layout.boxes_csv], do)
 
 
 def _fuse(run: _Run) -> None:
     cfg, out = run.cfg, run.out
     keys = ("fusion", "fusion_iou", "fusion_skip", "fusion_conf_type") + (("rater_weights",) if cfg["rater_weights"] else ())
     competition = describe(cfg).competition_csv
-    fp = {k: cfg[k] for k in keys} | {"images": file_stamp(out / "images.csv"),
-                                     "boxes": file_stamp(out / "boxes.csv"), "competition_csv": competition}
+    fp = {k: cfg[k] for k in keys} | {"images": file_stamp(run.layout.images_csv),
+                                     "boxes": file_stamp(run.layout.boxes_csv), "competition_csv": competition}
 
     def do():
         from data_prep.labels.fusion import fuse, write_competition_csv
 
-        images, boxes = read_table(out / "images.csv"), read_table(out / "boxes.csv")
+        images, boxes = read_table(run.layout.images_csv), read_table(run.layout.boxes_csv)
         fused = fuse(boxes, images, method=cfg["fusion"], iou_thr=cfg["fusion_iou"],
                      skip_box_thr=cfg["fusion_skip"], conf_type=cfg["fusion_conf_type"], weights=cfg["rater_weights"])
-        write_csv(fused, out / "fused_boxes.csv")
+        write_csv(fused, run.layout.fused_boxes_csv)
         if competition:
-            write_competition_csv(fused, images, out / "fused.csv")
+            write_competition_csv(fused, images, run.layout.fused_csv)
         return {"dropped": dict(fused.attrs.get("dropped", {}))}
 
-    run.step("fuse", fp, ["fused_boxes.csv"] + (["fused.csv"] if competition else []), do)
+    run.step("fuse", fp, [run.layout.fused_boxes_csv] + ([run.layout.fused_csv] if competition else []), do)
 
 
 def _folds(run: _Run) -> None:
     cfg, out = run.cfg, run.out
-    fp = {"folds": cfg["folds"], "seed": cfg["seed"], "images": file_stamp(out / "images.csv"),
-          "fused": file_stamp(out / "fused_boxes.csv")}
+    fp = {"folds": cfg["folds"], "seed": cfg["seed"], "images": file_stamp(run.layout.images_csv),
+          "fused": file_stamp(run.layout.fused_boxes_csv)}
 
     def do():
         from data_prep.labels.folds import make_folds
 
-        folds = make_folds(read_table(out / "images.csv"), read_table(out / "fused_boxes.csv"),
+        folds = make_folds(read_table(run.layout.images_csv), read_table(run.layout.fused_boxes_csv),
                            k=cfg["folds"], seed=cfg["seed"])
-        write_csv(folds, out / "folds.csv")
+        write_csv(folds, run.layout.folds_csv)
 
-    run.step("folds", fp, ["folds.csv"], do)
+    run.step("folds", fp, [run.layout.folds_csv], do)
 
 
 def _export(run: _Run) -> None:
@@ -327,41 +328,42 @@ def _export(run: _Run) -> None:
     if unknown:
         raise ValueError(f"prep: export {unknown}; expected a list of {list(EXPORT_FORMATS)}")
     fp = {k: cfg[k] for k in ("export", "channels", "include_normal", "classes", "dataset")} | {
-        "images": file_stamp(out / "images.csv"), "fused": file_stamp(out / "fused_boxes.csv"),
-        "folds": file_stamp(out / "folds.csv")}
+        "images": file_stamp(run.layout.images_csv), "fused": file_stamp(run.layout.fused_boxes_csv),
+        "folds": file_stamp(run.layout.folds_csv)}
     if cfg.get("squarify") is not None:         # only when set: folders prepared before the key stay valid
         fp["squarify"] = cfg["squarify"]
     variants = cfg.get("train_labels", "fused") != "fused"
     if variants:
         fp["train_labels"] = "variants"           # both and variants write the same lists
-        fp["boxes"] = file_stamp(out / "boxes.csv")
-    outputs = (["labels", "yolo"] if "yolo" in formats else []) + (["coco"] if "coco" in formats else [])
+        fp["boxes"] = file_stamp(run.layout.boxes_csv)
+    L = run.layout
+    outputs = ([L.labels, L.yolo] if "yolo" in formats else []) + ([L.coco] if "coco" in formats else [])
     if "yolo" in formats and (cfg.get("squarify") is not None or variants):
-        outputs.append("train_items")
+        outputs.append(L.train_items)
 
     def do():
         from data_prep.labels.export import write_coco, write_yolo
 
-        images, fused = read_table(out / "images.csv"), read_table(out / "fused_boxes.csv")
-        folds = read_table(out / "folds.csv")
+        images, fused = read_table(run.layout.images_csv), read_table(run.layout.fused_boxes_csv)
+        folds = read_table(run.layout.folds_csv)
         names = class_names(cfg, fused)
         info = {"class_names": names}
         raw = None
         if variants:                             # the radiologists' own boxes (after `raters`): one item each
-            raw = read_table(out / "boxes.csv")
+            raw = read_table(run.layout.boxes_csv)
             if not (raw["rater"].astype(str) != "").any() and "raters" not in images:
-                raise ValueError(f"prep: train_labels={cfg['train_labels']}: {out / 'boxes.csv'} carries no "
+                raise ValueError(f"prep: train_labels={cfg['train_labels']}: {run.layout.boxes_csv} carries no "
                                  "radiologist ids (column rater); expected per-radiologist labels (VinBigData)")
         for fmt in EXPORT_FORMATS:              # a format no longer asked for: its old folder goes
-            if fmt not in formats and (out / fmt).exists():
-                shutil.rmtree(out / fmt)
-        if "yolo" not in formats and (out / "train_items").exists():   # the YOLO training items go with it
-            shutil.rmtree(out / "train_items")
+            if fmt not in formats and getattr(L, fmt).exists():
+                shutil.rmtree(getattr(L, fmt))
+        if "yolo" not in formats and (run.layout.train_items).exists():   # the YOLO training items go with it
+            shutil.rmtree(run.layout.train_items)
         if "yolo" in formats:
             res = write_yolo(images, fused, folds, out, names, channels=cfg["channels"],
                              include_normal=cfg["include_normal"], squarify=cfg.get("squarify"), rater_boxes=raw)
             info["yolo_dropped_boxes"] = res["n_dropped"]
-            info["train_items"] = res["n_items"]
+            info[L.train_items.name] = res["n_items"]   # the manifest key is the folder's name
         if "coco" in formats:
             write_coco(images, fused, folds, out, names, include_normal=cfg["include_normal"],
                        squarify=cfg.get("squarify"), rater_boxes=raw)
@@ -396,25 +398,26 @@ def prep(cfg: dict | str, data, out) -> dict:
     run.manifest["counts"] = summary
     run.save()
     k = int(cfg["folds"])
-    paths = {"out": out, "images": out / "images", "meta": out / "meta.csv", "images_csv": out / "images.csv",
-             "boxes_csv": out / "boxes.csv", "fused_boxes_csv": out / "fused_boxes.csv",
-             "folds_csv": out / "folds.csv", "manifest": out / MANIFEST}
-    if (out / "fused.csv").is_file() and "fuse" in run.manifest["steps"] and \
+    L = run.layout
+    paths = {"out": out, "images": run.layout.images, "meta": run.layout.meta, "images_csv": run.layout.images_csv,
+             "boxes_csv": run.layout.boxes_csv, "fused_boxes_csv": run.layout.fused_boxes_csv,
+             "folds_csv": run.layout.folds_csv, "manifest": L.manifest}
+    if (run.layout.fused_csv).is_file() and "fuse" in run.manifest["steps"] and \
             run.manifest["steps"]["fuse"]["fingerprint"].get("competition_csv"):
-        paths["fused_csv"] = out / "fused.csv"
+        paths["fused_csv"] = run.layout.fused_csv
     if "yolo" in cfg["export"]:
-        paths["labels"] = out / "labels"
-        paths["data_yaml"] = [out / "yolo" / f"fold{i}" / "data.yaml" for i in range(k)]
+        paths["labels"] = run.layout.labels
+        paths["data_yaml"] = [L.data_yaml(i) for i in range(k)]
     if "coco" in cfg["export"]:
-        paths["coco"] = [out / "coco" / f"fold{i}_{s}.json" for i in range(k) for s in ("train", "val")]
+        paths["coco"] = [L.coco_json(i, s) for i in range(k) for s in ("train", "val")]
     paths.update(summary=summary, ran=run.ran, reused=run.reused)
     return paths
 
 
 def _summary(run: _Run) -> dict:
     out = run.out
-    images, boxes = read_table(out / "images.csv"), read_table(out / "boxes.csv")
-    fused, folds = read_table(out / "fused_boxes.csv"), read_table(out / "folds.csv")
+    images, boxes = read_table(run.layout.images_csv), read_table(run.layout.boxes_csv)
+    fused, folds = read_table(run.layout.fused_boxes_csv), read_table(run.layout.folds_csv)
     abnormal = int(images["image_id"].isin(set(fused["image_id"])).sum())
     conv = run.info("convert")
     s = {"images": len(images), "abnormal": abnormal, "normal": len(images) - abnormal,

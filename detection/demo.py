@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep.core.resources import weights_dir
+from data_prep.core.prepdir import PrepDir
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,8 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
                     yolo_args={**(cfg.get("yolo_args") or {}), "plots": False, "val": False})
         res["finetuned"] = str(train_detector(tcfg, pdir, fold=0))
 
-    folds = read_folds(pdir / "folds.csv")
-    images = read_images(pdir / "images.csv")
+    folds = read_folds(PrepDir(pdir).folds_csv)
+    images = read_images(PrepDir(pdir).images_csv)
     fold0 = images[images["image_id"].isin(set(folds.loc[folds["fold"] == 0, "image_id"]))]
     settings = PredictSettings.from_config(cfg)
     with _step("predict: held-out fold 0 (PNG) and the test split (straight from DICOM)", timings):
@@ -152,7 +153,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
             link = src0 / Path(p).name
             if not link.exists():
                 link.symlink_to(Path(p).resolve())
-        pred0 = predict(dets, src0, pdir / "meta.csv", settings, classifier=clf)
+        pred0 = predict(dets, src0, PrepDir(pdir).meta, settings, classifier=clf)
         pred0.to_csv(out / "pred_fold0.csv", index=False)
         test_dir = data / cfg["test_dir"]
         pred_t = predict(dets, test_dir, None, settings, classifier=clf)
@@ -171,7 +172,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
 
     with _step(f"evaluate: {metric} on fold 0 and on the test split", timings):
         # the fused truth where prep wrote one in the competition's layout, else the source labels
-        truth_file, truth_meta = ((pdir / "fused.csv", pdir / "meta.csv") if ds.competition_csv
+        truth_file, truth_meta = ((PrepDir(pdir).fused_csv, PrepDir(pdir).meta) if ds.competition_csv
                                   else (data / cfg["labels"], None))
         ti, tb, _ = read_truth(truth_file, ds, truth_meta)
         names = ds.names if ds.normal is not None else None
@@ -186,7 +187,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
         baseline = None
         if ds.has_raters:
             bl = rater_baseline(data / cfg["labels"], data / "train_meta.csv" if (data / "train_meta.csv").is_file()
-                                else pdir / "meta.csv", min_images=50, dataset=ds)
+                                else PrepDir(pdir).meta, min_images=50, dataset=ds)
             baseline = {"metric": "vinbigdata", "iou_thr": 0.4, "rater_baseline": bl.to_dict("records"),
                         "mAP": float(bl["mAP"].mean()) if len(bl) else float("nan")}
             write_json(baseline, out / "rater_baseline.json")
@@ -230,7 +231,7 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
                                                 "images that cost the metric most"))
         raw = None
         if ds.has_raters:  # the radiologists' own boxes, one explorer layer each
-            raw = ds.load(data / cfg["labels"], pdir / "meta.csv", on_missing_meta="drop")[1]
+            raw = ds.load(data / cfg["labels"], PrepDir(pdir).meta, on_missing_meta="drop")[1]
         title = f"cxrdet demo ({dataset} phantoms): held-out fold 0"
         ex = build_explorer(fold0, t0, [("pred_fold0.csv", pred0)], pdir / "images", out / "explore",
                             ExploreSettings(metric=metric, iou_thr=0.4, show_conf=0.3, normal_class=ds.normal_id,

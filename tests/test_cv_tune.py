@@ -26,6 +26,7 @@ import yaml
 
 import detection.competition.postprocess as PP
 from data_prep.core.boxes import BOX_COLUMNS, make_boxes
+from data_prep.datasets import describe
 from detection.cli import main
 
 
@@ -310,10 +311,10 @@ def test_the_filters_rows_carry_a_per_image_column_or_it_is_left_out(tmp_path):
     raw = make_boxes(["a", "b"], [0, 0], ["Aortic enlargement"] * 2, np.array([[1, 1, 5, 5], [2, 2, 6, 6]], "float64"),
                      score=[0.9, 0.8]).assign(fold=[0, 1])
     probs = pd.DataFrame({"image_id": ["a", "b"], "abnormal": [0.5, 0.01]})
-    out = PP.apply(raw, probs, {"cls_low": 0.08, "cls_high": 0.95})
+    out = PP.apply(raw, probs, {"cls_low": 0.08, "cls_high": 0.95}, describe("vinbigdata").normal)
     assert sorted(zip(out.image_id, out.class_id, out.fold)) == [("a", 0, 0), ("a", 14, 0), ("b", 14, 1)]
     probs = pd.concat([probs, pd.DataFrame({"image_id": ["c"], "abnormal": [0.3]})], ignore_index=True)
-    out = PP.apply(raw, probs, {"cls_low": 0.08, "cls_high": 0.95})
+    out = PP.apply(raw, probs, {"cls_low": 0.08, "cls_high": 0.95}, describe("vinbigdata").normal)
     assert "fold" not in out and sorted(zip(out.image_id, out.class_id)) == [("a", 0), ("a", 14), ("b", 14), ("c", 14)]
 
 

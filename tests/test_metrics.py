@@ -9,7 +9,10 @@ import pytest
 from ref_metrics import _pycocotools, _ref_rsna, _ref_rsna_by_class, _ref_vinbigdata, _ref_voc_ap, boxes, random_case
 
 from data_prep.core.boxes import empty_boxes
+from data_prep.datasets import describe
 from detection.evaluation import metrics as M
+
+NF_ID = describe("vinbigdata").normal_id
 
 
 # ----------------------------------------------------------------------------- vinbigdata by hand
@@ -28,7 +31,7 @@ IMAGES = ["A", "B", "C", "D"]  # C, D normal; D has no prediction
 
 
 def test_vinbigdata_hand_computed():
-    r = M.vinbigdata_map(TRUTH, boxes(PRED_ROWS), IMAGES)
+    r = M.vinbigdata_map(TRUTH, boxes(PRED_ROWS), IMAGES, normal_class=NF_ID)
     # class 0: TP FP TP FP, npos 3 -> 1/3 * 1 + 1/3 * 2/3 = 5/9; class 1: no prediction -> 0;
     # class 14: truth on C and D, TP FP -> 1/2; class 2: no truth -> None
     assert r["per_class"]["c0"] == pytest.approx(5 / 9, abs=1e-12)
@@ -46,7 +49,7 @@ def test_vinbigdata_hand_computed():
 def test_vinbigdata_tie_keeps_input_order():
     rows = list(PRED_ROWS)
     rows[1], rows[2] = rows[2], rows[1]  # now the TP comes first among the 0.8 tie: TP TP FP FP
-    r = M.vinbigdata_map(TRUTH, boxes(rows), IMAGES)
+    r = M.vinbigdata_map(TRUTH, boxes(rows), IMAGES, normal_class=NF_ID)
     assert r["per_class"]["c0"] == pytest.approx(2 / 3, abs=1e-12)
 
 
@@ -76,7 +79,7 @@ def test_truth_ties_first_for_vinbigdata_last_for_coco():
 
 
 def test_empty_predictions_and_no_truth():
-    r = M.vinbigdata_map(TRUTH, empty_boxes(), IMAGES)
+    r = M.vinbigdata_map(TRUTH, empty_boxes(), IMAGES, normal_class=NF_ID)
     assert r["per_class"] == {"c0": 0.0, "c1": 0.0, "No finding": 0.0}
     assert r["mAP"] == 0.0
     r = M.vinbigdata_map(empty_boxes(), boxes([("A", 0, 0, 0, 1, 1, 0.5)]), ["A"], normal_class=None)
@@ -85,17 +88,17 @@ def test_empty_predictions_and_no_truth():
 
 def test_normal_truth_rows_are_replaced():
     t = pd.concat([TRUTH, boxes([("C", 14, 0, 0, 0, 0)])], ignore_index=True)  # a class-14 truth row
-    r = M.vinbigdata_map(t, boxes(PRED_ROWS), IMAGES)
+    r = M.vinbigdata_map(t, boxes(PRED_ROWS), IMAGES, normal_class=NF_ID)
     assert r["mAP"] == pytest.approx(19 / 54, abs=1e-12)
 
 
 def test_bad_prediction_rows_raise():
     p = boxes([("A", 0, 5, 0, 1, 10, 0.9)])
     with pytest.raises(ValueError, match="x_max"):
-        M.vinbigdata_map(TRUTH, p, IMAGES)
+        M.vinbigdata_map(TRUTH, p, IMAGES, normal_class=NF_ID)
     p = boxes([("A", 0, 0, 0, 1, 10, np.nan)])
     with pytest.raises(ValueError, match="score"):
-        M.vinbigdata_map(TRUTH, p, IMAGES)
+        M.vinbigdata_map(TRUTH, p, IMAGES, normal_class=NF_ID)
 
 
 # ----------------------------------------------------------------------------- coco

@@ -14,7 +14,7 @@ from detection.evaluation import metrics as M
 def test_bad_rows_name_the_table_they_are_in():
     bad = boxes([("A", 0, 5, 0, 1, 10, 0.9)])
     with pytest.raises(ValueError, match="^truth row 0: x_max"):
-        M.vinbigdata_map(bad, boxes([("A", 0, 0, 0, 1, 1, 0.5)]), ["A"])
+        M.vinbigdata_map(bad, boxes([("A", 0, 0, 0, 1, 1, 0.5)]), ["A"], normal_class=None)
     with pytest.raises(ValueError, match="^predictions row 0: x_max"):
         M.coco_map(boxes([("A", 0, 0, 0, 1, 1)]), bad, ["A"])
 

@@ -22,9 +22,11 @@ import detection.engine.predict as P
 import detection.engine.predict_batch as PB   # the batch: where predict looks its steps up
 import detection.engine.predict_models as PM
 from data_prep.core.boxes import BOX_COLUMNS, Frame, frame_for, keep_ratio_size, to_frame
+from data_prep.datasets import describe
 
 
 NAMES = {0: "Aortic enlargement", 1: "Atelectasis"}
+NF = describe("vinbigdata").normal   # predict has no default normal class (issue 28)
 
 
 # ----------------------------------------------------------------------------- fakes
@@ -106,7 +108,7 @@ def test_two_class_filter_three_regimes():
     boxes = make_boxes(["a", "a", "b", "c"], [0, 3, 0, 5], ["x", "y", "x", "z"],
                        [[1, 2, 3, 4], [5, 6, 7, 8], [1, 1, 2, 2], [3, 3, 4, 4]], score=[0.9, 0.3, 0.5, 0.7])
     p = {"a": 0.05, "b": 0.30, "c": 0.96, "d": 0.01}  # d: an image without boxes
-    out = P.two_class_filter(boxes, p, low=0.08, high=0.95)
+    out = P.two_class_filter(boxes, p, low=0.08, high=0.95, normal_class=describe("vinbigdata").normal)
     assert list(out.columns[:len(BOX_COLUMNS)]) == BOX_COLUMNS
     got = {(r.image_id, r.class_id): r.score for r in out.itertuples()}
     assert got == pytest.approx({("a", 14): 1.0,             # p < low: normal only
@@ -120,11 +122,11 @@ def test_two_class_filter_three_regimes():
     out = P.two_class_filter(boxes, p, 0.08, 0.95, normal_class=None)
     assert sorted(map(tuple, out[["image_id", "class_id"]].to_numpy().tolist())) == [("b", 0), ("c", 5)]
     # boundaries: p == low keeps boxes (+14 at 1 - low), p == high is boxes only
-    out = P.two_class_filter(boxes, {"a": 0.08, "c": 0.95}, 0.08, 0.95)
+    out = P.two_class_filter(boxes, {"a": 0.08, "c": 0.95}, 0.08, 0.95, normal_class=NF)
     assert {(r.image_id, r.class_id): round(r.score, 6) for r in out.itertuples()} == \
         {("a", 0): 0.9, ("a", 3): 0.3, ("a", 14): 0.92, ("b", 0): 0.5, ("c", 5): 0.7}
     with pytest.raises(ValueError, match="low <= high"):
-        P.two_class_filter(boxes, p, 0.9, 0.1)
+        P.two_class_filter(boxes, p, 0.9, 0.1, normal_class=NF)
 
 
 def test_classifier_probs_reads_the_abnormal_class_by_name(fake_classifier):
@@ -186,9 +188,9 @@ def test_tta_with_a_wrong_unflip_would_move_the_box(tmp_path, fake_models, monke
 
 def test_predict_with_classifier_filter(tmp_path, fake_models):
     _square_pngs(tmp_path / "png")  # im0, im1 abnormal (p 0.97), im2 normal (p 0.02)
-    out = P.predict("a.pt", tmp_path / "png", classifier="c.cls", low=0.08, high=0.95)
+    out = P.predict("a.pt", tmp_path / "png", classifier="c.cls", low=0.08, high=0.95, normal=NF)
     assert sorted(zip(out.image_id, out.class_id)) == [("im0", 0), ("im1", 0), ("im2", 14)]
-    out = P.predict("a.pt", tmp_path / "png", classifier="c.cls", low=0.01, high=0.98)
+    out = P.predict("a.pt", tmp_path / "png", classifier="c.cls", low=0.01, high=0.98, normal=NF)
     assert sorted(zip(out.image_id, out.class_id, out.score.round(2))) == \
         [("im0", 0, 0.9), ("im0", 14, 0.03), ("im1", 0, 0.9), ("im1", 14, 0.03), ("im2", 14, 0.98)]
 
@@ -308,7 +310,7 @@ def test_end_to_end_synth_prep_train_predict_submit(tmp_path):
     assert det.parts[-3:] == ("vinbigdata_fold0", "weights", "best.pt")
     assert clf.parts[-3:] == ("vinbigdata_fold0_cls", "weights", "best.pt")
     pred = P.predict(det, data / "test", tta=True, imgsz=128, conf=0.001, max_det=20, classifier=clf,
-                     cls_imgsz=64, size=cfg["size"], keep_ratio=cfg["keep_ratio"])
+                     normal=NF, cls_imgsz=64, size=cfg["size"], keep_ratio=cfg["keep_ratio"])
     test_ids = sorted(p.stem for p in (data / "test").glob("*.dicom"))
     assert set(pred.image_id) <= set(test_ids)
     # every test image gets boxes or a "No finding" row (untrained p(abnormal) is near 0.5: middle regime)
@@ -345,8 +347,8 @@ def test_several_classifiers_average_p_abnormal(tmp_path, fake_models, monkeypat
     _square_pngs(tmp_path / "png")
     p = {"hi.cls": 0.9, "lo.cls": 0.1}
     monkeypatch.setattr(PB, "classifier_probs", lambda clf, imgs, device="cpu": np.full(len(imgs), p[clf.path]))
-    out = P.predict("a.pt", tmp_path / "png", classifier=["hi.cls", "lo.cls"], low=0.08, high=0.95)
+    out = P.predict("a.pt", tmp_path / "png", classifier=["hi.cls", "lo.cls"], low=0.08, high=0.95, normal=NF)
     normal = out[out.class_id == 14].set_index("image_id")["score"]
     assert sorted(normal.index) == ["im0", "im1", "im2"] and np.allclose(normal, 0.5)  # 1 - mean(0.9, 0.1)
-    out = P.predict("a.pt", tmp_path / "png", classifier="hi.cls", low=0.08, high=0.95)
+    out = P.predict("a.pt", tmp_path / "png", classifier="hi.cls", low=0.08, high=0.95, normal=NF)
     assert np.allclose(out[out.class_id == 14]["score"], 0.1)

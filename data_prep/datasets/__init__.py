@@ -52,7 +52,9 @@ def normal_ids() -> set[int]:
 
 def describe_prep(prep_dir: str | os.PathLike) -> Dataset:
     """The :class:`Dataset` a prep folder was made for, from its manifest (``prep.json``)."""
-    path = Path(prep_dir) / "prep.json"
+    from data_prep.core.prepdir import PrepDir
+
+    path = PrepDir(prep_dir).manifest
     if not path.is_file():
         raise FileNotFoundError(f"{prep_dir}: no prep.json; expected a folder written by `cxrdet prep`")
     cfg = json.loads(path.read_text()).get("config") or {}

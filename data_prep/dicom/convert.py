@@ -52,11 +52,11 @@ from data_prep.core.atomic import clean_folder, folder_lock, symlink, write_csv,
 from data_prep.dicom.convert_worker import PNG_COMPRESSION, convert_one, worker_init, write_png  # noqa: F401 (re-exported)
 from data_prep.dicom.read import APPLIED_FIELDS, HEADER_FIELDS, output_size
 from data_prep.core.errors import InputError, check_output, reading
+from data_prep.core.prepdir import META  # DST/meta.csv: the name prep's OUT/meta.csv shares
 from data_prep.dicom.voi import VoiOptions
 
 log = logging.getLogger(__name__)
 
-META = "meta.csv"
 PARTIAL = "meta.partial.jsonl"
 ERRORS = "errors.csv"
 META_COLUMNS = ["image_id", "height", "width", "png_height", "png_width"]

@@ -74,12 +74,11 @@ import yaml
 
 from data_prep.core import boxes as bx
 from data_prep.core.atomic import atomic_folder, safe_name
+from data_prep.core.prepdir import (  # noqa: F401 (data_yaml_name, coco_train_name, TRAIN_LABELS re-exported)
+    IMAGES, ITEMS, ITEMS_CSV, TRAIN_LABELS, PrepDir, coco_train_name, data_yaml_name, yaml_names)
 
 log = logging.getLogger(__name__)
 
-TRAIN_LABELS = ("fused", "variants", "both")
-ITEMS = "train_items"          # OUT/train_items: training items whose labels are not the truth's
-ITEMS_CSV = "items.csv"
 VARIANT_SEP = "~"              # <image_id>~<rater>: a variant item's name
 
 
@@ -211,24 +210,6 @@ def _train_lists(images: pd.DataFrame, k: int, has_box: set, include_normal: boo
     return lists
 
 
-def _yaml_name(kind: str) -> tuple[str, str]:
-    """(train list, data yaml) file names of a training-label kind in ``OUT/yolo/fold<k>``."""
-    return ("train.txt", "data.yaml") if kind == "fused" else (f"train_{kind}.txt", f"data_{kind}.yaml")
-
-
-def data_yaml_name(train_labels: str) -> str:
-    """The data.yaml of ``OUT/yolo/fold<k>`` a training with ``train_labels`` reads."""
-    if train_labels not in TRAIN_LABELS:
-        raise ValueError(f"train_labels {train_labels!r}; expected one of {', '.join(TRAIN_LABELS)}")
-    return _yaml_name(train_labels)[1]
-
-
-def coco_train_name(k: int, train_labels: str) -> str:
-    """The COCO training json of fold ``k`` for ``train_labels`` (in ``OUT/coco``)."""
-    data_yaml_name(train_labels)
-    return f"fold{k}_train.json" if train_labels == "fused" else f"fold{k}_train_{train_labels}.json"
-
-
 def _write_items(out: Path, items: dict) -> dict:
     """``OUT/train_items`` (module docstring): symlinks, label files, items.csv; the items' paths
     set to their symlinks. Without items the folder is removed. Returns ``items`` with those paths."""
@@ -241,7 +222,7 @@ def _write_items(out: Path, items: dict) -> dict:
         return items
     res = {}
     with atomic_folder(folder) as tmp:
-        (tmp / "images").mkdir()
+        (tmp / IMAGES).mkdir()
         (tmp / "labels").mkdir()
         rows = []
         for kind, (it, ib) in items.items():
@@ -250,10 +231,10 @@ def _write_items(out: Path, items: dict) -> dict:
             paths = []
             for r in it.itertuples():
                 name = f"{r.image_id}{Path(r.path).suffix or '.png'}"
-                os.symlink(os.path.abspath(r.path), tmp / "images" / name)
+                os.symlink(os.path.abspath(r.path), tmp / IMAGES / name)
                 text = per.get(r.image_id)
                 (tmp / "labels" / f"{r.image_id}.txt").write_text(text + "\n" if text else "")
-                paths.append(str(folder / "images" / name))
+                paths.append(str(folder / IMAGES / name))
                 rows.append((r.image_id, r.source_id, r.rater))
             has = set(ib["image_id"][lines.notna()])
             res[kind] = (it.assign(path=paths), ib[ib["image_id"].isin(has)] if len(ib) else ib)
@@ -268,7 +249,7 @@ def item_image_ids(paths, prep_dir: str | os.PathLike | None = None) -> list[str
     out = []
     for p in map(Path, paths):
         root = p.parent.parent
-        if p.parent.name == "images" and root.name == ITEMS:
+        if p.parent.name == IMAGES and root.name == ITEMS:
             if root not in maps:
                 f = root / ITEMS_CSV
                 maps[root] = (dict(pd.read_csv(f, dtype=str, keep_default_na=False)[["item", "image_id"]].to_numpy())
@@ -328,27 +309,28 @@ def write_yolo(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
         log.warning("export: %d zero-area boxes (after clipping to the image) left out of the YOLO labels", n_dropped)
     per_image = lines.dropna().groupby(boxes["image_id"][lines.notna()]).agg("\n".join)
 
-    with atomic_folder(out / "labels") as labels_tmp:
+    layout = PrepDir(out)
+    with atomic_folder(layout.labels) as labels_tmp:
         for image_id in images["image_id"]:
             text = per_image.get(image_id)               # None: a background image, an empty file
             (labels_tmp / f"{image_id}.txt").write_text(text + "\n" if text else "")
-    cache = out / "labels.cache"      # ultralytics' label cache keys on file sizes only: drop it
+    cache = layout.labels.with_suffix(".cache")      # ultralytics' label cache keys on file sizes only: drop it
     if cache.exists():
         cache.unlink()
 
     has_box = set(boxes["image_id"][lines.notna()])
     items = _write_items(out, training_items(images, boxes, rater_boxes, squarify))
-    with atomic_folder(out / "yolo") as yolo_tmp:
+    with atomic_folder(layout.yolo) as yolo_tmp:
         ks = sorted(images["fold"].unique())
         for k in ks:
             _, val = _split(images, k, has_box, include_normal)
-            d = yolo_tmp / f"fold{k}"
+            d = yolo_tmp / layout.yolo_fold(k).name
             d.mkdir()
-            (d / "val.txt").write_text("".join(p + "\n" for p in val["path"]))
+            (d / layout.val_list(k).name).write_text("".join(p + "\n" for p in val["path"]))
             for kind, train in _train_lists(images, k, has_box, include_normal, items).items():
-                list_name, yaml_name = _yaml_name(kind)
+                list_name, yaml_name = yaml_names(kind)
                 (d / list_name).write_text("".join(p + "\n" for p in train["path"]))
-                data = {"path": str(out / "yolo" / f"fold{k}"), "train": list_name, "val": "val.txt",
+                data = {"path": str(layout.yolo_fold(k)), "train": list_name, "val": layout.val_list(k).name,
                         "nc": len(names), "names": names}
                 if channels == 1:
                     data["channels"] = 1
@@ -357,8 +339,8 @@ def write_yolo(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
                     f"# cxrdet fold {k} of {len(ks)}: train = other folds ({len(train)} {what}), val = fold {k} "
                     f"({len(val)} images)\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     log.info("export: YOLO labels for %d images (%d boxes), %d folds in %s", len(images),
-             len(boxes) - n_dropped, len(ks), out / "yolo")
-    return {"labels": out / "labels", "data_yaml": [out / "yolo" / f"fold{k}" / "data.yaml" for k in ks],
+             len(boxes) - n_dropped, len(ks), layout.yolo)
+    return {"labels": layout.labels, "data_yaml": [layout.data_yaml(k) for k in ks],
             "n_labels": len(images), "n_dropped": n_dropped, "n_items": {k: len(v[0]) for k, v in items.items()}}
 
 
@@ -410,7 +392,8 @@ def write_coco(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
         image_ids.update({iid: n for n, iid in enumerate(items["variants"][0]["image_id"], start=len(image_ids) + 1)})
     item_boxes = pd.concat([boxes if "fused" not in items else items["fused"][1]]
                            + ([items["variants"][1]] if "variants" in items else []), ignore_index=True)
-    with atomic_folder(out / "coco") as tmp:
+    layout = PrepDir(out)
+    with atomic_folder(layout.coco) as tmp:
         written = []
         ks = sorted(images["fold"].unique())
         for k in ks:
@@ -418,12 +401,12 @@ def write_coco(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
             _, val = _split(images, k, has_box, include_normal)
             for split, sub, bb in (("train", lists["fused"], item_boxes), ("val", val, boxes)):
                 d = coco_dict(sub, bb, names, image_ids, description=f"cxrdet fold {k} {split}")
-                (tmp / f"fold{k}_{split}.json").write_text(json.dumps(d))
-                written.append(out / "coco" / f"fold{k}_{split}.json")
+                (tmp / layout.coco_json(k, split).name).write_text(json.dumps(d))
+                written.append(layout.coco_json(k, split))
             for kind in ("variants", "both"):
                 if kind in lists:
                     d = coco_dict(lists[kind], item_boxes, names, image_ids, description=f"cxrdet fold {k} train {kind}")
-                    (tmp / coco_train_name(k, kind)).write_text(json.dumps(d))
-                    written.append(out / "coco" / coco_train_name(k, kind))
-    log.info("export: COCO json for %d folds in %s", len(ks), out / "coco")
+                    (tmp / layout.coco_train(k, kind).name).write_text(json.dumps(d))
+                    written.append(layout.coco_train(k, kind))
+    log.info("export: COCO json for %d folds in %s", len(ks), layout.coco)
     return written

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_prep.core.prepdir import PrepDir
+
 log = logging.getLogger(__name__)
 
 SUPPORTED = {"vinbigdata": ("nih",)}   # training dataset -> datasets that can be merged into it
@@ -77,7 +79,7 @@ def link(name: str, src: dict, out: Path) -> dict:
     if missing:
         log.warning("extra %s: %d boxed image(s) have no PNG in %s, left out, e.g. %s", name, len(missing),
                     src["images_dir"], missing[0].name)
-    res = link_pngs([p for p in want if p.is_file()], out / "images", out / f"extra_{name}_meta.csv")
+    res = link_pngs([p for p in want if p.is_file()], PrepDir(out).images, PrepDir(out).extra_meta(name))
     res.update(n_missing=len(missing), mapping=info)
     return res
 
@@ -95,7 +97,7 @@ def merge(cfg: dict, images: pd.DataFrame, boxes: pd.DataFrame, out: Path) -> tu
     parts_i, parts_b, info = [images], [boxes], {}
     for name, src in srcs.items():
         im, bx, counts = _load(src)
-        png = read_table(out / f"extra_{name}_meta.csv")[["image_id", "png_height", "png_width"]]
+        png = read_table(PrepDir(out).extra_meta(name))[["image_id", "png_height", "png_width"]]
         im = im.drop(columns=[c for c in ("png_height", "png_width") if c in im]).merge(png, on="image_id")
         bx = bx[bx["image_id"].isin(set(im["image_id"]))]
         clash = sorted(set(im["image_id"]) & set(images["image_id"]))
@@ -103,7 +105,7 @@ def merge(cfg: dict, images: pd.DataFrame, boxes: pd.DataFrame, out: Path) -> tu
             raise ValueError(f"extra {name}: image id {clash[0]!r} is also a {cfg['dataset']} image; expected "
                              "distinct ids")
         im = im.assign(dataset=name, patient_id=name + "/" + im["patient_id"].astype(str),
-                       path=[str(out / "images" / f"{i}.png") for i in im["image_id"]])
+                       path=[str(PrepDir(out).png(i)) for i in im["image_id"]])
         im = im[[c for c in images.columns if c in im.columns]]
         parts_i.append(im)
         parts_b.append(bx)

@@ -70,8 +70,9 @@ import yaml
 
 from data_prep.core.atomic import write_csv, write_text
 from data_prep.datasets import describe
-from data_prep.prep import MANIFEST, file_stamp, read_table
+from data_prep.prep import file_stamp, read_table
 from data_prep.core.tables import write_probs
+from data_prep.core.prepdir import PrepDir
 from detection.models import safe_load
 from detection.engine.train import checkpoint_finished, train_list, trained_on
 
@@ -206,13 +207,12 @@ def train_model(kind: str, cfg: dict, prep: Path, record: Path, force: bool = Fa
 
     k = int(cfg["fold"])
     if kind == "det":
-        from data_prep.labels.export import coco_train_name
         from detection.models.checkpoints import init_weights
         from detection.engine.train import fold_data
 
         labels = str(cfg.get("train_labels") or "fused")
         data = fold_data(prep, k, cfg)
-        train_txt = data.parent / (yaml.safe_load(data.read_text()) or {}).get("train", "train.txt")
+        train_txt = data.parent / (yaml.safe_load(data.read_text()) or {}).get("train", PrepDir(prep).train_list(k, labels).name)
         inputs = {"model": resolve_model(cfg["model"]), "data": str(data.resolve()),
                   "data_stamp": file_stamp(data), "train_stamp": file_stamp(train_txt)}
         if labels != "fused":                   # only when set: runs recorded before the keys stay valid
@@ -223,11 +223,11 @@ def train_model(kind: str, cfg: dict, prep: Path, record: Path, force: bool = Fa
         if int(cfg.get("keep_epochs") or 0):      # only when set: runs recorded before the key stay valid
             inputs["keep_epochs"] = int(cfg["keep_epochs"])
         if str(cfg["model"]).startswith("tv:"):   # torchvision's models train on the COCO export
-            inputs["coco_stamp"] = file_stamp(prep / "coco" / coco_train_name(k, labels))
+            inputs["coco_stamp"] = file_stamp(PrepDir(prep).coco_train(k, labels))
         fp, run, train = _fingerprint(cfg, _DET_KEYS, inputs), run_dir(cfg), train_detector
     else:
-        inputs = {"cls_model": resolve_model(cfg["cls_model"], "cls_model"), "folds": file_stamp(prep / "folds.csv"),
-                  "fused": file_stamp(prep / "fused_boxes.csv")}
+        inputs = {"cls_model": resolve_model(cfg["cls_model"], "cls_model"), "folds": file_stamp(PrepDir(prep).folds_csv),
+                  "fused": file_stamp(PrepDir(prep).fused_boxes_csv)}
         fp, run, train = _fingerprint(cfg, _CLS_KEYS, inputs), run_dir(cfg, "_cls"), train_classifier
     best, last = run / "weights" / "best.pt", run / "weights" / "last.pt"
     claim_run(run, record, fp)
@@ -321,7 +321,7 @@ def run_fold(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, image
         tp = time.perf_counter()
         kw = predict_kwargs(cfg)
         kw["post"] = {**cfg, "ens_weights": None}  # one model per fold: ensemble weights are the test set's
-        inf = infer(det, listing, prep / "images.csv", classifier=clf, errors=errors, **kw)  # inference only
+        inf = infer(det, listing, PrepDir(prep).images_csv, classifier=clf, errors=errors, **kw)  # inference only
         t_pred = time.perf_counter() - tp
         failed = [i for i, p in zip(held_ids, held["path"]) if any(e.startswith(str(p)) for e in errors)]
         write_csv(inf.raw.assign(fold=int(k)), part_path)
@@ -365,7 +365,7 @@ def predict_ckpt(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, d
     write_text(listing, "".join(f"{p}\n" for p in held["path"]))
     kw = predict_kwargs(cfg)
     kw["post"] = one
-    inf = infer([str(m) for m in chosen], listing, prep / "images.csv", errors=[], **kw)
+    inf = infer([str(m) for m in chosen], listing, PrepDir(prep).images_csv, errors=[], **kw)
     write_csv(inf.raw.assign(fold=int(k)), part)
     _write_json({"fold": int(k), "fingerprint": fp, "members": [str(m) for m in chosen]}, record)
     return {"members": [str(m) for m in chosen], "how": "predicted"}
@@ -383,10 +383,10 @@ def ckpt_oof(cfg: dict, prep: Path, out: Path, records: list[dict], ks, present,
         return None
     raw = write_csv(_read_parts([out / "parts" / f"fold{r['fold']}_ckpt.csv" for r in records]),
                     out / "oof_ckpt_raw.csv")
-    oof = postprocess_files([raw], probs, cfg, prep / "images.csv")
-    fold_of = read_table(prep / "folds.csv").set_index("image_id")["fold"].astype(int)
+    oof = postprocess_files([raw], probs, cfg, PrepDir(prep).images_csv)
+    fold_of = read_table(PrepDir(prep).folds_csv).set_index("image_id")["fold"].astype(int)
     path = write_csv(oof.assign(fold=oof["image_id"].map(fold_of).astype("int64")), out / "oof_ckpt.csv")
-    res = evaluate_files(prep / "fused_boxes.csv", path, prep / "images.csv", prep / "folds.csv",
+    res = evaluate_files(PrepDir(prep).fused_boxes_csv, path, PrepDir(prep).images_csv, PrepDir(prep).folds_csv,
                          ks if ks != present else None, cfg["metric"], float(cfg["iou_thr"]))
     score = {r["fold"]: r["score"] for r in res["folds"]}
     return {"k": int(cfg["ckpt_ensemble"]), "score": res["mAP"], "per_class": res["per_class"], "oof": str(path),
@@ -396,15 +396,16 @@ def ckpt_oof(cfg: dict, prep: Path, out: Path, records: list[dict], ks, present,
 
 # ----------------------------------------------------------------------------- the whole run
 def _prep_tables(prep: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    for name in ("folds.csv", "images.csv", "fused_boxes.csv"):
-        if not (prep / name).is_file():
-            raise FileNotFoundError(f"{prep / name}: missing; run `cxrdet prep` first (--prep is its output folder)")
-    folds, images = read_table(prep / "folds.csv"), read_table(prep / "images.csv")
-    images["path"] = [p if p else str(prep / "images" / f"{i}.png") for i, p in zip(images["image_id"], images["path"])]
+    layout = PrepDir(prep)
+    for path in (layout.folds_csv, layout.images_csv, layout.fused_boxes_csv):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; run `cxrdet prep` first (--prep is its output folder)")
+    folds, images = read_table(PrepDir(prep).folds_csv), read_table(PrepDir(prep).images_csv)
+    images["path"] = [p if p else str(layout.png(i)) for i, p in zip(images["image_id"], images["path"])]
     unknown = sorted(set(folds["image_id"]) - set(images["image_id"]))
     if unknown:
-        raise ValueError(f"{prep / 'folds.csv'}: {len(unknown)} image(s) not in images.csv, e.g. {unknown[:5]}")
-    return folds, images, _read_json(prep / MANIFEST) or {}
+        raise ValueError(f"{PrepDir(prep).folds_csv}: {len(unknown)} image(s) not in images.csv, e.g. {unknown[:5]}")
+    return folds, images, _read_json(layout.manifest) or {}
 
 
 def _baseline(cfg: dict, manifest: dict, images: pd.DataFrame, ids: list[str], parts: Path) -> dict:
@@ -629,7 +630,7 @@ def model_settings(cfg: dict) -> list[tuple[str, dict]] | None:
 
 
 def _with_fold(table: pd.DataFrame, prep: Path) -> pd.DataFrame:
-    fold_of = read_table(prep / "folds.csv").set_index("image_id")["fold"].astype(int)
+    fold_of = read_table(PrepDir(prep).folds_csv).set_index("image_id")["fold"].astype(int)
     return table.assign(fold=table["image_id"].map(fold_of).astype("int64"))  # the 2-class filter's rows too
 
 
@@ -661,17 +662,17 @@ def write_oof(cfg: dict, prep: Path, out: Path, ks: list[int], with_cls: bool,
         for name in names:
             d = out / "models" / name
             raw_m = write_csv(_read_parts([d / "parts" / f"fold{k}.csv" for k in ks]), d / "oof_raw.csv")
-            oof_m = write_csv(_with_fold(postprocess_files([raw_m], probs, cfg, prep / "images.csv"), prep),
+            oof_m = write_csv(_with_fold(postprocess_files([raw_m], probs, cfg, PrepDir(prep).images_csv), prep),
                               d / "oof.csv")
             res["models"][name] = {"oof_raw": raw_m, "oof": oof_m}
         c = post_config(cfg)
         tables = [read_predictions(res["models"][n]["oof_raw"], describe(cfg)) for n in names]
-        fused = ensemble(tables, image_sizes(prep / "images.csv"), c["ens_iou"], c["ens_skip"], c["ens_conf_type"],
+        fused = ensemble(tables, image_sizes(PrepDir(prep).images_csv), c["ens_iou"], c["ens_skip"], c["ens_conf_type"],
                          c["ens_weights"])
         raw = write_csv(_with_fold(fused, prep), out / "oof_raw.csv")
     else:
         raw = write_csv(_read_parts([out / "parts" / f"fold{k}.csv" for k in ks]), out / "oof_raw.csv")
-    oof = _with_fold(postprocess_files([raw], probs, cfg, prep / "images.csv"), prep)
+    oof = _with_fold(postprocess_files([raw], probs, cfg, PrepDir(prep).images_csv), prep)
     return {"oof_raw": raw, "oof_probs": probs, "oof": write_csv(oof, out / "oof.csv"), **res}
 
 
@@ -689,7 +690,7 @@ def _merged(k: int, per: list[dict], names: list[str]) -> dict:
 def _model_entry(name: str, mcfg: dict, paths: dict, out: Path, prep: Path, ks, present, cfg: dict) -> dict:
     from detection.evaluation.evaluate import evaluate_files
 
-    r = evaluate_files(prep / "fused_boxes.csv", paths["oof"], prep / "images.csv", prep / "folds.csv",
+    r = evaluate_files(PrepDir(prep).fused_boxes_csv, paths["oof"], PrepDir(prep).images_csv, PrepDir(prep).folds_csv,
                        ks if ks != present else None, cfg["metric"], float(cfg["iou_thr"]))
     return {"name": name, "model": mcfg["model"], "score": r["mAP"],
             "folds": [{"fold": f["fold"], "score": f["score"]} for f in r["folds"]],
@@ -749,7 +750,7 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
     oof_path = files["oof"]
     per_model = files.pop("models", None)
 
-    res = evaluate_files(prep / "fused_boxes.csv", oof_path, prep / "images.csv", prep / "folds.csv",
+    res = evaluate_files(PrepDir(prep).fused_boxes_csv, oof_path, PrepDir(prep).images_csv, PrepDir(prep).folds_csv,
                          ks if ks != present else None, cfg["metric"], float(cfg["iou_thr"]))
     score = {r["fold"]: r["score"] for r in res["folds"]}
     predicted = sorted(i for r in records for i in r["images"])
@@ -763,8 +764,8 @@ def _cross_validate(cfg: dict, prep: Path, out: Path, folds, with_cls: bool, tes
           "missing": missing,
           # what `cxrdet tune --cv DIR` reads: the truth of these images, the raw tables, and the
           # config that made oof.csv (its post-processing keys are tune's starting point)
-          "inputs": {"prep": str(prep), "truth": str(prep / "fused_boxes.csv"), "meta": str(prep / "images.csv"),
-                     "folds": str(prep / "folds.csv")},
+          "inputs": {"prep": str(prep), "truth": str(PrepDir(prep).fused_boxes_csv), "meta": str(PrepDir(prep).images_csv),
+                     "folds": str(PrepDir(prep).folds_csv)},
           "files": {k: (v.name if v else None) for k, v in files.items()}
           | ({"model_oof_raw": [str(per_model[m]["oof_raw"].relative_to(out)) for m in names]} if names else {}),
           "config": {"dataset": cfg["dataset"], "classes": cfg.get("classes"), "metric": cfg["metric"],
@@ -836,10 +837,10 @@ def _print_table(cv: dict, records: list[dict], res: dict, prep: Path, out: Path
     probs = f" --cls-probs {files['oof_probs']}" if files.get("oof_probs") else ""
     lines.append(f"wrote {files['oof_raw']} (inference only)" + (f", {files['oof_probs']}" if probs else "")
                  + f", {files['oof']} (= cxrdet postprocess --pred {files['oof_raw']}{probs} --meta "
-                 f"{prep / 'images.csv'} with this config)")
+                 f"{PrepDir(prep).images_csv} with this config)")
     lines.append(f"and {out / 'cv.json'}; the same score: cxrdet evaluate "
-                 f"--metric {cfg['metric']} --iou {cfg['iou_thr']} --truth {prep / 'fused_boxes.csv'} --meta "
-                 f"{prep / 'images.csv'} --pred {out / 'oof.csv'} --folds {prep / 'folds.csv'}{fold_arg}")
+                 f"--metric {cfg['metric']} --iou {cfg['iou_thr']} --truth {PrepDir(prep).fused_boxes_csv} --meta "
+                 f"{PrepDir(prep).images_csv} --pred {out / 'oof.csv'} --folds {PrepDir(prep).folds_csv}{fold_arg}")
     print("\n".join(lines), flush=True)
 
 

@@ -58,7 +58,6 @@ from data_prep.core.boxes import BOX_COLUMNS, COORDS, denormalize_xyxy, empty_bo
 from data_prep.datasets import DEFAULT_DATASET, describe
 from data_prep.core.tables import read_probs
 
-_DEFAULT_NORMAL = describe(DEFAULT_DATASET).normal  # (class_id, name) of the default dataset's normal class
 
 log = logging.getLogger(__name__)
 
@@ -389,9 +388,11 @@ def final_order(img: np.ndarray, score: np.ndarray) -> np.ndarray:
     return np.lexsort((-score, img))  # lexsort is stable: ties stay in input order
 
 
-def apply(table: pd.DataFrame, probs: pd.DataFrame | None = None, cfg: dict | None = None,
-          normal_class: tuple[int, str] | None = _DEFAULT_NORMAL, sizes: pd.DataFrame | None = None) -> pd.DataFrame:
+def apply(table: pd.DataFrame, probs: pd.DataFrame | None, cfg: dict | None,
+          normal_class: tuple[int, str] | None, sizes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Steps 2-7 on one box table -> the post-processed box table (sorted; module docstring).
+
+    ``normal_class``: (class_id, name) of the dataset's normal class (``describe(cfg).normal``) or None.
 
     ``probs``: a probabilities table or None; ``sizes``: image_id-indexed height, width or None."""
     cfg = post_config(cfg)
@@ -434,17 +435,16 @@ def _carry_columns(table: pd.DataFrame, added: pd.DataFrame, out: pd.DataFrame) 
     return out
 
 
-def two_class_filter(boxes: pd.DataFrame, p_abnormal: dict[str, float], low: float = 0.08, high: float = 0.95,
-                     normal_class: tuple[int, str] | None = _DEFAULT_NORMAL) -> pd.DataFrame:
+def two_class_filter(boxes: pd.DataFrame, p_abnormal: dict[str, float], low: float = 0.08, high: float = 0.95, *,
+                     normal_class: tuple[int, str] | None) -> pd.DataFrame:
     """The 2-class filter alone (step 7) with ``p_abnormal`` {image_id: p(abnormal)}; images absent
     from it keep their boxes."""
     probs = pd.DataFrame({"image_id": [str(i) for i in p_abnormal], "abnormal": list(p_abnormal.values())})
     return apply(boxes, probs, {"cls_low": low, "cls_high": high}, normal_class)
 
 
-def postprocess(tables: Sequence[pd.DataFrame], probs: pd.DataFrame | None = None, cfg: dict | None = None,
-                normal_class: tuple[int, str] | None = _DEFAULT_NORMAL,
-                sizes: pd.DataFrame | None = None) -> pd.DataFrame:
+def postprocess(tables: Sequence[pd.DataFrame], probs: pd.DataFrame | None, cfg: dict | None,
+                normal_class: tuple[int, str] | None, sizes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every step (module docstring) on one or several prediction box tables."""
     c = post_config(cfg)
     if not tables:

@@ -44,6 +44,7 @@ import pandas as pd
 from data_prep.core.atomic import atomic_path, write_csv
 from data_prep.core.errors import InputError
 from data_prep.labels.image_level import ABNORMAL, label_columns, labels_from_boxes, read_label_table
+from data_prep.core.prepdir import PrepDir
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +226,12 @@ def training_table(cfg: dict, prep_dir: Path) -> pd.DataFrame:
     """Label table joined with prep's folds and PNG paths: image_id, patient_id, path, fold, labels."""
     from data_prep.prep import class_names, read_table
 
-    folds = read_table(prep_dir / "folds.csv")
-    images = read_table(prep_dir / "images.csv")
+    folds = read_table(PrepDir(prep_dir).folds_csv)
+    images = read_table(PrepDir(prep_dir).images_csv)
     if cfg.get("cls_label_table"):
         labels = read_label_table(cfg["cls_label_table"])
     else:
-        boxes = read_table(prep_dir / "boxes.csv")
+        boxes = read_table(PrepDir(prep_dir).boxes_csv)
         labels = labels_from_boxes(images, boxes, class_names(cfg, boxes), cfg["vote"])
     t = labels.drop(columns=[c for c in ("patient_id",) if c in labels]).merge(
         folds[["image_id", "fold"]], on="image_id", how="inner")
@@ -238,13 +239,13 @@ def training_table(cfg: dict, prep_dir: Path) -> pd.DataFrame:
     t["patient_id"] = t["image_id"].map(pid) if pid is not None else t["image_id"]
     t["patient_id"] = t["patient_id"].fillna(t["image_id"])
     paths = images.set_index("image_id")["path"] if "path" in images else pd.Series(dtype=str)
-    t["path"] = [p if isinstance(p, str) and p else str(prep_dir / "images" / f"{i}.png")
+    t["path"] = [p if isinstance(p, str) and p else str(PrepDir(prep_dir).png(i))
                  for i, p in zip(t["image_id"], t["image_id"].map(paths))]
     lost = len(labels) - len(t)
     if lost:
-        log.warning("%d labelled image(s) are not in %s and are not used", lost, prep_dir / "folds.csv")
+        log.warning("%d labelled image(s) are not in %s and are not used", lost, PrepDir(prep_dir).folds_csv)
     if t.empty:
-        raise ValueError(f"no image of the label table is in {prep_dir / 'folds.csv'}; expected the same image ids")
+        raise ValueError(f"no image of the label table is in {PrepDir(prep_dir).folds_csv}; expected the same image ids")
     return t
 
 
@@ -363,7 +364,7 @@ def _train_multilabel(cfg: dict, prep_dir: Path) -> Path:
                          f"(folds present: {sorted(table['fold'].unique().tolist())})")
     shared = set(trn["patient_id"]) & set(val["patient_id"])
     if shared:
-        raise ValueError(f"{prep_dir / 'folds.csv'}: patient {sorted(shared)[0]!r} is in fold {k} and in the "
+        raise ValueError(f"{PrepDir(prep_dir).folds_csv}: patient {sorted(shared)[0]!r} is in fold {k} and in the "
                          f"training folds ({len(shared)} such); expected patient-disjoint folds")
     imgsz, seed = int(cfg["cls_imgsz"]), int(cfg["seed"])
     torch.manual_seed(seed)

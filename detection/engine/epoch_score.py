@@ -34,6 +34,7 @@ import pandas as pd
 from data_prep.core.atomic import write_csv
 from data_prep.datasets import describe
 from data_prep.core.errors import InputError
+from data_prep.core.prepdir import PrepDir
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,11 @@ class FoldScore:
         prep = Path(prep_dir)
         self.cfg, self.fold, self.path = cfg, int(fold), Path(run) / FILE
         self.metric, self.iou = str(cfg["metric"]), float(cfg["iou_thr"])
-        images, truth, self.ds = read_truth(prep / "fused_boxes.csv", describe(cfg), prep / "images.csv")
-        held = set(fold_images(prep / "folds.csv", self.fold))
+        images, truth, self.ds = read_truth(PrepDir(prep).fused_boxes_csv, describe(cfg), PrepDir(prep).images_csv)
+        held = set(fold_images(PrepDir(prep).folds_csv, self.fold))
         self.ids = [i for i in images["image_id"].astype(str) if i in held]
         self.truth = truth[truth["image_id"].astype(str).isin(held)].reset_index(drop=True)
-        self.rows = list_source(val_list(prep / "yolo" / f"fold{self.fold}" / "data.yaml"), prep / "images.csv")
+        self.rows = list_source(val_list(PrepDir(prep).data_yaml(self.fold)), PrepDir(prep).images_csv)
         self.rows = self.rows[self.rows["image_id"].isin(held)].reset_index(drop=True)
         self.sizes = self.rows.set_index("image_id")[["height", "width"]]
         self.scores: list[dict] = []
@@ -82,7 +83,7 @@ class FoldScore:
         """A scorer, or None (logged) when the prepared folder lacks what it needs (a hand-made
         YOLO dataset without prep's tables)."""
         prep = Path(prep_dir)
-        need = [prep / n for n in ("fused_boxes.csv", "images.csv", "folds.csv")]
+        need = [PrepDir(prep).fused_boxes_csv, PrepDir(prep).images_csv, PrepDir(prep).folds_csv]
         missing = [str(p) for p in need if not p.is_file()]
         if missing:
             log.warning("no per-epoch competition score (%s missing; a folder made by `cxrdet prep` has them): "

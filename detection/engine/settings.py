@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 
-from data_prep.datasets import DEFAULT_DATASET, describe
-
-_DEFAULT_NORMAL = describe(DEFAULT_DATASET).normal  # (class_id, name) of the default dataset's normal class
+from data_prep.datasets import describe
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,7 @@ class PredictSettings:
     cls_high: float = 0.95
     size: int = 512
     keep_ratio: bool = False
-    normal: tuple[int, str] | None = _DEFAULT_NORMAL
+    normal: tuple[int, str] | None = None  # the dataset's (from_config: describe(cfg).normal); None: no normal rows
     voi: object = None  # data_prep.dicom.voi.VoiOptions for DICOMs (None: the config defaults)
     post: dict | None = None  # post-processing keys (detection.competition.postprocess), e.g. the merged config
     scheduler: str | None = None  # null | local | tcp://host:port (data_prep.core.cluster)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep.core.boxes import Frame, frame_between
+from data_prep.core.prepdir import META
 from data_prep.datasets.common import read_meta as common_read_meta
 
 log = logging.getLogger("detection.engine.predict")   # the stage's logger: its lines read as predict's
@@ -44,7 +45,7 @@ def list_source(source: str | os.PathLike, meta: str | os.PathLike | None = None
     if pngs:
         rows = pd.DataFrame({"image_id": [p.stem for p in pngs], "path": [str(p) for p in pngs], "kind": "png"})
         if meta is None:
-            meta = next((m for m in (src / "meta.csv", src.parent / "meta.csv") if m.is_file()), None)
+            meta = next((m for m in (src / META, src.parent / META) if m.is_file()), None)
             if meta is not None:
                 log.info("original sizes from %s", meta)
             else:

@@ -40,6 +40,7 @@ import yaml
 from data_prep.core.atomic import safe_name
 from data_prep.core.config import add_config_arguments, stage_config
 from data_prep.core.errors import InputError
+from data_prep.core.prepdir import PrepDir
 from detection.engine.runs import resolve_model, run_dir, run_lock  # noqa: F401  (train's API)
 from detection.models import safe_load
 
@@ -99,12 +100,10 @@ def fold_data(prep_dir: str | os.PathLike, fold: int, cfg: dict) -> Path:
     """The data.yaml fold ``fold`` trains on: ``OUT/yolo/fold<k>/data.yaml`` for ``train_labels:
     fused``, ``data_variants.yaml`` / ``data_both.yaml`` otherwise (prep writes them when its own
     ``train_labels`` asked for variants); its val list is always the fold's images and fused truth."""
-    from data_prep.labels.export import data_yaml_name
-
     labels = str(cfg.get("train_labels") or "fused")
-    data = Path(prep_dir) / "yolo" / f"fold{fold}" / data_yaml_name(labels)
+    data = PrepDir(prep_dir).data_yaml(fold, labels)
     if not data.is_file():
-        if labels != "fused" and (data.parent / "data.yaml").is_file():
+        if labels != "fused" and PrepDir(prep_dir).data_yaml(fold).is_file():
             raise FileNotFoundError(f"{data}: no {labels} training list for fold {fold}; run `cxrdet prep` with "
                                     f"train_labels={labels} (it writes the radiologist variants)")
         raise FileNotFoundError(f"{data}: no YOLO dataset for fold {fold}; run `cxrdet prep` first "
@@ -165,7 +164,7 @@ def _train_detector(cfg: dict, prep_dir, callbacks) -> Path:
 # ----------------------------------------------------------------------------- classifier
 def abnormal_ids(prep_dir: Path) -> set[str]:
     """Image ids with at least one box: from ``fused_boxes.csv``, else non-empty ``labels/*.txt``."""
-    fused = prep_dir / "fused_boxes.csv"
+    fused = PrepDir(prep_dir).fused_boxes_csv
     if fused.is_file():
         df = pd.read_csv(fused, usecols=["image_id"], dtype={"image_id": str})
         return set(df["image_id"])
@@ -195,16 +194,16 @@ def build_cls_dataset(prep_dir: str | os.PathLike, fold: int, out: str | os.Path
     ``{"train/normal": n, ...}``. Images listed in folds.csv but missing on disk are reported
     (logged, counted under ``"missing"``) and skipped."""
     prep_dir, out = Path(prep_dir), Path(out)
-    folds = pd.read_csv(prep_dir / "folds.csv", dtype={"image_id": str})
+    folds = pd.read_csv(PrepDir(prep_dir).folds_csv, dtype={"image_id": str})
     for col in ("image_id", "fold"):
         if col not in folds:
-            raise ValueError(f"{prep_dir / 'folds.csv'}: missing column {col!r}; expected image_id,fold")
+            raise ValueError(f"{PrepDir(prep_dir).folds_csv}: missing column {col!r}; expected image_id,fold")
     if fold not in set(folds["fold"].astype(int)):
-        raise ValueError(f"{prep_dir / 'folds.csv'}: fold {fold} not present; folds are "
+        raise ValueError(f"{PrepDir(prep_dir).folds_csv}: fold {fold} not present; folds are "
                          f"{sorted(set(folds['fold'].astype(int)))}")
     paths = {}
-    if (prep_dir / "images.csv").is_file():
-        it = pd.read_csv(prep_dir / "images.csv", dtype={"image_id": str, "path": str})
+    if (PrepDir(prep_dir).images_csv).is_file():
+        it = pd.read_csv(PrepDir(prep_dir).images_csv, dtype={"image_id": str, "path": str})
         paths = {r.image_id: Path(r.path) for r in it.itertuples() if isinstance(r.path, str) and r.path}
     abnormal = abnormal_ids(prep_dir)
     if out.exists():

@@ -103,7 +103,7 @@ def train(cfg: dict, prep_dir: str | os.PathLike, fold: int, out: Path,
     from torch.utils.data import DataLoader
 
     from detection.models.devices import resolve_device
-    from data_prep.labels.export import coco_train_name
+    from data_prep.core.prepdir import PrepDir
     from detection.engine.epoch_score import FoldScore, closing_line
     from detection.models.checkpoints import init_weights
 
@@ -127,7 +127,7 @@ def train(cfg: dict, prep_dir: str | os.PathLike, fold: int, out: Path,
                 "tv_lr": float(cfg["tv_lr"]), "tv_args": dict(cfg.get("tv_args") or {}),
                 "backbone_weights": cfg.get("backbone_weights"), "select_by": str(cfg.get("select_by") or "competition"),
                 "fold": fold, "device": str(cfg.get("device")),
-                "data": str((prep / "coco" / coco_train_name(fold, str(cfg.get("train_labels") or "fused"))).resolve())}
+                "data": str(PrepDir(prep).coco_train(fold, str(cfg.get("train_labels") or "fused")).resolve())}
     samples, names = coco_samples(Path(args["data"]))
     if not names:
         raise InputError(args["data"], "no categories; expected the classes of the dataset")

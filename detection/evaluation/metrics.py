@@ -39,10 +39,9 @@ import numpy as np
 import pandas as pd
 
 from data_prep.core.boxes import COORDS, iou, validate_boxes, xyxy_to_xywh
-from data_prep.datasets import DATASETS, DEFAULT_DATASET
+from data_prep.datasets import DATASETS
 
 # what a caller that names no normal class gets: the default dataset's (None when it has none)
-DEFAULT_NORMAL = DATASETS[DEFAULT_DATASET].normal_id
 
 log = logging.getLogger(__name__)
 
@@ -271,9 +270,12 @@ def _summary(metric, enc: Encoded, ap: dict, pr: dict, extra=None) -> dict:
     return out
 
 
-def vinbigdata_map(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: float = 0.4,
-                   normal_class: int | None = DEFAULT_NORMAL, class_names=None) -> dict:
+def vinbigdata_map(truth: pd.DataFrame, pred: pd.DataFrame, images, iou_thr: float = 0.4, *,
+                   normal_class: int | None, class_names=None) -> dict:
     """VinBigData mAP@iou_thr (rule in the module docstring).
+
+    ``normal_class``: the dataset's normal class id (``describe(cfg).normal_id``) or None; no default
+    (a silent default would score another dataset's class as the normal one).
 
     Returns {"metric", "iou_thr", "mAP", "per_class" {name: AP or None}, "n_images", "table"
     (rows class_id, class_name, n_truth, n_pred, ap), "pr" {name: {"precision", "recall",

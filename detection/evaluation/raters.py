@@ -184,7 +184,7 @@ def rater_baseline(labels, meta, min_images: int = 500, iou_thr: float = 0.4,
         normal = sorted(ids - set(pred["image_id"]))
         pred = pd.concat([pred[BOX_COLUMNS], make_boxes(normal, ds.normal_id, ds.normal_name,
                           np.tile(M.NORMAL_BOX, (len(normal), 1)), 1.0, r)], ignore_index=True)
-        res = M.vinbigdata_map(truth, pred, im["image_id"], iou_thr, ds.normal_id)
+        res = M.vinbigdata_map(truth, pred, im["image_id"], iou_thr, normal_class=ds.normal_id)
         enc = M.encode(truth, pred, im["image_id"], ds.normal_id)
         pt, _ = M.match_vinbigdata(enc, iou_thr)
         tp = int((pt >= 0).sum())

@@ -43,7 +43,7 @@ def evaluate(truth_boxes: pd.DataFrame, pred_boxes: pd.DataFrame, images, metric
     ids = images["image_id"] if isinstance(images, pd.DataFrame) else images
     ids = pd.unique(pd.Series(list(ids), dtype=object).astype(str))
     if metric == "vinbigdata":
-        res = M.vinbigdata_map(truth_boxes, pred_boxes, ids, iou_thr, normal_class, class_names)
+        res = M.vinbigdata_map(truth_boxes, pred_boxes, ids, iou_thr, normal_class=normal_class, class_names=class_names)
     elif metric == "coco":
         res = M.coco_map(truth_boxes, pred_boxes, ids, iou_thr, normal_class=normal_class, class_names=class_names)
     else:

@@ -27,7 +27,7 @@ import pandas as pd  # noqa: E402
 
 from data_prep.core.atomic import safe_name, write_text  # noqa: E402
 from data_prep.core.config import StageSettings  # noqa: E402
-from data_prep.datasets import DEFAULT_DATASET, describe  # noqa: E402
+from data_prep.datasets import describe  # noqa: E402
 
 log = logging.getLogger(__name__)
 COST_TEXT = {  # how detection.evaluation.image_metrics.image_costs scores an image, in the report's words
@@ -135,7 +135,7 @@ class ReportSettings(StageSettings):
     metric: str = "vinbigdata"
     iou_thr: float = 0.4
     show_conf: float = 0.3
-    normal_class: int | None = describe(DEFAULT_DATASET).normal_id
+    normal_class: int | None = None   # the dataset's normal class id (from_config: describe(cfg).normal_id)
     class_names: object = None   # list by class id or {id: name}; None = from the tables
     n_worst: int = 12
     n_overlays: int = 6
