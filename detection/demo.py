@@ -205,7 +205,8 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
             from detection.engine.classify import classify
             from detection.evaluation.evaluate_cls import evaluate_cls, format_table
 
-            probs = classify(mlw, data / cfg["test_dir"], size=int(cfg["size"]), keep_ratio=bool(cfg["keep_ratio"]))
+            probs = classify(mlw, data / cfg["test_dir"], size=int(cfg["size"]), keep_ratio=bool(cfg["keep_ratio"]),
+                             device="cpu")   # the CPU, as before the settings object (its default: auto)
             probs.to_csv(out / "probs_test.csv", index=False)
             rc = evaluate_cls(vinbigdata_labels(data / "test_truth.csv"), probs, n_boot=1000)
             write_json(rc, out / "metrics_cls_test.json")

@@ -285,8 +285,8 @@ def test_predict_with_multilabel_classifier(tmp_path, repo_root):
     for i in range(2):
         cv2.imwrite(str(src / f"x{i}.png"), rng.integers(0, 255, (128, 128), dtype=np.uint8))
     det = repo_root / "weights" / "vinbig_phantom_yolo11n.pt"
-    kw = dict(imgsz=128, conf=0.0001, low=0.0, high=1.0, normal=(14, "No finding"))  # no default normal class
-    plain = predict(det, src, low=0.0, high=0.0, imgsz=128, conf=0.0001)
+    kw = dict(imgsz=128, conf=0.0001, cls_low=0.0, cls_high=1.0, normal=(14, "No finding"))  # no default normal class
+    plain = predict(det, src, cls_low=0.0, cls_high=0.0, imgsz=128, conf=0.0001)
     fused = predict(det, src, classifier=tmp_path / "ml.pt", post={"cls_fusion": "multiply", "alpha": 1.0}, **kw)
     probs = fused.attrs["cls_probs"]
     assert list(probs.columns) == ["image_id", ABNORMAL, *vinbigdata.CLASSES] and len(probs) == 2  # issue 25: abnormal first

@@ -188,9 +188,9 @@ def test_tta_with_a_wrong_unflip_would_move_the_box(tmp_path, fake_models, monke
 
 def test_predict_with_classifier_filter(tmp_path, fake_models):
     _square_pngs(tmp_path / "png")  # im0, im1 abnormal (p 0.97), im2 normal (p 0.02)
-    out = P.predict("a.pt", tmp_path / "png", classifier="c.cls", low=0.08, high=0.95, normal=NF)
+    out = P.predict("a.pt", tmp_path / "png", classifier="c.cls", cls_low=0.08, cls_high=0.95, normal=NF)
     assert sorted(zip(out.image_id, out.class_id)) == [("im0", 0), ("im1", 0), ("im2", 14)]
-    out = P.predict("a.pt", tmp_path / "png", classifier="c.cls", low=0.01, high=0.98, normal=NF)
+    out = P.predict("a.pt", tmp_path / "png", classifier="c.cls", cls_low=0.01, cls_high=0.98, normal=NF)
     assert sorted(zip(out.image_id, out.class_id, out.score.round(2))) == \
         [("im0", 0, 0.9), ("im0", 14, 0.03), ("im1", 0, 0.9), ("im1", 14, 0.03), ("im2", 14, 0.98)]
 
@@ -347,8 +347,37 @@ def test_several_classifiers_average_p_abnormal(tmp_path, fake_models, monkeypat
     _square_pngs(tmp_path / "png")
     p = {"hi.cls": 0.9, "lo.cls": 0.1}
     monkeypatch.setattr(PB, "classifier_probs", lambda clf, imgs, device="cpu": np.full(len(imgs), p[clf.path]))
-    out = P.predict("a.pt", tmp_path / "png", classifier=["hi.cls", "lo.cls"], low=0.08, high=0.95, normal=NF)
+    out = P.predict("a.pt", tmp_path / "png", classifier=["hi.cls", "lo.cls"], cls_low=0.08, cls_high=0.95, normal=NF)
     normal = out[out.class_id == 14].set_index("image_id")["score"]
     assert sorted(normal.index) == ["im0", "im1", "im2"] and np.allclose(normal, 0.5)  # 1 - mean(0.9, 0.1)
-    out = P.predict("a.pt", tmp_path / "png", classifier="hi.cls", low=0.08, high=0.95, normal=NF)
+    out = P.predict("a.pt", tmp_path / "png", classifier="hi.cls", cls_low=0.08, cls_high=0.95, normal=NF)
     assert np.allclose(out[out.class_id == 14]["score"], 0.1)
+
+
+def test_one_prediction_settings_object_for_predict_classify_and_cv(tmp_path):
+    """Issue 28 item 3: PredictSettings (a StageSettings) is the one shape of the prediction settings:
+    predict, classify and cv build it from the merged config; the old keyword names are refused."""
+    from data_prep.core.config import load_config
+    from data_prep.datasets import describe
+    from data_prep.dicom.voi import VoiOptions
+    from detection.competition.cv import predict_settings
+    from detection.engine.classify import classify
+    from detection.engine.settings import PredictSettings
+
+    cfg = load_config(overrides=["dataset=rsna", "cls_low=0.1", "cls_high=0.7", "scheduler=local", "voi=window",
+                                 "size=256", "batch=4"])
+    s = PredictSettings.from_config(cfg, conf=0.2)
+    assert (s.conf, s.cls_low, s.cls_high, s.size, s.batch, s.scheduler) == (0.2, 0.1, 0.7, 256, 4, "local")
+    assert s.imgsz is None                              # not asked for: each checkpoint's training size
+    assert s.normal is None and PredictSettings.from_config(load_config()).normal == describe("vinbigdata").normal
+    assert s.voi == VoiOptions.from_config(cfg) and s.voi.voi == "window" and s.post == dict(cfg)
+    assert PredictSettings.of(cfg, conf=0.2) == s and PredictSettings.of(s) is not None
+    c = predict_settings(cfg)                           # cv: the training imgsz, never a cluster of its own
+    assert (c.imgsz, c.scheduler) == (512, None) and c.replace(imgsz=None, scheduler="local", conf=0.2) == s
+    for old, new in (("low", "cls_low"), ("high", "cls_high"), ("normal_class", "normal"), ("voi_options", "voi")):
+        with pytest.raises(TypeError, match=rf"PredictSettings: unknown setting\(s\) \['{old}'\]; expected .*'{new}'"):
+            s.replace(**{old: None})
+        with pytest.raises(TypeError, match=rf"unknown setting\(s\) \['{old}'\]"):
+            P.predict("a.pt", tmp_path, **{old: None})   # refused before any model or image is read
+        with pytest.raises(TypeError, match=rf"unknown setting\(s\) \['{old}'\]"):
+            classify("c.pt", tmp_path, **{old: None})

@@ -89,7 +89,7 @@ def many_box_models(monkeypatch, tmp_path):
 GOLDEN = {  # frozen with predict.py as it was before the steps moved to postprocess.py
     "single": (["a.pt"], {}),
     "ensemble": (["a.pt", "b.pt"], {"tta": True, "classifier": "c.cls", "normal": describe("vinbigdata").normal}),
-    "filter": (["a.pt"], {"classifier": "c.cls", "low": 0.1, "high": 0.9, "ens_iou": 0.4,
+    "filter": (["a.pt"], {"classifier": "c.cls", "cls_low": 0.1, "cls_high": 0.9, "ens_iou": 0.4,
                           "normal": describe("vinbigdata").normal}),
 }
 

@@ -117,13 +117,6 @@ def parse_folds(text: str | None, present: list[int]) -> list[int]:
     return ks
 
 
-def normal_class(cfg: dict) -> tuple[int, str] | None:
-    """The "No finding" (class id, name) the 2-class filter writes, or None for datasets without it."""
-    from detection.competition.postprocess import normal_class_for
-
-    return normal_class_for(cfg["dataset"])
-
-
 def infer_settings(cfg: dict, n_models: int = 1) -> dict:
     """The config keys a raw prediction (inference only) depends on: inference, DICOM conversion,
     and the ``ens_*`` keys where WBF fuses TTA views or ``n_models`` models. No post-processing
@@ -132,17 +125,14 @@ def infer_settings(cfg: dict, n_models: int = 1) -> dict:
     return json.loads(json.dumps({"output": "raw", **{k: cfg.get(k) for k in keys}}, default=str))
 
 
-def predict_kwargs(cfg: dict) -> dict:
-    """The keyword arguments of :func:`detection.engine.predict.predict` for a config (what ``cxrdet
-    predict --config`` uses): inference settings, DICOM conversion, and every post-processing key
-    (``post``: detection.competition.postprocess, the 2-class filter bounds included)."""
-    from data_prep.dicom.voi import VoiOptions
+def predict_settings(cfg: dict, **changes):
+    """The :class:`detection.engine.settings.PredictSettings` of cv's predictions (what ``cxrdet
+    predict --config`` uses: inference settings, DICOM conversion, every post-processing key in
+    ``post``, the 2-class filter bounds included), at the config's ``imgsz`` (the size cv trains at)
+    and in this process (``scheduler`` is cv's own: its (fold, model) tasks); ``changes`` override fields."""
+    from detection.engine.settings import PredictSettings
 
-    return dict(voi_options=VoiOptions.from_config(cfg), post=cfg, tta=bool(cfg["tta"]), conf=float(cfg["conf"]), nms_iou=float(cfg["nms_iou"]),
-                max_det=int(cfg["max_det"]), imgsz=int(cfg["imgsz"]), batch=int(cfg["batch"]),
-                device=str(cfg["device"]), ens_iou=float(cfg["ens_iou"]), ens_skip=float(cfg["ens_skip"]),
-                cls_imgsz=int(cfg["cls_imgsz"]), low=float(cfg["cls_low"]), high=float(cfg["cls_high"]),
-                normal_class=normal_class(cfg), size=int(cfg["size"]), keep_ratio=bool(cfg["keep_ratio"]))
+    return PredictSettings.from_config(cfg, imgsz=int(cfg["imgsz"]), scheduler=None, **changes)
 
 
 # ----------------------------------------------------------------------------- leak check
@@ -319,9 +309,8 @@ def run_fold(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, image
         write_text(listing, "".join(f"{p}\n" for p in held["path"]))
         errors: list[str] = []
         tp = time.perf_counter()
-        kw = predict_kwargs(cfg)
-        kw["post"] = {**cfg, "ens_weights": None}  # one model per fold: ensemble weights are the test set's
-        inf = infer(det, listing, PrepDir(prep).images_csv, classifier=clf, errors=errors, **kw)  # inference only
+        settings = predict_settings(cfg, post={**cfg, "ens_weights": None})  # one model per fold: ensemble weights are the test set's
+        inf = infer(det, listing, PrepDir(prep).images_csv, settings, classifier=clf, errors=errors)  # inference only
         t_pred = time.perf_counter() - tp
         failed = [i for i, p in zip(held_ids, held["path"]) if any(e.startswith(str(p)) for e in errors)]
         write_csv(inf.raw.assign(fold=int(k)), part_path)
@@ -363,9 +352,7 @@ def predict_ckpt(cfg: dict, prep: Path, out: Path, k: int, held: pd.DataFrame, d
         return {"members": [str(m) for m in chosen], "how": "reused"}
     listing = parts / f"fold{k}_images.txt"
     write_text(listing, "".join(f"{p}\n" for p in held["path"]))
-    kw = predict_kwargs(cfg)
-    kw["post"] = one
-    inf = infer([str(m) for m in chosen], listing, PrepDir(prep).images_csv, errors=[], **kw)
+    inf = infer([str(m) for m in chosen], listing, PrepDir(prep).images_csv, predict_settings(cfg, post=one), errors=[])
     write_csv(inf.raw.assign(fold=int(k)), part)
     _write_json({"fold": int(k), "fingerprint": fp, "members": [str(m) for m in chosen]}, record)
     return {"members": [str(m) for m in chosen], "how": "predicted"}
@@ -489,8 +476,8 @@ def predict_test(cfg: dict, weights: list[Path], classifiers: list[Path], test: 
         how, errors = "reused", rec.get("errors", [])
     else:
         errors = []
-        inf = infer([str(w) for w in weights], test, None, classifier=[str(c) for c in classifiers] or None,
-                    errors=errors, **predict_kwargs(cfg))
+        inf = infer([str(w) for w in weights], test, None, predict_settings(cfg),
+                    classifier=[str(c) for c in classifiers] or None, errors=errors)
         write_csv(inf.raw, paths["test_raw"])
         if classifiers:
             write_probs(inf.probs, paths["test_probs"])

@@ -31,7 +31,8 @@ from data_prep.core.atomic import atomic_path, write_csv
 from data_prep.core.resources import export_destination
 from detection.models import safe_load
 from detection.engine.classifier import (FORMAT, is_multilabel, load_checkpoint, model_from_checkpoint,
-                                  preprocess)
+                                         preprocess)
+from detection.engine.settings import PredictSettings
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +159,20 @@ def probs_table(ids: list[str], p: np.ndarray, labels: list[str]) -> pd.DataFram
     return t
 
 
-def classify(weights, source, meta=None, *, batch: int = 16, onnx: bool = False, device: str = "cpu",
-             size: int = 512, keep_ratio: bool = False, errors: list[str] | None = None,
-             voi=None) -> pd.DataFrame:
-    """Probabilities table for every image of ``source`` (PNG or DICOM folder). DICOMs are
-    rendered as predict and convert render them: ``voi`` (:class:`data_prep.dicom.voi.VoiOptions`, the
-    config's ``voi``/``window_index``/``stretch``/``padding``; None: their defaults)."""
+def classify(weights, source, meta=None, settings: PredictSettings | dict | None = None, *, onnx: bool = False,
+             errors: list[str] | None = None, **changes) -> pd.DataFrame:
+    """Probabilities table for every image of ``source`` (PNG or DICOM folder). ``settings``: the
+    prediction settings (:class:`detection.engine.settings.PredictSettings`, a merged config dict or
+    None: the defaults; keyword ``changes`` override single fields): ``batch`` (<= 0: 16),
+    ``device``, and DICOMs rendered as predict and convert render them (``size``, ``keep_ratio``,
+    ``voi``: :class:`data_prep.dicom.voi.VoiOptions`, the config's ``voi``/``window_index``/
+    ``stretch``/``padding``; None: their defaults)."""
     from detection.engine.sources import list_source, load_image
+    from detection.models.devices import resolve_device
 
+    st = PredictSettings.of(settings, **changes)
+    batch = int(st.batch) if int(st.batch) > 0 else 16
+    size, keep_ratio, voi, device = st.size, st.keep_ratio, st.voi, resolve_device(st.device)
     runner = load_runner(weights, onnx, device)
     rows = list_source(source, meta)
     errs: list[str] = [] if errors is None else errors
@@ -203,17 +210,12 @@ def add_arguments_classify(p: argparse.ArgumentParser) -> None:
 
 def run_classify(args: argparse.Namespace) -> int:
     from data_prep.core.config import load_config
-    from detection.models.devices import resolve_device
-
-    from data_prep.dicom.voi import VoiOptions
 
     cfg = load_config(args.config, args.overrides or [])
     safe_load.configure(cfg)   # trust_weights: what a model file may run on load
-    voi = VoiOptions.from_config(cfg)   # the DICOM rendering predict uses, checked before any image
+    settings = PredictSettings.from_config(cfg)   # the DICOM rendering predict uses, checked before any image
     errors: list[str] = []
-    t = classify(args.weights, args.source, args.meta, batch=int(cfg["batch"]) if cfg["batch"] > 0 else 16,
-                 onnx=args.onnx, device=resolve_device(cfg["device"]), size=int(cfg["size"]),
-                 keep_ratio=bool(cfg["keep_ratio"]), errors=errors, voi=voi)
+    t = classify(args.weights, args.source, args.meta, settings, onnx=args.onnx, errors=errors)
     write_csv(t, args.out)
     print(f"{args.out}: {len(t)} image(s), {len(t.columns) - 1} probabilities each; {len(errors)} unreadable")
     return 1 if errors else 0

@@ -114,9 +114,7 @@ def infer(weights: str | os.PathLike | Sequence[str | os.PathLike], source: str 
 
     ``settings.scheduler`` ``local``/``tcp://host:port``: the batches run on a Dask cluster
     (``settings.workers`` LocalCluster processes, see :func:`detection.engine.predict_cluster.predict_dask`); the same table."""
-    if isinstance(settings, dict):
-        settings = PredictSettings.from_config(settings)
-    s = (settings or PredictSettings()).replace(**changes)
+    s = PredictSettings.of(settings, **changes)
     from data_prep.core.cluster import check_scheduler
     from detection.models.devices import resolve_device
 

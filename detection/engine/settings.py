@@ -2,16 +2,19 @@
 the per-epoch score are tuned by (field names are the config keys). Imports data_prep only."""
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
+from data_prep.core.config import StageSettings
 from data_prep.datasets import describe
 
 
 @dataclass(frozen=True)
-class PredictSettings:
-    """What :func:`predict` is tuned by; field names are the config keys (configs/default.yaml).
-    ``normal``: (class_id, name) of the dataset's normal class for the 2-class filter, or None."""
+class PredictSettings(StageSettings):
+    """What :func:`detection.engine.predict.predict` (and ``classify``, cv's predictions, the
+    per-epoch score) is tuned by; field names are the config keys (configs/default.yaml):
+    ``PredictSettings.from_config(cfg, **changes)``, ``settings.replace(**changes)``.
+    ``normal``: (class_id, name) of the dataset's normal class for the 2-class filter, or None;
+    ``voi``: :class:`data_prep.dicom.voi.VoiOptions`; ``post``: the post-processing keys."""
     tta: bool = False
     conf: float = 0.001
     nms_iou: float = 0.5
@@ -32,26 +35,13 @@ class PredictSettings:
     scheduler: str | None = None  # null | local | tcp://host:port (data_prep.core.cluster)
     workers: int = 2  # LocalCluster processes for scheduler=local
 
-    # the keyword names predict() took before the settings object (kept for one release)
-    _OLD = {"low": "cls_low", "high": "cls_high", "normal_class": "normal", "voi_options": "voi"}
-
     @classmethod
-    def from_config(cls, cfg: dict, **changes) -> "PredictSettings":
-        """The settings of a merged config (:func:`data_prep.core.config.load_config`); the normal
-        class from its dataset's description; ``changes`` override fields."""
+    def derived(cls, cfg: dict) -> dict:
+        """What the class makes of a merged config beyond its keys: ``imgsz`` only when asked for
+        (else each checkpoint's training size), the dataset's normal class, the DICOM rendering
+        (checked here, before any image), every post-processing key (``post``: the config)."""
         from data_prep.dicom.voi import VoiOptions
 
-        names = [f.name for f in fields(cls) if f.name not in ("normal", "voi", "post", "scheduler", "imgsz")]
-        kw = {k: type(getattr(cls, k))(cfg[k]) for k in names if k in cfg}
-        if cfg.get("_sources", {}).get("imgsz") not in (None, "dataset config"):  # asked for: else the checkpoint's
-            kw["imgsz"] = int(cfg["imgsz"])
-        return cls(**kw, normal=describe(cfg).normal, voi=VoiOptions.from_config(cfg), post=dict(cfg),
-                   scheduler=cfg.get("scheduler")).replace(**changes)
-
-    def replace(self, **changes) -> "PredictSettings":
-        """A copy with ``changes`` (field names, or the old keyword names ``low``/``high``/``normal_class``)."""
-        changes = {self._OLD.get(k, k): v for k, v in changes.items()}
-        unknown = sorted(set(changes) - {f.name for f in fields(self)})
-        if unknown:
-            raise TypeError(f"predict: unknown setting(s) {unknown}; expected {[f.name for f in fields(self)]}")
-        return dataclasses.replace(self, **changes)
+        asked = cfg.get("_sources", {}).get("imgsz") not in (None, "dataset config")
+        return {"imgsz": int(cfg["imgsz"]) if asked else None, "normal": describe(cfg).normal,
+                "voi": VoiOptions.from_config(cfg), "post": dict(cfg), "scheduler": cfg.get("scheduler")}
