@@ -35,6 +35,7 @@ import pandas as pd
 
 from data_prep.core.resources import weights_dir
 from data_prep.core.prepdir import PrepDir
+from detection.evaluation.metrics import metric_named
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,8 @@ def demo(dataset: str = "vinbigdata", out="demo_out", finetune_epochs: int = 1, 
     print("\n== cxrdet demo finished in %.0f s; everything is under %s" % (total, out))
     for name, what in res["files"].items():
         print(f"   {name:<20} {what}")
-    label = "RSNA score (TP/(TP+FP+FN), IoU 0.40:0.75)" if metric == "rsna" else f"{metric} mAP@0.4"
+    rule = metric_named(metric)
+    label = rule.describe(0.4) if rule.per_image else f"{metric} {rule.head(0.4)}"
     print(f"\n   {label}: held-out fold 0 {res['map_fold0']:.3f} | test split {res['map_test']:.3f}"
           + (f" | radiologists {res['rater_baseline']:.3f}" if "rater_baseline" in res else ""))
     print(f"   tuned post-processing on fold 0: before {res['tune_before']:.3f} | after {res['tune_after']:.3f} "

@@ -329,8 +329,7 @@ def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg
     from data_prep.core.tables import probs_for, read_folds, read_probs, read_truth
     from detection.competition.submission import read_predictions
 
-    if metric not in ("vinbigdata", "rsna", "coco"):
-        raise ValueError(f"metric {metric!r}; expected one of vinbigdata, rsna, coco")
+    rule = M.metric_named(metric)   # an unknown name: one line listing the registered ones
     cfg = cfg or {}
     timages, tboxes, ds = read_truth(truth, describe(cfg if cfg.get("dataset") else DEFAULT_DATASET), meta)
     fdf = read_folds(folds)
@@ -355,7 +354,7 @@ def load_problem(truth, pred, folds, metric: str, cls_probs=None, meta=None, cfg
     sizes = PP.image_sizes(meta)
     t = tboxes
     drop = None
-    if metric == "rsna" and normal_id is not None:  # as evaluate(): rsna never scores the normal class
+    if not rule.scores_normal and normal_id is not None:  # as evaluate(): rsna never scores the normal class
         t, drop, normal_id = t[t["class_id"] != normal_id], normal_id, None
     enc = M.encode(t, t.iloc[:0], ids, normal_id, names)
     union = pd.unique(pd.concat([x["image_id"].astype(str) for x in tables]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.core.atomic import atomic_path, write_text
+from detection.evaluation.metrics import metric_named
 
 
 def to_jsonable(res: dict) -> dict:
@@ -34,9 +35,7 @@ def format_table(res: dict) -> str:
     for r in res["table"]:
         ap = "   -   " if r["ap"] is None else f"{r['ap']:.4f}"
         lines.append(f"{r['class_id']:>3}  {r['class_name'][:22]:<22} {r['n_truth']:>7} {r['n_pred']:>8}  {ap:>7}")
-    what = {"vinbigdata": f"mAP@{res.get('iou_thr', 0.4):g} (VOC all-point)",
-            "coco": f"AP@{res.get('iou_thr', 0.4):g} (COCO 101-point)",
-            "rsna": "RSNA score (mean TP/(TP+FP+FN), IoU 0.40:0.75)"}[res["metric"]]
+    what = metric_named(res["metric"]).describe(res.get("iou_thr", 0.4))
     lines.append(f"{what} over {res['n_images']} images: {res['mAP']:.4f}")
     return "\n".join(lines)
 

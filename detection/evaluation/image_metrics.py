@@ -20,32 +20,8 @@ def pred_matches(truth: pd.DataFrame, pred: pd.DataFrame, ids, metric: str,
     enc = M.encode(truth, pred, ids)
     tp = np.zeros(len(pred), "int64")
     match = np.full(len(pred), -1, "int64")
-    rows = enc.p_row
-    if metric == "rsna":
-        bits = M.match_rsna(enc)
-        tp[rows] = (bits * (1 << np.arange(bits.shape[1]))).sum(1)
-        pt, _ = M.greedy_match(*_rsna_groups(enc), float(M.RSNA_THRESHOLDS[0]), strict=True)
-        match[rows] = pt
-    elif metric == "coco":
-        keep, pt = M.match_coco(enc, iou_thr)
-        tp[rows] = -1
-        tp[rows[keep]] = (pt >= 0).astype("int64")
-        match[rows[keep]] = pt
-    else:
-        pt, _ = M.match_vinbigdata(enc, iou_thr)
-        tp[rows] = (pt >= 0).astype("int64")
-        match[rows] = pt
+    tp[enc.p_row], match[enc.p_row] = M.metric_named(metric).matches(enc, iou_thr)
     return tp, match
-
-
-def _rsna_groups(enc):
-    """greedy_match's arguments for the rsna rule's first threshold (same order as match_rsna)."""
-    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
-    seq = np.lexsort((enc.p_row, -enc.p_score))
-    p_seq = np.empty(len(seq), "int64")
-    p_seq[seq] = np.arange(len(seq))
-    return enc.t_img * n_cls + enc.t_cls, enc.t_box, enc.p_img * n_cls + enc.p_cls, p_seq, enc.p_box
-
 
 
 def image_costs(truth: pd.DataFrame, pred: pd.DataFrame, images, *, metric: str, normal_class: int | None,
@@ -67,8 +43,7 @@ def image_costs(truth: pd.DataFrame, pred: pd.DataFrame, images, *, metric: str,
 
     Returns image_id, n_tp, n_fp, n_fn (int64; at the first threshold), cost (float64), one row per
     image of ``images``, sorted by cost descending (ties in ``images`` order)."""
-    from detection.evaluation.metrics import RSNA_THRESHOLDS
-
+    rule = M.metric_named(metric)
     if normal_class is not None:
         truth = truth[truth["class_id"] != normal_class]
         pred = pred[pred["class_id"] != normal_class]
@@ -84,10 +59,10 @@ def image_costs(truth: pd.DataFrame, pred: pd.DataFrame, images, *, metric: str,
     n = len(ids)
     nt = np.bincount(truth["image_id"].astype(str).map(pos).to_numpy("int64"), minlength=n)
     npred = np.bincount(img, minlength=n)
-    n_thr = len(RSNA_THRESHOLDS) if metric == "rsna" else 1
+    n_thr = len(rule.thresholds(iou_thr))
     tpk = np.stack([np.bincount(img, weights=(bits >> k) & 1, minlength=n) for k in range(n_thr)], 1)
     tp0 = tpk[:, 0].astype("int64")
-    if metric == "rsna":
+    if rule.per_image:   # the score is a mean over images: an image costs 1 - its score
         denom = nt[:, None] + npred[:, None] - tpk
         with np.errstate(invalid="ignore", divide="ignore"):
             s = np.where(denom > 0, tpk / np.where(denom > 0, denom, 1), 0.0).mean(1)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -407,13 +408,7 @@ def rsna_from(enc: Encoded, thresholds=RSNA_THRESHOLDS) -> dict:
 def score_encoded(enc: Encoded, metric: str, iou_thr: float = 0.4) -> float:
     """The headline number (``mAP``) of ``metric`` on an :class:`Encoded`: what ``cxrdet tune``
     calls per trial, the same code as :func:`vinbigdata_map` / :func:`coco_map` / :func:`rsna_score`."""
-    if metric == "vinbigdata":
-        return vinbigdata_from(enc, iou_thr)["mAP"]
-    if metric == "coco":
-        return coco_from(enc, iou_thr)["mAP"]
-    if metric == "rsna":
-        return _rsna(enc, np.ones(len(enc.t_cls), bool), np.ones(len(enc.p_cls), bool), RSNA_THRESHOLDS)[0]
-    raise ValueError(f"metric {metric!r}; expected vinbigdata, coco or rsna")
+    return metric_named(metric).score(enc, iou_thr)
 
 
 def _rsna(enc: Encoded, tm, pm, thresholds):
@@ -430,3 +425,88 @@ def _rsna(enc: Encoded, tm, pm, thresholds):
     img = per_t.mean(0)
     mean = float(np.nanmean(img)) if scored.any() else float("nan")
     return mean, img, np.nanmean(per_t[:, scored], 1) if scored.any() else np.full(len(thresholds), np.nan)
+
+
+# ----------------------------------------------------------------------------- the registry
+def _matches_vinbigdata(enc: Encoded, iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
+    pt, _ = match_vinbigdata(enc, iou_thr)
+    return (pt >= 0).astype("int64"), pt.astype("int64")
+
+
+def _matches_coco(enc: Encoded, iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
+    keep, pt = match_coco(enc, iou_thr)
+    tp, match = np.full(len(enc.p_cls), -1, "int64"), np.full(len(enc.p_cls), -1, "int64")
+    tp[keep] = (pt >= 0).astype("int64")       # -1: a prediction COCO ignores (beyond max_dets)
+    match[keep] = pt
+    return tp, match
+
+
+def _rsna_groups(enc: Encoded):
+    """greedy_match's arguments for the rsna rule's first threshold (same order as match_rsna)."""
+    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
+    seq = np.lexsort((enc.p_row, -enc.p_score))
+    p_seq = np.empty(len(seq), "int64")
+    p_seq[seq] = np.arange(len(seq))
+    return enc.t_img * n_cls + enc.t_cls, enc.t_box, enc.p_img * n_cls + enc.p_cls, p_seq, enc.p_box
+
+
+def _matches_rsna(enc: Encoded, iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
+    bits = match_rsna(enc)
+    pt, _ = greedy_match(*_rsna_groups(enc), float(RSNA_THRESHOLDS[0]), strict=True)
+    return (bits * (1 << np.arange(bits.shape[1]))).sum(1).astype("int64"), pt.astype("int64")
+
+
+def _score_rsna(enc: Encoded, iou_thr: float) -> float:
+    return _rsna(enc, np.ones(len(enc.t_cls), bool), np.ones(len(enc.p_cls), bool), RSNA_THRESHOLDS)[0]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One box metric: how it scores, how it is named and how it matches a prediction.
+
+    ``scorer(enc, iou_thr) -> dict`` (the full result: metric, mAP, per_class, table, ...);
+    ``headline`` / ``summary``: its name in a report head and in ``cxrdet evaluate``'s summary
+    line (``{iou:g}`` = the IoU threshold); ``score_names``: (per class, overall) as the reports
+    call them; ``matches(enc, iou_thr) -> (tp, match)``: each encoded prediction's match by the
+    metric's own rule (tp: 0/1, -1 = ignored, or one bit per threshold; match: truth row or -1);
+    ``per_image``: the score is a mean over images (an image costs 1 - its score; ``thresholds``
+    fixed), else AP over boxes at ``iou_thr``; ``scores_normal``: the dataset's normal class is a
+    class of its own (rsna: never scored, its rows dropped)."""
+    name: str
+    scorer: Callable[[Encoded, float], dict]
+    score: Callable[[Encoded, float], float]
+    matches: Callable[[Encoded, float], tuple[np.ndarray, np.ndarray]]
+    headline: str
+    summary: str
+    score_names: tuple[str, str] = ("AP", "mAP")
+    per_image: bool = False
+    scores_normal: bool = True
+    fixed_thresholds: tuple[float, ...] | None = None
+
+    def thresholds(self, iou_thr: float) -> list[float]:
+        """The IoU thresholds it matches at: its own fixed ones, else ``[iou_thr]``."""
+        return [float(t) for t in self.fixed_thresholds] if self.fixed_thresholds else [float(iou_thr)]
+
+    def head(self, iou_thr: float) -> str:
+        return self.headline.format(iou=iou_thr)
+
+    def describe(self, iou_thr: float) -> str:
+        return self.summary.format(iou=iou_thr)
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("vinbigdata", vinbigdata_from, lambda enc, t: vinbigdata_from(enc, t)["mAP"], _matches_vinbigdata,
+           "mAP@{iou:g}", "mAP@{iou:g} (VOC all-point)"),
+    Metric("rsna", lambda enc, t: rsna_from(enc), _score_rsna, _matches_rsna, "RSNA score",
+           "RSNA score (mean TP/(TP+FP+FN), IoU 0.40:0.75)", ("RSNA score", "RSNA score"), per_image=True,
+           scores_normal=False, fixed_thresholds=RSNA_THRESHOLDS),
+    Metric("coco", coco_from, lambda enc, t: coco_from(enc, t)["mAP"], _matches_coco,
+           "COCO AP@{iou:g}", "AP@{iou:g} (COCO 101-point)"),
+)}
+
+
+def metric_named(name: str) -> Metric:
+    """The registered :class:`Metric` ``name``; an unknown name: ValueError listing the known ones."""
+    if name not in METRICS:
+        raise ValueError(f"metric {name!r}; expected one of {list(METRICS)}")
+    return METRICS[name]

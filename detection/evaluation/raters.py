@@ -121,7 +121,9 @@ def _baseline(labels, meta, ids: set, min_images: int, iou_thr: float) -> dict:
 
 def format_per_rater(res: dict) -> str:
     """The printed table: one line per radiologist, model mAP beside his baseline."""
-    what = f"mAP@{res['iou_thr']:g}" if res["metric"] != "rsna" else "RSNA score"
+    from detection.evaluation.metrics import metric_named
+
+    what = metric_named(res["metric"]).head(res["iou_thr"])
     lines = [f"{'radiologist':<12} {'images':>7} {'boxes':>7} {'model ' + what:>14} {'baseline':>9} {'model-base':>10}"]
     for r, d in res["per_rater"].items():
         b = d["baseline"]

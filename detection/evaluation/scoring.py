@@ -15,7 +15,7 @@ from data_prep.datasets import DEFAULT_DATASET, Dataset, describe
 from detection.evaluation import image_metrics as IM
 from detection.evaluation import metrics as M
 
-METRICS = ("vinbigdata", "rsna", "coco")
+METRICS = M.METRICS   # name -> Metric (scorer, headline, summary, thresholds, matching rule)
 _FROM_DATASET = object()  # normal_class not given: the dataset's own
 
 
@@ -33,26 +33,23 @@ def evaluate(truth_boxes: pd.DataFrame, pred_boxes: pd.DataFrame, images, metric
     Returns the metric's dict (see :mod:`detection.evaluation.metrics`: metric, mAP, per_class, n_images,
     table, pr, ...) plus ``image_level`` when asked."""
     ds = describe(dataset if dataset is not None else DEFAULT_DATASET)
-    metric = metric or (ds.metric if dataset is not None else METRICS[0])
+    metric = metric or (ds.metric if dataset is not None else next(iter(METRICS)))
     if normal_class is _FROM_DATASET:
         normal_class = ds.normal_id
     if class_names is None and dataset is not None:
         class_names = ds.names
-    if metric not in METRICS:
-        raise ValueError(f"metric {metric!r}; expected one of {list(METRICS)}")
+    rule = M.metric_named(metric)
     ids = images["image_id"] if isinstance(images, pd.DataFrame) else images
     ids = pd.unique(pd.Series(list(ids), dtype=object).astype(str))
-    if metric == "vinbigdata":
-        res = M.vinbigdata_map(truth_boxes, pred_boxes, ids, iou_thr, normal_class=normal_class, class_names=class_names)
-    elif metric == "coco":
-        res = M.coco_map(truth_boxes, pred_boxes, ids, iou_thr, normal_class=normal_class, class_names=class_names)
-    else:
+    if rule.scores_normal:
+        res = rule.scorer(M.encode(truth_boxes, pred_boxes, ids, normal_class, class_names), iou_thr)
+    else:   # rsna: the normal class is never scored
         if normal_class is not None and len(pred_boxes):
             pred_boxes = pred_boxes[pred_boxes["class_id"] != normal_class]
             truth_boxes = truth_boxes[truth_boxes["class_id"] != normal_class]
         names = None if class_names is None else {k: v for k, v in (class_names.items() if isinstance(
             class_names, dict) else enumerate(class_names)) if k != normal_class}
-        res = M.rsna_score(truth_boxes, pred_boxes, ids, class_names=names)
+        res = rule.scorer(M.encode(truth_boxes, pred_boxes, ids, None, names), iou_thr)
     if image_level:
         res["image_level"] = IM.image_level(truth_boxes, pred_boxes, ids, normal_class, class_names)
     return res

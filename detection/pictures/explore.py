@@ -238,8 +238,9 @@ def explore_data(images: pd.DataFrame, infos: dict[str, dict], truth: pd.DataFra
 
     ids = [i for i in images["image_id"].astype(str) if i in infos]
     pos = pd.Index(ids)
-    rsna = metric == "rsna"
-    thresholds = [float(t) for t in M.RSNA_THRESHOLDS] if rsna else [float(iou_thr)]
+    rule = M.metric_named(metric)
+    rsna = rule.per_image   # the page's cost rule: 1 - the image's mean TP/(TP+FP+FN) over the thresholds
+    thresholds = rule.thresholds(iou_thr)
 
     def on_images(df):
         if df is None or not len(df):

@@ -28,6 +28,7 @@ import pandas as pd  # noqa: E402
 from data_prep.core.atomic import safe_name, write_text  # noqa: E402
 from data_prep.core.config import StageSettings  # noqa: E402
 from data_prep.datasets import describe  # noqa: E402
+from detection.evaluation.metrics import METRICS, metric_named  # noqa: E402
 
 log = logging.getLogger(__name__)
 COST_TEXT = {  # how detection.evaluation.image_metrics.image_costs scores an image, in the report's words
@@ -54,7 +55,7 @@ def _img_tag(path: Path, cls: str = "", alt: str = "") -> str:
 def score_names(metric: str) -> tuple[str, str]:
     """(per-class score, overall score) as the report names them: the RSNA metric is not an AP
     (TP/(TP+FP+FN) averaged over IoU 0.40:0.75), so it is called the RSNA score throughout."""
-    return ("RSNA score", "RSNA score") if metric == "rsna" else ("AP", "mAP")
+    return metric_named(metric).score_names if metric in METRICS else ("AP", "mAP")
 
 
 def _ap_bars(res: dict, out: Path) -> Path:
@@ -110,7 +111,6 @@ def _baseline_html(baseline: dict | None) -> str:
             f"{body}</table>")
 
 
-_HEADLINE = {"vinbigdata": "mAP@{iou:g}", "coco": "COCO AP@{iou:g}", "rsna": "RSNA score"}
 
 
 def _explorer_link(out: Path, explorer) -> str:
@@ -190,7 +190,7 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
     worst = costs[~missing].head(n_worst)
     caps = {r.image_id: f"{r.image_id[:8]} cost {r.cost:.2f} (fn {r.n_fn}, fp {r.n_fp}, tp {r.n_tp})"
             for r in worst.itertuples()}
-    head = _HEADLINE[res["metric"]].format(iou=iou_thr)
+    head = metric_named(res["metric"]).head(iou_thr)
     base = ""
     if baseline and baseline.get("mAP") is not None:
         base = f" · radiologists' baseline {_fmt(baseline.get('mAP'))}"
@@ -216,7 +216,7 @@ def build_report(truth: pd.DataFrame, pred: pd.DataFrame, images: pd.DataFrame, 
             plural = "s" if len(worst) != 1 else ""
             g = render_gallery(list(worst["image_id"]), source, tmp / "worst.png", images, truth, shown,
                                names, caps, title=f"the {len(worst)} image{plural} that cost the most")
-            parts += [f"<p class='sub'>{COST_TEXT['rsna' if res['metric'] == 'rsna' else 'boxes']} "
+            parts += [f"<p class='sub'>{COST_TEXT['rsna' if metric_named(res['metric']).per_image else 'boxes']} "
                       f"(predictions ≥ {conf:g}); truth solid, predictions dashed.</p>",
                       _img_tag(g, "wide", "worst images gallery")]
             if sr:
