@@ -270,7 +270,7 @@ def test_predict_multilabel_classifier_on_cluster_equals_local(pngs, model, clus
     torch.save({"format": FORMAT, "arch": "test_resnet", "labels": labels, "imgsz": 32, "in_chans": 1, "mean": 0.5,
                 "std": 0.25, "state_dict": m.state_dict(), "epoch": 0, "val_auc": 0.5, "per_label_auc": {}},
                tmp_path / "ml.pt")
-    kw = dict(PREDICT_KW, classifier=tmp_path / "ml.pt", cls_low=0.0, cls_high=1.0,
+    kw = dict(PREDICT_KW, classifier=tmp_path / "ml.pt", cls_low=0.0, cls_high=1.0, normal=(14, "No finding"),
               post={"cls_fusion": "multiply", "alpha": 1.0})
     e_local, e_dask = [], []
     a = P.predict(model, pngs, errors=e_local, **kw)
