@@ -88,14 +88,14 @@ def _listed_pngs(path: Path) -> list[Path]:
 
 
 def load_image(row, size: int = 512, keep_ratio: bool = False,
-               voi_options=None) -> tuple[np.ndarray, Frame, tuple[int, int]]:
+               voi=None) -> tuple[np.ndarray, Frame, tuple[int, int]]:
     """One source row -> (uint8 image (H, W) or (H, W, 3) in the PNG frame, its :class:`Frame`,
     original ``(height, width)``). DICOMs are converted in memory like ``cxrdet convert`` does
-    (``voi_options``: :class:`data_prep.dicom.voi.VoiOptions`, default: config defaults)."""
+    (``voi``: :class:`data_prep.dicom.voi.VoiOptions`, as ``PredictSettings.voi``; None: config defaults)."""
     if row.kind == "dicom":
         from data_prep.dicom.read import read_dicom
 
-        img, hdr = read_dicom(row.path, size=size, keep_ratio=keep_ratio, options=voi_options)
+        img, hdr = read_dicom(row.path, size=size, keep_ratio=keep_ratio, options=voi)
         h, w = int(hdr["height"]), int(hdr["width"])
     else:
         img = cv2.imread(str(row.path), cv2.IMREAD_UNCHANGED)
