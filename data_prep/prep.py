@@ -1,4 +1,4 @@
-"""``cxrdet prep CONFIG --data DIR --out OUT [key=value ...]``: a dataset folder -> training-ready OUT.
+"""``cxrdet prep --config CONFIG --data DIR --out OUT [key=value ...]``: a dataset folder -> training-ready OUT.
 
 Steps, each skipped when already done with the same inputs and settings::
 
@@ -443,7 +443,7 @@ def add_arguments_prep(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (re-running reuses finished steps)")
     parser.epilog = "key=value pairs override the config, e.g. fusion_iou=0.5 folds=3 size=256."
     add_config_arguments(parser, ["size", "keep_ratio", "workers", "scheduler", "fusion", "fusion_iou", "seed",
-                                  "raters"], positional=True,
+                                  "raters"], retired_positional=True,
                          help={"raters": "prep only these radiologists' labels: R8,R10 (images none of them read "
                                          "are left out), or no value = all"})
 

@@ -132,10 +132,10 @@ def test_stage_merge_end_to_end():
     cfg = _cfg("evaluate", base + ["--config", "rsna", "--iou", "0.5", "--metric", "coco"])
     assert (cfg["metric"], cfg["iou_thr"]) == ("coco", 0.5)
     assert _cfg("evaluate", base + ["--iou", "0.5", "iou_thr=0.7"])["iou_thr"] == 0.7
-    # prep/train: the positional config; dataset=rsna alone layers configs/rsna.yaml (conf 0.3)
+    # dataset=rsna alone layers configs/rsna.yaml (conf 0.3)
     cfg = _cfg("predict", ["--weights", "w.pt", "--source", "s", "--out", "o.csv", "dataset=rsna", "--low", "0.2"])
     assert (cfg["conf"], cfg["cls_low"], cfg["_sources"]["conf"]) == (0.3, 0.2, "dataset config")
-    cfg = _cfg("train", ["phantom", "--prep", "p", "--epochs", "2", "device=0"])
+    cfg = _cfg("train", ["--config", "phantom", "--prep", "p", "--epochs", "2", "device=0"])
     assert (cfg["epochs"], cfg["imgsz"], cfg["device"]) == (2, 320, "0")
 
 
@@ -162,10 +162,10 @@ def test_a_retired_stage_meaning_is_a_one_line_error_naming_its_replacement(caps
 
 
 def _required(p: argparse.ArgumentParser) -> list[str]:
-    """Placeholder values for a parser's required arguments (a positional config: vinbigdata)."""
+    """Placeholder values for a parser's required arguments (a required positional: vinbigdata)."""
     argv = []
     for a in p._actions:
-        if not a.option_strings and a.dest not in ("help",):
+        if not a.option_strings and a.dest not in ("help",) and a.nargs != "?":
             argv.append("vinbigdata")
         elif a.required:
             argv += [a.option_strings[0], "x"]

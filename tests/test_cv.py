@@ -172,7 +172,7 @@ def test_second_run_reuses_every_fold_and_rewrites_identical_files(cv_run, capsy
     weights = [Path(f["weights"]) for f in cv_run["cv"]["folds"]]
     results = {w: (w.parents[1] / "results.csv").stat().st_mtime_ns for w in weights}
     oof_mtime = (out / "oof.csv").stat().st_mtime_ns
-    rc = main(["cv", "vinbigdata", "--prep", str(cv_run["prep"]), "--with-cls", *_cli_overrides(root / "runs")])
+    rc = main(["cv", "--config", "vinbigdata", "--prep", str(cv_run["prep"]), "--with-cls", *_cli_overrides(root / "runs")])
     assert rc == 0
     printed = capsys.readouterr().out
     assert printed.count("detector reused, classifier reused") == 3  # one progress line per fold
@@ -185,7 +185,7 @@ def test_second_run_reuses_every_fold_and_rewrites_identical_files(cv_run, capsy
 @pytest.mark.slow   # shares one 3-fold cv run (~40 s alone)
 def test_cv_tune_reuses_the_folds_and_after_is_what_evaluate_gives(cv_run, capsys, tmp_path):
     prep, out, root = cv_run["prep"], cv_run["out"], cv_run["root"]
-    rc = main(["cv", "vinbigdata", "--prep", str(prep), "--with-cls", "--tune", "--trials", "5",
+    rc = main(["cv", "--config", "vinbigdata", "--prep", str(prep), "--with-cls", "--tune", "--trials", "5",
                *_cli_overrides(root / "runs")])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -203,7 +203,7 @@ def test_cv_tune_reuses_the_folds_and_after_is_what_evaluate_gives(cv_run, capsy
 
     assert validate_submission(out / "submission.csv", root / "vin" / "sample_submission.csv", "vinbigdata") == []
     # back to the config's keys (the module's other tests compare with the untuned run)
-    assert main(["cv", "vinbigdata", "--prep", str(prep), "--with-cls", *_cli_overrides(root / "runs")]) == 0
+    assert main(["cv", "--config", "vinbigdata", "--prep", str(prep), "--with-cls", *_cli_overrides(root / "runs")]) == 0
 
 
 def _run_with_train_txt(cv_run, text: str, capsys, keep_stamp: bool) -> tuple[int, str]:
@@ -218,7 +218,7 @@ def _run_with_train_txt(cv_run, text: str, capsys, keep_stamp: bool) -> tuple[in
         if keep_stamp:
             assert train_txt.stat().st_size == st.st_size
             os.utime(train_txt, ns=(st.st_atime_ns, st.st_mtime_ns))
-        rc = main(["cv", "vinbigdata", "--prep", str(cv_run["prep"]), "--with-cls",
+        rc = main(["cv", "--config", "vinbigdata", "--prep", str(cv_run["prep"]), "--with-cls",
                    *_cli_overrides(cv_run["root"] / "runs")])
         return rc, capsys.readouterr().err
     finally:
@@ -276,7 +276,7 @@ def test_patient_of_a_held_out_image_in_the_training_list_is_a_leak(make_prep, t
 
 def test_bad_fold_selection_is_one_line(make_prep, tmp_path, capsys):
     prep = make_prep(tmp_path / "prep", n=6, k=3)
-    assert main(["cv", "vinbigdata", "--prep", str(prep), "--folds", "0,7"]) == 2
+    assert main(["cv", "--config", "vinbigdata", "--prep", str(prep), "--folds", "0,7"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "fold(s) [7]" in err and "[0, 1, 2]" in err
 

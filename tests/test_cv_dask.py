@@ -71,7 +71,7 @@ def test_cv_cli_takes_scheduler_and_workers():
 
     p = argparse.ArgumentParser()
     add_arguments_cv(p)
-    a = p.parse_args(["vinbigdata", "--prep", "x", "--scheduler", "local", "--workers", "3"])
+    a = p.parse_args(["--config", "vinbigdata", "--prep", "x", "--scheduler", "local", "--workers", "3"])
     assert a.scheduler == "local" and a.workers == 3
 
 

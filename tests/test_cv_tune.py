@@ -121,7 +121,7 @@ def fake_cv(tmp_path, make_prep, fake_result, monkeypatch):
 
 
 def _cli(f, *extra):
-    return main(["cv", "vinbigdata", "--prep", str(f.prep), "--with-cls", "--test", str(f.test), "--sample",
+    return main(["cv", "--config", "vinbigdata", "--prep", str(f.prep), "--with-cls", "--test", str(f.test), "--sample",
                  str(f.sample), "device=cpu", "workers=0", "imgsz=64", "cls_imgsz=32", *extra])
 
 
@@ -207,7 +207,7 @@ def test_rerun_reuses_the_raw_predictions_and_only_postprocesses_again(fake_cv, 
     oof = _read(f.out / "oof.csv")
     assert set(oof.image_id[oof.class_id == 0]) == set()  # every p (at most 0.62) below cls_low: called normal
     # without --with-cls, a stale oof_probs.csv / test_probs.csv is not left to be mistaken for this run's
-    assert main(["cv", "vinbigdata", "--prep", str(f.prep), "--test", str(f.test), "--sample", str(f.sample),
+    assert main(["cv", "--config", "vinbigdata", "--prep", str(f.prep), "--test", str(f.test), "--sample", str(f.sample),
                  "device=cpu", "workers=0"]) == 0
     assert not (f.out / "oof_probs.csv").exists() and not (f.out / "test_probs.csv").exists()
     assert json.loads((f.out / "cv.json").read_text())["files"]["oof_probs"] is None
@@ -260,7 +260,7 @@ def test_tune_cv_flags_are_one_line_errors(fake_cv, capsys, tmp_path):
     assert err.count("\n") == 0 and "--pred: not with --cv" in err
     assert main(["tune", "--pred", "x.csv"]) == 2
     assert "--truth --folds --out: required (or --cv DIR" in capsys.readouterr().err
-    assert main(["cv", "vinbigdata", "--prep", str(fake_cv.prep), "--trials", "3"]) == 2
+    assert main(["cv", "--config", "vinbigdata", "--prep", str(fake_cv.prep), "--trials", "3"]) == 2
     assert "--trials: only with --tune" in capsys.readouterr().err
 
 

@@ -45,7 +45,7 @@ def test_device_0_without_a_gpu_is_one_line_exit_2(make_prep, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     prep = make_prep(tmp_path / "prep", n=4)
-    rc = main(["train", "vinbigdata", "--prep", str(prep), "device=0", "epochs=1"])
+    rc = main(["train", "--config", "vinbigdata", "--prep", str(prep), "device=0", "epochs=1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert err[0] == ("cxrdet train: error: device=0: torch sees no CUDA GPU here; expected device=cpu or "

@@ -61,7 +61,7 @@ def test_unknown_tv_name_is_one_line_listing_the_registry(tmp_path, make_prep, c
     from detection.cli import main
 
     prep = make_prep(tmp_path / "prep", n=4)
-    rc = main(["train", "vinbigdata", "--prep", str(prep), "model=tv:fasterrcnn_resnet5", "device=cpu",
+    rc = main(["train", "--config", "vinbigdata", "--prep", str(prep), "model=tv:fasterrcnn_resnet5", "device=cpu",
                f"project={tmp_path / 'runs'}"])
     err = capsys.readouterr().err
     assert rc == 2 and "tv:fasterrcnn_resnet5" in err and "fasterrcnn_resnet50_fpn_v2" in err

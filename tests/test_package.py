@@ -114,7 +114,7 @@ def test_wheel_runs_outside_the_checkout(wheel, tmp_path):
     assert Path(where[0]).is_relative_to(site) and where[1] == "False"
     assert cxrdet("--version").startswith("cxrdet ")
     cxrdet("synth", "vinbigdata", "data", "--n", "6", "--n-test", "2", "--size", "256", "--labels", "embedded")
-    cxrdet("prep", "vinbigdata", "--data", "data", "--out", "prep", "size=128", "folds=2")
+    cxrdet("prep", "--config", "vinbigdata", "--data", "data", "--out", "prep", "size=128", "folds=2")
     cxrdet("predict", "--weights", "vinbig_phantom_yolo11n.pt", "--source", "prep/images", "--out", "preds.csv",
            "imgsz=128")
     preds = pd.read_csv(work / "preds.csv")

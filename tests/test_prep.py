@@ -198,7 +198,7 @@ def test_rsna_end_to_end(tmp_path):
 
 def test_unknown_config_key_rejected_with_valid_keys(vin_data, tmp_path, capsys):
     data, _ = vin_data
-    rc = cli(["prep", "vinbigdata", "--data", str(data), "--out", str(tmp_path / "o"), "fusion_ioo=0.5"])
+    rc = cli(["prep", "--config", "vinbigdata", "--data", str(data), "--out", str(tmp_path / "o"), "fusion_ioo=0.5"])
     err = capsys.readouterr().err
     assert rc == 2
     assert "unknown key 'fusion_ioo'" in err and "did you mean 'fusion_iou'" in err
@@ -295,7 +295,7 @@ def test_raters_subset_and_weights(vin_data, vin_out, tmp_path):
     cols = ["image_id", "class_id", "x_min", "y_min", "x_max", "y_max", "score"]
     pd.testing.assert_frame_equal(got[cols].sort_values(cols, ignore_index=True),
                                   want[cols].sort_values(cols, ignore_index=True), check_dtype=False)
-    assert cli(["prep", "vinbigdata", "--data", str(data), "--out", str(out)] + args) == 0
+    assert cli(["prep", "--config", "vinbigdata", "--data", str(data), "--out", str(out)] + args) == 0
 
 
 def _nih_folder(d: Path, png_size: int = 64) -> list[str]:

@@ -110,7 +110,7 @@ def test_checkpoint_missing_or_bad_keys_is_one_line(change, tmp_path, capsys):
 def test_train_cls_with_a_corrupt_cls_pretrained_or_last_pt(make_prep, tmp_path, capsys):
     prep = make_prep(tmp_path / "prep", n=6, png=64, k=2)
     (prep / "boxes.csv").write_bytes((prep / "fused_boxes.csv").read_bytes())
-    common = ["phantom", "--prep", str(prep), "cls_task=multilabel", "cls_arch=resnet10t", "cls_epochs=1",
+    common = ["--config", "phantom", "--prep", str(prep), "cls_task=multilabel", "cls_arch=resnet10t", "cls_epochs=1",
               "cls_imgsz=32", "device=cpu", "workers=0", f"project={tmp_path / 'runs'}", "name=ml"]
     bad = tmp_path / "pre.pt"
     bad.write_bytes(b"PK\x03\x04 truncated zip")
@@ -134,7 +134,7 @@ def test_binary_train_cls_resume_from_a_truncated_last_pt(make_prep, tmp_path, c
     last = tmp_path / "runs" / "b" / "weights" / "last.pt"
     last.parent.mkdir(parents=True)
     last.write_bytes((REPO / "weights" / "vinbig_phantom_cls.pt").read_bytes()[:4000])
-    line = _one_line(capsys, main(["train-cls", "phantom", "--prep", str(prep), "resume=true", "device=cpu",
+    line = _one_line(capsys, main(["train-cls", "--config", "phantom", "--prep", str(prep), "resume=true", "device=cpu",
                                    f"project={tmp_path / 'runs'}", "name=b"]))
     assert str(last) in line
 

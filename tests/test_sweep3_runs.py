@@ -61,7 +61,7 @@ def test_a_second_train_on_a_held_run_folder_stops_naming_the_holder(make_prep, 
     prep = make_prep(tmp_path / "prep", n=6, png=64, k=2)
     run = tmp_path / "runs" / "t"
     pid = holder(run)
-    rc = main(["train", "phantom", "--prep", str(prep), "device=cpu", "epochs=1", "imgsz=64", "workers=0",
+    rc = main(["train", "--config", "phantom", "--prep", str(prep), "device=cpu", "epochs=1", "imgsz=64", "workers=0",
                f"project={tmp_path / 'runs'}", "name=t"])
     _held(capsys, rc, pid, run)
     assert not (run / "weights").exists()
@@ -72,7 +72,7 @@ def test_train_cls_binary_and_multilabel_lock_their_run_folder(make_prep, tmp_pa
     run = tmp_path / "runs" / "c"
     pid = holder(run)
     for task in ("binary", "multilabel"):
-        rc = main(["train-cls", "phantom", "--prep", str(prep), f"cls_task={task}", "device=cpu", "cls_epochs=1",
+        rc = main(["train-cls", "--config", "phantom", "--prep", str(prep), f"cls_task={task}", "device=cpu", "cls_epochs=1",
                    "cls_imgsz=32", "workers=0", f"project={tmp_path / 'runs'}", "name=c"])
         _held(capsys, rc, pid, run)
     assert not (run / "cls_data").exists() and not (run / "weights").exists()
@@ -82,7 +82,7 @@ def test_a_cv_on_a_held_run_folder_stops_naming_the_holder(make_prep, tmp_path, 
     prep = make_prep(tmp_path / "prep", n=6, png=64, k=2)
     run = tmp_path / "runs" / "r_fold0"
     pid = holder(run)
-    rc = main(["cv", "phantom", "--prep", str(prep), "--fold", "0", "folds=2", "device=cpu", "epochs=1", "imgsz=64",
+    rc = main(["cv", "--config", "phantom", "--prep", str(prep), "--fold", "0", "folds=2", "device=cpu", "epochs=1", "imgsz=64",
                "workers=0", f"project={tmp_path / 'runs'}", "name=r"])
     _held(capsys, rc, pid, run)
 
@@ -99,7 +99,7 @@ def test_a_second_tune_on_the_same_out_stops_naming_the_holder(tmp_path, capsys,
 def test_the_run_lock_is_released_after_a_run(make_prep, tmp_path, capsys):
     """A finished (here: failed) run leaves no lock behind: the next run is not refused for it."""
     prep = make_prep(tmp_path / "prep", n=6, png=64, k=2)
-    argv = ["train", "phantom", "--prep", str(prep), "model=missing.pt", f"project={tmp_path / 'runs'}", "name=t"]
+    argv = ["train", "--config", "phantom", "--prep", str(prep), "model=missing.pt", f"project={tmp_path / 'runs'}", "name=t"]
     assert main(argv) == 2
     assert "missing.pt" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "t" / ".cxrdet.lock").exists()

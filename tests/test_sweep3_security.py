@@ -120,12 +120,12 @@ def test_train_and_cv_model_refuse_a_planted_pickle(make_prep, tmp_path, capsys)
     marker = tmp_path / "pwned"
     evil = _plant(tmp_path / "evil.pt", marker)
     common = [f"model={evil}", "device=cpu", "epochs=1", "imgsz=64", f"project={tmp_path / 'runs'}", "workers=0"]
-    rc = main(["train", "phantom", "--prep", str(prep), *common])
+    rc = main(["train", "--config", "phantom", "--prep", str(prep), *common])
     _refused(capsys, rc, evil, marker)
-    rc = main(["cv", "phantom", "--prep", str(prep), "folds=2", *common])
+    rc = main(["cv", "--config", "phantom", "--prep", str(prep), "folds=2", *common])
     _refused(capsys, rc, evil, marker)
     last = _plant(tmp_path / "runs" / "t" / "weights" / "last.pt", marker)   # train resume=true from it
-    rc = main(["train", "phantom", "--prep", str(prep), "resume=true", "name=t", *common[1:]])
+    rc = main(["train", "--config", "phantom", "--prep", str(prep), "resume=true", "name=t", *common[1:]])
     _refused(capsys, rc, last, marker)
 
 
@@ -136,10 +136,10 @@ def test_train_cls_pretrained_and_multilabel_resume_refuse_a_planted_pickle(make
     evil = _plant(tmp_path / "evil_sd.pt", marker)
     common = ["cls_task=multilabel", "cls_arch=resnet10t", "cls_epochs=1", "cls_imgsz=32", "device=cpu",
               f"project={tmp_path / 'runs'}", "workers=0", "name=ml"]
-    rc = main(["train-cls", "phantom", "--prep", str(prep), f"cls_pretrained={evil}", *common])
+    rc = main(["train-cls", "--config", "phantom", "--prep", str(prep), f"cls_pretrained={evil}", *common])
     _refused(capsys, rc, evil, marker)
     last = _plant(tmp_path / "runs" / "ml" / "weights" / "last.pt", marker, format="cxrdet-multilabel")
-    rc = main(["train-cls", "phantom", "--prep", str(prep), "resume=true", *common])
+    rc = main(["train-cls", "--config", "phantom", "--prep", str(prep), "resume=true", *common])
     _refused(capsys, rc, last, marker)
 
 
@@ -150,7 +150,7 @@ def test_cv_resuming_from_a_planted_last_pt_refuses_it(make_prep, tmp_path, caps
 
     prep = make_prep(tmp_path / "prep", n=6, png=64, k=2)
     marker = tmp_path / "pwned"
-    args = ["cv", "phantom", "--prep", str(prep), "folds=2", "--fold", "0", "device=cpu", "epochs=1", "imgsz=64",
+    args = ["cv", "--config", "phantom", "--prep", str(prep), "folds=2", "--fold", "0", "device=cpu", "epochs=1", "imgsz=64",
             f"project={tmp_path / 'runs'}", "workers=0", "name=r"]
     planted = {}
 
@@ -247,7 +247,7 @@ def test_truncated_checkpoint_is_one_line_naming_the_file(tmp_path, capsys):
 @pytest.mark.slow   # one tiny training (~15 s on 2 cores)
 def test_checkpoints_the_project_writes_load_and_resume_under_the_safe_loader(make_prep, tmp_path, capsys):
     prep = make_prep(tmp_path / "prep", n=6, png=64, k=2)
-    common = ["phantom", "--prep", str(prep), "device=cpu", "epochs=2", "imgsz=64", "batch=4", "workers=0",
+    common = ["--config", "phantom", "--prep", str(prep), "device=cpu", "epochs=2", "imgsz=64", "batch=4", "workers=0",
               f"project={tmp_path / 'runs'}", "name=t", 'yolo_args={"plots": false, "mosaic": 0.0}']
     assert main(["train", *common]) == 0, capsys.readouterr().err
     wdir = tmp_path / "runs" / "t" / "weights"
@@ -268,9 +268,9 @@ def test_init_refuses_a_planted_pickle_in_train_and_cv(make_prep, tmp_path, caps
     marker = tmp_path / "pwned"
     evil = _plant(tmp_path / "init_fold0.pt", marker)
     common = ["device=cpu", "epochs=1", "imgsz=64", f"project={tmp_path / 'runs'}", "workers=0"]
-    rc = main(["train", "phantom", "--prep", str(prep), f"init={evil}", *common])
+    rc = main(["train", "--config", "phantom", "--prep", str(prep), f"init={evil}", *common])
     _refused(capsys, rc, evil, marker)
-    rc = main(["cv", "phantom", "--prep", str(prep), "--fold", "0", "folds=2",
+    rc = main(["cv", "--config", "phantom", "--prep", str(prep), "--fold", "0", "folds=2",
                f"init={tmp_path / 'init_fold{fold}.pt'}", *common])
     _refused(capsys, rc, evil, marker)
 
@@ -281,6 +281,6 @@ def test_yolo_args_pretrained_refuses_a_planted_pickle(make_prep, tmp_path, caps
     prep = make_prep(tmp_path / "prep", n=6, png=64, k=2)
     marker = tmp_path / "pwned"
     evil = _plant(tmp_path / "pre.pt", marker)
-    rc = main(["train", "phantom", "--prep", str(prep), "device=cpu", "epochs=1", "imgsz=64", "batch=2", "workers=0",
+    rc = main(["train", "--config", "phantom", "--prep", str(prep), "device=cpu", "epochs=1", "imgsz=64", "batch=2", "workers=0",
                f"project={tmp_path / 'runs'}", f'yolo_args={{"pretrained": "{evil}", "plots": false}}'])
     _refused(capsys, rc, evil, marker)

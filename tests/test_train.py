@@ -40,7 +40,7 @@ def test_cli_bare_pt_error_message(make_prep, tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     prep = make_prep(tmp_path / "prep", n=4)
-    rc = main(["train", "vinbigdata", "--prep", str(prep), "model=yolo11n.pt", "device=0"])
+    rc = main(["train", "--config", "vinbigdata", "--prep", str(prep), "model=yolo11n.pt", "device=0"])
     assert rc == 2
     assert "cannot be downloaded" in capsys.readouterr().err
 

@@ -282,15 +282,16 @@ def _help(key: str) -> str:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, keys: Iterable[str] = (),
-                         positional: bool = False, help: dict[str, str] | None = None) -> None:
-    """Add ``--config`` (or a positional ``config`` with ``positional``) and the flag of each of
+                         help: dict[str, str] | None = None, retired_positional: bool = False) -> None:
+    """Add ``--config`` and the flag of each of
     ``keys`` (from :data:`ALIASES`; help from default.yaml unless ``help`` says it for this
-    stage). Flags default to None: only a flag given on the command line is a layer of the merge."""
-    if positional:
-        parser.add_argument("config", help="config: a name (vinbigdata, rsna, nih, phantom, ...) or a YAML path")
-    else:
-        parser.add_argument("--config", default=None,
-                            help="config: a name (vinbigdata, rsna, nih, ...) or a YAML path; key=value overrides any key")
+    stage). Flags default to None: only a flag given on the command line is a layer of the merge.
+    ``retired_positional``: the stage took its config positionally before (``cxrdet train
+    phantom``); such a word is now a one-line error naming ``--config`` (:func:`stage_config`)."""
+    if retired_positional:
+        parser.add_argument("_positional_config", nargs="?", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--config", default=None,
+                        help="config: a name (vinbigdata, rsna, nih, phantom, ...) or a YAML path; key=value overrides any key")
     defaults = _read_yaml(DEFAULT)
     keys = list(keys)
     for key in keys:
@@ -336,6 +337,12 @@ def stage_config(args: argparse.Namespace) -> dict:
         if getattr(args, dest, None) is not None:
             raise InputError(flag, f"renamed; use {_FLAG_OF[key][0]} (it sets `{key}`)")
     overrides = [*getattr(args, "_overrides_after_flags", []), *(getattr(args, "overrides", None) or [])]
+    old = getattr(args, "_positional_config", None)
+    if old is not None:
+        if "=" not in old:
+            raise InputError(old, f"a config given positionally; use --config {old} (every stage takes its "
+                                  "config with --config since issue 28)")
+        overrides = [old, *overrides]   # the first key=value, taken by the hidden positional
     return load_config(getattr(args, "config", None), overrides, flags)
 
 

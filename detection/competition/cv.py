@@ -1,4 +1,4 @@
-"""``cxrdet cv CONFIG --prep OUT [--folds 0,1,2,3,4] [--with-cls] [--out DIR] [--test DIR --sample SAMPLE]
+"""``cxrdet cv --config CONFIG --prep OUT [--folds 0,1,2,3,4] [--with-cls] [--out DIR] [--test DIR --sample SAMPLE]
 [--tune [--trials N]] [--force] [--scheduler local|tcp://host:port [--workers N]] [key=value ...]``: k-fold cross-validation on a prepared dataset
 (DIR defaults to OUT/cv).
 
@@ -848,7 +848,8 @@ def add_arguments_cv(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=None, help="with --tune: trials per search (default 100)")
     p.epilog = ("key=value overrides any config key, e.g. model=yolo11s.yaml epochs=40 imgsz=640 batch=16 "
                 "device=0 tta=true.")
-    add_config_arguments(p, ["model", "epochs", "imgsz", "batch", "device", "scheduler", "workers"], positional=True)
+    add_config_arguments(p, ["model", "epochs", "imgsz", "batch", "device", "scheduler", "workers"],
+                         retired_positional=True)
 
 
 def run_cv(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """Multi-label image classifier: a timm backbone trained by a plain PyTorch loop.
 
-``cxrdet train-cls CONFIG --prep OUT --fold K cls_task=multilabel [cls_labels=[...]]`` trains on
+``cxrdet train-cls --config CONFIG --prep OUT --fold K cls_task=multilabel [cls_labels=[...]]`` trains on
 the PNGs of ``cxrdet prep``: validation = fold K of ``OUT/folds.csv`` (patient-disjoint by
 construction; checked), training = the other folds. ``cls_task: binary`` (the default) still
 trains the ultralytics 2-class filter (:mod:`detection.engine.train`).

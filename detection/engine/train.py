@@ -1,6 +1,6 @@
 """Detector and normal/abnormal classifier training: thin calls into ultralytics' own API.
 
-``cxrdet train CONFIG --prep OUT [--fold K] [key=value ...]`` trains a YOLO detector on
+``cxrdet train --config CONFIG --prep OUT [--fold K] [key=value ...]`` trains a YOLO detector on
 ``OUT/yolo/fold<K>/data.yaml`` (written by ``cxrdet prep``); ``cxrdet train-cls`` trains the
 2-class filter (an ultralytics classify model) on the same fold split. Both write
 ``<project>/<name>/weights/best.pt`` and return its path.
@@ -346,7 +346,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.epilog = ("key=value overrides any config key, e.g. model=yolo11n.yaml epochs=3 imgsz=512 batch=16 "
                 "device=cpu|0|0,1 resume=true name=myrun; train-cls: cls_task=multilabel cls_arch=resnet18 "
                 "cls_epochs=20 cls_imgsz=256.")
-    add_config_arguments(p, ["fold", "model", "epochs", "imgsz", "batch", "device"], positional=True)
+    add_config_arguments(p, ["fold", "model", "epochs", "imgsz", "batch", "device"], retired_positional=True)
 
 
 def add_arguments_train(p: argparse.ArgumentParser) -> None:
