@@ -173,11 +173,12 @@ def _gate_table():
 def test_class_gating_hand_computed(alpha, want):
     """score x p_class ** alpha_c: i1's Aortic enlargement p = 0.25, Atelectasis p = 0.64;
     Calcification has no column and i2 no row: both keep their scores."""
+    from data_prep.datasets import describe
     from detection.competition.postprocess import apply
 
     probs = pd.DataFrame({"image_id": ["i1"], "abnormal": [0.9], "Aortic enlargement": [0.25], "Atelectasis": [0.64]})
     cfg = {"cls_fusion": "multiply", "alpha": alpha, "cls_low": 0.0, "cls_high": 0.0}
-    out = apply(_gate_table(), probs, cfg)
+    out = apply(_gate_table(), probs, cfg, describe("vinbigdata").normal)   # no default normal class (6238a3c)
     got = out.set_index(["image_id", "class_name"])["score"]
     keys = [("i1", "Aortic enlargement"), ("i1", "Atelectasis"), ("i1", "Calcification"), ("i2", "Aortic enlargement")]
     np.testing.assert_allclose([got[k] for k in keys], want, rtol=1e-12)
