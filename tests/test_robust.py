@@ -25,6 +25,7 @@ import detection.engine.predict_models as PM
 from data_prep.core.atomic import LOCK, atomic_path, folder_lock, safe_name, write_csv
 from data_prep.core.boxes import make_boxes
 from detection.cli import main
+from cli_errors import one_error
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,14 +33,6 @@ VIN_HEADER = "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
 
 
 # ----------------------------------------------------------------------------- helpers
-def one_error(capsys, stage: str) -> str:
-    """The single stderr line of a failed run (asserts there is exactly one and no traceback)."""
-    err = capsys.readouterr().err
-    lines = [l for l in err.splitlines() if l.startswith("cxrdet ") or "Traceback" in l or "Error" in l[:20]]
-    assert "Traceback" not in err, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"cxrdet {stage}: error: "), lines[0]
-    return lines[0]
 
 
 def patch_bytes(path: Path, old: bytes, new: bytes) -> None:

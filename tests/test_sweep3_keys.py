@@ -18,14 +18,7 @@ from data_prep.core import keys
 from data_prep.core.config import DEFAULT, load_config
 from data_prep.core.errors import InputError
 from detection.cli import main
-
-
-def one_error(capsys, stage: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.startswith("cxrdet ")]
-    assert len(lines) == 1 and lines[0].startswith(f"cxrdet {stage}: error: "), err
-    return lines[0]
+from cli_errors import one_error
 
 
 # ----------------------------------------------------------------------------- the rule table

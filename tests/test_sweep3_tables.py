@@ -18,17 +18,10 @@ from data_prep.core import tables
 from data_prep.datasets import nih, vinbigdata
 from data_prep.core.errors import InputError
 from detection.cli import main
+from cli_errors import one_error
 
 C0, C3 = vinbigdata.CLASSES[0], vinbigdata.CLASSES[3]
 N, NF = vinbigdata.NORMAL_ID, vinbigdata.NORMAL_NAME
-
-
-def one_error(capsys, stage: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.startswith("cxrdet ")]
-    assert len(lines) == 1 and lines[0].startswith(f"cxrdet {stage}: error: "), err
-    return lines[0]
 
 
 def _write(path, text: str):
