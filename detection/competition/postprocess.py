@@ -166,7 +166,7 @@ def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, 
                       t["class_id"].to_numpy("int64")[o], bounds))
     lim = None if sizes is None else sizes.reindex(ids)[["height", "width"]].to_numpy("float64")
     out_i, out_b, out_s, out_l = [], [], [], []
-    if sum(len(t) for t in tables) >= FAST_WBF_MIN and _numba_available():
+    if sum(len(t) for t in tables) >= FAST_WBF_MIN and numba_available():
         out_i, out_b, out_s, out_l = _ensemble_fast(split, len(ids), lim, iou_thr, skip_box_thr, conf_type, weights)
     for i in range(len(ids) if not out_i else 0):
         views = [View(b[bd[i]:bd[i + 1]], s[bd[i]:bd[i + 1]], lab[bd[i]:bd[i + 1]]) for b, s, lab, bd in split]
@@ -196,7 +196,7 @@ FAST_WBF_MIN = 200_000  # boxes from which ensemble() fuses every image at once 
 
 
 @functools.lru_cache(maxsize=1)
-def _numba_available() -> bool:  # pragma: no mutate block, optional speed-up
+def numba_available() -> bool:  # pragma: no mutate block, optional speed-up
     try:
         import numba  # noqa: F401
     except ImportError:

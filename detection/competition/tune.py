@@ -236,7 +236,7 @@ class Problem:
 
     def fast_fusion(self) -> bool:
         """Whether several tables are fused by detection.competition.fast_wbf (>= postprocess.FAST_WBF_MIN boxes)."""
-        return len(self.tables) > 1 and sum(len(t) for t in self.tables) >= PP.FAST_WBF_MIN and PP._numba_available()
+        return len(self.tables) > 1 and sum(len(t) for t in self.tables) >= PP.FAST_WBF_MIN and PP.numba_available()
 
     def table_order(self, a: PP.Arrays) -> np.ndarray:
         """The row order :func:`detection.competition.postprocess.ensemble` writes (images in order of first
