@@ -4,7 +4,7 @@ The import graph is read from the source (every ``import``/``from ... import``, 
 included, relative ones resolved), over data_prep/ and detection/:
 
 * data_prep never imports detection;
-* no module imports another module's ``_private`` name;
+* no module imports another module's ``_private`` name, nor reads one as ``module._name``;
 * no import circle (KNOWN_CIRCLES / KNOWN_PRIVATE are empty: the prediction/training knot of
   issue 28 is untied; an entry may only be removed: a new circle, or a known one that grows,
   fails; a known one that disappears fails too, until it is removed from the list).
@@ -58,7 +58,55 @@ def import_graph(mods: dict[str, Path]) -> tuple[dict[str, set[str]], list[tuple
                 edges[name].add(target)
                 if attr and attr.startswith("_") and not attr.startswith("__"):
                     private.append((name, target, attr))
+        private += private_attributes(name, path, mods)
     return edges, private
+
+
+def dotted(node: ast.AST) -> str | None:
+    """``a.b.c`` for a chain of attribute accesses on a name, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return ".".join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else None
+
+
+def private_attributes(name: str, path: Path, mods: dict[str, Path]) -> list[tuple[str, str, str]]:
+    """(importer, module, name) for every ``module._name`` read through an imported project module:
+    ``import a.b as m; m._x``, ``from a import b; b._x`` and ``import a.b; a.b._x``."""
+    pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    alias: dict[str, str] = {}          # local name -> project module it stands for
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname and a.name in mods:
+                    alias[a.asname] = a.name
+                elif not a.asname:
+                    alias.setdefault(a.name.split(".")[0], a.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = pkg.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            for a in node.names:
+                if f"{base}.{a.name}" in mods:
+                    alias[a.asname or a.name] = f"{base}.{a.name}"
+    out = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
+            continue
+        chain = dotted(node.value)
+        if chain is None:
+            continue
+        head, _, rest = chain.partition(".")
+        if head not in alias:
+            continue
+        target = ".".join(filter(None, [alias[head], rest]))
+        if target in mods and target != name:
+            out.append((name, target, node.attr))
+    return out
 
 
 def circles(edges: dict[str, set[str]]) -> list[set[str]]:
@@ -115,12 +163,14 @@ def test_the_checker_finds_a_planted_circle_and_private_import(tmp_path, monkeyp
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("def f():\n    from data_prep.b import _g\n")
     (pkg / "b.py").write_text("from . import a\n\ndef _g():\n    pass\n")
-    (pkg / "c.py").write_text("import data_prep.a\n")
+    (pkg / "c.py").write_text("import data_prep.a\nimport data_prep.b as bee\nfrom data_prep import a\n\n"
+                              "x = (bee._g, a._h, data_prep.a._k, bee.__name__, bee.public)\n")
     monkeypatch.setattr(__import__(__name__), "REPO", tmp_path)
     edges, private = import_graph(modules())
     assert circles(edges) == [{"data_prep.a", "data_prep.b"}]
-    assert private == [("data_prep.a", "data_prep.b", "_g")]
-    assert edges["data_prep.c"] == {"data_prep.a"}
+    assert sorted(private) == [("data_prep.a", "data_prep.b", "_g"), ("data_prep.c", "data_prep.a", "_h"),
+                               ("data_prep.c", "data_prep.a", "_k"), ("data_prep.c", "data_prep.b", "_g")]
+    assert edges["data_prep.c"] == {"data_prep.a", "data_prep.b"}
 
 
 def test_data_prep_never_imports_detection(graph):

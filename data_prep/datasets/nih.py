@@ -101,7 +101,7 @@ def load(labels, meta=None, images_dir=None, on_missing_meta: str = "error"
 
     counts = {"outside_clipped": 0, "no_meta_dropped": 0}
     if meta is not None:
-        images = _read_entries(meta)
+        images = read_entries(meta)
         missing = ~df["image_id"].isin(images["image_id"]).to_numpy()
         if missing.any():
             ids = pd.unique(df["image_id"][missing]).tolist()
@@ -151,7 +151,7 @@ def _read_box_list(labels) -> Source:
     return src
 
 
-def _read_entries(meta) -> pd.DataFrame:
+def read_entries(meta) -> pd.DataFrame:
     """Data_Entry_2017.csv -> image table columns (without height/width/path)."""
     src = Source(meta, "meta", dtype={"Image Index": str, "Finding Labels": str, "Patient ID": str})
     src.require(list(ENTRY_RENAME))

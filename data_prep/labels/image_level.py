@@ -106,7 +106,7 @@ def _entries_file(labels, meta):
 def nih_labels(labels, meta=None) -> pd.DataFrame:
     """NIH Data_Entry_2017.csv -> label table over all its images (see the module docstring)."""
     entries = _entries_file(labels, meta)
-    df = nih._read_entries(entries)
+    df = nih.read_entries(entries)
     name = Path(os.fspath(entries)).name if not isinstance(entries, pd.DataFrame) else "labels"
     names = list(nih.IMAGE_LABELS)
     split = df["labels"].str.split("|")

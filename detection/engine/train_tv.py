@@ -132,7 +132,7 @@ def train(cfg: dict, prep_dir: str | os.PathLike, fold: int, out: Path,
     if not names:
         raise InputError(args["data"], "no categories; expected the classes of the dataset")
     arch, epochs, imgsz = args["model"][len(tv.PREFIX):], int(args["epochs"]), int(args["imgsz"])
-    device = tv._torch_device(resolve_device(cfg.get("device")))
+    device = tv.torch_device(resolve_device(cfg.get("device")))
     if "," in str(cfg.get("device") or ""):
         log.warning("device=%s: tv: models train on one GPU here (%s)", cfg.get("device"), device)
     torch.manual_seed(int(args["seed"]))

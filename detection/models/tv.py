@@ -208,7 +208,8 @@ class _Result:
         self.boxes = _Boxes(xyxy, conf, cls)
 
 
-def _torch_device(device) -> str:
+def torch_device(device) -> str:
+    """A device as ultralytics spells it ("0", "0,1", "cpu", "cuda:1") -> torch's name (the first GPU)."""
     d = str(device or "cpu")
     return f"cuda:{d.split(',')[0].removeprefix('cuda:')}" if d.split(",")[0].removeprefix("cuda:").isdigit() else d
 
@@ -233,7 +234,7 @@ class Detector:
     def predict(self, imgs, imgsz=None, conf=0.001, iou=0.5, max_det=300, device="cpu", verbose=False):
         import torch
 
-        dev = _torch_device(device)
+        dev = torch_device(device)
         self.model.to(dev)
         set_limits(self.model, imgsz, conf, iou, max_det)
         with torch.no_grad():
