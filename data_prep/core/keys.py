@@ -436,7 +436,9 @@ def check(cfg: dict, where_of, rules: dict | None = None) -> None:
     set it (the message's first part). The first bad key raises :class:`InputError`."""
     rules = RULES if rules is None else rules
     ctx = {}
-    if any(k in rules and k in cfg for k in ("class_thr", "alpha")):
+    # the class names only where a mapping names classes: reading them imports data_prep.datasets and
+    # pandas, which `cxrdet convert` (whose pool workers fork from it) otherwise never holds
+    if any(k in rules and isinstance(cfg.get(k), dict) and cfg[k] for k in ("class_thr", "alpha")):
         ctx["class_names"] = _class_names(cfg)
     for key, rule in rules.items():
         if key not in cfg or key.startswith("_"):
