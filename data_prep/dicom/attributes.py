@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 import numpy as np
 from pydicom import config as pydicom_config
@@ -154,8 +155,10 @@ NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")     # Implicit / Explic
 
 def native_frame0(ds) -> np.ndarray | None:
     """Frame 0 of uncompressed little-endian 16-bit grayscale pixel data, read in place: a
-    read-only view of the Pixel Data bytes (no copy), unsigned with no bit set above Bits Stored
-    (else masked, as pydicom does: one new array) or signed with all 16 bits stored. None for
+    read-only view of the Pixel Data bytes (no copy), or, when the dataset was read with the Pixel
+    Data deferred (:func:`data_prep.dicom.read.open_dicom`), a writable array read straight from
+    the file (:func:`_deferred_frame0`: the bytes are never held); unsigned with no bit set above
+    Bits Stored (else masked, as pydicom does) or signed with all 16 bits stored. None for
     anything else (pydicom's ``pixel_array`` decides): it saves the copy and the mask pass that
     pydicom makes of every image (~9 ms and one image's memory on a 2800 x 2500 radiograph)."""
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -168,13 +171,33 @@ def native_frame0(ds) -> np.ndarray | None:
             or high != stored - 1 or (_int(ds, "SamplesPerPixel") or 1) != 1 or (signed and stored != 16)
             or str(ds.get("PhotometricInterpretation", "")) not in ("MONOCHROME1", "MONOCHROME2")):
         return None
-    data = ds.PixelData
-    if not isinstance(data, (bytes, bytearray)) or len(data) < 2 * rows * cols:
-        return None
-    arr = np.frombuffer(data, "<i2" if signed else "<u2", count=rows * cols).reshape(rows, cols)
-    if not signed and stored < 16 and int(arr.max()) >> stored:
-        arr = arr & np.uint16((1 << stored) - 1)      # garbage above Bits Stored
+    dtype = "<i2" if signed else "<u2"
+    arr = _deferred_frame0(ds, dtype, rows, cols)
+    if arr is None:
+        data = ds.PixelData
+        if not isinstance(data, (bytes, bytearray)) or len(data) < 2 * rows * cols:
+            return None
+        arr = np.frombuffer(data, dtype, count=rows * cols).reshape(rows, cols)
+    if not signed and stored < 16 and int(arr.max()) >> stored:     # garbage above Bits Stored
+        mask = np.uint16((1 << stored) - 1)
+        arr = np.bitwise_and(arr, mask, out=arr) if arr.flags.writeable else arr & mask
     return arr
+
+
+def _deferred_frame0(ds, dtype: str, rows: int, cols: int) -> np.ndarray | None:
+    """Frame 0 read from the file into a new (writable) array when the dataset's Pixel Data is a
+    deferred element not read yet (``dcmread(defer_size=...)``: its offset and length known, its
+    bytes not held), else None. One image's memory at the peak instead of the bytes plus the
+    image that the caller makes from them (bench/convert.py: peak memory per convert worker)."""
+    raw = ds.get_item("PixelData", keep_deferred=True)
+    name = getattr(ds, "filename", None)
+    if (getattr(raw, "value", b"") is not None or not isinstance(name, (str, os.PathLike))
+            or getattr(raw, "value_tell", None) is None or not 2 * rows * cols <= raw.length < 0xFFFFFFFF):
+        return None
+    with open(name, "rb") as f:
+        f.seek(raw.value_tell)
+        arr = np.fromfile(f, dtype, count=rows * cols)
+    return arr.reshape(rows, cols) if arr.size == rows * cols else None
 
 
 def decode_frame0(ds, where, shift: int = 0) -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import struct
 
 import numpy as np
 from pydicom.encaps import generate_frames
@@ -42,12 +44,71 @@ def j2k_reduce_level(height: int, width: int, out_hw: tuple[int, int], levels: i
     return r
 
 
-def pillow_j2k_reduced(frame: bytes, r: int) -> np.ndarray:  # pragma: no mutate block, J2K fast path
-    """A J2K codestream decoded by Pillow at resolution level ``r``: ``(ceil(h / 2**r),
-    ceil(w / 2**r))``, uint8 (precision <= 8) or uint16 scaled up to 16 bits by Pillow."""
+class FileWindow(io.RawIOBase):  # pragma: no mutate block, J2K fast path
+    """Bytes ``start .. start + length`` of an open binary file, seen as a file of their own (no
+    ``fileno``, so Pillow reads the codestream through it, a chunk at a time)."""
+
+    def __init__(self, f, start: int, length: int) -> None:
+        super().__init__()
+        self._f, self._start, self._len, self._pos = f, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = max(0, (0, self._pos, self._len)[whence] + pos)
+        return self._pos
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), self._len - self._pos))
+        if not n:
+            return 0
+        self._f.seek(self._start + self._pos)
+        got = self._f.readinto(memoryview(b)[:n]) or 0
+        self._pos += got
+        return got
+
+
+def single_fragment(ds) -> tuple[str, int, int] | None:  # pragma: no mutate block, J2K fast path
+    """``(file, offset, length)`` of the one fragment holding frame 0 when the dataset's Pixel
+    Data is a deferred element not read yet (:func:`data_prep.dicom.read.open_dicom`) with one
+    frame in exactly one fragment, else None. Pillow then reads the codestream from the file: the
+    Pixel Data bytes and a frame copy of them (each the size of the file) are never held."""
+    raw = ds.get_item("PixelData", keep_deferred=True)
+    name = getattr(ds, "filename", None)
+    if (raw is None or raw.value is not None or getattr(raw, "value_tell", None) is None
+            or not isinstance(name, (str, os.PathLike)) or int(ds.get("NumberOfFrames", 1) or 1) != 1):
+        return None
+    with open(name, "rb") as f:
+        f.seek(raw.value_tell)
+        items = []
+        for _ in range(3):                          # Basic Offset Table, the fragment, the delimiter
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            group, elem, length = struct.unpack("<HHI", head)
+            items.append((group, elem, f.tell(), length))
+            if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+                break
+            f.seek(length, os.SEEK_CUR)
+    if len(items) != 3 or [i[:2] for i in items] != [(0xFFFE, 0xE000)] * 2 + [(0xFFFE, 0xE0DD)] or not items[1][3]:
+        return None
+    return str(name), items[1][2], items[1][3]
+
+
+def pillow_j2k_reduced(frame, r: int) -> np.ndarray:  # pragma: no mutate block, J2K fast path
+    """A J2K codestream (bytes, or a binary file such as :class:`FileWindow`) decoded by Pillow at
+    resolution level ``r``: ``(ceil(h / 2**r), ceil(w / 2**r))``, uint8 (precision <= 8) or
+    uint16 scaled up to 16 bits by Pillow."""
     from PIL import Image, ImageFile
 
-    im = Image.open(io.BytesIO(frame))
+    im = Image.open(io.BytesIO(frame) if isinstance(frame, (bytes, bytearray, memoryview)) else frame)
     w, h = im.size
     want = (math.ceil(w / 2 ** r), math.ceil(h / 2 ** r))
     im.reduce = r
@@ -71,18 +132,32 @@ def decode_j2k_reduced(ds, out_hw: tuple[int, int]) -> np.ndarray | None:  # pra
     if (ds.file_meta.get("TransferSyntaxUID") not in J2K_UIDS or int(ds.get("SamplesPerPixel", 1)) != 1
             or int(ds.get("PixelRepresentation", 0)) != 0 or not _is_mono(ds)):
         return None
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    frame = next(generate_frames(ds.PixelData, number_of_frames=nframes))
-    params = get_j2k_parameters(frame)
+    loc = single_fragment(ds)
+    if loc is None:
+        nframes = int(ds.get("NumberOfFrames", 1) or 1)
+        return _decode_reduced(ds, out_hw, next(generate_frames(ds.PixelData, number_of_frames=nframes)))
+    name, start, length = loc
+    with open(name, "rb") as f:
+        f.seek(start)
+        head = f.read(min(length, 1 << 16))      # the main header (SIZ, COD), for the checks
+        if _j2k_levels(head) is None and len(head) < length:
+            head += f.read(length - len(head))
+        return _decode_reduced(ds, out_hw, head, FileWindow(f, start, length))
+
+
+def _decode_reduced(ds, out_hw: tuple[int, int], head: bytes, source=None) -> np.ndarray | None:  # pragma: no mutate block, J2K fast path
+    """:func:`decode_j2k_reduced` given the codestream (``head``) or its main header and the file
+    (``source``) that Pillow reads it from."""
+    params = get_j2k_parameters(head)
     precision = params.get("precision")
     if params.get("is_signed") or precision is None or precision != int(ds.BitsStored) or precision > 16:
         return None
-    levels = _j2k_levels(frame)
+    levels = _j2k_levels(head)
     rows, cols = int(ds.Rows), int(ds.Columns)
     r = j2k_reduce_level(rows, cols, out_hw, levels if levels is not None else 0)
     if r == 0:
         return None
-    arr = pillow_j2k_reduced(frame, r)
+    arr = pillow_j2k_reduced(head if source is None else source, r)
     if arr.shape != (math.ceil(rows / 2 ** r), math.ceil(cols / 2 ** r)):
         return None
     if arr.dtype == np.uint16 and precision < 16:      # Pillow scales I;16 up to 16 bits

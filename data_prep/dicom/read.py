@@ -78,6 +78,7 @@ HEADER_FIELDS = ("PhotometricInterpretation", "BitsStored", "Modality", "Patient
                  "ViewPosition", "PixelSpacing")
 APPLIED_FIELDS = ("voi", "voi_window", "voi_fallback", "n_padding")   # what read_dicom applied (see read_dicom)
 _MAX_LUT = 1 << 20          # stored-value ranges wider than this are processed pixel by pixel
+DEFER_SIZE = 1 << 18        # open_dicom leaves values this long (256 KiB) in the file until read: the pixel data
 
 
 class DicomReadError(ValueError):
@@ -236,7 +237,7 @@ def fixed_range(voi: Voi, stretch: str) -> tuple[float, float] | None:
 
 def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = None,
               stretch: str = "minmax", pad: tuple[int, int] | None = None,
-              mask: np.ndarray | None = None) -> np.ndarray:
+              mask: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Stored values ``(H, W)`` (or color) -> uint16 ``(H, W)``: to_gray, :func:`lut_chain`, then
     a linear map to ``[0, 65535]``: of the values present (``stretch="minmax"``), or of the VOI
     output range (``"window"``, :func:`fixed_range`). ``voi`` defaults to
@@ -249,7 +250,8 @@ def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = Non
     window or none, MONOCHROME1) the image goes through one OpenCV pass instead of the gather
     (within 1 of 65535 of the table, checked on every stored value of the range). ``pad``: the padding stored values (:func:`data_prep.dicom.padding.padding_range`;
     ``mask`` their pixels, computed when None): left out of the range and set to 0 (displayed
-    black)."""
+    black). ``out`` (uint16 ``(H, W)``, ``arr`` itself allowed): where the table or OpenCV pass
+    writes the result (one full-size image less at the peak); other paths return a new array."""
     arr = to_gray(arr, ds)
     voi = voi or choose_voi(ds)
     fixed = fixed_range(voi, stretch)
@@ -290,8 +292,8 @@ def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = Non
             elif arr.dtype in CV_DEPTH and arr.ndim == 2:
                 fit = affine_table(inputs[lo - base:].astype(arr.dtype), table[lo - base:])
                 if fit is not None:                          # one OpenCV pass instead of a gather
-                    return affine_cv(arr, *fit, np.uint16)
-            return take_rows(table, idx)
+                    return affine_cv(arr, *fit, np.uint16, out=out)
+            return take_rows(table, idx, out=out)
     if pad is not None:
         mask = padding_mask(arr, pad) if mask is None else mask
         if mask is not None and mask.any():
@@ -307,22 +309,31 @@ def to_uint16(arr: np.ndarray, ds, via_table: bool = True, voi: Voi | None = Non
 RANGE_BLOCK = 4      # output pixels per side averaged when a downscaled image's range is measured
 
 
+def writable_uint16(arr: np.ndarray) -> bool:
+    """A uint16 ``(H, W)`` array that may be written in place (its own contiguous memory): the
+    image :func:`to_uint8` may overwrite with its 16-bit form (``overwrite``)."""
+    return arr.dtype == np.uint16 and arr.ndim == 2 and arr.flags.writeable and arr.flags.c_contiguous
+
+
 def to_uint8(arr: np.ndarray, ds, hw: tuple[int, int] | None = None, via_table: bool = True,
              full_hw: tuple[int, int] | None = None, voi: Voi | None = None,
              stretch: str = "minmax", pad: tuple[int, int] | None = None,
-             mask: np.ndarray | None = None) -> np.ndarray:
+             mask: np.ndarray | None = None, overwrite: bool = False) -> np.ndarray:
     """Stored values -> the output uint8 image ``hw`` (default: same size): :func:`to_uint16`,
     :func:`resize`, then 16 -> 8 bits: :func:`minmax_uint8` (``stretch="minmax"``; when the
     ORIGINAL image ``full_hw`` (default: the shape of ``arr``) is at least 2x the output on a
     side, the range is measured with ``block=RANGE_BLOCK``, see the module docstring), or a fixed
     ``round(x * 255 / 65535)`` when the VOI output range was used (``"window"``). ``pad`` /
-    ``mask``: pixel padding (:mod:`data_prep.dicom.padding`), out of both ranges, drawn black."""
+    ``mask``: pixel padding (:mod:`data_prep.dicom.padding`), out of both ranges, drawn black.
+    ``overwrite``: ``arr`` may be overwritten by its 16-bit form when it is a writable uint16
+    image (:func:`writable_uint16`; the caller no longer needs the stored values)."""
     voi = voi or choose_voi(ds)
     if pad is not None and mask is None:
         mask = padding_mask(arr, pad)
     if mask is not None and not mask.any():
         pad = mask = None
-    img = to_uint16(arr, ds, via_table=via_table, voi=voi, stretch=stretch, pad=pad, mask=mask)
+    out = arr if overwrite and writable_uint16(arr) else None
+    img = to_uint16(arr, ds, via_table=via_table, voi=voi, stretch=stretch, pad=pad, mask=mask, out=out)
     hw = tuple(hw or img.shape[:2])
     full_hw = full_hw or arr.shape[:2]
     small = resize(img, hw)
@@ -343,7 +354,7 @@ def open_dicom(path: str | os.PathLike):  # pragma: no mutate block, input check
     if path.stat().st_size == 0:
         raise DicomReadError(f"{path}: empty file (0 bytes); expected a DICOM file")
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, defer_size=DEFER_SIZE)
     except InvalidDicomError as e:
         raise DicomReadError(f"{path}: not a DICOM file (no 'DICM' marker at byte 128 and no "
                              "File Meta Information header)") from e
@@ -427,13 +438,14 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
     header["n_padding"] = int(np.count_nonzero(mask)) if mask is not None else 0
     try:
         img = to_uint8(arr, ds, out_hw, full_hw=(header["height"], header["width"]), voi=voi,
-                       stretch=options.stretch, pad=pad, mask=mask)
+                       stretch=options.stretch, pad=pad, mask=mask, overwrite=True)
     except Exception as e:
         raise DicomReadError(f"{path}: cannot apply modality/VOI LUT "
                              f"({_one_line(header.get('PhotometricInterpretation', '?'))[:40]!r}): "
                              f"{_one_line(e)}") from e
     if img.size and img.min() == img.max():
-        cause = flat_cause(to_gray(arr, ds), ds, voi)
+        stored = _stored_again(path, shift) if writable_uint16(arr) else arr   # arr may hold the 16-bit image
+        cause = flat_cause(to_gray(stored, ds), ds, voi) if stored is not None else ""
         if cause:
             log.warning("%s: constant image although its stored values differ: %s; written as one flat "
                         "gray level", path, cause)
@@ -442,12 +454,23 @@ def read_dicom(path: str | os.PathLike, size: int | None = None, keep_ratio: boo
     return img, header
 
 
+def _stored_again(path, shift: int) -> np.ndarray | None:  # pragma: no mutate block, message only
+    """Frame 0's stored values read again (None when that fails): the cause of a flat image is
+    told from them after :func:`to_uint8` overwrote the decoded image."""
+    try:
+        with _quiet_pydicom():
+            return decode(open_dicom(path), path, shift)
+    except Exception:  # noqa: BLE001 - the image is written already; only its message is at stake
+        return None
+
+
 def _drop_encoded(ds, arr: np.ndarray) -> None:  # pragma: no mutate block, memory only
     """Free the pixel data bytes once decoded (unless ``arr`` is a view of them): a full-size
     radiograph's 10-15 MB less at the peak of a convert worker."""
     key = pixel_data_keyword(ds)
     with contextlib.suppress(Exception):
-        if key and not np.shares_memory(arr, np.frombuffer(ds[key].value, np.uint8)):
+        value = ds.get_item(key, keep_deferred=True).value if key else None
+        if value is not None and not np.shares_memory(arr, np.frombuffer(value, np.uint8)):
             del ds[key]
 
 
