@@ -27,6 +27,7 @@ TRAIN_LABELS = ("fused", "variants", "both")
 ITEMS = "train_items"          # OUT/train_items: training items whose labels are not the truth's
 ITEMS_CSV = "items.csv"
 IMAGES = "images"
+VAL_LIST = "val.txt"            # OUT/yolo/fold<k>/val.txt: the fold's images (what every score reads)
 
 
 def yaml_names(kind: str) -> tuple[str, str]:
@@ -99,7 +100,7 @@ class PrepDir:
         return self.yolo_fold(k) / yaml_names(train_labels)[0]
 
     def val_list(self, k: int) -> Path:
-        return self.yolo_fold(k) / "val.txt"
+        return self.yolo_fold(k) / VAL_LIST
 
     def coco_json(self, k: int, split: str) -> Path:
         """``OUT/coco/fold<k>_<split>.json`` (split: train, val)."""

@@ -75,7 +75,7 @@ import yaml
 from data_prep.core import boxes as bx
 from data_prep.core.atomic import atomic_folder, safe_name
 from data_prep.core.prepdir import (  # noqa: F401 (data_yaml_name, coco_train_name, TRAIN_LABELS re-exported)
-    IMAGES, ITEMS, ITEMS_CSV, TRAIN_LABELS, PrepDir, coco_train_name, data_yaml_name, yaml_names)
+    IMAGES, ITEMS, ITEMS_CSV, TRAIN_LABELS, VAL_LIST, PrepDir, coco_train_name, data_yaml_name, yaml_names)
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +129,17 @@ def _clip(boxes: pd.DataFrame, images: pd.DataFrame) -> tuple[np.ndarray, np.nda
     return xyxy, hw[:, 0], hw[:, 1]
 
 
-def _split(images: pd.DataFrame, k: int, has_box: set, include_normal: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    val = images[images["fold"] == k]
+def _val(images: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Fold ``k``'s images, normal ones included: its val list."""
+    return images[images["fold"] == k]
+
+
+def _train(images: pd.DataFrame, k: int, has_box: set, include_normal: bool) -> pd.DataFrame:
+    """The other folds' images; without ``include_normal`` only those with a box (``has_box``)."""
     train = images[images["fold"] != k]
     if not include_normal:
         train = train[train["image_id"].isin(has_box)]
-    return train, val
+    return train
 
 
 # ----------------------------------------------------------------------------- training items
@@ -195,7 +200,7 @@ def training_items(images: pd.DataFrame, boxes: pd.DataFrame, rater_boxes: pd.Da
 def _train_lists(images: pd.DataFrame, k: int, has_box: set, include_normal: bool, items: dict) -> dict:
     """Per training-label kind, fold ``k``'s training items (image or item tables, ``path`` = what a
     trainer opens): ``fused``, and with variants ``variants`` and ``both``."""
-    train, _ = _split(images, k, has_box, include_normal)
+    train = _train(images, k, has_box, include_normal)
     lists = {"fused": train}
     if "fused" in items:
         it = items["fused"][0]
@@ -323,14 +328,14 @@ def write_yolo(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
     with atomic_folder(layout.yolo) as yolo_tmp:
         ks = sorted(images["fold"].unique())
         for k in ks:
-            _, val = _split(images, k, has_box, include_normal)
+            val = _val(images, k)
             d = yolo_tmp / layout.yolo_fold(k).name
             d.mkdir()
-            (d / layout.val_list(k).name).write_text("".join(p + "\n" for p in val["path"]))
+            (d / VAL_LIST).write_text("".join(p + "\n" for p in val["path"]))
             for kind, train in _train_lists(images, k, has_box, include_normal, items).items():
                 list_name, yaml_name = yaml_names(kind)
                 (d / list_name).write_text("".join(p + "\n" for p in train["path"]))
-                data = {"path": str(layout.yolo_fold(k)), "train": list_name, "val": layout.val_list(k).name,
+                data = {"path": str(layout.yolo_fold(k)), "train": list_name, "val": VAL_LIST,
                         "nc": len(names), "names": names}
                 if channels == 1:
                     data["channels"] = 1
@@ -398,7 +403,7 @@ def write_coco(images: pd.DataFrame, boxes: pd.DataFrame, folds: pd.DataFrame, o
         ks = sorted(images["fold"].unique())
         for k in ks:
             lists = _train_lists(images, k, has_box, include_normal, items)
-            _, val = _split(images, k, has_box, include_normal)
+            val = _val(images, k)
             for split, sub, bb in (("train", lists["fused"], item_boxes), ("val", val, boxes)):
                 d = coco_dict(sub, bb, names, image_ids, description=f"cxrdet fold {k} {split}")
                 (tmp / layout.coco_json(k, split).name).write_text(json.dumps(d))

@@ -98,9 +98,9 @@ def _prepare(boxes: pd.DataFrame, images: pd.DataFrame, skip_box_thr: float, wei
     b["t"] = m["t"].to_numpy()[at]
     b["M"] = m["M"].to_numpy()[at]
     b["wt"] = m["wt"].to_numpy()[at]
-    # not mutated (the reset_index line): an extra "index" column is never read (columns are taken by name)
-    b = b.iloc[np.lexsort((b["_row"].to_numpy(), b["t"].to_numpy(), b["class_id"].to_numpy(),
-                           b["_img"].to_numpy()))].reset_index(drop=True)  # pragma: no mutate
+    order = np.lexsort((b["_row"].to_numpy(), b["t"].to_numpy(), b["class_id"].to_numpy(), b["_img"].to_numpy()))
+    # not mutated: an extra "index" column is never read (columns are taken by name)
+    b = b.iloc[order].reset_index(drop=True)  # pragma: no mutate
     key2 = b[["_img", "class_id"]].to_numpy()
     new = np.ones(len(b), bool)  # pragma: no mutate (float ones give the same cumsum group ids)
     new[1:] = (key2[1:] != key2[:-1]).any(1)
@@ -122,7 +122,7 @@ def _fuse_other(b: pd.DataFrame, method: str, iou_thr: float, skip_box_thr: floa
         t = b["t"].to_numpy()[sl]
         M = int(b["M"].iloc[sl[0]])
         lab = b["class_id"].to_numpy()[sl]
-        sc = b["score"].to_numpy(dtype="float64")[sl]
+        sc = b["score"].to_numpy()[sl]
         bl = [n[sl][t == k] for k in range(M)]
         sl_ = [sc[t == k] for k in range(M)]
         ll = [lab[t == k] for k in range(M)]
@@ -186,7 +186,7 @@ def fuse(boxes: pd.DataFrame, images: pd.DataFrame, method: str = "wbf", iou_thr
         return out
     b, dropped, models = _prepare(boxes, images, skip_box_thr, weights)
     if method == "none":
-        g, sc, nr = b["g"].to_numpy(), b["score"].to_numpy(dtype="float64"), np.ones(len(b), "int64")
+        g, sc, nr = b["g"].to_numpy(), b["score"].to_numpy(), np.ones(len(b), "int64")
         xyxy = b[COORDS].to_numpy()
         first = np.arange(len(b))
     else:

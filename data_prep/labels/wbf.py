@@ -37,13 +37,11 @@ def model_weights(b: pd.DataFrame, models: pd.DataFrame) -> np.ndarray:
     """``(G, T)`` float64: per (image, class) group, its image's model weights by model index
     ``t`` (0 beyond the image's ``M`` models)."""
     T = int(models["M"].max())
-    # not mutated (per_image, mi): models only lists images with boxes (data_prep.labels.fusion._prepare), so
-    # every image is found (the fill value is never used) and extra rows of per_image are never read
+    # not mutated: extra rows of per_image are never read
     per_image = np.zeros((int(b["_img"].max()) + 1, T))  # pragma: no mutate
     code = b.drop_duplicates("_img").set_index("image_id")["_img"]
-    mi = code.reindex(models["image_id"]).fillna(-1).to_numpy().astype("int64")  # pragma: no mutate
-    ok = mi >= 0
-    per_image[mi[ok], models["t"].to_numpy()[ok]] = models["wt"].to_numpy()[ok]
+    mi = code.loc[models["image_id"]].to_numpy()   # models lists only images with boxes (fusion._prepare)
+    per_image[mi, models["t"].to_numpy()] = models["wt"].to_numpy()
     starts = np.flatnonzero(np.r_[True, np.diff(b["g"].to_numpy()) != 0])
     return per_image[b["_img"].to_numpy()[starts]]
 
@@ -168,12 +166,13 @@ def _wbf_steps(nb, s, wt, t, order, starts, size, M, mw, iou_thr, conf_type):
     gi, ki = np.nonzero(valid)
     n = cnt[gi, ki]
     multi = n > 1
+    # >= 2 members: ensemble-boxes' float32 value (np.where gives it back as float64); one: the float64 one
     if conf_type == "max":
-        v = np.where(multi, vmax[gi, ki].astype(np.float32).astype(np.float64), first[gi, ki])
+        v = np.where(multi, vmax[gi, ki].astype(np.float32), first[gi, ki])
     else:
-        v = np.where(multi, (conf[gi, ki] / n).astype(np.float32).astype(np.float64), first[gi, ki])
+        v = np.where(multi, (conf[gi, ki] / n).astype(np.float32), first[gi, ki])
     # the weighted box's weight field: float32 sum for >= 2 members, the box's own weight for one
-    wcol = np.where(multi, wsum[gi, ki].astype(np.float32).astype(np.float64), wfirst[gi, ki])
+    wcol = np.where(multi, wsum[gi, ki].astype(np.float32), wfirst[gi, ki])
     present = models[gi, ki]
     nm = present.sum(1)
     Mg = M[gi]
