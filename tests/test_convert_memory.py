@@ -183,3 +183,17 @@ def test_j2k_reduced_decode_reads_the_codestream_from_the_file(tmp_path, make_ds
     got = dcm.decode_j2k_reduced(deferred, (128, 128))
     assert got.shape == ref.shape and got.shape[0] < 1100 and np.array_equal(got, ref)    # reduced
     assert deferred.get_item("PixelData", keep_deferred=True).value is None    # never read into memory
+
+
+def test_take_rows_in_place_holds_one_index_block():
+    """The gather into its own index array (a VOI LUT, padding: the table path) holds one block of
+    int64 indices at a time: 2 MB (1 << 18 pixels) on top of the image, whatever the image."""
+    from data_prep.dicom.fastlut import take_rows
+
+    rng = np.random.default_rng(3)
+    table = rng.integers(0, 65536, 4096).astype(np.uint16)
+    idx = rng.integers(0, 4096, (2000, 1500)).astype(np.uint16)            # 5.7 MB
+    want = table[idx]
+    peak, got = _traced_peak(lambda: take_rows(table, idx, out=idx))
+    assert got is idx and np.array_equal(got, want)
+    assert peak < 2.2, f"{peak:.2f} MB"
