@@ -56,7 +56,10 @@ def snap_outward(xyxy: np.ndarray, hw: np.ndarray | None, decimals: int) -> np.n
     for k in (0, 1):  # x then y
         mn, mx = b[:, k], b[:, k + 2]
         mn, mx = np.clip(mn, lo[:, k], hi[:, k]), np.clip(mx, lo[:, k], hi[:, k])
-        thin = mx - mn < step - eps  # a zero-size (or clipped flat) box: widen to one grid step
+        # a zero-size (or clipped flat) box: widen to one grid step. mn and mx are on the grid, so
+        # they differ by whole steps: under half a step is none (a fixed tolerance in pixels, 1e-6,
+        # was a whole step from decimals=6 on and left zero-width boxes in the file)
+        thin = mx - mn < step / 2
         mx = np.where(thin, np.minimum(mn + step, hi[:, k]), mx)
         mn = np.where(thin, np.maximum(mx - step, lo[:, k]), mn)
         b[:, k], b[:, k + 2] = mn, mx
