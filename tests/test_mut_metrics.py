@@ -180,3 +180,23 @@ def test_tables_read_from_csv_with_integer_pixels_encode_to_the_documented_dtype
     r = M.vinbigdata_map(tc, pc, ["A", "B"], normal_class=None)
     assert r["mAP"] == M.vinbigdata_map(t, p, ["A", "B"], normal_class=None)["mAP"] == 1.0
     assert [(x["class_id"], x["n_truth"], x["n_pred"]) for x in r["table"]] == [(0, 1, 2), (1, 1, 1)]
+
+
+def test_image_costs_spell_each_image_id_by_str():
+    # ids handed over as Python numbers of mixed types: 7 -> "7", 7.5 -> "7.5" (as encode spells them),
+    # not "7.0" (what a float column would give); B's truth is missed, its FP counted on "7"
+    t = boxes([("7", 0, *TRUTH_BOX), ("7.5", 0, *TRUTH_BOX)])
+    p = boxes([("7", 0, 50, 50, 60, 60, 0.8), ("7.5", 0, *TRUTH_BOX, 0.9)])
+    df = IM.image_costs(t, p, [7, 7.5], metric="vinbigdata", normal_class=None)
+    assert df["image_id"].tolist() == ["7", "7.5"] and df["cost"].tolist() == pytest.approx([1.8, 0.0])
+    assert df["n_tp"].tolist() == [0, 1] and df["n_fn"].tolist() == [1, 0]
+
+
+def test_image_costs_of_a_prediction_table_indexed_by_its_image_id():
+    # a table indexed by one of its own columns (set_index("image_id", drop=False)), as a groupby leaves it
+    t = boxes([("A", 0, *TRUTH_BOX)])
+    p = boxes([("A", 0, *TRUTH_BOX, 0.9), ("B", 0, *TRUTH_BOX, 0.4)])
+    want = IM.image_costs(t, p, ["A", "B"], metric="vinbigdata", normal_class=None)
+    got = IM.image_costs(t, p.set_index("image_id", drop=False), ["A", "B"], metric="vinbigdata", normal_class=None)
+    pd.testing.assert_frame_equal(got, want)
+    assert want["image_id"].tolist() == ["B", "A"] and want["cost"].tolist() == pytest.approx([0.4, 0.0])

@@ -63,9 +63,8 @@ def image_costs(truth: pd.DataFrame, pred: pd.DataFrame, images, *, metric: str,
     tpk = np.stack([np.bincount(img, weights=(bits >> k) & 1, minlength=n) for k in range(n_thr)], 1)
     tp0 = tpk[:, 0].astype("int64")
     if rule.per_image:   # the score is a mean over images: an image costs 1 - its score
-        denom = nt[:, None] + npred[:, None] - tpk
-        with np.errstate(invalid="ignore", divide="ignore"):
-            s = np.where(denom > 0, tpk / np.where(denom > 0, denom, 1), 0.0).mean(1)
+        # TP/(TP+FP+FN) per threshold; TP <= both counts, so an image with a zero denominator has TP 0: 0/1
+        s = (tpk / np.maximum(nt[:, None] + npred[:, None] - tpk, 1)).mean(1)
         cost = np.where(nt + npred > 0, 1.0 - s, 0.0)
     else:
         fp_score = np.bincount(img, weights=np.where(bits & 1, 0.0, score), minlength=n)

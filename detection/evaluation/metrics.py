@@ -101,13 +101,13 @@ def encode(truth: pd.DataFrame, pred: pd.DataFrame, images, normal_class: int | 
         names.update({int(k): str(v) for k, v in items})
 
     def arrays(df, src):
-        pos = images.get_indexer(df["image_id"].astype(str)) if len(df) else np.zeros(0, "int64")
+        pos = images.get_indexer(df["image_id"].astype(str))
         keep = pos >= 0
         if (~keep).any():
             log.info("%s: %d box(es) on %d image(s) outside the evaluated set ignored", src, int((~keep).sum()),
                      df["image_id"][~keep].nunique())
-        return (keep, pos[keep].astype("int64"), df["class_id"].to_numpy("int64")[keep] if len(df) else
-                np.zeros(0, "int64"), df[COORDS].to_numpy("float64")[keep].reshape(-1, 4))
+        return (keep, pos[keep].astype("int64"), df["class_id"].to_numpy("int64")[keep],
+                df[COORDS].to_numpy("float64")[keep])
 
     keep, t_img, t_cls, t_box = arrays(truth, "truth")
     if normal_class is not None:
@@ -122,7 +122,7 @@ def encode(truth: pd.DataFrame, pred: pd.DataFrame, images, normal_class: int | 
         t_box = np.concatenate([t_box, np.tile(NORMAL_BOX, (len(normal), 1))])
         names.setdefault(normal_class, _normal_name(normal_class))
     keep, p_img, p_cls, p_box = arrays(pred, "predictions")
-    p_score = pred["score"].to_numpy("float64")[keep] if len(pred) else np.zeros(0)
+    p_score = pred["score"].to_numpy("float64")[keep]
     p_row = np.flatnonzero(keep).astype("int64")
     return Encoded(images.to_numpy(), dict(sorted(names.items())), t_img, t_cls, t_box, p_img, p_cls, p_box,
                    p_score, p_row)
@@ -159,9 +159,8 @@ def greedy_match(t_grp, t_box, p_grp, p_seq, p_box, thr: float, strict: bool = F
     n_p = len(p_grp)
     pred_truth = np.full(n_p, -1, "int64")
     pred_iou = np.zeros(n_p)
-    if n_p == 0 or len(t_grp) == 0:
-        return pred_truth, pred_iou
     p_seq, p_box, t_box = np.asarray(p_seq), np.asarray(p_box, "float64"), np.asarray(t_box, "float64")
+    # (without truth or without predictions no bucket below has both: nothing is matched)
     keys, inv = np.unique(np.concatenate([t_grp, p_grp]), return_inverse=True)
     tg, pg = inv[: len(t_grp)], inv[len(t_grp):]
     ng = np.bincount(tg, minlength=len(keys))
@@ -204,9 +203,7 @@ def _greedy_bucket(tg, t_box, pg, p_seq, p_box, thr, strict, ties_last, iou):
     best_any = IOU.max(1)
     pi = np.flatnonzero(best_any > thr if strict else best_any >= thr)
     p_ord = pi[np.lexsort((pi, p_seq[pi], pg[pi]))]
-    gs = pg[p_ord]
-    first = np.concatenate([[0], np.flatnonzero(gs[1:] != gs[:-1]) + 1]) if len(gs) else np.zeros(0, "int64")
-    rank = np.arange(len(gs)) - np.repeat(first, np.diff(np.concatenate([first, [len(gs)]])))
+    rank = _rank_in_group(pg[p_ord])
     by_rank = np.argsort(rank, kind="stable")
     bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2 if len(rank) else 1))
     for k in range(len(bounds) - 1):
@@ -223,13 +220,31 @@ def _greedy_bucket(tg, t_box, pg, p_seq, p_box, thr, strict, ties_last, iou):
     return pred_truth, pred_iou
 
 
+def _rank_in_group(gs: np.ndarray) -> np.ndarray:
+    """Each entry's position within its run of equal values of the sorted group ids ``gs``."""
+    return np.arange(len(gs)) - np.searchsorted(gs, gs)
+
+
+def _n_classes(enc: Encoded) -> int:
+    """The stride of :func:`_group`: one more than the largest class id."""
+    return int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
+
+
 def _group(img, cls, n_cls):
+    """One int64 per (image, class) pair (``cls`` < ``n_cls``)."""
     return np.asarray(img, "int64") * n_cls + np.asarray(cls, "int64")
+
+
+def _ranks(seq: np.ndarray) -> np.ndarray:
+    """The inverse permutation of ``seq``: each prediction's processing position."""
+    out = np.empty(len(seq), "int64")
+    out[seq] = np.arange(len(seq))
+    return out
 
 
 def score_order(enc: Encoded) -> np.ndarray:
     """Predictions by descending score, ties in input order (``p_row``)."""
-    if len(enc.p_row) < 2 or (np.diff(enc.p_row) > 0).all():  # rows already in input order: one stable sort
+    if (np.diff(enc.p_row) > 0).all():  # rows already in input order (or < 2 rows): one stable sort
         return np.argsort(-enc.p_score, kind="stable")
     return np.lexsort((enc.p_row, -enc.p_score))
 
@@ -238,12 +253,10 @@ def match_vinbigdata(enc: Encoded, iou_thr: float = 0.4,
                      seq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-prediction match of the vinbigdata rule: (pred_truth (Np,) int64, pred_iou (Np,)).
     ``seq``: :func:`score_order` of ``enc`` when the caller has it."""
-    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
+    n_cls = _n_classes(enc)
     seq = score_order(enc) if seq is None else seq  # descending score, stable on input order
-    p_seq = np.empty(len(seq), "int64")
-    p_seq[seq] = np.arange(len(seq))
     return greedy_match(_group(enc.t_img, enc.t_cls, n_cls), enc.t_box, _group(enc.p_img, enc.p_cls, n_cls),
-                        p_seq, enc.p_box, iou_thr)
+                        _ranks(seq), enc.p_box, iou_thr)
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -252,19 +265,18 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     mrec = np.concatenate([[0.0], recall, [1.0]])
     mpre = np.concatenate([[0.0], precision, [0.0]])
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    i = np.flatnonzero(np.diff(mrec))
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
 def _summary(metric, enc: Encoded, ap: dict, pr: dict, extra=None) -> dict:
-    n_truth = np.bincount(enc.t_cls, minlength=max(enc.names, default=-1) + 1)
-    n_pred = np.bincount(enc.p_cls, minlength=max(enc.names, default=-1) + 1)
+    n_truth, n_pred = np.bincount(enc.t_cls), np.bincount(enc.p_cls)
     ids = sorted(set(enc.names) | set(ap))
     table = [{"class_id": c, "class_name": enc.names.get(c, str(c)),
               "n_truth": int(n_truth[c]) if c < len(n_truth) else 0,
               "n_pred": int(n_pred[c]) if c < len(n_pred) else 0, "ap": ap.get(c)} for c in ids]
     vals = [v for v in ap.values() if v is not None]
-    out = {"metric": metric, "mAP": float(np.mean(vals)) if vals else float("nan"),
+    out = {"metric": metric, "mAP": float(np.mean(vals)) if vals else np.nan,
            "per_class": {r["class_name"]: r["ap"] for r in table}, "n_images": int(len(enc.images)),
            "table": table, "pr": {enc.names.get(c, str(c)): v for c, v in pr.items()}}
     out.update(extra or {})
@@ -289,22 +301,23 @@ def vinbigdata_from(enc: Encoded, iou_thr: float = 0.4) -> dict:
     seq = score_order(enc)
     pred_truth, _ = match_vinbigdata(enc, iou_thr, seq)
     pc = enc.p_cls[seq]
-    by_cls = seq[np.argsort(pc.astype("int16") if pc.max(initial=0) < 32767 else pc, kind="stable")]  # per class
+    # per class (a stable sort keeps the score order); the int16 copy only makes the sort faster
+    by_cls = seq[np.argsort(pc.astype("int16") if pc.max(initial=0) < 32767 else pc, kind="stable")]
 
     classes = np.unique(np.concatenate([enc.t_cls, enc.p_cls]))
-    cuts = np.searchsorted(enc.p_cls[by_cls], np.concatenate([classes, classes + 1]))
+    lo, hi = (np.searchsorted(enc.p_cls[by_cls], classes, side=side) for side in ("left", "right"))
     n_pos = np.bincount(enc.t_cls, minlength=int(classes.max(initial=0)) + 1)
     ap, pr = {}, {}
     for i, c in enumerate(classes):
         npos = int(n_pos[c])
-        idx = by_cls[cuts[i]:cuts[i + len(classes)]]
+        idx = by_cls[lo[i]:hi[i]]
         if npos == 0:
             ap[int(c)] = None
             continue
         tp = np.cumsum(pred_truth[idx] >= 0)
         fp = np.cumsum(pred_truth[idx] < 0)
         rec, prec = tp / npos, tp / np.maximum(tp + fp, 1)
-        ap[int(c)] = voc_ap(rec, prec) if len(idx) else 0.0
+        ap[int(c)] = voc_ap(rec, prec)   # 0.0 without predictions
         pr[int(c)] = {"precision": prec, "recall": rec, "score": enc.p_score[idx]}
     return _summary("vinbigdata", enc, ap, pr, {"iou_thr": iou_thr})
 
@@ -313,16 +326,12 @@ def match_coco(enc: Encoded, iou_thr: float = 0.4, max_dets: int = 100) -> tuple
     """Per-prediction match of the coco rule: ``keep`` (K,) int64 = sorted positions of the
     predictions within ``max_dets`` of their (image, class) (the rest are ignored by the metric),
     and ``pred_truth`` (K,) int64 = matched truth index or -1 for each kept prediction."""
-    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
+    n_cls = _n_classes(enc)
     # per (image, class): mergesort on -score (stable on input order), cut to max_dets
     pg = _group(enc.p_img, enc.p_cls, n_cls)
     o = np.lexsort((enc.p_row, -enc.p_score, pg))
-    gs = pg[o]
-    first = np.concatenate([[0], np.flatnonzero(gs[1:] != gs[:-1]) + 1]) if len(gs) else np.zeros(0, "int64")
-    rank = np.arange(len(gs)) - np.repeat(first, np.diff(np.concatenate([first, [len(gs)]])))
-    keep = np.sort(o[rank < max_dets])
-    p_seq = np.empty(len(o), "int64")
-    p_seq[o] = np.arange(len(o))
+    keep = np.sort(o[_rank_in_group(pg[o]) < max_dets])
+    p_seq = _ranks(o)
     t_xywh, p_xywh = xyxy_to_xywh(enc.t_box), xyxy_to_xywh(enc.p_box[keep])
     pred_truth, _ = greedy_match(_group(enc.t_img, enc.t_cls, n_cls), t_xywh, pg[keep], p_seq[keep], p_xywh,
                                  min(iou_thr, 1 - 1e-10), ties_last=True, iou=iou_coco)
@@ -334,10 +343,8 @@ def match_rsna(enc: Encoded, thresholds=RSNA_THRESHOLDS, tm=None, pm=None) -> np
     the ``pm`` subset, all by default) is a TP at IoU threshold t (strict >), truth of ``tm``."""
     tm = np.ones(len(enc.t_cls), bool) if tm is None else tm
     pm = np.ones(len(enc.p_cls), bool) if pm is None else pm
-    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
-    seq = np.lexsort((enc.p_row[pm], -enc.p_score[pm]))
-    p_seq = np.empty(len(seq), "int64")
-    p_seq[seq] = np.arange(len(seq))
+    n_cls = _n_classes(enc)
+    p_seq = _ranks(np.lexsort((enc.p_row[pm], -enc.p_score[pm])))
     out = np.zeros((int(pm.sum()), len(thresholds)), bool)
     for i, t in enumerate(thresholds):
         pt, _ = greedy_match(_group(enc.t_img[tm], enc.t_cls[tm], n_cls), enc.t_box[tm],
@@ -423,7 +430,7 @@ def _rsna(enc: Encoded, tm, pm, thresholds):
         tp = np.bincount(p_img[tps[:, i]], minlength=n_img)
         per_t[i] = np.where(scored, tp / np.maximum(n_t + n_p - tp, 1), np.nan)
     img = per_t.mean(0)
-    mean = float(np.nanmean(img)) if scored.any() else float("nan")
+    mean = float(np.nanmean(img)) if scored.any() else np.nan
     return mean, img, np.nanmean(per_t[:, scored], 1) if scored.any() else np.full(len(thresholds), np.nan)
 
 
@@ -435,7 +442,7 @@ def _matches_vinbigdata(enc: Encoded, iou_thr: float) -> tuple[np.ndarray, np.nd
 
 def _matches_coco(enc: Encoded, iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
     keep, pt = match_coco(enc, iou_thr)
-    tp, match = np.full(len(enc.p_cls), -1, "int64"), np.full(len(enc.p_cls), -1, "int64")
+    tp, match = np.full((2, len(enc.p_cls)), -1, "int64")
     tp[keep] = (pt >= 0).astype("int64")       # -1: a prediction COCO ignores (beyond max_dets)
     match[keep] = pt
     return tp, match
@@ -443,11 +450,9 @@ def _matches_coco(enc: Encoded, iou_thr: float) -> tuple[np.ndarray, np.ndarray]
 
 def _rsna_groups(enc: Encoded):
     """greedy_match's arguments for the rsna rule's first threshold (same order as match_rsna)."""
-    n_cls = int(max(enc.t_cls.max(initial=0), enc.p_cls.max(initial=0))) + 1
-    seq = np.lexsort((enc.p_row, -enc.p_score))
-    p_seq = np.empty(len(seq), "int64")
-    p_seq[seq] = np.arange(len(seq))
-    return enc.t_img * n_cls + enc.t_cls, enc.t_box, enc.p_img * n_cls + enc.p_cls, p_seq, enc.p_box
+    n_cls = _n_classes(enc)
+    return (_group(enc.t_img, enc.t_cls, n_cls), enc.t_box, _group(enc.p_img, enc.p_cls, n_cls),
+            _ranks(np.lexsort((enc.p_row, -enc.p_score))), enc.p_box)
 
 
 def _matches_rsna(enc: Encoded, iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
