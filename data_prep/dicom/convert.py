@@ -31,8 +31,14 @@
   scheduler.
   Workers run OpenCV single-threaded (one image per process is the parallelism). The pool's
   workers fork from a process that has imported no pandas (this module reads and writes its
-  tables with the csv module; only :func:`header_meta` and the PNG mode of prep use pandas): a worker holds numpy, OpenCV, pydicom and
-  :mod:`data_prep.dicom.convert_worker`, ~150 MB at most (bench/convert.py measures it).
+  tables with the csv module; only :func:`header_meta` and the PNG mode of prep use pandas; the
+  config check reads no dataset module unless a class_thr/alpha mapping names classes): a worker
+  holds numpy, OpenCV, pydicom and :mod:`data_prep.dicom.convert_worker` (~100 MB) and, at its
+  peak, one full-size image: the stored values are read from the file into the array that then
+  becomes the 16-bit image (:func:`data_prep.dicom.read.to_uint8` ``overwrite``), and a JPEG 2000
+  codestream is read by Pillow from the file (:func:`data_prep.dicom.j2k.single_fragment`).
+  bench/convert.py measures the peaks of ``cxrdet convert``: ~110 MB per pool worker, ~140 MB
+  for the 1-worker process (it converts in itself and holds all the command imported).
 """
 from __future__ import annotations
 
