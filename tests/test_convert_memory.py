@@ -197,3 +197,21 @@ def test_take_rows_in_place_holds_one_index_block():
     peak, got = _traced_peak(lambda: take_rows(table, idx, out=idx))
     assert got is idx and np.array_equal(got, want)
     assert peak < 2.2, f"{peak:.2f} MB"
+
+
+def test_a_flat_image_read_from_the_file_still_names_the_step(tmp_path, make_ds, save, caplog):
+    """A 700 x 600 file (above DEFER_SIZE: its stored values are read into a writable array that
+    to_uint8 may overwrite) with Rescale Slope 0: the warning still names the rescale, from the
+    stored values read again."""
+    import logging
+
+    from data_prep.dicom.read import read_dicom
+
+    ds = make_ds(_chest(700, 600), bits=12, RescaleSlope=0, RescaleIntercept=7)
+    path = save(ds, tmp_path / "flat.dcm")
+    with caplog.at_level(logging.WARNING, logger="data_prep.dicom.read"):
+        img, _ = read_dicom(path, 128)
+    assert img.min() == img.max()
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and "constant image although its stored values differ" in msgs[0], msgs
+    assert "the rescale (slope 0" in msgs[0] and "to 7" in msgs[0], msgs[0]
