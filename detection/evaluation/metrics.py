@@ -187,7 +187,7 @@ def _greedy_bucket(tg, t_box, pg, p_seq, p_box, thr, strict, ties_last, iou):
     tg, pg = inv[: len(tg)], inv[len(tg):]
     # truths padded per group: TB (G, M, 4), TI (G, M) truth index or -1
     t_ord = np.lexsort((np.arange(len(tg)), tg))
-    ng = np.bincount(tg, minlength=len(keys))
+    ng = np.bincount(tg)   # every group here has truth: no group is missing from the count
     start = np.concatenate([[0], np.cumsum(ng)[:-1]])
     col = np.arange(len(tg)) - start[tg[t_ord]]
     m = int(ng.max())
@@ -196,15 +196,14 @@ def _greedy_bucket(tg, t_box, pg, p_seq, p_box, thr, strict, ties_last, iou):
     TB[tg[t_ord], col] = t_box[t_ord]
     TI[tg[t_ord], col] = t_ord
     taken = TI < 0  # (G, M): padding counts as taken
-    # IoU of each prediction with every truth of its group, once. A prediction that misses thr
-    # with EVERY truth can neither match nor take a truth from another: it is left out of the loop
-    # (the same result, far fewer steps)
+    # IoU of each prediction with every truth of its group, once. A prediction below thr with
+    # EVERY truth can neither match nor take a truth from another: it is left out of the loop
+    # (the same result, far fewer steps; the loop applies the strict rule to the ones at thr)
     IOU = np.where(TI[pg] >= 0, iou(p_box[:, None, :], TB[pg]), -np.inf)  # (Np, M)
-    best_any = IOU.max(1)
-    pi = np.flatnonzero(best_any > thr if strict else best_any >= thr)
+    pi = np.flatnonzero(IOU.max(1) >= thr)
     p_ord = pi[np.lexsort((pi, p_seq[pi], pg[pi]))]
     rank = _rank_in_group(pg[p_ord])
-    by_rank = np.argsort(rank, kind="stable")
+    by_rank = np.argsort(rank)   # a step holds one prediction per group: their order in it is free
     bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2 if len(rank) else 1))
     for k in range(len(bounds) - 1):
         sel = p_ord[by_rank[bounds[k]:bounds[k + 1]]]  # the k-th prediction of each group
