@@ -120,6 +120,11 @@ def test_per_class_alpha_gating_by_hand():
     out = PP.apply(t, probs, _cfg(cls_fusion="multiply", alpha=alpha, cls_low=0.0, cls_high=0.0), NF)
     assert [(r.image_id, r.class_id, r.score) for r in out.itertuples()] == \
         [("a", 1, 0.6), ("a", 0, 0.25), ("a", 3, 0.2), ("b", 3, 0.7)]
+    # one alpha for all: every class with a column multiplied; ILD (no column) kept
+    t = pd.concat([t, _boxes([("a", 5, 1, 1, 9, 9, 0.3)], NAMES)], ignore_index=True)
+    out = PP.apply(t, probs, _cfg(cls_fusion="multiply", alpha=1.0, cls_low=0.0, cls_high=0.0), NF)
+    assert [(r.image_id, r.class_id, r.score) for r in out.itertuples()] == \
+        [("a", 3, 0.4), ("a", 5, 0.3), ("a", 0, 0.125), ("a", 1, pytest.approx(0.06)), ("b", 3, 0.7)]
 
 
 # ----------------------------------------------------------------------------- 2-class filter
@@ -133,6 +138,15 @@ def test_two_class_filter_rows_carry_the_image_fold():
     assert [(r.image_id, r.class_id, r.score, r.fold) for r in out.itertuples()] == \
         [("a", 14, 1.0, 0), ("b", 14, 0.5, 1), ("b", 3, 0.3, 1), ("c", 1, 0.8, 2)]
     assert out["fold"].dtype == "int64"
+
+
+def test_no_box_at_all_with_probabilities_gives_the_normal_rows():
+    """The model found nothing on any image: the 2-class filter still writes "No finding" for the
+    images its probabilities call normal (class fusion on: no box to fuse)."""
+    probs = pd.DataFrame({"image_id": ["a", "b"], "abnormal": [0.01, 0.5], "Cardiomegaly": [0.2, 0.9]})
+    out = PP.apply(empty_boxes(), probs, _cfg(cls_fusion="multiply", alpha=1.0), NF)
+    assert [(r.image_id, r.class_id, r.class_name, r.score) for r in out.itertuples()] == \
+        [("a", 14, "No finding", 1.0), ("b", 14, "No finding", 0.5)]
 
 
 # ----------------------------------------------------------------------------- steps at their defaults
@@ -246,3 +260,13 @@ def test_a_zero_width_box_is_widened_one_grid_step_at_every_allowed_decimals(tmp
     back = parse_submission(out, "vinbigdata")
     widths = (back["x_max"] - back["x_min"]).to_numpy()
     np.testing.assert_allclose(widths, 10.0 ** -decimals, rtol=1e-4)
+
+
+def test_validator_a_line_without_a_comma_is_one_field_and_an_empty_string(tmp_path):
+    from detection.competition.submission import validate_submission
+
+    f = tmp_path / "sub.csv"
+    f.write_text("image_id,PredictionString\na,14 1 0 0 1 1\nb\n")
+    assert validate_submission(f, _sample(tmp_path / "s.csv", ["a", "b"]), "vinbigdata") == [
+        "line 3: 1 fields; expected 2 (image_id,PredictionString)",
+        "line 3 (image_id 'b'): empty PredictionString; expected at least '14 1 0 0 1 1'"]

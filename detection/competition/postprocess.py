@@ -155,8 +155,10 @@ def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, 
     names: dict[int, str] = {}
     for t in tables:
         u = t[["class_id", "class_name"]].drop_duplicates()
-        names.update(dict(zip(u["class_id"].astype("int64"), u["class_name"].astype(str))))
+        names.update(zip(u["class_id"].tolist(), u["class_name"].astype(str)))
     ids = pd.Index(pd.unique(pd.concat([t["image_id"].astype(str) for t in tables])))
+    if not len(ids):   # no box in any table
+        return empty_boxes()
     split = []  # per table: (boxes, scores, labels) sorted by image, and each image's slice bounds
     for t in tables:
         code = ids.get_indexer(t["image_id"].astype(str))
@@ -180,10 +182,9 @@ def ensemble(tables: Sequence[pd.DataFrame], sizes: pd.DataFrame | None = None, 
         out_b.append(v.xyxy)                      # (N, 4) from every branch of fuse_views
         out_s.append(v.scores)
         out_l.append(v.labels)
-    lab = np.concatenate(out_l).astype("int64") if out_l else np.zeros(0, "int64")
-    res = make_boxes(ids.to_numpy()[np.concatenate(out_i).astype("int64")] if out_i else np.zeros(0, object), lab,
-                     [names.get(int(c), str(c)) for c in lab], np.concatenate(out_b) if out_b else np.zeros((0, 4)),
-                     score=np.concatenate(out_s) if out_s else np.zeros(0))
+    lab = np.concatenate(out_l)   # every fused label is a class of the tables: it has a name
+    res = make_boxes(ids.to_numpy()[np.concatenate(out_i)], lab, [names[int(c)] for c in lab], np.concatenate(out_b),
+                     score=np.concatenate(out_s))
     first = tables[0]
     for c in (c for c in first.columns if c not in BOX_COLUMNS):
         per = first.groupby("image_id")[c].nunique(dropna=False)
@@ -264,21 +265,21 @@ def to_arrays(table: pd.DataFrame, probs: pd.DataFrame | None = None, sizes: pd.
     if probs is not None:
         ids.append(probs["image_id"].astype(str))
     if images is not None:
-        ids.append(pd.Series(list(images), dtype=object).astype(str))
-    index = pd.Index(np.unique(np.concatenate([s.to_numpy(dtype=object) for s in ids]).astype(str)))
-    names = dict(zip(table["class_id"].astype("int64"), table["class_name"].astype(str)))
+        ids.append(pd.Series(list(images)).astype(str))
+    index = pd.Index(np.unique(np.concatenate([s.to_numpy() for s in ids]).astype(str)))
+    names = dict(zip(table["class_id"].tolist(), table["class_name"].astype(str)))
     hw = np.full((len(index), 2), np.nan)
     if sizes is not None:
         pos = index.get_indexer(sizes.index.astype(str))
-        hw[pos[pos >= 0]] = sizes[["height", "width"]].to_numpy("float64")[pos >= 0]
+        hw[pos[pos >= 0]] = sizes[["height", "width"]].to_numpy()[pos >= 0]
     labels: list = []
     P = np.zeros((len(index), 0))
     if probs is not None:
         labels = [c for c in probs.columns if c != "image_id"]
         P = np.full((len(index), len(labels)), np.nan)
-        P[index.get_indexer(probs["image_id"].astype(str))] = probs[labels].to_numpy("float64")
+        P[index.get_indexer(probs["image_id"].astype(str))] = probs[labels].to_numpy()
     return Arrays(index.to_numpy(), hw, index.get_indexer(table["image_id"].astype(str)).astype("int64"),
-                  table["class_id"].to_numpy("int64"), table[COORDS].to_numpy("float64").reshape(-1, 4),
+                  table["class_id"].to_numpy("int64"), table[COORDS].to_numpy("float64"),
                   table["score"].to_numpy("float64"), {int(k): v for k, v in names.items()}, P, labels)
 
 
@@ -287,7 +288,7 @@ def _rank_in_group(group: np.ndarray, score: np.ndarray) -> np.ndarray:
     o = np.lexsort((np.arange(len(group)), -score, group))
     g = group[o]
     first = np.concatenate([[0], np.flatnonzero(g[1:] != g[:-1]) + 1])  # [0] for no rows: repeat() counts 0
-    rank = np.empty(len(group), "int64")
+    rank = np.empty_like(o)
     rank[o] = np.arange(len(g)) - np.repeat(first, np.diff(np.concatenate([first, [len(g)]])))
     return rank
 
@@ -302,28 +303,30 @@ def _prepared(a: Arrays, normal_id: int | None) -> dict:
     f = np.flatnonzero(find)
     b = a.box[f]
     hw = a.hw[a.img[f]][:, [1, 0, 1, 0]]
-    pre = {"find": find, "find_rows": f, "centre": (b[:, :2] + b[:, 2:]) / 2, "half": (b[:, 2:] - b[:, :2]) / 2,
-           "lim": np.where(np.isnan(hw), np.inf, hw), "fuse": np.zeros(0, "int64"), "p_cls": np.zeros(0)}
+    p = np.full(len(a.cls), np.nan)   # each box's probability of its class; NaN: no column, or no row
     if a.labels:
         col = {lab: j for j, lab in enumerate(a.labels)}
-        cj = np.full(max(max(a.names, default=-1), int(a.cls.max(initial=-1))) + 1, -1)
-        for k, name in a.names.items():
-            cj[k] = col.get(name, -1)
+        cj = np.array([col.get(a.names.get(k), -1) for k in range(_n_classes(a))], "int64")   # class -> column
         j = cj[a.cls]
-        p = np.full(len(a.cls), np.nan)
         p[j >= 0] = a.probs[a.img[j >= 0], j[j >= 0]]
-        pre["fuse"] = np.flatnonzero(find & ~np.isnan(p))
-        pre["p_cls"] = p[pre["fuse"]]
+    fuse = np.flatnonzero(find & ~np.isnan(p))   # the boxes class-probability fusion changes
+    pre = {"find": find, "find_rows": f, "centre": (b[:, :2] + b[:, 2:]) / 2, "half": (b[:, 2:] - b[:, :2]) / 2,
+           "lim": np.where(np.isnan(hw), np.inf, hw), "fuse": fuse, "p_cls": p[fuse]}
     if "abnormal" in a.labels:
         pre["p_abnormal"] = a.probs[a.img, a.labels.index("abnormal")]
     a.cache[key] = pre
     return pre
 
 
+def _n_classes(a: Arrays) -> int:
+    """K: the class ids of ``a`` (its names' and its boxes') are 0 .. K-1; 0 without any."""
+    return max(max(a.names, default=-1), int(a.cls.max(initial=-1))) + 1
+
+
 def class_exponents(a: Arrays, alpha) -> np.ndarray:
     """``alpha`` (one number, or {class name or id: exponent}) as an exponent per class id (K,);
     classes a mapping does not name get 0 (score kept)."""
-    n = max(max(a.names, default=-1), int(a.cls.max(initial=-1))) + 1
+    n = _n_classes(a)
     if not isinstance(alpha, dict):
         return np.full(n, float(alpha))
     out = np.zeros(n)
@@ -357,7 +360,7 @@ def apply_arrays(a: Arrays, cfg: dict, normal_id: int | None = None):
     m = float(cfg["min_box_size"])
     if m > 0:
         keep &= ~find | (((box[:, 2] - box[:, 0]) >= m) & ((box[:, 3] - box[:, 1]) >= m))
-    thr = np.full(max(max(a.names, default=0), int(a.cls.max(initial=0))) + 1, float(cfg["score_thr"]))
+    thr = np.full(_n_classes(a), float(cfg["score_thr"]))
     for name, t in (cfg["class_thr"] or {}).items():
         ids = [k for k, v in a.names.items() if v == str(name) or str(k) == str(name)]
         thr[ids] = float(t)
@@ -409,9 +412,10 @@ def apply(table: pd.DataFrame, probs: pd.DataFrame | None, cfg: dict | None,
         out = _carry_columns(table, added, out)
         parts[0] = out
     parts = [p for p in parts if len(p)]
-    res = pd.concat(parts, ignore_index=True) if parts else empty_boxes()
+    res = pd.concat(parts) if parts else empty_boxes()
     res = res[BOX_COLUMNS + [c for c in res.columns if c not in BOX_COLUMNS]].reset_index(drop=True)
-    return res.sort_values(["image_id", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    # sorting on two keys pandas always sorts stably (lexsort; its kind= applies to one key only)
+    return res.sort_values(["image_id", "score"], ascending=[True, False]).reset_index(drop=True)
 
 
 def _carry_columns(table: pd.DataFrame, added: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:

@@ -141,14 +141,14 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
         n_normal = int(np.isin(cls, verdict).sum())
         if n_normal:
             log.info("%s submission: %d 'normal' row(s) (class %s) write no box", format, n_normal, verdict)
-        pred = pred[~np.isin(cls, verdict)].reset_index(drop=True)
+        pred = pred[~np.isin(cls, verdict)]   # every use below is by position (to_numpy)
 
     sizes = read_sizes(images) if images is not None else None
     if sizes is None and ds.image_size:
         sizes = pd.DataFrame({"image_id": ids, "height": ds.image_size, "width": ds.image_size})
     hw = None
     if sizes is not None and len(pred):
-        hw = sizes.set_index("image_id").reindex(pred["image_id"])[["height", "width"]].to_numpy("float64")
+        hw = sizes.set_index("image_id").reindex(pred["image_id"])[["height", "width"]].to_numpy()
         n_unknown = int(np.isnan(hw[:, 0]).sum())
         if n_unknown:
             log.warning("%d predicted box(es) on images of unknown size: clipped at 0 only", n_unknown)
@@ -164,7 +164,7 @@ def write_submission(pred_boxes: pd.DataFrame, sample_csv, format: str, out, ima
     strings: dict[str, str] = {}
     if len(pred):
         # per image, highest confidence first; stable so equal confidences keep the table's order
-        img = pred["image_id"].to_numpy(dtype=object)
+        img = pred["image_id"].to_numpy()
         codes, uniq = pd.factorize(img)
         order = np.lexsort((-pred["score"].to_numpy(), codes))
         codes, parts = codes[order], parts[order].tolist()
@@ -245,9 +245,9 @@ def parse_submission(path_or_df, format: str) -> pd.DataFrame:
             raise ValueError(f"{src} line {line}: token {bad!r} is not a number") from None
         img += [iid] * (len(toks) // per_box)
         vals += v
-    a = np.asarray(vals, dtype="float64").reshape(-1, per_box)
-    k = int(f.with_class)               # the confidence's column; the box follows it
-    xyxy = xywh_to_xyxy(a[:, k + 1:k + 5]) if f.xywh else a[:, k + 1:k + 5]
+    a = np.asarray(vals).reshape(-1, per_box)   # Python floats: float64 (also when empty)
+    k = int(f.with_class)               # the confidence's column; the box follows it to the group's end
+    xyxy = xywh_to_xyxy(a[:, k + 1:]) if f.xywh else a[:, k + 1:]
     if f.with_class:
         names = ds.names
         last = len(names) - 1
@@ -297,7 +297,7 @@ def validate_submission(path, sample, format: str, images=None) -> list[str]:
     sizes: dict[str, tuple[float, float]] = {}
     if images is not None:
         s = read_sizes(images)
-        sizes = dict(zip(s["image_id"], zip(s["height"].astype(float), s["width"].astype(float))))
+        sizes = dict(zip(s["image_id"], zip(s["height"], s["width"])))
     size = ds.image_size
     default_hw = (float(size), float(size)) if size else None
 
@@ -309,9 +309,7 @@ def validate_submission(path, sample, format: str, images=None) -> list[str]:
             continue
         if len(fields) != 2:
             problems.append(f"line {line}: {len(fields)} fields; expected 2 ({id_col},PredictionString)")
-            if len(fields) < 2:
-                fields = fields + [""]
-        iid = fields[0]
+        iid, pstring = fields[0], (fields[1] if len(fields) > 1 else "")
         where = f"line {line} ({id_col} {iid!r})"
         if iid in first_line:
             problems.append(f"{where}: duplicate id, first on line {first_line[iid]}")
@@ -320,7 +318,7 @@ def validate_submission(path, sample, format: str, images=None) -> list[str]:
         if iid not in known:
             problems.append(f"{where}: unknown id, not in the sample submission")
         hw = sizes.get(iid, default_hw)
-        problems += _check_string(fields[1], format, hw, where)
+        problems += _check_string(pstring, format, hw, where)
 
     for k, iid in enumerate(sample_ids):
         if iid not in first_line:

@@ -49,18 +49,17 @@ def snap_outward(xyxy: np.ndarray, hw: np.ndarray | None, decimals: int) -> np.n
     b[:, :2] = np.floor(xyxy[:, :2] * q + eps) / q
     b[:, 2:] = np.ceil(xyxy[:, 2:] * q - eps) / q
     step = 1.0 / q
-    lo = np.zeros((len(b), 2))
     hi = np.full((len(b), 2), np.inf)
     if hw is not None:
         hi = np.where(np.isnan(hw[:, ::-1]), np.inf, np.floor(hw[:, ::-1] * q + eps) / q)  # (w, h)
-    for k in (0, 1):  # x then y
-        mn, mx = b[:, k], b[:, k + 2]
-        mn, mx = np.clip(mn, lo[:, k], hi[:, k]), np.clip(mx, lo[:, k], hi[:, k])
-        # a zero-size (or clipped flat) box: widen to one grid step. mn and mx are on the grid, so
-        # they differ by whole steps: under half a step is none (a fixed tolerance in pixels, 1e-6,
-        # was a whole step from decimals=6 on and left zero-width boxes in the file)
-        thin = mx - mn < step / 2
+    for k, j in ((0, 2), (1, 3)):  # x (clipped to the width), then y (to the height)
+        # mins at 0, maxes at the image's end; a min past the end or a max before 0 leaves mx <= mn
+        mn, mx = np.maximum(b[:, k], 0.0), np.minimum(b[:, j], hi[:, k])
+        # every value here is an integer / q, so a zero-size (or clipped flat) box has mx <= mn
+        # exactly (a tolerance in pixels, 1e-6, was a whole step from decimals=6 on): widen it to
+        # one grid step inside the image
+        thin = mx <= mn
         mx = np.where(thin, np.minimum(mn + step, hi[:, k]), mx)
-        mn = np.where(thin, np.maximum(mx - step, lo[:, k]), mn)
-        b[:, k], b[:, k + 2] = mn, mx
-    return np.round(b, decimals) + 0.0
+        mn = np.where(thin, np.maximum(mx - step, 0.0), mn)
+        b[:, k], b[:, j] = mn, mx
+    return np.round(b, decimals)   # no -0.0: mn >= +0 and a max of 0 is widened to one step
