@@ -93,6 +93,14 @@ def test_ensemble_fast_path_forced_on_three_images_gives_each_image_its_fusion(m
         assert got["class_id"].tolist() == lab.tolist()
     # by hand: a's class-0 pair (0.9 + 0.5) / 2; boxes seen by one table of two: half their score
     assert fast["score"].tolist() == pytest.approx([0.7, 0.1, 0.4, 0.5])
+    # weights 3:1 (ens_weights), both paths: a (3 * 0.9 + 0.5) / 4, c (3 * 0.4 + 0.6) / 4; t1's lone boxes: 3/4
+    kw = dict(iou_thr=0.55, skip_box_thr=0.0001, conf_type="avg", weights=[3, 1])
+    fast = PP.ensemble([t1, t2], sizes, **kw)
+    monkeypatch.setattr(PP, "FAST_WBF_MIN", 10**9)
+    pd.testing.assert_frame_equal(fast, PP.ensemble([t1, t2], sizes, **kw))
+    b, s, lab = _wbf([t1, t2], "a", 100, 120, **kw)
+    np.testing.assert_array_equal(fast[fast["image_id"] == "a"]["score"].to_numpy(), s)
+    assert fast["score"].tolist() == pytest.approx([0.8, 0.15, 0.6, (3 * 0.4 + 0.6) / 4])
 
 
 # ----------------------------------------------------------------------------- class gating

@@ -331,8 +331,7 @@ def class_exponents(a: Arrays, alpha) -> np.ndarray:
         return np.full(n, float(alpha))
     out = np.zeros(n)
     for k in range(n):
-        name = a.names.get(k, str(k))
-        v = alpha.get(name, alpha.get(str(k)))
+        v = alpha.get(a.names.get(k), alpha.get(str(k)))   # by name, else by id
         if v is not None:
             out[k] = float(v)
     return out
