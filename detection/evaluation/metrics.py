@@ -442,7 +442,7 @@ def _matches_vinbigdata(enc: Encoded, iou_thr: float) -> tuple[np.ndarray, np.nd
 def _matches_coco(enc: Encoded, iou_thr: float) -> tuple[np.ndarray, np.ndarray]:
     keep, pt = match_coco(enc, iou_thr)
     tp, match = np.full((2, len(enc.p_cls)), -1, "int64")
-    tp[keep] = (pt >= 0).astype("int64")       # -1: a prediction COCO ignores (beyond max_dets)
+    tp[keep] = pt >= 0       # 1 / 0 (-1 stays: a prediction COCO ignores, beyond max_dets)
     match[keep] = pt
     return tp, match
 
