@@ -49,13 +49,16 @@ def _wbf(tables, iid, h, w, **kw):
 
 
 # ----------------------------------------------------------------------------- ensemble
-def test_ensemble_without_sizes_divides_each_image_by_its_largest_coordinates():
+def test_ensemble_without_sizes_divides_each_image_by_its_largest_coordinates(monkeypatch):
     """No image sizes: WBF sees an image's boxes divided by their largest x_max (width) and y_max
     (height), each at least 1. ensemble-boxes works in float32, so the divisor shows in the last
     digits: the result equals ensemble-boxes on exactly these divided boxes, bit for bit."""
     t1 = _boxes([("a", 0, 0.7, 0.1, 1.0, 1.13, 0.9), ("b", 2, 0.2, 0.3, 0.6, 0.8, 0.5)])
     t2 = _boxes([("a", 0, 0.74, 0.07, 1.02, 1.08, 0.3), ("b", 2, 0.25, 0.3, 0.6, 0.75, 0.7)])
     out = PP.ensemble([t1, t2])
+    if PP.numba_available():   # the fast path (FAST_WBF_MIN boxes and more) normalises the same way
+        monkeypatch.setattr(PP, "FAST_WBF_MIN", 0)
+        pd.testing.assert_frame_equal(PP.ensemble([t1, t2]), out)
     for iid, (h, w) in {"a": (1.13, 1.02), "b": (1.0, 1.0)}.items():   # b: both below 1, so 1
         b, s, lab = _wbf([t1, t2], iid, h, w, iou_thr=0.55, skip_box_thr=0.0001)
         got = out[out["image_id"] == iid]
@@ -101,6 +104,17 @@ def test_ensemble_fast_path_forced_on_three_images_gives_each_image_its_fusion(m
     b, s, lab = _wbf([t1, t2], "a", 100, 120, **kw)
     np.testing.assert_array_equal(fast[fast["image_id"] == "a"]["score"].to_numpy(), s)
     assert fast["score"].tolist() == pytest.approx([0.8, 0.15, 0.6, (3 * 0.4 + 0.6) / 4])
+    # no sizes at all, another conf_type: each image normalised by its boxes, on both paths
+    kw = dict(iou_thr=0.55, skip_box_thr=0.0001, conf_type="box_and_model_avg")
+    loop = PP.ensemble([t1, t2], None, **kw)
+    monkeypatch.setattr(PP, "FAST_WBF_MIN", 0)
+    fast = PP.ensemble([t1, t2], None, **kw)
+    pd.testing.assert_frame_equal(fast, loop)
+    for iid, (h, w) in {"a": (95, 90), "b": (45, 25), "c": (4, 3.5)}.items():
+        b, s, lab = _wbf([t1, t2], iid, h, w, **kw)
+        got = fast[fast["image_id"] == iid]
+        np.testing.assert_array_equal(got[COORDS].to_numpy(), b)
+        np.testing.assert_array_equal(got["score"].to_numpy(), s)
 
 
 # ----------------------------------------------------------------------------- class gating
@@ -146,6 +160,13 @@ def test_two_class_filter_rows_carry_the_image_fold():
     assert [(r.image_id, r.class_id, r.score, r.fold) for r in out.itertuples()] == \
         [("a", 14, 1.0, 0), ("b", 14, 0.5, 1), ("b", 3, 0.3, 1), ("c", 1, 0.8, 2)]
     assert out["fold"].dtype == "int64"
+    # a row for an image the table has no box of (its fold unknown), or for an image with two folds:
+    # the column is left out rather than blank or guessed
+    probs_n = pd.DataFrame({"image_id": ["a", "n"], "abnormal": [0.5, 0.01]})
+    assert "fold" not in PP.apply(t, probs_n, _cfg(), NF)
+    two = t.assign(fold=[0, 1, 2]).iloc[[0, 0, 1]].assign(fold=[0, 1, 1])   # a's two boxes: folds 0 and 1
+    out = PP.apply(two, probs, _cfg(), NF)
+    assert "fold" not in out and out["class_id"].tolist() == [14, 14, 3]
 
 
 def test_no_box_at_all_with_probabilities_gives_the_normal_rows():

@@ -230,10 +230,10 @@ def _ensemble_fast(split: list, n_images: int, lim, iou_thr, skip_box_thr, conf_
         hw[unknown] = np.maximum(mx[unknown], 1.0)
     h, w = hw[code, 0], hw[code, 1]
     whwh = np.stack([w, h, w, h], 1)
-    nb = np.clip(box / whwh, 0.0, 1.0)
+    nb = box / whwh   # wbf_tables clips to [0, 1] itself (ensemble-boxes' prefilter rule)
     img, fb, fs, fl = wbf_tables(code, model, nb, score, label, len(split), weights, iou_thr, skip_box_thr, conf_type)
     fb = fb * np.stack([hw[img, 1], hw[img, 0], hw[img, 1], hw[img, 0]], 1)
-    return [img], [fb], [np.asarray(fs, "float64")], [fl.astype("int64")]
+    return [img], [fb], [fs], [fl]   # wbf_tables: float64 scores, int64 labels
 
 
 # ----------------------------------------------------------------------------- probabilities
