@@ -198,8 +198,9 @@ def _greedy_bucket(tg, t_box, pg, p_seq, p_box, thr, strict, ties_last, iou):
     taken = TI < 0  # (G, M): padding counts as taken
     # IoU of each prediction with every truth of its group, once. A prediction below thr with
     # EVERY truth can neither match nor take a truth from another: it is left out of the loop
-    # (the same result, far fewer steps; the loop applies the strict rule to the ones at thr)
-    IOU = np.where(TI[pg] >= 0, iou(p_box[:, None, :], TB[pg]), -np.inf)  # (Np, M)
+    # (the same result, far fewer steps; the loop applies the strict rule to the ones at thr). The
+    # padding's IoU (with a 0 0 0 0 box: 0) is never read in the loop: padding is taken from the start
+    IOU = iou(p_box[:, None, :], TB[pg])  # (Np, M)
     pi = np.flatnonzero(IOU.max(1) >= thr)
     p_ord = pi[np.lexsort((pi, p_seq[pi], pg[pi]))]
     rank = _rank_in_group(pg[p_ord])
