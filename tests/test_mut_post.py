@@ -58,7 +58,7 @@ def test_ensemble_without_sizes_divides_each_image_by_its_largest_coordinates(mo
     out = PP.ensemble([t1, t2])
     if PP.numba_available():   # the fast path (FAST_WBF_MIN boxes and more) normalises the same way
         monkeypatch.setattr(PP, "FAST_WBF_MIN", 0)
-        pd.testing.assert_frame_equal(PP.ensemble([t1, t2]), out)
+        pd.testing.assert_frame_equal(PP.ensemble([t1, t2]), out, check_exact=True)
     for iid, (h, w) in {"a": (1.13, 1.02), "b": (1.0, 1.0)}.items():   # b: both below 1, so 1
         b, s, lab = _wbf([t1, t2], iid, h, w, iou_thr=0.55, skip_box_thr=0.0001)
         got = out[out["image_id"] == iid]
@@ -86,7 +86,7 @@ def test_ensemble_fast_path_forced_on_three_images_gives_each_image_its_fusion(m
     loop = PP.ensemble([t1, t2], sizes)
     monkeypatch.setattr(PP, "FAST_WBF_MIN", 0)
     fast = PP.ensemble([t1, t2], sizes)
-    pd.testing.assert_frame_equal(fast, loop)
+    pd.testing.assert_frame_equal(fast, loop, check_exact=True)
     assert fast["image_id"].tolist() == ["a", "a", "b", "c"]
     for iid, (h, w) in {"a": (100, 120), "b": (80, 90), "c": (4, 3.5)}.items():
         b, s, lab = _wbf([t1, t2], iid, h, w, iou_thr=0.55, skip_box_thr=0.0001)
@@ -100,21 +100,22 @@ def test_ensemble_fast_path_forced_on_three_images_gives_each_image_its_fusion(m
     kw = dict(iou_thr=0.55, skip_box_thr=0.0001, conf_type="avg", weights=[3, 1])
     fast = PP.ensemble([t1, t2], sizes, **kw)
     monkeypatch.setattr(PP, "FAST_WBF_MIN", 10**9)
-    pd.testing.assert_frame_equal(fast, PP.ensemble([t1, t2], sizes, **kw))
+    pd.testing.assert_frame_equal(fast, PP.ensemble([t1, t2], sizes, **kw), check_exact=True)
     b, s, lab = _wbf([t1, t2], "a", 100, 120, **kw)
     np.testing.assert_array_equal(fast[fast["image_id"] == "a"]["score"].to_numpy(), s)
     assert fast["score"].tolist() == pytest.approx([0.8, 0.15, 0.6, (3 * 0.4 + 0.6) / 4])
-    # no sizes at all, another conf_type: each image normalised by its boxes, on both paths
-    kw = dict(iou_thr=0.55, skip_box_thr=0.0001, conf_type="box_and_model_avg")
+    # no sizes at all, conf_type max: each image normalised by its boxes, on both paths
+    kw = dict(iou_thr=0.55, skip_box_thr=0.0001, conf_type="max")
     loop = PP.ensemble([t1, t2], None, **kw)
     monkeypatch.setattr(PP, "FAST_WBF_MIN", 0)
     fast = PP.ensemble([t1, t2], None, **kw)
-    pd.testing.assert_frame_equal(fast, loop)
+    pd.testing.assert_frame_equal(fast, loop, check_exact=True)
     for iid, (h, w) in {"a": (95, 90), "b": (45, 25), "c": (4, 3.5)}.items():
         b, s, lab = _wbf([t1, t2], iid, h, w, **kw)
         got = fast[fast["image_id"] == iid]
         np.testing.assert_array_equal(got[COORDS].to_numpy(), b)
         np.testing.assert_array_equal(got["score"].to_numpy(), s)
+    assert fast["score"].tolist() == pytest.approx([0.9, 0.2, 0.8, 0.6])   # max: the best score, lone boxes kept
 
 
 # ----------------------------------------------------------------------------- class gating
