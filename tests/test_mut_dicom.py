@@ -287,3 +287,40 @@ def test_an_empty_voi_lut_data_is_skipped_naming_the_word_count():
     voi = choose_voi(ds)
     assert voi.kind == "window" and voi.invalid
     assert voi.fallback == "VOI LUT 0: LUT Data holds 0 16-bit words; the LUT Descriptor says 4 entries of 16 bits"
+
+
+# ----------------------------------------------------------------------------- empty values read from a file
+def test_an_empty_voi_lut_data_read_from_a_file_falls_back_naming_the_word_count(make_ds, save, tmp_path):
+    """An empty US LUT Data element written to disk reads back as None (not an empty list): the VOI
+    LUT is skipped with the same reason as an empty list, and the file's window is used."""
+    raw = np.arange(64, dtype=np.uint16).reshape(8, 8) * 16
+    ds = make_ds(raw, "MONOCHROME2", 12, WindowCenter=512, WindowWidth=512)
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4, 0, 16])
+    item.add_new(0x00283006, "US", None)
+    ds.VOILUTSequence = Sequence([item])
+    from data_prep.dicom.read import read_dicom
+    from data_prep.dicom.voi import VoiOptions
+    img, header = read_dicom(save(ds, tmp_path / "empty_lut.dcm"), options=VoiOptions(voi="lut"))
+    assert header["voi"] == "window" and header["voi_window"].startswith("512|512")
+    assert header["voi_fallback"] == ("VOI LUT 0: LUT Data holds 0 16-bit words; "
+                                      "the LUT Descriptor says 4 entries of 16 bits")
+    # the LINEAR window of C.11.2.1.2.1 (c 512, w 512) then min-max to 0..255, by hand:
+    y = np.clip((raw.astype(float) - 511.5) / 511 + 0.5, 0, 1)
+    want = np.rint((y - y.min()) / (y.max() - y.min()) * 255)
+    assert np.abs(img.astype(float) - want).max() <= 1
+
+
+def test_empty_rescale_slope_and_intercept_read_as_one_and_zero(make_ds, save, tmp_path):
+    """Empty Rescale Slope / Intercept (DS, zero length): the modality stage reads them as 1 and 0,
+    as the sign rule of C.11.2.1.1 does; the file converts like one without a rescale."""
+    raw = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 37) % 4096
+    from data_prep.dicom.read import read_dicom
+    from data_prep.dicom.voi import modality
+    plain = make_ds(raw, "MONOCHROME2", 12)
+    empty = make_ds(raw, "MONOCHROME2", 12)
+    empty.add_new(0x00281053, "DS", "")
+    empty.add_new(0x00281052, "DS", "")
+    back = read_dicom(save(empty, tmp_path / "empty_rescale.dcm"))[0]
+    assert np.array_equal(back, read_dicom(save(plain, tmp_path / "plain.dcm"))[0])
+    assert np.array_equal(modality(raw, empty), raw.astype(np.float64))

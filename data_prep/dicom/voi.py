@@ -113,6 +113,8 @@ def read_lut(item, ds, signed_input: bool = False) -> Lut:
     if not 8 <= bits <= 16:
         raise ValueError(f"LUT Descriptor bits per entry {bits}: expected 8 to 16")
     value = item["LUTData"].value
+    if value is None:                                 # an empty US/OW element read from a file
+        value = b""
     if isinstance(value, (bytes, bytearray)):
         words = np.frombuffer(bytes(value[: len(value) // 2 * 2]), "<u2" if _little_endian(ds) else ">u2")
     else:
@@ -131,14 +133,15 @@ def read_lut(item, ds, signed_input: bool = False) -> Lut:
 
 def modality(values: np.ndarray, ds) -> np.ndarray:
     """C.11.1: the Modality LUT Sequence (first item) if present, else Rescale Slope/Intercept
-    (when both are present), else the values unchanged; float64 out."""
+    (when both are present; an empty one reads as 1 or 0, as :func:`modality_output_signed` reads
+    it), else the values unchanged; float64 out."""
     seq = ds.get("ModalityLUTSequence")
     if seq:
         lut = read_lut(seq[0], ds, signed_input=int(ds.get("PixelRepresentation") or 0) == 1)
         return lut.apply(values).astype(np.float64)
     out = np.asarray(values, dtype=np.float64)
     if "RescaleSlope" in ds and "RescaleIntercept" in ds:
-        out = out * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        out = out * _number(ds, "RescaleSlope", 1.0) + _number(ds, "RescaleIntercept", 0.0)
     return out
 
 
