@@ -17,6 +17,14 @@ from ref_dicom import ref_stored
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
+def _zigzag_voi_lut() -> Sequence:
+    """A VOI LUT Sequence of one 4-entry, 16-bit LUT that is not monotone (0, 9, 3, 65535)."""
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4, 0, 16])
+    item.add_new(0x00283006, "US", [0, 9, 3, 65535])
+    return Sequence([item])
+
+
 def _ds(**attrs) -> Dataset:
     ds = Dataset()
     for k, v in attrs.items():
@@ -187,10 +195,7 @@ def test_a_clipped_line_goes_through_one_opencv_pass_other_tables_through_the_ga
         fast = dcm.to_uint16(arr, ds)
         assert gathers == [], dtype
         assert np.abs(fast.astype(np.int64) - dcm.to_uint16(arr, ds, via_table=False)).max() <= 1
-        item = Dataset()
-        item.add_new(0x00283002, "US", [4, 0, 16])
-        item.add_new(0x00283006, "US", [0, 9, 3, 65535])             # not a line
-        ds.VOILUTSequence = Sequence([item])
+        ds.VOILUTSequence = _zigzag_voi_lut()                       # not a line
         gathers.clear()
         dcm.to_uint16(arr, ds)
         assert gathers == [arr.shape], dtype
@@ -232,10 +237,7 @@ def test_a_monotone_chain_takes_its_range_from_the_table_ends_without_counting_p
         fast = dcm.to_uint16(arr, ds)
         assert counted == [], photometric
         assert np.abs(fast.astype(np.int64) - dcm.to_uint16(arr, ds, via_table=False)).max() <= 1
-    item = Dataset()
-    item.add_new(0x00283002, "US", [4, 0, 16])
-    item.add_new(0x00283006, "US", [0, 9, 3, 65535])
-    ds = _ds(PhotometricInterpretation="MONOCHROME2", VOILUTSequence=Sequence([item]))
+    ds = _ds(PhotometricInterpretation="MONOCHROME2", VOILUTSequence=_zigzag_voi_lut())
     counted.clear()
     dcm.to_uint16(arr, ds)
     assert counted == [(arr.size,)]
