@@ -203,7 +203,7 @@ def _greedy_bucket(tg, t_box, pg, p_seq, p_box, thr, strict, ties_last, iou):
     IOU = iou(p_box[:, None, :], TB[pg])  # (Np, M)
     pi = np.flatnonzero(IOU.max(1) >= thr)
     p_ord = pi[np.lexsort((pi, p_seq[pi], pg[pi]))]
-    rank = _rank_in_group(pg[p_ord])
+    rank = _position_in_run(pg[p_ord])
     by_rank = np.argsort(rank)   # a step holds one prediction per group: their order in it is free
     bounds = np.searchsorted(rank[by_rank], np.arange(rank.max() + 2 if len(rank) else 1))
     for k in range(len(bounds) - 1):
@@ -220,7 +220,7 @@ def _greedy_bucket(tg, t_box, pg, p_seq, p_box, thr, strict, ties_last, iou):
     return pred_truth, pred_iou
 
 
-def _rank_in_group(gs: np.ndarray) -> np.ndarray:
+def _position_in_run(gs: np.ndarray) -> np.ndarray:
     """Each entry's position within its run of equal values of the sorted group ids ``gs``."""
     return np.arange(len(gs)) - np.searchsorted(gs, gs)
 
@@ -330,7 +330,7 @@ def match_coco(enc: Encoded, iou_thr: float = 0.4, max_dets: int = 100) -> tuple
     # per (image, class): mergesort on -score (stable on input order), cut to max_dets
     pg = _group(enc.p_img, enc.p_cls, n_cls)
     o = np.lexsort((enc.p_row, -enc.p_score, pg))
-    keep = np.sort(o[_rank_in_group(pg[o]) < max_dets])
+    keep = np.sort(o[_position_in_run(pg[o]) < max_dets])
     p_seq = _ranks(o)
     t_xywh, p_xywh = xyxy_to_xywh(enc.t_box), xyxy_to_xywh(enc.p_box[keep])
     pred_truth, _ = greedy_match(_group(enc.t_img, enc.t_cls, n_cls), t_xywh, pg[keep], p_seq[keep], p_xywh,
